@@ -1,0 +1,42 @@
+/*
+ * admin.h - the /api/* handlers: auth, users, providers, models, groups,
+ * quotas (and, with the audit work, requests and statistics).
+ *
+ * One ta_admin_t per worker process, created after fork on that worker's own
+ * ta_store_t. Every handler runs one short LMDB transaction (read or write)
+ * and never blocks otherwise. Writes are visible to every worker at once
+ * because they share the ledger environment; logout writes revoked_jwt, which
+ * every worker checks on each request.
+ *
+ * Called in worker processes only.
+ */
+#ifndef TA_ADMIN_H
+#define TA_ADMIN_H
+
+#include "ledger/store.h"
+#include "schema/api.h"
+
+typedef struct ta_admin_conf {
+    ta_store_t *store;           /* borrowed; outlives the admin */
+    const uint8_t *jwt_secret;   /* 32 bytes, borrowed */
+    size_t jwt_secret_len;
+    const uint8_t *master_key;   /* 32 bytes, borrowed */
+    int64_t jwt_ttl_s;           /* token lifetime */
+    unsigned pbkdf2_iterations;  /* 0 = default */
+    size_t max_body;             /* bytes; larger bodies -> 413 (the worker also enforces it) */
+} ta_admin_conf_t;
+
+typedef struct ta_admin ta_admin_t; /* opaque */
+
+int ta_admin_create(ta_admin_t **out, const ta_admin_conf_t *conf);
+void ta_admin_destroy(ta_admin_t *a);
+
+/** The ta_api_handler_fn for /api/...; ctx is the ta_admin_t. */
+void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res);
+
+/** Create a superadmin (CLI `init` / `create-superadmin`). password is taken
+ *  as given; validation as for the users endpoint. Returns 0, TA_EEXIST, TA_EINVAL (err). */
+int ta_admin_create_superadmin(ta_store_t *st, const char *email, const char *password,
+                               unsigned pbkdf2_iterations, ta_err_t *err);
+
+#endif
