@@ -84,6 +84,9 @@ char *ta_time_format(int64_t unix_s, char *buf);
 /** Parse RFC 3339 ("...Z" or "+hh:mm", optional fraction, which is dropped) or a
  *  bare date "2026-11-26" (midnight UTC). Returns 0 or TA_EINVAL. */
 int ta_time_parse(const char *s, size_t len, int64_t *unix_s);
+/** Format unix ns as RFC 3339 UTC with milliseconds ("2026-11-26T13:09:17.123Z");
+ *  buf >= 32 bytes. Used for TIME_NS fields and log lines. */
+char *ta_time_format_ms(int64_t unix_ns, char *buf);
 
 /* ---- logging ---------------------------------------------------------- */
 
