@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs the Debian 12 packages tokenaudit needs to build, test and run.
+# Only packages that are missing are installed; run as root (or with sudo).
+set -eu
+pkgs="build-essential cmake pkg-config libh2o-evloop-dev libcurl4-openssl-dev liblmdb-dev
+      libjansson-dev libjwt-dev libssl-dev libcmocka-dev lmdb-utils python3 curl ca-certificates"
+missing=""
+for p in $pkgs; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "installing:$missing"
+$SUDO apt-get update
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends $missing
