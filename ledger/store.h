@@ -148,4 +148,17 @@ static inline uint64_t ta_be64_get(const uint8_t *p)
     return v;
 }
 
+/* ---- additions (store engineer) --------------------------------------- */
+
+/** Walk a binary-keyed table (keys, holds, revoked_jwt, audit tables) in key
+ *  order; d decodes each value. cb gets the raw key (valid during the
+ *  callback only) and returns 0 to go on, 1 to stop, <0 error.
+ *  ta_rec_walk() on such a table fails TA_ECORRUPT (its keys are not ids). */
+typedef int (*ta_rec_walk_k_cb)(const void *key, size_t klen, const void *rec, void *arg);
+int ta_rec_walk_k(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_db_t db,
+                  ta_rec_walk_k_cb cb, void *arg);
+
+/** LMDB name of a database ("users", "requests", ...); "?" if out of range. */
+const char *ta_store_db_name(ta_db_t db);
+
 #endif
