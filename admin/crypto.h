@@ -77,4 +77,13 @@ void ta_hex(const uint8_t *in, size_t n, char *out);
 /** Random bytes (RAND_bytes); TA_ECRYPTO on failure. */
 int ta_random(void *out, size_t n);
 
+/* ---- additions (crypto) ------------------------------------------------ */
+/* JWT secret length accepted by ta_jwt_issue/ta_jwt_verify (libjwt enforces
+ * no minimum; generate one with ta_secret_file_create(path, 32)). Shorter or
+ * longer secrets: issue returns TA_EINVAL, verify TA_EAUTH. Tokens longer
+ * than TA_JWT_MAX_LEN bytes are rejected before parsing. */
+#define TA_JWT_SECRET_MIN 32
+#define TA_JWT_SECRET_MAX 1024
+#define TA_JWT_MAX_LEN 4096
+
 #endif
