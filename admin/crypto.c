@@ -400,10 +400,14 @@ static int claim_int(json_t *grants, const char *name, int64_t *out)
     return 0;
 }
 
-static const char *claim_str(json_t *grants, const char *name)
+/* A string claim and its JSON length (a "\u0000" inside must not shorten it). */
+static const char *claim_str(json_t *grants, const char *name, size_t *len)
 {
     json_t *v = json_object_get(grants, name);
-    return v && json_is_string(v) ? json_string_value(v) : NULL;
+    if (!v || !json_is_string(v))
+        return NULL;
+    *len = json_string_length(v);
+    return json_string_value(v);
 }
 
 int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, size_t len,
@@ -414,6 +418,7 @@ int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, s
     char *gjson = NULL;
     json_t *grants = NULL;
     const char *sub, *jti;
+    size_t sub_len = 0, jti_len = 0;
     int64_t role, iat, exp;
     ta_jwt_claims_t c;
     int rc = TA_EAUTH;
@@ -440,14 +445,14 @@ int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, s
         goto Exit;
 
     memset(&c, 0, sizeof(c));
-    sub = claim_str(grants, "sub");
-    if (!sub || parse_u64(sub, strlen(sub), &c.user_id) < 0)
+    sub = claim_str(grants, "sub", &sub_len);
+    if (!sub || parse_u64(sub, sub_len, &c.user_id) < 0)
         goto Exit;
     if (claim_int(grants, "role", &role) < 0 || (role != TA_ROLE_USER && role != TA_ROLE_SUPERADMIN))
         goto Exit;
     c.role = (int)role;
-    jti = claim_str(grants, "jti");
-    if (!jti || strlen(jti) != 32)
+    jti = claim_str(grants, "jti", &jti_len);
+    if (!jti || jti_len != 32)
         goto Exit;
     for (size_t i = 0; i < 32; i++)
         if (!((jti[i] >= '0' && jti[i] <= '9') || (jti[i] >= 'a' && jti[i] <= 'f')))
