@@ -10,11 +10,11 @@
  * free the concurrency slot. Refusals change nothing.
  *
  * Periods are calendar-aligned in the quota timezone (day, ISO week starting
- * Monday, month); `none` never rolls. A hold taken in an earlier period is
- * released from the period it was held in: held amounts follow the balance's
- * current period only if period_start matches, else they were already reset
- * at rollover (rollover keeps cost_held/tokens_held/in_flight: they belong to
- * requests still running).
+ * Monday, month); `none` never rolls. Rollover resets the used amounts and
+ * the warning level only: cost_held/tokens_held/in_flight are kept (they
+ * belong to requests still running), so settlement always subtracts a hold's
+ * amounts, whatever period it was taken in, and adds the actual usage to the
+ * balance's current period.
  *
  * Callers: worker (hold), billing (settle, release). Never the master.
  */
@@ -87,5 +87,39 @@ ta_nano_t ta_cost(const ta_model_t *m, int64_t prompt_tokens, int64_t completion
  *  period_end: start of the next period (INT64_MAX for none). */
 int64_t ta_period_start(int period, int64_t now_s, const char *tz);
 int64_t ta_period_end(int period, int64_t start_s, const char *tz);
+
+/* ---- additions (quota engineer) ---------------------------------------- */
+
+/** Set the process timezone for quota periods (config `quota_timezone`):
+ *  validates the IANA name (a regular file /usr/share/zoneinfo/<name>, or a
+ *  UTC alias), then setenv("TZ") + tzset() once. Call at startup, before
+ *  fork (children inherit it). TA_EINVAL for an unknown or odd name (nothing
+ *  changes then). Periods in the process timezone then cost no TZ switch;
+ *  ta_period_*() with another name switch the process TZ (slow path). Not
+ *  thread-safe. Any process. */
+int ta_quota_set_timezone(const char *tz);
+/** The process timezone name ("UTC" until ta_quota_set_timezone()). */
+const char *ta_quota_timezone(void);
+
+/** Auto-renew: expires_at moved later by whole periods (same local clock
+ *  time; month steps clamp the day to the month's length) until it is after
+ *  now_s. Unchanged if already in the future or for TA_PERIOD_NONE. */
+int64_t ta_period_renew(int period, int64_t expires_at, int64_t now_s, const char *tz);
+
+/** The holds of worker `pid` (dead-worker cleanup). Writes up to max request
+ *  ids into ids and sets *n to the TOTAL count of that pid's holds, which may
+ *  exceed max (release those, then call again). Read or write txn on the
+ *  ledger env. Billing (and the CLI for verify). */
+int ta_quota_holds_of_pid(ta_store_t *st, MDB_txn *txn, int32_t pid, uint8_t (*ids)[16],
+                          size_t max, size_t *n);
+
+/** Read-only usage of quota q as of now_s, with a period rollover applied
+ *  virtually (used amounts read as zero once the stored period ended); a
+ *  quota never held is all zeros. period_start/period_end (either may be
+ *  NULL) get the current period's bounds in the process timezone (0 and
+ *  INT64_MAX for period none). Any txn on the ledger env. Worker (admin API,
+ *  /v1/usage), CLI. */
+int ta_quota_usage(ta_store_t *st, MDB_txn *txn, const ta_quota_t *q, int64_t now_s,
+                   ta_balance_t *out, int64_t *period_start, int64_t *period_end);
 
 #endif
