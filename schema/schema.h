@@ -17,6 +17,13 @@
  *   | 'T' u8 |   u8    |  u16    |  (tag = field's stable `tag` value)|
  *   +--------+---------+---------+------------------------------------+
  *
+ * The field list ends with tag 0, len 0 (an end marker, 3 bytes) and nothing
+ * after it, so a value cut short at a field boundary is still detected as
+ * TA_ECORRUPT. Fixed-size fields are stored little-endian at their natural
+ * width (ID/I64/TIME/TIME_NS/NANO 8, I32/FLAGS 4, BOOL/ENUM 1); STR without
+ * its NUL; lists as their elements back to back; SUB as a nested encoding
+ * (header, fields, end marker); SUB_LIST as elements each "u16 len, nested
+ * encoding". Zero-valued fields (0, false, "", empty list) are not written.
  * A field's tag never changes once released; removed fields leave their tag
  * unused. Unknown tags from an older build of the same version are skipped;
  * a record version newer than this build's is refused with TA_ESCHEMA.
@@ -50,6 +57,8 @@ typedef enum ta_ftype {
     TA_FT_I32_LIST, /* int32_t[max_count] + uint16_t count at `len_offset`; JSON array of integers */
     TA_FT_SUB_LIST, /* struct[max_count] (element desc `sub`) + uint16_t count at `len_offset` */
     TA_FT_SUB,      /* one embedded struct (desc `sub`); JSON object; PATCH merges its keys */
+    TA_FT_HEX,      /* uint8_t[size], fixed length, no length field; JSON lowercase hex string
+                     * (request ids in the dump) */
 } ta_ftype_t;
 
 enum {
@@ -63,6 +72,13 @@ enum {
     TA_FF_NONEMPTY = 1u << 7,  /* string must not be empty */
     TA_FF_LOWER = 1u << 8,     /* string is lower-cased on input */
     TA_FF_NOTNULL_OUT = 1u << 9, /* ID/TIME zero printed as 0/"" rather than null (rare) */
+    /* Presence marking (model.has_prices): ta_rec_from_json sets the BOOL field
+     * flagged TA_FF_PRESENCE to true when the input carries any key of a field
+     * flagged TA_FF_MARKS_PRESENCE in the same descriptor (even "0": a price
+     * of zero is an explicit price). It never sets it back to false. */
+    TA_FF_PRESENCE = 1u << 10,
+    TA_FF_MARKS_PRESENCE = 1u << 11,
+    TA_FF_ASCENDING = 1u << 12, /* I32_LIST/ID_LIST elements strictly ascending (rule "order") */
 };
 
 struct ta_recdesc;
@@ -78,7 +94,8 @@ typedef struct ta_field {
     uint16_t max_count; /* lists */
     int64_t min, max;   /* integer/nano bounds (inclusive); min=max=0: unbounded */
     const char *const *names;       /* ENUM / FLAGS names */
-    const struct ta_recdesc *sub;   /* SUB_LIST element */
+    const struct ta_recdesc *sub;   /* SUB_LIST element / SUB struct */
+    int64_t def;        /* scalar default set by ta_rec_defaults (BOOL 1 = true, ENUM index) */
 } ta_field_t;
 
 typedef struct ta_recdesc {
@@ -104,6 +121,7 @@ enum {
     TA_REC_AUDIT,     /* audit request record (issue: ring/billing) */
     TA_REC_DAILY,     /* audit daily aggregate */
     TA_REC_WARNING,   /* audit warning raised */
+    TA_REC_LIMITS,    /* ta_limits_t nested in a group (default_quota) */
 };
 
 /* ---- records ---------------------------------------------------------- */
