@@ -1,0 +1,51 @@
+/*
+ * billing.h - the billing process's entry point (DESIGN.md section 1): the
+ * ring's only consumer and the audit environment's only writer.
+ *
+ * The master forks one billing process and, in it, calls
+ * ta_billing_run() (master/billing_child.c). Until the billing loop exists
+ * (TA_BILLING_IMPLEMENTED == 0) the master runs a stand-in that opens the
+ * store, beats the heartbeat and syncs both environments every
+ * sync_interval_ms, so the rest of the gateway can run.
+ *
+ * Contract for ta_billing_run():
+ *  - called in the billing child after fork, PR_SET_PDEATHSIG and the
+ *    parent check, with SIGTERM/SIGINT handlers that only set *stop = 1;
+ *  - opens its own ta_store_t (ledger/store.h) from conf->data_dir and
+ *    conf->store_opts, and attaches the ring the master mapped before fork;
+ *  - calls ta_heartbeat_beat() (ledger/heartbeat.h) at start and at least
+ *    once a second (GET /healthz answers 503 when the beat is stale);
+ *  - on *stop: drains what is published in the ring, syncs, closes, returns 0;
+ *  - returns <0 on a fatal error (the master logs it and restarts billing
+ *    with backoff).
+ *
+ * Callers: the billing process only.
+ */
+#ifndef TA_BILLING_H
+#define TA_BILLING_H
+
+#include <signal.h>
+#include <stdint.h>
+#include "ledger/store.h"
+
+/* Flip to 1 in the commit that adds ta_billing_run() (ledger/billing.c):
+ * master/billing_child.c then calls it instead of its stand-in loop. */
+#ifndef TA_BILLING_IMPLEMENTED
+#define TA_BILLING_IMPLEMENTED 0
+#endif
+
+typedef struct ta_billing_conf {
+    const char *data_dir;
+    ta_store_opts_t store_opts;       /* create = false */
+    int64_t sync_interval_ms;         /* ta_store_sync() period */
+    int64_t audit_retention_days;     /* 0 = keep forever */
+    const char *warning_webhook_url;  /* "" = none */
+    const char *quota_timezone;       /* "UTC", "Europe/Paris" ... */
+    uint32_t ring_slots;              /* setting ring_slots */
+    void *ring;                       /* the master's ring mapping (ledger/ring.h), or NULL */
+} ta_billing_conf_t;
+
+/** The billing main loop; see the contract above. */
+int ta_billing_run(const ta_billing_conf_t *conf, volatile sig_atomic_t *stop);
+
+#endif
