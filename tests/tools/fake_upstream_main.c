@@ -1,0 +1,859 @@
+/*
+ * fake_upstream - a real HTTP/1.1 server (h2o evloop) that speaks enough of
+ * the OpenAI API for tokenaudit's tests and benchmarks, scripted per request.
+ *
+ *   fake_upstream [--port N] [--host ADDR] [-t WORKERS] [--log FILE] [--models a,b,c]
+ *
+ * --port 0 (the default) picks a free port; "listening on PORT" is printed
+ * on stdout (and flushed) once the socket listens. -t N forks N processes that
+ * share the listening socket.
+ *
+ * Endpoints
+ *   POST /v1/chat/completions   non-streaming JSON, or SSE with "stream": true
+ *                               (chunks, finish chunk, a usage chunk when
+ *                               stream_options.include_usage is true, data: [DONE])
+ *   POST /v1/completions        same, legacy text shape
+ *   POST /v1/embeddings         one embedding per input, usage
+ *   GET  /v1/models             OpenAI list of --models
+ *   POST /_fake/control         {"scenario": "...", "usage": "p,c,k", "chunks": N,
+ *                                "times": K} applies to the next K /v1 POSTs (0 = until
+ *                               reset); shared by all -t processes
+ *   POST /_fake/reset           clears the control state and the counters
+ *   GET  /_fake/stats           {"requests": N, "chat": N, "completions": N,
+ *                                "embeddings": N, "models": N}
+ *
+ * Scenario: header X-Fake-Scenario, else body field "fake_scenario", else the
+ * control state, else "ok":
+ *   ok | slow_first_byte:<ms> | slow_chunks:<ms> | status:<code> | rate_limit |
+ *   cut_stream:<after_n_chunks> | no_usage | huge_chunk:<bytes> |
+ *   close_idle[:<ms>]  answer normally, then close the (idle keep-alive)
+ *                      connection <ms> after the answer was written, without a
+ *                      "Connection: close" header (the client still pools it)
+ *   drop               read the whole request, log it, close without answering
+ * Several may be combined with ',' ("slow_chunks:5,no_usage").
+ * Usage: X-Fake-Usage / "fake_usage": "prompt,completion,cached" (default:
+ * prompt = ceil(body bytes / 4), completion = chunks, cached = 0).
+ * Chunks: X-Fake-Chunks / "fake_chunks" (default 5).
+ *
+ * Log: one line per request, written with one write(2) to an O_APPEND file
+ * (or stdout), so tests can count upstream calls even with -t N:
+ *   "REQ <pid> <method> <path> auth=<last 4 of Authorization> body=<bytes> scenario=<s>"
+ *   "CLOSE <pid> idle"   when close_idle shut a connection
+ *   "DROP <pid>"         when drop shut a connection
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <h2o.h>
+#include <jansson.h>
+
+/* ---- shared state (all -t processes) ----------------------------------- */
+
+enum { C_REQUESTS, C_CHAT, C_COMPLETIONS, C_EMBEDDINGS, C_MODELS, C_COUNT };
+struct shared {
+    int lock;
+    char scenario[256];
+    char usage[64];
+    int chunks;
+    long remaining; /* -1: until reset; 0: inactive */
+    long counts[C_COUNT];
+};
+static struct shared *g_sh;
+
+static void sh_lock(void)
+{
+    while (__atomic_exchange_n(&g_sh->lock, 1, __ATOMIC_ACQUIRE))
+        ;
+}
+static void sh_unlock(void) { __atomic_store_n(&g_sh->lock, 0, __ATOMIC_RELEASE); }
+
+/* ---- process state ------------------------------------------------------ */
+
+static h2o_globalconf_t g_config;
+static h2o_context_t g_ctx;
+static h2o_accept_ctx_t g_accept;
+static int g_logfd = 1;
+static const char *g_models = "gpt-4o-mini,text-embedding-3-small,fake-model";
+static int g_listen_fd = -1;
+
+/* accepted sockets by fd, so a scenario can shut a connection down */
+#define MAX_FDS 65536
+static h2o_socket_t *g_sock_by_fd[MAX_FDS];
+
+/* h2o 2.2.5 timeouts have a fixed duration: one list per distinct ms value */
+#define MAX_TIMEOUTS 64
+static struct {
+    uint64_t ms;
+    h2o_timeout_t t;
+} g_timeouts[MAX_TIMEOUTS];
+static int g_ntimeouts;
+
+static h2o_timeout_t *timeout_for(uint64_t ms)
+{
+    for (int i = 0; i < g_ntimeouts; i++)
+        if (g_timeouts[i].ms == ms)
+            return &g_timeouts[i].t;
+    if (g_ntimeouts == MAX_TIMEOUTS)
+        return &g_timeouts[MAX_TIMEOUTS - 1].t; /* degrade: reuse the last one */
+    g_timeouts[g_ntimeouts].ms = ms;
+    h2o_timeout_init(g_ctx.loop, &g_timeouts[g_ntimeouts].t, ms);
+    return &g_timeouts[g_ntimeouts++].t;
+}
+
+static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void logline(const char *fmt, ...)
+{
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof(buf) - 2)
+        n = sizeof(buf) - 2;
+    buf[n++] = '\n';
+    ssize_t r = write(g_logfd, buf, (size_t)n);
+    (void)r;
+}
+
+static int fd_of_sock(h2o_socket_t *sock)
+{
+    struct sockaddr_storage a, b;
+    socklen_t alen = h2o_socket_getpeername(sock, (struct sockaddr *)&a);
+    for (int fd = 0; fd < MAX_FDS; fd++) {
+        if (g_sock_by_fd[fd] != sock)
+            continue;
+        socklen_t blen = sizeof(b);
+        if (getpeername(fd, (struct sockaddr *)&b, &blen) == 0 && blen == alen && memcmp(&a, &b, alen) == 0)
+            return fd;
+    }
+    return -1;
+}
+
+/* split at sep: returns the next token (NUL-terminated in place) or NULL */
+static char *next_tok(char **cur, char sep)
+{
+    char *t = *cur;
+    if (t == NULL || *t == '\0')
+        return NULL;
+    char *e = strchr(t, sep);
+    if (e != NULL) {
+        *e = '\0';
+        *cur = e + 1;
+    } else {
+        *cur = NULL;
+    }
+    return t;
+}
+
+/* ---- scenario ------------------------------------------------------------- */
+
+struct scen {
+    int slow_first_byte_ms;
+    int slow_chunks_ms;
+    int status;
+    bool rate_limit;
+    int cut_after; /* -1: none */
+    bool no_usage;
+    long huge_chunk;
+    int close_idle_ms; /* -1: none */
+    bool drop;
+    long prompt, completion, cached;
+    bool usage_set;
+    int chunks;
+    char text[256];
+};
+
+static void scen_parse(struct scen *s, const char *str)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", str);
+    snprintf(s->text, sizeof(s->text), "%s", str);
+    char *cur = buf;
+    for (char *tok; (tok = next_tok(&cur, ',')) != NULL;) {
+        while (*tok == ' ')
+            tok++;
+        char *arg = strchr(tok, ':');
+        long v = 0;
+        if (arg != NULL) {
+            *arg++ = '\0';
+            v = strtol(arg, NULL, 10);
+        }
+        if (strcmp(tok, "slow_first_byte") == 0)
+            s->slow_first_byte_ms = (int)v;
+        else if (strcmp(tok, "slow_chunks") == 0)
+            s->slow_chunks_ms = (int)v;
+        else if (strcmp(tok, "status") == 0)
+            s->status = (int)v;
+        else if (strcmp(tok, "rate_limit") == 0)
+            s->rate_limit = true;
+        else if (strcmp(tok, "cut_stream") == 0)
+            s->cut_after = (int)v;
+        else if (strcmp(tok, "no_usage") == 0)
+            s->no_usage = true;
+        else if (strcmp(tok, "huge_chunk") == 0)
+            s->huge_chunk = v;
+        else if (strcmp(tok, "close_idle") == 0)
+            s->close_idle_ms = (int)v;
+        else if (strcmp(tok, "drop") == 0)
+            s->drop = true;
+    }
+}
+
+static void usage_parse(struct scen *s, const char *str)
+{
+    long p = 0, c = 0, k = 0;
+    if (sscanf(str, "%ld,%ld,%ld", &p, &c, &k) >= 2) {
+        s->prompt = p;
+        s->completion = c;
+        s->cached = k;
+        s->usage_set = true;
+    }
+}
+
+static bool header_str(h2o_req_t *req, const char *name, char *out, size_t cap)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    if (i == -1)
+        return false;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    size_t n = v.len < cap - 1 ? v.len : cap - 1;
+    memcpy(out, v.base, n);
+    out[n] = '\0';
+    return true;
+}
+
+/* ---- responses -------------------------------------------------------------- */
+
+static h2o_iovec_t json_iov(h2o_req_t *req, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    size_t n = strlen(s);
+    char *p = h2o_mem_alloc_pool(&req->pool, n + 1);
+    memcpy(p, s, n + 1);
+    free(s);
+    return h2o_iovec_init(p, n);
+}
+
+static void send_json(h2o_req_t *req, int status, const char *reason, h2o_iovec_t body)
+{
+    req->res.status = status;
+    req->res.reason = reason;
+    req->res.content_length = body.len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
+    h2o_send_inline(req, body.base, body.len);
+}
+
+static void send_error(h2o_req_t *req, int status, const char *type, const char *code, const char *msg)
+{
+    json_t *e = json_pack("{s:{s:s,s:s,s:s?,s:n}}", "error", "message", msg, "type", type, "code", code, "param");
+    send_json(req, status, "Error", json_iov(req, e));
+}
+
+static json_t *usage_json(const struct scen *s)
+{
+    return json_pack("{s:I,s:I,s:I,s:{s:I}}", "prompt_tokens", (json_int_t)s->prompt, "completion_tokens",
+                     (json_int_t)s->completion, "total_tokens", (json_int_t)(s->prompt + s->completion),
+                     "prompt_tokens_details", "cached_tokens", (json_int_t)s->cached);
+}
+
+static char *chunk_text(h2o_req_t *req, const struct scen *s, int i, size_t *len)
+{
+    if (s->huge_chunk > 0) {
+        char *p = h2o_mem_alloc_pool(&req->pool, (size_t)s->huge_chunk + 1);
+        memset(p, 'x', (size_t)s->huge_chunk);
+        p[s->huge_chunk] = '\0';
+        *len = (size_t)s->huge_chunk;
+        return p;
+    }
+    char *p = h2o_mem_alloc_pool(&req->pool, 24);
+    *len = (size_t)snprintf(p, 24, "tok%d ", i);
+    return p;
+}
+
+/* per-request state, lives in the request's pool */
+struct fake_req {
+    h2o_generator_t super;
+    h2o_req_t *req;
+    struct scen s;
+    bool chat; /* chat.completion vs text_completion */
+    bool stream, include_usage;
+    char model[128];
+    long id;
+    int next_chunk; /* 0..chunks-1 content, chunks = finish, chunks+1 = usage, +2 = DONE */
+    bool timer_linked;
+    h2o_timeout_entry_t timer;
+    void (*on_timer)(struct fake_req *);
+    int fd; /* for close_idle */
+    bool done;
+};
+
+static void fr_timer_cb(h2o_timeout_entry_t *e)
+{
+    struct fake_req *fr = H2O_STRUCT_FROM_MEMBER(struct fake_req, timer, e);
+    fr->timer_linked = false;
+    fr->on_timer(fr);
+}
+
+static void fr_after(struct fake_req *fr, int ms, void (*cb)(struct fake_req *))
+{
+    fr->on_timer = cb;
+    fr->timer.cb = fr_timer_cb;
+    fr->timer_linked = true;
+    h2o_timeout_link(g_ctx.loop, timeout_for((uint64_t)ms), &fr->timer);
+}
+
+struct idle_close {
+    h2o_timeout_entry_t timer;
+    int fd;
+    h2o_socket_t *sock;
+};
+
+static void do_idle_close(struct idle_close *ic)
+{
+    if (ic->fd >= 0 && ic->fd < MAX_FDS && g_sock_by_fd[ic->fd] == ic->sock) {
+        shutdown(ic->fd, SHUT_RDWR);
+        logline("CLOSE %d idle", (int)getpid());
+    }
+    free(ic);
+}
+
+static void idle_close_cb(h2o_timeout_entry_t *e)
+{
+    do_idle_close(H2O_STRUCT_FROM_MEMBER(struct idle_close, timer, e));
+}
+
+static void fr_dispose(void *p)
+{
+    struct fake_req *fr = p;
+    if (fr->timer_linked)
+        h2o_timeout_unlink(&fr->timer);
+    if (fr->s.close_idle_ms >= 0 && fr->fd >= 0) {
+        /* the response has been written (the request is disposed after the
+         * last write completed): close the now idle connection */
+        struct idle_close *ic = calloc(1, sizeof(*ic));
+        ic->fd = fr->fd;
+        ic->sock = g_sock_by_fd[fr->fd];
+        if (fr->s.close_idle_ms == 0) {
+            do_idle_close(ic);
+        } else {
+            ic->timer.cb = idle_close_cb;
+            h2o_timeout_link(g_ctx.loop, timeout_for((uint64_t)fr->s.close_idle_ms), &ic->timer);
+        }
+    }
+}
+
+static void fr_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    struct fake_req *fr = (void *)g;
+    if (fr->timer_linked) {
+        h2o_timeout_unlink(&fr->timer);
+        fr->timer_linked = false;
+    }
+    fr->done = true;
+}
+
+static h2o_iovec_t sse_event(h2o_req_t *req, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    size_t n = strlen(s);
+    char *p = h2o_mem_alloc_pool(&req->pool, n + 9);
+    memcpy(p, "data: ", 6);
+    memcpy(p + 6, s, n);
+    memcpy(p + 6 + n, "\n\n", 3);
+    free(s);
+    return h2o_iovec_init(p, n + 8);
+}
+
+static json_t *chunk_base(struct fake_req *fr)
+{
+    char id[48];
+    snprintf(id, sizeof(id), "%s-fake-%ld", fr->chat ? "chatcmpl" : "cmpl", fr->id);
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[]}", "id", id, "object",
+                          fr->chat ? "chat.completion.chunk" : "text_completion", "created",
+                          (json_int_t)time(NULL), "model", fr->model, "choices");
+    if (fr->include_usage)
+        json_object_set_new(j, "usage", json_null());
+    return j;
+}
+
+static void stream_next(struct fake_req *fr);
+
+static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    struct fake_req *fr = (void *)g;
+    if (fr->done)
+        return;
+    if (fr->s.cut_after >= 0 && fr->next_chunk >= fr->s.cut_after) {
+        /* the chunks so far are written: end without the chunked terminator */
+        fr->done = true;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    if (fr->s.slow_chunks_ms > 0 && fr->next_chunk > 0 && fr->next_chunk <= fr->s.chunks)
+        fr_after(fr, fr->s.slow_chunks_ms, stream_next);
+    else
+        stream_next(fr);
+}
+
+static void stream_next(struct fake_req *fr)
+{
+    h2o_req_t *req = fr->req;
+    int i = fr->next_chunk++;
+    h2o_iovec_t buf;
+    h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
+    if (i < fr->s.chunks) {
+        json_t *j = chunk_base(fr), *choice;
+        size_t len;
+        char *t = chunk_text(req, &fr->s, i, &len);
+        if (fr->chat) {
+            json_t *delta = json_object();
+            if (i == 0)
+                json_object_set_new(delta, "role", json_string("assistant"));
+            json_object_set_new(delta, "content", json_stringn(t, len));
+            choice = json_pack("{s:i,s:o,s:n}", "index", 0, "delta", delta, "finish_reason");
+        } else {
+            choice = json_pack("{s:s%,s:i,s:n,s:n}", "text", t, len, "index", 0, "logprobs", "finish_reason");
+        }
+        json_array_append_new(json_object_get(j, "choices"), choice);
+        buf = sse_event(req, j);
+    } else if (i == fr->s.chunks) {
+        json_t *j = chunk_base(fr), *choice;
+        if (fr->chat)
+            choice = json_pack("{s:i,s:{},s:s}", "index", 0, "delta", "finish_reason", "stop");
+        else
+            choice = json_pack("{s:s,s:i,s:n,s:s}", "text", "", "index", 0, "logprobs", "finish_reason", "stop");
+        json_array_append_new(json_object_get(j, "choices"), choice);
+        buf = sse_event(req, j);
+    } else if (i == fr->s.chunks + 1 && fr->include_usage && !fr->s.no_usage) {
+        json_t *j = chunk_base(fr);
+        json_object_set_new(j, "usage", usage_json(&fr->s));
+        buf = sse_event(req, j);
+    } else {
+        buf = h2o_iovec_init(H2O_STRLIT("data: [DONE]\n\n"));
+        state = H2O_SEND_STATE_FINAL;
+        fr->done = true;
+    }
+    h2o_send(req, &buf, 1, state);
+}
+
+static void stream_start(struct fake_req *fr)
+{
+    h2o_req_t *req = fr->req;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+    fr->super.proceed = stream_proceed;
+    fr->super.stop = fr_stop;
+    h2o_start_response(req, &fr->super);
+    if (fr->s.cut_after == 0) {
+        fr->done = true;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    stream_next(fr);
+}
+
+static void answer_completion(struct fake_req *fr)
+{
+    h2o_req_t *req = fr->req;
+    char id[48];
+    snprintf(id, sizeof(id), "%s-fake-%ld", fr->chat ? "chatcmpl" : "cmpl", fr->id);
+    /* content: all chunks concatenated */
+    size_t cap = fr->s.huge_chunk > 0 ? (size_t)fr->s.huge_chunk + 1 : (size_t)fr->s.chunks * 24 + 1, len = 0;
+    char *content = h2o_mem_alloc_pool(&req->pool, cap);
+    content[0] = '\0';
+    for (int i = 0; i < fr->s.chunks; i++) {
+        size_t n;
+        char *t = chunk_text(req, &fr->s, i, &n);
+        if (len + n >= cap)
+            break;
+        memcpy(content + len, t, n);
+        len += n;
+        if (fr->s.huge_chunk > 0)
+            break;
+    }
+    json_t *choice;
+    if (fr->chat)
+        choice = json_pack("{s:i,s:{s:s,s:s%},s:s}", "index", 0, "message", "role", "assistant", "content", content,
+                           len, "finish_reason", "stop");
+    else
+        choice = json_pack("{s:s%,s:i,s:n,s:s}", "text", content, len, "index", 0, "logprobs", "finish_reason", "stop");
+    json_t *j = json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", id, "object", fr->chat ? "chat.completion" : "text_completion",
+                          "created", (json_int_t)time(NULL), "model", fr->model, "choices", choice);
+    if (!fr->s.no_usage)
+        json_object_set_new(j, "usage", usage_json(&fr->s));
+    send_json(req, 200, "OK", json_iov(req, j));
+}
+
+static void answer_embeddings(struct fake_req *fr, json_t *body)
+{
+    h2o_req_t *req = fr->req;
+    json_t *input = json_object_get(body, "input");
+    size_t n = json_is_array(input) ? json_array_size(input) : 1;
+    if (n == 0 || n > 2048) {
+        send_error(req, 400, "invalid_request_error", NULL, "bad input");
+        return;
+    }
+    json_t *data = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(data, json_pack("{s:s,s:I,s:[f,f,f]}", "object", "embedding", "index", (json_int_t)i,
+                                              "embedding", 0.125, -0.25, 0.5));
+    json_t *j = json_pack("{s:s,s:o,s:s}", "object", "list", "data", data, "model", fr->model);
+    if (!fr->s.no_usage)
+        json_object_set_new(j, "usage", json_pack("{s:I,s:I}", "prompt_tokens", (json_int_t)fr->s.prompt,
+                                                  "total_tokens", (json_int_t)fr->s.prompt));
+    send_json(req, 200, "OK", json_iov(req, j));
+}
+
+static void dispatch(struct fake_req *fr)
+{
+    if (fr->stream)
+        stream_start(fr);
+    else
+        answer_completion(fr);
+}
+
+static void answer_models(h2o_req_t *req)
+{
+    json_t *data = json_array();
+    char buf[1024];
+    snprintf(buf, sizeof(buf), "%s", g_models);
+    char *cur = buf;
+    for (char *m; (m = next_tok(&cur, ',')) != NULL;)
+        json_array_append_new(data, json_pack("{s:s,s:s,s:i,s:s}", "id", m, "object", "model", "created", 1700000000,
+                                              "owned_by", "fake"));
+    send_json(req, 200, "OK", json_iov(req, json_pack("{s:s,s:o}", "object", "list", "data", data)));
+}
+
+static int handle_control(h2o_req_t *req, bool reset)
+{
+    json_t *b = reset ? NULL : json_loadb(req->entity.base, req->entity.len, 0, NULL);
+    sh_lock();
+    g_sh->scenario[0] = '\0';
+    g_sh->usage[0] = '\0';
+    g_sh->chunks = 0;
+    g_sh->remaining = 0;
+    if (reset)
+        memset(g_sh->counts, 0, sizeof(g_sh->counts));
+    if (b != NULL) {
+        const char *s = json_string_value(json_object_get(b, "scenario"));
+        const char *u = json_string_value(json_object_get(b, "usage"));
+        if (s != NULL)
+            snprintf(g_sh->scenario, sizeof(g_sh->scenario), "%s", s);
+        if (u != NULL)
+            snprintf(g_sh->usage, sizeof(g_sh->usage), "%s", u);
+        g_sh->chunks = (int)json_integer_value(json_object_get(b, "chunks"));
+        long times = (long)json_integer_value(json_object_get(b, "times"));
+        g_sh->remaining = times > 0 ? times : -1;
+    }
+    sh_unlock();
+    json_decref(b);
+    send_json(req, 200, "OK", h2o_iovec_init(H2O_STRLIT("{\"ok\":true}")));
+    return 0;
+}
+
+static int handle_stats(h2o_req_t *req)
+{
+    long c[C_COUNT];
+    sh_lock();
+    memcpy(c, g_sh->counts, sizeof(c));
+    sh_unlock();
+    json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)c[C_REQUESTS], "chat",
+                          (json_int_t)c[C_CHAT], "completions", (json_int_t)c[C_COMPLETIONS], "embeddings",
+                          (json_int_t)c[C_EMBEDDINGS], "models", (json_int_t)c[C_MODELS]);
+    send_json(req, 200, "OK", json_iov(req, j));
+    return 0;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    static long next_id;
+    h2o_iovec_t path = req->path_normalized;
+    bool is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+    bool is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+
+    if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/control")))
+        return handle_control(req, false);
+    if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/reset")))
+        return handle_control(req, true);
+    if (is_get && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/stats")))
+        return handle_stats(req);
+
+    int kind = -1;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/chat/completions")))
+        kind = C_CHAT;
+    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/completions")))
+        kind = C_COMPLETIONS;
+    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/embeddings")))
+        kind = C_EMBEDDINGS;
+    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/models")))
+        kind = C_MODELS;
+
+    char auth[8] = "";
+    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (ai != -1) {
+        h2o_iovec_t v = req->headers.entries[ai].value;
+        size_t n = v.len < 4 ? v.len : 4;
+        memcpy(auth, v.base + v.len - n, n);
+        auth[n] = '\0';
+    }
+
+    /* scenario: header > body > control > ok */
+    struct fake_req *fr = h2o_mem_alloc_shared(&req->pool, sizeof(*fr), fr_dispose);
+    memset(fr, 0, sizeof(*fr));
+    fr->req = req;
+    fr->fd = -1;
+    fr->id = ++next_id;
+    fr->s.cut_after = -1;
+    fr->s.close_idle_ms = -1;
+    fr->s.chunks = 5;
+    json_t *body = NULL;
+    if (is_post && req->entity.base != NULL)
+        body = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+
+    char scen[256] = "", usage[64] = "", chunks[16] = "";
+    if (!header_str(req, "x-fake-scenario", scen, sizeof(scen))) {
+        const char *bs = json_string_value(json_object_get(body, "fake_scenario"));
+        if (bs != NULL)
+            snprintf(scen, sizeof(scen), "%s", bs);
+    }
+    if (!header_str(req, "x-fake-usage", usage, sizeof(usage))) {
+        const char *bu = json_string_value(json_object_get(body, "fake_usage"));
+        if (bu != NULL)
+            snprintf(usage, sizeof(usage), "%s", bu);
+    }
+    if (!header_str(req, "x-fake-chunks", chunks, sizeof(chunks))) {
+        json_t *bc = json_object_get(body, "fake_chunks");
+        if (json_is_integer(bc))
+            snprintf(chunks, sizeof(chunks), "%lld", (long long)json_integer_value(bc));
+    }
+    if (kind != -1) {
+        sh_lock();
+        g_sh->counts[C_REQUESTS]++;
+        g_sh->counts[kind]++;
+        if (is_post && g_sh->remaining != 0) {
+            if (scen[0] == '\0')
+                snprintf(scen, sizeof(scen), "%s", g_sh->scenario);
+            if (usage[0] == '\0')
+                snprintf(usage, sizeof(usage), "%s", g_sh->usage);
+            if (chunks[0] == '\0' && g_sh->chunks > 0)
+                snprintf(chunks, sizeof(chunks), "%d", g_sh->chunks);
+            if (g_sh->remaining > 0)
+                g_sh->remaining--;
+        }
+        sh_unlock();
+    }
+    scen_parse(&fr->s, scen[0] != '\0' ? scen : "ok");
+    if (chunks[0] != '\0') {
+        long c = strtol(chunks, NULL, 10);
+        fr->s.chunks = c < 0 ? 0 : c > 100000 ? 100000 : (int)c;
+    }
+    fr->s.prompt = ((long)req->entity.len + 3) / 4;
+    if (fr->s.prompt == 0)
+        fr->s.prompt = 1;
+    fr->s.completion = fr->s.chunks;
+    if (usage[0] != '\0')
+        usage_parse(&fr->s, usage);
+
+    logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s", (int)getpid(), (int)req->method.len, req->method.base,
+            (int)path.len, path.base, auth, req->entity.len, fr->s.text);
+
+    if (fr->s.drop || fr->s.close_idle_ms >= 0) {
+        h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+        fr->fd = sock != NULL ? fd_of_sock(sock) : -1;
+    }
+    if (fr->s.drop) {
+        if (fr->fd >= 0) {
+            shutdown(fr->fd, SHUT_RDWR);
+            logline("DROP %d", (int)getpid());
+        }
+        fr->s.close_idle_ms = -1;
+        /* the write fails on the shut socket and h2o closes the connection */
+        send_json(req, 200, "OK", h2o_iovec_init(H2O_STRLIT("{}")));
+        goto Exit;
+    }
+    if (kind == -1) {
+        send_error(req, 404, "invalid_request_error", "not_found", "no such path");
+        goto Exit;
+    }
+    if (kind == C_MODELS) {
+        if (!is_get) {
+            send_error(req, 405, "invalid_request_error", NULL, "method not allowed");
+            goto Exit;
+        }
+        answer_models(req);
+        goto Exit;
+    }
+    if (!is_post) {
+        send_error(req, 405, "invalid_request_error", NULL, "method not allowed");
+        goto Exit;
+    }
+    if (body == NULL || !json_is_object(body)) {
+        send_error(req, 400, "invalid_request_error", NULL, "body is not a JSON object");
+        goto Exit;
+    }
+    const char *model = json_string_value(json_object_get(body, "model"));
+    snprintf(fr->model, sizeof(fr->model), "%s", model != NULL ? model : "");
+    if (fr->s.rate_limit) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-ratelimit-limit-requests"), 0, NULL,
+                              H2O_STRLIT("60"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-ratelimit-remaining-requests"), 0, NULL,
+                              H2O_STRLIT("0"));
+        send_error(req, 429, "requests", "rate_limit_exceeded", "Rate limit reached (fake)");
+        goto Exit;
+    }
+    if (fr->s.status >= 400) {
+        send_error(req, fr->s.status, fr->s.status >= 500 ? "server_error" : "invalid_request_error", "fake_status",
+                   "fake upstream error");
+        goto Exit;
+    }
+    if (kind == C_EMBEDDINGS) {
+        answer_embeddings(fr, body);
+        goto Exit;
+    }
+    fr->chat = kind == C_CHAT;
+    fr->stream = json_is_true(json_object_get(body, "stream"));
+    fr->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
+    if (fr->s.slow_first_byte_ms > 0)
+        fr_after(fr, fr->s.slow_first_byte_ms, dispatch);
+    else
+        dispatch(fr);
+Exit:
+    json_decref(body);
+    return 0;
+}
+
+/* ---- accept ---------------------------------------------------------------- */
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    if (err != NULL)
+        return;
+    for (int i = 0; i < 64; i++) {
+        int fd = accept4(g_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd == -1)
+            return;
+        if (fd >= MAX_FDS) {
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        h2o_socket_t *sock = h2o_evloop_socket_create(g_ctx.loop, fd, 0);
+        g_sock_by_fd[fd] = sock;
+        h2o_accept(&g_accept, sock);
+    }
+}
+
+static int run_worker(void)
+{
+    h2o_context_init(&g_ctx, h2o_evloop_create(), &g_config);
+    g_accept.ctx = &g_ctx;
+    g_accept.hosts = g_config.hosts;
+    h2o_socket_t *ls = h2o_evloop_socket_create(g_ctx.loop, g_listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    h2o_socket_read_start(ls, on_accept);
+    while (h2o_evloop_run(g_ctx.loop, INT32_MAX) == 0)
+        ;
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    int port = 0, nworkers = 1;
+    const char *host = "127.0.0.1", *logpath = NULL;
+    static const struct option longopts[] = {{"port", required_argument, NULL, 'p'},
+                                             {"host", required_argument, NULL, 'H'},
+                                             {"log", required_argument, NULL, 'l'},
+                                             {"models", required_argument, NULL, 'm'},
+                                             {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "p:H:l:m:t:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'p': port = atoi(optarg); break;
+        case 'H': host = optarg; break;
+        case 'l': logpath = optarg; break;
+        case 'm': g_models = optarg; break;
+        case 't': nworkers = atoi(optarg); break;
+        default:
+            fprintf(stderr, "usage: %s [--port N] [--host ADDR] [-t WORKERS] [--log FILE] [--models a,b]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (nworkers < 1)
+        nworkers = 1;
+    signal(SIGPIPE, SIG_IGN);
+    if (logpath != NULL) {
+        g_logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (g_logfd == -1) {
+            perror(logpath);
+            return 1;
+        }
+    }
+    g_sh = mmap(NULL, sizeof(*g_sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_sh == MAP_FAILED) {
+        perror("mmap");
+        return 1;
+    }
+    memset(g_sh, 0, sizeof(*g_sh));
+
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        fprintf(stderr, "bad host %s\n", host);
+        return 2;
+    }
+    g_listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(g_listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(g_listen_fd, (struct sockaddr *)&sa, sizeof(sa)) == -1 || listen(g_listen_fd, 1024) == -1) {
+        perror("bind/listen");
+        return 1;
+    }
+    socklen_t slen = sizeof(sa);
+    getsockname(g_listen_fd, (struct sockaddr *)&sa, &slen);
+
+    h2o_config_init(&g_config);
+    g_config.max_request_entity_size = 64 * 1024 * 1024;
+    h2o_hostconf_t *hc = h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *pc = h2o_config_register_path(hc, "/", 0);
+    h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h));
+    h->on_req = on_req;
+
+    printf("listening on %d\n", ntohs(sa.sin_port));
+    fflush(stdout);
+
+    if (nworkers == 1)
+        return run_worker();
+    for (int i = 0; i < nworkers; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            return run_worker();
+        }
+    }
+    /* parent: wait; a SIGTERM to the parent takes the children with it */
+    signal(SIGTERM, SIG_DFL);
+    while (wait(NULL) > 0 || errno == EINTR)
+        ;
+    return 0;
+}
