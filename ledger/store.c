@@ -15,7 +15,7 @@
  *       holds           request id 16B  -> ta_hold_t
  *       revoked_jwt     jti string      -> ta_revoked_t
  *       meta            name            -> "schema_version" u64be, "instance_id"
- *                                          32 hex chars, "next_id.<table>" u64be
+ *                                          32 hex chars (the same in both envs), "next_id.<table>" u64be
  *                                          (the next id to hand out), others (the
  *                                          billing ticket) as their owners write them
  *     audit/  data.mdb lock.mdb    env "audit", maxdbs 16, map 8 GiB default
@@ -63,6 +63,7 @@ struct ta_store {
     ta_store_opts_t opts;
     MDB_env *env[2];
     MDB_dbi dbi[TA_DB_COUNT];
+    char instance_id[33]; /* 32 hex chars; "" if the ledger has none */
 };
 
 static const char *const db_names[TA_DB_COUNT] = {
@@ -258,17 +259,9 @@ static int init_dbs(ta_store_t *st, ta_envid_t id, const char *dir)
 
     rc = meta_get_raw(txn, st->dbi[meta], "schema_version", &v);
     if (rc == MDB_NOTFOUND && create) {
-        uint8_t be[8], rnd[16];
-        char hex[33];
+        uint8_t be[8];
         ta_be64_put(be, TA_SCHEMA_VERSION);
-        if ((ret = random_bytes(rnd, sizeof(rnd))) != 0) {
-            ta_log(TA_LOG_ERROR, "store: no random bytes for the instance id: %s", ta_strerror(ret));
-            goto Exit;
-        }
-        for (size_t i = 0; i < sizeof(rnd); i++)
-            snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
-        if ((rc = meta_put_raw(txn, st->dbi[meta], "schema_version", be, 8)) != 0 ||
-            (rc = meta_put_raw(txn, st->dbi[meta], "instance_id", hex, 32)) != 0) {
+        if ((rc = meta_put_raw(txn, st->dbi[meta], "schema_version", be, 8)) != 0) {
             ret = lmdb_err(rc, "put meta", dir);
             goto Exit;
         }
@@ -294,6 +287,35 @@ static int init_dbs(ta_store_t *st, ta_envid_t id, const char *dir)
             ret = TA_ESCHEMA;
             goto Exit;
         }
+    }
+
+    /* One instance id names the pair: the audit environment gets the
+     * ledger's, so an audit directory from another installation stands out. */
+    rc = meta_get_raw(txn, st->dbi[meta], "instance_id", &v);
+    if (rc == 0 && v.mv_size == 32) {
+        if (!st->instance_id[0])
+            memcpy(st->instance_id, v.mv_data, 32);
+        else if (memcmp(st->instance_id, v.mv_data, 32) != 0)
+            ta_log(TA_LOG_WARN, "data directory %s: the audit environment belongs to instance %.32s, "
+                   "the ledger to %s", st->data_dir, (const char *)v.mv_data, st->instance_id);
+    } else if (rc == MDB_NOTFOUND && create) {
+        if (!st->instance_id[0]) {
+            uint8_t rnd[16];
+            if ((ret = random_bytes(rnd, sizeof(rnd))) != 0) {
+                ta_log(TA_LOG_ERROR, "store: no random bytes for the instance id: %s",
+                       ta_strerror(ret));
+                goto Exit;
+            }
+            for (size_t i = 0; i < sizeof(rnd); i++)
+                snprintf(st->instance_id + 2 * i, 3, "%02x", rnd[i]);
+        }
+        if ((rc = meta_put_raw(txn, st->dbi[meta], "instance_id", st->instance_id, 32)) != 0) {
+            ret = lmdb_err(rc, "put meta", dir);
+            goto Exit;
+        }
+    } else if (rc && rc != MDB_NOTFOUND) {
+        ret = lmdb_err(rc, "get instance_id", dir);
+        goto Exit;
     }
 
     for (ta_db_t db = first; db < last; db++) {
@@ -412,6 +434,8 @@ void ta_store_close(ta_store_t *st)
 }
 
 const char *ta_store_data_dir(const ta_store_t *st) { return st->data_dir; }
+
+const char *ta_store_instance_id(const ta_store_t *st) { return st->instance_id; }
 
 MDB_env *ta_store_env(ta_store_t *st, ta_envid_t env) { return st->env[env]; }
 

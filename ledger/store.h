@@ -161,4 +161,9 @@ int ta_rec_walk_k(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_db_t d
 /** LMDB name of a database ("users", "requests", ...); "?" if out of range. */
 const char *ta_store_db_name(ta_db_t db);
 
+/** The data directory's instance id: 32 lowercase hex chars written at init
+ *  (the same in both environments); "" for a ledger without one. Valid until
+ *  ta_store_close. */
+const char *ta_store_instance_id(const ta_store_t *st);
+
 #endif

@@ -159,6 +159,15 @@ static void test_create_open_reopen(void **state)
     memcpy(id1, v.mv_data, 32);
     for (int i = 0; i < 32; i++)
         assert_non_null(strchr("0123456789abcdef", id1[i]));
+    assert_string_equal(ta_store_instance_id(st), id1);
+    ta_txn_abort(txn);
+    /* the audit environment carries the same instance id and schema version */
+    assert_int_equal(ta_txn_begin(st, TA_ENV_AUDIT, false, &txn), 0);
+    assert_int_equal(mdb_get(txn, ta_store_dbi(st, TA_DB_AUDIT_META), &k, &v), 0);
+    assert_int_equal(v.mv_size, 32);
+    assert_memory_equal(v.mv_data, id1, 32);
+    assert_int_equal(ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "schema_version", &ver), 0);
+    assert_int_equal(ver, TA_SCHEMA_VERSION);
     ta_txn_abort(txn);
     ta_store_close(st);
 
@@ -173,6 +182,7 @@ static void test_create_open_reopen(void **state)
         assert_int_equal(mdb_get(txn, ta_store_dbi(st, TA_DB_META), &k, &v), 0);
         memcpy(id2, v.mv_data, 32);
         assert_string_equal(id1, id2);
+        assert_string_equal(ta_store_instance_id(st), id1);
         ta_txn_abort(txn);
         ta_store_close(st);
     }
