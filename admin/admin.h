@@ -1,5 +1,5 @@
 /*
- * admin.h - the /api/* handlers: auth, users, providers, models, groups,
+ * admin.h - the /api/... handlers: auth, users, providers, models, groups,
  * quotas (and, with the audit work, requests and statistics).
  *
  * One ta_admin_t per worker process, created after fork on that worker's own

@@ -1,0 +1,190 @@
+/*
+ * admin_internal.h - what the files of admin/ share: the per-worker admin
+ * state, the per-request context, the reply helpers (JSON answers and errors
+ * in the shape of API.md), query-string and pagination helpers, and the
+ * handler prototypes the router table in admin.c points at.
+ *
+ * Transactions: a handler opens at most ONE LMDB transaction on the ledger
+ * environment for the work it does (read for GET, write for mutations), with
+ * ctx_txn(); any rejection after that aborts it, so a refused request leaves
+ * nothing half-written. The router commits a write transaction only when the
+ * handler answered < 400. Expensive work (PBKDF2) is done before the write
+ * transaction starts, never inside it: every process serializes on the
+ * ledger's write lock, the /v1 hold path included.
+ *
+ * Worker processes only (and the CLI for ta_admin_create_superadmin).
+ */
+#ifndef TA_ADMIN_INTERNAL_H
+#define TA_ADMIN_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "admin/admin.h"
+#include "admin/crypto.h"
+#include "ledger/store.h"
+#include "schema/schema.h"
+
+#define TA_ADMIN_PAGE_SIZE_DEFAULT 50
+#define TA_ADMIN_PAGE_SIZE_MAX 500
+#define TA_ADMIN_JWT_TTL_DEFAULT (12 * 3600)
+#define TA_ADMIN_MAX_BODY_DEFAULT (1024 * 1024)
+
+struct ta_admin {
+    ta_admin_conf_t conf;
+    /* Hash of a random password at the configured cost: logins for unknown
+     * e-mails verify against it, so the answer takes as long as for a known
+     * e-mail with a wrong password. */
+    char dummy_hash[TA_PWHASH_MAX];
+    size_t dummy_hash_len;
+};
+
+/* Who may call a route. */
+enum {
+    AUTH_NONE = 0,   /* login */
+    AUTH_JWT,        /* any active user with a JWT */
+    AUTH_USER,       /* JWT or API key (auth/me, quotas) */
+    AUTH_ADMIN,      /* superadmin JWT */
+};
+
+typedef struct actx {
+    ta_admin_t *a;
+    ta_store_t *st;
+    const ta_apireq_t *req;
+    ta_apires_t *res;
+    uint64_t id;             /* the {id} of the path, 0 if none */
+    json_t *body;            /* parsed JSON object for routes that take one, else NULL */
+    MDB_txn *txn;            /* the handler's transaction (ctx_txn), NULL if none */
+    bool txn_write;
+    /* the caller (auth != AUTH_NONE) */
+    ta_user_t caller;
+    bool via_apikey;
+    ta_jwt_claims_t claims;  /* when !via_apikey */
+    uint64_t key_quota_id;   /* when via_apikey */
+} actx_t;
+
+typedef void (*handler_fn)(actx_t *c);
+
+/* ---- replies (admin.c) --------------------------------------------------- */
+
+/** Answer status with JSON value v (reference stolen; NULL -> 500). */
+void reply_json(actx_t *c, int status, json_t *v);
+/** 204, no body. */
+void reply_204(actx_t *c);
+/** Error in API.md's shape; param may be NULL. */
+void reply_error(actx_t *c, int status, const char *type, const char *code, const char *param,
+                 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/** 400 from a validation failure, with "fields": {field: message}. */
+void reply_invalid(actx_t *c, const ta_err_t *err);
+/** 400 naming a field: builds the ta_err_t and calls reply_invalid. */
+void reply_field(actx_t *c, const char *field, const char *rule, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/** 404 for the record type named what ("user", "quota", ...). */
+void reply_not_found(actx_t *c, const char *what);
+/** Map a store/crypto error to an answer (TA_ENOTFOUND 404, TA_EFULL 507, else 500). */
+void reply_store_error(actx_t *c, int rc, const char *what);
+
+/* ---- transactions -------------------------------------------------------- */
+
+/** Begin the handler's transaction (once). Returns 0 or replies 500 and returns <0. */
+int ctx_txn(actx_t *c, bool write);
+
+/* ---- query string ---------------------------------------------------------- */
+
+/** Decoded value of query parameter name (first occurrence) into buf.
+ *  Returns 1 found (non-empty), 0 absent or empty, <0 after replying 400. */
+int query_get(actx_t *c, const char *name, char *buf, size_t cap);
+/** Positive id filter: 1 found, 0 absent, <0 replied 400 naming name. */
+int query_id(actx_t *c, const char *name, uint64_t *out);
+/** Boolean filter ("true"/"false"/"1"/"0"): 1 found, 0 absent, <0 replied. */
+int query_bool(actx_t *c, const char *name, bool *out);
+
+/* ---- lists ------------------------------------------------------------- */
+
+typedef bool (*list_filter_fn)(actx_t *c, const void *rec, void *arg);
+typedef json_t *(*list_render_fn)(actx_t *c, const void *rec);
+/** Page through d's table in id order (in c->txn), keeping records the
+ *  filter accepts (NULL: all), rendering those on the page; replies 200 with
+ *  {"count","next","previous","results"} or an error. */
+void reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,
+                list_render_fn render);
+
+/* ---- small helpers ------------------------------------------------------- */
+
+/** ASCII lower-case copy into out (cap bytes, truncated). */
+void lower_copy(char *out, size_t cap, const char *in);
+/** Case-insensitive (ASCII) substring test. */
+bool icontains(const char *hay, const char *needle);
+/** Does the body carry key k (null included)? */
+bool body_has(actx_t *c, const char *k);
+/** Merge mode for the method: POST create, PUT put, PATCH patch. */
+int merge_mode(actx_t *c);
+/** ta_rec_from_json on c->body; replies 400 on failure and returns <0. */
+int body_apply(actx_t *c, const ta_recdesc_t *d, void *rec, int mode);
+
+/* ---- auth (auth.c) --------------------------------------------------------- */
+
+/** Authenticate the request in the route's mode (read txn of its own).
+ *  Returns 0 with c->caller filled, or <0 after replying 401/403. */
+int auth_check(actx_t *c, int mode);
+
+/** Take body[field] as a new password (string, TA_PASSWORD_MIN characters ..
+ *  TA_PASSWORD_MAX bytes); replies 400 naming field and returns <0. */
+int password_take(actx_t *c, const char *field, const char **out);
+/** Hash pw at the configured cost into u->pwhash; replies 500 on failure. */
+int password_hash_into(actx_t *c, const char *pw, ta_user_t *u);
+
+/** Collect the ids of the quotas of user_id (malloc'd array, *n). */
+int user_quota_ids(ta_store_t *st, MDB_txn *txn, uint64_t user_id, uint64_t **ids, size_t *n);
+/** Revoke every key of user_id's quotas inside txn (keys rows deleted, the
+ *  quotas keep their prefix, lose their hash). */
+int revoke_user_keys(actx_t *c, uint64_t user_id);
+/** Give quota q a fresh key in txn: old keys row deleted, new row stored,
+ *  q->key_prefix/key_hash set (the caller puts q). key gets TA_APIKEY_LEN+1. */
+int quota_new_key(ta_store_t *st, MDB_txn *txn, ta_quota_t *q, char *key);
+/** User JSON for answers. */
+json_t *user_json(const ta_user_t *u);
+/** Quota JSON with its "usage" (reads the balance in c->txn). */
+json_t *quota_json(actx_t *c, const ta_quota_t *q);
+
+/* ---- handlers ----------------------------------------------------------- */
+void h_login(actx_t *c);
+void h_logout(actx_t *c);
+void h_me(actx_t *c);
+void h_password(actx_t *c);
+void h_my_quotas(actx_t *c);
+
+void h_users_list(actx_t *c);
+void h_users_create(actx_t *c);
+void h_users_get(actx_t *c);
+void h_users_update(actx_t *c);
+void h_users_delete(actx_t *c);
+void h_users_reset_keys(actx_t *c);
+
+void h_providers_list(actx_t *c);
+void h_providers_create(actx_t *c);
+void h_providers_get(actx_t *c);
+void h_providers_update(actx_t *c);
+void h_providers_delete(actx_t *c);
+
+void h_models_list(actx_t *c);
+void h_models_create(actx_t *c);
+void h_models_get(actx_t *c);
+void h_models_update(actx_t *c);
+void h_models_delete(actx_t *c);
+
+void h_groups_list(actx_t *c);
+void h_groups_create(actx_t *c);
+void h_groups_get(actx_t *c);
+void h_groups_update(actx_t *c);
+void h_groups_delete(actx_t *c);
+
+void h_quotas_list(actx_t *c);
+void h_quotas_create(actx_t *c);
+void h_quotas_get(actx_t *c);
+void h_quotas_update(actx_t *c);
+void h_quotas_delete(actx_t *c);
+void h_quotas_reset_key(actx_t *c);
+
+#endif

@@ -1,0 +1,401 @@
+/*
+ * auth.c - authentication of /api/... requests, and the "Auth and self"
+ * endpoints: login, logout, me, password, the caller's own quotas.
+ *
+ * LMDB (ledger env): auth_check reads revoked_jwt, users, keys and quotas in
+ * one read transaction of its own. Logout writes one revoked_jwt row (key =
+ * jti, value = the token's exp) and prunes a few expired rows in the same
+ * write transaction; every worker checks revoked_jwt on every request, so a
+ * logout is effective everywhere once it is committed. A process dying
+ * mid-logout loses the uncommitted row only (the client got no 204).
+ *
+ * PBKDF2 runs outside any transaction: login verifies after its read
+ * transaction ended, the password change hashes before its write
+ * transaction starts.
+ *
+ * Worker processes only.
+ */
+#include "admin/admin_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PRUNE_SCAN 16
+
+static void reply_401(actx_t *c, const char *code, const char *msg)
+{
+    reply_error(c, 401, "authentication_error", code, NULL, "%s", msg);
+}
+
+static int auth_apikey(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
+{
+    uint8_t hash[32];
+    ta_keyrec_t kr;
+    ta_quota_t q;
+    int rc;
+
+    if (!ta_apikey_wellformed(tok, len)) {
+        reply_401(c, "invalid_api_key", "invalid API key");
+        return TA_EAUTH;
+    }
+    ta_apikey_hash(tok, len, hash);
+    rc = ta_rec_get_k(c->st, txn, &ta_desc_keyrec, TA_DB_KEYS, hash, sizeof(hash), &kr);
+    if (rc == 0)
+        rc = ta_rec_get(c->st, txn, &ta_desc_quota, kr.quota_id, &q);
+    if (rc == TA_ENOTFOUND) {
+        reply_401(c, "invalid_api_key", "invalid API key");
+        return TA_EAUTH;
+    }
+    if (rc != 0) {
+        reply_store_error(c, rc, "key");
+        return rc;
+    }
+    if (!q.is_active) {
+        reply_401(c, "quota_inactive", "the quota of this API key is not active");
+        return TA_EAUTH;
+    }
+    rc = ta_rec_get(c->st, txn, &ta_desc_user, q.user_id, &c->caller);
+    if (rc == TA_ENOTFOUND || (rc == 0 && !c->caller.is_active)) {
+        reply_401(c, "user_inactive", "the owner of this API key is not active");
+        return TA_EAUTH;
+    }
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return rc;
+    }
+    c->via_apikey = true;
+    c->key_quota_id = q.id;
+    return 0;
+}
+
+static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
+{
+    ta_revoked_t rv;
+    int rc;
+
+    if (ta_jwt_verify(c->a->conf.jwt_secret, c->a->conf.jwt_secret_len, tok, len, &c->claims) != 0) {
+        reply_401(c, "invalid_token", "invalid or expired token");
+        return TA_EAUTH;
+    }
+    rc = ta_rec_get_k(c->st, txn, &ta_desc_revoked, TA_DB_REVOKED_JWT, c->claims.jti,
+                      strlen(c->claims.jti), &rv);
+    if (rc == 0) {
+        reply_401(c, "token_revoked", "this token was revoked (logged out)");
+        return TA_EAUTH;
+    }
+    if (rc != TA_ENOTFOUND) {
+        reply_store_error(c, rc, "token");
+        return rc;
+    }
+    rc = ta_rec_get(c->st, txn, &ta_desc_user, c->claims.user_id, &c->caller);
+    if (rc == TA_ENOTFOUND || (rc == 0 && !c->caller.is_active)) {
+        reply_401(c, "user_inactive", "the user of this token does not exist or is not active");
+        return TA_EAUTH;
+    }
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return rc;
+    }
+    return 0;
+}
+
+int auth_check(actx_t *c, int mode)
+{
+    const char *h = c->req->authorization, *end;
+    MDB_txn *txn = NULL;
+    int rc;
+
+    if (h == NULL || c->req->authorization_len < 7 || strncasecmp(h, "Bearer ", 7) != 0) {
+        reply_401(c, "not_authenticated", "missing Authorization: Bearer credentials");
+        return TA_EAUTH;
+    }
+    end = h + c->req->authorization_len;
+    h += 7;
+    while (h < end && *h == ' ')
+        h++;
+    while (end > h && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    if (h == end) {
+        reply_401(c, "not_authenticated", "empty bearer token");
+        return TA_EAUTH;
+    }
+    if ((rc = ta_txn_begin(c->st, TA_ENV_LEDGER, false, &txn)) != 0) {
+        reply_store_error(c, rc, "transaction");
+        return rc;
+    }
+    if (end - h >= 3 && memcmp(h, "sk-", 3) == 0) {
+        if (mode != AUTH_USER) {
+            reply_401(c, "invalid_token",
+                      "API keys are accepted only on /api/auth/me/ and /api/quotas/; log in");
+            rc = TA_EAUTH;
+            goto Exit;
+        }
+        rc = auth_apikey(c, txn, h, (size_t)(end - h));
+    } else {
+        rc = auth_jwt(c, txn, h, (size_t)(end - h));
+    }
+    if (rc == 0 && mode == AUTH_ADMIN && c->caller.role != TA_ROLE_SUPERADMIN) {
+        reply_error(c, 403, "permission_error", "permission_denied", NULL,
+                    "this endpoint needs a superadmin");
+        rc = TA_EAUTH;
+    }
+Exit:
+    ta_txn_abort(txn);
+    return rc;
+}
+
+/* ---- passwords ------------------------------------------------------------ */
+
+int password_take(actx_t *c, const char *field, const char **out)
+{
+    json_t *v = json_object_get(c->body, field);
+    const char *s;
+    size_t n, chars = 0;
+
+    if (v == NULL || json_is_null(v)) {
+        reply_field(c, field, "required", "is required");
+        return TA_EINVAL;
+    }
+    if (!json_is_string(v)) {
+        reply_field(c, field, "type", "must be a string");
+        return TA_EINVAL;
+    }
+    s = json_string_value(v);
+    n = json_string_length(v);
+    for (size_t i = 0; i < n; i++)
+        chars += ((unsigned char)s[i] & 0xC0) != 0x80;
+    if (chars < TA_PASSWORD_MIN) {
+        reply_field(c, field, "min_length", "must have at least %d characters", TA_PASSWORD_MIN);
+        return TA_EINVAL;
+    }
+    if (n > TA_PASSWORD_MAX || strlen(s) != n) {
+        reply_field(c, field, "max_length", "must have at most %d bytes", TA_PASSWORD_MAX);
+        return TA_EINVAL;
+    }
+    *out = s;
+    return 0;
+}
+
+int password_hash_into(actx_t *c, const char *pw, ta_user_t *u)
+{
+    char h[TA_PWHASH_MAX];
+    int n = ta_password_hash(pw, c->a->conf.pbkdf2_iterations, h);
+
+    if (n < 0 || (size_t)n > sizeof(u->pwhash)) {
+        reply_store_error(c, n < 0 ? n : TA_ETOOBIG, "password");
+        return n < 0 ? n : TA_ETOOBIG;
+    }
+    memcpy(u->pwhash, h, (size_t)n);
+    u->pwhash_len = (uint16_t)n;
+    return 0;
+}
+
+/* ---- login / logout ------------------------------------------------------- */
+
+static const char *body_str(actx_t *c, const char *field)
+{
+    json_t *v = json_object_get(c->body, field);
+
+    if (v == NULL || json_is_null(v)) {
+        reply_field(c, field, "required", "is required");
+        return NULL;
+    }
+    if (!json_is_string(v)) {
+        reply_field(c, field, "type", "must be a string");
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+void h_login(actx_t *c)
+{
+    const char *email, *pw;
+    char lemail[sizeof(((ta_user_t *)0)->email)];
+    ta_user_t u;
+    uint64_t uid = 0;
+    bool found = false;
+    char *token = NULL;
+    ta_jwt_claims_t claims;
+    int rc;
+
+    memset(&u, 0, sizeof(u));
+    if ((email = body_str(c, "email")) == NULL || (pw = body_str(c, "password")) == NULL)
+        return;
+    lower_copy(lemail, sizeof(lemail), email);
+    if (ctx_txn(c, false) != 0)
+        return;
+    rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, lemail, &uid);
+    if (rc == 0)
+        rc = ta_rec_get(c->st, c->txn, &ta_desc_user, uid, &u);
+    if (rc != 0 && rc != TA_ENOTFOUND) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    found = rc == 0 && strlen(email) < sizeof(lemail);
+    /* The read transaction ends before PBKDF2 so no reader slot or snapshot
+     * is held for its duration. */
+    ta_txn_abort(c->txn);
+    c->txn = NULL;
+
+    if (found && u.pwhash_len > 0) {
+        rc = ta_password_verify(pw, (const char *)u.pwhash, u.pwhash_len);
+    } else {
+        /* Same work as a real check, so the time does not tell which e-mails exist. */
+        ta_password_verify(pw, c->a->dummy_hash, c->a->dummy_hash_len);
+        rc = TA_EAUTH;
+    }
+    if (rc != 0) {
+        reply_401(c, "invalid_credentials", "invalid email or password");
+        return;
+    }
+    if (!u.is_active) {
+        reply_401(c, "user_inactive", "this account is disabled");
+        return;
+    }
+    rc = ta_jwt_issue(c->a->conf.jwt_secret, c->a->conf.jwt_secret_len, u.id, u.role,
+                      c->a->conf.jwt_ttl_s, &token, &claims);
+    if (rc != 0) {
+        reply_store_error(c, rc, "token");
+        return;
+    }
+    reply_json(c, 200,
+               json_pack("{s:s,s:s,s:I,s:o}", "access_token", token, "token_type", "Bearer",
+                         "expires_in", (json_int_t)c->a->conf.jwt_ttl_s, "user", user_json(&u)));
+    free(token);
+}
+
+/* Delete a few expired revoked_jwt rows, starting at a random key so that
+ * successive logouts sweep different parts of the table. */
+static int prune_revoked(actx_t *c, int64_t now)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint8_t rnd[8];
+    char start[17];
+    char dead[PRUNE_SCAN][48];
+    size_t dead_len[PRUNE_SCAN], ndead = 0;
+    int rc, op = MDB_SET_RANGE, wrapped = 0;
+
+    if (ta_random(rnd, sizeof(rnd)) != 0)
+        return 0;
+    ta_hex(rnd, sizeof(rnd), start);
+    rc = mdb_cursor_open(c->txn, ta_store_dbi(c->st, TA_DB_REVOKED_JWT), &cur);
+    if (rc != 0)
+        return TA_ELMDB;
+    k.mv_data = start;
+    k.mv_size = strlen(start);
+    for (int seen = 0; seen < PRUNE_SCAN; seen++) {
+        ta_revoked_t r;
+        rc = mdb_cursor_get(cur, &k, &v, (MDB_cursor_op)op);
+        if (rc == MDB_NOTFOUND && !wrapped) {
+            wrapped = 1;
+            rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        }
+        if (rc != 0)
+            break;
+        op = MDB_NEXT;
+        if (k.mv_size > sizeof(dead[0]))
+            continue;
+        if (ta_rec_decode(&ta_desc_revoked, v.mv_data, v.mv_size, &r) == 0 && r.expires_at < now) {
+            memcpy(dead[ndead], k.mv_data, k.mv_size);
+            dead_len[ndead++] = k.mv_size;
+        }
+    }
+    mdb_cursor_close(cur);
+    for (size_t i = 0; i < ndead; i++) {
+        rc = ta_kv_del(c->st, c->txn, TA_DB_REVOKED_JWT, dead[i], dead_len[i]);
+        if (rc != 0 && rc != TA_ENOTFOUND)
+            return rc;
+    }
+    return 0;
+}
+
+void h_logout(actx_t *c)
+{
+    ta_revoked_t rv;
+    int rc;
+
+    memset(&rv, 0, sizeof(rv));
+    rv.expires_at = c->claims.exp;
+    if (ctx_txn(c, true) != 0)
+        return;
+    rc = ta_rec_put_k(c->st, c->txn, &ta_desc_revoked, TA_DB_REVOKED_JWT, c->claims.jti,
+                      strlen(c->claims.jti), &rv);
+    if (rc == 0)
+        rc = prune_revoked(c, ta_now_s());
+    if (rc != 0) {
+        reply_store_error(c, rc, "logout");
+        return;
+    }
+    reply_204(c);
+}
+
+/* ---- self ------------------------------------------------------------------ */
+
+void h_me(actx_t *c)
+{
+    reply_json(c, 200, user_json(&c->caller));
+}
+
+void h_password(actx_t *c)
+{
+    const char *oldpw, *newpw;
+    ta_user_t u;
+    int rc;
+
+    if ((oldpw = body_str(c, "old_password")) == NULL)
+        return;
+    if (password_take(c, "new_password", &newpw) != 0)
+        return;
+    if (ta_password_verify(oldpw, (const char *)c->caller.pwhash, c->caller.pwhash_len) != 0) {
+        reply_field(c, "old_password", "mismatch", "does not match the current password");
+        return;
+    }
+    memset(&u, 0, sizeof(u));
+    if (password_hash_into(c, newpw, &u) != 0)
+        return;
+    if (ctx_txn(c, true) != 0)
+        return;
+    {
+        ta_user_t cur;
+        rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->caller.id, &cur);
+        if (rc != 0) {
+            reply_store_error(c, rc, "user");
+            return;
+        }
+        /* A concurrent change of the password wins over this one only if it
+         * committed first and the old password no longer matches. */
+        if (cur.pwhash_len != c->caller.pwhash_len ||
+            memcmp(cur.pwhash, c->caller.pwhash, cur.pwhash_len) != 0) {
+            reply_error(c, 409, "conflict_error", "conflict", NULL,
+                        "the password was changed meanwhile; try again");
+            return;
+        }
+        memcpy(cur.pwhash, u.pwhash, u.pwhash_len);
+        cur.pwhash_len = u.pwhash_len;
+        cur.updated_at = ta_now_s();
+        rc = ta_rec_put(c->st, c->txn, &ta_desc_user, cur.id, &cur);
+        if (rc != 0) {
+            reply_store_error(c, rc, "user");
+            return;
+        }
+    }
+    reply_204(c);
+}
+
+static bool mine(actx_t *c, const void *rec, void *arg)
+{
+    (void)arg;
+    return ((const ta_quota_t *)rec)->user_id == c->caller.id;
+}
+
+static json_t *render_quota(actx_t *c, const void *rec)
+{
+    return quota_json(c, rec);
+}
+
+void h_my_quotas(actx_t *c)
+{
+    reply_list(c, &ta_desc_quota, mine, NULL, render_quota);
+}

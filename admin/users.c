@@ -1,0 +1,414 @@
+/*
+ * users.c - /api/admin/users/ and ta_admin_create_superadmin.
+ *
+ * LMDB (ledger env), each mutation in one write transaction:
+ *
+ *   users           id (u64 BE) -> ta_user_t
+ *   users_by_email  lower-cased email -> id        (kept equal to users.email)
+ *   quotas / keys   touched by DELETE (keys rows of the user's quotas deleted)
+ *                   and reset-all-keys (old rows deleted, new rows stored)
+ *
+ * The index and the record change in the same transaction, so no reader
+ * ever sees one without the other; a rejection aborts both. Users are never
+ * deleted: DELETE deactivates and revokes keys, the record stays for audit.
+ *
+ * Worker processes (and the CLI through ta_admin_create_superadmin).
+ */
+#include "admin/admin_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *user_json(const ta_user_t *u)
+{
+    return ta_rec_to_json(&ta_desc_user, u, TA_JSON_API);
+}
+
+static json_t *render_user(actx_t *c, const void *rec)
+{
+    (void)c;
+    return user_json(rec);
+}
+
+typedef struct user_filter {
+    char search[256];
+    bool has_search;
+    int role; /* -1 any */
+    int active; /* -1 any */
+} user_filter_t;
+
+static bool user_match(actx_t *c, const void *rec, void *arg)
+{
+    const ta_user_t *u = rec;
+    const user_filter_t *f = arg;
+
+    (void)c;
+    if (f->role >= 0 && u->role != f->role)
+        return false;
+    if (f->active >= 0 && u->is_active != (bool)f->active)
+        return false;
+    if (f->has_search && !icontains(u->email, f->search) && !icontains(u->name, f->search))
+        return false;
+    return true;
+}
+
+void h_users_list(actx_t *c)
+{
+    user_filter_t f = {.role = -1, .active = -1};
+    char role[32];
+    bool b;
+    int rc;
+
+    if ((rc = query_get(c, "search", f.search, sizeof(f.search))) < 0)
+        return;
+    f.has_search = rc > 0;
+    if ((rc = query_get(c, "role", role, sizeof(role))) < 0)
+        return;
+    if (rc > 0) {
+        if (strcmp(role, "user") == 0) {
+            f.role = TA_ROLE_USER;
+        } else if (strcmp(role, "superadmin") == 0) {
+            f.role = TA_ROLE_SUPERADMIN;
+        } else {
+            reply_field(c, "role", "enum", "must be one of user, superadmin");
+            return;
+        }
+    }
+    if ((rc = query_bool(c, "is_active", &b)) < 0)
+        return;
+    if (rc > 0)
+        f.active = b;
+    reply_list(c, &ta_desc_user, user_match, &f, render_user);
+}
+
+/* Insert a new user (id assigned) with its e-mail index entry, in txn. */
+static int user_insert(ta_store_t *st, MDB_txn *txn, ta_user_t *u)
+{
+    uint64_t other;
+    int rc;
+
+    lower_copy(u->email, sizeof(u->email), u->email);
+    rc = ta_idx_get(st, txn, TA_DB_USERS_BY_EMAIL, u->email, &other);
+    if (rc == 0)
+        return TA_EEXIST;
+    if (rc != TA_ENOTFOUND)
+        return rc;
+    if ((rc = ta_rec_next_id(st, txn, &ta_desc_user, &u->id)) != 0)
+        return rc;
+    u->created_at = u->updated_at = ta_now_s();
+    if ((rc = ta_idx_put(st, txn, TA_DB_USERS_BY_EMAIL, u->email, u->id)) != 0)
+        return rc;
+    return ta_rec_put(st, txn, &ta_desc_user, u->id, u);
+}
+
+void h_users_create(actx_t *c)
+{
+    const char *pw;
+    ta_user_t u;
+    int rc;
+
+    memset(&u, 0, sizeof(u));
+    ta_rec_defaults(&ta_desc_user, &u);
+    if (body_apply(c, &ta_desc_user, &u, TA_MERGE_CREATE) != 0)
+        return;
+    if (password_take(c, "password", &pw) != 0)
+        return;
+    if (password_hash_into(c, pw, &u) != 0)
+        return;
+    if (ctx_txn(c, true) != 0)
+        return;
+    rc = user_insert(c->st, c->txn, &u);
+    if (rc == TA_EEXIST) {
+        reply_error(c, 409, "conflict_error", "duplicate", "email",
+                    "a user with email %s already exists", u.email);
+        return;
+    }
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    reply_json(c, 201, user_json(&u));
+}
+
+void h_users_get(actx_t *c)
+{
+    ta_user_t u;
+    int rc;
+
+    if (ctx_txn(c, false) != 0)
+        return;
+    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    reply_json(c, 200, user_json(&u));
+}
+
+void h_users_update(actx_t *c)
+{
+    const char *pw = NULL;
+    ta_user_t u, old, pwu;
+    bool self = c->id == c->caller.id;
+    int rc;
+
+    if (body_has(c, "password") && !json_is_null(json_object_get(c->body, "password"))) {
+        if (password_take(c, "password", &pw) != 0)
+            return;
+        memset(&pwu, 0, sizeof(pwu));
+        if (password_hash_into(c, pw, &pwu) != 0)
+            return;
+    }
+    if (ctx_txn(c, true) != 0)
+        return;
+    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    old = u;
+    if (body_apply(c, &ta_desc_user, &u, merge_mode(c)) != 0)
+        return;
+    lower_copy(u.email, sizeof(u.email), u.email);
+    if (self && old.role == TA_ROLE_SUPERADMIN) {
+        if (!u.is_active) {
+            reply_field(c, "is_active", "self", "a superadmin cannot deactivate themselves");
+            return;
+        }
+        if (u.role != TA_ROLE_SUPERADMIN) {
+            reply_field(c, "role", "self", "a superadmin cannot demote themselves");
+            return;
+        }
+    }
+    if (strcmp(u.email, old.email) != 0) {
+        uint64_t other;
+        rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u.email, &other);
+        if (rc == 0 && other != u.id) {
+            reply_error(c, 409, "conflict_error", "duplicate", "email",
+                        "a user with email %s already exists", u.email);
+            return;
+        }
+        if (rc != 0 && rc != TA_ENOTFOUND) {
+            reply_store_error(c, rc, "user");
+            return;
+        }
+        rc = ta_idx_del(c->st, c->txn, TA_DB_USERS_BY_EMAIL, old.email);
+        if (rc == 0 || rc == TA_ENOTFOUND)
+            rc = ta_idx_put(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u.email, u.id);
+        if (rc != 0) {
+            reply_store_error(c, rc, "user");
+            return;
+        }
+    }
+    if (pw != NULL) {
+        memcpy(u.pwhash, pwu.pwhash, pwu.pwhash_len);
+        u.pwhash_len = pwu.pwhash_len;
+    }
+    u.id = old.id;
+    u.created_at = old.created_at;
+    u.updated_at = ta_now_s();
+    rc = ta_rec_put(c->st, c->txn, &ta_desc_user, u.id, &u);
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    reply_json(c, 200, user_json(&u));
+}
+
+/* ---- keys of a user ------------------------------------------------------- */
+
+typedef struct idcollect {
+    uint64_t user_id;
+    uint64_t *ids;
+    size_t n, cap;
+} idcollect_t;
+
+static int collect_cb(uint64_t id, const void *rec, void *arg)
+{
+    idcollect_t *ic = arg;
+    const ta_quota_t *q = rec;
+
+    if (q->user_id != ic->user_id)
+        return 0;
+    if (ic->n == ic->cap) {
+        size_t ncap = ic->cap ? ic->cap * 2 : 16;
+        uint64_t *p = realloc(ic->ids, ncap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        ic->ids = p;
+        ic->cap = ncap;
+    }
+    ic->ids[ic->n++] = id;
+    return 0;
+}
+
+int user_quota_ids(ta_store_t *st, MDB_txn *txn, uint64_t user_id, uint64_t **ids, size_t *n)
+{
+    idcollect_t ic = {.user_id = user_id};
+    int rc = ta_rec_walk(st, txn, &ta_desc_quota, collect_cb, &ic);
+
+    if (rc < 0) {
+        free(ic.ids);
+        return rc;
+    }
+    *ids = ic.ids;
+    *n = ic.n;
+    return 0;
+}
+
+int revoke_user_keys(actx_t *c, uint64_t user_id)
+{
+    uint64_t *ids = NULL;
+    size_t n = 0;
+    ta_quota_t q;
+    int rc;
+
+    /* Collect first, then write: no puts under the walk's cursor. */
+    if ((rc = user_quota_ids(c->st, c->txn, user_id, &ids, &n)) != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, ids[i], &q)) != 0)
+            goto Exit;
+        if (q.key_hash_len == 0)
+            continue;
+        rc = ta_kv_del(c->st, c->txn, TA_DB_KEYS, q.key_hash, q.key_hash_len);
+        if (rc != 0 && rc != TA_ENOTFOUND)
+            goto Exit;
+        q.key_hash_len = 0;
+        memset(q.key_hash, 0, sizeof(q.key_hash));
+        q.updated_at = ta_now_s();
+        if ((rc = ta_rec_put(c->st, c->txn, &ta_desc_quota, q.id, &q)) != 0)
+            goto Exit;
+    }
+    rc = 0;
+Exit:
+    free(ids);
+    return rc;
+}
+
+void h_users_delete(actx_t *c)
+{
+    ta_user_t u;
+    int rc;
+
+    if (c->id == c->caller.id) {
+        reply_field(c, "id", "self", "a superadmin cannot delete themselves");
+        return;
+    }
+    if (ctx_txn(c, true) != 0)
+        return;
+    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
+    if (rc == 0) {
+        u.is_active = false;
+        u.updated_at = ta_now_s();
+        rc = ta_rec_put(c->st, c->txn, &ta_desc_user, u.id, &u);
+    }
+    if (rc == 0)
+        rc = revoke_user_keys(c, u.id);
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    reply_204(c);
+}
+
+void h_users_reset_keys(actx_t *c)
+{
+    ta_user_t u;
+    uint64_t *ids = NULL;
+    size_t n = 0;
+    json_t *arr = NULL;
+    ta_quota_t q;
+    char key[TA_APIKEY_LEN + 1];
+    int rc;
+
+    if (ctx_txn(c, true) != 0)
+        return;
+    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
+    if (rc == 0)
+        rc = user_quota_ids(c->st, c->txn, u.id, &ids, &n);
+    if (rc != 0)
+        goto Exit;
+    arr = json_array();
+    if (arr == NULL) {
+        rc = -ENOMEM;
+        goto Exit;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, ids[i], &q)) != 0)
+            goto Exit;
+        if ((rc = quota_new_key(c->st, c->txn, &q, key)) != 0)
+            goto Exit;
+        q.updated_at = ta_now_s();
+        if ((rc = ta_rec_put(c->st, c->txn, &ta_desc_quota, q.id, &q)) != 0)
+            goto Exit;
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)q.id, "api_key",
+                                             key, "key_prefix", q.key_prefix));
+    }
+    reply_json(c, 200, json_pack("{s:o}", "quotas", arr));
+    arr = NULL;
+Exit:
+    if (rc != 0)
+        reply_store_error(c, rc, "user");
+    json_decref(arr);
+    free(ids);
+}
+
+/* ---- CLI --------------------------------------------------------------------- */
+
+int ta_admin_create_superadmin(ta_store_t *st, const char *email, const char *password,
+                               unsigned pbkdf2_iterations, ta_err_t *err)
+{
+    ta_user_t u;
+    json_t *in = NULL;
+    MDB_txn *txn = NULL;
+    char h[TA_PWHASH_MAX];
+    size_t n, chars = 0;
+    int rc;
+
+    memset(&u, 0, sizeof(u));
+    if (email == NULL || password == NULL)
+        return ta_err_set(err, email == NULL ? "email" : "password", "required", "is required");
+    n = strlen(password);
+    for (size_t i = 0; i < n; i++)
+        chars += ((unsigned char)password[i] & 0xC0) != 0x80;
+    if (chars < TA_PASSWORD_MIN)
+        return ta_err_set(err, "password", "min_length", "password: must have at least %d characters",
+                          TA_PASSWORD_MIN);
+    if (n > TA_PASSWORD_MAX || !ta_utf8_valid(password, n))
+        return ta_err_set(err, "password", "max_length",
+                          "password: must be valid UTF-8 of at most %d bytes", TA_PASSWORD_MAX);
+    in = json_pack("{s:s,s:s}", "email", email, "role", "superadmin");
+    if (in == NULL)
+        return ta_err_set(err, "email", "format", "email: must be valid UTF-8");
+    ta_rec_defaults(&ta_desc_user, &u);
+    rc = ta_rec_from_json(&ta_desc_user, in, &u, TA_MERGE_CREATE, err);
+    if (rc != 0)
+        goto Exit;
+    u.role = TA_ROLE_SUPERADMIN;
+    u.is_active = true;
+    rc = ta_password_hash(password, pbkdf2_iterations, h);
+    if (rc < 0)
+        goto Exit;
+    if ((size_t)rc > sizeof(u.pwhash)) {
+        rc = TA_ETOOBIG;
+        goto Exit;
+    }
+    memcpy(u.pwhash, h, (size_t)rc);
+    u.pwhash_len = (uint16_t)rc;
+    if ((rc = ta_txn_begin(st, TA_ENV_LEDGER, true, &txn)) != 0)
+        goto Exit;
+    rc = user_insert(st, txn, &u);
+    if (rc == TA_EEXIST)
+        ta_err_set(err, "email", "unique", "email: a user with this e-mail already exists");
+    if (rc != 0)
+        goto Exit;
+    rc = ta_txn_commit(txn);
+    txn = NULL;
+Exit:
+    if (txn != NULL)
+        ta_txn_abort(txn);
+    json_decref(in);
+    return rc;
+}
