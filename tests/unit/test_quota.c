@@ -598,6 +598,35 @@ static void test_strict_cost_edge(void **state)
     assert_int_equal(r.held_tokens, 6);
 }
 
+/* strict: the output is clamped to the tokens left, and held as such */
+static void test_strict_token_clamp(void **state)
+{
+    fx_t *f = *state;
+    ta_model_t m = model_priced(1, 1, 0, 0, 4000);
+    int64_t now = T_2024_03_13_1530Z * NS;
+    ta_quota_t q = quota_new(17, TA_PERIOD_DAY);
+    q.limits.token_limit = 1000;
+    quota_store(f, &q);
+    holdargs_t s = {.prompt_est = 300, .prompt_max = 400, .max_out = 500,
+                    .reserve = TA_RESERVE_STRICT};
+    ta_hold_res_t r = hold(f, &q, &m, 1, now, s);
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 500);
+    assert_int_equal(r.held_tokens, 900);
+    r = hold(f, &q, &m, 2, now, (holdargs_t){.prompt_est = 10, .prompt_max = 20,
+                                             .reserve = TA_RESERVE_STRICT});
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 80); /* 1000 - 900 - 20 */
+    assert_int_equal(r.held_tokens, 100);
+    /* estimate mode passes the client's max_tokens through (0 = none) */
+    ta_quota_t e = quota_new(18, TA_PERIOD_DAY);
+    quota_store(f, &e);
+    r = hold(f, &e, &m, 3, now, (holdargs_t){.prompt_est = 10});
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 0);
+    assert_int_equal(r.held_tokens, 10 + 256);
+}
+
 /* With reserve = strict, holds at the worst case settled at the worst case
  * never push used past the limit, however many run at once. */
 static void test_strict_never_exceeds(void **state)
@@ -886,6 +915,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expiry_and_renew, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals_write_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_cost_edge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strict_token_clamp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_never_exceeds, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gcra_rpm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gcra_tpm, setup, teardown),
