@@ -90,6 +90,34 @@ int64_t ta_period_end(int period, int64_t start_s, const char *tz);
 
 /* ---- additions (quota engineer) ---------------------------------------- */
 
+/*
+ * Semantics of ta_quota_hold (details in quota.c):
+ *  - checks, in order: is_active, expiry (auto_renew moves expires_at by whole
+ *    periods past now and writes the quota record on grant; period none cannot
+ *    renew), unpriced model under a cost limit, request limit (used +
+ *    in_flight), token and cost limits, RPM, TPM, concurrency. All checks run
+ *    before any write; a refusal writes nothing.
+ *  - strict: prompt = max(prompt_tokens_max, prompt_tokens_est) priced at the
+ *    model's dearest prompt class (a cache write can cost more than input);
+ *    output = client max_tokens, else the model's max_output_tokens, else
+ *    4096, clamped down to the tokens and cost left; refused when not one
+ *    output token fits. res->max_output_tokens is what must go upstream.
+ *  - estimate: prompt estimate + min(output as above, 256) at input/output
+ *    prices; refused on cost only once used + held >= cost_limit;
+ *    res->max_output_tokens is the client's value (0 = none).
+ *  - TPM is charged prompt_tokens_est + min(output, 256) (res->tpm_estimate,
+ *    copy it into the event); a request bigger than the whole minute passes
+ *    when the bucket is empty. Settle corrects by actual - estimate.
+ *  - retry_after_ms: RPM/TPM exact; request/token/cost limits: until the
+ *    period ends (0 for none); concurrency: 1000.
+ * ta_quota_settle: only events with TA_EVF_HOLD whose hold still exists
+ * change the ledger (requests_used++, used += cost and prompt+completion
+ * tokens, held amounts and one in-flight slot released); TA_EINVAL for a
+ * non-request event. ta_quota_release leaves the TPM estimate charged.
+ * balance.warn_level = count of warn_at thresholds raised this period
+ * (index + 1), 0 = none; rollover resets it to 0.
+ */
+
 /** Set the process timezone for quota periods (config `quota_timezone`):
  *  validates the IANA name (a regular file /usr/share/zoneinfo/<name>, or a
  *  UTC alias), then setenv("TZ") + tzset() once. Call at startup, before
