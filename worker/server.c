@@ -1,0 +1,772 @@
+/*
+ * server.c - the worker's h2o server (see server.h for the contract).
+ *
+ * One h2o_globalconf_t with two hostconfs: "main" (registered paths such as
+ * /v1, plus the built-ins) and "admin" (/api plus the built-ins), used only
+ * when there are admin listeners. Each listener's accept context carries a
+ * one-entry hosts list, so h2o never picks a host by the Host header: which
+ * socket a connection came in on decides what it may reach.
+ *
+ * Every pathconf starts with the entry handler (request id, in-flight
+ * count, then returns -1 so the next handler runs) and carries the filter
+ * that re-adds X-Request-Id if a handler dropped it and turns h2o's own
+ * plain-text errors into the JSON error shape.
+ */
+#include "worker/server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "ledger/heartbeat.h"
+
+#define MAX_LISTENERS 64
+#define MAX_TICKS 4
+#define ENV_REQUEST_ID "ta-request-id"
+/* During shutdown an idle HTTP/1 keep-alive connection is closed after this
+ * long, so the old generation does not wait for h2o's 10 s idle timeout. */
+#define SHUTDOWN_IDLE_MS 1000
+
+struct listener {
+    h2o_socket_t *sock;
+    ta_worker_t *w;
+    h2o_accept_ctx_t *actx;
+};
+
+struct tick {
+    ta_worker_tick_fn fn;
+    void *arg;
+};
+
+struct ta_worker {
+    h2o_context_t ctx; /* first: ta_worker_from_req() goes back from it */
+    ta_worker_conf_t conf;
+    ta_worker_listener_t lconf[MAX_LISTENERS];
+    h2o_globalconf_t globalconf;
+    h2o_hostconf_t *host_main, *host_admin;
+    h2o_hostconf_t *hosts_main[2], *hosts_admin[2];
+    h2o_accept_ctx_t accept[4]; /* [admin][tls] */
+    h2o_evloop_t *loop;
+    SSL_CTX *ssl_ctx;
+    struct listener listeners[MAX_LISTENERS];
+    size_t nlisteners;
+    struct tick ticks[MAX_TICKS];
+    size_t nticks;
+    int sigpipe[2];
+    h2o_socket_t *sigsock;
+    bool in_setup;
+    bool stopping;
+    int64_t stop_deadline_ns;
+    uint64_t inflight;       /* requests whose pool is alive + holds */
+    uint64_t requests_total; /* requests that reached the entry handler */
+};
+
+struct entry_handler {
+    h2o_handler_t super;
+    ta_worker_t *w;
+};
+
+struct api_handler {
+    h2o_handler_t super;
+    ta_worker_t *w;
+    int kind; /* ROUTE_* */
+};
+
+enum { ROUTE_HEALTHZ = 1, ROUTE_METRICS, ROUTE_API, ROUTE_NOTFOUND };
+
+struct fixup_filter {
+    h2o_filter_t super;
+    ta_worker_t *w;
+    bool jsonify; /* only on fallback paths: h2o's own errors */
+};
+
+struct json_ostream {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+    bool sent;
+};
+
+struct req_track {
+    ta_worker_t *w;
+};
+
+static volatile sig_atomic_t stop_signalled;
+static int sigpipe_wr = -1;
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* ---- small JSON helpers ------------------------------------------------ */
+
+/* Append s JSON-escaped into buf[*used..cap); truncates silently (our own
+ * short messages only). */
+static void json_escape(char *buf, size_t cap, size_t *used, const char *s)
+{
+    static const char hexd[] = "0123456789abcdef";
+    for (; *s != '\0' && *used + 7 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            buf[(*used)++] = '\\';
+            buf[(*used)++] = (char)c;
+        } else if (c < 0x20) {
+            buf[(*used)++] = '\\';
+            buf[(*used)++] = 'u';
+            buf[(*used)++] = '0';
+            buf[(*used)++] = '0';
+            buf[(*used)++] = hexd[c >> 4];
+            buf[(*used)++] = hexd[c & 15];
+        } else {
+            buf[(*used)++] = (char)c;
+        }
+    }
+    buf[*used] = '\0';
+}
+
+static size_t format_error(char *buf, size_t cap, const char *type, const char *code,
+                           const char *message)
+{
+    size_t used = 0;
+    int n = snprintf(buf, cap, "{\"error\":{\"message\":\"");
+    used = (size_t)n;
+    json_escape(buf, cap - 64, &used, message);
+    n = snprintf(buf + used, cap - used, "\",\"type\":\"%s\",\"code\":\"%s\",\"param\":null}}", type,
+                 code);
+    used += (size_t)n;
+    return used < cap ? used : cap - 1;
+}
+
+static void status_error_names(int status, const char **type, const char **code)
+{
+    switch (status) {
+    case 400: *type = "invalid_request_error"; *code = "bad_request"; break;
+    case 401: *type = "authentication_error"; *code = "unauthorized"; break;
+    case 403: *type = "permission_error"; *code = "forbidden"; break;
+    case 404: *type = "not_found_error"; *code = "not_found"; break;
+    case 405: *type = "invalid_request_error"; *code = "method_not_allowed"; break;
+    case 413: *type = "invalid_request_error"; *code = "request_too_large"; break;
+    case 503: *type = "server_error"; *code = "unavailable"; break;
+    default: *type = status < 500 ? "invalid_request_error" : "server_error"; *code = "error"; break;
+    }
+}
+
+/* ---- sending ----------------------------------------------------------- */
+
+void ta_worker_send(h2o_req_t *req, int status, const char *content_type, const char *body,
+                    size_t len)
+{
+    req->res.status = status;
+    req->res.reason = "OK"; /* HTTP/1 reason phrases are informational; h2o needs one */
+    req->res.content_length = len;
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                   content_type != NULL ? content_type : "application/json",
+                   strlen(content_type != NULL ? content_type : "application/json"), 1);
+    h2o_send_inline(req, body, len);
+}
+
+void ta_worker_send_error(h2o_req_t *req, int status, const char *type, const char *code,
+                          const char *message)
+{
+    char buf[1024];
+    size_t len = format_error(buf, sizeof(buf), type, code, message);
+    ta_worker_send(req, status, NULL, buf, len);
+}
+
+static void send_status_error(h2o_req_t *req, int status, const char *message)
+{
+    const char *type, *code;
+    status_error_names(status, &type, &code);
+    ta_worker_send_error(req, status, type, code, message);
+}
+
+/* ---- request ids and in-flight tracking -------------------------------- */
+
+static void on_track_dispose(void *p)
+{
+    struct req_track *t = p;
+    TA_BUG_ON(t->w->inflight == 0);
+    t->w->inflight--;
+}
+
+static const char *find_env(h2o_req_t *req, const char *name)
+{
+    size_t nlen = strlen(name);
+    for (size_t i = 0; i + 1 < req->env.size; i += 2) {
+        if (h2o_memis(req->env.entries[i].base, req->env.entries[i].len, name, nlen))
+            return req->env.entries[i + 1].base;
+    }
+    return NULL;
+}
+
+static const char *assign_request_id(h2o_req_t *req)
+{
+    const char *have = find_env(req, ENV_REQUEST_ID);
+    if (have != NULL)
+        return have;
+    uint8_t id[16];
+    if (RAND_bytes(id, sizeof(id)) != 1) {
+        /* Never expected; fall back to something unique within this host. */
+        uint64_t a = (uint64_t)mono_ns(), b = (uint64_t)getpid() << 32 | (uint64_t)rand();
+        memcpy(id, &a, 8);
+        memcpy(id + 8, &b, 8);
+    }
+    char *hex = h2o_mem_alloc_pool(&req->pool, 33);
+    static const char hexd[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        hex[2 * i] = hexd[id[i] >> 4];
+        hex[2 * i + 1] = hexd[id[i] & 15];
+    }
+    hex[32] = '\0';
+    h2o_vector_reserve(&req->pool, &req->env, req->env.size + 2);
+    req->env.entries[req->env.size++] = h2o_iovec_init(H2O_STRLIT(ENV_REQUEST_ID));
+    req->env.entries[req->env.size++] = h2o_iovec_init(hex, 32);
+    h2o_set_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, hex,
+                          32, 1);
+    return hex;
+}
+
+static int on_entry(h2o_handler_t *self, h2o_req_t *req)
+{
+    ta_worker_t *w = ((struct entry_handler *)self)->w;
+    const char *hex = assign_request_id(req);
+    struct req_track *t = h2o_mem_alloc_shared(&req->pool, sizeof(*t), on_track_dispose);
+    t->w = w;
+    w->inflight++;
+    w->requests_total++;
+    ssize_t ci = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (ci != -1)
+        ta_log(TA_LOG_DEBUG, "request %s: client request id '%.*s'", hex,
+               (int)(req->headers.entries[ci].value.len > 64 ? 64
+                                                              : req->headers.entries[ci].value.len),
+               req->headers.entries[ci].value.base);
+    return -1;
+}
+
+int ta_worker_request_id(h2o_req_t *req, uint8_t id[16], char hex[33])
+{
+    const char *h = find_env(req, ENV_REQUEST_ID);
+    if (h == NULL)
+        return TA_ENOTFOUND;
+    if (hex != NULL) {
+        memcpy(hex, h, 32);
+        hex[32] = '\0';
+    }
+    if (id != NULL) {
+        for (int i = 0; i < 16; i++) {
+            int hi = h[2 * i] <= '9' ? h[2 * i] - '0' : h[2 * i] - 'a' + 10;
+            int lo = h[2 * i + 1] <= '9' ? h[2 * i + 1] - '0' : h[2 * i + 1] - 'a' + 10;
+            id[i] = (uint8_t)(hi << 4 | lo);
+        }
+    }
+    return 0;
+}
+
+/* ---- the fix-up filter ------------------------------------------------- */
+
+static void json_ostream_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs,
+                              size_t bufcnt, h2o_send_state_t state)
+{
+    struct json_ostream *o = (struct json_ostream *)self;
+    if (!o->sent && bufcnt != 0) {
+        o->sent = true;
+        h2o_ostream_send_next(self, req, &o->body, 1, state);
+    } else {
+        h2o_ostream_send_next(self, req, NULL, 0, state);
+    }
+}
+
+static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    struct fixup_filter *f = (struct fixup_filter *)self;
+    assign_request_id(req); /* no-op when the entry handler ran and the header survived */
+    if (h2o_find_header_by_str(&req->res.headers, H2O_STRLIT("x-request-id"), -1) == -1) {
+        const char *hex = find_env(req, ENV_REQUEST_ID);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                              hex, 32);
+    }
+    ssize_t ct = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (f->jsonify && req->res.status >= 400 && ct != -1 &&
+        h2o_memis(req->res.headers.entries[ct].value.base, 10, H2O_STRLIT("text/plain")) &&
+        !h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD"))) {
+        /* h2o answered by itself (413, broken chunked encoding, ...). */
+        char msg[160], buf[512];
+        if (req->res.status == 413)
+            snprintf(msg, sizeof(msg), "request body is larger than the limit of %zu bytes",
+                     f->w->conf.max_body_size);
+        else
+            snprintf(msg, sizeof(msg), "%s", req->res.reason != NULL ? req->res.reason : "error");
+        const char *type, *code;
+        status_error_names(req->res.status, &type, &code);
+        size_t len = format_error(buf, sizeof(buf), type, code, msg);
+        struct json_ostream *o =
+            (struct json_ostream *)h2o_add_ostream(req, sizeof(*o), slot);
+        o->super.do_send = json_ostream_send;
+        o->body = h2o_strdup(&req->pool, buf, len);
+        o->sent = false;
+        req->res.content_length = len;
+        h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                       H2O_STRLIT("application/json"), 1);
+        slot = &o->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+static void add_filter(ta_worker_t *w, h2o_pathconf_t *pc, bool jsonify)
+{
+    struct fixup_filter *f = (struct fixup_filter *)h2o_create_filter(pc, sizeof(*f));
+    f->super.on_setup_ostream = on_setup_ostream;
+    f->w = w;
+    f->jsonify = jsonify;
+}
+
+/* ---- built-in routes --------------------------------------------------- */
+
+static void handle_healthz(ta_worker_t *w, h2o_req_t *req)
+{
+    char buf[256];
+    const char *problem = NULL;
+    if (w->stopping) {
+        problem = "shutting down";
+    } else if (!ta_heartbeat_billing_alive()) {
+        problem = "billing is not alive";
+    } else if (w->conf.store != NULL) {
+        MDB_txn *txn;
+        if (ta_txn_begin(w->conf.store, TA_ENV_LEDGER, false, &txn) != 0)
+            problem = "ledger unavailable";
+        else
+            ta_txn_abort(txn);
+    }
+    int n;
+    if (problem == NULL)
+        n = snprintf(buf, sizeof(buf),
+                     "{\"status\":\"ok\",\"generation\":%llu,\"pid\":%d,\"slot\":%d}",
+                     (unsigned long long)w->conf.generation, (int)getpid(), w->conf.slot);
+    else
+        n = snprintf(buf, sizeof(buf),
+                     "{\"status\":\"unavailable\",\"reason\":\"%s\",\"generation\":%llu,\"pid\":%d}",
+                     problem, (unsigned long long)w->conf.generation, (int)getpid());
+    ta_worker_send(req, problem == NULL ? 200 : 503, NULL, buf, (size_t)n);
+}
+
+static void handle_metrics(ta_worker_t *w, h2o_req_t *req)
+{
+    char buf[1024];
+    int n = snprintf(buf, sizeof(buf),
+                     "# HELP tokenaudit_worker_requests_total Requests this worker process received.\n"
+                     "# TYPE tokenaudit_worker_requests_total counter\n"
+                     "tokenaudit_worker_requests_total{pid=\"%d\",slot=\"%d\"} %llu\n"
+                     "# HELP tokenaudit_worker_inflight Requests in flight in this worker.\n"
+                     "# TYPE tokenaudit_worker_inflight gauge\n"
+                     "tokenaudit_worker_inflight{pid=\"%d\",slot=\"%d\"} %llu\n"
+                     "# HELP tokenaudit_config_generation Config generation of this worker.\n"
+                     "# TYPE tokenaudit_config_generation gauge\n"
+                     "tokenaudit_config_generation{pid=\"%d\"} %llu\n",
+                     (int)getpid(), w->conf.slot, (unsigned long long)w->requests_total,
+                     (int)getpid(), w->conf.slot, (unsigned long long)w->inflight, (int)getpid(),
+                     (unsigned long long)w->conf.generation);
+    ta_worker_send(req, 200, "text/plain; version=0.0.4", buf, (size_t)n);
+}
+
+void ta_worker_client_ip(h2o_req_t *req, char *buf, size_t cap)
+{
+    struct sockaddr_storage ss;
+    char host[NI_MAXHOST];
+    socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    size_t n = len == 0 ? SIZE_MAX : h2o_socket_getnumerichost((struct sockaddr *)&ss, len, host);
+    if (n == SIZE_MAX)
+        snprintf(buf, cap, "%s", "unknown");
+    else
+        snprintf(buf, cap, "%.*s", (int)n, host);
+}
+
+static void handle_api(ta_worker_t *w, h2o_req_t *req)
+{
+    if (w->conf.api_handler == NULL) {
+        send_status_error(req, 404, "no such endpoint");
+        return;
+    }
+    if (req->entity.len > w->conf.max_body_size) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "request body is larger than the limit of %zu bytes",
+                 w->conf.max_body_size);
+        send_status_error(req, 413, msg);
+        return;
+    }
+    char hex[33], ip[48];
+    ta_worker_request_id(req, NULL, hex);
+    ta_worker_client_ip(req, ip, sizeof(ip));
+
+    ta_apireq_t ar = {0};
+    ar.method = h2o_strdup(&req->pool, req->method.base, req->method.len).base;
+    size_t plen = req->path.len;
+    if (req->query_at != SIZE_MAX) {
+        plen = req->query_at;
+        ar.query = req->path.base + req->query_at + 1;
+        ar.query_len = req->path.len - req->query_at - 1;
+    }
+    /* The path as sent (not percent-decoded: ids are digits, and the admin
+     * handlers match literal segments), NUL-terminated for convenience. */
+    ar.path = h2o_strdup(&req->pool, req->path.base, plen).base;
+    ar.path_len = plen;
+    ar.body = req->entity.base;
+    ar.body_len = req->entity.base != NULL ? req->entity.len : 0;
+    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (ai != -1) {
+        ar.authorization = req->headers.entries[ai].value.base;
+        ar.authorization_len = req->headers.entries[ai].value.len;
+    }
+    h2o_iovec_t base = h2o_concat(&req->pool, req->scheme->name, h2o_iovec_init(H2O_STRLIT("://")),
+                                  req->authority);
+    ar.base_url = base.base; /* h2o_concat NUL-terminates */
+    ar.request_id = hex;
+    ar.client_ip = ip;
+
+    ta_apires_t res = {0};
+    w->conf.api_handler(w->conf.api_ctx, &ar, &res);
+    if (res.status < 100 || res.status > 599) {
+        ta_log(TA_LOG_ERROR, "request %s: api handler returned status %d", hex, res.status);
+        free(res.body);
+        send_status_error(req, 500, "internal error");
+        return;
+    }
+    if (res.allow[0] != '\0')
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL,
+                       h2o_strdup(&req->pool, res.allow, SIZE_MAX).base, strlen(res.allow));
+    if (res.retry_after > 0) {
+        char ra[24];
+        int n = snprintf(ra, sizeof(ra), "%d", res.retry_after);
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
+                       h2o_strdup(&req->pool, ra, (size_t)n).base, (size_t)n);
+    }
+    if (res.body == NULL || res.body_len == 0) {
+        req->res.status = res.status;
+        req->res.reason = "OK";
+        req->res.content_length = 0;
+        free(res.body);
+        h2o_send_inline(req, "", 0);
+        return;
+    }
+    ta_worker_send(req, res.status, res.content_type, res.body, res.body_len);
+    free(res.body);
+}
+
+static int on_route(h2o_handler_t *self, h2o_req_t *req)
+{
+    struct api_handler *h = (struct api_handler *)self;
+    switch (h->kind) {
+    case ROUTE_HEALTHZ:
+        handle_healthz(h->w, req);
+        break;
+    case ROUTE_METRICS:
+        handle_metrics(h->w, req);
+        break;
+    case ROUTE_API:
+        handle_api(h->w, req);
+        break;
+    default:
+        send_status_error(req, 404, "no such endpoint");
+        break;
+    }
+    return 0;
+}
+
+static h2o_pathconf_t *add_path(ta_worker_t *w, h2o_hostconf_t *host, const char *path)
+{
+    h2o_pathconf_t *pc = h2o_config_register_path(host, path, 0);
+    struct entry_handler *e = (struct entry_handler *)h2o_create_handler(pc, sizeof(*e));
+    e->super.on_req = on_entry;
+    e->w = w;
+    add_filter(w, pc, false);
+    return pc;
+}
+
+static void add_route(ta_worker_t *w, h2o_hostconf_t *host, const char *path, int kind)
+{
+    h2o_pathconf_t *pc = add_path(w, host, path);
+    struct api_handler *h = (struct api_handler *)h2o_create_handler(pc, sizeof(*h));
+    h->super.on_req = on_route;
+    h->w = w;
+    h->kind = kind;
+}
+
+h2o_pathconf_t *ta_worker_register_path(ta_worker_t *w, const char *path)
+{
+    TA_BUG_ON(!w->in_setup);
+    return add_path(w, w->host_main, path);
+}
+
+/* ---- listeners and signals --------------------------------------------- */
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    struct listener *l = listener->data;
+    if (err != NULL)
+        return;
+    /* A few per wake-up: the socket is shared with the sibling workers. */
+    for (int i = 0; i < 8; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break;
+        h2o_accept(l->actx, sock);
+    }
+}
+
+static void on_signal(int sig)
+{
+    stop_signalled = 1;
+    if (sigpipe_wr != -1) {
+        int saved = errno;
+        ssize_t r = write(sigpipe_wr, "x", 1);
+        (void)r;
+        errno = saved;
+    }
+}
+
+static void on_sigpipe_readable(h2o_socket_t *sock, const char *err)
+{
+    /* The data is only a wake-up; the flag says what happened. */
+    h2o_buffer_consume(&sock->input, sock->input->size);
+}
+
+static SSL_CTX *make_ssl_ctx(const char *cert, const char *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        ta_log(TA_LOG_ERROR, "tls_cert_file %s: cannot load (%s)", cert,
+               ERR_reason_error_string(ERR_get_error()));
+        goto Fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        ta_log(TA_LOG_ERROR, "tls_key_file %s: cannot load or does not match the certificate (%s)",
+               key, ERR_reason_error_string(ERR_get_error()));
+        goto Fail;
+    }
+    h2o_ssl_register_alpn_protocols(ctx, h2o_http2_alpn_protocols);
+    return ctx;
+Fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
+{
+    int ret = 0;
+    bool any_tls = false, any_admin = false;
+
+    if (conf->nlisteners == 0 || conf->nlisteners > MAX_LISTENERS)
+        return TA_ECONFIG;
+    ta_worker_t *w = calloc(1, sizeof(*w));
+    if (w == NULL)
+        return -ENOMEM;
+    w->conf = *conf;
+    memcpy(w->lconf, conf->listeners, conf->nlisteners * sizeof(*w->lconf));
+    w->conf.listeners = w->lconf;
+    w->sigpipe[0] = w->sigpipe[1] = -1;
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        any_tls |= conf->listeners[i].tls;
+        any_admin |= conf->listeners[i].admin;
+    }
+
+    if (any_tls) {
+        w->ssl_ctx = make_ssl_ctx(conf->tls_cert_file, conf->tls_key_file);
+        if (w->ssl_ctx == NULL) {
+            ret = TA_ECONFIG;
+            goto Exit;
+        }
+    }
+
+    h2o_config_init(&w->globalconf);
+    /* h2o compares Content-Length with this before reading (413 for more);
+     * the fix-up filter turns its plain-text answer into JSON. */
+    w->globalconf.max_request_entity_size = conf->max_body_size;
+    w->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("tokenaudit"));
+    w->host_main = h2o_config_register_host(&w->globalconf, h2o_iovec_init(H2O_STRLIT("main")), 65535);
+    w->host_admin = any_admin ? h2o_config_register_host(
+                                    &w->globalconf, h2o_iovec_init(H2O_STRLIT("admin")), 65535)
+                              : w->host_main;
+    w->hosts_main[0] = w->host_main;
+    w->hosts_admin[0] = w->host_admin;
+
+    w->loop = h2o_evloop_create();
+
+    /* Registered paths first: h2o takes the first pathconf that matches. */
+    if (conf->setup != NULL) {
+        w->in_setup = true;
+        ret = conf->setup(w, conf->setup_arg);
+        w->in_setup = false;
+        if (ret != 0)
+            goto Exit;
+    }
+    add_route(w, w->host_main, "/healthz", ROUTE_HEALTHZ);
+    add_route(w, w->host_main, "/metrics", ROUTE_METRICS);
+    add_route(w, w->host_admin, "/api", ROUTE_API);
+    add_route(w, w->host_main, "/", ROUTE_NOTFOUND);
+    add_filter(w, &w->host_main->fallback_path, true);
+    if (any_admin) {
+        add_route(w, w->host_admin, "/healthz", ROUTE_HEALTHZ);
+        add_route(w, w->host_admin, "/metrics", ROUTE_METRICS);
+        add_route(w, w->host_admin, "/", ROUTE_NOTFOUND);
+        add_filter(w, &w->host_admin->fallback_path, true);
+    }
+
+    h2o_context_init(&w->ctx, w->loop, &w->globalconf);
+    for (int a = 0; a < 2; a++) {
+        for (int t = 0; t < 2; t++) {
+            h2o_accept_ctx_t *ac = &w->accept[a * 2 + t];
+            ac->ctx = &w->ctx;
+            ac->hosts = a ? w->hosts_admin : w->hosts_main;
+            ac->ssl_ctx = t ? w->ssl_ctx : NULL;
+        }
+    }
+
+    for (size_t i = 0; i < conf->nlisteners; i++) {
+        const ta_worker_listener_t *lc = &conf->listeners[i];
+        int fl = fcntl(lc->fd, F_GETFL);
+        if (fl == -1 || fcntl(lc->fd, F_SETFL, fl | O_NONBLOCK) == -1) {
+            ret = -errno;
+            goto Exit;
+        }
+        struct listener *l = &w->listeners[w->nlisteners++];
+        l->w = w;
+        l->actx = &w->accept[(lc->admin ? 2 : 0) + (lc->tls ? 1 : 0)];
+        l->sock = h2o_evloop_socket_create(w->loop, lc->fd, H2O_SOCKET_FLAG_DONT_READ);
+        l->sock->data = l;
+    }
+
+    if (pipe2(w->sigpipe, O_CLOEXEC | O_NONBLOCK) == -1) {
+        ret = -errno;
+        goto Exit;
+    }
+    w->sigsock = h2o_evloop_socket_create(w->loop, w->sigpipe[0], 0);
+    w->sigsock->data = w;
+
+    if (conf->ready != NULL && (ret = conf->ready(w, conf->setup_arg)) != 0)
+        goto Exit;
+
+Exit:
+    if (ret != 0) {
+        /* Only reached at start-up; the process exits right after. */
+        if (w->ssl_ctx != NULL)
+            SSL_CTX_free(w->ssl_ctx);
+        free(w);
+        return ret;
+    }
+    *out = w;
+    return 0;
+}
+
+h2o_loop_t *ta_worker_loop(ta_worker_t *w) { return w->loop; }
+h2o_context_t *ta_worker_context(ta_worker_t *w) { return &w->ctx; }
+ta_worker_t *ta_worker_from_req(h2o_req_t *req) { return (ta_worker_t *)req->conn->ctx; }
+bool ta_worker_stopping(const ta_worker_t *w) { return w->stopping; }
+void ta_worker_hold(ta_worker_t *w) { w->inflight++; }
+
+void ta_worker_release(ta_worker_t *w)
+{
+    TA_BUG_ON(w->inflight == 0);
+    w->inflight--;
+}
+
+void ta_worker_add_tick(ta_worker_t *w, ta_worker_tick_fn fn, void *arg)
+{
+    TA_BUG_ON(w->nticks == MAX_TICKS);
+    w->ticks[w->nticks++] = (struct tick){fn, arg};
+}
+
+void ta_worker_stop(ta_worker_t *w) { stop_signalled = 1; }
+
+static void begin_shutdown(ta_worker_t *w)
+{
+    w->stopping = true;
+    w->stop_deadline_ns = mono_ns() + w->conf.shutdown_timeout_ms * 1000000LL;
+    for (size_t i = 0; i < w->nlisteners; i++) {
+        h2o_socket_read_stop(w->listeners[i].sock);
+        h2o_socket_close(w->listeners[i].sock); /* our copy only; the master keeps its own */
+        w->listeners[i].sock = NULL;
+    }
+    h2o_context_request_shutdown(&w->ctx);
+    if (w->ctx.http1.req_timeout.timeout > SHUTDOWN_IDLE_MS)
+        w->ctx.http1.req_timeout.timeout = SHUTDOWN_IDLE_MS;
+    ta_log(TA_LOG_INFO, "shutting down: %llu request(s) in flight",
+           (unsigned long long)w->inflight);
+}
+
+static bool drained(ta_worker_t *w)
+{
+    return w->inflight == 0 && h2o_linklist_is_empty(&w->ctx.http1._conns) &&
+           h2o_linklist_is_empty(&w->ctx.http2._conns);
+}
+
+int ta_worker_run(ta_worker_t *w)
+{
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigpipe_wr = w->sigpipe[1];
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, SIGTERM);
+    sigaddset(&unblock, SIGINT);
+    sigprocmask(SIG_UNBLOCK, &unblock, NULL);
+
+    h2o_socket_read_start(w->sigsock, on_sigpipe_readable);
+    for (size_t i = 0; i < w->nlisteners; i++)
+        h2o_socket_read_start(w->listeners[i].sock, on_accept);
+
+    for (;;) {
+        if (stop_signalled && !w->stopping)
+            begin_shutdown(w);
+        if (w->stopping) {
+            if (drained(w))
+                break;
+            if (mono_ns() >= w->stop_deadline_ns) {
+                ta_log(TA_LOG_WARN, "shutdown_timeout_ms passed with %llu request(s) in flight",
+                       (unsigned long long)w->inflight);
+                break;
+            }
+        }
+        int32_t wait = w->stopping ? 100 : 1000;
+        for (size_t i = 0; i < w->nticks; i++) {
+            int32_t t = w->ticks[i].fn(w->ticks[i].arg);
+            if (t >= 0 && t < wait)
+                wait = t;
+        }
+        h2o_evloop_run(w->loop, wait);
+    }
+    ta_log(TA_LOG_INFO, "worker stopped after %llu request(s)",
+           (unsigned long long)w->requests_total);
+    return 0;
+}
+
+void ta_worker_destroy(ta_worker_t *w)
+{
+    /* h2o 2.2.5 cannot dispose a context with connections still open (after a
+     * shutdown timeout), and the process exits right after: close what we
+     * own outside h2o and let the exit reclaim the rest. */
+    if (w == NULL)
+        return;
+    sigpipe_wr = -1;
+    if (w->sigpipe[1] != -1)
+        close(w->sigpipe[1]);
+}
