@@ -1,0 +1,88 @@
+/*
+ * audit.h - the audit environment: request records, the per-quota index, daily
+ * aggregates and raised warnings (layout in audit.c and schema/audit_records.h),
+ * plus the queries behind the admin endpoints and the `tokenaudit audit` CLI.
+ *
+ * Writers: billing only (ta_audit_put, ta_audit_warning_put, ta_audit_prune),
+ * inside its audit write transaction. Readers: workers (admin API) and the
+ * CLI, in read transactions on TA_ENV_AUDIT.
+ */
+#ifndef TA_AUDIT_H
+#define TA_AUDIT_H
+
+#include "ledger/event.h"
+#include "ledger/store.h"
+#include "schema/audit_records.h"
+
+#define TA_AUDIT_KEY_LEN 24   /* t_received_ns BE (8) + request id (16) */
+#define TA_AUDIT_QKEY_LEN 32  /* quota id (8) + t_received_ns (8) + request id (16) */
+#define TA_DAILY_KEY_LEN 20   /* quota id (8) + day BE (4) + model id (8) */
+#define TA_WARNING_KEY_LEN 20 /* quota id (8) + period start (8) + threshold (4) */
+
+/** Fill an audit record from a ring event. charged: the ledger added
+ *  ev->cost (else cost is 0 and uncharged_cost carries it). Any process. */
+void ta_audit_from_event(const ta_event_t *ev, uint64_t ticket, int64_t period_start, bool charged,
+                         ta_audit_t *out);
+
+/** Store a record: requests, requests_by_quota and the daily aggregate. A
+ *  record whose key already exists is left alone (returns 1): re-applying an
+ *  event never counts it twice. Returns 0, 1, or <0. Billing, audit write txn. */
+int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec);
+/** Look a record up by its key parts. 0 or TA_ENOTFOUND. */
+int ta_audit_get(ta_store_t *st, MDB_txn *txn, int64_t t_received_ns, const uint8_t rid[16],
+                 ta_audit_t *out);
+
+/** Warnings: get (0 / TA_ENOTFOUND) and put (overwrites). Billing writes. */
+int ta_audit_warning_get(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t period_start,
+                         int32_t threshold, ta_warning_t *out);
+int ta_audit_warning_put(ta_store_t *st, MDB_txn *txn, const ta_warning_t *w);
+
+/** Delete up to max records (requests + requests_by_quota) received before
+ *  before_ns; daily aggregates stay. *more tells whether older ones remain.
+ *  Billing, small audit write txns. */
+int ta_audit_prune(ta_store_t *st, MDB_txn *txn, int64_t before_ns, size_t max, size_t *deleted,
+                   bool *more);
+
+/* ---- queries (admin API, CLI) ------------------------------------------ */
+
+typedef struct ta_audit_filter {
+    int64_t since_ns, until_ns;  /* t_received in [since, until); 0 = open */
+    uint64_t quota_id, user_id, model_id; /* 0 = any */
+    const char *model;           /* requested or served model name; NULL = any */
+    int32_t status;              /* 0 = any */
+    bool ascending;              /* oldest first (export, tail); default newest first */
+} ta_audit_filter_t;
+
+/** cb gets each matching record of the page (valid during the call only);
+ *  returns 0 to go on, <0 to stop with that error. */
+typedef int (*ta_audit_cb)(const ta_audit_t *rec, void *arg);
+
+/** Walk matching records in time order (filter->ascending) and call cb for
+ *  those at positions [offset, offset + limit) (limit 0 = all). *total (may
+ *  be NULL) gets the number of matching records. Read txn on TA_ENV_AUDIT. */
+int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
+                  size_t limit, ta_audit_cb cb, void *arg, size_t *total);
+
+enum ta_audit_group { TA_GROUP_NONE = 0, TA_GROUP_DAY, TA_GROUP_MODEL, TA_GROUP_USER };
+/** Statistics from the daily aggregates (day granularity: since/until are
+ *  rounded to their UTC day): {"totals":{requests, prompt_tokens,
+ *  completion_tokens, cached_tokens, cache_write_tokens, cost, errors},
+ *  "series":[{"day"|"model_id"|"user_id": ..., same sums}]}. Filters used:
+ *  since, until, quota_id, user_id, model_id. *out is a new reference. */
+int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
+                   json_t **out);
+
+/** Sum of cost over the quota's records whose period_start == period_start
+ *  (every record when all_periods), looking at records received since
+ *  since_ns. For `ledger verify`. Read txn on TA_ENV_AUDIT. */
+int ta_audit_sum_cost(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t period_start,
+                      bool all_periods, int64_t since_ns, ta_nano_t *sum, uint64_t *count);
+
+/** JSON of a record (API shape + latency fields). New reference. */
+json_t *ta_audit_to_json(const ta_audit_t *rec);
+
+/** `tokenaudit audit tail|export ...`; argv[0] is "tail" or "export".
+ *  Returns the process exit code. CLI only. */
+int ta_audit_cli(int argc, char **argv);
+
+#endif
