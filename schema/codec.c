@@ -328,7 +328,10 @@ static int decode_field(const ta_field_t *f, const uint8_t *v, size_t n, uint8_t
         *p = v[0];
         return 0;
     case TA_FT_STR:
-        if (n >= f->size || memchr(v, 0, n) || !ta_utf8_valid((const char *)v, n))
+        /* Invalid UTF-8 is kept, not refused: a worker that cut a client's
+         * model name at a byte bound must not make its audit record
+         * unreadable. Validation flags it on input; JSON output repairs it. */
+        if (n >= f->size || memchr(v, 0, n))
             return TA_ECORRUPT;
         memcpy(p, v, n);
         p[n] = 0;
@@ -438,6 +441,34 @@ static json_t *hex_json(const uint8_t *p, size_t n)
     return json_stringn(buf, 2 * n);
 }
 
+/* A JSON string of s[0..n) with each byte that is not part of a valid UTF-8
+ * sequence replaced by U+FFFD (jansson refuses invalid UTF-8). */
+static json_t *str_json(const char *s, size_t n)
+{
+    if (ta_utf8_valid(s, n))
+        return json_stringn(s, n);
+    char *out = malloc(n * 3 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0, i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+        if (len <= n - i && ta_utf8_valid(s + i, len)) {
+            memcpy(out + o, s + i, len);
+            o += len;
+            i += len;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    json_t *j = json_stringn(out, o);
+    free(out);
+    return j;
+}
+
 static json_t *field_to_json(const ta_field_t *f, const uint8_t *base, int mode)
 {
     const uint8_t *p = base + f->offset;
@@ -465,10 +496,7 @@ static json_t *field_to_json(const ta_field_t *f, const uint8_t *base, int mode)
             return notnull ? json_string("") : json_null();
         return json_string(f->type == TA_FT_TIME ? ta_time_format(v, buf) : ta_time_format_ms(v, buf));
     }
-    case TA_FT_STR: {
-        json_t *s = json_stringn((const char *)p, strnlen((const char *)p, f->size));
-        return s ? s : json_null(); /* invalid UTF-8 in memory: say nothing rather than fail */
-    }
+    case TA_FT_STR: return str_json((const char *)p, strnlen((const char *)p, f->size));
     case TA_FT_ENUM:
         return *p < count_names(f->names) ? json_string(f->names[*p]) : json_null();
     case TA_FT_FLAGS: {

@@ -262,12 +262,18 @@ extern const ta_recdesc_t ta_desc_user, ta_desc_provider, ta_desc_route, ta_desc
 int ta_rec_encode(const ta_recdesc_t *d, const void *rec, uint8_t *buf, size_t cap);
 
 /** Decode bytes into rec (zeroed first). TA_ESCHEMA for a newer version or a
- *  different rectype, TA_ECORRUPT for truncated or malformed bytes. */
+ *  different rectype, TA_ECORRUPT for truncated or malformed bytes (wrong
+ *  widths, over-long strings/lists, NUL in a string, bool not 0/1, enum index
+ *  without a name, missing end marker). Safe on any input; on error rec is
+ *  zeroed. Strings with invalid UTF-8 are kept (to_json repairs them with
+ *  U+FFFD, validate reports "utf8"). */
 int ta_rec_decode(const ta_recdesc_t *d, const uint8_t *buf, size_t len, void *rec);
 
 enum { TA_JSON_API = 0,    /* API output: no SECRET fields */
        TA_JSON_DUMP = 1 }; /* dump output: same (secrets never leave); kept separate for future fields */
-/** New JSON object with every non-SECRET field. Caller owns the reference. */
+/** New JSON object with every non-SECRET field (BYTES never). Caller owns the
+ *  reference; NULL only when out of memory. Zero ID/TIME/TIME_NS -> null,
+ *  zero NULLABLE -> null, NANO as a decimal string. */
 json_t *ta_rec_to_json(const ta_recdesc_t *d, const void *rec, int mode);
 
 enum { TA_MERGE_CREATE = 0, /* REQUIRED fields must be present */
@@ -276,7 +282,15 @@ enum { TA_MERGE_CREATE = 0, /* REQUIRED fields must be present */
 /** Apply the writable fields of JSON object `in` onto rec (which holds defaults
  *  or the stored record). READONLY and INTERNAL/SECRET fields and unknown keys
  *  are ignored. Wrong JSON type -> rule "type"; missing REQUIRED -> "required";
- *  then runs ta_rec_validate. Returns 0 or TA_EINVAL with err filled. */
+ *  then runs ta_rec_validate. Returns 0 or TA_EINVAL with err filled.
+ *  Details: on failure rec is left unchanged (-ENOMEM if no scratch copy).
+ *  Money (NANO) accepts a decimal string, a JSON integer (whole units), or a
+ *  JSON real when its shortest round-trip decimal has <= 15 significant digits
+ *  and <= 9 decimals (2.5, 0.1, 1e-9); other reals -> rule "type" ("must be a
+ *  decimal string or an integer"). null is accepted for NULLABLE fields and IDs
+ *  (-> 0). SUB objects merge key by key under PATCH; lists (also SUB_LIST) are
+ *  replaced whole, each SUB_LIST element built from its defaults. LOWER
+ *  lower-cases ASCII. Presence marking: see TA_FF_PRESENCE. */
 int ta_rec_from_json(const ta_recdesc_t *d, const json_t *in, void *rec, int merge, ta_err_t *err);
 
 /** Check every bound of rec: lengths, min/max, enum range, e-mail/URL format,

@@ -445,7 +445,18 @@ static void test_decode_bad_values(void **state)
     assert_int_equal(decode_one(&ta_desc_user, 4, &big, 1, &u), TA_ECORRUPT); /* enum 9 */
     assert_int_equal(decode_one(&ta_desc_user, 1, "1234567", 7, &u), TA_ECORRUPT); /* id width */
     assert_int_equal(decode_one(&ta_desc_user, 3, "a\0b", 3, &u), TA_ECORRUPT); /* NUL in string */
-    assert_int_equal(decode_one(&ta_desc_user, 3, "\xC0\x80", 2, &u), TA_ECORRUPT); /* bad UTF-8 */
+    /* bad UTF-8 is kept (a cut multi-byte name must stay readable), repaired in JSON */
+    assert_int_equal(decode_one(&ta_desc_user, 3, "ok\xC0\x80\xE2\x82", 6, &u), 0);
+    json_t *uj = ta_rec_to_json(&ta_desc_user, &u, TA_JSON_API);
+    assert_non_null(uj);
+    assert_string_equal(json_string_value(json_object_get(uj, "name")),
+                        "ok\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+    json_decref(uj);
+    ta_err_t ue;
+    snprintf(u.email, sizeof(u.email), "a@b.co");
+    assert_int_equal(ta_rec_validate(&ta_desc_user, &u, &ue), TA_EINVAL);
+    assert_string_equal(ue.field, "name");
+    assert_string_equal(ue.rule, "utf8");
     char longname[200];
     memset(longname, 'x', sizeof(longname));
     assert_int_equal(decode_one(&ta_desc_user, 3, longname, 128, &u), TA_ECORRUPT); /* no room for NUL */
