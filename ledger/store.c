@@ -41,6 +41,12 @@
  * magic/rectype/version (schema.h), checked by ta_rec_decode.
  *
  * An MDB_env never crosses fork(): open the store in the process that uses it.
+ * One handle per data directory per process: LMDB's fcntl locks belong to the
+ * process, so closing a second handle would drop the first one's locks.
+ *
+ * Map size: a writable open sets the configured size; a read-only open takes
+ * the size recorded in the file. If another process grew the map,
+ * ta_txn_begin adopts the new size (MDB_MAP_RESIZED) and retries once.
  */
 #include "ledger/store.h"
 
