@@ -40,14 +40,15 @@ const char *ta_strerror(int err)
     return "unknown error";
 }
 
-/* Copy at most cap-1 bytes and always terminate; the bounded strcpy. */
+/* Copy at most cap-1 bytes and always terminate; the bounded strcpy.
+ * memmove: callers pass err->field back into ta_err_set(err, err->field, ...). */
 static void copy_bounded(char *dst, size_t cap, const char *src)
 {
     size_t n = src ? strlen(src) : 0;
     if (n >= cap)
         n = cap - 1;
     if (n)
-        memcpy(dst, src, n);
+        memmove(dst, src, n);
     dst[n] = '\0';
 }
 

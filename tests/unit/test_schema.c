@@ -1246,6 +1246,12 @@ static void test_errors(void **state)
     ta_err_set(&e, longf, longf, "%s", longf);
     assert_int_equal(strlen(e.field), sizeof(e.field) - 1);
     assert_int_equal(strlen(e.rule), sizeof(e.rule) - 1);
+    /* the field may be the err's own field (admin re-labels an error that way) */
+    ta_err_set(&e, "routes[1].priority", "max", "x");
+    ta_err_set(&e, e.field, e.rule, "invalid %s", "model");
+    assert_string_equal(e.field, "routes[1].priority");
+    assert_string_equal(e.rule, "max");
+    assert_string_equal(e.message, "invalid model");
     ta_err_set(&e, NULL, "r", "m");
     assert_string_equal(e.field, "");
 }
