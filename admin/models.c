@@ -70,17 +70,6 @@ void h_models_list(actx_t *c)
     reply_list(c, &ta_desc_model, model_match, &f, render_model);
 }
 
-static bool body_has_price(actx_t *c)
-{
-    static const char *const names[] = {"input_price", "output_price", "cache_read_price",
-                                        "cache_write_price"};
-    for (size_t i = 0; i < TA_ARRAY_SIZE(names); i++) {
-        json_t *v = json_object_get(c->body, names[i]);
-        if (v != NULL && !json_is_null(v))
-            return true;
-    }
-    return false;
-}
 
 /* Every route's provider must exist (in c->txn). Replies 400 naming the route. */
 static int check_routes(actx_t *c, const ta_model_t *m)
@@ -121,7 +110,6 @@ void h_models_create(actx_t *c)
     ta_rec_defaults(&ta_desc_model, &m);
     if (body_apply(c, &ta_desc_model, &m, TA_MERGE_CREATE) != 0)
         return;
-    m.has_prices = body_has_price(c);
     if (ctx_txn(c, true) != 0)
         return;
     if (check_routes(c, &m) != 0)
@@ -181,7 +169,6 @@ void h_models_update(actx_t *c)
     old = m;
     if (body_apply(c, &ta_desc_model, &m, merge_mode(c)) != 0)
         return;
-    m.has_prices = old.has_prices || body_has_price(c);
     if (check_routes(c, &m) != 0)
         return;
     if (strcmp(m.name, old.name) != 0) {
