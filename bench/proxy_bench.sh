@@ -363,12 +363,26 @@ for mode in $MODES; do
     for pair in gateway/nginx nginx/direct gateway/direct; do
         a=${pair%/*} b=${pair#*/}
         [ -n "${R_REQ[$a.$mode]:-}" ] && [ -n "${R_REQ[$b.$mode]:-}" ] || continue
-        printf '%-16s %-7s %10s %9s %9s %11s\n' "$pair" "$mode" \
+        flag=""
+        [ "${R_NON2XX[$a.$mode]}" = 0 ] && [ "${R_NON2XX[$b.$mode]}" = 0 ] ||
+            flag="  (not comparable: non-2xx answers)"
+        printf '%-16s %-7s %10s %9s %9s %11s%s\n' "$pair" "$mode" \
             "$(ratio "${R_RPS[$a.$mode]}" "${R_RPS[$b.$mode]}")" \
             "$(ratio "${R_P50[$a.$mode]}" "${R_P50[$b.$mode]}")" \
             "$(ratio "${R_P99[$a.$mode]}" "${R_P99[$b.$mode]}")" \
-            "$(ratio "${R_CPU[$a.$mode]}" "${R_CPU[$b.$mode]}")"
+            "$(ratio "${R_CPU[$a.$mode]}" "${R_CPU[$b.$mode]}")" "$flag"
     done
 done
 [ -z "$GATEWAY_WHY" ] || { echo; echo "gateway skipped: $GATEWAY_WHY"; }
+# The books after the load: every measured request must have been settled
+# and audited (billing kept up), or the CPU figure left work for later.
+if [ -n "$GW_PID" ] && [ -z "$GATEWAY_WHY" ]; then
+    sleep 1
+    if "$BUILD_DIR/tokenaudit" ledger verify --data-dir "$T/gateway-data" >"$T/verify.log" 2>&1; then
+        echo "gateway ledger verify: ok"
+    else
+        echo "gateway ledger verify: FAILED (exit $?): $(head -c 600 "$T/verify.log" | tr '\n' ' ')"
+        EXIT_STATUS=2
+    fi
+fi
 exit $EXIT_STATUS
