@@ -31,7 +31,7 @@
 /* Flip to 1 in the commit that adds ta_billing_run() (ledger/billing.c):
  * master/billing_child.c then calls it instead of its stand-in loop. */
 #ifndef TA_BILLING_IMPLEMENTED
-#define TA_BILLING_IMPLEMENTED 0
+#define TA_BILLING_IMPLEMENTED 1
 #endif
 
 typedef struct ta_billing_conf {
@@ -42,8 +42,39 @@ typedef struct ta_billing_conf {
     const char *warning_webhook_url;  /* "" = none */
     const char *quota_timezone;       /* "UTC", "Europe/Paris" ... */
     uint32_t ring_slots;              /* setting ring_slots */
-    void *ring;                       /* the master's ring mapping (ledger/ring.h), or NULL */
+    void *ring;                       /* the master's ring mapping (ledger/ring.h), or NULL:
+                                       * billing then attaches DATA_DIR/ring itself */
+    /* additions (ring/billing engineer); 0 = default */
+    int64_t ring_skip_ms;             /* unpublished-slot skip bound (default 2000) */
+    uint32_t batch_max;               /* events per batch transaction (default 512) */
+    int64_t drain_ms;                 /* on stop: how long to wait for claimed slots (default skip + 2 s) */
+    int64_t webhook_timeout_ms;       /* per webhook attempt (default 5000) */
+    uint32_t webhook_attempts;        /* default 3 */
 } ta_billing_conf_t;
+
+/* What one billing batch did (tests and the bench). */
+typedef struct ta_billing_stats {
+    uint64_t batches, events, settled, refused, aborted, skipped, warnings;
+    uint64_t ledger_applied, audit_applied; /* meta applied_ticket after the last batch */
+} ta_billing_stats_t;
+
+typedef struct ta_billing ta_billing_t; /* opaque: the loop's state, for tests */
+
+/** The pieces of ta_billing_run(), for tests and the standalone runner:
+ *  open (store + ring + recovery state), one step (wait up to wait_ms, take
+ *  what is published, apply it to both environments, release the slots),
+ *  close (final sync). step returns the number of tickets consumed (>= 0) or
+ *  a fatal error. Billing process only. */
+int ta_billing_open(const ta_billing_conf_t *conf, ta_billing_t **out);
+int ta_billing_step(ta_billing_t *b, int wait_ms);
+void ta_billing_close(ta_billing_t *b);
+const ta_billing_stats_t *ta_billing_stats(const ta_billing_t *b);
+ta_store_t *ta_billing_store(ta_billing_t *b);
+
+/* Test hook: when set, the next batch commits the ledger side and then
+ * returns -EINTR before the audit side, as if billing had been killed
+ * between the two commits. */
+extern volatile int ta_billing_test_stop_after_ledger;
 
 /** The billing main loop; see the contract above. */
 int ta_billing_run(const ta_billing_conf_t *conf, volatile sig_atomic_t *stop);
