@@ -561,7 +561,19 @@ static void test_users(void **state)
     callf(f, 200, "PATCH", url, f->admin_tok, "{\"name\":\"Root\"}");
 
     /* list filters */
-    mk_user(f, "zed@example.com", "superadmin");
+    {
+        /* the role comes from the stored user, not from the token */
+        long long zid = mk_user(f, "zed@example.com", "superadmin");
+        char *ztok = login(f, "zed@example.com", "password-zed@example.com");
+        char zurl[64];
+        callf(f, 200, "GET", "/api/admin/users/", ztok, NULL);
+        snprintf(zurl, sizeof(zurl), "/api/admin/users/%lld/", zid);
+        callf(f, 200, "PATCH", zurl, f->admin_tok, "{\"role\":\"user\"}");
+        callf(f, 403, "GET", "/api/admin/users/", ztok, NULL);
+        callf(f, 200, "PATCH", zurl, f->admin_tok, "{\"role\":\"superadmin\"}");
+        callf(f, 200, "GET", "/api/admin/users/", ztok, NULL);
+        free(ztok);
+    }
     j = callf(f, 200, "GET", "/api/admin/users/?role=superadmin", f->admin_tok, NULL);
     assert_int_equal(jint(j, "count"), 2);
     j = callf(f, 200, "GET", "/api/admin/users/?search=ALICE", f->admin_tok, NULL);
