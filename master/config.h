@@ -23,7 +23,7 @@
 #define TA_MAX_LISTEN 16
 
 enum { TA_DURABILITY_RELAXED = 0, TA_DURABILITY_STRICT = 1 };
-enum { TA_RESERVE_ESTIMATE = 0, TA_RESERVE_STRICT = 1 };
+/* reserve uses enum ta_reserve of ledger/quota.h: 0 estimate, 1 strict. */
 enum { TA_ON_DISCONNECT_DRAIN = 0, TA_ON_DISCONNECT_ABORT = 1 };
 
 /* One parsed listen address: "host:port", "[v6]:port", "https://host:port"
@@ -46,7 +46,7 @@ typedef struct ta_config {
     bool ledger_writemap;
     int64_t ledger_map_size_mb;
     int64_t audit_map_size_mb;
-    int reserve;                /* TA_RESERVE_* */
+    int reserve;                /* enum ta_reserve (ledger/quota.h) */
     char quota_timezone[64];
     int64_t max_body_size;      /* bytes */
     int64_t jwt_ttl_s;
