@@ -144,9 +144,16 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >"$T/cmake.log" 2>&1 ||
         { tail -n 30 "$T/cmake.log" >&2; die "cmake configure failed (log above)"; }
     if [ -z "${FAKE_UPSTREAM:-}" ]; then
-        cmake --build "$BUILD_DIR" -j"$JOBS" --target fake_upstream >"$T/build-upstream.log" 2>&1 ||
-            { tail -n 30 "$T/build-upstream.log" >&2
-              die "building the fake upstream (tests/tools/fake_upstream_main.c) failed (log above)"; }
+        if ! cmake --build "$BUILD_DIR" -j"$JOBS" --target fake_upstream >"$T/build-upstream.log" 2>&1; then
+            tail -n 30 "$T/build-upstream.log" >&2
+            # It links the project's libraries, so a half-written folder elsewhere
+            # breaks it; an earlier build of the same tool still measures the same.
+            if [ -x "$BUILD_DIR/tests/fake_upstream" ]; then
+                note "WARNING: building the fake upstream failed (log above); using the earlier build in $BUILD_DIR/tests"
+            else
+                die "building the fake upstream (tests/tools/fake_upstream_main.c) failed (log above)"
+            fi
+        fi
     fi
     if want gateway; then
         cmake --build "$BUILD_DIR" -j"$JOBS" --target tokenauditd tokenaudit >"$T/build-gateway.log" 2>&1 ||
