@@ -1,0 +1,209 @@
+/*
+ * sse.c - see sse.h. Events end at an empty line ("\n\n" or "\r\n\r\n");
+ * bytes are copied once, from the provider's buffer into `out`, event by
+ * event, so a dropped event never reaches the client in part.
+ */
+#include "worker/sse.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "schema/ta.h"
+
+int ta_bytes_append(ta_bytes_t *b, const char *p, size_t n, size_t bound)
+{
+    if (n == 0)
+        return 0;
+    if (b->len + n > bound)
+        return TA_ETOOBIG;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (cap < b->len + n)
+            cap *= 2;
+        if (cap > bound)
+            cap = bound;
+        char *q = realloc(b->p, cap);
+        if (q == NULL)
+            return -ENOMEM;
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void ta_bytes_free(ta_bytes_t *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+void ta_sse_init(ta_sse_t *s, bool keep_usage, size_t max_event)
+{
+    memset(s, 0, sizeof(*s));
+    s->keep_usage = keep_usage;
+    s->max_event = max_event ? max_event : TA_SSE_DEFAULT_MAX_EVENT;
+}
+
+void ta_sse_dispose(ta_sse_t *s) { ta_bytes_free(&s->cur); }
+
+static int64_t jint(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (int64_t)json_integer_value(v) : 0;
+}
+
+static bool usage_from(json_t *root, ta_usage_t *u)
+{
+    json_t *us = json_object_get(root, "usage");
+    if (!json_is_object(us))
+        return false;
+    u->present = true;
+    u->prompt_tokens = jint(us, "prompt_tokens");
+    u->completion_tokens = jint(us, "completion_tokens");
+    u->cached_tokens = jint(json_object_get(us, "prompt_tokens_details"), "cached_tokens");
+    u->cache_write_tokens = 0;
+    if (u->cached_tokens > u->prompt_tokens)
+        u->cached_tokens = u->prompt_tokens;
+    return true;
+}
+
+int ta_usage_parse(const char *json, size_t len, ta_usage_t *u)
+{
+    json_t *root = json_loadb(json, len, 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return TA_EINVAL;
+    }
+    bool found = usage_from(root, u);
+    json_decref(root);
+    return found ? 0 : TA_ENOTFOUND;
+}
+
+/* Does the data carry a usage object (not "usage":null)? */
+static bool has_usage_object(const char *d, size_t n)
+{
+    const char *end = d + n, *p = d;
+    while (p < end && (p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
+        p += 7;
+        while (p < end && (*p == ' ' || *p == ':' || *p == '\t'))
+            p++;
+        if (p < end && *p == '{')
+            return true;
+    }
+    return false;
+}
+
+/* Remove every `,"usage":null` (what include_usage adds to each chunk). */
+static size_t strip_usage_null(char *d, size_t n)
+{
+    static const char pat[] = ",\"usage\":null";
+    const size_t pl = sizeof(pat) - 1;
+    char *p = d, *end = d + n;
+    while ((p = memmem(p, (size_t)(end - p), pat, pl)) != NULL) {
+        memmove(p, p + pl, (size_t)(end - (p + pl)));
+        end -= pl;
+    }
+    return (size_t)(end - d);
+}
+
+/* One complete event ev[0..n). Appends it to out unless it is dropped. */
+static int handle_event(ta_sse_t *s, char *ev, size_t n, ta_bytes_t *out)
+{
+    s->events++;
+    /* find the data line (OpenAI sends one per event) */
+    const char *data = NULL;
+    size_t dlen = 0;
+    for (const char *line = ev, *end = ev + n; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *le = nl != NULL ? nl : end;
+        size_t ll = (size_t)(le - line);
+        if (ll > 0 && line[ll - 1] == '\r')
+            ll--;
+        if (ll >= 5 && memcmp(line, "data:", 5) == 0) {
+            data = line + 5;
+            dlen = ll - 5;
+            if (dlen > 0 && *data == ' ') {
+                data++;
+                dlen--;
+            }
+            break;
+        }
+        line = nl != NULL ? nl + 1 : end;
+    }
+    if (data != NULL) {
+        if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0) {
+            s->done = true;
+        } else {
+            bool empty_choices = memmem(data, dlen, "\"choices\":[]", 12) != NULL;
+            if (has_usage_object(data, dlen)) {
+                json_t *root = json_loadb(data, dlen, 0, NULL);
+                if (root != NULL) {
+                    ta_usage_t u = {0};
+                    if (usage_from(root, &u))
+                        s->usage = u;
+                    json_t *ch = json_object_get(root, "choices");
+                    empty_choices = ch == NULL || (json_is_array(ch) && json_array_size(ch) == 0);
+                    json_decref(root);
+                }
+                if (empty_choices && !s->keep_usage) {
+                    s->dropped++;
+                    return 0;
+                }
+            }
+            if (!empty_choices)
+                s->content_events++;
+            if (!s->keep_usage)
+                n = strip_usage_null(ev, n);
+        }
+    }
+    return ta_bytes_append(out, ev, n, SIZE_MAX);
+}
+
+int ta_sse_feed(ta_sse_t *s, const char *p, size_t n, ta_bytes_t *out)
+{
+    int ret = ta_bytes_append(&s->cur, p, n, s->max_event + n);
+    if (ret != 0)
+        return ret;
+    size_t consumed = 0; /* cur[0..consumed) already handled */
+    char *b = s->cur.p;
+    while (s->scan < s->cur.len) {
+        char *nl = memchr(b + s->scan, '\n', s->cur.len - s->scan);
+        if (nl == NULL) {
+            s->scan = s->cur.len;
+            break;
+        }
+        size_t end = (size_t)(nl - b) + 1;
+        size_t ll = end - 1 - s->line_start;
+        if (ll > 0 && b[s->line_start + ll - 1] == '\r')
+            ll--;
+        if (ll == 0) {
+            /* empty line: the event is cur[consumed..end) */
+            if ((ret = handle_event(s, b + consumed, end - consumed, out)) != 0)
+                return ret;
+            consumed = end;
+        }
+        s->scan = end;
+        s->line_start = end;
+    }
+    if (consumed > 0) {
+        memmove(b, b + consumed, s->cur.len - consumed);
+        s->cur.len -= consumed;
+        s->scan -= consumed;
+        s->line_start -= consumed;
+    }
+    if (s->cur.len > s->max_event)
+        return TA_ETOOBIG;
+    return 0;
+}
+
+int ta_sse_finish(ta_sse_t *s, ta_bytes_t *out)
+{
+    int ret = ta_bytes_append(out, s->cur.p, s->cur.len, SIZE_MAX);
+    s->cur.len = s->scan = s->line_start = 0;
+    return ret;
+}

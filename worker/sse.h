@@ -1,0 +1,69 @@
+/*
+ * sse.h - the OpenAI server-sent-events stream as it passes through the proxy:
+ * a bounded event splitter that forwards complete events, picks the usage
+ * out of the provider's usage chunk, and removes what the gateway itself
+ * asked for (the usage-only chunk and the "usage":null members that
+ * stream_options.include_usage adds) when the client did not ask for it.
+ * Also the usage of a non-streaming answer.
+ *
+ * No h2o, no curl: plain bytes in, bytes out. Callable from any process.
+ */
+#ifndef TA_SSE_H
+#define TA_SSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ta_usage {
+    bool present;               /* the provider reported usage */
+    int64_t prompt_tokens;      /* every input token (cached ones included, OpenAI style) */
+    int64_t completion_tokens;
+    int64_t cached_tokens;      /* prompt_tokens_details.cached_tokens */
+    int64_t cache_write_tokens; /* not reported by OpenAI-compatible providers: 0 */
+} ta_usage_t;
+
+/* A growable byte buffer with a hard bound. */
+typedef struct ta_bytes {
+    char *p;
+    size_t len, cap;
+} ta_bytes_t;
+/** Append; TA_ETOOBIG past `bound` bytes in total, -ENOMEM. */
+int ta_bytes_append(ta_bytes_t *b, const char *p, size_t n, size_t bound);
+void ta_bytes_free(ta_bytes_t *b);
+
+#define TA_SSE_DEFAULT_MAX_EVENT (4u << 20)
+
+typedef struct ta_sse {
+    bool keep_usage;      /* the client asked for stream_options.include_usage */
+    size_t max_event;     /* bound of one event's bytes */
+    ta_bytes_t cur;       /* bytes of the event being received */
+    size_t scan;          /* cur[0..scan) holds no line end we have not handled */
+    size_t line_start;    /* start of the current line in cur */
+    bool done;            /* "data: [DONE]" seen */
+    ta_usage_t usage;     /* from the usage chunk, if any */
+    int64_t content_events; /* events with a non-empty choices array (about one token each) */
+    uint64_t events;      /* complete events seen */
+    uint64_t dropped;     /* events removed (usage-only chunks the client did not ask for) */
+} ta_sse_t;
+
+void ta_sse_init(ta_sse_t *s, bool keep_usage, size_t max_event);
+void ta_sse_dispose(ta_sse_t *s);
+
+/** Feed provider bytes. Each complete event the client should see is appended,
+ *  as it arrived (minus the removals above), to out; an incomplete event stays
+ *  inside until its end arrives. Returns 0, TA_ETOOBIG when one event grows
+ *  past max_event, or -ENOMEM. */
+int ta_sse_feed(ta_sse_t *s, const char *p, size_t n, ta_bytes_t *out);
+
+/** End of the provider's stream: appends a trailing incomplete event as is. */
+int ta_sse_finish(ta_sse_t *s, ta_bytes_t *out);
+
+/** Usage of one JSON object (a chunk or a whole non-streaming answer):
+ *  `usage.prompt_tokens`, `usage.completion_tokens`,
+ *  `usage.prompt_tokens_details.cached_tokens`. Returns 0 with u->present set
+ *  when a usage object was there, TA_ENOTFOUND when none, TA_EINVAL when the
+ *  bytes are not a JSON object. */
+int ta_usage_parse(const char *json, size_t len, ta_usage_t *u);
+
+#endif
