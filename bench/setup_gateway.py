@@ -87,7 +87,7 @@ def main():
     # settled against a real limit rather than skipping the budget check.
     quota = call(base, "POST", "/api/admin/quotas/", {
         "user_id": user_id, "group_id": group_id, "period": "none",
-        "cost_limit": "1000000000"}, tok)
+        "cost_limit": "100000000"}, tok)
     key = need(quota, "api_key", "quota")
     print(key)
 
