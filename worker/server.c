@@ -163,11 +163,35 @@ static void status_error_names(int status, const char **type, const char **code)
 
 /* ---- sending ----------------------------------------------------------- */
 
+static const char *reason_phrase(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 400 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
 void ta_worker_send(h2o_req_t *req, int status, const char *content_type, const char *body,
                     size_t len)
 {
     req->res.status = status;
-    req->res.reason = "OK"; /* HTTP/1 reason phrases are informational; h2o needs one */
+    req->res.reason = reason_phrase(status);
     req->res.content_length = len;
     h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
                    content_type != NULL ? content_type : "application/json",
@@ -451,7 +475,7 @@ static void handle_api(ta_worker_t *w, h2o_req_t *req)
     }
     if (res.body == NULL || res.body_len == 0) {
         req->res.status = res.status;
-        req->res.reason = "OK";
+        req->res.reason = reason_phrase(res.status);
         req->res.content_length = 0;
         free(res.body);
         h2o_send_inline(req, "", 0);
