@@ -23,7 +23,9 @@
 
 #include "admin/admin.h"
 #include "admin/crypto.h"
+#include "ledger/audit.h"
 #include "ledger/dump.h"
+#include "ledger/verify.h"
 #include "ledger/store.h"
 #include "master/config.h"
 #include "master/master.h"
@@ -254,6 +256,11 @@ int ta_cli_main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    /* ledger verify, audit tail|export parse their own options (ledger/verify.c, audit.c) */
+    if (argc > 2 && strcmp(argv[1], "ledger") == 0 && strcmp(argv[2], "verify") == 0)
+        return ta_ledger_verify_cli(argc - 2, argv + 2);
+    if (argc > 2 && strcmp(argv[1], "audit") == 0)
+        return ta_audit_cli(argc - 2, argv + 2);
     const cli_cmd_t *cmd = NULL;
     bool name_known = false;
     for (size_t i = 0; i < TA_ARRAY_SIZE(commands); i++) {
