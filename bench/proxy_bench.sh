@@ -257,7 +257,7 @@ smoke() {
     local target=$1 mode=$2 url=$3 key=$4 stream=$5 out="$T/smoke-$1-$2.txt" code
     code=$(curl -s -o "$out" -w '%{http_code}' --max-time 30 -X POST "$url" \
         -H 'Content-Type: application/json' -H "Authorization: Bearer $key" \
-        --data-binary "$(body_for "$stream")" || echo 000)
+        --data-binary "$(body_for "$stream")" || true)   # curl prints 000 when nothing answered
     local ok=1
     case "$code" in 2??) ;; *) ok=0 ;; esac
     if [ $ok = 1 ]; then
@@ -281,7 +281,7 @@ measure() {
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s "$ROOT/bench/chat.lua" "$url" \
             >"$T/wrk-$k-warmup.txt" 2>&1 || true
     fi
-    local pids0 pids1 s0 s1 u0 u1
+    local pids0 pids1 up0 up1 s0 s1 u0 u1
     # shellcheck disable=SC2207
     pids0=($(descendants "$root")); up0=($(descendants "$UP_PID"))
     s0=$(cpu_ticks "${pids0[@]}"); u0=$(cpu_ticks "${up0[@]}")
@@ -291,6 +291,11 @@ measure() {
     # shellcheck disable=SC2207
     pids1=($(descendants "$root")); up1=($(descendants "$UP_PID"))
     s1=$(cpu_ticks "${pids1[@]}"); u1=$(cpu_ticks "${up1[@]}")
+    if ! kill -0 "$root" 2>/dev/null; then
+        EXIT_STATUS=2
+        R_NOTE[$k]="${R_NOTE[$k]:+${R_NOTE[$k]}; }server died during the run"
+        note "WARNING: $target (pid $root) died during the $mode run; logs are in $T (KEEP_TMP=1 keeps them)"
+    fi
     [ "${pids0[*]}" = "${pids1[*]}" ] ||
         note "warning: $target's processes changed during the run (${pids0[*]} -> ${pids1[*]}); CPU figure is approximate"
     local line
