@@ -232,6 +232,8 @@ static void child_common(char role, const ta_config_t *cfg)
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != master_pid)
         _exit(0);
+    /* ps and the tests tell the children apart by this name. */
+    prctl(PR_SET_NAME, role == 'W' ? "ta-worker" : "ta-billing");
     struct sigaction sa = {0};
     sa.sa_handler = SIG_DFL;
     sigemptyset(&sa.sa_mask);
@@ -355,6 +357,8 @@ static void run_worker(generation_t *g, int slot)
         ta_log(TA_LOG_WARN, "cannot report readiness: %s", strerror(errno));
     close(ready_pipe[1]);
     ta_log(TA_LOG_INFO, "worker %d of generation %llu ready", slot, (unsigned long long)g->gen);
+    ta_log(TA_LOG_DEBUG, "worker %d: %zu listener(s), max_body_size %lld, shutdown_timeout_ms %lld",
+           slot, g->nsocks, (long long)cfg->max_body_size, (long long)cfg->shutdown_timeout_ms);
     code = ta_worker_run(w) == 0 ? 0 : 1;
     ta_worker_destroy(w);
 Exit:

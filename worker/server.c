@@ -360,9 +360,9 @@ static void handle_healthz(ta_worker_t *w, h2o_req_t *req)
 {
     char buf[256];
     const char *problem = NULL;
-    if (w->stopping) {
-        problem = "shutting down";
-    } else if (!ta_heartbeat_billing_alive()) {
+    /* A draining worker still answers 200: the gateway as a whole is
+     * healthy (another generation accepts), and this connection closes. */
+    if (!ta_heartbeat_billing_alive()) {
         problem = "billing is not alive";
     } else if (w->conf.store != NULL) {
         MDB_txn *txn;
