@@ -1,0 +1,1205 @@
+/*
+ * proxy.c - the /v1 request path (see proxy.h and DESIGN.md section 4).
+ *
+ * LMDB use, per request, in this order:
+ *   1. read txn:  keys[SHA-256(api key)] -> quotas[id] -> users[id] -> groups[id]
+ *                 -> models_by_name[name] -> models[id] -> providers[route ids]
+ *                 (refusals here change nothing and take no write lock)
+ *   2. write txn: quotas[id] re-read, then ta_quota_hold() (balances, holds);
+ *                 committed before anything goes upstream. Never held across a
+ *                 callback.
+ * After the upstream answer nothing is written here: one ta_event_t goes to the
+ * ring and billing settles it (releases the hold, charges the cost). A worker
+ * that dies after the hold leaves the hold row; billing's dead-worker cleanup
+ * releases it.
+ *
+ * Lifetime: a request's state (preq_t) is malloc'd, because it can outlive
+ * the h2o request: with on_disconnect = drain the upstream is read to its end
+ * after the client left. It is freed when both the upstream part is finished
+ * (event emitted) and h2o has disposed of the request (which may still hold
+ * the generator and the buffer in flight).
+ *
+ * Streams: one output buffer; while h2o has it in flight, on_data refuses
+ * provider bytes (TA_UP_PAUSE, curl stops reading: back-pressure reaches the
+ * provider through TCP) and proceed() resumes the call.
+ */
+#include "worker/proxy.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ledger/quota.h"
+#include "worker/sse.h"
+#include "worker/tokens.h"
+#include "worker/upstream.h"
+
+#define MAX_ERR_BODY (64u << 10)
+#define MAX_PASS_HEADERS 8
+
+struct ta_proxy {
+    ta_proxy_conf_t conf;
+    char timezone[64];
+    ta_worker_t *w;
+    ta_upstream_t *up;
+    h2o_timeout_t drain_timeout;
+    bool drain_timeout_init;
+    ta_proxy_stats_t st;
+};
+
+typedef struct route_info {
+    uint64_t provider_id;
+    char base_url[512];
+    char upstream_name[128];
+    uint8_t key_sealed[600];
+    uint16_t key_sealed_len;
+    int32_t timeout_s, connect_timeout_ms;
+} route_info_t;
+
+typedef struct preq {
+    ta_proxy_t *p;
+    h2o_req_t *req;      /* NULL once h2o disposed of the request */
+    h2o_generator_t gen;
+    int endpoint;
+    bool stream, client_usage;
+    bool hold, emitted, finished, started, sending, final_pending, final_error, worker_held;
+    ta_event_t ev;
+    ta_model_t model;
+    route_info_t routes[TA_MODEL_MAX_ROUTES];
+    int nroutes, route_i;
+    int64_t max_out_set; /* max output tokens to send (strict reserve), 0 = unchanged */
+    json_t *body;
+    char *up_body;
+    ta_upcall_t *call;
+    ta_tokens_t tok;
+    int up_status;
+    int up_err;
+    ta_bytes_t resp; /* buffered answer (non-stream, or an error) */
+    ta_sse_t sse;
+    ta_bytes_t out;  /* bytes handed to h2o (stream) */
+    uint64_t drained;
+    h2o_timeout_entry_t drain_timer;
+    struct {
+        char name[40], value[64];
+    } pass[MAX_PASS_HEADERS];
+    int npass;
+    int64_t t0_mono;
+} preq_t;
+
+/* ---- small helpers --------------------------------------------------------- */
+
+static const char *type_of(int et)
+{
+    switch (et) {
+    case TA_ET_INVALID_REQUEST: return "invalid_request_error";
+    case TA_ET_AUTH: return "authentication_error";
+    case TA_ET_PERMISSION: return "permission_error";
+    case TA_ET_NOT_FOUND: return "not_found_error";
+    case TA_ET_RATE_LIMIT: return "rate_limit_error";
+    case TA_ET_INSUFFICIENT_QUOTA: return "insufficient_quota";
+    case TA_ET_UPSTREAM: return "upstream_error";
+    case TA_ET_TIMEOUT: return "upstream_error";
+    case TA_ET_OVERLOADED: return "overloaded_error";
+    case TA_ET_ABORTED: return "aborted";
+    default: return "server_error";
+    }
+}
+
+static void send_err(h2o_req_t *req, int status, int et, const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static void send_err(h2o_req_t *req, int status, int et, const char *code, const char *param, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_t *j = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message", msg, "type", type_of(et), "code", code,
+                          "param", param);
+    if (param == NULL)
+        json_object_set_new(json_object_get(j, "error"), "param", json_null());
+    if (code == NULL)
+        json_object_set_new(json_object_get(j, "error"), "code", json_null());
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    ta_worker_send(req, status, NULL, s, strlen(s));
+    free(s);
+}
+
+static void add_hdr(h2o_req_t *req, const char *name, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void add_hdr(h2o_req_t *req, const char *name, const char *fmt, ...)
+{
+    char v[64];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(v, sizeof(v), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    h2o_iovec_t val = h2o_strdup(&req->pool, v, (size_t)n < sizeof(v) ? (size_t)n : sizeof(v) - 1);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, val.base, val.len);
+}
+
+static void ratelimit_headers(h2o_req_t *req, const ta_hold_res_t *r)
+{
+    if (r->rpm_limit > 0) {
+        add_hdr(req, "x-ratelimit-limit-requests", "%lld", (long long)r->rpm_limit);
+        add_hdr(req, "x-ratelimit-remaining-requests", "%lld", (long long)r->rpm_remaining);
+        add_hdr(req, "x-ratelimit-reset-requests", "%lldms", (long long)r->rpm_reset_ms);
+    }
+    if (r->tpm_limit > 0) {
+        add_hdr(req, "x-ratelimit-limit-tokens", "%lld", (long long)r->tpm_limit);
+        add_hdr(req, "x-ratelimit-remaining-tokens", "%lld", (long long)r->tpm_remaining);
+        add_hdr(req, "x-ratelimit-reset-tokens", "%lldms", (long long)r->tpm_reset_ms);
+    }
+}
+
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* ---- events and stats ----------------------------------------------------------- */
+
+static void count_answer(ta_proxy_t *p, int status, int64_t t0_mono)
+{
+    p->st.requests++;
+    int cls = status / 100;
+    if (cls >= 0 && cls < 6)
+        p->st.by_class[cls]++;
+    static const uint64_t le[] = {10, 50, 100, 500, 1000, 5000, 30000};
+    uint64_t ms = (uint64_t)((ta_mono_ns() - t0_mono) / 1000000);
+    size_t i = 0;
+    while (i < TA_ARRAY_SIZE(le) && ms > le[i])
+        i++;
+    p->st.latency_le_ms[i]++;
+    p->st.latency_sum_ms += ms;
+}
+
+static void emit(ta_proxy_t *p, ta_event_t *ev)
+{
+    ev->kind = TA_EV_REQUEST;
+    ev->worker_pid = (int32_t)getpid();
+    if (ev->t_done_ns == 0)
+        ev->t_done_ns = ta_now_ns();
+    if (p->conf.ring != NULL) {
+        int rc = ta_ring_submit(p->conf.ring, ev);
+        if (rc != 0)
+            ta_log(TA_LOG_ERROR, "event lost (ring and pending queue full): %s", ta_strerror(rc));
+    }
+    if (ev->flags & TA_EVF_HOLD)
+        p->st.holds_inflight--;
+    if (p->conf.on_event != NULL)
+        p->conf.on_event(p->conf.on_event_arg, ev);
+}
+
+static void preq_free(preq_t *pr)
+{
+    if (h2o_timeout_is_linked(&pr->drain_timer))
+        h2o_timeout_unlink(&pr->drain_timer);
+    if (pr->worker_held)
+        ta_worker_release(pr->p->w);
+    json_decref(pr->body);
+    free(pr->up_body);
+    explicit_bzero(pr->routes, sizeof(pr->routes)); /* sealed keys: not secret, but not needed */
+    ta_bytes_free(&pr->resp);
+    ta_bytes_free(&pr->out);
+    ta_sse_dispose(&pr->sse);
+    free(pr);
+}
+
+/* Usage and cost once the upstream part is over; then the event. */
+static void finish(preq_t *pr, int status, int et)
+{
+    ta_proxy_t *p = pr->p;
+    ta_event_t *ev = &pr->ev;
+    ev->status = (uint16_t)status;
+    ev->error_type = (uint8_t)et;
+    ta_usage_t u = {0};
+    bool delivered = false;
+    if (pr->stream && pr->up_status >= 200 && pr->up_status < 300) {
+        u = pr->sse.usage;
+        delivered = pr->sse.content_events > 0;
+    } else if (pr->up_status >= 200 && pr->up_status < 300 && pr->up_err == TA_UP_OK) {
+        ta_usage_parse(pr->resp.p, pr->resp.len, &u);
+        delivered = true;
+    } else if (pr->up_status >= 200 && pr->up_status < 300 && pr->resp.len > 0) {
+        delivered = true; /* a buffered answer broke off */
+    }
+    if (u.present) {
+        ev->prompt_tokens = u.prompt_tokens;
+        ev->completion_tokens = u.completion_tokens;
+        ev->cached_tokens = u.cached_tokens;
+        ev->cache_write_tokens = u.cache_write_tokens;
+    } else if (delivered || (ev->flags & TA_EVF_CLIENT_GONE && pr->up_status >= 200 && pr->up_status < 300)) {
+        /* the provider's answer (or part of it) went out without usage: charge
+         * our estimate, marked as such */
+        ev->flags |= TA_EVF_USAGE_ESTIMATED;
+        ev->prompt_tokens = pr->tok.estimate;
+        ev->completion_tokens = pr->stream ? pr->sse.content_events : ta_tokens_estimate_bytes((int64_t)pr->resp.len);
+        if (pr->endpoint == TA_EP_EMBEDDINGS)
+            ev->completion_tokens = 0;
+    }
+    ev->cost = ta_cost(&pr->model, ev->prompt_tokens, ev->completion_tokens, ev->cached_tokens,
+                       ev->cache_write_tokens);
+    if (!pr->stream)
+        ev->bytes_out = (int64_t)pr->resp.len;
+    emit(p, ev);
+    pr->emitted = true;
+    pr->finished = true;
+    count_answer(p, status, pr->t0_mono);
+}
+
+/* ---- request state <-> h2o request ----------------------------------------------- */
+
+static void on_client_gone(preq_t *pr);
+
+static void on_req_dispose(void *ptr)
+{
+    preq_t *pr = *(preq_t **)ptr;
+    pr->req = NULL;
+    if (pr->finished) {
+        preq_free(pr);
+        return;
+    }
+    on_client_gone(pr);
+}
+
+static void drain_expired(h2o_timeout_entry_t *e)
+{
+    preq_t *pr = H2O_STRUCT_FROM_MEMBER(preq_t, drain_timer, e);
+    ta_log(TA_LOG_WARN, "drain of an upstream answer after the client left ran out of time; charging an estimate");
+    if (pr->call != NULL) {
+        ta_upcall_cancel(pr->call);
+        pr->call = NULL;
+    }
+    pr->ev.flags |= TA_EVF_USAGE_ESTIMATED;
+    finish(pr, pr->started ? 200 : 499, TA_ET_ABORTED);
+    preq_free(pr);
+}
+
+static void on_client_gone(preq_t *pr)
+{
+    ta_proxy_t *p = pr->p;
+    pr->ev.flags |= TA_EVF_CLIENT_GONE;
+    if (pr->call == NULL) { /* cannot happen: the upstream part ends by finish() */
+        finish(pr, 499, TA_ET_ABORTED);
+        preq_free(pr);
+        return;
+    }
+    if (p->conf.on_disconnect == TA_PROXY_ABORT) {
+        ta_upcall_cancel(pr->call);
+        pr->call = NULL;
+        pr->up_err = TA_UP_EABORTED;
+        finish(pr, pr->started ? 200 : 499, TA_ET_ABORTED);
+        preq_free(pr);
+        return;
+    }
+    /* drain: keep reading so the request is charged what the provider charges */
+    ta_worker_hold(p->w);
+    pr->worker_held = true;
+    pr->drain_timer.cb = drain_expired;
+    h2o_timeout_link(ta_worker_loop(p->w), &p->drain_timeout, &pr->drain_timer);
+    pr->sending = false;
+    pr->out.len = 0;
+    ta_upcall_resume(pr->call);
+}
+
+/* ---- streaming to the client ------------------------------------------------------ */
+
+static void send_out(preq_t *pr, h2o_send_state_t state)
+{
+    h2o_iovec_t buf = h2o_iovec_init(pr->out.p, pr->out.len);
+    pr->sending = state == H2O_SEND_STATE_IN_PROGRESS;
+    pr->ev.bytes_out += (int64_t)pr->out.len;
+    h2o_send(pr->req, &buf, buf.len ? 1 : 0, state);
+}
+
+static void gen_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    preq_t *pr = H2O_STRUCT_FROM_MEMBER(preq_t, gen, g);
+    pr->sending = false;
+    pr->out.len = 0;
+    if (pr->final_pending) {
+        pr->final_pending = false;
+        ta_sse_finish(&pr->sse, &pr->out);
+        send_out(pr, pr->final_error ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
+        return;
+    }
+    if (pr->call != NULL)
+        ta_upcall_resume(pr->call);
+}
+
+static void gen_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    /* the client went away; on_req_dispose follows and decides */
+}
+
+/* ---- upstream callbacks ------------------------------------------------------------- */
+
+static void start_route(preq_t *pr);
+
+static int up_on_header(void *ctx, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+    preq_t *pr = ctx;
+    if (pr->npass >= MAX_PASS_HEADERS || nlen >= sizeof(pr->pass[0].name) || vlen >= sizeof(pr->pass[0].value))
+        return 0;
+    if ((nlen == 11 && strncasecmp(name, "retry-after", 11) == 0) ||
+        (nlen > 12 && strncasecmp(name, "x-ratelimit-", 12) == 0)) {
+        memcpy(pr->pass[pr->npass].name, name, nlen);
+        pr->pass[pr->npass].name[nlen] = '\0';
+        memcpy(pr->pass[pr->npass].value, v, vlen);
+        pr->pass[pr->npass].value[vlen] = '\0';
+        for (size_t i = 0; i < nlen; i++)
+            pr->pass[pr->npass].name[i] = (char)(pr->pass[pr->npass].name[i] | 0x20);
+        pr->npass++;
+    }
+    return 0;
+}
+
+static int up_on_head(void *ctx, int status)
+{
+    preq_t *pr = ctx;
+    pr->up_status = status;
+    if (pr->ev.t_first_byte_ns == 0)
+        pr->ev.t_first_byte_ns = ta_now_ns();
+    if (status >= 200 && status < 300 && pr->stream && pr->req != NULL) {
+        h2o_req_t *req = pr->req;
+        req->res.status = 200;
+        req->res.reason = "OK";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+        pr->gen.proceed = gen_proceed;
+        pr->gen.stop = gen_stop;
+        pr->started = true;
+        h2o_start_response(req, &pr->gen);
+    }
+    return 0;
+}
+
+static int up_on_data(void *ctx, const char *p, size_t n)
+{
+    preq_t *pr = ctx;
+    size_t bound = pr->p->conf.max_response_size;
+    if (!(pr->stream && pr->up_status >= 200 && pr->up_status < 300)) {
+        if (pr->up_status >= 300 && pr->resp.len >= MAX_ERR_BODY)
+            return TA_UP_CONSUMED; /* keep the head of an error body only */
+        if (ta_bytes_append(&pr->resp, p, n, pr->up_status >= 300 ? MAX_ERR_BODY + n : bound) != 0)
+            return -1;
+        return TA_UP_CONSUMED;
+    }
+    if (pr->sending)
+        return TA_UP_PAUSE;
+    int rc = ta_sse_feed(&pr->sse, p, n, &pr->out);
+    if (rc != 0) {
+        ta_log(TA_LOG_WARN, "provider stream refused: %s", ta_strerror(rc));
+        return -1;
+    }
+    if (pr->req == NULL) { /* draining */
+        pr->drained += n;
+        pr->out.len = 0;
+        return pr->drained > bound ? -1 : TA_UP_CONSUMED;
+    }
+    if (pr->out.len > 0)
+        send_out(pr, H2O_SEND_STATE_IN_PROGRESS);
+    return TA_UP_CONSUMED;
+}
+
+static void pass_headers(preq_t *pr)
+{
+    for (int i = 0; i < pr->npass; i++) {
+        h2o_iovec_t v = h2o_strdup(&pr->req->pool, pr->pass[i].value, SIZE_MAX);
+        h2o_iovec_t nm = h2o_strdup(&pr->req->pool, pr->pass[i].name, SIZE_MAX);
+        h2o_add_header_by_str(&pr->req->pool, &pr->req->res.headers, nm.base, nm.len, 0, NULL, v.base, v.len);
+    }
+}
+
+static bool next_route(preq_t *pr)
+{
+    if (pr->route_i + 1 >= pr->nroutes || pr->req == NULL)
+        return false;
+    pr->route_i++;
+    pr->up_status = 0;
+    pr->npass = 0;
+    pr->resp.len = 0;
+    start_route(pr);
+    return true;
+}
+
+static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
+{
+    preq_t *pr = ctx;
+    ta_proxy_t *p = pr->p;
+    pr->call = NULL;
+    pr->up_err = err;
+    if (err != TA_UP_OK && err != TA_UP_EABORTED)
+        p->st.upstream_errors++;
+    if (err != TA_UP_OK)
+        ta_log(TA_LOG_WARN, "upstream %s (route %d of %d, provider %llu): %s", ta_up_err_name(err), pr->route_i + 1,
+               pr->nroutes, (unsigned long long)pr->routes[pr->route_i].provider_id, info->curl_msg);
+
+    if (pr->started) {
+        /* the client has the head of a stream: end it, cut if the provider broke off */
+        bool cut = err != TA_UP_OK || !pr->sse.done;
+        finish(pr, 200, cut ? TA_ET_UPSTREAM : TA_ET_NONE);
+        if (pr->req == NULL) {
+            preq_free(pr);
+            return;
+        }
+        pr->final_error = cut;
+        if (pr->sending) {
+            pr->final_pending = true;
+            return;
+        }
+        ta_sse_finish(&pr->sse, &pr->out);
+        send_out(pr, cut ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
+        return;
+    }
+    if (pr->req == NULL) { /* drained to the end: charged what the provider reported */
+        finish(pr, 499, TA_ET_ABORTED);
+        preq_free(pr);
+        return;
+    }
+    h2o_req_t *req = pr->req;
+    int st = info->status;
+    if (err == TA_UP_OK && st >= 200 && st < 300) {
+        finish(pr, 200, TA_ET_NONE);
+        ta_worker_send(req, 200, NULL, pr->resp.p, pr->resp.len);
+        return;
+    }
+    if (err == TA_UP_OK) {
+        /* an answer from the provider that is an error */
+        if ((st >= 500 || st == 429) && next_route(pr))
+            return;
+        int out = st;
+        int et = st == 429 ? TA_ET_RATE_LIMIT : st >= 500 ? TA_ET_UPSTREAM : TA_ET_INVALID_REQUEST;
+        if (st >= 500 && st != 503 && st != 504)
+            out = 502;
+        pr->up_status = st;
+        finish(pr, out, et);
+        pass_headers(pr);
+        json_t *j = json_loadb(pr->resp.p, pr->resp.len, 0, NULL);
+        bool shaped = json_is_object(json_object_get(j, "error"));
+        json_decref(j);
+        if (shaped && out == st) {
+            ta_worker_send(req, st, NULL, pr->resp.p, pr->resp.len);
+        } else {
+            send_err(req, out, et, st == 429 ? "rate_limit_exceeded" : "upstream_error", NULL,
+                     "the provider answered HTTP %d", st);
+        }
+        return;
+    }
+    if (ta_up_err_unsent(err) && next_route(pr))
+        return;
+    bool timeout = err == TA_UP_ETIMEOUT_CONNECT || err == TA_UP_ETIMEOUT_FIRST_BYTE || err == TA_UP_ETIMEOUT_IDLE ||
+                   err == TA_UP_ETIMEOUT_TOTAL;
+    int out = timeout ? 504 : 502;
+    finish(pr, out, timeout ? TA_ET_TIMEOUT : TA_ET_UPSTREAM);
+    send_err(req, out, TA_ET_UPSTREAM, timeout ? "upstream_timeout" : "upstream_unavailable", NULL,
+             "the provider could not be reached (%s)", ta_up_err_name(err));
+}
+
+static const char *ep_suffix(int ep)
+{
+    switch (ep) {
+    case TA_EP_CHAT: return "/chat/completions";
+    case TA_EP_COMPLETIONS: return "/completions";
+    case TA_EP_EMBEDDINGS: return "/embeddings";
+    default: return "/models";
+    }
+}
+
+static int ensure_upstream(ta_proxy_t *p)
+{
+    if (p->up != NULL)
+        return 0;
+    ta_upstream_opts_t o = {.max_connects = p->conf.upstream_max_connections};
+    h2o_loop_t *loop = ta_worker_loop(p->w);
+    int rc = ta_upstream_create(&p->up, loop, &o);
+    if (rc != 0)
+        return rc;
+    h2o_timeout_init(loop, &p->drain_timeout, (uint64_t)p->conf.stream_drain_timeout_ms);
+    p->drain_timeout_init = true;
+    return 0;
+}
+
+static void start_route(preq_t *pr)
+{
+    ta_proxy_t *p = pr->p;
+    route_info_t *r = &pr->routes[pr->route_i];
+    json_object_set_new(pr->body, "model", json_string(r->upstream_name));
+    free(pr->up_body);
+    pr->up_body = json_dumps(pr->body, JSON_COMPACT);
+    copy_str(pr->ev.served_model, sizeof(pr->ev.served_model), r->upstream_name);
+    pr->ev.provider_id = r->provider_id;
+
+    char url[700];
+    size_t bl = strlen(r->base_url);
+    while (bl > 0 && r->base_url[bl - 1] == '/')
+        bl--;
+    snprintf(url, sizeof(url), "%.*s%s", (int)bl, r->base_url, ep_suffix(pr->endpoint));
+
+    char key[640], auth[700];
+    int kl = r->key_sealed_len == 0 ? 0
+             : p->conf.unseal != NULL
+                 ? p->conf.unseal(p->conf.master_key, r->key_sealed, r->key_sealed_len, key, sizeof(key))
+                 : TA_ECRYPTO;
+    if (kl < 0 || pr->up_body == NULL) {
+        ta_log(TA_LOG_ERROR, "provider %llu: cannot unseal its API key: %s", (unsigned long long)r->provider_id,
+               ta_strerror(kl));
+        ta_upcall_info_t info = {.curl_msg = "provider key unavailable"};
+        pr->call = NULL;
+        up_on_done(pr, TA_UP_ECONNECT, &info);
+        return;
+    }
+    key[kl] = '\0';
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    const char *hdrs[] = {"Content-Type: application/json", auth,
+                          pr->stream ? "Accept: text/event-stream" : "Accept: application/json"};
+    ta_upcall_spec_t spec = {
+        .url = url,
+        .headers = hdrs,
+        .nheaders = kl > 0 ? 3 : 0,
+        .body = pr->up_body,
+        .body_len = strlen(pr->up_body),
+        .connect_timeout_ms = r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 5000,
+        .total_timeout_ms = (r->timeout_s > 0 ? r->timeout_s : 600) * 1000,
+        .ctx = pr,
+        .on_header = up_on_header,
+        .on_head = up_on_head,
+        .on_data = up_on_data,
+        .on_done = up_on_done,
+    };
+    if (kl == 0) {
+        hdrs[0] = "Content-Type: application/json";
+        spec.headers = hdrs;
+        spec.nheaders = 1;
+    }
+    int rc = ensure_upstream(p);
+    if (rc == 0)
+        rc = ta_upcall_start(p->up, &spec, &pr->call);
+    explicit_bzero(key, sizeof(key)); /* curl copied the header line */
+    explicit_bzero(auth, sizeof(auth));
+    if (rc != 0) {
+        ta_upcall_info_t info = {.curl_msg = "cannot start the upstream call"};
+        pr->call = NULL;
+        up_on_done(pr, TA_UP_EOTHER, &info);
+    }
+}
+
+/* ---- the handler --------------------------------------------------------------------- */
+
+static int endpoint_of(h2o_iovec_t path, const char **model_id)
+{
+    *model_id = NULL;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/chat/completions")))
+        return TA_EP_CHAT;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/completions")))
+        return TA_EP_COMPLETIONS;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/embeddings")))
+        return TA_EP_EMBEDDINGS;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/models")))
+        return TA_EP_MODELS;
+    if (path.len > 11 && memcmp(path.base, "/v1/models/", 11) == 0) {
+        *model_id = path.base + 11;
+        return TA_EP_MODELS;
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/usage")))
+        return TA_EP_USAGE;
+    return 0;
+}
+
+static bool group_has(const ta_group_t *g, uint64_t model_id)
+{
+    for (uint16_t i = 0; i < g->nmodels; i++)
+        if (g->model_ids[i] == model_id)
+            return true;
+    return false;
+}
+
+static void answer_models(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, const ta_group_t *g, const char *one,
+                          size_t one_len)
+{
+    json_t *data = json_array();
+    ta_model_t *m = malloc(sizeof(*m));
+    for (uint16_t i = 0; m != NULL && i < g->nmodels; i++) {
+        if (ta_rec_get(p->conf.store, txn, &ta_desc_model, g->model_ids[i], m) != 0 || !m->is_active)
+            continue;
+        if (one != NULL && !(strlen(m->name) == one_len && memcmp(m->name, one, one_len) == 0))
+            continue;
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+                                              (json_int_t)m->created_at, "owned_by", "tokenaudit"));
+    }
+    free(m);
+    if (one != NULL) {
+        if (json_array_size(data) == 0) {
+            json_decref(data);
+            send_err(req, 404, TA_ET_NOT_FOUND, "model_not_found", "model", "The model '%.*s' does not exist",
+                     (int)one_len, one);
+            return;
+        }
+        char *s = json_dumps(json_array_get(data, 0), JSON_COMPACT);
+        ta_worker_send(req, 200, NULL, s, strlen(s));
+        free(s);
+        json_decref(data);
+        return;
+    }
+    json_t *j = json_pack("{s:s,s:o}", "object", "list", "data", data);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    ta_worker_send(req, 200, NULL, s, strlen(s));
+    free(s);
+}
+
+static json_t *nano_json(ta_nano_t v, bool null_if_zero)
+{
+    char b[TA_NANO_STRLEN];
+    if (null_if_zero && v == 0)
+        return json_null();
+    return json_string(ta_nano_format(v, b));
+}
+
+static void answer_usage(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, const ta_quota_t *q)
+{
+    ta_balance_t b;
+    memset(&b, 0, sizeof(b));
+    int64_t now = ta_now_s();
+    int64_t ps = ta_period_start(q->limits.period, now, p->timezone);
+    if (ta_rec_get(p->conf.store, txn, &ta_desc_balance, q->id, &b) != 0 || b.period_start != ps) {
+        /* no balance yet, or it still holds an ended period: nothing used in this one */
+        ta_nano_t held = b.cost_held;
+        int64_t inflight = b.in_flight;
+        memset(&b, 0, sizeof(b));
+        b.cost_held = held;
+        b.in_flight = inflight;
+    }
+    char t1[32], t2[32];
+    int64_t pe = ta_period_end(q->limits.period, ps, p->timezone);
+    static const char *const periods[] = {"day", "week", "month", "none"};
+    json_t *j = json_pack(
+        "{s:s,s:I,s:s,s:s,s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o}", "object", "usage", "quota_id",
+        (json_int_t)q->id, "key_prefix", q->key_prefix, "period",
+        periods[q->limits.period < 4 ? q->limits.period : 3], "period_start",
+        q->limits.period == TA_PERIOD_NONE ? json_null() : json_string(ta_time_format(ps, t1)), "period_end",
+        pe == INT64_MAX ? json_null() : json_string(ta_time_format(pe, t2)), "cost_used", nano_json(b.cost_used, false),
+        "cost_held", nano_json(b.cost_held, false), "tokens_used", (json_int_t)b.tokens_used, "requests_used",
+        (json_int_t)b.requests_used, "in_flight", (json_int_t)b.in_flight, "tokens_held", (json_int_t)b.tokens_held,
+        "cost_limit", nano_json(q->limits.cost_limit, true), "token_limit",
+        q->limits.token_limit ? json_integer(q->limits.token_limit) : json_null(), "request_limit",
+        q->limits.request_limit ? json_integer(q->limits.request_limit) : json_null(), "rpm",
+        q->limits.rpm ? json_integer(q->limits.rpm) : json_null(), "tpm",
+        q->limits.tpm ? json_integer(q->limits.tpm) : json_null());
+    json_object_set_new(j, "expires_at", q->expires_at ? json_string(ta_time_format(q->expires_at, t1)) : json_null());
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    ta_worker_send(req, 200, NULL, s, strlen(s));
+    free(s);
+}
+
+/* Refusal after the caller is known: answer and record it (no hold). */
+static void refuse(ta_proxy_t *p, h2o_req_t *req, ta_event_t *ev, int64_t t0, int status, int et, const char *code,
+                   const char *param, const char *msg)
+{
+    ev->status = (uint16_t)status;
+    ev->error_type = (uint8_t)et;
+    emit(p, ev);
+    count_answer(p, status, t0);
+    send_err(req, status, et, code, param, "%s", msg);
+}
+
+static int validate(int ep, json_t *body, const char **param, char *msg, size_t cap)
+{
+    json_t *v;
+    *param = NULL;
+    if (!json_is_object(body)) {
+        snprintf(msg, cap, "the request body must be a JSON object");
+        return -1;
+    }
+    if (!json_is_string(json_object_get(body, "model")) || json_string_length(json_object_get(body, "model")) == 0) {
+        *param = "model";
+        snprintf(msg, cap, "'model' is required and must be a string");
+        return -1;
+    }
+    if (ep == TA_EP_CHAT) {
+        v = json_object_get(body, "messages");
+        if (!json_is_array(v) || json_array_size(v) == 0) {
+            *param = "messages";
+            snprintf(msg, cap, "'messages' is required and must be a non-empty array");
+            return -1;
+        }
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m) {
+            if (!json_is_object(m) || !json_is_string(json_object_get(m, "role"))) {
+                *param = "messages";
+                snprintf(msg, cap, "messages[%zu] must be an object with a 'role'", i);
+                return -1;
+            }
+        }
+    }
+    if (ep == TA_EP_EMBEDDINGS) {
+        v = json_object_get(body, "input");
+        if (v == NULL || (!json_is_string(v) && !json_is_array(v)) || (json_is_array(v) && json_array_size(v) == 0)) {
+            *param = "input";
+            snprintf(msg, cap, "'input' is required: a string or a non-empty array");
+            return -1;
+        }
+    }
+    if (ep == TA_EP_COMPLETIONS) {
+        v = json_object_get(body, "prompt");
+        if (v == NULL || (!json_is_string(v) && !json_is_array(v))) {
+            *param = "prompt";
+            snprintf(msg, cap, "'prompt' is required: a string or an array");
+            return -1;
+        }
+    }
+    v = json_object_get(body, "stream");
+    if (v != NULL && !json_is_boolean(v) && !json_is_null(v)) {
+        *param = "stream";
+        snprintf(msg, cap, "'stream' must be a boolean");
+        return -1;
+    }
+    if (json_is_true(v) && ep == TA_EP_EMBEDDINGS) {
+        *param = "stream";
+        snprintf(msg, cap, "embeddings cannot be streamed");
+        return -1;
+    }
+    static const char *const ints[] = {"max_tokens", "max_completion_tokens"};
+    for (size_t i = 0; i < TA_ARRAY_SIZE(ints); i++) {
+        v = json_object_get(body, ints[i]);
+        if (v != NULL && !json_is_null(v) && (!json_is_integer(v) || json_integer_value(v) < 1)) {
+            *param = ints[i];
+            snprintf(msg, cap, "'%s' must be a positive integer", ints[i]);
+            return -1;
+        }
+    }
+    v = json_object_get(body, "stream_options");
+    if (v != NULL && !json_is_null(v) && !json_is_object(v)) {
+        *param = "stream_options";
+        snprintf(msg, cap, "'stream_options' must be an object");
+        return -1;
+    }
+    return 0;
+}
+
+static int hold_status(int refusal, int *et, const char **code)
+{
+    switch (refusal) {
+    case TA_HOLD_EXPIRED:
+    case TA_HOLD_INACTIVE:
+        *et = TA_ET_PERMISSION;
+        *code = "quota_inactive";
+        return 403;
+    case TA_HOLD_UNPRICED:
+        *et = TA_ET_PERMISSION;
+        *code = "model_not_allowed";
+        return 403;
+    case TA_HOLD_COST:
+    case TA_HOLD_TOKENS:
+    case TA_HOLD_REQUESTS:
+        *et = TA_ET_INSUFFICIENT_QUOTA;
+        *code = "insufficient_quota";
+        return 429;
+    default:
+        *et = TA_ET_RATE_LIMIT;
+        *code = "rate_limit_exceeded";
+        return 429;
+    }
+}
+
+static const char *refusal_msg(int r)
+{
+    switch (r) {
+    case TA_HOLD_EXPIRED: return "This quota has expired.";
+    case TA_HOLD_INACTIVE: return "This quota is not active.";
+    case TA_HOLD_UNPRICED: return "This model has no prices and the quota has a cost limit.";
+    case TA_HOLD_COST: return "You exceeded your current quota: the cost limit of this period is reached.";
+    case TA_HOLD_TOKENS: return "You exceeded your current quota: the token limit of this period is reached.";
+    case TA_HOLD_REQUESTS: return "You exceeded your current quota: the request limit of this period is reached.";
+    case TA_HOLD_RPM: return "Rate limit reached for requests per minute.";
+    case TA_HOLD_TPM: return "Rate limit reached for tokens per minute.";
+    default: return "Too many requests in flight for this key.";
+    }
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    ta_proxy_t *p = *(ta_proxy_t **)(self + 1);
+    int64_t t0 = ta_mono_ns();
+    int64_t t_recv = ta_now_ns();
+    const char *model_id = NULL;
+    int ep = endpoint_of(req->path_normalized, &model_id);
+    MDB_txn *txn = NULL;
+    preq_t *pr = NULL;
+    json_t *body = NULL;
+
+    if (ep == 0) {
+        send_err(req, 404, TA_ET_NOT_FOUND, "unknown_url", NULL, "Unknown request URL: %.*s",
+                 (int)req->path_normalized.len, req->path_normalized.base);
+        return 0;
+    }
+    bool is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    bool is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+    if ((ep == TA_EP_MODELS || ep == TA_EP_USAGE) ? !is_get : !is_post) {
+        if (ep == TA_EP_MODELS || ep == TA_EP_USAGE)
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
+        else
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
+        send_err(req, 405, TA_ET_INVALID_REQUEST, "method_not_allowed", NULL, "Method %.*s is not allowed here",
+                 (int)req->method.len, req->method.base);
+        return 0;
+    }
+    if (p->conf.ring != NULL && ta_ring_has_pending(p->conf.ring)) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+        count_answer(p, 503, t0);
+        send_err(req, 503, TA_ET_OVERLOADED, "overloaded", NULL, "The gateway is busy; retry shortly.");
+        return 0;
+    }
+
+    /* 1. who is calling */
+    ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    h2o_iovec_t key = {NULL, 0};
+    if (ai != -1) {
+        h2o_iovec_t v = req->headers.entries[ai].value;
+        if (v.len > 7 && strncasecmp(v.base, "Bearer ", 7) == 0) {
+            key.base = v.base + 7;
+            key.len = v.len - 7;
+            while (key.len > 0 && key.base[0] == ' ') {
+                key.base++;
+                key.len--;
+            }
+        }
+    }
+    if (key.len < 4 || key.len > 256) {
+        count_answer(p, 401, t0);
+        send_err(req, 401, TA_ET_AUTH, "invalid_api_key", NULL,
+                 "You didn't provide an API key. Use 'Authorization: Bearer sk-...'.");
+        return 0;
+    }
+    uint8_t hash[32];
+    SHA256((const unsigned char *)key.base, key.len, hash);
+
+    ta_store_t *st = p->conf.store;
+    ta_keyrec_t kr;
+    ta_quota_t q;
+    ta_user_t *user = NULL;
+    ta_group_t *grp = NULL;
+    if (ta_txn_begin(st, TA_ENV_LEDGER, false, &txn) != 0) {
+        count_answer(p, 503, t0);
+        send_err(req, 503, TA_ET_INTERNAL, "ledger_unavailable", NULL, "The ledger is unavailable.");
+        return 0;
+    }
+    if (ta_rec_get_k(st, txn, &ta_desc_keyrec, TA_DB_KEYS, hash, sizeof(hash), &kr) != 0 ||
+        ta_rec_get(st, txn, &ta_desc_quota, kr.quota_id, &q) != 0) {
+        ta_txn_abort(txn);
+        count_answer(p, 401, t0);
+        send_err(req, 401, TA_ET_AUTH, "invalid_api_key", NULL, "Incorrect API key provided.");
+        return 0;
+    }
+    user = malloc(sizeof(*user));
+    grp = malloc(sizeof(*grp));
+    pr = calloc(1, sizeof(*pr));
+    if (user == NULL || grp == NULL || pr == NULL)
+        goto Internal;
+    pr->p = p;
+    pr->t0_mono = t0;
+    pr->endpoint = ep;
+    ta_event_t *ev = &pr->ev;
+    ev->t_received_ns = t_recv;
+    ev->endpoint = (uint8_t)ep;
+    ev->user_id = q.user_id;
+    ev->quota_id = q.id;
+    copy_str(ev->key_prefix, sizeof(ev->key_prefix), q.key_prefix);
+    ta_worker_request_id(req, ev->request_id, NULL);
+    ta_worker_client_ip(req, ev->client_ip, sizeof(ev->client_ip));
+    ev->bytes_in = (int64_t)req->entity.len;
+
+    if (ta_rec_get(st, txn, &ta_desc_user, q.user_id, user) != 0 || !user->is_active || !q.is_active) {
+        ta_txn_abort(txn);
+        txn = NULL;
+        refuse(p, req, ev, t0, 403, TA_ET_PERMISSION, "quota_inactive", NULL, "This API key's quota is not active.");
+        goto Done;
+    }
+    if (ta_rec_get(st, txn, &ta_desc_group, q.group_id, grp) != 0)
+        memset(grp, 0, sizeof(*grp));
+
+    if (ep == TA_EP_MODELS || ep == TA_EP_USAGE) {
+        if (ep == TA_EP_MODELS)
+            answer_models(p, req, txn, grp, model_id,
+                          model_id ? req->path_normalized.len - (size_t)(model_id - req->path_normalized.base) : 0);
+        else
+            answer_usage(p, req, txn, &q);
+        count_answer(p, 200, t0);
+        ta_txn_abort(txn);
+        txn = NULL;
+        goto Done;
+    }
+
+    /* 2. the body */
+    size_t max_body = p->conf.max_body_size;
+    if (req->entity.len > max_body) {
+        ta_txn_abort(txn);
+        txn = NULL;
+        refuse(p, req, ev, t0, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL, "The request body is too large.");
+        goto Done;
+    }
+    json_error_t jerr;
+    body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    const char *param = NULL;
+    char msg[256];
+    if (body == NULL) {
+        snprintf(msg, sizeof(msg), "We could not parse the JSON body of your request: %s", jerr.text);
+        ta_txn_abort(txn);
+        txn = NULL;
+        refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "invalid_json", NULL, msg);
+        goto Done;
+    }
+    if (validate(ep, body, &param, msg, sizeof(msg)) != 0) {
+        ta_txn_abort(txn);
+        txn = NULL;
+        refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", param, msg);
+        goto Done;
+    }
+    const char *mname = json_string_value(json_object_get(body, "model"));
+    copy_str(ev->model, sizeof(ev->model), mname);
+    uint64_t mid;
+    if (strlen(mname) >= sizeof(pr->model.name) || ta_idx_get(st, txn, TA_DB_MODELS_BY_NAME, mname, &mid) != 0 ||
+        ta_rec_get(st, txn, &ta_desc_model, mid, &pr->model) != 0 || !pr->model.is_active) {
+        snprintf(msg, sizeof(msg), "The model '%s' does not exist or you do not have access to it.", mname);
+        ta_txn_abort(txn);
+        txn = NULL;
+        refuse(p, req, ev, t0, 404, TA_ET_NOT_FOUND, "model_not_found", "model", msg);
+        goto Done;
+    }
+    ev->model_id = mid;
+    if (!group_has(grp, mid)) {
+        snprintf(msg, sizeof(msg), "This API key may not use the model '%s'.", mname);
+        ta_txn_abort(txn);
+        txn = NULL;
+        refuse(p, req, ev, t0, 403, TA_ET_PERMISSION, "model_not_allowed", "model", msg);
+        goto Done;
+    }
+    /* routes in priority order (lowest first; stable for equal priorities) */
+    {
+        int order[TA_MODEL_MAX_ROUTES], n = pr->model.nroutes < TA_MODEL_MAX_ROUTES ? pr->model.nroutes : TA_MODEL_MAX_ROUTES;
+        for (int i = 0; i < n; i++)
+            order[i] = i;
+        for (int i = 1; i < n; i++)
+            for (int j = i; j > 0 && pr->model.routes[order[j]].priority < pr->model.routes[order[j - 1]].priority; j--) {
+                int t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        ta_provider_t *prov = malloc(sizeof(*prov));
+        for (int i = 0; prov != NULL && i < n; i++) {
+            const ta_route_t *rt = &pr->model.routes[order[i]];
+            if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
+                continue;
+            if (prov->type != TA_PROVIDER_OPENAI) {
+                ta_log(TA_LOG_WARN, "provider %llu: only OpenAI-compatible providers are proxied yet; route skipped",
+                       (unsigned long long)prov->id);
+                continue;
+            }
+            route_info_t *ri = &pr->routes[pr->nroutes++];
+            ri->provider_id = prov->id;
+            copy_str(ri->base_url, sizeof(ri->base_url), prov->base_url);
+            copy_str(ri->upstream_name, sizeof(ri->upstream_name), rt->upstream_name[0] ? rt->upstream_name : mname);
+            memcpy(ri->key_sealed, prov->key_sealed, prov->key_sealed_len);
+            ri->key_sealed_len = prov->key_sealed_len;
+            ri->timeout_s = prov->timeout_s;
+            ri->connect_timeout_ms = prov->connect_timeout_ms;
+        }
+        if (prov != NULL)
+            explicit_bzero(prov, sizeof(*prov));
+        free(prov);
+    }
+    ta_txn_abort(txn);
+    txn = NULL;
+    if (pr->nroutes == 0) {
+        refuse(p, req, ev, t0, 503, TA_ET_UPSTREAM, "no_route", NULL, "No active provider serves this model.");
+        goto Done;
+    }
+
+    pr->stream = json_is_true(json_object_get(body, "stream"));
+    if (pr->stream) {
+        ev->flags |= TA_EVF_STREAM;
+        json_t *so = json_object_get(body, "stream_options");
+        pr->client_usage = json_is_true(json_object_get(so, "include_usage"));
+        if (!json_is_object(so)) {
+            so = json_object();
+            json_object_set_new(body, "stream_options", so);
+        }
+        json_object_set_new(so, "include_usage", json_true());
+        ta_sse_init(&pr->sse, pr->client_usage, 0);
+    }
+    ta_tokens_prompt(body, &pr->tok);
+    json_t *mt = json_object_get(body, "max_completion_tokens");
+    const char *mt_key = json_is_integer(mt) ? "max_completion_tokens" : "max_tokens";
+    if (!json_is_integer(mt))
+        mt = json_object_get(body, "max_tokens");
+    int64_t max_out = json_is_integer(mt) ? (int64_t)json_integer_value(mt) : 0;
+
+    /* 3. the hold */
+    ta_hold_res_t hr;
+    memset(&hr, 0, sizeof(hr));
+    int rc;
+    if ((rc = ta_txn_begin(st, TA_ENV_LEDGER, true, &txn)) != 0)
+        goto Internal;
+    if ((rc = ta_rec_get(st, txn, &ta_desc_quota, q.id, &q)) != 0)
+        goto Internal;
+    ta_hold_req_t hq = {
+        .request_id = ev->request_id,
+        .worker_pid = (int32_t)getpid(),
+        .quota = &q,
+        .model = &pr->model,
+        .prompt_tokens_est = pr->tok.estimate,
+        .prompt_tokens_max = pr->tok.upper,
+        .max_output_tokens = ep == TA_EP_EMBEDDINGS ? 0 : max_out,
+        .reserve = p->conf.reserve,
+        .timezone = p->timezone,
+        .now_ns = ta_now_ns(),
+    };
+    if ((rc = ta_quota_hold(st, txn, &hq, &hr)) != 0)
+        goto Internal;
+    if (hr.refusal != TA_HOLD_OK) {
+        ta_txn_abort(txn);
+        txn = NULL;
+        int et;
+        const char *code;
+        int status = hold_status(hr.refusal, &et, &code);
+        if (status == 429) {
+            add_hdr(req, "retry-after", "%lld", (long long)(hr.retry_after_ms > 0 ? (hr.retry_after_ms + 999) / 1000 : 1));
+            ratelimit_headers(req, &hr);
+        }
+        refuse(p, req, ev, t0, status, et, code, NULL, refusal_msg(hr.refusal));
+        goto Done;
+    }
+    if ((rc = ta_txn_commit(txn)) != 0) {
+        txn = NULL;
+        goto Internal;
+    }
+    txn = NULL;
+    ev->flags |= TA_EVF_HOLD;
+    p->st.holds_inflight++;
+    ev->hold_period_start = hr.period_start;
+    ev->held_cost = hr.held_cost;
+    ev->held_tokens = hr.held_tokens;
+    ev->tpm_estimate = hr.tpm_estimate;
+    ratelimit_headers(req, &hr);
+    if (ep != TA_EP_EMBEDDINGS && hr.max_output_tokens > 0 && hr.max_output_tokens != max_out)
+        json_object_set_new(body, mt_key, json_integer(hr.max_output_tokens));
+
+    /* 4. upstream */
+    pr->body = body;
+    body = NULL;
+    pr->req = req;
+    preq_t **link = h2o_mem_alloc_shared(&req->pool, sizeof(*link), on_req_dispose);
+    *link = pr;
+    free(user);
+    free(grp);
+    start_route(pr);
+    return 0;
+
+Internal:
+    if (txn != NULL)
+        ta_txn_abort(txn);
+    count_answer(p, 500, t0);
+    send_err(req, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+Done:
+    json_decref(body);
+    free(user);
+    free(grp);
+    if (pr != NULL)
+        preq_free(pr);
+    return 0;
+}
+
+/* ---- setup --------------------------------------------------------------------------------- */
+
+static int32_t flush_ring(void *arg)
+{
+    ta_proxy_t *p = arg;
+    if (p->conf.ring != NULL && ta_ring_has_pending(p->conf.ring))
+        ta_ring_flush_pending(p->conf.ring);
+    return -1;
+}
+
+int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out)
+{
+    ta_proxy_t *p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return -ENOMEM;
+    p->conf = *conf;
+    p->w = w;
+    copy_str(p->timezone, sizeof(p->timezone), conf->timezone != NULL && conf->timezone[0] ? conf->timezone : "UTC");
+    p->conf.timezone = p->timezone;
+    if (p->conf.stream_drain_timeout_ms <= 0)
+        p->conf.stream_drain_timeout_ms = 60000;
+    if (p->conf.max_body_size == 0)
+        p->conf.max_body_size = 16u << 20;
+    if (p->conf.max_response_size == 0)
+        p->conf.max_response_size = 64u << 20;
+    h2o_pathconf_t *pc = ta_worker_register_path(w, "/v1");
+    if (pc == NULL) {
+        free(p);
+        return TA_ECONFIG;
+    }
+    h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h) + sizeof(ta_proxy_t *));
+    *(ta_proxy_t **)(h + 1) = p;
+    h->on_req = on_req;
+    ta_worker_add_tick(w, flush_ring, p);
+    *out = p;
+    return 0;
+}
+
+int ta_proxy_ready(ta_proxy_t *p) { return ensure_upstream(p); }
+
+void ta_proxy_destroy(ta_proxy_t *p)
+{
+    if (p == NULL)
+        return;
+    if (p->up != NULL)
+        ta_upstream_destroy(p->up);
+    if (p->drain_timeout_init)
+        h2o_timeout_dispose(ta_worker_loop(p->w), &p->drain_timeout);
+    free(p);
+}
+
+void ta_proxy_stats(const ta_proxy_t *p, ta_proxy_stats_t *out) { *out = p->st; }
+
+size_t ta_proxy_metrics_text(const ta_proxy_t *p, char *buf, size_t cap)
+{
+    static const char *const le[] = {"10", "50", "100", "500", "1000", "5000", "30000", "+Inf"};
+    size_t n = 0;
+    int pid = (int)getpid();
+#define OUT(...)                                                                                                       \
+    do {                                                                                                               \
+        int k_ = snprintf(buf + n, n < cap ? cap - n : 0, __VA_ARGS__);                                                \
+        if (k_ > 0)                                                                                                    \
+            n += (size_t)k_;                                                                                           \
+    } while (0)
+    OUT("# TYPE tokenaudit_v1_requests_total counter\n");
+    for (int c = 1; c < 6; c++)
+        OUT("tokenaudit_v1_requests_total{pid=\"%d\",class=\"%dxx\"} %llu\n", pid, c,
+            (unsigned long long)p->st.by_class[c]);
+    OUT("# TYPE tokenaudit_upstream_errors_total counter\ntokenaudit_upstream_errors_total{pid=\"%d\"} %llu\n", pid,
+        (unsigned long long)p->st.upstream_errors);
+    OUT("# TYPE tokenaudit_holds_in_flight gauge\ntokenaudit_holds_in_flight{pid=\"%d\"} %llu\n", pid,
+        (unsigned long long)p->st.holds_inflight);
+    OUT("# TYPE tokenaudit_v1_latency_ms histogram\n");
+    uint64_t cum = 0;
+    for (size_t i = 0; i < TA_ARRAY_SIZE(le); i++) {
+        cum += p->st.latency_le_ms[i];
+        OUT("tokenaudit_v1_latency_ms_bucket{pid=\"%d\",le=\"%s\"} %llu\n", pid, le[i], (unsigned long long)cum);
+    }
+    OUT("tokenaudit_v1_latency_ms_sum{pid=\"%d\"} %llu\ntokenaudit_v1_latency_ms_count{pid=\"%d\"} %llu\n", pid,
+        (unsigned long long)p->st.latency_sum_ms, pid, (unsigned long long)cum);
+#undef OUT
+    return n < cap ? n : cap;
+}
