@@ -235,7 +235,14 @@ class Gateway:
                                                                            self.log())
         left = [k for k in kids if pid_alive(k)]
         assert not left, "children left after the master exited: %s" % left
+        self.assert_no_sanitizer_reports()
         return rc
+
+    def assert_no_sanitizer_reports(self):
+        """Fail if any process wrote an ASan/UBSan/LSan report into the log."""
+        log = self.log()
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            assert marker not in log, "sanitizer report in the log:\n%s" % log[-20000:]
 
     def cleanup(self):
         """Kill whatever is left (master and children) and remove the temp dir."""

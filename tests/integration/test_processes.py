@@ -221,6 +221,47 @@ class ProcessTests(unittest.TestCase):
                 self.assertRegex(i, "^[0-9a-f]{32}$")
             gw.stop()
 
+    def test_admin_listen_and_tls(self):
+        """https:// listener (TLS, ALPN h2) and a separate admin listener."""
+        import shutil
+        import ssl
+        if not shutil.which("openssl"):
+            self.skipTest("no openssl binary to make a certificate")
+        tls_port, admin_port = harness.free_port(), harness.free_port()
+        with harness.Gateway(workers=1, start=False) as gw:
+            cert, key = os.path.join(gw.tmp, "cert.pem"), os.path.join(gw.tmp, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", key, "-out", cert, "-days", "2", "-subj",
+                            "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
+            gw.env["TOKENAUDIT_LISTEN"] = "127.0.0.1:%d, https://127.0.0.1:%d" % (gw.port,
+                                                                                  tls_port)
+            gw.env["TOKENAUDIT_ADMIN_LISTEN"] = "127.0.0.1:%d" % admin_port
+            gw.write_config({"tls_cert_file": cert, "tls_key_file": key})
+            gw.start()
+            # /api only on the admin listener; /healthz everywhere
+            self.assertEqual(gw.http("POST", "/api/auth/login/", {}).status, 404)
+            r = gw.http("POST", "/api/auth/login/", {"email": harness.ADMIN_EMAIL,
+                                                       "password": harness.ADMIN_PASSWORD},
+                        port=admin_port)
+            self.assertEqual(r.status, 200)
+            self.assertEqual(gw.http("GET", "/healthz", port=admin_port).status, 200)
+            # TLS with ALPN: h2 offered and chosen
+            ctx = ssl.create_default_context(cafile=cert)
+            ctx.set_alpn_protocols(["h2", "http/1.1"])
+            import socket
+            with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                    self.assertEqual(tls.selected_alpn_protocol(), "h2")
+            ctx = ssl.create_default_context(cafile=cert)
+            c = http.client.HTTPSConnection("127.0.0.1", tls_port, context=ctx, timeout=10)
+            c.request("GET", "/healthz")
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            self.assertRegex(r.getheader("x-request-id"), "^[0-9a-f]{32}$")
+            r.read()
+            c.close()
+            gw.stop()
+
     def test_cli_init_refuses_existing_dir(self):
         with harness.Gateway(workers=1, start=False) as gw:
             p = harness.run_cli("init", "--data-dir", gw.data_dir, "--admin-email",
