@@ -52,6 +52,7 @@
 #include "ledger/heartbeat.h"
 #include "ledger/quota.h"
 #include "ledger/ring.h"
+#include "worker/proxy.h"
 #include "worker/server.h"
 
 #define MAX_WORKERS 256
@@ -292,11 +293,22 @@ typedef struct worker_env {
 static int worker_setup(ta_worker_t *w, void *arg)
 {
     worker_env_t *env = arg;
-    (void)env;
-    /* The /v1 proxy (worker/proxy.h) registers its paths here, e.g.
-     *   return ta_proxy_setup(w, env->store, env->master_key, env->ring, env->cfg ...);
-     */
-    return 0;
+    /* The /v1 proxy (worker/proxy.h). worker/ cannot include admin/, so the
+     * unseal function for provider keys is handed over here. */
+    ta_proxy_conf_t pc = {
+        .store = env->store,
+        .ring = env->ring,
+        .master_key = env->master_key,
+        .unseal = ta_unseal,
+        .reserve = env->cfg->reserve,
+        .timezone = env->cfg->quota_timezone,
+        .on_disconnect = env->cfg->on_disconnect,
+        .stream_drain_timeout_ms = env->cfg->stream_drain_timeout_ms,
+        .max_body_size = (size_t)env->cfg->max_body_size,
+        .upstream_max_connections = (long)env->cfg->upstream_max_connections,
+    };
+    ta_proxy_t *proxy; /* lives as long as the worker process */
+    return ta_proxy_setup(w, &pc, &proxy);
 }
 
 static void run_worker(generation_t *g, int slot)
