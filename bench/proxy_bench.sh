@@ -115,6 +115,15 @@ cpu_ticks() {
          END { print t + 0 }' "${files[@]}" 2>/dev/null || true
 }
 
+# "pid ticks" per pid, for the per-process split.
+cpu_ticks_each() {
+    local p
+    for p in "$@"; do
+        awk -v p="$p" '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print p, f[12] + f[13] }' \
+            "/proc/$p/stat" 2>/dev/null || true
+    done
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -242,7 +251,7 @@ if want gateway && [ -z "$GATEWAY_WHY" ]; then
 fi
 
 # ---------------------------------------------------------------- one measurement
-declare -A R_RPS R_P50 R_P99 R_CPU R_UPCPU R_NON2XX R_SOCKERR R_REQ R_NOTE
+declare -A R_SPLIT R_RPS R_P50 R_P99 R_CPU R_UPCPU R_NON2XX R_SOCKERR R_REQ R_NOTE
 EXIT_STATUS=0
 
 body_for() {  # same body as bench/chat.lua
@@ -285,12 +294,14 @@ measure() {
     # shellcheck disable=SC2207
     pids0=($(descendants "$root")); up0=($(descendants "$UP_PID"))
     s0=$(cpu_ticks "${pids0[@]}"); u0=$(cpu_ticks "${up0[@]}")
+    cpu_ticks_each "${pids0[@]}" >"$T/cpu-$k.before"
     wrk --latency --timeout 10s -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" \
         -s "$ROOT/bench/chat.lua" "$url" >"$T/wrk-$k.txt" 2>&1 ||
         { cat "$T/wrk-$k.txt" >&2; die "wrk failed against $target ($url)"; }
     # shellcheck disable=SC2207
     pids1=($(descendants "$root")); up1=($(descendants "$UP_PID"))
     s1=$(cpu_ticks "${pids1[@]}"); u1=$(cpu_ticks "${up1[@]}")
+    cpu_ticks_each "${pids1[@]}" >"$T/cpu-$k.after"
     if ! kill -0 "$root" 2>/dev/null; then
         EXIT_STATUS=2
         R_NOTE[$k]="${R_NOTE[$k]:+${R_NOTE[$k]}; }server died during the run"
@@ -311,6 +322,12 @@ measure() {
                      if (kv[1] ~ /^(connect|read|write)_errors$|^timeouts$/) n += kv[2] } }
                    END { print n + 0 }' <<<"$line")
     R_REQ[$k]=$requests
+    # Per process: which of master / workers / billing the time went to.
+    R_SPLIT[$k]=$(awk -v hz="$CLK_TCK" -v n="$requests" '
+        NR == FNR { t0[$1] = $2; next }
+        { c = "?"; f = "/proc/" $1 "/comm"; if ((getline c < f) > 0) close(f)
+          printf "%s%s(%s) %.1f", sep, $1, c, (n > 0 ? ($2 - t0[$1]) * 1e6 / hz / n : 0); sep = ", " }' \
+        "$T/cpu-$k.before" "$T/cpu-$k.after")
     R_NON2XX[$k]=$status_errors
     R_SOCKERR[$k]=$sockerr
     R_P50[$k]=$p50
@@ -383,6 +400,13 @@ for mode in $MODES; do
             "$(ratio "${R_P50[$a.$mode]}" "${R_P50[$b.$mode]}")" \
             "$(ratio "${R_P99[$a.$mode]}" "${R_P99[$b.$mode]}")" \
             "$(ratio "${R_CPU[$a.$mode]}" "${R_CPU[$b.$mode]}")" "$flag"
+    done
+done
+echo
+echo "CPU us/req by process, pid(name):"
+for mode in $MODES; do
+    for target in $TARGETS; do
+        [ -n "${R_SPLIT[$target.$mode]:-}" ] && printf '  %-8s %-7s %s\n' "$target" "$mode" "${R_SPLIT[$target.$mode]}"
     done
 done
 [ -z "$GATEWAY_WHY" ] || { echo; echo "gateway skipped: $GATEWAY_WHY"; }
