@@ -30,6 +30,9 @@
  *                      connection <ms> after the answer was written, without a
  *                      "Connection: close" header (the client still pools it)
  *   drop               read the whole request, log it, close without answering
+ *   usage_max          report as completion tokens the request's max_completion_tokens
+ *                      (else max_tokens; unchanged when neither is an integer): the
+ *                      worst case the gateway allowed, for budget tests
  * Several may be combined with ',' ("slow_chunks:5,no_usage").
  * Usage: X-Fake-Usage / "fake_usage": "prompt,completion,cached" (default:
  * prompt = ceil(body bytes / 4), completion = chunks, cached = 0).
@@ -37,7 +40,9 @@
  *
  * Log: one line per request, written with one write(2) to an O_APPEND file
  * (or stdout), so tests can count upstream calls even with -t N:
- *   "REQ <pid> <method> <path> auth=<last 4 of Authorization> body=<bytes> scenario=<s>"
+ *   "REQ <pid> <method> <path> auth=<last 4 of Authorization> body=<bytes> scenario=<s> usage=<p,c,k>"
+ *                        (usage: what the answer will report, unless no_usage)
+ *   "STOP <pid> chunks=<n>" when the client closed a stream before its end
  *   "CLOSE <pid> idle"   when close_idle shut a connection
  *   "DROP <pid>"         when drop shut a connection
  */
@@ -174,6 +179,7 @@ struct scen {
     long huge_chunk;
     int close_idle_ms; /* -1: none */
     bool drop;
+    bool usage_max;
     long prompt, completion, cached;
     bool usage_set;
     int chunks;
@@ -213,6 +219,8 @@ static void scen_parse(struct scen *s, const char *str)
             s->close_idle_ms = (int)v;
         else if (strcmp(tok, "drop") == 0)
             s->drop = true;
+        else if (strcmp(tok, "usage_max") == 0)
+            s->usage_max = true;
     }
 }
 
@@ -367,6 +375,8 @@ static void fr_stop(h2o_generator_t *g, h2o_req_t *req)
         h2o_timeout_unlink(&fr->timer);
         fr->timer_linked = false;
     }
+    if (!fr->done)
+        logline("STOP %d chunks=%d", (int)getpid(), fr->next_chunk);
     fr->done = true;
 }
 
@@ -674,9 +684,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     fr->s.completion = fr->s.chunks;
     if (usage[0] != '\0')
         usage_parse(&fr->s, usage);
+    if (fr->s.usage_max) {
+        json_t *mt = json_object_get(body, "max_completion_tokens");
+        if (!json_is_integer(mt))
+            mt = json_object_get(body, "max_tokens");
+        if (json_is_integer(mt))
+            fr->s.completion = (long)json_integer_value(mt);
+    }
 
-    logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s", (int)getpid(), (int)req->method.len, req->method.base,
-            (int)path.len, path.base, auth, req->entity.len, fr->s.text);
+    logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld", (int)getpid(), (int)req->method.len,
+            req->method.base, (int)path.len, path.base, auth, req->entity.len, fr->s.text, fr->s.prompt,
+            fr->s.completion, fr->s.cached);
 
     if (fr->s.drop || fr->s.close_idle_ms >= 0) {
         h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
