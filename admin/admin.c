@@ -85,6 +85,10 @@ static const route_t routes[] = {
     {"PATCH", "/api/admin/quotas/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_quotas_update},
     {"DELETE", "/api/admin/quotas/{id}/", AUTH_ADMIN, R_WRITE, h_quotas_delete},
     {"POST", "/api/admin/quotas/{id}/reset_api_key/", AUTH_ADMIN, R_WRITE, h_quotas_reset_key},
+    {"GET", "/api/admin/quotas/{id}/requests/", AUTH_ADMIN, 0, h_quota_requests},
+    {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, h_quota_statistics},
+    {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, h_requests_list},
+    {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, h_statistics},
 };
 
 /* ---- create / destroy ----------------------------------------------------- */

@@ -187,4 +187,10 @@ void h_quotas_update(actx_t *c);
 void h_quotas_delete(actx_t *c);
 void h_quotas_reset_key(actx_t *c);
 
+/* audit records and statistics (requests.c) */
+void h_quota_requests(actx_t *c);
+void h_quota_statistics(actx_t *c);
+void h_requests_list(actx_t *c);
+void h_statistics(actx_t *c);
+
 #endif

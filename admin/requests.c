@@ -1,0 +1,421 @@
+/*
+ * requests.c - the audit endpoints of the admin API:
+ *
+ *   GET /api/admin/quotas/{id}/requests/    ?since=&until=&status=&model=   page of records
+ *   GET /api/admin/requests/                ?user_id=&quota_id=&model=&status=&since=&until=
+ *   GET /api/admin/quotas/{id}/statistics/  ?since=&until=&group_by=day|model
+ *   GET /api/admin/statistics/              ?since=&until=&group_by=day|model|user
+ *                                           (also ?user_id=&quota_id=)
+ *
+ * LMDB: read transactions only. The handler's ledger read transaction
+ * (ctx_txn) answers "does the quota exist" and model names; a second read
+ * transaction of this file's own on the audit environment (never written
+ * here; billing is its only writer, see ledger/audit.c for its layout) is
+ * opened and aborted within the handler. The two snapshots are taken a few
+ * microseconds apart and need not agree: a quota deleted in between is
+ * answered from whichever snapshot saw it. A worker killed here leaves only
+ * two reader slots, which mdb_reader_check frees.
+ *
+ * Records (ta_audit_list): newest first, paged like every admin list
+ * (?page=&page_size=, at most 500). since is inclusive, until exclusive, to
+ * the nanosecond; each takes RFC 3339 ("2026-11-26T13:09:17Z") or a date
+ * ("2026-11-26", midnight UTC). model matches the requested or the served
+ * model name; status is the HTTP status the client got. The "count" of a page
+ * is exact: it walks every record in [since, until) of the quota (or of the
+ * whole table without a quota filter), so narrow big tables with since/until.
+ *
+ * Statistics (ta_audit_stats) come from the per quota, day and model
+ * aggregates (audit "daily"), never from a scan of the records, so they stay
+ * cheap and survive the pruning of old records. Their granularity is the UTC
+ * day: since counts from the start of its day, and until counts up to the end
+ * of the day holding the instant just before it (until=2026-11-27 or
+ * until=2026-11-26T13:00:00Z both end with 2026-11-26). group_by defaults to
+ * day. Each series entry carries "key" (the day "2026-11-26", the model name,
+ * or the user id) and the totals' counters; model entries also carry
+ * "model_id", and their key is null when the model no longer exists in the
+ * ledger (or the request named no known model).
+ *
+ * A quota id is known when the ledger has the quota, or when the audit still
+ * holds aggregates for it (a deleted quota keeps its records); otherwise 404.
+ *
+ * Worker processes only, on the loop thread.
+ */
+#include "admin/admin_internal.h"
+#include "ledger/audit.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The record fields of API.md "Audit record", in its order. The stored record
+ * carries more (bytes, ticket, period, ...); the API shows these. */
+static const char *const record_fields[] = {
+    "id",          "created_at",        "user_id",           "quota_id",      "key_prefix",
+    "endpoint",    "model",             "served_model",      "provider_id",   "stream",
+    "status",      "error_type",        "prompt_tokens",     "completion_tokens",
+    "cached_tokens", "cache_write_tokens", "usage_estimated", "cost",         "latency_ms",
+    "ttft_ms",     "client_ip",
+};
+
+enum {
+    Q_USER = 1u << 0,   /* ?user_id= */
+    Q_QUOTA = 1u << 1,  /* ?quota_id= */
+    Q_MODEL = 1u << 2,  /* ?model= */
+    Q_STATUS = 1u << 3, /* ?status= */
+};
+
+typedef struct audit_q {
+    ta_audit_filter_t f;
+    char model[128]; /* a model name is at most 127 bytes (schema) */
+} audit_q_t;
+
+/* ---- query parameters ------------------------------------------------------ */
+
+/* ?name= as unix ns: 1 found, 0 absent, <0 replied 400. */
+static int query_time(actx_t *c, const char *name, int64_t *ns)
+{
+    char buf[64];
+    int64_t s;
+    int rc = query_get(c, name, buf, sizeof(buf));
+
+    if (rc <= 0)
+        return rc;
+    if (ta_time_parse(buf, strlen(buf), &s) != 0) {
+        reply_field(c, name, "format",
+                    "must be an RFC 3339 time (2026-11-26T13:09:17Z) or a date (2026-11-26)");
+        return TA_EINVAL;
+    }
+    /* the records' clock is int64 ns: 1970 .. 2262 */
+    if (s < 0 || s > INT64_MAX / 1000000000LL - 1) {
+        reply_field(c, name, "range", "must be between 1970-01-01 and 2262-01-01");
+        return TA_EINVAL;
+    }
+    *ns = s * 1000000000LL;
+    return 1;
+}
+
+/* ?status=: an HTTP status 100..599. */
+static int query_status(actx_t *c, int32_t *out)
+{
+    char buf[8];
+    int rc = query_get(c, "status", buf, sizeof(buf)), v = 0;
+    size_t n;
+
+    if (rc < 0) /* too long is not a status either */
+        return rc;
+    if (rc == 0)
+        return 0;
+    n = strlen(buf);
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] < '0' || buf[i] > '9' || n != 3) {
+            v = -1;
+            break;
+        }
+        v = v * 10 + (buf[i] - '0');
+    }
+    if (v < 100 || v > 599) {
+        reply_field(c, "status", "type", "must be an HTTP status code (100 to 599)");
+        return TA_EINVAL;
+    }
+    *out = v;
+    return 1;
+}
+
+/* Parse since, until and the filters named in which into q. 0 or <0 replied. */
+static int parse_filters(actx_t *c, audit_q_t *q, unsigned which)
+{
+    int rc;
+
+    if (query_time(c, "since", &q->f.since_ns) < 0 || query_time(c, "until", &q->f.until_ns) < 0)
+        return TA_EINVAL;
+    if (q->f.since_ns > 0 && q->f.until_ns > 0 && q->f.until_ns <= q->f.since_ns) {
+        reply_field(c, "until", "min", "must be later than since");
+        return TA_EINVAL;
+    }
+    if ((which & Q_USER) && query_id(c, "user_id", &q->f.user_id) < 0)
+        return TA_EINVAL;
+    if ((which & Q_QUOTA) && query_id(c, "quota_id", &q->f.quota_id) < 0)
+        return TA_EINVAL;
+    if ((which & Q_STATUS) && query_status(c, &q->f.status) < 0)
+        return TA_EINVAL;
+    if (which & Q_MODEL) {
+        if ((rc = query_get(c, "model", q->model, sizeof(q->model))) < 0)
+            return rc;
+        if (rc > 0)
+            q->f.model = q->model;
+    }
+    return 0;
+}
+
+/* ?group_by= among the allowed ones (TA_GROUP_*); absent: day. */
+static int parse_group(actx_t *c, bool allow_user, int *group)
+{
+    char buf[16];
+    int rc = query_get(c, "group_by", buf, sizeof(buf));
+
+    *group = TA_GROUP_DAY;
+    if (rc <= 0) /* absent, or too long and answered */
+        return rc;
+    if (strcmp(buf, "day") == 0)
+        return 0;
+    if (strcmp(buf, "model") == 0) {
+        *group = TA_GROUP_MODEL;
+        return 0;
+    }
+    if (allow_user && strcmp(buf, "user") == 0) {
+        *group = TA_GROUP_USER;
+        return 0;
+    }
+    reply_field(c, "group_by", "enum", "must be one of day, model%s", allow_user ? ", user" : "");
+    return TA_EINVAL;
+}
+
+/* ?page= and ?page_size= with the bounds and messages of reply_list. */
+static int parse_page(actx_t *c, uint64_t *page, uint64_t *size)
+{
+    *page = 1;
+    *size = TA_ADMIN_PAGE_SIZE_DEFAULT;
+    if (query_id(c, "page", page) < 0)
+        return TA_EINVAL;
+    if (query_id(c, "page_size", size) < 0)
+        return TA_EINVAL;
+    if (*size > TA_ADMIN_PAGE_SIZE_MAX) {
+        reply_field(c, "page_size", "max", "must be an integer from 1 to %d",
+                    TA_ADMIN_PAGE_SIZE_MAX);
+        return TA_EINVAL;
+    }
+    /* the offset must fit size_t (ta_audit_list) */
+    if (*page > SIZE_MAX / *size - 1) {
+        reply_field(c, "page", "max", "too large");
+        return TA_EINVAL;
+    }
+    return 0;
+}
+
+/* base_url + path + "?" + the query without `page` + "page=N" (as reply_list
+ * links its pages; that helper is private to admin.c). */
+static json_t *page_url(actx_t *c, uint64_t page)
+{
+    const ta_apireq_t *req = c->req;
+    const char *base = req->base_url != NULL ? req->base_url : "";
+    size_t cap = strlen(base) + req->path_len + req->query_len + 48, used;
+    char *buf = malloc(cap);
+    const char *q, *end;
+    json_t *j;
+
+    if (buf == NULL)
+        return NULL;
+    used = (size_t)snprintf(buf, cap, "%s%.*s?", base, (int)req->path_len, req->path);
+    if (req->query != NULL) {
+        for (q = req->query, end = q + req->query_len; q < end;) {
+            const char *amp = memchr(q, '&', (size_t)(end - q));
+            const char *seg_end = amp != NULL ? amp : end;
+            size_t seglen = (size_t)(seg_end - q);
+            bool is_page = (seglen == 4 && memcmp(q, "page", 4) == 0) ||
+                           (seglen >= 5 && memcmp(q, "page=", 5) == 0);
+            if (seglen > 0 && !is_page) {
+                memcpy(buf + used, q, seglen);
+                used += seglen;
+                buf[used++] = '&';
+            }
+            q = seg_end + 1;
+        }
+    }
+    snprintf(buf + used, cap - used, "page=%llu", (unsigned long long)page);
+    j = json_string(buf);
+    free(buf);
+    return j;
+}
+
+/* ---- transactions and lookups ---------------------------------------------- */
+
+static int audit_txn(actx_t *c, MDB_txn **atxn)
+{
+    int rc = ta_txn_begin(c->st, TA_ENV_AUDIT, false, atxn);
+
+    if (rc != 0) {
+        *atxn = NULL;
+        reply_store_error(c, rc, "audit transaction");
+    }
+    return rc;
+}
+
+/* Is quota c->id known (ledger, or aggregates left by a deleted quota)?
+ * 0, or <0 after replying (404 or 500). */
+static int quota_known(actx_t *c, MDB_txn *atxn)
+{
+    ta_quota_t q;
+    ta_audit_filter_t f;
+    json_t *st = NULL;
+    int rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, c->id, &q);
+
+    if (rc == TA_ENOTFOUND) {
+        memset(&f, 0, sizeof(f));
+        f.quota_id = c->id;
+        rc = ta_audit_stats(c->st, atxn, &f, TA_GROUP_NONE, &st);
+        if (rc == 0) {
+            json_t *n = json_object_get(json_object_get(st, "totals"), "requests");
+            rc = json_integer_value(n) > 0 ? 0 : TA_ENOTFOUND;
+        }
+        json_decref(st);
+    }
+    if (rc != 0)
+        reply_store_error(c, rc, "quota");
+    return rc;
+}
+
+/* ---- records ------------------------------------------------------------- */
+
+static json_t *record_json(const ta_audit_t *r)
+{
+    json_t *full = ta_audit_to_json(r), *o = full != NULL ? json_object() : NULL;
+
+    if (o == NULL) {
+        json_decref(full);
+        return NULL;
+    }
+    for (size_t i = 0; i < TA_ARRAY_SIZE(record_fields); i++) {
+        json_t *v = json_object_get(full, record_fields[i]);
+        if (json_object_set_new(o, record_fields[i], v != NULL ? json_incref(v) : json_null()) != 0) {
+            json_decref(o);
+            o = NULL;
+            break;
+        }
+    }
+    json_decref(full);
+    return o;
+}
+
+static int page_cb(const ta_audit_t *rec, void *arg)
+{
+    json_t *j = record_json(rec);
+
+    if (j == NULL || json_array_append_new(arg, j) != 0)
+        return -ENOMEM;
+    return 0;
+}
+
+static void reply_records(actx_t *c, unsigned which)
+{
+    audit_q_t q;
+    MDB_txn *atxn = NULL;
+    uint64_t page, size, pages;
+    size_t total = 0;
+    json_t *results = NULL, *out;
+    int rc;
+
+    memset(&q, 0, sizeof(q));
+    q.f.quota_id = c->id;
+    if (parse_filters(c, &q, which) != 0 || parse_page(c, &page, &size) != 0)
+        return;
+    if (ctx_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
+        return;
+    if (c->id != 0 && quota_known(c, atxn) != 0)
+        goto Exit;
+    if ((results = json_array()) == NULL) {
+        reply_store_error(c, -ENOMEM, "requests");
+        goto Exit;
+    }
+    rc = ta_audit_list(c->st, atxn, &q.f, (size_t)((page - 1) * size), (size_t)size, page_cb,
+                       results, &total);
+    if (rc != 0) {
+        reply_store_error(c, rc, "requests");
+        goto Exit;
+    }
+    pages = (total + size - 1) / size;
+    out = json_pack("{s:I,s:o,s:o,s:O}", "count", (json_int_t)total, "next",
+                    page < pages ? page_url(c, page + 1) : json_null(), "previous",
+                    page > 1 ? page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
+                             : json_null(),
+                    "results", results);
+    reply_json(c, 200, out);
+Exit:
+    json_decref(results);
+    if (atxn != NULL)
+        ta_txn_abort(atxn);
+}
+
+void h_quota_requests(actx_t *c)
+{
+    reply_records(c, Q_MODEL | Q_STATUS);
+}
+
+void h_requests_list(actx_t *c)
+{
+    reply_records(c, Q_USER | Q_QUOTA | Q_MODEL | Q_STATUS);
+}
+
+/* ---- statistics -------------------------------------------------------------- */
+
+/* Give each series entry its "key" (see the top of the file). */
+static int series_keys(actx_t *c, json_t *series, int group)
+{
+    size_t i;
+    json_t *e;
+
+    json_array_foreach (series, i, e) {
+        json_t *key = NULL;
+        if (group == TA_GROUP_DAY) {
+            key = json_incref(json_object_get(e, "day"));
+        } else if (group == TA_GROUP_USER) {
+            key = json_incref(json_object_get(e, "user_id"));
+        } else {
+            ta_model_t *m = calloc(1, sizeof(*m));
+            json_int_t id = json_integer_value(json_object_get(e, "model_id"));
+            int rc = m == NULL ? -ENOMEM
+                               : id > 0 ? ta_rec_get(c->st, c->txn, &ta_desc_model, (uint64_t)id, m)
+                                        : TA_ENOTFOUND;
+            if (rc == 0)
+                key = json_string(m->name);
+            else if (rc == TA_ENOTFOUND)
+                key = json_null();
+            free(m);
+            if (rc != 0 && rc != TA_ENOTFOUND)
+                return rc;
+        }
+        if (key == NULL || json_object_set_new(e, "key", key) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+static void reply_stats(actx_t *c, unsigned which, bool allow_user)
+{
+    audit_q_t q;
+    MDB_txn *atxn = NULL;
+    json_t *out = NULL;
+    int group, rc;
+
+    memset(&q, 0, sizeof(q));
+    q.f.quota_id = c->id;
+    if (parse_filters(c, &q, which) != 0 || parse_group(c, allow_user, &group) != 0)
+        return;
+    if (ctx_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
+        return;
+    if (c->id != 0 && quota_known(c, atxn) != 0)
+        goto Exit;
+    rc = ta_audit_stats(c->st, atxn, &q.f, group, &out);
+    if (rc == 0)
+        rc = series_keys(c, json_object_get(out, "series"), group);
+    if (rc != 0) {
+        json_decref(out);
+        reply_store_error(c, rc, "statistics");
+        goto Exit;
+    }
+    reply_json(c, 200, out);
+Exit:
+    if (atxn != NULL)
+        ta_txn_abort(atxn);
+}
+
+void h_quota_statistics(actx_t *c)
+{
+    reply_stats(c, 0, false);
+}
+
+void h_statistics(actx_t *c)
+{
+    reply_stats(c, Q_USER | Q_QUOTA, true);
+}
