@@ -1,0 +1,196 @@
+"""proxyutil.py - shared helpers of the /v1 acceptance tests (stdlib only):
+the fake upstream as a child process, a tenant (provider, models, group,
+quota) made through the admin API, quota usage, waiting for billing to settle,
+the audit records (CLI export) and `ledger verify`.
+
+Not a test itself (ctest picks up test_*.py only).
+"""
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+NANO = 1000000000
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def nano(s):
+    """A money string ("0.000125") or None as an int count of nano-units."""
+    if s is None:
+        return 0
+    s = str(s)
+    neg = s.startswith("-")
+    if neg:
+        s = s[1:]
+    whole, _, frac = s.partition(".")
+    v = int(whole or "0") * NANO + int((frac + "000000000")[:9])
+    return -v if neg else v
+
+
+class Fake:
+    """tests/tools/fake_upstream on an ephemeral port, logging to tmp/fake.log."""
+
+    def __init__(self, tmp, workers=1):
+        self.log_path = os.path.join(tmp, "fake.log")
+        args = [harness.binary("fake_upstream"), "--port", "0", "--log", self.log_path]
+        if workers > 1:
+            args += ["-t", str(workers)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode()
+        check(line.startswith("listening on "), line)
+        self.port = int(line.split()[2])
+        self.url = "http://127.0.0.1:%d/v1" % self.port
+
+    def lines(self, needle=""):
+        try:
+            with open(self.log_path) as f:
+                return [l.rstrip("\n") for l in f if needle in l]
+        except FileNotFoundError:
+            return []
+
+    def calls(self, path="/v1/chat/completions"):
+        """REQ lines for path, parsed: dicts with scenario and (p, c, k) usage."""
+        out = []
+        for l in self.lines("REQ "):
+            parts = l.split()
+            if len(parts) < 4 or parts[3] != path:
+                continue
+            d = {"line": l}
+            for p in parts[4:]:
+                k, _, v = p.partition("=")
+                d[k] = v
+            if "usage" in d:
+                d["usage"] = tuple(int(x) for x in d["usage"].split(","))
+            out.append(d)
+        return out
+
+    def stats(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("GET", "/_fake/stats")
+            return json.loads(c.getresponse().read())
+        finally:
+            c.close()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Tenant:
+    """One provider (the fake), a chat model, an embeddings model, a model outside
+    the group, a group and one quota (limits from quota=...)."""
+
+    def __init__(self, gw, fake, quota=None, input_price="1", output_price="2", max_output_tokens=None,
+                 timeout_s=3, extra_models=()):
+        self.gw = gw
+        self.tok = gw.login()
+        prov = self.post("/api/admin/providers/", {"name": "fake", "type": "openai", "base_url": fake.url,
+                                                   "api_key": "sk-upstream-secret-7777",
+                                                   "timeout_s": timeout_s})
+        self.provider_id = prov["id"]
+        prices = {"input_price": input_price, "output_price": output_price}
+        chat = dict(prices, name="gpt-test", capabilities=["chat", "streaming"],
+                    routes=[{"provider_id": prov["id"], "upstream_name": "up-model", "priority": 1}])
+        if max_output_tokens:
+            chat["max_output_tokens"] = max_output_tokens
+        self.chat = self.post("/api/admin/models/", chat)
+        self.emb = self.post("/api/admin/models/", dict(prices, name="emb-test", capabilities=["embeddings"],
+                                                        routes=[{"provider_id": prov["id"],
+                                                                 "upstream_name": "up-emb", "priority": 1}]))
+        self.other = self.post("/api/admin/models/", dict(prices, name="not-in-group",
+                                                          routes=[{"provider_id": prov["id"],
+                                                                   "upstream_name": "y", "priority": 1}]))
+        ids = [self.chat["id"], self.emb["id"]]
+        for m in extra_models:
+            ids.append(self.post("/api/admin/models/", dict(prices, **m))["id"])
+        self.group = self.post("/api/admin/groups/", {"name": "g", "model_ids": ids})
+        users = gw.http("GET", "/api/admin/users/", token=self.tok).json["results"]
+        self.user_id = users[0]["id"]
+        self.quota, self.key = self.new_quota(quota or {"period": "month", "cost_limit": "100"})
+        self.quota_id = self.quota["id"]
+
+    def post(self, path, body, expect=201):
+        r = self.gw.http("POST", path, body, token=self.tok)
+        check(r.status == expect, "%s: %s %s" % (path, r.status, r.body))
+        return r.json
+
+    def new_quota(self, limits):
+        body = dict({"user_id": self.user_id, "group_id": self.group["id"]}, **limits)
+        q = self.post("/api/admin/quotas/", body)
+        return q, q["api_key"]
+
+    def relogin(self):
+        self.tok = self.gw.login()
+
+    def quota_get(self, qid=None):
+        r = self.gw.http("GET", "/api/admin/quotas/%d/" % (qid or self.quota_id), token=self.tok)
+        check(r.status == 200, "quota get: %s %s" % (r.status, r.body))
+        return r.json
+
+    def usage(self, qid=None):
+        return self.quota_get(qid)["usage"]
+
+    def settled(self, qid=None, timeout=30):
+        """Wait until billing applied every event of the quota: no request in
+        flight, nothing held. Returns the usage."""
+        def done():
+            u = self.usage(qid)
+            return u if u["in_flight"] == 0 and nano(u["cost_held"]) == 0 else None
+        return harness.wait_for(done, timeout, "quota %s settled (in_flight 0, cost_held 0)" % (qid or self.quota_id))
+
+
+def v1(gw, key, method, path, body=None, headers=None, conn=None, timeout=20, raw=None):
+    return gw.http(method, "/v1" + path, body, token=key, headers=headers, conn=conn, timeout=timeout, raw=raw)
+
+
+def chat_body(**kw):
+    b = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+    b.update(kw)
+    return b
+
+
+def sse_events(raw):
+    out = []
+    for block in raw.decode("utf-8", "replace").split("\n\n"):
+        block = block.strip()
+        if block.startswith("data: "):
+            out.append(block[6:])
+    return out
+
+
+def audit_records(gw, applied=None, timeout=30):
+    """Every audit record (tokenaudit audit export --format jsonl). With
+    applied=N, waits until at least N records are there."""
+    def get():
+        p = harness.run_cli("audit", "export", "--data-dir", gw.data_dir, "--format", "jsonl", env=gw.env)
+        recs = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+        return recs if applied is None or len(recs) >= applied else None
+    if applied is None:
+        return get()
+    return harness.wait_for(get, timeout, "%d audit records" % applied, interval=0.2)
+
+
+def verify(gw):
+    """tokenaudit ledger verify: returns the CompletedProcess (asserting exit 0)."""
+    p = harness.run_cli("ledger", "verify", "--data-dir", gw.data_dir, env=gw.env, check=False)
+    check(p.returncode == 0, "ledger verify exited %d:\n%s%s" % (p.returncode, p.stdout, p.stderr))
+    return p
+
+
+def cost_of(prompt, completion, cached=0, input_price=1, output_price=2, cache_read_price=None):
+    """The cost in nano-units at whole-unit prices per 1M tokens (exact: 1 unit
+    per 1M tokens is 1000 nano per token). cached tokens are inside prompt."""
+    crp = input_price if cache_read_price is None else cache_read_price
+    num = (prompt - cached) * input_price * NANO + cached * crp * NANO + completion * output_price * NANO
+    return -(-num // 1000000)
