@@ -699,3 +699,25 @@ Exit:
     }
     return 0;
 }
+
+/* The names live once, in the audit record's descriptor (schema/audit_records.c). */
+static const char *enum_name(const char *field, int v)
+{
+    const ta_field_t *f = ta_rec_field(&ta_desc_audit, field);
+    if (f == NULL || f->names == NULL || v < 0)
+        return "";
+    for (int i = 0; f->names[i] != NULL; i++)
+        if (i == v)
+            return f->names[i];
+    return "";
+}
+
+const char *ta_errtype_name(int et)
+{
+    return enum_name("error_type", et);
+}
+
+const char *ta_endpoint_name(int ep)
+{
+    return enum_name("endpoint", ep);
+}
