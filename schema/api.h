@@ -12,7 +12,9 @@
 #ifndef TA_API_H
 #define TA_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "ta.h"
 
 typedef struct ta_apireq {
@@ -37,10 +39,65 @@ typedef struct ta_apires {
     const char *content_type;   /* static string; NULL = "application/json" */
     char allow[64];             /* for 405: value of the Allow header; "" otherwise */
     int retry_after;            /* > 0: Retry-After header in seconds */
+    /* Asynchronous answer (see ta_api_fetch_t below): when the handler sets
+     * this, the worker ignores status/body/allow/retry_after, makes the
+     * outbound call and answers with what the continuation fills in. */
+    struct ta_api_fetch *fetch;
 } ta_apires_t;
 
 /** Handle one /api/... request; always fills res (errors included, in the
  *  shape of API.md). ctx is the handler's own state (ta_admin_t *). */
 typedef void (*ta_api_handler_fn)(void *ctx, const ta_apireq_t *req, ta_apires_t *res);
+
+/* ---- asynchronous seam: one outbound HTTP call per /api request ----------
+ *
+ * A handler that needs a provider's answer (provider test, model sync) must
+ * not block the worker's loop. Instead it fills res->fetch (malloc'd) and
+ * returns. The worker then:
+ *   1. makes the call on its own libcurl multi client, driven by the same h2o
+ *      loop (worker/upstream.h): GET url (or POST body), headers, timeouts;
+ *   2. when it ends, calls cont(ctx, cont_arg, &result, &res2) on the loop
+ *      thread (ctx is the handler's ctx); cont fills res2 exactly as a
+ *      handler fills res (res2.fetch must stay NULL: one call per request);
+ *   3. sends res2 and calls release(fetch).
+ * A call the worker cannot start reaches cont as a failed result (err < 0).
+ * If the client goes away first, the call is cancelled, cont is NOT called,
+ * and only release(fetch) runs. release is called exactly once in every
+ * case; it frees the fetch and cont_arg and wipes any secret in the headers.
+ *
+ * Secrets: header lines may carry a provider key; the worker never logs url
+ * or headers. */
+#define TA_API_FETCH_MAX_HEADERS 6
+#define TA_API_FETCH_HEADER_MAX 768
+#define TA_API_FETCH_URL_MAX 1024
+
+typedef struct ta_api_fetch_result {
+    int err;                /* 0: an HTTP answer arrived (any status); < 0: none (enum ta_up_err
+                             * of worker/upstream.h, or TA_UP_EOTHER-like for a local failure) */
+    bool timeout;           /* err is one of the timeouts */
+    bool too_large;         /* the body passed max_response (err < 0) */
+    int status;             /* HTTP status; 0 when none */
+    const char *error;      /* err < 0: short text ("connect: Couldn't connect to server"); else "" */
+    const char *body;       /* response body, NUL-terminated (never NULL); valid during cont */
+    size_t body_len;
+    int64_t latency_ms;     /* from the start of the call to its end */
+} ta_api_fetch_result_t;
+
+typedef void (*ta_api_cont_fn)(void *ctx, void *cont_arg, const ta_api_fetch_result_t *r,
+                               ta_apires_t *res);
+
+typedef struct ta_api_fetch {
+    char url[TA_API_FETCH_URL_MAX];
+    char headers[TA_API_FETCH_MAX_HEADERS][TA_API_FETCH_HEADER_MAX]; /* "Name: value" */
+    size_t nheaders;
+    const char *body;            /* NULL: GET; else POST body, owned by cont_arg */
+    size_t body_len;
+    int32_t connect_timeout_ms;  /* > 0 */
+    int32_t total_timeout_ms;    /* > 0: the whole call */
+    size_t max_response;         /* body bytes kept; more ends the call (too_large); 0 = 1 MiB */
+    ta_api_cont_fn cont;
+    void *cont_arg;
+    void (*release)(struct ta_api_fetch *f);
+} ta_api_fetch_t;
 
 #endif

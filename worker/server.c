@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "ledger/heartbeat.h"
+#include "worker/upstream.h"
 
 #define MAX_LISTENERS 64
 #define MAX_TICKS 4
@@ -67,6 +68,7 @@ struct ta_worker {
     int64_t stop_deadline_ns;
     uint64_t inflight;       /* requests whose pool is alive + holds */
     uint64_t requests_total; /* requests that reached the entry handler */
+    ta_upstream_t *api_up;   /* /api outbound calls (ta_api_fetch_t); created on first use */
 };
 
 struct entry_handler {
@@ -414,6 +416,154 @@ void ta_worker_client_ip(h2o_req_t *req, char *buf, size_t cap)
         snprintf(buf, cap, "%.*s", (int)n, host);
 }
 
+/* ---- /api outbound calls (ta_api_fetch_t of schema/api.h) -------------
+ * A handler that needs a provider's answer returns a fetch instead of an
+ * answer; the call runs on this worker's own small libcurl multi client
+ * (worker/upstream.h, driven by this loop), so the loop never blocks. The
+ * state hangs off the request's pool: when the client leaves first, the
+ * pool's dispose cancels the call and releases the fetch (its continuation
+ * never runs, so nothing is written). The url and headers (a provider key)
+ * are never logged. */
+
+#define API_FETCH_MAX_RESPONSE_DEFAULT ((size_t)1 << 20)
+
+struct api_fetch {
+    ta_worker_t *w;
+    h2o_req_t *req;
+    ta_api_fetch_t *fetch;
+    ta_upcall_t *call;
+    char *buf;
+    size_t len, cap;
+    bool too_large;
+    int64_t t0_ns;
+};
+
+static void send_apires(h2o_req_t *req, const char *hex, ta_apires_t *res);
+
+static size_t api_fetch_max(const struct api_fetch *f)
+{
+    return f->fetch->max_response > 0 ? f->fetch->max_response : API_FETCH_MAX_RESPONSE_DEFAULT;
+}
+
+static void api_fetch_dispose(void *p)
+{
+    struct api_fetch *f = p;
+    if (f->call != NULL) /* the request ended before the call did */
+        ta_upcall_cancel(f->call);
+    f->call = NULL;
+    free(f->buf);
+    f->buf = NULL;
+    if (f->fetch != NULL)
+        f->fetch->release(f->fetch);
+    f->fetch = NULL;
+}
+
+static int api_fetch_on_data(void *ctx, const char *p, size_t n)
+{
+    struct api_fetch *f = ctx;
+    if (n > api_fetch_max(f) - f->len) {
+        f->too_large = true;
+        return -1;
+    }
+    if (f->len + n + 1 > f->cap) {
+        size_t cap = f->cap > 0 ? f->cap : 4096;
+        while (cap < f->len + n + 1)
+            cap *= 2;
+        char *nb = realloc(f->buf, cap);
+        if (nb == NULL)
+            return -1;
+        f->buf = nb;
+        f->cap = cap;
+    }
+    memcpy(f->buf + f->len, p, n);
+    f->len += n;
+    return TA_UP_CONSUMED;
+}
+
+static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
+{
+    struct api_fetch *f = ctx;
+    char msg[320], hex[33] = "";
+    f->call = NULL; /* upstream.c frees it right after this returns */
+    if (f->buf != NULL)
+        f->buf[f->len] = '\0';
+    ta_api_fetch_result_t r = {
+        .err = err,
+        .timeout = err == TA_UP_ETIMEOUT_CONNECT || err == TA_UP_ETIMEOUT_FIRST_BYTE ||
+                   err == TA_UP_ETIMEOUT_IDLE || err == TA_UP_ETIMEOUT_TOTAL,
+        .too_large = f->too_large,
+        .status = info->status,
+        .error = msg,
+        .body = f->buf != NULL ? f->buf : "",
+        .body_len = f->len,
+        .latency_ms = (mono_ns() - f->t0_ns) / 1000000,
+    };
+    msg[0] = '\0';
+    if (err != TA_UP_OK && f->too_large)
+        snprintf(msg, sizeof(msg), "the response is larger than %zu bytes", api_fetch_max(f));
+    else if (err != TA_UP_OK)
+        snprintf(msg, sizeof(msg), "%s%s%s", ta_up_err_name(err),
+                 info->curl_msg != NULL && info->curl_msg[0] != '\0' ? ": " : "",
+                 info->curl_msg != NULL ? info->curl_msg : "");
+    ta_apires_t res = {0};
+    f->fetch->cont(f->w->conf.api_ctx, f->fetch->cont_arg, &r, &res);
+    if (res.fetch != NULL) { /* one call per request: see schema/api.h */
+        res.fetch->release(res.fetch);
+        free(res.body);
+        memset(&res, 0, sizeof(res));
+    }
+    /* The key in the headers need not live until the answer is written. */
+    f->fetch->release(f->fetch);
+    f->fetch = NULL;
+    free(f->buf);
+    f->buf = NULL;
+    ta_worker_request_id(f->req, NULL, hex);
+    send_apires(f->req, hex, &res);
+}
+
+static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_api_fetch_t *fetch)
+{
+    int rc = 0;
+    struct api_fetch *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), api_fetch_dispose);
+    memset(f, 0, sizeof(*f));
+    f->w = w;
+    f->req = req;
+    f->fetch = fetch;
+    f->t0_ns = mono_ns();
+    if (w->api_up == NULL) {
+        ta_upstream_opts_t o = {.max_connects = 8};
+        rc = ta_upstream_create(&w->api_up, w->loop, &o);
+        if (rc != 0)
+            w->api_up = NULL;
+    }
+    if (rc == 0) {
+        const char *hdrs[TA_API_FETCH_MAX_HEADERS];
+        size_t nh = fetch->nheaders < TA_API_FETCH_MAX_HEADERS ? fetch->nheaders
+                                                                : TA_API_FETCH_MAX_HEADERS;
+        for (size_t i = 0; i < nh; i++)
+            hdrs[i] = fetch->headers[i];
+        ta_upcall_spec_t spec = {
+            .url = fetch->url,
+            .headers = hdrs,
+            .nheaders = nh,
+            .body = fetch->body,
+            .body_len = fetch->body_len,
+            .connect_timeout_ms = fetch->connect_timeout_ms,
+            .total_timeout_ms = fetch->total_timeout_ms,
+            .ctx = f,
+            .on_data = api_fetch_on_data,
+            .on_done = api_fetch_on_done,
+        };
+        rc = ta_upcall_start(w->api_up, &spec, &f->call);
+    }
+    if (rc != 0) {
+        ta_log(TA_LOG_ERROR, "request %s: cannot start the outbound call: %s", hex, ta_strerror(rc));
+        ta_upcall_info_t info = {.curl_msg = "cannot start the call"};
+        f->call = NULL;
+        api_fetch_on_done(f, TA_UP_EOTHER, &info);
+    }
+}
+
 static void handle_api(ta_worker_t *w, h2o_req_t *req)
 {
     if (w->conf.api_handler == NULL) {
@@ -458,6 +608,17 @@ static void handle_api(ta_worker_t *w, h2o_req_t *req)
 
     ta_apires_t res = {0};
     w->conf.api_handler(w->conf.api_ctx, &ar, &res);
+    if (res.fetch != NULL) {
+        free(res.body);
+        start_api_fetch(w, req, hex, res.fetch);
+        return;
+    }
+    send_apires(req, hex, &res);
+}
+
+static void send_apires(h2o_req_t *req, const char *hex, ta_apires_t *res_)
+{
+    ta_apires_t res = *res_;
     if (res.status < 100 || res.status > 599) {
         ta_log(TA_LOG_ERROR, "request %s: api handler returned status %d", hex, res.status);
         free(res.body);
