@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include "ledger/quota.h"
+#include "worker/metrics.h"
 #include "worker/sse.h"
 #include "worker/tokens.h"
 #include "worker/upstream.h"
@@ -48,7 +49,6 @@ struct ta_proxy {
     ta_upstream_t *up;
     h2o_timeout_t drain_timeout;
     bool drain_timeout_init;
-    ta_proxy_stats_t st;
 };
 
 typedef struct route_info {
@@ -167,20 +167,14 @@ static void copy_str(char *dst, size_t cap, const char *src)
 
 /* ---- events and stats ----------------------------------------------------------- */
 
-static void count_answer(ta_proxy_t *p, int status, int64_t t0_mono)
+/* Counters live in the shared metrics page (worker/metrics.h), summed over
+ * all workers by /metrics. ev: labels the model once it was resolved. */
+static void count_answer_ev(ta_proxy_t *p, int status, int64_t t0_mono, const ta_event_t *ev)
 {
-    p->st.requests++;
-    int cls = status / 100;
-    if (cls >= 0 && cls < 6)
-        p->st.by_class[cls]++;
-    static const uint64_t le[] = {10, 50, 100, 500, 1000, 5000, 30000};
-    uint64_t ms = (uint64_t)((ta_mono_ns() - t0_mono) / 1000000);
-    size_t i = 0;
-    while (i < TA_ARRAY_SIZE(le) && ms > le[i])
-        i++;
-    p->st.latency_le_ms[i]++;
-    p->st.latency_sum_ms += ms;
+    ta_metrics_request(status, ev != NULL && ev->model_id != 0 ? ev->model : NULL, ta_mono_ns() - t0_mono);
 }
+
+static void count_answer(ta_proxy_t *p, int status, int64_t t0_mono) { count_answer_ev(p, status, t0_mono, NULL); }
 
 static void emit(ta_proxy_t *p, ta_event_t *ev)
 {
@@ -194,7 +188,7 @@ static void emit(ta_proxy_t *p, ta_event_t *ev)
             ta_log(TA_LOG_ERROR, "event lost (ring and pending queue full): %s", ta_strerror(rc));
     }
     if (ev->flags & TA_EVF_HOLD)
-        p->st.holds_inflight--;
+        ta_metrics_holds_add(-1);
     if (p->conf.on_event != NULL)
         p->conf.on_event(p->conf.on_event_arg, ev);
 }
@@ -253,7 +247,7 @@ static void finish(preq_t *pr, int status, int et)
     emit(p, ev);
     pr->emitted = true;
     pr->finished = true;
-    count_answer(p, status, pr->t0_mono);
+    count_answer_ev(p, status, pr->t0_mono, ev);
 }
 
 /* ---- request state <-> h2o request ----------------------------------------------- */
@@ -435,11 +429,12 @@ static bool next_route(preq_t *pr)
 static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
 {
     preq_t *pr = ctx;
-    ta_proxy_t *p = pr->p;
     pr->call = NULL;
     pr->up_err = err;
     if (err != TA_UP_OK && err != TA_UP_EABORTED)
-        p->st.upstream_errors++;
+        ta_metrics_upstream_error(ta_metrics_upstream_kind(err));
+    else if (err == TA_UP_OK && (info->status >= 500 || info->status == 429))
+        ta_metrics_upstream_error(TA_METRICS_UP_STATUS);
     if (err != TA_UP_OK)
         ta_log(TA_LOG_WARN, "upstream %s (route %d of %d, provider %llu): %s", ta_up_err_name(err), pr->route_i + 1,
                pr->nroutes, (unsigned long long)pr->routes[pr->route_i].provider_id, info->curl_msg);
@@ -709,7 +704,7 @@ static void refuse(ta_proxy_t *p, h2o_req_t *req, ta_event_t *ev, int64_t t0, in
     ev->status = (uint16_t)status;
     ev->error_type = (uint8_t)et;
     emit(p, ev);
-    count_answer(p, status, t0);
+    count_answer_ev(p, status, t0, ev);
     send_err(req, status, et, code, param, "%s", msg);
 }
 
@@ -1086,7 +1081,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     txn = NULL;
     ev->flags |= TA_EVF_HOLD;
-    p->st.holds_inflight++;
+    ta_metrics_holds_add(1);
     ev->hold_period_start = hr.period_start;
     ev->held_cost = hr.held_cost;
     ev->held_tokens = hr.held_tokens;
@@ -1127,6 +1122,7 @@ static int32_t flush_ring(void *arg)
     ta_proxy_t *p = arg;
     if (p->conf.ring != NULL && ta_ring_has_pending(p->conf.ring))
         ta_ring_flush_pending(p->conf.ring);
+    ta_metrics_set_ring_pending(p->conf.ring != NULL ? ta_ring_pending_count(p->conf.ring) : 0);
     return -1;
 }
 
@@ -1171,35 +1167,31 @@ void ta_proxy_destroy(ta_proxy_t *p)
     free(p);
 }
 
-void ta_proxy_stats(const ta_proxy_t *p, ta_proxy_stats_t *out) { *out = p->st; }
+/* Both read the shared metrics page: totals over all workers, not this
+ * process alone (worker/metrics.h). */
+void ta_proxy_stats(const ta_proxy_t *p, ta_proxy_stats_t *out)
+{
+    static const int64_t le_ms[] = {10, 50, 100, 500, 1000, 5000, 30000};
+    ta_metrics_totals_t t;
+    ta_metrics_totals(&t);
+    memset(out, 0, sizeof(*out));
+    out->requests = t.requests;
+    memcpy(out->by_class, t.by_class, sizeof(out->by_class));
+    for (int k = 0; k < TA_METRICS_UP_NKINDS; k++)
+        out->upstream_errors += t.upstream_errors[k];
+    out->holds_inflight = (uint64_t)t.holds_in_flight;
+    for (int b = 0; b < TA_METRICS_NBUCKETS; b++) {
+        int64_t ub = ta_metrics_bucket_le_ms(b);
+        size_t i = 0;
+        while (i < TA_ARRAY_SIZE(le_ms) && ub > le_ms[i])
+            i++;
+        out->latency_le_ms[i] += t.duration_bucket[b];
+    }
+    out->latency_sum_ms = t.duration_sum_us / 1000;
+}
 
 size_t ta_proxy_metrics_text(const ta_proxy_t *p, char *buf, size_t cap)
 {
-    static const char *const le[] = {"10", "50", "100", "500", "1000", "5000", "30000", "+Inf"};
-    size_t n = 0;
-    int pid = (int)getpid();
-#define OUT(...)                                                                                                       \
-    do {                                                                                                               \
-        int k_ = snprintf(buf + n, n < cap ? cap - n : 0, __VA_ARGS__);                                                \
-        if (k_ > 0)                                                                                                    \
-            n += (size_t)k_;                                                                                           \
-    } while (0)
-    OUT("# TYPE tokenaudit_v1_requests_total counter\n");
-    for (int c = 1; c < 6; c++)
-        OUT("tokenaudit_v1_requests_total{pid=\"%d\",class=\"%dxx\"} %llu\n", pid, c,
-            (unsigned long long)p->st.by_class[c]);
-    OUT("# TYPE tokenaudit_upstream_errors_total counter\ntokenaudit_upstream_errors_total{pid=\"%d\"} %llu\n", pid,
-        (unsigned long long)p->st.upstream_errors);
-    OUT("# TYPE tokenaudit_holds_in_flight gauge\ntokenaudit_holds_in_flight{pid=\"%d\"} %llu\n", pid,
-        (unsigned long long)p->st.holds_inflight);
-    OUT("# TYPE tokenaudit_v1_latency_ms histogram\n");
-    uint64_t cum = 0;
-    for (size_t i = 0; i < TA_ARRAY_SIZE(le); i++) {
-        cum += p->st.latency_le_ms[i];
-        OUT("tokenaudit_v1_latency_ms_bucket{pid=\"%d\",le=\"%s\"} %llu\n", pid, le[i], (unsigned long long)cum);
-    }
-    OUT("tokenaudit_v1_latency_ms_sum{pid=\"%d\"} %llu\ntokenaudit_v1_latency_ms_count{pid=\"%d\"} %llu\n", pid,
-        (unsigned long long)p->st.latency_sum_ms, pid, (unsigned long long)cum);
-#undef OUT
+    size_t n = ta_metrics_text(buf, cap);
     return n < cap ? n : cap;
 }
