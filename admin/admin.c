@@ -63,6 +63,8 @@ static const route_t routes[] = {
     {"PUT", "/api/admin/providers/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_providers_update},
     {"PATCH", "/api/admin/providers/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_providers_update},
     {"DELETE", "/api/admin/providers/{id}/", AUTH_ADMIN, R_WRITE, h_providers_delete},
+    {"POST", "/api/admin/providers/{id}/test/", AUTH_ADMIN, 0, h_providers_test},
+    {"POST", "/api/admin/providers/{id}/sync-models/", AUTH_ADMIN, R_WRITE, h_providers_sync_models},
 
     {"GET", "/api/admin/models/", AUTH_ADMIN, 0, h_models_list},
     {"POST", "/api/admin/models/", AUTH_ADMIN, R_BODY | R_WRITE, h_models_create},

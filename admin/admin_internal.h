@@ -167,6 +167,9 @@ void h_providers_create(actx_t *c);
 void h_providers_get(actx_t *c);
 void h_providers_update(actx_t *c);
 void h_providers_delete(actx_t *c);
+/* provider_calls.c: answer through an outbound call (ta_apires_t.fetch) */
+void h_providers_test(actx_t *c);
+void h_providers_sync_models(actx_t *c);
 
 void h_models_list(actx_t *c);
 void h_models_create(actx_t *c);
