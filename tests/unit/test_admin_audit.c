@@ -1,0 +1,918 @@
+/*
+ * test_admin_audit.c - the audit endpoints of the admin API
+ * (/api/admin/requests/, /api/admin/statistics/ and a quota's requests/ and
+ * statistics/) driven through ta_admin_handle() with a real store (LMDB in a
+ * mkdtemp() directory). The control plane (users, models, quotas) is made
+ * through the API itself; the audit records are written the way billing
+ * writes them, with ta_audit_put() (record, quota index and daily aggregate
+ * in one audit write transaction).
+ *
+ * Statistics are checked twice: against hand-computed values, and against a
+ * sum the test makes itself over the records the records endpoint returns.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "admin/admin.h"
+#include "admin/crypto.h"
+#include "ledger/audit.h"
+#include "ledger/store.h"
+
+#define ADMIN_EMAIL "root@example.com"
+#define ADMIN_PW "correct horse battery"
+#define POOL 1024
+
+typedef struct fx {
+    char dir[64];
+    ta_store_t *st;
+    ta_admin_t *a;
+    uint8_t jwt_secret[32], master_key[32];
+    char *admin_tok;
+    json_t *pool[POOL]; /* answers kept until teardown */
+    size_t npool;
+    int status;
+    char allow[64];
+    /* the data set (mk_data) */
+    long long prov, m1, m2, u1, u2, qa, qb;
+} fx_t;
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+/* One request; url may carry "?query". tok NULL: no Authorization. */
+static json_t *call(fx_t *f, const char *method, const char *url, const char *body, const char *tok)
+{
+    ta_apireq_t rq;
+    ta_apires_t rs;
+    char auth[4200];
+    const char *q = strchr(url, '?');
+    json_t *j = NULL;
+    json_error_t e;
+
+    memset(&rq, 0, sizeof(rq));
+    rq.method = method;
+    rq.path = url;
+    rq.path_len = q != NULL ? (size_t)(q - url) : strlen(url);
+    if (q != NULL) {
+        rq.query = q + 1;
+        rq.query_len = strlen(q + 1);
+    }
+    rq.body = body;
+    rq.body_len = body != NULL ? strlen(body) : 0;
+    if (tok != NULL) {
+        snprintf(auth, sizeof(auth), "Bearer %s", tok);
+        rq.authorization = auth;
+        rq.authorization_len = strlen(auth);
+    }
+    rq.base_url = "http://gw.test";
+    rq.request_id = "test";
+    rq.client_ip = "127.0.0.1";
+    ta_admin_handle(f->a, &rq, &rs);
+    f->status = rs.status;
+    memcpy(f->allow, rs.allow, sizeof(f->allow));
+    if (rs.body != NULL) {
+        j = json_loadb(rs.body, rs.body_len, 0, &e);
+        if (j == NULL)
+            fail_msg("answer is not JSON: %.*s", (int)rs.body_len, rs.body);
+        free(rs.body);
+        assert_true(f->npool < POOL);
+        f->pool[f->npool++] = j;
+    }
+    return j;
+}
+
+/* GET url as the superadmin (printf-style), asserting the status. */
+static json_t *get(fx_t *f, int want, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static json_t *get(fx_t *f, int want, const char *fmt, ...)
+{
+    char url[1024];
+    va_list ap;
+    json_t *j;
+
+    va_start(ap, fmt);
+    vsnprintf(url, sizeof(url), fmt, ap);
+    va_end(ap);
+    j = call(f, "GET", url, NULL, f->admin_tok);
+    if (f->status != want) {
+        char *s = j != NULL ? json_dumps(j, 0) : NULL;
+        fail_msg("GET %s: status %d, want %d: %s", url, f->status, want, s ? s : "(empty)");
+    }
+    return j;
+}
+
+static json_t *post(fx_t *f, int want, const char *url, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static json_t *post(fx_t *f, int want, const char *url, const char *fmt, ...)
+{
+    char body[2048];
+    va_list ap;
+    json_t *j;
+
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof(body), fmt, ap);
+    va_end(ap);
+    j = call(f, "POST", url, body, f->admin_tok);
+    if (f->status != want)
+        fail_msg("POST %s: status %d, want %d", url, f->status, want);
+    return j;
+}
+
+static const char *jstr(json_t *j, const char *k)
+{
+    json_t *v = json_object_get(j, k);
+    if (!json_is_string(v))
+        fail_msg("%s is not a string", k);
+    return json_string_value(v);
+}
+
+static long long jint(json_t *j, const char *k)
+{
+    json_t *v = json_object_get(j, k);
+    if (!json_is_integer(v))
+        fail_msg("%s is not an integer", k);
+    return json_integer_value(v);
+}
+
+/* A 400 naming param, in API.md's error shape with "fields". */
+static void assert_param(json_t *j, const char *param)
+{
+    json_t *e = json_object_get(j, "error");
+    assert_non_null(e);
+    assert_string_equal(jstr(e, "type"), "invalid_request_error");
+    if (!json_is_string(json_object_get(e, "param")) || strcmp(jstr(e, "param"), param) != 0)
+        fail_msg("param %s, want %s (%s)", json_string_value(json_object_get(e, "param")), param,
+                 json_string_value(json_object_get(e, "message")));
+    assert_non_null(json_object_get(json_object_get(e, "fields"), param));
+}
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof(*f));
+    ta_err_t err;
+    json_t *j;
+
+    assert_non_null(f);
+    snprintf(f->dir, sizeof(f->dir), "/tmp/ta_audit_api_XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    ta_store_opts_t o = {.create = true, .ledger_map_size = 64u << 20, .audit_map_size = 64u << 20};
+    assert_int_equal(ta_store_open(&f->st, f->dir, &o), 0);
+    assert_int_equal(ta_random(f->jwt_secret, sizeof(f->jwt_secret)), 0);
+    assert_int_equal(ta_random(f->master_key, sizeof(f->master_key)), 0);
+    ta_admin_conf_t c = {.store = f->st,
+                         .jwt_secret = f->jwt_secret,
+                         .jwt_secret_len = sizeof(f->jwt_secret),
+                         .master_key = f->master_key,
+                         .jwt_ttl_s = 3600,
+                         .pbkdf2_iterations = 1000,
+                         .max_body = 4096};
+    assert_int_equal(ta_admin_create(&f->a, &c), 0);
+    assert_int_equal(ta_admin_create_superadmin(f->st, ADMIN_EMAIL, ADMIN_PW, 1000, &err), 0);
+    j = call(f, "POST", "/api/auth/login/",
+             "{\"email\":\"" ADMIN_EMAIL "\",\"password\":\"" ADMIN_PW "\"}", NULL);
+    assert_int_equal(f->status, 200);
+    f->admin_tok = strdup(jstr(j, "access_token"));
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    for (size_t i = 0; i < f->npool; i++)
+        json_decref(f->pool[i]);
+    free(f->admin_tok);
+    ta_admin_destroy(f->a);
+    ta_store_close(f->st);
+    nftw(f->dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* ---- the data set --------------------------------------------------------------
+ *
+ *  #  received (UTC)              quota user model (requested / served)  status  p   c   cached cw  cost
+ *  0  2026-11-24T23:59:59.999Z    A     u1   gpt-a / up-gpt-a           200     10  5   0      0   0.000125
+ *  1  2026-11-25T00:00:00Z        A     u1   gpt-a / up-gpt-a           200     20  7   3      0   0.5
+ *  2  2026-11-25T10:00:00Z        A     u1   gpt-b / up-gpt-b           429     0   0   0      0   0
+ *  3  2026-11-25T12:00:00Z        B     u2   gpt-a / up-gpt-a           200     100 50  10     5   2.25
+ *  4  2026-11-26T08:00:00Z        B     u2   gpt-b / up-gpt-b           502     30  0   0      0   0.000000001
+ *  5  2026-11-26T09:00:00Z        A     u1   gpt-a / up-gpt-a (stream)  200     1   2   0      0   1
+ *  6  2026-11-26T09:00:00Z        A     u1   nope (model id 0)          404     0   0   0      0   0
+ *  7  2026-11-27T00:00:00Z        B     u2   gpt-a / up-gpt-a           200     3   4   0      0   0.1
+ */
+typedef struct row {
+    const char *t;
+    int64_t ms;
+    char quota; /* 'A' or 'B' */
+    int model;  /* 1, 2, or 0 (unknown) */
+    int32_t status;
+    uint8_t et;
+    int64_t p, c, cached, cw;
+    const char *cost;
+    bool stream;
+} row_t;
+
+static const row_t rows[] = {
+    {"2026-11-24T23:59:59Z", 999, 'A', 1, 200, TA_ET_NONE, 10, 5, 0, 0, "0.000125", false},
+    {"2026-11-25T00:00:00Z", 0, 'A', 1, 200, TA_ET_NONE, 20, 7, 3, 0, "0.5", false},
+    {"2026-11-25T10:00:00Z", 0, 'A', 2, 429, TA_ET_RATE_LIMIT, 0, 0, 0, 0, "0", false},
+    {"2026-11-25T12:00:00Z", 0, 'B', 1, 200, TA_ET_NONE, 100, 50, 10, 5, "2.25", false},
+    {"2026-11-26T08:00:00Z", 0, 'B', 2, 502, TA_ET_UPSTREAM, 30, 0, 0, 0, "0.000000001", false},
+    {"2026-11-26T09:00:00Z", 0, 'A', 1, 200, TA_ET_NONE, 1, 2, 0, 0, "1", true},
+    {"2026-11-26T09:00:00Z", 0, 'A', 0, 404, TA_ET_NOT_FOUND, 0, 0, 0, 0, "0", false},
+    {"2026-11-27T00:00:00Z", 0, 'B', 1, 200, TA_ET_NONE, 3, 4, 0, 0, "0.1", false},
+};
+#define NROWS ((int)TA_ARRAY_SIZE(rows))
+
+static int64_t t_ns(const char *t)
+{
+    int64_t s;
+    assert_int_equal(ta_time_parse(t, strlen(t), &s), 0);
+    return s * 1000000000LL;
+}
+
+static void rid_of(int i, uint8_t rid[16])
+{
+    memset(rid, 0, 16);
+    rid[0] = 0xa0;
+    rid[14] = (uint8_t)((i + 1) >> 8);
+    rid[15] = (uint8_t)(i + 1);
+}
+
+static void rid_hex(int i, char out[33])
+{
+    uint8_t rid[16];
+    rid_of(i, rid);
+    ta_hex(rid, 16, out);
+}
+
+/* Store the records as billing does: one audit write transaction. */
+static void put_records(fx_t *f, const row_t *rs, int n, int first_index)
+{
+    MDB_txn *txn;
+
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, true, &txn), 0);
+    for (int i = 0; i < n; i++) {
+        const row_t *r = &rs[i];
+        ta_audit_t a;
+        memset(&a, 0, sizeof(a));
+        rid_of(first_index + i, a.request_id);
+        a.t_received_ns = t_ns(r->t) + r->ms * 1000000LL;
+        a.t_first_byte_ns = a.t_received_ns + 40 * 1000000LL;
+        a.t_done_ns = a.t_received_ns + 250 * 1000000LL;
+        a.quota_id = (uint64_t)(r->quota == 'A' ? f->qa : f->qb);
+        a.user_id = (uint64_t)(r->quota == 'A' ? f->u1 : f->u2);
+        a.model_id = (uint64_t)(r->model == 1 ? f->m1 : r->model == 2 ? f->m2 : 0);
+        a.provider_id = r->model != 0 ? (uint64_t)f->prov : 0;
+        snprintf(a.key_prefix, sizeof(a.key_prefix), "sk-%c2345678", r->quota == 'A' ? 'a' : 'b');
+        a.endpoint = TA_EP_CHAT;
+        snprintf(a.model, sizeof(a.model), "%s", r->model == 1 ? "gpt-a" : r->model == 2 ? "gpt-b" : "nope");
+        if (r->model != 0)
+            snprintf(a.served_model, sizeof(a.served_model), "up-%.8s", a.model);
+        a.stream = r->stream;
+        a.status = r->status;
+        a.error_type = r->et;
+        a.prompt_tokens = r->p;
+        a.completion_tokens = r->c;
+        a.cached_tokens = r->cached;
+        a.cache_write_tokens = r->cw;
+        a.usage_estimated = r->stream;
+        assert_int_equal(ta_nano_parse(r->cost, strlen(r->cost), &a.cost), 0);
+        a.latency_ms = 250;
+        a.ttft_ms = 40;
+        snprintf(a.client_ip, sizeof(a.client_ip), "10.0.0.%d", first_index + i + 1);
+        a.bytes_in = 100;
+        a.worker_pid = 4242;
+        a.ticket = first_index + i + 1;
+        a.period_start = t_ns(r->t) / 1000000000LL;
+        assert_int_equal(ta_audit_put(f->st, txn, &a), 0);
+    }
+    assert_int_equal(ta_txn_commit(txn), 0);
+}
+
+static void mk_data(fx_t *f)
+{
+    json_t *j;
+    long long gid;
+
+    j = post(f, 201, "/api/admin/providers/",
+             "{\"name\":\"p\",\"type\":\"openai\",\"base_url\":\"https://api.example.com/v1\","
+             "\"api_key\":\"sk-upstream-1234\"}");
+    f->prov = jint(j, "id");
+    j = post(f, 201, "/api/admin/models/",
+             "{\"name\":\"gpt-a\",\"routes\":[{\"provider_id\":%lld,\"upstream_name\":\"up-gpt-a\","
+             "\"priority\":1}],\"input_price\":\"1\",\"output_price\":\"2\"}",
+             f->prov);
+    f->m1 = jint(j, "id");
+    j = post(f, 201, "/api/admin/models/",
+             "{\"name\":\"gpt-b\",\"routes\":[{\"provider_id\":%lld,\"upstream_name\":\"up-gpt-b\","
+             "\"priority\":1}],\"input_price\":\"1\",\"output_price\":\"2\"}",
+             f->prov);
+    f->m2 = jint(j, "id");
+    j = post(f, 201, "/api/admin/groups/", "{\"name\":\"g\",\"model_ids\":[%lld,%lld]}", f->m1, f->m2);
+    gid = jint(j, "id");
+    j = post(f, 201, "/api/admin/users/",
+             "{\"email\":\"u1@example.com\",\"password\":\"password-u1\",\"role\":\"user\"}");
+    f->u1 = jint(j, "id");
+    j = post(f, 201, "/api/admin/users/",
+             "{\"email\":\"u2@example.com\",\"password\":\"password-u2\",\"role\":\"user\"}");
+    f->u2 = jint(j, "id");
+    j = post(f, 201, "/api/admin/quotas/", "{\"user_id\":%lld,\"group_id\":%lld}", f->u1, gid);
+    f->qa = jint(j, "id");
+    j = post(f, 201, "/api/admin/quotas/", "{\"user_id\":%lld,\"group_id\":%lld}", f->u2, gid);
+    f->qb = jint(j, "id");
+    put_records(f, rows, NROWS, 0);
+}
+
+/* The ids ("id" hex) of a page's results, in order, must be those of rows idx[]. */
+static void assert_ids(json_t *page, const int *idx, int n)
+{
+    json_t *res = json_object_get(page, "results");
+    char hex[33];
+
+    if ((int)json_array_size(res) != n)
+        fail_msg("%zu results, want %d", json_array_size(res), n);
+    for (int i = 0; i < n; i++) {
+        rid_hex(idx[i], hex);
+        if (strcmp(jstr(json_array_get(res, (size_t)i), "id"), hex) != 0)
+            fail_msg("result %d is %s, want row %d", i, jstr(json_array_get(res, (size_t)i), "id"),
+                     idx[i]);
+    }
+}
+
+/* ---- sums over records, the test's own ------------------------------------------ */
+
+typedef struct sums {
+    char key[40];
+    long long requests, p, c, cached, cw, errors;
+    ta_nano_t cost;
+} sums_t;
+
+static void sums_add(sums_t *s, json_t *rec)
+{
+    ta_nano_t v;
+    const char *cost = jstr(rec, "cost");
+
+    assert_int_equal(ta_nano_parse(cost, strlen(cost), &v), 0);
+    s->requests++;
+    s->p += jint(rec, "prompt_tokens");
+    s->c += jint(rec, "completion_tokens");
+    s->cached += jint(rec, "cached_tokens");
+    s->cw += jint(rec, "cache_write_tokens");
+    s->cost += v;
+    if (jint(rec, "status") >= 400)
+        s->errors++;
+}
+
+static void assert_sums(json_t *o, const sums_t *s)
+{
+    char cost[TA_NANO_STRLEN];
+
+    assert_non_null(o);
+    assert_int_equal(jint(o, "requests"), s->requests);
+    assert_int_equal(jint(o, "prompt_tokens"), s->p);
+    assert_int_equal(jint(o, "completion_tokens"), s->c);
+    assert_int_equal(jint(o, "cached_tokens"), s->cached);
+    assert_int_equal(jint(o, "cache_write_tokens"), s->cw);
+    assert_string_equal(jstr(o, "cost"), ta_nano_format(s->cost, cost));
+    assert_int_equal(jint(o, "errors"), s->errors);
+}
+
+/* How a record is keyed for group_by (as the statistics key it: day, model
+ * name, user id). The record names the model it asked for; "nope" has no
+ * model row, so its key is null ("" here). */
+static void record_key(json_t *rec, const char *group, char *out, size_t cap)
+{
+    if (strcmp(group, "day") == 0) {
+        snprintf(out, cap, "%.10s", jstr(rec, "created_at"));
+    } else if (strcmp(group, "user") == 0) {
+        snprintf(out, cap, "%lld", jint(rec, "user_id"));
+    } else {
+        const char *m = jstr(rec, "model");
+        snprintf(out, cap, "%s", strcmp(m, "nope") == 0 ? "" : m);
+    }
+}
+
+static void series_key(json_t *e, char *out, size_t cap)
+{
+    json_t *k = json_object_get(e, "key");
+    if (json_is_string(k))
+        snprintf(out, cap, "%s", json_string_value(k));
+    else if (json_is_integer(k))
+        snprintf(out, cap, "%lld", (long long)json_integer_value(k));
+    else if (json_is_null(k))
+        out[0] = '\0';
+    else
+        fail_msg("series entry without a key");
+}
+
+/* The statistics at stats_url must equal the sums over the records at
+ * records_url (one page of up to 500), in total and per group. */
+static void assert_stats_agree(fx_t *f, const char *stats_url, const char *records_url,
+                               const char *group)
+{
+    json_t *st = get(f, 200, "%s", stats_url), *recs = get(f, 200, "%s", records_url);
+    json_t *res = json_object_get(recs, "results"), *series = json_object_get(st, "series"), *r, *e;
+    sums_t tot, groups[16];
+    size_t ng = 0, i, g;
+    char key[40];
+
+    memset(&tot, 0, sizeof(tot));
+    memset(groups, 0, sizeof(groups));
+    assert_true(json_is_null(json_object_get(recs, "next")));
+    json_array_foreach (res, i, r) {
+        sums_add(&tot, r);
+        record_key(r, group, key, sizeof(key));
+        for (g = 0; g < ng && strcmp(groups[g].key, key) != 0; g++)
+            ;
+        if (g == ng) {
+            assert_true(ng < TA_ARRAY_SIZE(groups));
+            snprintf(groups[ng++].key, sizeof(groups[0].key), "%s", key);
+        }
+        sums_add(&groups[g], r);
+    }
+    assert_int_equal(tot.requests, jint(recs, "count"));
+    assert_sums(json_object_get(st, "totals"), &tot);
+    if (json_array_size(series) != ng)
+        fail_msg("%s: %zu series entries, the records make %zu groups", stats_url,
+                 json_array_size(series), ng);
+    json_array_foreach (series, i, e) {
+        series_key(e, key, sizeof(key));
+        for (g = 0; g < ng && strcmp(groups[g].key, key) != 0; g++)
+            ;
+        if (g == ng)
+            fail_msg("%s: series key '%s' matches no record", stats_url, key);
+        assert_sums(e, &groups[g]);
+    }
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+static void test_record_shape(void **state)
+{
+    fx_t *f = *state;
+    static const char *const want[] = {
+        "id",           "created_at",   "user_id",       "quota_id",          "key_prefix",
+        "endpoint",     "model",        "served_model",  "provider_id",       "stream",
+        "status",       "error_type",   "prompt_tokens", "completion_tokens", "cached_tokens",
+        "cache_write_tokens", "usage_estimated", "cost", "latency_ms",        "ttft_ms",
+        "client_ip"};
+    json_t *j, *r;
+    const char *k;
+    json_t *v;
+    size_t n = 0;
+    char hex[33];
+
+    mk_data(f);
+    j = get(f, 200, "/api/admin/requests/?quota_id=%lld&status=200&since=2026-11-26", f->qa);
+    assert_int_equal(jint(j, "count"), 1);
+    r = json_array_get(json_object_get(j, "results"), 0);
+    /* exactly API.md's fields, in its order */
+    json_object_foreach (r, k, v) {
+        assert_true(n < TA_ARRAY_SIZE(want));
+        assert_string_equal(k, want[n]);
+        n++;
+    }
+    assert_int_equal(n, TA_ARRAY_SIZE(want));
+    rid_hex(5, hex);
+    assert_string_equal(jstr(r, "id"), hex);
+    assert_string_equal(jstr(r, "created_at"), "2026-11-26T09:00:00.000Z");
+    assert_int_equal(jint(r, "user_id"), f->u1);
+    assert_int_equal(jint(r, "quota_id"), f->qa);
+    assert_string_equal(jstr(r, "key_prefix"), "sk-a2345678");
+    assert_string_equal(jstr(r, "endpoint"), "chat.completions");
+    assert_string_equal(jstr(r, "model"), "gpt-a");
+    assert_string_equal(jstr(r, "served_model"), "up-gpt-a");
+    assert_int_equal(jint(r, "provider_id"), f->prov);
+    assert_true(json_is_true(json_object_get(r, "stream")));
+    assert_int_equal(jint(r, "status"), 200);
+    assert_string_equal(jstr(r, "error_type"), "");
+    assert_int_equal(jint(r, "prompt_tokens"), 1);
+    assert_int_equal(jint(r, "completion_tokens"), 2);
+    assert_int_equal(jint(r, "cached_tokens"), 0);
+    assert_int_equal(jint(r, "cache_write_tokens"), 0);
+    assert_true(json_is_true(json_object_get(r, "usage_estimated")));
+    assert_string_equal(jstr(r, "cost"), "1");
+    assert_int_equal(jint(r, "latency_ms"), 250);
+    assert_int_equal(jint(r, "ttft_ms"), 40);
+    assert_string_equal(jstr(r, "client_ip"), "10.0.0.6");
+
+    /* an error record: error type named, no provider, sub-unit cost as a string */
+    j = get(f, 200, "/api/admin/requests/?status=404");
+    r = json_array_get(json_object_get(j, "results"), 0);
+    assert_string_equal(jstr(r, "error_type"), "not_found");
+    assert_true(json_is_null(json_object_get(r, "provider_id")));
+    assert_string_equal(jstr(r, "served_model"), "");
+    assert_true(json_is_false(json_object_get(r, "stream")));
+    j = get(f, 200, "/api/admin/requests/?status=502");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "results"), 0), "cost"),
+                        "0.000000001");
+    j = get(f, 200, "/api/admin/requests/?until=2026-11-25");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "results"), 0), "created_at"),
+                        "2026-11-24T23:59:59.999Z");
+}
+
+static void test_filters(void **state)
+{
+    fx_t *f = *state;
+    json_t *j, *j2;
+
+    mk_data(f);
+    /* newest first; rows 5 and 6 share a timestamp and follow the id */
+    j = get(f, 200, "/api/admin/requests/");
+    assert_int_equal(jint(j, "count"), 8);
+    assert_ids(j, (int[]){7, 6, 5, 4, 3, 2, 1, 0}, 8);
+    assert_true(json_is_null(json_object_get(j, "next")));
+    assert_true(json_is_null(json_object_get(j, "previous")));
+    get(f, 200, "/api/admin/requests");
+
+    /* by quota: both routes, same answer */
+    j = get(f, 200, "/api/admin/requests/?quota_id=%lld", f->qa);
+    assert_ids(j, (int[]){6, 5, 2, 1, 0}, 5);
+    j2 = get(f, 200, "/api/admin/quotas/%lld/requests/", f->qa);
+    assert_true(json_equal(json_object_get(j, "results"), json_object_get(j2, "results")));
+    assert_int_equal(jint(j2, "count"), 5);
+    j = get(f, 200, "/api/admin/quotas/%lld/requests", f->qb);
+    assert_ids(j, (int[]){7, 4, 3}, 3);
+
+    /* by user */
+    j = get(f, 200, "/api/admin/requests/?user_id=%lld", f->u2);
+    assert_ids(j, (int[]){7, 4, 3}, 3);
+    j = get(f, 200, "/api/admin/requests/?user_id=%lld&quota_id=%lld", f->u2, f->qa);
+    assert_int_equal(jint(j, "count"), 0);
+    j = get(f, 200, "/api/admin/requests/?user_id=9999");
+    assert_int_equal(jint(j, "count"), 0);
+
+    /* by model: the requested name or the served one */
+    j = get(f, 200, "/api/admin/requests/?model=gpt-a");
+    assert_ids(j, (int[]){7, 5, 3, 1, 0}, 5);
+    j = get(f, 200, "/api/admin/requests/?model=up-gpt-b");
+    assert_ids(j, (int[]){4, 2}, 2);
+    j = get(f, 200, "/api/admin/requests/?model=nope");
+    assert_ids(j, (int[]){6}, 1);
+    j = get(f, 200, "/api/admin/quotas/%lld/requests/?model=gpt-b", f->qb);
+    assert_ids(j, (int[]){4}, 1);
+    j = get(f, 200, "/api/admin/requests/?model=gpt");
+    assert_int_equal(jint(j, "count"), 0);
+
+    /* by status */
+    j = get(f, 200, "/api/admin/requests/?status=429");
+    assert_ids(j, (int[]){2}, 1);
+    j = get(f, 200, "/api/admin/quotas/%lld/requests/?status=200", f->qa);
+    assert_ids(j, (int[]){5, 1, 0}, 3);
+
+    /* since inclusive, until exclusive, to the instant */
+    j = get(f, 200, "/api/admin/requests/?since=2026-11-25&until=2026-11-26");
+    assert_ids(j, (int[]){3, 2, 1}, 3);
+    j = get(f, 200, "/api/admin/requests/?since=2026-11-25T10:00:00Z");
+    assert_ids(j, (int[]){7, 6, 5, 4, 3, 2}, 6);
+    j = get(f, 200, "/api/admin/requests/?until=2026-11-25T10:00:00Z");
+    assert_ids(j, (int[]){1, 0}, 2);
+    j = get(f, 200, "/api/admin/requests/?since=2026-11-25T11:00:00%%2B01:00&until=2026-11-25T12:00:00.001Z");
+    assert_ids(j, (int[]){3, 2}, 2);
+    j = get(f, 200, "/api/admin/quotas/%lld/requests/?since=2026-11-24T23:59:59Z&until=2026-11-25", f->qa);
+    assert_ids(j, (int[]){0}, 1);
+    /* fractions count, to the nanosecond */
+    j = get(f, 200, "/api/admin/requests/?since=2026-11-24T23:59:59.999Z&until=2026-11-25");
+    assert_ids(j, (int[]){0}, 1);
+    j = get(f, 200, "/api/admin/requests/?since=2026-11-24T23:59:59.999000001Z&until=2026-11-25");
+    assert_int_equal(jint(j, "count"), 0);
+    j = get(f, 200, "/api/admin/requests/?until=2026-11-24T23:59:59.999Z");
+    assert_int_equal(jint(j, "count"), 0);
+    j = get(f, 200, "/api/admin/requests/?until=2026-11-24T23:59:59.999000001Z");
+    assert_ids(j, (int[]){0}, 1);
+
+    /* all together */
+    j = get(f, 200, "/api/admin/requests/?quota_id=%lld&model=gpt-a&status=200&since=2026-11-25&user_id=%lld",
+            f->qa, f->u1);
+    assert_ids(j, (int[]){5, 1}, 2);
+    j = get(f, 200, "/api/admin/quotas/%lld/requests/?model=gpt-a&status=200&since=2026-11-25&until=2026-11-26",
+            f->qa);
+    assert_ids(j, (int[]){1}, 1);
+    /* parameters a route does not take are ignored, like the other lists' */
+    j = get(f, 200, "/api/admin/quotas/%lld/requests/?quota_id=%lld&user_id=%lld", f->qa, f->qb, f->u2);
+    assert_int_equal(jint(j, "count"), 5);
+}
+
+static void test_pagination(void **state)
+{
+    fx_t *f = *state;
+    json_t *j;
+
+    mk_data(f);
+    j = get(f, 200, "/api/admin/requests/?page_size=3");
+    assert_int_equal(jint(j, "count"), 8);
+    assert_ids(j, (int[]){7, 6, 5}, 3);
+    assert_string_equal(jstr(j, "next"), "http://gw.test/api/admin/requests/?page_size=3&page=2");
+    assert_true(json_is_null(json_object_get(j, "previous")));
+
+    j = get(f, 200, "/api/admin/requests/?page=2&page_size=3&model=gpt-a");
+    assert_int_equal(jint(j, "count"), 5);
+    assert_ids(j, (int[]){1, 0}, 2);
+    assert_true(json_is_null(json_object_get(j, "next")));
+    assert_string_equal(jstr(j, "previous"),
+                        "http://gw.test/api/admin/requests/?page_size=3&model=gpt-a&page=1");
+
+    j = get(f, 200, "/api/admin/requests/?page_size=3&page=2");
+    assert_ids(j, (int[]){4, 3, 2}, 3);
+    assert_string_equal(jstr(j, "next"), "http://gw.test/api/admin/requests/?page_size=3&page=3");
+    assert_string_equal(jstr(j, "previous"), "http://gw.test/api/admin/requests/?page_size=3&page=1");
+
+    j = get(f, 200, "/api/admin/quotas/%lld/requests/?page_size=2&page=3", f->qa);
+    assert_int_equal(jint(j, "count"), 5);
+    assert_ids(j, (int[]){0}, 1);
+    assert_true(json_is_null(json_object_get(j, "next")));
+
+    /* past the end: empty page, the count still exact */
+    j = get(f, 200, "/api/admin/requests/?page=9");
+    assert_int_equal(jint(j, "count"), 8);
+    assert_int_equal(json_array_size(json_object_get(j, "results")), 0);
+    assert_true(json_is_null(json_object_get(j, "next")));
+
+    /* the default page is 50; 500 is the largest */
+    put_records(f, (row_t[]){{"2026-11-20T00:00:00Z", 0, 'B', 1, 200, 0, 1, 1, 0, 0, "0.01", false}}, 1,
+                100);
+    for (int i = 0; i < 60; i++) {
+        row_t r = {"2026-11-21T00:00:00Z", i, 'B', 2, 200, 0, 1, 1, 0, 0, "0.01", false};
+        put_records(f, &r, 1, 200 + i);
+    }
+    j = get(f, 200, "/api/admin/requests/");
+    assert_int_equal(jint(j, "count"), 69);
+    assert_int_equal(json_array_size(json_object_get(j, "results")), 50);
+    assert_string_equal(jstr(j, "next"), "http://gw.test/api/admin/requests/?page=2");
+    j = get(f, 200, "/api/admin/requests/?page_size=500");
+    assert_int_equal(json_array_size(json_object_get(j, "results")), 69);
+
+    j = get(f, 400, "/api/admin/requests/?page_size=501");
+    assert_param(j, "page_size");
+    j = get(f, 400, "/api/admin/requests/?page_size=0");
+    assert_param(j, "page_size");
+    j = get(f, 400, "/api/admin/quotas/%lld/requests/?page=0", f->qa);
+    assert_param(j, "page");
+    j = get(f, 400, "/api/admin/requests/?page=abc");
+    assert_param(j, "page");
+    j = get(f, 400, "/api/admin/requests/?page=99999999999999999999");
+    assert_param(j, "page");
+}
+
+static void test_statistics(void **state)
+{
+    fx_t *f = *state;
+    json_t *j, *s, *e;
+    char su[256], ru[256];
+
+    mk_data(f);
+    /* by day (the default), every quota */
+    j = get(f, 200, "/api/admin/statistics/");
+    s = json_object_get(j, "totals");
+    assert_int_equal(jint(s, "requests"), 8);
+    assert_int_equal(jint(s, "prompt_tokens"), 164);
+    assert_int_equal(jint(s, "completion_tokens"), 68);
+    assert_int_equal(jint(s, "cached_tokens"), 13);
+    assert_int_equal(jint(s, "cache_write_tokens"), 5);
+    assert_string_equal(jstr(s, "cost"), "3.850125001");
+    assert_int_equal(jint(s, "errors"), 3);
+    s = json_object_get(j, "series");
+    assert_int_equal(json_array_size(s), 4);
+    assert_string_equal(jstr(json_array_get(s, 0), "key"), "2026-11-24");
+    assert_string_equal(jstr(json_array_get(s, 1), "key"), "2026-11-25");
+    assert_string_equal(jstr(json_array_get(s, 2), "key"), "2026-11-26");
+    assert_string_equal(jstr(json_array_get(s, 3), "key"), "2026-11-27");
+    assert_int_equal(jint(json_array_get(s, 1), "requests"), 3);
+    assert_string_equal(jstr(json_array_get(s, 1), "cost"), "2.75");
+    assert_int_equal(jint(json_array_get(s, 2), "errors"), 2);
+    j = get(f, 200, "/api/admin/statistics?group_by=day");
+    assert_int_equal(json_array_size(json_object_get(j, "series")), 4);
+
+    /* by model: the name as key, null for a model the ledger does not know */
+    j = get(f, 200, "/api/admin/statistics/?group_by=model");
+    s = json_object_get(j, "series");
+    assert_int_equal(json_array_size(s), 3);
+    e = json_array_get(s, 0);
+    assert_true(json_is_null(json_object_get(e, "key")));
+    assert_int_equal(jint(e, "requests"), 1);
+    e = json_array_get(s, 1);
+    assert_string_equal(jstr(e, "key"), "gpt-a");
+    assert_int_equal(jint(e, "model_id"), f->m1);
+    assert_int_equal(jint(e, "requests"), 5);
+    assert_string_equal(jstr(e, "cost"), "3.850125");
+    assert_string_equal(jstr(json_array_get(s, 2), "key"), "gpt-b");
+
+    /* by user: the user id as key */
+    j = get(f, 200, "/api/admin/statistics/?group_by=user");
+    s = json_object_get(j, "series");
+    assert_int_equal(json_array_size(s), 2);
+    assert_int_equal(jint(json_array_get(s, 0), "key"), f->u1);
+    assert_int_equal(jint(json_array_get(s, 0), "requests"), 5);
+    assert_int_equal(jint(json_array_get(s, 1), "key"), f->u2);
+    assert_string_equal(jstr(json_array_get(s, 1), "cost"), "2.350000001");
+
+    /* filters of the global statistics */
+    j = get(f, 200, "/api/admin/statistics/?user_id=%lld&group_by=model", f->u2);
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 3);
+    assert_int_equal(json_array_size(json_object_get(j, "series")), 2);
+    j = get(f, 200, "/api/admin/statistics/?quota_id=%lld", f->qa);
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 5);
+
+    /* day granularity: since/until widen to whole UTC days */
+    j = get(f, 200, "/api/admin/statistics/?since=2026-11-25T10:00:00Z");
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 7); /* the records say 6 */
+    j = get(f, 200, "/api/admin/statistics/?until=2026-11-26T00:00:01Z");
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 7);
+    j = get(f, 200, "/api/admin/statistics/?until=2026-11-26");
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 4);
+    j = get(f, 200, "/api/admin/statistics/?since=2026-11-26&until=2026-11-27&group_by=user");
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 3);
+    assert_int_equal(json_array_size(json_object_get(j, "series")), 2);
+    j = get(f, 200, "/api/admin/statistics/?since=2030-01-01");
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 0);
+    assert_string_equal(jstr(json_object_get(j, "totals"), "cost"), "0");
+    assert_int_equal(json_array_size(json_object_get(j, "series")), 0);
+
+    /* a quota's statistics */
+    j = get(f, 200, "/api/admin/quotas/%lld/statistics/", f->qb);
+    s = json_object_get(j, "totals");
+    assert_int_equal(jint(s, "requests"), 3);
+    assert_int_equal(jint(s, "prompt_tokens"), 133);
+    assert_int_equal(jint(s, "errors"), 1);
+    assert_int_equal(json_array_size(json_object_get(j, "series")), 3);
+    j = get(f, 200, "/api/admin/quotas/%lld/statistics?group_by=model&since=2026-11-26", f->qa);
+    s = json_object_get(j, "series");
+    assert_int_equal(json_array_size(s), 2);
+    assert_true(json_is_null(json_object_get(json_array_get(s, 0), "key")));
+    assert_string_equal(jstr(json_array_get(s, 1), "key"), "gpt-a");
+    assert_string_equal(jstr(json_object_get(j, "totals"), "cost"), "1");
+
+    /* and every one of them agrees with a sum over the records (day-aligned ranges) */
+    static const char *const groups[] = {"day", "model", "user"};
+    static const char *const ranges[] = {"", "since=2026-11-25&", "until=2026-11-26&",
+                                         "since=2026-11-25&until=2026-11-27&"};
+    for (size_t g = 0; g < 3; g++) {
+        for (size_t r = 0; r < TA_ARRAY_SIZE(ranges); r++) {
+            snprintf(su, sizeof(su), "/api/admin/statistics/?%sgroup_by=%s", ranges[r], groups[g]);
+            snprintf(ru, sizeof(ru), "/api/admin/requests/?%spage_size=500", ranges[r]);
+            assert_stats_agree(f, su, ru, groups[g]);
+            snprintf(su, sizeof(su), "/api/admin/statistics/?%suser_id=%lld&group_by=%s", ranges[r],
+                     f->u1, groups[g]);
+            snprintf(ru, sizeof(ru), "/api/admin/requests/?%suser_id=%lld&page_size=500", ranges[r],
+                     f->u1);
+            assert_stats_agree(f, su, ru, groups[g]);
+            if (g == 2)
+                continue;
+            snprintf(su, sizeof(su), "/api/admin/quotas/%lld/statistics/?%sgroup_by=%s", f->qb,
+                     ranges[r], groups[g]);
+            snprintf(ru, sizeof(ru), "/api/admin/quotas/%lld/requests/?%spage_size=500", f->qb,
+                     ranges[r]);
+            assert_stats_agree(f, su, ru, groups[g]);
+        }
+    }
+}
+
+static void test_quota_lookup(void **state)
+{
+    fx_t *f = *state;
+    json_t *j;
+    long long qc;
+
+    mk_data(f);
+    /* a quota that never existed: 404 on both */
+    j = get(f, 404, "/api/admin/quotas/999/requests/");
+    assert_string_equal(jstr(json_object_get(j, "error"), "type"), "not_found_error");
+    get(f, 404, "/api/admin/quotas/999/statistics/");
+    get(f, 404, "/api/admin/quotas/0/statistics/");
+    /* a quota without records: an empty answer, not 404 */
+    j = post(f, 201, "/api/admin/quotas/", "{\"user_id\":%lld,\"group_id\":1}", f->u1);
+    qc = jint(j, "id");
+    j = get(f, 200, "/api/admin/quotas/%lld/requests/", qc);
+    assert_int_equal(jint(j, "count"), 0);
+    j = get(f, 200, "/api/admin/quotas/%lld/statistics/", qc);
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 0);
+    /* a deleted quota keeps its records, and they stay reachable */
+    call(f, "DELETE", "/api/admin/quotas/2/", NULL, f->admin_tok);
+    assert_int_equal(f->qb, 2);
+    assert_int_equal(f->status, 204);
+    get(f, 404, "/api/admin/quotas/%lld/", f->qb);
+    j = get(f, 200, "/api/admin/quotas/%lld/requests/", f->qb);
+    assert_int_equal(jint(j, "count"), 3);
+    j = get(f, 200, "/api/admin/quotas/%lld/statistics/?group_by=model", f->qb);
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 3);
+    /* a deleted quota without records is unknown */
+    call(f, "DELETE", "/api/admin/quotas/3/", NULL, f->admin_tok);
+    assert_int_equal(qc, 3);
+    get(f, 404, "/api/admin/quotas/%lld/requests/", qc);
+}
+
+static void test_bad_params(void **state)
+{
+    fx_t *f = *state;
+    json_t *j;
+    char url[512];
+
+    mk_data(f);
+    static const struct {
+        const char *url, *param;
+    } cases[] = {
+        {"/api/admin/requests/?since=yesterday", "since"},
+        {"/api/admin/requests/?since=2026-11-32", "since"},
+        {"/api/admin/requests/?until=2026-13-01T00:00:00Z", "until"},
+        {"/api/admin/requests/?until=1969-12-31T23:59:59Z", "until"},
+        {"/api/admin/requests/?since=9999-01-01", "since"},
+        {"/api/admin/requests/?since=2026-11-26&until=2026-11-26", "until"},
+        {"/api/admin/requests/?since=2026-11-26&until=2026-11-25T23:00:00Z", "until"},
+        {"/api/admin/requests/?status=abc", "status"},
+        {"/api/admin/requests/?status=99", "status"},
+        {"/api/admin/requests/?status=600", "status"},
+        {"/api/admin/requests/?status=2000", "status"},
+        {"/api/admin/requests/?status=-20", "status"},
+        {"/api/admin/requests/?status=20a", "status"},
+        {"/api/admin/requests/?user_id=0", "user_id"},
+        {"/api/admin/requests/?user_id=x", "user_id"},
+        {"/api/admin/requests/?quota_id=-1", "quota_id"},
+        {"/api/admin/requests/?model=%ff", "model"},
+        {"/api/admin/requests/?model=%zz", "model"},
+        {"/api/admin/quotas/1/requests/?status=x", "status"},
+        {"/api/admin/quotas/1/requests/?since=x", "since"},
+        {"/api/admin/statistics/?group_by=week", "group_by"},
+        {"/api/admin/statistics/?group_by=", "group_by"},
+        {"/api/admin/statistics/?group_by=dayyyyyyyyyyyyyyyyyyyyyyy", "group_by"},
+        {"/api/admin/statistics/?since=x", "since"},
+        {"/api/admin/statistics/?until=2026-11-25&since=2026-11-26", "until"},
+        {"/api/admin/statistics/?user_id=abc", "user_id"},
+        {"/api/admin/statistics/?quota_id=0", "quota_id"},
+        {"/api/admin/quotas/1/statistics/?group_by=user", "group_by"},
+        {"/api/admin/quotas/1/statistics/?group_by=DAY", "group_by"},
+        {"/api/admin/quotas/1/statistics/?until=x", "until"},
+    };
+    for (size_t i = 0; i < TA_ARRAY_SIZE(cases); i++) {
+        if (strcmp(cases[i].url, "/api/admin/statistics/?group_by=") == 0) {
+            /* an empty group_by is the default, like an empty filter elsewhere */
+            get(f, 200, "%s", cases[i].url);
+            continue;
+        }
+        j = get(f, 400, "%s", cases[i].url);
+        assert_param(j, cases[i].param);
+    }
+    /* a model name longer than any model */
+    memset(url, 0, sizeof(url));
+    snprintf(url, sizeof(url), "/api/admin/requests/?model=");
+    memset(url + strlen(url), 'm', 200);
+    j = get(f, 400, "%s", url);
+    assert_param(j, "model");
+}
+
+static void test_access(void **state)
+{
+    fx_t *f = *state;
+    json_t *j;
+    static const char *const urls[] = {"/api/admin/requests/", "/api/admin/statistics/",
+                                       "/api/admin/quotas/1/requests/",
+                                       "/api/admin/quotas/1/statistics/"};
+
+    mk_data(f);
+    j = call(f, "POST", "/api/auth/login/",
+             "{\"email\":\"u1@example.com\",\"password\":\"password-u1\"}", NULL);
+    assert_int_equal(f->status, 200);
+    char *utok = strdup(jstr(j, "access_token"));
+    for (size_t i = 0; i < TA_ARRAY_SIZE(urls); i++) {
+        call(f, "GET", urls[i], NULL, NULL);
+        assert_int_equal(f->status, 401);
+        call(f, "GET", urls[i], NULL, utok);
+        assert_int_equal(f->status, 403);
+        call(f, "POST", urls[i], "{}", f->admin_tok);
+        assert_int_equal(f->status, 405);
+        assert_string_equal(f->allow, "GET");
+        call(f, "DELETE", urls[i], NULL, f->admin_tok);
+        assert_int_equal(f->status, 405);
+    }
+    free(utok);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_record_shape),
+        T(test_filters),
+        T(test_pagination),
+        T(test_statistics),
+        T(test_quota_lookup),
+        T(test_bad_params),
+        T(test_access),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
