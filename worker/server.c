@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "ledger/heartbeat.h"
+#include "worker/metrics.h"
 #include "worker/upstream.h"
 
 #define MAX_LISTENERS 64
@@ -385,23 +386,26 @@ static void handle_healthz(ta_worker_t *w, h2o_req_t *req)
     ta_worker_send(req, problem == NULL ? 200 : 503, NULL, buf, (size_t)n);
 }
 
+/* Summed over all workers from the shared page (worker/metrics.h). */
 static void handle_metrics(ta_worker_t *w, h2o_req_t *req)
 {
-    char buf[1024];
-    int n = snprintf(buf, sizeof(buf),
-                     "# HELP tokenaudit_worker_requests_total Requests this worker process received.\n"
-                     "# TYPE tokenaudit_worker_requests_total counter\n"
-                     "tokenaudit_worker_requests_total{pid=\"%d\",slot=\"%d\"} %llu\n"
-                     "# HELP tokenaudit_worker_inflight Requests in flight in this worker.\n"
-                     "# TYPE tokenaudit_worker_inflight gauge\n"
-                     "tokenaudit_worker_inflight{pid=\"%d\",slot=\"%d\"} %llu\n"
-                     "# HELP tokenaudit_config_generation Config generation of this worker.\n"
-                     "# TYPE tokenaudit_config_generation gauge\n"
-                     "tokenaudit_config_generation{pid=\"%d\"} %llu\n",
-                     (int)getpid(), w->conf.slot, (unsigned long long)w->requests_total,
-                     (int)getpid(), w->conf.slot, (unsigned long long)w->inflight, (int)getpid(),
-                     (unsigned long long)w->conf.generation);
-    ta_worker_send(req, 200, "text/plain; version=0.0.4", buf, (size_t)n);
+    size_t cap = 16384, n;
+    char *buf = NULL;
+    for (int tries = 0; tries < 3; tries++) {
+        char *nb = realloc(buf, cap);
+        if (nb == NULL)
+            break;
+        buf = nb;
+        n = ta_metrics_text(buf, cap);
+        if (n < cap) {
+            ta_worker_send(req, 200, "text/plain; version=0.0.4", buf, n);
+            free(buf);
+            return;
+        }
+        cap = n + 4096; /* a model may have appeared meanwhile */
+    }
+    free(buf);
+    send_status_error(req, 500, "cannot render the metrics");
 }
 
 void ta_worker_client_ip(h2o_req_t *req, char *buf, size_t cap)
@@ -760,6 +764,7 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
     if (w == NULL)
         return -ENOMEM;
     w->conf = *conf;
+    ta_metrics_worker_start(conf->slot);
     memcpy(w->lconf, conf->listeners, conf->nlisteners * sizeof(*w->lconf));
     w->conf.listeners = w->lconf;
     w->sigpipe[0] = w->sigpipe[1] = -1;

@@ -7,7 +7,7 @@
  *   paths registered with ta_worker_register_path() (the /v1 proxy)
  *   /healthz   200 {"status":"ok","generation":N,"pid":P,"slot":S} while the
  *              ledger opens and billing beats (ledger/heartbeat.h); else 503
- *   /metrics   Prometheus text (requests, in-flight, generation)
+ *   /metrics   Prometheus text summed over all workers (worker/metrics.h)
  *   /api       the ta_api_handler_fn given in the conf (admin/ via master)
  *   anything else: 404 {"error":{...}}
  * With separate admin listeners (conf.admin_listeners), /api is served only
