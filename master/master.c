@@ -52,6 +52,7 @@
 #include "ledger/heartbeat.h"
 #include "ledger/quota.h"
 #include "ledger/ring.h"
+#include "worker/metrics.h"
 #include "worker/proxy.h"
 #include "worker/server.h"
 
@@ -455,6 +456,7 @@ static bool reap_in(generation_t *g, pid_t pid, int status, int64_t now)
         char how[96];
         describe_status(status, how, sizeof(how));
         s->pid = 0;
+        ta_metrics_process_gone(pid);
         bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         if (!clean)
             ta_master_on_worker_dead(pid);
@@ -462,6 +464,7 @@ static bool reap_in(generation_t *g, pid_t pid, int status, int64_t now)
             ta_log(TA_LOG_INFO, "worker %u (pid %d) %s", i, (int)pid, how);
         } else {
             schedule_restart(s, now);
+            ta_metrics_worker_restarted();
             ta_log(TA_LOG_ERROR, "worker %u (pid %d, generation %llu) %s; restarting in %lld ms", i,
                    (int)pid, (unsigned long long)g->gen, how,
                    (long long)((s->restart_at_ns - now) / 1000000));
@@ -497,6 +500,7 @@ static void reap(void)
             if (retiring[i].pid != pid)
                 continue;
             ta_log(TA_LOG_INFO, "retired worker (pid %d) %s", (int)pid, how);
+            ta_metrics_process_gone(pid);
             if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0))
                 ta_master_on_worker_dead(pid);
             retiring[i] = retiring[--nretiring];
@@ -861,6 +865,10 @@ int ta_master_main(int argc, char **argv)
     int rc = ta_ring_create_or_attach(ring_path, (uint32_t)cur->cfg.ring_slots, &ring);
     if (rc != 0) {
         ta_log(TA_LOG_ERROR, "cannot map the event ring %s: %s", ring_path, ta_strerror(rc));
+        return 1;
+    }
+    if ((rc = ta_metrics_create(ring)) != 0) {
+        ta_log(TA_LOG_ERROR, "cannot map the metrics page: %s", ta_strerror(rc));
         return 1;
     }
     cur->gen = 1;
