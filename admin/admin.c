@@ -693,3 +693,16 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
 Exit:
     json_decref(c.body);
 }
+
+/* ---- the table, read-only, for the OpenAPI generator (openapi.c) ---------- */
+
+bool ta_admin_route(size_t i, ta_admin_route_info_t *out)
+{
+    if (i >= TA_ARRAY_SIZE(routes))
+        return false;
+    out->method = routes[i].method;
+    out->pattern = routes[i].pattern;
+    out->auth = routes[i].auth;
+    out->body = (routes[i].flags & R_BODY) != 0;
+    return true;
+}
