@@ -1,0 +1,315 @@
+"""test_provider_calls.py - POST /api/admin/providers/{id}/test/ and .../sync-models/
+against a real tokenauditd (harness.py) and real upstreams: the fake upstream
+(tests/tools/fake_upstream_main.c, GET /v1/models lists --models) and, for the
+shapes the fake cannot script (Anthropic headers, provider errors, malformed
+lists, slow providers), a small stdlib HTTP server in this process.
+
+Covers: test ok / status / latency_ms / models_count; the provider key goes
+upstream (fake log) and never into the gateway log; sync creates exactly the
+missing models (one route to the provider, chat+streaming, unpriced) and a
+second sync reports them as existing; an unpriced synced model is refused
+under a cost limit and served without one; unreachable provider -> ok false /
+502; provider 401 -> ok false with the provider's message / 502; malformed
+list; timeout -> ok false / 504; Anthropic's endpoint and headers; 404, 405,
+403 for a normal user; a client that leaves while the call runs.
+"""
+
+import http.server
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import subprocess  # noqa: E402
+
+KEY = "sk-upstream-secret-7777"
+ANTH_KEY = "sk-ant-secret-key-4242"
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+class Fake:
+    """The fake upstream as a child process on an ephemeral port (as in test_proxy.py)."""
+
+    def __init__(self, tmp):
+        self.log_path = os.path.join(tmp, "fake.log")
+        self.proc = subprocess.Popen([harness.binary("fake_upstream"), "--port", "0", "--log", self.log_path],
+                                     stdout=subprocess.PIPE)
+        line = self.proc.stdout.readline().decode()
+        assert line.startswith("listening on "), line
+        self.port = int(line.split()[2])
+        self.url = "http://127.0.0.1:%d/v1" % self.port
+
+    def lines(self, needle):
+        try:
+            with open(self.log_path) as f:
+                return [ln for ln in f if needle in ln]
+        except FileNotFoundError:
+            return []
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Stub:
+    """A scripted upstream: the first path segment picks the behaviour."""
+
+    def __init__(self):
+        self.seen = []  # (path, headers dict lower-cased)
+        self.lock = threading.Lock()
+        stub = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def send(self, status, body):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
+            def do_GET(self):
+                with stub.lock:
+                    stub.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                kind = self.path.split("/")[1]
+                if kind == "anth":
+                    self.send(200, {"data": [{"type": "model", "id": "claude-a", "display_name": "A"},
+                                             {"type": "model", "id": "claude-b", "display_name": "B"}],
+                                    "has_more": False, "first_id": "claude-a", "last_id": "claude-b"})
+                elif kind == "denied":
+                    self.send(401, {"error": {"message": "Incorrect API key provided",
+                                              "type": "invalid_request_error"}})
+                elif kind == "garbage":
+                    self.send(200, b"<html>not json</html>")
+                elif kind == "nodata":
+                    self.send(200, {"object": "list"})
+                elif kind == "slow":
+                    time.sleep(3)
+                    self.send(200, {"data": [{"id": "slow-model"}]})
+                else:
+                    self.send(404, {"error": {"message": "no such path"}})
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, kind):
+        return "http://127.0.0.1:%d/%s" % (self.port, kind)
+
+    def requests(self, kind):
+        with self.lock:
+            return [s for s in self.seen if s[0].split("/")[1] == kind]
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+class Api:
+    def __init__(self, gw):
+        self.gw = gw
+        self.tok = gw.login()
+
+    def call(self, method, path, body=None, token=None, want=None, timeout=30):
+        r = self.gw.http(method, path, body, token=token or self.tok, timeout=timeout)
+        if want is not None:
+            check(r.status == want, "%s %s: want %s, got %s %s" % (method, path, want, r.status, r.body))
+        return r
+
+    def provider(self, name, base_url, key=KEY, ptype="openai", **extra):
+        body = dict({"name": name, "type": ptype, "base_url": base_url, "api_key": key}, **extra)
+        return self.call("POST", "/api/admin/providers/", body, want=201).json
+
+    def test(self, pid, **kw):
+        return self.call("POST", "/api/admin/providers/%d/test/" % pid, **kw)
+
+    def sync(self, pid, **kw):
+        return self.call("POST", "/api/admin/providers/%d/sync-models/" % pid, **kw)
+
+    def models(self, **q):
+        qs = "&".join("%s=%s" % kv for kv in q.items())
+        return self.call("GET", "/api/admin/models/?page_size=500&" + qs, want=200).json["results"]
+
+
+def run(gw, fake, stub, dead_port):
+    api = Api(gw)
+    prov = api.provider("fake", fake.url, timeout_s=5)
+
+    # --- test: ok ------------------------------------------------------------------
+    before = len(fake.lines("GET /v1/models"))
+    r = api.test(prov["id"], want=200).json
+    check(r["ok"] is True and r["status"] == 200 and r["error"] is None, r)
+    check(r["models_count"] == 3, r)
+    check(isinstance(r["latency_ms"], int) and r["latency_ms"] >= 0, r)
+    calls = fake.lines("GET /v1/models")
+    check(len(calls) == before + 1, "one upstream call per test: %r" % calls[before:])
+    check("auth=7777" in calls[-1], "the provider key went upstream: %s" % calls[-1])
+    # trailing slash optional, like every /api path
+    r = api.call("POST", "/api/admin/providers/%d/test" % prov["id"], want=200).json
+    check(r["ok"] is True, r)
+
+    # --- sync: creates exactly the missing ones --------------------------------------
+    pre = api.call("POST", "/api/admin/models/", {
+        "name": "fake-model", "input_price": "1", "output_price": "2",
+        "routes": [{"provider_id": prov["id"], "upstream_name": "fake-model", "priority": 1}]}, want=201).json
+    n_models = len(api.models())
+    r = api.sync(prov["id"], want=200).json
+    check(sorted(r["created"]) == ["gpt-4o-mini", "text-embedding-3-small"], r)
+    check(r["existing"] == ["fake-model"], r)
+    check(r.get("skipped", []) == [], r)
+    check(len(api.models()) == n_models + 2, "two models more")
+    mine = {m["name"]: m for m in api.models(provider_id=prov["id"])}
+    for name in ("gpt-4o-mini", "text-embedding-3-small"):
+        m = mine[name]
+        check(len(m["routes"]) == 1 and m["routes"][0]["provider_id"] == prov["id"] and
+              m["routes"][0]["upstream_name"] == name, m)
+        check(sorted(m["capabilities"]) == ["chat", "streaming"], m)
+        check(m.get("has_prices") in (None, False), "synced models are unpriced: %s" % m)
+        check(m["is_active"] is True, m)
+    check(mine["fake-model"]["id"] == pre["id"] and mine["fake-model"]["input_price"] == "1",
+          "the existing model is left alone: %s" % mine["fake-model"])
+
+    # second sync: nothing new
+    r = api.sync(prov["id"], want=200).json
+    check(r["created"] == [], r)
+    check(sorted(r["existing"]) == ["fake-model", "gpt-4o-mini", "text-embedding-3-small"], r)
+    check(len(api.models()) == n_models + 2, "no model created twice")
+
+    # --- an unpriced synced model: refused under a cost limit, served without one -----
+    synced = mine["gpt-4o-mini"]
+    grp = api.call("POST", "/api/admin/groups/", {"name": "synced", "model_ids": [synced["id"]]}, want=201).json
+    admin_id = api.call("GET", "/api/auth/me/", want=200).json["id"]
+    limited = api.call("POST", "/api/admin/quotas/", {"user_id": admin_id, "group_id": grp["id"], "period": "month",
+                                                      "cost_limit": "10"}, want=201).json["api_key"]
+    free = api.call("POST", "/api/admin/quotas/", {"user_id": admin_id, "group_id": grp["id"], "period": "month"},
+                    want=201).json["api_key"]
+    msgs = [{"role": "user", "content": "hi"}]
+    before = len(fake.lines("POST /v1/chat/completions"))
+    r = gw.http("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": msgs}, token=limited)
+    check(r.status == 403 and r.json["error"]["code"] == "model_not_allowed", "fail closed: %s %s" % (r.status, r.body))
+    check(len(fake.lines("POST /v1/chat/completions")) == before, "refused before any upstream call")
+    r = gw.http("POST", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": msgs}, token=free, timeout=20)
+    check(r.status == 200 and r.json["model"] == "gpt-4o-mini", "served by the synced route: %s %s" % (r.status, r.body))
+
+    # --- unreachable provider ----------------------------------------------------------
+    dead = api.provider("dead", "http://127.0.0.1:%d/v1" % dead_port, key="sk-dead-000000000")
+    n_models = len(api.models())
+    r = api.test(dead["id"], want=200).json
+    check(r["ok"] is False and r["status"] is None and r["models_count"] is None, r)
+    check(isinstance(r["error"], str) and "connect" in r["error"], r)
+    check(isinstance(r["latency_ms"], int), r)
+    r = api.sync(dead["id"], want=502)
+    check(r.json["error"]["type"] == "upstream_error" and "connect" in r.json["error"]["message"], r.body)
+    check(len(api.models()) == n_models, "nothing created")
+
+    # --- provider answers 401 ----------------------------------------------------------------
+    denied = api.provider("denied", stub.url("denied"))
+    r = api.test(denied["id"], want=200).json
+    check(r["ok"] is False and r["status"] == 401, r)
+    check("401" in r["error"] and "Incorrect API key provided" in r["error"], r)
+    r = api.sync(denied["id"], want=502)
+    check(r.json["error"]["type"] == "upstream_error" and "401" in r.json["error"]["message"], r.body)
+    path, hdrs = stub.requests("denied")[-1]
+    check(path == "/denied/models" and hdrs.get("authorization") == "Bearer " + KEY, (path, hdrs))
+
+    # --- malformed lists ------------------------------------------------------------------------
+    for kind in ("garbage", "nodata"):
+        p = api.provider(kind, stub.url(kind))
+        r = api.test(p["id"], want=200).json
+        check(r["ok"] is False and r["status"] == 200 and r["models_count"] is None and r["error"], r)
+        r = api.sync(p["id"], want=502)
+        check(r.json["error"]["code"] == "upstream_invalid_response", r.body)
+
+    # --- slower than the provider's timeout ------------------------------------------------------
+    slow = api.provider("slow", stub.url("slow"), timeout_s=1)
+    r = api.test(slow["id"], want=200).json
+    check(r["ok"] is False and "timeout" in r["error"], r)
+    r = api.sync(slow["id"], want=504)
+    check(r.json["error"]["code"] == "upstream_timeout", r.body)
+    check(not [m for m in api.models() if m["name"] == "slow-model"], "nothing created on a timeout")
+
+    # --- anthropic: /v1/models with x-api-key and anthropic-version --------------------------------
+    anth = api.provider("anth", stub.url("anth"), key=ANTH_KEY, ptype="anthropic")
+    r = api.test(anth["id"], want=200).json
+    check(r["ok"] is True and r["models_count"] == 2, r)
+    path, hdrs = stub.requests("anth")[-1]
+    check(path == "/anth/v1/models?limit=1000", path)
+    check(hdrs.get("x-api-key") == ANTH_KEY and hdrs.get("anthropic-version") == "2023-06-01", hdrs)
+    check("authorization" not in hdrs, "no bearer header for anthropic: %s" % hdrs)
+    r = api.sync(anth["id"], want=200).json
+    check(r["created"] == ["claude-a", "claude-b"] and r["existing"] == [], r)
+
+    # --- errors: 404, 405, 403 -------------------------------------------------------------------
+    r = api.test(999999, want=404)
+    check(r.json["error"]["type"] == "not_found_error", r.body)
+    api.sync(999999, want=404)
+    r = api.call("GET", "/api/admin/providers/%d/test/" % prov["id"], want=405)
+    check("POST" in r.headers.get("allow", ""), r.headers)
+    r = gw.http("POST", "/api/admin/providers/%d/test/" % prov["id"])
+    check(r.status == 401, "no token: %s" % r.status)
+    api.call("POST", "/api/admin/users/", {"email": "joe@example.com", "password": "joe-password-1"}, want=201)
+    joe = gw.login("joe@example.com", "joe-password-1")
+    before = len(fake.lines("GET /v1/models"))
+    api.test(prov["id"], token=joe, want=403)
+    api.sync(prov["id"], token=joe, want=403)
+    check(len(fake.lines("GET /v1/models")) == before, "a refused caller causes no upstream call")
+
+    # --- a client that leaves while the call runs ---------------------------------------------------
+    seen = len(stub.requests("slow"))
+    for path in ("/api/admin/providers/%d/test/" % slow["id"],
+                 "/api/admin/providers/%d/sync-models/" % slow["id"]):
+        s = socket.create_connection((gw.host, gw.port))
+        s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n\r\n"
+                   % (path, api.tok)).encode())
+        harness.wait_for(lambda: len(stub.requests("slow")) > seen, 10, "the call reached the provider")
+        seen = len(stub.requests("slow"))
+        s.close()
+    # the workers keep serving, and the call's end (cancelled or timed out) broke nothing
+    for _ in range(4):
+        r = api.test(prov["id"], want=200).json
+        check(r["ok"] is True, r)
+    check(not [m for m in api.models() if m["name"] == "slow-model"], "nothing created")
+
+    # --- secrets never reach the log ------------------------------------------------------------------
+    log = gw.log()
+    for secret in (KEY, ANTH_KEY):
+        check(secret not in log, "a provider key is in the gateway log")
+
+
+def main():
+    dead_port = harness.free_port()
+    stub = Stub()
+    try:
+        with harness.Gateway(workers=2) as gw:
+            fake = Fake(gw.tmp)
+            try:
+                run(gw, fake, stub, dead_port)
+            finally:
+                fake.stop()
+            gw.stop()
+            gw.assert_no_sanitizer_reports()
+    finally:
+        stub.stop()
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
