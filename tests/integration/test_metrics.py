@@ -271,6 +271,21 @@ def run(gw, fake):
     for k, v in after.items():
         check(final.get(k, -1) >= v, "%r went backwards: %s -> %s" % (k, v, final.get(k)))
 
+    # a reload (SIGHUP) replaces both workers; the new generation continues the
+    # same slots, and a reload is not a restart
+    gw.signal(signal.SIGHUP)
+
+    def reloaded():
+        _, _, s = scrape(gw)
+        return s[("tokenaudit_config_generation", ())] == 2 and s[("tokenaudit_workers", ())] == 2
+
+    gw.wait_for(reloaded, 30, "generation 2 serving with 2 workers in /metrics")
+    gw.wait_for(lambda: len(gw.worker_pids()) == 2 and not set(gw.worker_pids()) & set(pids2), 30,
+                "the old generation gone")
+    reload_totals = assert_same_totals(scrape_all_workers(gw, gw.worker_pids()), expect_req, expect_up,
+                                       total + 6)
+    check(reload_totals == final, "a reload changes no counter:\n%r\n%r" % (final, reload_totals))
+
 
 if __name__ == "__main__":
     main()
