@@ -396,7 +396,13 @@ static int series_keys(actx_t *c, json_t *series, int group)
             if (rc != 0 && rc != TA_ENOTFOUND)
                 return rc;
         }
-        if (key == NULL || json_object_set_new(e, "key", key) != 0)
+        /* "key" first, then the counters: the order people read them in */
+        json_t *n = key != NULL ? json_pack("{s:o}", "key", key) : NULL;
+        if (n == NULL || json_object_update(n, e) != 0) {
+            json_decref(n);
+            return -ENOMEM;
+        }
+        if (json_array_set_new(series, i, n) != 0) /* takes n, even when it fails */
             return -ENOMEM;
     }
     return 0;
