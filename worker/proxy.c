@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "ledger/quota.h"
@@ -309,6 +310,18 @@ static void on_client_gone(preq_t *pr)
 
 static void send_out(preq_t *pr, h2o_send_state_t state)
 {
+    if (state == H2O_SEND_STATE_ERROR && pr->req->version < 0x200) {
+        /* h2o 2.2.5's chunked encoder ends an HTTP/1.1 body with the last
+         * chunk even on ERROR, so a stream the provider cut would look
+         * complete to the client (SDKs do not require [DONE]). Shut the
+         * write side first: the client sees the connection end before the
+         * last chunk, and the trailing incomplete event is dropped. HTTP/2
+         * ends the stream with RST_STREAM by itself. */
+        h2o_socket_t *sock = pr->req->conn->callbacks->get_socket(pr->req->conn);
+        if (sock != NULL)
+            shutdown(h2o_socket_get_fd(sock), SHUT_WR);
+        pr->out.len = 0;
+    }
     h2o_iovec_t buf = h2o_iovec_init(pr->out.p, pr->out.len);
     pr->sending = state == H2O_SEND_STATE_IN_PROGRESS;
     pr->ev.bytes_out += (int64_t)pr->out.len;
