@@ -471,7 +471,7 @@ static int list_cb(uint64_t id, const void *rec, void *arg)
 }
 
 /* base_url + path + "?" + the query without `page` + "page=N", or null. */
-static json_t *page_url(actx_t *c, uint64_t page)
+json_t *admin_page_url(actx_t *c, uint64_t page)
 {
     const ta_apireq_t *req = c->req;
     const char *base = req->base_url != NULL ? req->base_url : "";
@@ -556,8 +556,8 @@ void reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *f
     }
     pages = (ls.count + size - 1) / size;
     out = json_pack("{s:I,s:o,s:o,s:o}", "count", (json_int_t)ls.count, "next",
-                    page < pages ? page_url(c, page + 1) : json_null(), "previous",
-                    page > 1 ? page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
+                    page < pages ? admin_page_url(c, page + 1) : json_null(), "previous",
+                    page > 1 ? admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
                              : json_null(),
                     "results", ls.results);
     reply_json(c, 200, out);

@@ -107,6 +107,8 @@ typedef json_t *(*list_render_fn)(actx_t *c, const void *rec);
 /** Page through d's table in id order (in c->txn), keeping records the
  *  filter accepts (NULL: all), rendering those on the page; replies 200 with
  *  {"count","next","previous","results"} or an error. */
+/** Absolute URL of page `page` of the current list request (for next/previous). */
+json_t *admin_page_url(actx_t *c, uint64_t page);
 void reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,
                 list_render_fn render);
 

@@ -215,40 +215,6 @@ static int parse_page(actx_t *c, uint64_t *page, uint64_t *size)
     return 0;
 }
 
-/* base_url + path + "?" + the query without `page` + "page=N" (as reply_list
- * links its pages; that helper is private to admin.c). */
-static json_t *page_url(actx_t *c, uint64_t page)
-{
-    const ta_apireq_t *req = c->req;
-    const char *base = req->base_url != NULL ? req->base_url : "";
-    size_t cap = strlen(base) + req->path_len + req->query_len + 48, used;
-    char *buf = malloc(cap);
-    const char *q, *end;
-    json_t *j;
-
-    if (buf == NULL)
-        return NULL;
-    used = (size_t)snprintf(buf, cap, "%s%.*s?", base, (int)req->path_len, req->path);
-    if (req->query != NULL) {
-        for (q = req->query, end = q + req->query_len; q < end;) {
-            const char *amp = memchr(q, '&', (size_t)(end - q));
-            const char *seg_end = amp != NULL ? amp : end;
-            size_t seglen = (size_t)(seg_end - q);
-            bool is_page = (seglen == 4 && memcmp(q, "page", 4) == 0) ||
-                           (seglen >= 5 && memcmp(q, "page=", 5) == 0);
-            if (seglen > 0 && !is_page) {
-                memcpy(buf + used, q, seglen);
-                used += seglen;
-                buf[used++] = '&';
-            }
-            q = seg_end + 1;
-        }
-    }
-    snprintf(buf + used, cap - used, "page=%llu", (unsigned long long)page);
-    j = json_string(buf);
-    free(buf);
-    return j;
-}
 
 /* ---- transactions and lookups ---------------------------------------------- */
 
@@ -347,8 +313,8 @@ static void reply_records(actx_t *c, unsigned which)
     }
     pages = (total + size - 1) / size;
     out = json_pack("{s:I,s:o,s:o,s:O}", "count", (json_int_t)total, "next",
-                    page < pages ? page_url(c, page + 1) : json_null(), "previous",
-                    page > 1 ? page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
+                    page < pages ? admin_page_url(c, page + 1) : json_null(), "previous",
+                    page > 1 ? admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
                              : json_null(),
                     "results", results);
     reply_json(c, 200, out);
