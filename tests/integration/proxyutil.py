@@ -9,6 +9,7 @@ Not a test itself (ctest picks up test_*.py only).
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -194,3 +195,82 @@ def cost_of(prompt, completion, cached=0, input_price=1, output_price=2, cache_r
     crp = input_price if cache_read_price is None else cache_read_price
     num = (prompt - cached) * input_price * NANO + cached * crp * NANO + completion * output_price * NANO
     return -(-num // 1000000)
+
+
+def record(gw, rid):
+    """The audit record of request rid, once billing wrote it."""
+    def get():
+        for r in audit_records(gw):
+            if r["id"] == rid:
+                return r
+        return None
+    return harness.wait_for(get, 30, "audit record %s" % rid, interval=0.1)
+
+
+def raw_stream_then_drop(gw, key, body):
+    """Send a streaming request on a raw socket, read until the first SSE event
+    arrived, then reset the connection. Returns the X-Request-Id."""
+    s = socket.create_connection((gw.host, gw.port), timeout=20)
+    data = json.dumps(body).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
+              b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(data)).encode() +
+              b"\r\n\r\n" + data)
+    got = b""
+    while b"data: " not in got.split(b"\r\n\r\n", 1)[-1] or b"\r\n\r\n" not in got:
+        chunk = s.recv(65536)
+        check(chunk, "the gateway closed before the first event: %r" % got)
+        got += chunk
+    head = got.split(b"\r\n\r\n", 1)[0].decode()
+    check(head.startswith("HTTP/1.1 200"), head)
+    rid = [l.split(":", 1)[1].strip() for l in head.split("\r\n") if l.lower().startswith("x-request-id:")][0]
+    # RST instead of FIN: the gateway's next write fails at once
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()
+    return rid
+
+
+def raw_request(gw, key, body):
+    """POST /v1/chat/completions on a raw socket with Connection: close, read to
+    EOF. Returns (status, headers, body, complete): body de-chunked as far as it
+    arrived; complete is False when the chunked body ended without its last
+    chunk (a cut stream)."""
+    s = socket.create_connection((gw.host, gw.port), timeout=30)
+    data = json.dumps(body).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " +
+              key.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+              str(len(data)).encode() + b"\r\n\r\n" + data)
+    got = b""
+    while True:
+        try:
+            chunk = s.recv(1 << 20)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    if not got:
+        return 0, {}, b"", False
+    head, _, rest = got.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+    if hdrs.get("transfer-encoding") != "chunked":
+        return status, hdrs, rest, True
+    out, complete = b"", False
+    while True:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        if not sep:
+            break
+        n = int(size_line.split(b";")[0] or b"0", 16)
+        if n == 0:
+            complete = True
+            break
+        out += rest[:n]
+        if len(rest) < n + 2:
+            break
+        rest = rest[n + 2:]
+    return status, hdrs, out, complete
