@@ -275,10 +275,11 @@ int ta_ring_create_or_attach(const char *path, uint32_t nslots, ta_ring_t **out)
                TA_RING_MIN_SLOTS, TA_RING_MAX_SLOTS);
         return TA_EINVAL;
     }
-    bool mismatch;
+    bool mismatch, created = false;
     ta_ring_t *r = NULL;
     int rc = open_existing(path, nslots, &r, &mismatch);
     if (rc == TA_ENOTFOUND) {
+        created = true;
         rc = create_file(path, nslots, 1);
         if (rc != 0) {
             ta_log(TA_LOG_ERROR, "ring %s: cannot create: %s", path, ta_strerror(rc));
@@ -308,6 +309,15 @@ int ta_ring_create_or_attach(const char *path, uint32_t nslots, ta_ring_t **out)
         if (rc != 0)
             return rc;
     }
+    /* Operators (and the restart tests) read here whether a restart found
+     * events of the previous instance still waiting for billing. */
+    if (created)
+        ta_log(TA_LOG_INFO, "ring %s: created (%u slots)", path, r->nslots);
+    else
+        ta_log(TA_LOG_INFO, "ring %s: attached (%u slots, tail %llu, head %llu: %llu events not yet applied)",
+               path, r->nslots, (unsigned long long)atomic_load(&r->hdr->tail),
+               (unsigned long long)atomic_load(&r->hdr->head),
+               (unsigned long long)(atomic_load(&r->hdr->head) - atomic_load(&r->hdr->tail)));
     *out = r;
     return 0;
 }
