@@ -108,6 +108,8 @@ struct ta_billing {
     bool single; /* after a failed batch: one event per batch until it passes */
     bool dirty;
     int64_t last_sync, last_prune;
+    int64_t linger_ns;     /* batch_linger_us; 0 = none */
+    int64_t last_batch_ns; /* mono time the last batch was applied */
     ta_billing_stats_t stats;
     webhook_t wh;
     wh_job_t out[WH_QUEUE]; /* jobs found in this batch, queued after commit */
@@ -733,6 +735,7 @@ int ta_billing_open(const ta_billing_conf_t *conf, ta_billing_t **out)
     if (!b->conf.quota_timezone || !*b->conf.quota_timezone)
         b->conf.quota_timezone = ta_quota_timezone();
     b->batch_max = conf->batch_max ? conf->batch_max : 512;
+    b->linger_ns = conf->batch_linger_us < 0 ? 0 : (conf->batch_linger_us ? conf->batch_linger_us : 1000) * 1000;
     int rc = -ENOMEM;
     b->items = malloc(b->batch_max * sizeof(*b->items));
     if (!b->items)
@@ -789,6 +792,30 @@ Fail:
     return rc;
 }
 
+/* items[0..n) were read and fewer than max. Each batch costs two commits
+ * (ledger, audit) whatever its size, and with a busy ring a batch of one or
+ * two events is what a consumer that never waits gets. While events keep
+ * arriving (the last batch is recent), sleep until the oldest event read has
+ * waited linger_ns since it was published, then take what came meanwhile.
+ * Settlement is thus delayed by at most linger_ns; an idle ring never waits.
+ * Sleeping without ta_ring_wait() also leaves `waiters` clear, so producers
+ * skip the FUTEX_WAKE while billing is busy. Returns the items added. */
+static size_t gather(ta_billing_t *b, size_t n, size_t max)
+{
+    if (b->linger_ns <= 0 || n == 0 || n >= max)
+        return 0;
+    int64_t now = ta_mono_ns();
+    if (b->last_batch_ns == 0 || now - b->last_batch_ns > 10 * b->linger_ns)
+        return 0;
+    int64_t age = ta_now_ns() - b->items[0].ev.t_done_ns; /* wall clock: clamp below */
+    int64_t wait = b->linger_ns - (age > 0 ? age : 0);
+    if (wait < 50000) /* not worth a sleep */
+        return 0;
+    struct timespec ts = {0, (long)(wait < 999999999 ? wait : 999999999)};
+    nanosleep(&ts, NULL);
+    return ta_ring_consume(b->ring, &b->cursor, b->items + n, max - n);
+}
+
 int ta_billing_step(ta_billing_t *b, int wait_ms)
 {
     ta_heartbeat_beat();
@@ -799,6 +826,7 @@ int ta_billing_step(ta_billing_t *b, int wait_ms)
         ta_ring_wait(b->ring, b->cursor, wait_ms);
         n = ta_ring_consume(b->ring, &b->cursor, b->items, max);
     }
+    n += gather(b, n, max);
     int rc = 0;
     if (b->cursor != start) {
         b->stats.skipped = ta_ring_skipped(b->ring);
@@ -808,6 +836,7 @@ int ta_billing_step(ta_billing_t *b, int wait_ms)
             b->stats.batches++;
             b->stats.events += n;
             b->single = false;
+            b->last_batch_ns = ta_mono_ns();
         } else {
             /* Nothing was released: read the same tickets again, one at a
              * time, so a batch that fails for one event still applies the

@@ -50,6 +50,9 @@ typedef struct ta_billing_conf {
     int64_t drain_ms;                 /* on stop: how long to wait for claimed slots (default skip + 2 s) */
     int64_t webhook_timeout_ms;       /* per webhook attempt (default 5000) */
     uint32_t webhook_attempts;        /* default 3 */
+    int64_t batch_linger_us;          /* while events keep arriving, wait up to this long after
+                                       * an event was published for more to share its batch
+                                       * (default 1000; < 0 = never wait) */
 } ta_billing_conf_t;
 
 /* What one billing batch did (tests and the bench). */
