@@ -187,7 +187,7 @@ void ta_clock_set_offset(int64_t seconds) { clock_offset_s = seconds; }
 static bool utc_tm(int64_t unix_s, struct tm *tm)
 {
     time_t t = (time_t)unix_s;
-    return gmtime_r(&t, tm) != NULL && tm->tm_year + 1900 >= 0 && tm->tm_year + 1900 <= 9999;
+    return gmtime_r(&t, tm) != NULL && tm->tm_year >= -1900 && tm->tm_year <= 9999 - 1900;
 }
 
 char *ta_time_format(int64_t unix_s, char *buf)
@@ -309,6 +309,10 @@ int ta_time_parse(const char *s, size_t len, int64_t *unix_s)
     tm.tm_min = mi;
     tm.tm_sec = sec;
     time_t t = timegm(&tm);
+    /* an offset can move the instant outside UTC years 0000..9999, which
+     * ta_time_format cannot print back (it would clamp): refuse it */
+    if ((int64_t)t - off < -62167219200LL || (int64_t)t - off > 253402300799LL)
+        return TA_EINVAL;
     *unix_s = (int64_t)t - off;
     return 0;
 }
