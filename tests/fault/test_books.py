@@ -185,12 +185,15 @@ def worker_kill(gw, fake, t):
     workers = gw.worker_pids()
 
     def victim():
+        hs = holds()
+        if len(hs) < n_streams:
+            return None  # not every stream started yet
         by_pid = {}
-        for h in holds():
+        for h in hs:
             by_pid.setdefault(h["worker_pid"], []).append(h)
-        # a worker with at least two streams in flight (the load's holds come and go)
-        cands = [(len(v), pid) for pid, v in by_pid.items() if pid in workers and len(v) >= 2]
-        return max(cands) if cands else None
+        # the worker with the most holds: at least half of the streams (the
+        # two load threads hold at most two requests at a time)
+        return max((len(v), pid) for pid, v in by_pid.items() if pid in workers)
 
     try:
         _, pid = harness.wait_for(victim, 30, "streams held on a worker", interval=0.1)
