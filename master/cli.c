@@ -228,6 +228,8 @@ static const cli_cmd_t commands[] = {
      "--data-dir DIR --email EMAIL [--password PASS]", "add a superadmin to an existing ledger"},
     {"ledger", "dump", cmd_ledger_dump, "--data-dir DIR [--json]",
      "print the ledger (read-only; safe while the server runs)"},
+    {"openapi", NULL, NULL, "[--json]", /* dispatched before this table: no data directory */
+     "print the OpenAPI 3.0 document of the HTTP API (docs/openapi.yaml)"},
     /* {"ledger", "verify", cmd_ledger_verify, "--data-dir DIR", "..."}, */
     /* {"audit", "tail", cmd_audit_tail, "--data-dir DIR [-n N]", "..."}, */
     /* {"audit", "export", cmd_audit_export, "--data-dir DIR [--since T]", "..."}, */
@@ -261,6 +263,8 @@ int ta_cli_main(int argc, char **argv)
         return ta_ledger_verify_cli(argc - 2, argv + 2);
     if (argc > 2 && strcmp(argv[1], "audit") == 0)
         return ta_audit_cli(argc - 2, argv + 2);
+    if (strcmp(argv[1], "openapi") == 0) /* needs no data directory (admin/openapi.c) */
+        return ta_openapi_cli(argc - 1, argv + 1);
     const cli_cmd_t *cmd = NULL;
     bool name_known = false;
     for (size_t i = 0; i < TA_ARRAY_SIZE(commands); i++) {

@@ -1,0 +1,1410 @@
+/*
+ * openapi.c - the OpenAPI 3.0 document of the HTTP API, generated from the
+ * code (`tokenaudit openapi` prints it; docs/openapi.yaml is that output,
+ * and tests/integration/test_openapi.py fails when the two differ).
+ *
+ * Where each part comes from:
+ *   - component schemas of the stored records: the schema descriptors
+ *     (schema/schema.h, schema/audit_records.h). Field type -> JSON type,
+ *     bounds -> minimum/maximum/maxLength, ENUM/FLAGS -> enum, NANO -> decimal
+ *     string, TIME -> date-time, NULLABLE -> nullable, READONLY/INTERNAL ->
+ *     readOnly, REQUIRED -> required, defaults from ta_rec_defaults' `def`.
+ *     SECRET and BYTES fields are skipped, as ta_rec_to_json skips them.
+ *     What the handlers add around a record (provider api_key, user
+ *     password, quota usage and api_key) is listed here, next to it.
+ *   - /api paths: the router table of admin.c (ta_admin_route), so a route
+ *     added there appears here without an edit; the table below (ops[])
+ *     only refines answers and query parameters of routes whose answer is
+ *     not the plain record of their resource.
+ *   - /v1, /healthz, /metrics: a small static list (worker/ has no table).
+ *
+ * The document is built as a jansson tree (objects keep insertion order) and
+ * written either as JSON or as block YAML by the small emitter at the end,
+ * so the output is byte-for-byte deterministic.
+ *
+ * No LMDB, no h2o: callable from any process (the CLI uses it).
+ */
+#include "admin/admin_internal.h"
+#include "schema/audit_records.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef TA_VERSION
+#define TA_VERSION "0.1.0"
+#endif
+
+#define REF_SCHEMA "#/components/schemas/"
+#define REF_PARAM "#/components/parameters/"
+#define REF_RESP "#/components/responses/"
+#define REF_HEADER "#/components/headers/"
+
+typedef struct gen {
+    bool oom; /* some allocation failed: the tree is incomplete */
+} gen_t;
+
+/* ---- tree helpers ---------------------------------------------------------- */
+
+/* Set o[k] = v (v stolen, NULL allowed: marks the failure). */
+static void put(gen_t *g, json_t *o, const char *k, json_t *v)
+{
+    if (o == NULL || v == NULL) {
+        json_decref(v);
+        g->oom = true;
+        return;
+    }
+    if (json_object_set_new(o, k, v) != 0)
+        g->oom = true;
+}
+
+static void push(gen_t *g, json_t *a, json_t *v)
+{
+    if (a == NULL || v == NULL) {
+        json_decref(v);
+        g->oom = true;
+        return;
+    }
+    if (json_array_append_new(a, v) != 0)
+        g->oom = true;
+}
+
+static void put_str(gen_t *g, json_t *o, const char *k, const char *s)
+{
+    put(g, o, k, json_string(s));
+}
+
+/* {"type": type[, "format": fmt][, "description": desc]} */
+static json_t *t_basic(gen_t *g, const char *type, const char *fmt, const char *desc)
+{
+    json_t *o = json_object();
+
+    put_str(g, o, "type", type);
+    if (fmt != NULL)
+        put_str(g, o, "format", fmt);
+    if (desc != NULL)
+        put_str(g, o, "description", desc);
+    return o;
+}
+
+static json_t *t_str(gen_t *g, const char *desc) { return t_basic(g, "string", NULL, desc); }
+static json_t *t_int(gen_t *g, const char *desc) { return t_basic(g, "integer", "int64", desc); }
+static json_t *t_bool(gen_t *g, const char *desc) { return t_basic(g, "boolean", NULL, desc); }
+static json_t *t_time(gen_t *g, const char *desc) { return t_basic(g, "string", "date-time", desc); }
+
+static json_t *t_ref(gen_t *g, const char *base, const char *name)
+{
+    char buf[128];
+    json_t *o = json_object();
+
+    snprintf(buf, sizeof(buf), "%s%s", base, name);
+    put_str(g, o, "$ref", buf);
+    return o;
+}
+
+static json_t *t_arr(gen_t *g, json_t *items)
+{
+    json_t *o = json_object();
+
+    put_str(g, o, "type", "array");
+    put(g, o, "items", items);
+    return o;
+}
+
+/* Mark s nullable (and return it). A $ref cannot carry siblings in 3.0, so
+ * a nullable reference is wrapped in allOf. */
+static json_t *t_nullable(gen_t *g, json_t *s)
+{
+    if (s != NULL && json_object_get(s, "$ref") != NULL) {
+        json_t *w = json_object(), *all = json_array();
+        push(g, all, s);
+        put(g, w, "allOf", all);
+        s = w;
+    }
+    put(g, s, "nullable", json_true());
+    return s;
+}
+
+/* Money as ta_nano_format writes it (up to 9 decimals). */
+static json_t *t_money(gen_t *g, bool negative, const char *desc)
+{
+    json_t *o = t_basic(g, "string", NULL, desc);
+
+    put_str(g, o, "pattern", negative ? "^-?[0-9]+(\\.[0-9]{1,9})?$" : "^[0-9]+(\\.[0-9]{1,9})?$");
+    put_str(g, o, "example", "2.5");
+    return o;
+}
+
+/* An object schema from (name, schema) pairs ended by NULL; required is a
+ * comma-separated list or NULL. */
+static json_t *t_obj(gen_t *g, const char *desc, const char *required, ...)
+{
+    json_t *o = json_object(), *props = json_object();
+    const char *name;
+    va_list ap;
+
+    put_str(g, o, "type", "object");
+    if (desc != NULL)
+        put_str(g, o, "description", desc);
+    if (required != NULL) {
+        json_t *req = json_array();
+        const char *p = required;
+        while (*p != '\0') {
+            const char *e = strchr(p, ',');
+            size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
+            push(g, req, json_stringn(p, n));
+            p += n + (e != NULL ? 1 : 0);
+        }
+        put(g, o, "required", req);
+    }
+    va_start(ap, required);
+    while ((name = va_arg(ap, const char *)) != NULL)
+        put(g, props, name, va_arg(ap, json_t *));
+    va_end(ap);
+    put(g, o, "properties", props);
+    return o;
+}
+
+static json_t *t_enum(gen_t *g, const char *desc, ...)
+{
+    json_t *o = t_str(g, desc), *e = json_array();
+    const char *n;
+    va_list ap;
+
+    va_start(ap, desc);
+    while ((n = va_arg(ap, const char *)) != NULL)
+        push(g, e, json_string(n));
+    va_end(ap);
+    put(g, o, "enum", e);
+    return o;
+}
+
+/* A string (or any) map: {"type":"object","additionalProperties":{...}}. */
+static json_t *t_string_map(gen_t *g, const char *desc)
+{
+    json_t *o = t_basic(g, "object", NULL, desc);
+
+    put(g, o, "additionalProperties", t_str(g, NULL));
+    return o;
+}
+
+/* Any JSON value (no type). */
+static json_t *t_any(gen_t *g, const char *desc)
+{
+    json_t *o = json_object();
+
+    put_str(g, o, "description", desc);
+    return o;
+}
+
+static json_t *t_write_only(gen_t *g, json_t *s)
+{
+    put(g, s, "writeOnly", json_true());
+    return s;
+}
+
+/* ---- schemas from the descriptors ------------------------------------------ */
+
+/* The component name of a descriptor (for SUB / SUB_LIST references). */
+static const char *desc_component(const ta_recdesc_t *d)
+{
+    if (d == &ta_desc_route)
+        return "ModelRoute";
+    if (d == &ta_desc_limits)
+        return "QuotaLimits";
+    return "Object";
+}
+
+static void put_bounds(gen_t *g, json_t *o, const ta_field_t *f)
+{
+    if (f->min == 0 && f->max == 0)
+        return;
+    put(g, o, "minimum", json_integer(f->min));
+    put(g, o, "maximum", json_integer(f->max));
+}
+
+/* The schema of one field, as ta_rec_to_json writes it and ta_rec_from_json
+ * reads it. with_default: emit `default` from the descriptor. */
+static json_t *field_schema(gen_t *g, const ta_field_t *f, bool with_default)
+{
+    bool nullable = (f->flags & TA_FF_NULLABLE) != 0;
+    char buf[TA_NANO_STRLEN * 2 + 64], lo[TA_NANO_STRLEN], hi[TA_NANO_STRLEN];
+    json_t *o = NULL, *e;
+
+    switch (f->type) {
+    case TA_FT_ID:
+        o = t_int(g, NULL);
+        put(g, o, "minimum", json_integer((f->flags & TA_FF_NOTNULL_OUT) ? 0 : 1));
+        /* zero ids print as null; a record's own id and required references never are zero */
+        if (!(f->flags & (TA_FF_REQUIRED | TA_FF_NOTNULL_OUT)) && strcmp(f->name, "id") != 0)
+            nullable = true;
+        break;
+    case TA_FT_I64:
+    case TA_FT_I32:
+        o = t_basic(g, "integer", f->type == TA_FT_I32 ? "int32" : "int64",
+                    nullable ? "null (or 0 on input) means no limit" : NULL);
+        put_bounds(g, o, f);
+        if (with_default && f->def != 0)
+            put(g, o, "default", json_integer(f->def));
+        break;
+    case TA_FT_BOOL:
+        o = t_bool(g, NULL);
+        if (with_default)
+            put(g, o, "default", json_boolean(f->def != 0));
+        break;
+    case TA_FT_NANO:
+        if (f->min != 0 || f->max != 0)
+            snprintf(buf, sizeof(buf), "decimal string, %s to %s; requests also accept a JSON number%s",
+                     ta_nano_format(f->min, lo), ta_nano_format(f->max, hi),
+                     nullable ? "; null (or 0 on input) means no limit" : "");
+        else
+            snprintf(buf, sizeof(buf), "decimal string%s",
+                     nullable ? "; null means no limit" : "");
+        o = t_money(g, f->min < 0 || (f->min == 0 && f->max == 0), buf);
+        break;
+    case TA_FT_TIME:
+    case TA_FT_TIME_NS:
+        o = t_time(g, nullable ? "RFC 3339 UTC; null means never" : "RFC 3339 UTC");
+        break;
+    case TA_FT_STR:
+        o = t_str(g, NULL);
+        if (f->flags & TA_FF_EMAIL)
+            put_str(g, o, "format", "email");
+        if (f->flags & TA_FF_URL)
+            put_str(g, o, "format", "uri");
+        if (f->flags & TA_FF_NONEMPTY)
+            put(g, o, "minLength", json_integer(1));
+        put(g, o, "maxLength", json_integer((json_int_t)f->size - 1));
+        break;
+    case TA_FT_ENUM:
+        o = t_str(g, NULL);
+        e = json_array();
+        for (const char *const *n = f->names; *n != NULL; n++)
+            push(g, e, json_string(*n));
+        put(g, o, "enum", e);
+        if (with_default)
+            put_str(g, o, "default", f->names[f->def]);
+        break;
+    case TA_FT_FLAGS:
+        e = json_array();
+        for (const char *const *n = f->names; *n != NULL; n++)
+            push(g, e, json_string(*n));
+        o = t_arr(g, t_str(g, NULL));
+        put(g, json_object_get(o, "items"), "enum", e);
+        put(g, o, "uniqueItems", json_true());
+        if (with_default && f->def != 0) {
+            json_t *d = json_array();
+            for (size_t i = 0; f->names[i] != NULL; i++)
+                if (f->def & ((int64_t)1 << i))
+                    push(g, d, json_string(f->names[i]));
+            put(g, o, "default", d);
+        }
+        break;
+    case TA_FT_ID_LIST:
+    case TA_FT_I32_LIST:
+        e = f->type == TA_FT_ID_LIST ? t_int(g, NULL) : t_basic(g, "integer", "int32", NULL);
+        if (f->type == TA_FT_ID_LIST)
+            put(g, e, "minimum", json_integer(1));
+        else
+            put_bounds(g, e, f);
+        o = t_arr(g, e);
+        put(g, o, "maxItems", json_integer(f->max_count));
+        if (f->flags & TA_FF_ASCENDING)
+            put_str(g, o, "description", "strictly ascending");
+        break;
+    case TA_FT_SUB_LIST:
+        o = t_arr(g, t_ref(g, REF_SCHEMA, desc_component(f->sub)));
+        put(g, o, "maxItems", json_integer(f->max_count));
+        break;
+    case TA_FT_SUB:
+        o = t_ref(g, REF_SCHEMA, desc_component(f->sub));
+        break;
+    case TA_FT_HEX:
+        snprintf(buf, sizeof(buf), "^[0-9a-f]{%zu}$", f->size * 2);
+        o = t_str(g, NULL);
+        put_str(g, o, "pattern", buf);
+        break;
+    case TA_FT_BYTES:
+        return NULL; /* never JSON */
+    }
+    if (o == NULL) {
+        g->oom = true;
+        return NULL;
+    }
+    if (f->flags & (TA_FF_READONLY | TA_FF_INTERNAL)) {
+        if (json_object_get(o, "$ref") != NULL) {
+            json_t *w = json_object(), *all = json_array();
+            push(g, all, o);
+            put(g, w, "allOf", all);
+            o = w;
+        }
+        put(g, o, "readOnly", json_true());
+    }
+    if (nullable)
+        o = t_nullable(g, o);
+    return o;
+}
+
+/* An object schema of d's JSON fields (only: a NULL-terminated subset in its
+ * own order, or NULL for all). no_default: names whose default is not the
+ * descriptor's (quota limits come from the group). */
+static json_t *record_schema(gen_t *g, const ta_recdesc_t *d, const char *const *only,
+                             const ta_recdesc_t *no_default, const char *desc)
+{
+    json_t *o = json_object(), *props = json_object(), *req = json_array();
+    size_t n = 0;
+
+    put_str(g, o, "type", "object");
+    if (desc != NULL)
+        put_str(g, o, "description", desc);
+    for (size_t i = 0; only != NULL ? only[i] != NULL : i < d->nfields; i++) {
+        const ta_field_t *f = only != NULL ? ta_rec_field(d, only[i]) : &d->fields[i];
+        bool with_default;
+        if (f == NULL) {
+            /* the subset names a field the descriptor lost: a bug the test catches */
+            ta_log(TA_LOG_ERROR, "openapi: %s has no field %s", d->name, only[i]);
+            g->oom = true;
+            continue;
+        }
+        if ((f->flags & TA_FF_SECRET) || f->type == TA_FT_BYTES)
+            continue;
+        with_default = !(f->flags & (TA_FF_READONLY | TA_FF_INTERNAL)) &&
+                       (no_default == NULL || ta_rec_field(no_default, f->name) == NULL);
+        put(g, props, f->name, field_schema(g, f, with_default));
+        if (f->flags & TA_FF_REQUIRED) {
+            push(g, req, json_string(f->name));
+            n++;
+        }
+    }
+    if (n > 0)
+        put(g, o, "required", req);
+    else
+        json_decref(req);
+    put(g, o, "properties", props);
+    return o;
+}
+
+static json_t *props_of(json_t *schema)
+{
+    return json_object_get(schema, "properties");
+}
+
+/* The list answer: {"count","next","previous","results":[item]}. */
+static json_t *page_schema(gen_t *g, const char *item)
+{
+    json_t *o = json_object(), *all = json_array();
+
+    push(g, all, t_ref(g, REF_SCHEMA, "Page"));
+    push(g, all, t_obj(g, NULL, NULL, "results", t_arr(g, t_ref(g, REF_SCHEMA, item)), NULL));
+    put(g, o, "allOf", all);
+    return o;
+}
+
+/* The fields of an API audit record, in API.md's order. The stored record
+ * carries more (bytes, ticket, ...); admin/requests.c shows these
+ * (record_fields there; the test checks the two lists agree). */
+static const char *const audit_api_fields[] = {
+    "id",          "created_at",        "user_id",           "quota_id",      "key_prefix",
+    "endpoint",    "model",             "served_model",      "provider_id",   "stream",
+    "status",      "error_type",        "prompt_tokens",     "completion_tokens",
+    "cached_tokens", "cache_write_tokens", "usage_estimated", "cost",         "latency_ms",
+    "ttft_ms",     "client_ip",         NULL,
+};
+
+/* The counters of statistics totals and series (ledger/audit.c sum_json). */
+static const char *const stats_fields[] = {
+    "requests", "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+    "cost", "errors", NULL,
+};
+
+static json_t *schemas(gen_t *g)
+{
+    json_t *s = json_object(), *o, *p, *all;
+    char buf[160];
+
+    /* ---- the shapes every answer shares ---- */
+    put(g, s, "Error",
+        t_obj(g, "every error answer", "error", "error",
+              t_obj(g, NULL, "message,type,code,param", "message", t_str(g, NULL), "type",
+                    t_str(g, "invalid_request_error, authentication_error, not_found_error, ..."),
+                    "code", t_str(g, NULL), "param", t_nullable(g, t_str(g, "the field at fault")),
+                    "fields", t_string_map(g, "validation errors only: field name -> what is wrong"),
+                    NULL),
+              NULL));
+    put(g, s, "Page",
+        t_obj(g, "one page of a list (?page=1&page_size=50, at most 500)",
+              "count,next,previous,results", "count", t_int(g, "matching items on all pages"),
+              "next", t_nullable(g, t_basic(g, "string", "uri", NULL)), "previous",
+              t_nullable(g, t_basic(g, "string", "uri", NULL)), "results",
+              t_arr(g, json_object()), NULL));
+
+    /* ---- records ---- */
+    o = record_schema(g, &ta_desc_user, NULL, NULL, NULL);
+    snprintf(buf, sizeof(buf), "required on create; %d to %d bytes", TA_PASSWORD_MIN,
+             TA_PASSWORD_MAX);
+    p = t_str(g, buf);
+    put(g, p, "minLength", json_integer(TA_PASSWORD_MIN));
+    put(g, p, "maxLength", json_integer(TA_PASSWORD_MAX));
+    put(g, p, "writeOnly", json_true());
+    put(g, props_of(o), "password", p);
+    put(g, s, "User", o);
+
+    o = record_schema(g, &ta_desc_provider, NULL, NULL, NULL);
+    p = t_nullable(g, t_str(g, "the upstream API key, sealed at rest and never shown again; "
+                                  "null or \"\" removes it"));
+    put(g, p, "maxLength",
+        json_integer((json_int_t)(sizeof(((ta_provider_t *)0)->key_sealed) - TA_SEAL_OVERHEAD)));
+    put(g, p, "writeOnly", json_true());
+    put(g, props_of(o), "api_key", p);
+    put(g, s, "Provider", o);
+
+    put(g, s, "ModelRoute", record_schema(g, &ta_desc_route, NULL, NULL, "tried in priority order, lowest first"));
+    put(g, s, "Model",
+        record_schema(g, &ta_desc_model, NULL, NULL,
+                      "name is what clients send as model; prices are per 1M tokens"));
+    put(g, s, "QuotaLimits",
+        record_schema(g, &ta_desc_limits, NULL, NULL, "limits; null means no limit"));
+    put(g, s, "Group", record_schema(g, &ta_desc_group, NULL, NULL, NULL));
+
+    put(g, s, "QuotaUsage",
+        t_obj(g, "usage of the current period", NULL, "period_start",
+              t_nullable(g, t_time(g, NULL)), "period_end", t_nullable(g, t_time(g, NULL)),
+              "cost_used", t_money(g, false, NULL), "tokens_used", t_int(g, NULL),
+              "requests_used", t_int(g, NULL), "cost_held",
+              t_money(g, false, "held by requests in flight"), "in_flight", t_int(g, NULL),
+              NULL));
+    o = record_schema(g, &ta_desc_quota, NULL, &ta_desc_limits,
+                      "omitted limits come from the group's default_quota");
+    p = t_nullable(g, t_ref(g, REF_SCHEMA, "QuotaUsage"));
+    put(g, p, "readOnly", json_true());
+    put(g, props_of(o), "usage", p);
+    p = t_str(g, "the API key: only in the answer to create, shown once");
+    put(g, p, "minLength", json_integer(TA_APIKEY_LEN));
+    put(g, p, "maxLength", json_integer(TA_APIKEY_LEN));
+    put(g, p, "readOnly", json_true());
+    put(g, props_of(o), "api_key", p);
+    put(g, s, "Quota", o);
+
+    put(g, s, "AuditRecord",
+        record_schema(g, &ta_desc_audit, audit_api_fields, NULL, "one /v1 request"));
+    put(g, s, "StatisticsTotals", record_schema(g, &ta_desc_daily, stats_fields, NULL, NULL));
+    o = json_object();
+    all = json_array();
+    push(g, all, t_ref(g, REF_SCHEMA, "StatisticsTotals"));
+    p = t_obj(g, NULL, "key", "key",
+              t_nullable(g, t_any(g, "the day (YYYY-MM-DD), the model name (null when the model "
+                                     "is gone), or the user id")),
+              "day", t_basic(g, "string", "date", "group_by=day"), "model_id",
+              t_int(g, "group_by=model"), "user_id", t_int(g, "group_by=user"), NULL);
+    push(g, all, p);
+    put(g, o, "allOf", all);
+    put(g, s, "StatisticsEntry", o);
+    put(g, s, "Statistics",
+        t_obj(g, "from the per day aggregates (UTC days)", "totals,series", "totals",
+              t_ref(g, REF_SCHEMA, "StatisticsTotals"), "series",
+              t_arr(g, t_ref(g, REF_SCHEMA, "StatisticsEntry")), NULL));
+
+    /* ---- pages ---- */
+    put(g, s, "UserPage", page_schema(g, "User"));
+    put(g, s, "ProviderPage", page_schema(g, "Provider"));
+    put(g, s, "ModelPage", page_schema(g, "Model"));
+    put(g, s, "GroupPage", page_schema(g, "Group"));
+    put(g, s, "QuotaPage", page_schema(g, "Quota"));
+    put(g, s, "AuditRecordPage", page_schema(g, "AuditRecord"));
+
+    /* ---- auth and actions ---- */
+    put(g, s, "LoginRequest",
+        t_obj(g, NULL, "email,password", "email", t_basic(g, "string", "email", NULL), "password",
+              t_write_only(g, t_str(g, NULL)), NULL));
+    put(g, s, "LoginResponse",
+        t_obj(g, NULL, "access_token,token_type,expires_in,user", "access_token",
+              t_str(g, "HS256 JWT"), "token_type",
+              t_enum(g, NULL, "Bearer", NULL),
+              "expires_in", t_int(g, "seconds"), "user", t_ref(g, REF_SCHEMA, "User"), NULL));
+    snprintf(buf, sizeof(buf), "%d to %d bytes", TA_PASSWORD_MIN, TA_PASSWORD_MAX);
+    p = t_str(g, buf);
+    put(g, p, "minLength", json_integer(TA_PASSWORD_MIN));
+    put(g, p, "maxLength", json_integer(TA_PASSWORD_MAX));
+    put(g, p, "writeOnly", json_true());
+    put(g, s, "PasswordChange",
+        t_obj(g, NULL, "old_password,new_password", "old_password",
+              t_write_only(g, t_str(g, NULL)),
+              "new_password", p, NULL));
+    put(g, s, "KeysReset",
+        t_obj(g, "new keys, shown once; the old ones stop working at once", "quotas", "quotas",
+              t_arr(g, t_obj(g, NULL, "id,api_key,key_prefix", "id", t_int(g, "quota id"),
+                             "api_key", t_str(g, NULL), "key_prefix", t_str(g, NULL), NULL)),
+              NULL));
+    put(g, s, "ApiKeyReset",
+        t_obj(g, "the new key, shown once; the old one stops working at once", "api_key",
+              "api_key", t_str(g, NULL), "key_prefix", t_str(g, NULL), NULL));
+    put(g, s, "ProviderTest",
+        t_obj(g, NULL, "ok", "ok", t_bool(g, NULL), "status",
+              t_nullable(g, t_basic(g, "integer", "int32", "upstream HTTP status")), "latency_ms",
+              t_int(g, NULL), "models_count", t_nullable(g, t_int(g, NULL)), "error",
+              t_nullable(g, t_str(g, NULL)), NULL));
+    put(g, s, "SyncModels",
+        t_obj(g, NULL, "created,existing", "created", t_arr(g, t_str(g, "model name")),
+              "existing", t_arr(g, t_str(g, "model name")), NULL));
+
+    /* ---- /v1 (the OpenAI shapes, passed through; only what the gateway reads) ---- */
+    o = t_obj(g, "passed to the upstream; other OpenAI fields are allowed", "model", "model",
+              t_str(g, "a model name of the key's group"), "stream", t_bool(g, NULL),
+              "stream_options",
+              t_obj(g, NULL, NULL, "include_usage", t_bool(g, NULL), NULL), "max_tokens",
+              t_int(g, NULL), NULL);
+    put(g, o, "additionalProperties", json_true());
+    put(g, s, "V1Request", o);
+    o = t_obj(g, "the upstream's answer (OpenAI shape)", NULL, "usage",
+              t_obj(g, NULL, NULL, "prompt_tokens", t_int(g, NULL), "completion_tokens",
+                    t_int(g, NULL), "total_tokens", t_int(g, NULL), NULL),
+              NULL);
+    put(g, o, "additionalProperties", json_true());
+    put(g, s, "V1Response", o);
+    put(g, s, "V1Model",
+        t_obj(g, NULL, "id,object,created,owned_by", "id", t_str(g, "the model name"), "object",
+              t_str(g, "model"), "created", t_int(g, "unix seconds"), "owned_by", t_str(g, NULL),
+              NULL));
+    put(g, s, "V1ModelList",
+        t_obj(g, "the active models of the key's group", "object,data", "object",
+              t_str(g, "list"), "data", t_arr(g, t_ref(g, REF_SCHEMA, "V1Model")), NULL));
+    /* worker/proxy.c answer_usage; the limits share the quota's field schemas */
+    o = t_obj(g, "the key's quota and its usage in the current period", NULL, "object",
+              t_str(g, "usage"), "quota_id", t_int(g, NULL), "key_prefix", t_str(g, NULL), NULL);
+    p = props_of(o);
+    put(g, p, "period", field_schema(g, ta_rec_field(&ta_desc_quota, "period"), false));
+    put(g, p, "period_start", t_nullable(g, t_time(g, NULL)));
+    put(g, p, "period_end", t_nullable(g, t_time(g, NULL)));
+    put(g, p, "cost_used", t_money(g, false, NULL));
+    put(g, p, "cost_held", t_money(g, false, NULL));
+    put(g, p, "tokens_used", t_int(g, NULL));
+    put(g, p, "requests_used", t_int(g, NULL));
+    put(g, p, "in_flight", t_int(g, NULL));
+    put(g, p, "tokens_held", t_int(g, NULL));
+    static const char *const v1_limits[] = {"cost_limit", "token_limit", "request_limit", "rpm",
+                                            "tpm", "expires_at"};
+    for (size_t i = 0; i < TA_ARRAY_SIZE(v1_limits); i++)
+        put(g, p, v1_limits[i], field_schema(g, ta_rec_field(&ta_desc_quota, v1_limits[i]), false));
+    put(g, s, "V1Usage", o);
+    put(g, s, "Health",
+        t_obj(g, NULL, "status", "status", t_str(g, "ok, or unavailable (503)"), "reason",
+              t_str(g, "why not ok"), "generation", t_int(g, NULL), "pid", t_int(g, NULL),
+              "slot", t_int(g, NULL), NULL));
+    return s;
+}
+
+/* ---- parameters, responses, headers, security ------------------------------ */
+
+static json_t *param(gen_t *g, const char *name, const char *in, json_t *schema, const char *desc)
+{
+    json_t *o = json_object();
+
+    put_str(g, o, "name", name);
+    put_str(g, o, "in", in);
+    if (desc != NULL)
+        put_str(g, o, "description", desc);
+    if (strcmp(in, "path") == 0)
+        put(g, o, "required", json_true());
+    put(g, o, "schema", schema);
+    return o;
+}
+
+static json_t *t_pos(gen_t *g, int64_t max)
+{
+    json_t *o = t_int(g, NULL);
+
+    put(g, o, "minimum", json_integer(1));
+    if (max > 0)
+        put(g, o, "maximum", json_integer(max));
+    return o;
+}
+
+static json_t *parameters(gen_t *g)
+{
+    json_t *p = json_object(), *ps;
+    const char *when = "RFC 3339 time or a date (midnight UTC)";
+
+    put(g, p, "id", param(g, "id", "path", t_pos(g, 0), NULL));
+    put(g, p, "page", param(g, "page", "query", t_pos(g, 0), NULL));
+    ps = t_pos(g, TA_ADMIN_PAGE_SIZE_MAX);
+    put(g, ps, "default", json_integer(TA_ADMIN_PAGE_SIZE_DEFAULT));
+    put(g, p, "page_size", param(g, "page_size", "query", ps, NULL));
+    put(g, p, "search", param(g, "search", "query", t_str(g, NULL), "case-insensitive substring"));
+    put(g, p, "role", param(g, "role", "query", field_schema(g, ta_rec_field(&ta_desc_user, "role"), false), NULL));
+    put(g, p, "is_active", param(g, "is_active", "query", t_bool(g, NULL), NULL));
+    put(g, p, "provider_id", param(g, "provider_id", "query", t_pos(g, 0), "models routed to this provider"));
+    put(g, p, "user_id", param(g, "user_id", "query", t_pos(g, 0), NULL));
+    put(g, p, "group_id", param(g, "group_id", "query", t_pos(g, 0), NULL));
+    put(g, p, "quota_id", param(g, "quota_id", "query", t_pos(g, 0), NULL));
+    put(g, p, "model", param(g, "model", "query", t_str(g, NULL), "the requested or the served model name"));
+    put(g, p, "status", param(g, "status", "query", t_basic(g, "integer", "int32", NULL), "HTTP status the client got"));
+    put(g, p, "since", param(g, "since", "query", t_str(g, when), "inclusive"));
+    put(g, p, "until", param(g, "until", "query", t_str(g, when), "exclusive"));
+    put(g, p, "group_by",
+        param(g, "group_by", "query", t_enum(g, NULL, "day", "model", "user", NULL), "default day"));
+    put(g, p, "group_by_quota",
+        param(g, "group_by", "query", t_enum(g, NULL, "day", "model", NULL), "default day"));
+    return p;
+}
+
+static json_t *response(gen_t *g, const char *desc, json_t *schema)
+{
+    json_t *o = json_object(), *c, *m;
+
+    put_str(g, o, "description", desc);
+    if (schema != NULL) {
+        c = json_object();
+        m = json_object();
+        put(g, m, "schema", schema);
+        put(g, c, "application/json", m);
+        put(g, o, "content", c);
+    }
+    return o;
+}
+
+static json_t *error_response(gen_t *g, const char *desc)
+{
+    return response(g, desc, t_ref(g, REF_SCHEMA, "Error"));
+}
+
+/* The error answers, by status: component name and description. */
+static const struct {
+    const char *status, *name, *desc;
+} errors[] = {
+    {"400", "BadRequest", "validation error (with fields) or malformed JSON"},
+    {"401", "Unauthorized", "no or bad credentials"},
+    {"403", "Forbidden", "not allowed"},
+    {"404", "NotFound", "not found"},
+    {"409", "Conflict", "conflict: duplicate name or e-mail, or still in use"},
+    {"413", "TooLarge", "body too large"},
+    {"429", "TooManyRequests", "limits: insufficient_quota or rate_limit_exceeded"},
+    {"502", "BadGateway", "upstream failure (type upstream_error)"},
+    {"503", "Unavailable", "upstream unavailable (type upstream_error)"},
+    {"504", "GatewayTimeout", "upstream timeout (type upstream_error)"},
+};
+
+static const char *const ratelimit_headers[] = {
+    "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+    "x-ratelimit-limit-tokens",   "x-ratelimit-remaining-tokens",   "x-ratelimit-reset-tokens",
+};
+
+static json_t *responses(gen_t *g)
+{
+    json_t *r = json_object();
+
+    for (size_t i = 0; i < TA_ARRAY_SIZE(errors); i++)
+        put(g, r, errors[i].name, error_response(g, errors[i].desc));
+    return r;
+}
+
+static json_t *headers(gen_t *g)
+{
+    json_t *h = json_object(), *o;
+
+    for (size_t i = 0; i < TA_ARRAY_SIZE(ratelimit_headers); i++) {
+        o = json_object();
+        put(g, o, "schema", t_str(g, NULL));
+        put(g, h, ratelimit_headers[i], o);
+    }
+    o = json_object();
+    put_str(g, o, "description", "seconds");
+    put(g, o, "schema", t_int(g, NULL));
+    put(g, h, "Retry-After", o);
+    return h;
+}
+
+static json_t *security_schemes(gen_t *g)
+{
+    json_t *s = json_object(), *o;
+
+    o = json_object();
+    put_str(g, o, "type", "http");
+    put_str(g, o, "scheme", "bearer");
+    put_str(g, o, "bearerFormat", "JWT");
+    put_str(g, o, "description",
+            "from POST /api/auth/login/ (HS256); /api/admin/* needs a superadmin's");
+    put(g, s, "jwt", o);
+    o = json_object();
+    put_str(g, o, "type", "http");
+    put_str(g, o, "scheme", "bearer");
+    put_str(g, o, "bearerFormat", "sk-...");
+    put_str(g, o, "description",
+            "an API key (one per quota) for /v1, also accepted on /api/auth/me/ and /api/quotas/");
+    put(g, s, "apiKey", o);
+    return s;
+}
+
+/* [{"jwt": []}, ...] for the names given (NULL-terminated); none: []. */
+static json_t *security(gen_t *g, ...)
+{
+    json_t *a = json_array(), *o;
+    const char *n;
+    va_list ap;
+
+    va_start(ap, g);
+    while ((n = va_arg(ap, const char *)) != NULL) {
+        o = json_object();
+        put(g, o, n, json_array());
+        push(g, a, o);
+    }
+    va_end(ap);
+    return a;
+}
+
+/* ---- /api paths from the router table -------------------------------------- */
+
+/* Resources of /api/admin/: the record each serves. */
+static const struct {
+    const char *prefix, *tag, *one, *schema;
+} resources[] = {
+    {"/api/admin/users/", "users", "user", "User"},
+    {"/api/admin/providers/", "providers", "provider", "Provider"},
+    {"/api/admin/models/", "models", "model", "Model"},
+    {"/api/admin/groups/", "groups", "group", "Group"},
+    {"/api/admin/quotas/", "quotas", "quota", "Quota"},
+};
+
+/* Routes whose answer is not the plain record of their resource. Any field
+ * left NULL/0 falls back to the resource's default. params: parameter
+ * component names, comma-separated. */
+typedef struct op_spec {
+    const char *method, *pattern;
+    const char *op_id, *summary;
+    const char *req;  /* request body schema */
+    int status;       /* success status */
+    const char *resp; /* success schema; NULL with 204 */
+    const char *params;
+} op_spec_t;
+
+static const op_spec_t ops[] = {
+    {"POST", "/api/auth/login/", "login", "Log in: a JWT for /api", "LoginRequest", 200,
+     "LoginResponse", NULL},
+    {"POST", "/api/auth/logout/", "logout", "Log out: the token is revoked at once", NULL, 204,
+     NULL, NULL},
+    {"GET", "/api/auth/me/", "me", "The caller", NULL, 200, "User", NULL},
+    {"POST", "/api/auth/password/", "changePassword", "Change the caller's password",
+     "PasswordChange", 204, NULL, NULL},
+    {"GET", "/api/quotas/", "listMyQuotas", "The caller's quotas with their usage", NULL, 200,
+     "QuotaPage", "page,page_size"},
+    {"GET", "/api/admin/users/", NULL, NULL, NULL, 0, NULL, "page,page_size,search,role,is_active"},
+    {"DELETE", "/api/admin/users/{id}/", NULL,
+     "Deactivate a user and revoke every key (records stay for audit)", NULL, 0, NULL, NULL},
+    {"POST", "/api/admin/users/{id}/reset-all-keys/", "resetUserKeys",
+     "New keys for every quota of a user", NULL, 200, "KeysReset", NULL},
+    {"POST", "/api/admin/providers/{id}/test/", "testProvider", "Try the provider's upstream",
+     NULL, 200, "ProviderTest", NULL},
+    {"POST", "/api/admin/providers/{id}/sync-models/", "syncProviderModels",
+     "Create models from the upstream's model list", NULL, 200, "SyncModels", NULL},
+    {"GET", "/api/admin/models/", NULL, NULL, NULL, 0, NULL, "page,page_size,search,provider_id"},
+    {"GET", "/api/admin/quotas/", NULL, NULL, NULL, 0, NULL, "page,page_size,user_id,group_id"},
+    {"POST", "/api/admin/quotas/", NULL, "Create a quota and its API key (shown once)", NULL, 0,
+     NULL, NULL},
+    {"DELETE", "/api/admin/quotas/{id}/", NULL, "Delete a quota; its key is revoked, records stay",
+     NULL, 0, NULL, NULL},
+    {"POST", "/api/admin/quotas/{id}/reset_api_key/", "resetQuotaKey",
+     "A new API key for the quota", NULL, 200, "ApiKeyReset", NULL},
+    {"GET", "/api/admin/quotas/{id}/requests/", "listQuotaRequests",
+     "Audit records of a quota, newest first", NULL, 200, "AuditRecordPage",
+     "page,page_size,since,until,status,model"},
+    {"GET", "/api/admin/quotas/{id}/statistics/", "quotaStatistics", "Statistics of a quota", NULL,
+     200, "Statistics", "since,until,group_by_quota"},
+    {"GET", "/api/admin/requests/", "listRequests", "Audit records, newest first", NULL, 200,
+     "AuditRecordPage", "page,page_size,user_id,quota_id,model,status,since,until"},
+    {"GET", "/api/admin/statistics/", "statistics", "Statistics", NULL, 200, "Statistics",
+     "since,until,group_by,user_id,quota_id"},
+};
+
+static const op_spec_t *find_op(const char *method, const char *pattern)
+{
+    for (size_t i = 0; i < TA_ARRAY_SIZE(ops); i++)
+        if (strcmp(ops[i].method, method) == 0 && strcmp(ops[i].pattern, pattern) == 0)
+            return &ops[i];
+    return NULL;
+}
+
+/* "get" + "Users" style ids: verb + capitalised word. */
+static void op_id_join(char *out, size_t cap, const char *verb, const char *word)
+{
+    snprintf(out, cap, "%s%c%s", verb, word[0] - 'a' + 'A', word + 1);
+}
+
+/* A fallback id from the route: method and the pattern's words. */
+static void op_id_route(char *out, size_t cap, const char *method, const char *pattern)
+{
+    size_t o;
+
+    lower_copy(out, cap, method);
+    o = strlen(out);
+    for (const char *p = pattern + strlen("/api"); *p != '\0' && o + 1 < cap; p++) {
+        char ch = *p;
+        if (ch == '{' || ch == '}')
+            continue;
+        if (ch == '/' || ch == '-')
+            ch = '_';
+        if (ch == '_' && o > 0 && out[o - 1] == '_')
+            continue;
+        out[o++] = ch;
+    }
+    while (o > 0 && out[o - 1] == '_')
+        o--;
+    out[o] = '\0';
+}
+
+static void add_error_refs(gen_t *g, json_t *resp, ...)
+{
+    const char *st;
+    va_list ap;
+
+    va_start(ap, resp);
+    while ((st = va_arg(ap, const char *)) != NULL) {
+        for (size_t i = 0; i < TA_ARRAY_SIZE(errors); i++)
+            if (strcmp(errors[i].status, st) == 0)
+                put(g, resp, st, t_ref(g, REF_RESP, errors[i].name));
+    }
+    va_end(ap);
+}
+
+static json_t *json_body(gen_t *g, json_t *schema, const char *desc)
+{
+    json_t *o = json_object(), *c = json_object(), *m = json_object();
+
+    if (desc != NULL)
+        put_str(g, o, "description", desc);
+    put(g, o, "required", json_true());
+    put(g, m, "schema", schema);
+    put(g, c, "application/json", m);
+    put(g, o, "content", c);
+    return o;
+}
+
+/* One operation of the router table. */
+static json_t *api_operation(gen_t *g, const ta_admin_route_info_t *r)
+{
+    const op_spec_t *spec = find_op(r->method, r->pattern);
+    const char *tag = "auth", *one = NULL, *schema = NULL, *summary = NULL, *op_id = NULL;
+    const char *req = NULL, *resp = NULL, *params = NULL, *rest = NULL;
+    char idbuf[96], sumbuf[128], pagebuf[64], stbuf[8];
+    bool has_id = strstr(r->pattern, "{id}") != NULL, write;
+    json_t *op = json_object(), *tags = json_array(), *rs = json_object();
+    int status = 200;
+
+    for (size_t i = 0; i < TA_ARRAY_SIZE(resources); i++) {
+        size_t n = strlen(resources[i].prefix);
+        if (strncmp(r->pattern, resources[i].prefix, n) == 0) {
+            tag = resources[i].tag;
+            one = resources[i].one;
+            schema = resources[i].schema;
+            rest = r->pattern + n;
+            break;
+        }
+    }
+    if (one == NULL && strncmp(r->pattern, "/api/admin/", 11) == 0)
+        tag = "audit";
+    else if (one == NULL && strncmp(r->pattern, "/api/auth/", 10) != 0)
+        tag = "self";
+
+    /* the resource's defaults: collection and item routes */
+    if (rest != NULL && rest[0] == '\0') {
+        if (strcmp(r->method, "GET") == 0) {
+            snprintf(sumbuf, sizeof(sumbuf), "List %s", tag);
+            op_id_join(idbuf, sizeof(idbuf), "list", tag);
+            snprintf(pagebuf, sizeof(pagebuf), "%sPage", schema);
+            resp = pagebuf;
+            params = "page,page_size";
+        } else if (strcmp(r->method, "POST") == 0) {
+            snprintf(sumbuf, sizeof(sumbuf), "Create a %s", one);
+            op_id_join(idbuf, sizeof(idbuf), "create", one);
+            status = 201;
+            req = resp = schema;
+        }
+    } else if (rest != NULL && strcmp(rest, "{id}/") == 0) {
+        static const struct {
+            const char *method, *verb, *word;
+            int status;
+        } item[] = {
+            {"GET", "get", "Get", 200},
+            {"PUT", "replace", "Replace (every writable field) of", 200},
+            {"PATCH", "update", "Update (the fields given) of", 200},
+            {"DELETE", "delete", "Delete", 204},
+        };
+        for (size_t i = 0; i < TA_ARRAY_SIZE(item); i++) {
+            if (strcmp(item[i].method, r->method) != 0)
+                continue;
+            snprintf(sumbuf, sizeof(sumbuf), "%s a %s", item[i].word, one);
+            op_id_join(idbuf, sizeof(idbuf), item[i].verb, one);
+            status = item[i].status;
+            if (status == 200)
+                resp = schema;
+            if (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "PATCH") == 0)
+                req = schema;
+        }
+    }
+    if (resp != NULL || status == 204) {
+        summary = sumbuf;
+        op_id = idbuf;
+    }
+    if (spec != NULL) {
+        if (spec->op_id != NULL)
+            op_id = spec->op_id;
+        if (spec->summary != NULL)
+            summary = spec->summary;
+        if (spec->req != NULL)
+            req = spec->req;
+        if (spec->status != 0) {
+            status = spec->status;
+            resp = spec->resp;
+        }
+        if (spec->params != NULL)
+            params = spec->params;
+    }
+    if (op_id == NULL) {
+        /* a route this file does not know yet: still listed, answer generic */
+        op_id_route(idbuf, sizeof(idbuf), r->method, r->pattern);
+        op_id = idbuf;
+    }
+
+    push(g, tags, json_string(tag));
+    put(g, op, "tags", tags);
+    if (summary != NULL)
+        put_str(g, op, "summary", summary);
+    put_str(g, op, "operationId", op_id);
+    switch (r->auth) {
+    case AUTH_NONE: put(g, op, "security", security(g, NULL)); break;
+    case AUTH_USER: put(g, op, "security", security(g, "jwt", "apiKey", NULL)); break;
+    default: put(g, op, "security", security(g, "jwt", NULL)); break;
+    }
+    if (params != NULL) {
+        json_t *pa = json_array();
+        const char *p = params;
+        while (*p != '\0') {
+            char name[32];
+            const char *e = strchr(p, ',');
+            size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
+            snprintf(name, sizeof(name), "%.*s", (int)n, p);
+            push(g, pa, t_ref(g, REF_PARAM, name));
+            p += n + (e != NULL ? 1 : 0);
+        }
+        put(g, op, "parameters", pa);
+    }
+    if (r->body)
+        put(g, op, "requestBody",
+            json_body(g, req != NULL ? t_ref(g, REF_SCHEMA, req) : t_basic(g, "object", NULL, NULL),
+                      strcmp(r->method, "PATCH") == 0 ? "only the fields present change"
+                      : strcmp(r->method, "PUT") == 0 ? "every writable field; required ones must be present"
+                                                      : NULL));
+
+    snprintf(stbuf, sizeof(stbuf), "%d", status);
+    if (status == 204)
+        put(g, rs, stbuf, response(g, "done", NULL));
+    else
+        put(g, rs, stbuf,
+            response(g, status == 201 ? "created" : "ok",
+                     resp != NULL ? t_ref(g, REF_SCHEMA, resp) : t_basic(g, "object", NULL, NULL)));
+    write = strcmp(r->method, "GET") != 0;
+    if (r->body || params != NULL)
+        add_error_refs(g, rs, "400", NULL);
+    if (r->auth != AUTH_NONE || r->body)
+        add_error_refs(g, rs, "401", NULL);
+    if (r->auth == AUTH_ADMIN)
+        add_error_refs(g, rs, "403", NULL);
+    if (has_id)
+        add_error_refs(g, rs, "404", NULL);
+    if (write && one != NULL && (r->body || strcmp(r->method, "DELETE") == 0))
+        add_error_refs(g, rs, "409", NULL);
+    if (r->body)
+        add_error_refs(g, rs, "413", NULL);
+    put(g, op, "responses", rs);
+    return op;
+}
+
+/* Add method's operation under paths[pattern] (created on first use, with
+ * the {id} path parameter). */
+static void add_operation(gen_t *g, json_t *paths, const char *pattern, const char *method, json_t *op)
+{
+    json_t *item = json_object_get(paths, pattern);
+    char lm[16];
+
+    if (item == NULL) {
+        item = json_object();
+        if (strstr(pattern, "{id}") != NULL) {
+            json_t *pa = json_array();
+            push(g, pa, t_ref(g, REF_PARAM, "id"));
+            put(g, item, "parameters", pa);
+        }
+        put(g, paths, pattern, item);
+        if (g->oom) {
+            json_decref(op);
+            return;
+        }
+    }
+    lower_copy(lm, sizeof(lm), method);
+    put(g, item, lm, op);
+}
+
+/* ---- /v1, /healthz, /metrics: the static list ------------------------------- */
+
+static json_t *v1_operation(gen_t *g, const char *op_id, const char *summary, const char *req,
+                            const char *resp, bool sse, bool model_404)
+{
+    json_t *op = json_object(), *tags = json_array(), *rs = json_object(), *ok, *c, *m, *h;
+
+    push(g, tags, json_string("v1"));
+    put(g, op, "tags", tags);
+    put_str(g, op, "summary", summary);
+    put_str(g, op, "operationId", op_id);
+    put(g, op, "security", security(g, "apiKey", NULL));
+    if (req != NULL)
+        put(g, op, "requestBody", json_body(g, t_ref(g, REF_SCHEMA, req), NULL));
+    ok = response(g, "ok", t_ref(g, REF_SCHEMA, resp));
+    if (sse) {
+        c = json_object_get(ok, "content");
+        m = json_object();
+        put(g, m, "schema",
+            t_str(g, "\"stream\": true: server-sent events, ending with data: [DONE]"));
+        put(g, c, "text/event-stream", m);
+        h = json_object();
+        for (size_t i = 0; i < TA_ARRAY_SIZE(ratelimit_headers); i++)
+            put(g, h, ratelimit_headers[i], t_ref(g, REF_HEADER, ratelimit_headers[i]));
+        put(g, ok, "headers", h);
+    }
+    put(g, rs, "200", ok);
+    if (req != NULL)
+        add_error_refs(g, rs, "400", NULL);
+    add_error_refs(g, rs, "401", NULL);
+    if (req != NULL)
+        add_error_refs(g, rs, "403", NULL);
+    if (model_404)
+        add_error_refs(g, rs, "404", NULL);
+    if (req != NULL) {
+        json_t *tm = error_response(g, "limits: insufficient_quota or rate_limit_exceeded");
+        h = json_object();
+        put(g, h, "Retry-After", t_ref(g, REF_HEADER, "Retry-After"));
+        put(g, tm, "headers", h);
+        put(g, rs, "429", tm);
+        add_error_refs(g, rs, "502", "503", "504", NULL);
+    }
+    put(g, op, "responses", rs);
+    return op;
+}
+
+static json_t *ops_operation(gen_t *g, const char *op_id, const char *summary, json_t *ok,
+                             bool unavailable)
+{
+    json_t *op = json_object(), *tags = json_array(), *rs = json_object();
+
+    push(g, tags, json_string("operations"));
+    put(g, op, "tags", tags);
+    put_str(g, op, "summary", summary);
+    put_str(g, op, "operationId", op_id);
+    put(g, op, "security", security(g, NULL));
+    put(g, rs, "200", ok);
+    if (unavailable)
+        put(g, rs, "503", response(g, "the ledger does not open or billing is not alive",
+                                   t_ref(g, REF_SCHEMA, "Health")));
+    put(g, op, "responses", rs);
+    return op;
+}
+
+static void static_paths(gen_t *g, json_t *paths)
+{
+    json_t *item, *pa, *metrics, *c, *m;
+
+    item = json_object();
+    put(g, item, "post",
+        v1_operation(g, "chatCompletions", "Chat completion, streamed or not", "V1Request",
+                     "V1Response", true, true));
+    put(g, paths, "/v1/chat/completions", item);
+    item = json_object();
+    put(g, item, "post",
+        v1_operation(g, "completions", "Text completion (legacy)", "V1Request", "V1Response",
+                     true, true));
+    put(g, paths, "/v1/completions", item);
+    item = json_object();
+    put(g, item, "post",
+        v1_operation(g, "embeddings", "Embeddings", "V1Request", "V1Response", false, true));
+    put(g, paths, "/v1/embeddings", item);
+    item = json_object();
+    put(g, item, "get",
+        v1_operation(g, "listV1Models", "The models of the key's group", NULL, "V1ModelList",
+                     false, false));
+    put(g, paths, "/v1/models", item);
+    item = json_object();
+    pa = json_array();
+    push(g, pa, param(g, "model", "path", t_str(g, NULL), "a model name"));
+    put(g, item, "parameters", pa);
+    put(g, item, "get",
+        v1_operation(g, "getV1Model", "One model of the key's group", NULL, "V1Model", false,
+                     true));
+    put(g, paths, "/v1/models/{model}", item);
+    item = json_object();
+    put(g, item, "get",
+        v1_operation(g, "usage", "The key's quota and its usage", NULL, "V1Usage", false, false));
+    put(g, paths, "/v1/usage", item);
+
+    item = json_object();
+    put(g, item, "get",
+        ops_operation(g, "healthz", "Liveness: the ledger opens and billing is alive",
+                      response(g, "ok", t_ref(g, REF_SCHEMA, "Health")), true));
+    put(g, paths, "/healthz", item);
+    metrics = response(g, "Prometheus text format", NULL);
+    c = json_object();
+    m = json_object();
+    put(g, m, "schema", t_str(g, NULL));
+    put(g, c, "text/plain", m);
+    put(g, metrics, "content", c);
+    item = json_object();
+    put(g, item, "get",
+        ops_operation(g, "metrics",
+                      "Requests by status and model, latency histograms, ring depth, upstream errors",
+                      metrics, false));
+    put(g, paths, "/metrics", item);
+}
+
+/* ---- the document ----------------------------------------------------------- */
+
+static json_t *document(gen_t *g)
+{
+    json_t *doc = json_object(), *info = json_object(), *paths = json_object(),
+           *comp = json_object();
+    ta_admin_route_info_t r;
+
+    put_str(g, doc, "openapi", "3.0.3");
+    put_str(g, info, "title", "tokenaudit");
+    put_str(g, info, "version", TA_VERSION);
+    put_str(g, info, "description",
+            "OpenAI-compatible AI API gateway with quotas and an audit trail. Generated by "
+            "`tokenaudit openapi` from the router table and the schema descriptors; see "
+            "docs/API.md. /api paths are served with and without the trailing slash; every "
+            "answer carries X-Request-Id; money is a decimal string; times are RFC 3339 UTC.");
+    put(g, doc, "info", info);
+
+    for (size_t i = 0; ta_admin_route(i, &r); i++) {
+        add_operation(g, paths, r.pattern, r.method, api_operation(g, &r));
+        if (g->oom)
+            break;
+    }
+    static_paths(g, paths);
+    put(g, doc, "paths", paths);
+
+    put(g, comp, "securitySchemes", security_schemes(g));
+    put(g, comp, "parameters", parameters(g));
+    put(g, comp, "headers", headers(g));
+    put(g, comp, "responses", responses(g));
+    put(g, comp, "schemas", schemas(g));
+    put(g, doc, "components", comp);
+    return doc;
+}
+
+/* ---- YAML ------------------------------------------------------------------
+ * Block style, two spaces per level. Short sequences of scalars are written
+ * in flow style ([a, b]). A string is written plain when it cannot be read
+ * as anything else (starts with a letter or '/', only safe characters, not a
+ * YAML 1.1 boolean or null word); otherwise as a JSON string, which is a
+ * valid YAML double-quoted scalar. */
+
+static bool plain_ok(const char *s, bool flow)
+{
+    static const char *const words[] = {"true", "false", "null", "yes", "no", "on", "off",
+                                        "y", "n", NULL};
+    size_t n = strlen(s);
+
+    if (n == 0 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z') || s[0] == '/'))
+        return false;
+    if (s[n - 1] == ' ')
+        return false;
+    for (const char *p = s; *p != '\0'; p++) {
+        char ch = *p;
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9'))
+            continue;
+        if (strchr("_./-()'=+;* ", ch) != NULL)
+            continue;
+        if (!flow && strchr("{},", ch) != NULL)
+            continue;
+        return false;
+    }
+    for (size_t i = 0; words[i] != NULL; i++)
+        if (strcasecmp(s, words[i]) == 0)
+            return false;
+    return true;
+}
+
+static int y_string(FILE *out, const char *s, bool flow)
+{
+    char *q;
+    json_t *j;
+
+    if (plain_ok(s, flow))
+        return fputs(s, out) < 0 ? -EIO : 0;
+    j = json_string(s);
+    q = j != NULL ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    if (q == NULL)
+        return -ENOMEM;
+    if (fputs(q, out) < 0) {
+        free(q);
+        return -EIO;
+    }
+    free(q);
+    return 0;
+}
+
+/* A scalar, or an empty container. */
+static int y_scalar(FILE *out, const json_t *v, bool flow)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING: return y_string(out, json_string_value(v), flow);
+    case JSON_INTEGER: fprintf(out, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); return 0;
+    case JSON_TRUE: fputs("true", out); return 0;
+    case JSON_FALSE: fputs("false", out); return 0;
+    case JSON_NULL: fputs("null", out); return 0;
+    case JSON_OBJECT: fputs("{}", out); return 0;
+    case JSON_ARRAY: fputs("[]", out); return 0;
+    case JSON_REAL: break;
+    }
+    return -EINVAL; /* the document has no reals */
+}
+
+static bool is_leaf(const json_t *v)
+{
+    return !(json_is_object(v) && json_object_size(v) > 0) &&
+           !(json_is_array(v) && json_array_size(v) > 0);
+}
+
+/* Short arrays of plain-enough scalars go on one line. */
+static bool flow_ok(const json_t *a)
+{
+    size_t i, len = 0;
+    json_t *v;
+
+    json_array_foreach (a, i, v) {
+        if (!is_leaf(v) || json_is_object(v) || json_is_array(v))
+            return false;
+        len += json_is_string(v) ? json_string_length(v) + 4 : 8;
+    }
+    return len <= 72;
+}
+
+static int y_node(FILE *out, const json_t *v, int indent, bool inline_first);
+
+static int y_map(FILE *out, const json_t *o, int indent, bool inline_first)
+{
+    const char *k;
+    json_t *v;
+    bool first = true;
+    int rc;
+
+    json_object_foreach ((json_t *)o, k, v) {
+        if (!(first && inline_first))
+            fprintf(out, "%*s", indent, "");
+        first = false;
+        if ((rc = y_string(out, k, false)) != 0)
+            return rc;
+        fputc(':', out);
+        if ((rc = y_node(out, v, indent + 2, false)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int y_seq(FILE *out, const json_t *a, int indent)
+{
+    size_t i;
+    json_t *v;
+    int rc;
+
+    json_array_foreach (a, i, v) {
+        fprintf(out, "%*s-", indent, "");
+        if (json_is_object(v) && json_object_size(v) > 0) {
+            fputc(' ', out);
+            rc = y_map(out, v, indent + 2, true);
+        } else {
+            rc = y_node(out, v, indent + 2, false);
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* v after "key:" or "-": on the same line when it is a leaf. */
+static int y_node(FILE *out, const json_t *v, int indent, bool inline_first)
+{
+    int rc;
+    size_t i;
+    json_t *e;
+
+    if (is_leaf(v)) {
+        fputc(' ', out);
+        rc = y_scalar(out, v, false);
+        fputc('\n', out);
+        return rc;
+    }
+    if (json_is_array(v) && flow_ok(v)) {
+        fputs(" [", out);
+        json_array_foreach (v, i, e) {
+            if (i > 0)
+                fputs(", ", out);
+            if ((rc = y_scalar(out, e, true)) != 0)
+                return rc;
+        }
+        fputs("]\n", out);
+        return 0;
+    }
+    fputc('\n', out);
+    return json_is_object(v) ? y_map(out, v, indent, inline_first) : y_seq(out, v, indent);
+}
+
+int ta_openapi_write(FILE *out, bool json)
+{
+    gen_t g = {.oom = false};
+    json_t *doc = document(&g);
+    int rc = 0;
+
+    if (doc == NULL || g.oom) {
+        rc = -ENOMEM;
+        goto Exit;
+    }
+    if (json) {
+        if (json_dumpf(doc, out, JSON_INDENT(2)) != 0)
+            rc = -EIO;
+        else
+            fputc('\n', out);
+    } else {
+        fputs("# Generated by `tokenaudit openapi` (admin/openapi.c) from the code; do not edit.\n"
+              "# Regenerate: build/tokenaudit openapi > docs/openapi.yaml\n",
+              out);
+        rc = y_map(out, doc, 0, false);
+    }
+    if (rc == 0 && (fflush(out) != 0 || ferror(out)))
+        rc = -EIO;
+Exit:
+    json_decref(doc);
+    return rc;
+}
+
+int ta_openapi_cli(int argc, char **argv)
+{
+    bool json = false;
+    int rc;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            json = true;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            puts("usage: tokenaudit openapi [--json]\n"
+                 "  print the OpenAPI 3.0 document of the HTTP API (YAML; JSON with --json)");
+            return 0;
+        } else {
+            fprintf(stderr, "tokenaudit: openapi: unknown argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    rc = ta_openapi_write(stdout, json);
+    if (rc != 0) {
+        fprintf(stderr, "tokenaudit: openapi: %s\n", ta_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
