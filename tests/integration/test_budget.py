@@ -4,7 +4,8 @@
    connections, half on keep-alive ones; streams and plain answers; with and
    without max_tokens) on ONE quota with a small cost limit. The fake upstream
    runs the `usage_max` scenario: every answer reports as completion tokens the
-   max_tokens the gateway sent upstream, i.e. the worst case the gateway allowed.
+   max_tokens the gateway sent upstream, and as prompt tokens the gateway's
+   upper bound of this prompt, i.e. the worst case the gateway allowed.
    After billing drained (in_flight 0, cost_held 0):
      - the quota's used cost never exceeds its limit, and the budget was used up
        (refusals with insufficient_quota happened);
@@ -29,6 +30,10 @@ CLIENTS = 64
 PER_CLIENT = 3
 COST_LIMIT = "0.01"      # 10,000,000 nano; one request costs up to ~0.000224
 RPM = 8
+# The prompt tokens the fake reports: the gateway's upper bound for the body
+# {"messages":[{"role":"user","content":"hi"}]} (17 text bytes + 4 per message
+# + 3), so every answer costs exactly the worst case the gateway held.
+PROMPT_USAGE = "24,0,0"
 
 
 def post(gw, key, body, conn=None):
@@ -58,7 +63,7 @@ def budget(gw, fake, t):
         start.wait()
         for j in range(PER_CLIENT):
             body = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}],
-                    "fake_scenario": "usage_max", "fake_usage": "10,0,0", "fake_chunks": 3}
+                    "fake_scenario": "usage_max", "fake_usage": PROMPT_USAGE, "fake_chunks": 3}
             if (i + j) % 3 == 0:
                 body["max_tokens"] = 40
             stream = (i + j) % 4 == 1
@@ -102,7 +107,7 @@ def budget(gw, fake, t):
     t.settled(timeout=60)
     for _ in range(200):
         st, hdrs, data = post(gw, t.key, {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}],
-                                          "fake_scenario": "usage_max", "fake_usage": "10,0,0"})
+                                          "fake_scenario": "usage_max", "fake_usage": PROMPT_USAGE})
         results.append((st, hdrs, data, False))
         check(st in (200, 429), "sequential tail: %s %s" % (st, data))
         if st == 429:
