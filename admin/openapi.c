@@ -76,6 +76,21 @@ static void put_str(gen_t *g, json_t *o, const char *k, const char *s)
     put(g, o, k, json_string(s));
 }
 
+/* Copy the next item of a comma-separated list into buf; returns where the
+ * rest starts, or NULL when the list is used up. */
+static const char *list_next(const char *p, char *buf, size_t cap)
+{
+    const char *e;
+    size_t n;
+
+    if (p == NULL || *p == '\0')
+        return NULL;
+    e = strchr(p, ',');
+    n = e != NULL ? (size_t)(e - p) : strlen(p);
+    snprintf(buf, cap, "%.*s", (int)n, p);
+    return e != NULL ? e + 1 : p + n;
+}
+
 /* {"type": type[, "format": fmt][, "description": desc]} */
 static json_t *t_basic(gen_t *g, const char *type, const char *fmt, const char *desc)
 {
@@ -92,7 +107,10 @@ static json_t *t_basic(gen_t *g, const char *type, const char *fmt, const char *
 static json_t *t_str(gen_t *g, const char *desc) { return t_basic(g, "string", NULL, desc); }
 static json_t *t_int(gen_t *g, const char *desc) { return t_basic(g, "integer", "int64", desc); }
 static json_t *t_bool(gen_t *g, const char *desc) { return t_basic(g, "boolean", NULL, desc); }
-static json_t *t_time(gen_t *g, const char *desc) { return t_basic(g, "string", "date-time", desc); }
+static json_t *t_time(gen_t *g, const char *desc)
+{
+    return t_basic(g, "string", "date-time", desc);
+}
 
 static json_t *t_ref(gen_t *g, const char *base, const char *name)
 {
@@ -150,13 +168,9 @@ static json_t *t_obj(gen_t *g, const char *desc, const char *required, ...)
         put_str(g, o, "description", desc);
     if (required != NULL) {
         json_t *req = json_array();
-        const char *p = required;
-        while (*p != '\0') {
-            const char *e = strchr(p, ',');
-            size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
-            push(g, req, json_stringn(p, n));
-            p += n + (e != NULL ? 1 : 0);
-        }
+        char item[64];
+        for (const char *p = required; (p = list_next(p, item, sizeof(item))) != NULL;)
+            push(g, req, json_string(item));
         put(g, o, "required", req);
     }
     va_start(ap, required);
@@ -256,7 +270,8 @@ static json_t *field_schema(gen_t *g, const ta_field_t *f, bool with_default)
         break;
     case TA_FT_NANO:
         if (f->min != 0 || f->max != 0)
-            snprintf(buf, sizeof(buf), "decimal string, %s to %s; requests also accept a JSON number%s",
+            snprintf(buf, sizeof(buf),
+                     "decimal string, %s to %s; requests also accept a JSON number%s",
                      ta_nano_format(f->min, lo), ta_nano_format(f->max, hi),
                      nullable ? "; null (or 0 on input) means no limit" : "");
         else
@@ -430,7 +445,8 @@ static json_t *schemas(gen_t *g)
               t_obj(g, NULL, "message,type,code,param", "message", t_str(g, NULL), "type",
                     t_str(g, "invalid_request_error, authentication_error, not_found_error, ..."),
                     "code", t_str(g, NULL), "param", t_nullable(g, t_str(g, "the field at fault")),
-                    "fields", t_string_map(g, "validation errors only: field name -> what is wrong"),
+                    "fields",
+                    t_string_map(g, "validation errors only: field name -> what is wrong"),
                     NULL),
               NULL));
     put(g, s, "Page",
@@ -460,7 +476,8 @@ static json_t *schemas(gen_t *g)
     put(g, props_of(o), "api_key", p);
     put(g, s, "Provider", o);
 
-    put(g, s, "ModelRoute", record_schema(g, &ta_desc_route, NULL, NULL, "tried in priority order, lowest first"));
+    put(g, s, "ModelRoute",
+        record_schema(g, &ta_desc_route, NULL, NULL, "tried in priority order, lowest first"));
     put(g, s, "Model",
         record_schema(g, &ta_desc_model, NULL, NULL,
                       "name is what clients send as model; prices are per 1M tokens"));
@@ -546,8 +563,13 @@ static json_t *schemas(gen_t *g)
               t_int(g, NULL), "models_count", t_nullable(g, t_int(g, NULL)), "error",
               t_nullable(g, t_str(g, NULL)), NULL));
     put(g, s, "SyncModels",
-        t_obj(g, NULL, "created,existing", "created", t_arr(g, t_str(g, "model name")),
-              "existing", t_arr(g, t_str(g, "model name")), NULL));
+        t_obj(g, "names the provider lists: created as new models (no prices), already "
+                 "there, or skipped",
+              "created,existing", "created", t_arr(g, t_str(g, "model name")), "existing",
+              t_arr(g, t_str(g, "model name")), "skipped",
+              t_arr(g, t_obj(g, NULL, "name,reason", "name", t_str(g, NULL), "reason",
+                             t_str(g, NULL), NULL)),
+              NULL));
 
     /* ---- /v1 (the OpenAI shapes, passed through; only what the gateway reads) ---- */
     o = t_obj(g, "passed to the upstream; other OpenAI fields are allowed", "model", "model",
@@ -632,18 +654,25 @@ static json_t *parameters(gen_t *g)
     put(g, ps, "default", json_integer(TA_ADMIN_PAGE_SIZE_DEFAULT));
     put(g, p, "page_size", param(g, "page_size", "query", ps, NULL));
     put(g, p, "search", param(g, "search", "query", t_str(g, NULL), "case-insensitive substring"));
-    put(g, p, "role", param(g, "role", "query", field_schema(g, ta_rec_field(&ta_desc_user, "role"), false), NULL));
+    put(g, p, "role",
+        param(g, "role", "query", field_schema(g, ta_rec_field(&ta_desc_user, "role"), false),
+              NULL));
     put(g, p, "is_active", param(g, "is_active", "query", t_bool(g, NULL), NULL));
-    put(g, p, "provider_id", param(g, "provider_id", "query", t_pos(g, 0), "models routed to this provider"));
+    put(g, p, "provider_id",
+        param(g, "provider_id", "query", t_pos(g, 0), "models routed to this provider"));
     put(g, p, "user_id", param(g, "user_id", "query", t_pos(g, 0), NULL));
     put(g, p, "group_id", param(g, "group_id", "query", t_pos(g, 0), NULL));
     put(g, p, "quota_id", param(g, "quota_id", "query", t_pos(g, 0), NULL));
-    put(g, p, "model", param(g, "model", "query", t_str(g, NULL), "the requested or the served model name"));
-    put(g, p, "status", param(g, "status", "query", t_basic(g, "integer", "int32", NULL), "HTTP status the client got"));
+    put(g, p, "model",
+        param(g, "model", "query", t_str(g, NULL), "the requested or the served model name"));
+    put(g, p, "status",
+        param(g, "status", "query", t_basic(g, "integer", "int32", NULL),
+              "HTTP status the client got"));
     put(g, p, "since", param(g, "since", "query", t_str(g, when), "inclusive"));
     put(g, p, "until", param(g, "until", "query", t_str(g, when), "exclusive"));
     put(g, p, "group_by",
-        param(g, "group_by", "query", t_enum(g, NULL, "day", "model", "user", NULL), "default day"));
+        param(g, "group_by", "query", t_enum(g, NULL, "day", "model", "user", NULL),
+              "default day"));
     put(g, p, "group_by_quota",
         param(g, "group_by", "query", t_enum(g, NULL, "day", "model", NULL), "default day"));
     return p;
@@ -776,44 +805,49 @@ typedef struct op_spec {
     int status;       /* success status */
     const char *resp; /* success schema; NULL with 204 */
     const char *params;
+    const char *errs; /* more error statuses than the route's flags imply */
 } op_spec_t;
 
 static const op_spec_t ops[] = {
     {"POST", "/api/auth/login/", "login", "Log in: a JWT for /api", "LoginRequest", 200,
-     "LoginResponse", NULL},
+     "LoginResponse", NULL, NULL},
     {"POST", "/api/auth/logout/", "logout", "Log out: the token is revoked at once", NULL, 204,
-     NULL, NULL},
-    {"GET", "/api/auth/me/", "me", "The caller", NULL, 200, "User", NULL},
+     NULL, NULL, NULL},
+    {"GET", "/api/auth/me/", "me", "The caller", NULL, 200, "User", NULL, NULL},
     {"POST", "/api/auth/password/", "changePassword", "Change the caller's password",
-     "PasswordChange", 204, NULL, NULL},
+     "PasswordChange", 204, NULL, NULL, NULL},
     {"GET", "/api/quotas/", "listMyQuotas", "The caller's quotas with their usage", NULL, 200,
-     "QuotaPage", "page,page_size"},
-    {"GET", "/api/admin/users/", NULL, NULL, NULL, 0, NULL, "page,page_size,search,role,is_active"},
+     "QuotaPage", "page,page_size", NULL},
+    {"GET", "/api/admin/users/", NULL, NULL, NULL, 0, NULL,
+     "page,page_size,search,role,is_active", NULL},
     {"DELETE", "/api/admin/users/{id}/", NULL,
-     "Deactivate a user and revoke every key (records stay for audit)", NULL, 0, NULL, NULL},
+     "Deactivate a user and revoke every key (records stay for audit)", NULL, 0, NULL, NULL, NULL},
     {"POST", "/api/admin/users/{id}/reset-all-keys/", "resetUserKeys",
-     "New keys for every quota of a user", NULL, 200, "KeysReset", NULL},
+     "New keys for every quota of a user", NULL, 200, "KeysReset", NULL, NULL},
     {"POST", "/api/admin/providers/{id}/test/", "testProvider", "Try the provider's upstream",
-     NULL, 200, "ProviderTest", NULL},
+     NULL, 200, "ProviderTest", NULL, "400"},
     {"POST", "/api/admin/providers/{id}/sync-models/", "syncProviderModels",
-     "Create models from the upstream's model list", NULL, 200, "SyncModels", NULL},
-    {"GET", "/api/admin/models/", NULL, NULL, NULL, 0, NULL, "page,page_size,search,provider_id"},
-    {"GET", "/api/admin/quotas/", NULL, NULL, NULL, 0, NULL, "page,page_size,user_id,group_id"},
+     "Create models from the upstream's model list", NULL, 200, "SyncModels", NULL,
+     "400,502,504"},
+    {"GET", "/api/admin/models/", NULL, NULL, NULL, 0, NULL, "page,page_size,search,provider_id",
+     NULL},
+    {"GET", "/api/admin/quotas/", NULL, NULL, NULL, 0, NULL, "page,page_size,user_id,group_id",
+     NULL},
     {"POST", "/api/admin/quotas/", NULL, "Create a quota and its API key (shown once)", NULL, 0,
-     NULL, NULL},
+     NULL, NULL, NULL},
     {"DELETE", "/api/admin/quotas/{id}/", NULL, "Delete a quota; its key is revoked, records stay",
-     NULL, 0, NULL, NULL},
+     NULL, 0, NULL, NULL, NULL},
     {"POST", "/api/admin/quotas/{id}/reset_api_key/", "resetQuotaKey",
-     "A new API key for the quota", NULL, 200, "ApiKeyReset", NULL},
+     "A new API key for the quota", NULL, 200, "ApiKeyReset", NULL, NULL},
     {"GET", "/api/admin/quotas/{id}/requests/", "listQuotaRequests",
      "Audit records of a quota, newest first", NULL, 200, "AuditRecordPage",
-     "page,page_size,since,until,status,model"},
+     "page,page_size,since,until,status,model", NULL},
     {"GET", "/api/admin/quotas/{id}/statistics/", "quotaStatistics", "Statistics of a quota", NULL,
-     200, "Statistics", "since,until,group_by_quota"},
+     200, "Statistics", "since,until,group_by_quota", NULL},
     {"GET", "/api/admin/requests/", "listRequests", "Audit records, newest first", NULL, 200,
-     "AuditRecordPage", "page,page_size,user_id,quota_id,model,status,since,until"},
+     "AuditRecordPage", "page,page_size,user_id,quota_id,model,status,since,until", NULL},
     {"GET", "/api/admin/statistics/", "statistics", "Statistics", NULL, 200, "Statistics",
-     "since,until,group_by,user_id,quota_id"},
+     "since,until,group_by,user_id,quota_id", NULL},
 };
 
 static const op_spec_t *find_op(const char *method, const char *pattern)
@@ -977,23 +1011,21 @@ static json_t *api_operation(gen_t *g, const ta_admin_route_info_t *r)
     }
     if (params != NULL) {
         json_t *pa = json_array();
-        const char *p = params;
-        while (*p != '\0') {
-            char name[32];
-            const char *e = strchr(p, ',');
-            size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
-            snprintf(name, sizeof(name), "%.*s", (int)n, p);
+        char name[32];
+        for (const char *p = params; (p = list_next(p, name, sizeof(name))) != NULL;)
             push(g, pa, t_ref(g, REF_PARAM, name));
-            p += n + (e != NULL ? 1 : 0);
-        }
         put(g, op, "parameters", pa);
     }
-    if (r->body)
+    if (r->body) {
+        const char *how = NULL;
+        if (strcmp(r->method, "PATCH") == 0)
+            how = "only the fields present change";
+        else if (strcmp(r->method, "PUT") == 0)
+            how = "every writable field; required ones must be present";
         put(g, op, "requestBody",
             json_body(g, req != NULL ? t_ref(g, REF_SCHEMA, req) : t_basic(g, "object", NULL, NULL),
-                      strcmp(r->method, "PATCH") == 0 ? "only the fields present change"
-                      : strcmp(r->method, "PUT") == 0 ? "every writable field; required ones must be present"
-                                                      : NULL));
+                      how));
+    }
 
     snprintf(stbuf, sizeof(stbuf), "%d", status);
     if (status == 204)
@@ -1015,13 +1047,18 @@ static json_t *api_operation(gen_t *g, const ta_admin_route_info_t *r)
         add_error_refs(g, rs, "409", NULL);
     if (r->body)
         add_error_refs(g, rs, "413", NULL);
+    if (spec != NULL && spec->errs != NULL) {
+        for (const char *p = spec->errs; (p = list_next(p, stbuf, sizeof(stbuf))) != NULL;)
+            add_error_refs(g, rs, stbuf, NULL);
+    }
     put(g, op, "responses", rs);
     return op;
 }
 
 /* Add method's operation under paths[pattern] (created on first use, with
  * the {id} path parameter). */
-static void add_operation(gen_t *g, json_t *paths, const char *pattern, const char *method, json_t *op)
+static void add_operation(gen_t *g, json_t *paths, const char *pattern, const char *method,
+                          json_t *op)
 {
     json_t *item = json_object_get(paths, pattern);
     char lm[16];
@@ -1157,7 +1194,8 @@ static void static_paths(gen_t *g, json_t *paths)
     item = json_object();
     put(g, item, "get",
         ops_operation(g, "metrics",
-                      "Requests by status and model, latency histograms, ring depth, upstream errors",
+                      "Requests by status and model, latency histograms, ring depth, "
+                      "upstream errors",
                       metrics, false));
     put(g, paths, "/metrics", item);
 }

@@ -402,6 +402,12 @@ class OpenApiLive(unittest.TestCase):
                   want=200)
         self.call("POST", P, body={"name": "x", "type": "nope", "base_url": "ftp://x"}, token=tok,
                   want=400)
+        # the provider's upstream is a closed port
+        t = self.call("POST", P + "%d/test/" % p["id"], P + "{id}/test/", token=tok,
+                      want=200).json
+        self.assertFalse(t["ok"])
+        self.call("POST", P + "%d/sync-models/" % p["id"], P + "{id}/sync-models/", token=tok,
+                  want=502)
 
         M = "/api/admin/models/"
         m = self.call("POST", M, body={"name": "m1", "routes": [
@@ -423,7 +429,8 @@ class OpenApiLive(unittest.TestCase):
         self.call("GET", U + "?search=some&role=user&is_active=true", U, token=tok, want=200)
         self.call("GET", U + "999999/", U + "{id}/", token=tok, want=404)
         utok = self.call("POST", "/api/auth/login/", body={
-            "email": "someone@example.com", "password": "password-123"}, want=200).json["access_token"]
+            "email": "someone@example.com", "password": "password-123"},
+            want=200).json["access_token"]
         self.call("GET", U, token=utok, want=403)
         self.call("GET", U, want=401)
 
