@@ -55,7 +55,8 @@ bool ta_admin_route(size_t i, ta_admin_route_info_t *out);
 
 /** Write the OpenAPI 3.0 document of the HTTP API (docs/openapi.yaml),
  *  built from the route table and the schema descriptors, to out: YAML, or
- *  JSON when json. Deterministic. Returns 0, -ENOMEM or -EIO. Any process. */
+ *  JSON when json. Deterministic. Returns 0, -ENOMEM, -EIO, or -EINVAL when
+ *  a field the generator names is gone from a descriptor. Any process. */
 int ta_openapi_write(FILE *out, bool json);
 
 /** `tokenaudit openapi [--json]`: argv[0] is "openapi". Exit code 0/1/2. */

@@ -43,7 +43,8 @@
 #define REF_HEADER "#/components/headers/"
 
 typedef struct gen {
-    bool oom; /* some allocation failed: the tree is incomplete */
+    bool oom;    /* some allocation failed: the tree is incomplete */
+    bool broken; /* a table here names something the code lacks (logged) */
 } gen_t;
 
 /* ---- tree helpers ---------------------------------------------------------- */
@@ -243,10 +244,14 @@ static void put_bounds(gen_t *g, json_t *o, const ta_field_t *f)
  * reads it. with_default: emit `default` from the descriptor. */
 static json_t *field_schema(gen_t *g, const ta_field_t *f, bool with_default)
 {
-    bool nullable = (f->flags & TA_FF_NULLABLE) != 0;
+    bool nullable = f != NULL && (f->flags & TA_FF_NULLABLE) != 0;
     char buf[TA_NANO_STRLEN * 2 + 64], lo[TA_NANO_STRLEN], hi[TA_NANO_STRLEN];
     json_t *o = NULL, *e;
 
+    if (f == NULL) { /* ta_rec_field() of a name the descriptor lost */
+        g->broken = true;
+        return NULL;
+    }
     switch (f->type) {
     case TA_FT_ID:
         o = t_int(g, NULL);
@@ -380,7 +385,7 @@ static json_t *record_schema(gen_t *g, const ta_recdesc_t *d, const char *const 
         if (f == NULL) {
             /* the subset names a field the descriptor lost: a bug the test catches */
             ta_log(TA_LOG_ERROR, "openapi: %s has no field %s", d->name, only[i]);
-            g->oom = true;
+            g->broken = true;
             continue;
         }
         if ((f->flags & TA_FF_SECRET) || f->type == TA_FT_BYTES)
@@ -1396,12 +1401,12 @@ static int y_node(FILE *out, const json_t *v, int indent, bool inline_first)
 
 int ta_openapi_write(FILE *out, bool json)
 {
-    gen_t g = {.oom = false};
+    gen_t g = {.oom = false, .broken = false};
     json_t *doc = document(&g);
     int rc = 0;
 
-    if (doc == NULL || g.oom) {
-        rc = -ENOMEM;
+    if (doc == NULL || g.oom || g.broken) {
+        rc = g.broken ? -EINVAL : -ENOMEM;
         goto Exit;
     }
     if (json) {
