@@ -50,6 +50,7 @@ struct ta_proxy {
     ta_upstream_t *up;
     h2o_timeout_t drain_timeout;
     bool drain_timeout_init;
+    bool pending_held; /* ta_worker_hold() while events wait in the ring's pending queue */
 };
 
 typedef struct route_info {
@@ -187,6 +188,13 @@ static void emit(ta_proxy_t *p, ta_event_t *ev)
         int rc = ta_ring_submit(p->conf.ring, ev);
         if (rc != 0)
             ta_log(TA_LOG_ERROR, "event lost (ring and pending queue full): %s", ta_strerror(rc));
+        /* A worker that stops must not exit with events in its own queue
+         * (they would be lost): stay "in flight" until flush_ring() moved
+         * them into the ring, bounded by shutdown_timeout_ms. */
+        if (!p->pending_held && ta_ring_has_pending(p->conf.ring)) {
+            ta_worker_hold(p->w);
+            p->pending_held = true;
+        }
     }
     if (ev->flags & TA_EVF_HOLD)
         ta_metrics_holds_add(-1);
@@ -1136,7 +1144,12 @@ static int32_t flush_ring(void *arg)
     if (p->conf.ring != NULL && ta_ring_has_pending(p->conf.ring))
         ta_ring_flush_pending(p->conf.ring);
     ta_metrics_set_ring_pending(p->conf.ring != NULL ? ta_ring_pending_count(p->conf.ring) : 0);
-    return -1;
+    bool pending = p->conf.ring != NULL && ta_ring_has_pending(p->conf.ring);
+    if (p->pending_held && !pending) {
+        ta_worker_release(p->w);
+        p->pending_held = false;
+    }
+    return pending ? 10 : -1; /* retry soon while events wait for room */
 }
 
 int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out)
