@@ -76,7 +76,7 @@ def abort(gw, fake, t):
                                                     fake_scenario="slow_chunks:40"))
     rec = record(gw, rid)
     check(rec["client_gone"] and rec["usage_estimated"], "abort: estimated, client gone: %r" % rec)
-    check(rec["completion_tokens"] < 15, "charged only what was delivered: %r" % rec)
+    check(1 <= rec["completion_tokens"] < 15, "charged only what was delivered: %r" % rec)
     check(nano(rec["cost"]) > 0, "the prompt is charged: %r" % rec)
     check(used(t) - before == nano(rec["cost"]), "quota charged the record's cost")
     harness.wait_for(lambda: len(fake.lines("STOP ")) > stops, 10, "the fake saw the stream cut by its client")
