@@ -6,7 +6,8 @@ mid-stream, and bad input.
    usage, upstream 500 and 429, malformed JSON, unknown and forbidden models,
    RPM and request-limit refusals, embeddings, and bad keys. Every answer given
    to a valid key has exactly one audit record (matched by X-Request-Id, with
-   its status); a bad key has none; each quota's usage equals the sum of its
+   its status; the CLI export, cross-checked with GET /api/admin/requests/); a
+   bad key has none; each quota's usage equals the sum of its
    records; `tokenaudit ledger verify` exits 0.
 2. kill -9 of a worker that holds streams in flight, under load: its holds are
    released by billing (each becomes one `aborted` record), nothing stays held,
@@ -147,6 +148,10 @@ def mixed_load(gw, fake, t):
         u = t.settled(qid)
         check(nano(u["cost_used"]) == sum(nano(r["cost"]) for r in recs if r["quota_id"] == qid),
               "quota %d: usage equals its records" % qid)
+        # the admin API serves the same records as the CLI export
+        r = gw.http("GET", "/api/admin/requests/?quota_id=%d&page_size=1" % qid, token=t.tok)
+        check(r.status == 200 and r.json["count"] == len([x for x in recs if x["quota_id"] == qid]),
+              "GET /api/admin/requests/?quota_id=%d: %s %s" % (qid, r.status, r.body[:300]))
     verify(gw)
 
 
