@@ -72,6 +72,11 @@ json_t *quota_json(actx_t *c, const ta_quota_t *q)
         json_decref(j);
         return NULL;
     }
+    /* the warn_at thresholds billing raised this period (warn_level counts them) */
+    json_t *w = json_array();
+    for (int i = 0; w != NULL && i < bal.warn_level && i < q->limits.nwarn && i < TA_MAX_WARN; i++)
+        json_array_append_new(w, json_integer(q->limits.warn_at[i]));
+    json_object_set_new(u, "warnings", w != NULL ? w : json_null());
     json_object_set_new(j, "usage", u);
     return j;
 }

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Quota warnings and the warning webhook, end to end.
+
+Real processes: tokenauditd (harness.py) with warning_webhook_url pointing at
+an http.server in this test, in front of tests/tools/fake_upstream (usage set
+per request, so every cost is known: 100 prompt + 50 completion tokens at 1 and
+2 per 1M tokens = 0.0002, 20% of a 0.001 cost limit).
+
+Checked:
+  * quota A, warn_at [50, 80]: 20%, 40% raise nothing; 60% raises 50, 80%
+    raises 80, 100% raises nothing new; exactly one POST per threshold, with
+    the quota id, the threshold and the usage in the body; GET
+    /api/admin/quotas/{id}/ shows usage.warnings [50] then [50, 80].
+  * "exactly one" without waiting on a clock: the webhook thread posts in
+    order, so once the POST of a later quota's warning (a barrier) arrived,
+    any duplicate queued before it would have arrived too.
+  * a failing webhook (the receiver holds the first attempt, then answers
+    500): settlement is not blocked meanwhile (usage keeps moving, requests
+    keep succeeding), the attempts are bounded (3, counted at the receiver,
+    then the barrier shows no 4th), and the failure is logged.
+  * a receiver that is down: settlement goes on, the failure is logged.
+  * nothing is lost: every 200 has its audit record, and `tokenaudit ledger
+    verify` exits 0.
+"""
+
+import http.server
+import json
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import proxyutil  # noqa: E402
+from proxyutil import check  # noqa: E402
+
+USAGE = "100,50,0"  # 0.0002 per request at input 1 / output 2 per 1M tokens
+STEP = proxyutil.cost_of(100, 50)
+LIMIT = "0.001"
+ATTEMPTS = 3  # billing's default webhook_attempts
+
+
+class Receiver:
+    """The webhook endpoint: records every POST; answers per quota id ("ok" by
+    default, "fail" = 500); quota ids in `hold` wait on `release` first."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.posts = []
+        self.fail = set()
+        self.hold = set()
+        self.release = threading.Event()
+        self.held = threading.Event()
+        rcv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n))
+                with rcv.lock:
+                    rcv.posts.append((self.path, self.headers.get("Content-Type"), body))
+                    first = body["quota_id"] in rcv.hold
+                    rcv.hold.discard(body["quota_id"])
+                if first:
+                    rcv.held.set()
+                    rcv.release.wait(30)
+                code = 500 if body["quota_id"] in rcv.fail else 200
+                self.send_response(code)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
+        self.th = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.th.start()
+
+    def of(self, qid):
+        with self.lock:
+            return [b for _, _, b in self.posts if b["quota_id"] == qid]
+
+    def wait(self, qid, n, what):
+        return harness.wait_for(lambda: len(self.of(qid)) >= n and self.of(qid), 30, what)
+
+    def down(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def spend(gw, t, key, qid, n=1):
+    """n requests of 20% each, one after the other; returns how many got 200."""
+    ok = 0
+    for _ in range(n):
+        r = proxyutil.v1(gw, key, "POST", "/chat/completions",
+                         proxyutil.chat_body(fake_usage=USAGE, max_tokens=50))
+        check(r.status == 200, "spend on quota %d: %s %s" % (qid, r.status, r.body))
+        ok += 1
+    return ok
+
+
+def barrier(gw, t, rcv, what):
+    """A fresh quota crossing its only threshold: once its POST arrived, every
+    webhook queued before it was delivered (one thread, FIFO)."""
+    q, key = t.new_quota({"period": "month", "cost_limit": LIMIT, "warn_at": [10]})
+    spend(gw, t, key, q["id"])
+    rcv.wait(q["id"], 1, "the barrier webhook (%s)" % what)
+    return q["id"]
+
+
+def main():
+    rcv = Receiver()
+    sent = 0
+    with harness.Gateway(workers=2, env={"TOKENAUDIT_WARNING_WEBHOOK_URL": rcv.url}) as gw:
+        fake = proxyutil.Fake(gw.tmp)
+        try:
+            t = proxyutil.Tenant(gw, fake, quota={"period": "month", "cost_limit": LIMIT,
+                                                  "warn_at": [50, 80]})
+            qa, ka = t.quota_id, t.key
+            check(t.quota_get()["warn_at"] == [50, 80], t.quota_get())
+
+            # ---- thresholds once each -------------------------------------------------
+            sent += spend(gw, t, ka, qa, 2)
+            u = t.settled()
+            check(proxyutil.nano(u["cost_used"]) == 2 * STEP and u["warnings"] == [], u)
+            sent += spend(gw, t, ka, qa)
+            u = t.settled()
+            check(u["warnings"] == [50], "60%%: usage %r" % u)
+            p = rcv.wait(qa, 1, "the 50% webhook")
+            check([b["threshold"] for b in p] == [50], p)
+            sent += spend(gw, t, ka, qa)
+            u = t.settled()
+            check(proxyutil.nano(u["cost_used"]) == 4 * STEP and u["warnings"] == [50, 80], "80%%: %r" % u)
+            rcv.wait(qa, 2, "the 80% webhook")
+            sent += spend(gw, t, ka, qa)  # 100%: nothing new to raise
+            u = t.settled()
+            check(proxyutil.nano(u["cost_used"]) == 5 * STEP and u["warnings"] == [50, 80], "100%%: %r" % u)
+            r = proxyutil.v1(gw, ka, "POST", "/chat/completions",
+                             proxyutil.chat_body(fake_usage=USAGE, max_tokens=50))
+            check(r.status == 429 and r.json["error"]["code"] == "insufficient_quota", r.body)
+            barrier(gw, t, rcv, "after quota A")
+            sent += 1
+            p = rcv.of(qa)
+            check(sorted(b["threshold"] for b in p) == [50, 80], "one POST per threshold: %r" % p)
+            with rcv.lock:
+                paths = {(path, ct) for path, ct, _ in rcv.posts}
+            check(paths == {("/hook", "application/json")}, paths)
+            for b in p:
+                check(b["event"] == "quota.warning" and b["quota_id"] == qa and
+                      b["user_id"] == t.user_id and b["cost_limit"] == LIMIT and
+                      b["key_prefix"] == t.quota["key_prefix"], b)
+            b50, b80 = sorted(p, key=lambda b: b["threshold"])
+            check(proxyutil.nano(b50["cost_used"]) == 3 * STEP and b50["requests_used"] == 3, b50)
+            check(proxyutil.nano(b80["cost_used"]) == 4 * STEP and b80["requests_used"] == 4, b80)
+
+            # ---- a failing webhook: settlement goes on, attempts bounded ---------------
+            qb, kb = t.new_quota({"period": "month", "cost_limit": LIMIT, "warn_at": [50]})
+            qb = qb["id"]
+            rcv.fail.add(qb)
+            rcv.hold.add(qb)
+            sent += spend(gw, t, kb, qb, 3)
+            harness.wait_for(rcv.held.is_set, 30, "the first webhook attempt for quota B")
+            # the webhook thread is stuck in that attempt: billing settles anyway
+            sent += spend(gw, t, kb, qb, 2)
+            u = t.settled(qb)
+            check(u["requests_used"] == 5 and proxyutil.nano(u["cost_used"]) == 5 * STEP and
+                  u["warnings"] == [50], "quota B settled while its webhook hangs: %r" % u)
+            check(len(rcv.of(qb)) == 1, "still in the first attempt: %r" % rcv.of(qb))
+            rcv.release.set()
+            rcv.wait(qb, ATTEMPTS, "%d attempts for quota B" % ATTEMPTS)
+            harness.wait_for(lambda: "warning webhook for quota %d at 50%%: failed after %d attempts "
+                             "(last status 500)" % (qb, ATTEMPTS) in gw.log(), 30, "the failure log line")
+            barrier(gw, t, rcv, "after quota B")
+            sent += 1
+            check(len(rcv.of(qb)) == ATTEMPTS, "bounded retries: %d attempts" % len(rcv.of(qb)))
+            check(all(b["threshold"] == 50 for b in rcv.of(qb)), rcv.of(qb))
+
+            # ---- the receiver is down -----------------------------------------------
+            rcv.down()
+            qc, kc = t.new_quota({"period": "month", "cost_limit": LIMIT, "warn_at": [50]})
+            qc = qc["id"]
+            sent += spend(gw, t, kc, qc, 3)
+            harness.wait_for(lambda: "warning webhook for quota %d at 50%%: failed after %d attempts"
+                             % (qc, ATTEMPTS) in gw.log(), 30, "the failure log line (receiver down)")
+            sent += spend(gw, t, kc, qc, 2)
+            u = t.settled(qc)
+            check(u["requests_used"] == 5 and u["warnings"] == [50], "quota C: %r" % u)
+
+            # ---- nothing lost -------------------------------------------------------------
+            recs = proxyutil.audit_records(gw, applied=sent)
+            check(len(recs) == sent + 1, "%d records for %d answers (+1 refusal)" % (len(recs), sent))
+            check(len({r["id"] for r in recs}) == len(recs), "an id twice")
+            proxyutil.verify(gw)
+            gw.stop()
+        finally:
+            fake.stop()
+            rcv.release.set()
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
