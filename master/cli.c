@@ -42,6 +42,8 @@ typedef struct cli_cmd {
     const char *name; /* "init", "ledger" */
     const char *sub;  /* "dump" or NULL */
     int (*run)(const cli_opts_t *o, ta_config_t *cfg);
+    /* commands that parse their own options get argv from the command word on */
+    int (*run_raw)(int argc, char **argv);
     const char *args; /* usage line after the command */
     const char *help;
 } cli_cmd_t;
@@ -221,18 +223,21 @@ static int cmd_ledger_dump(const cli_opts_t *o, ta_config_t *cfg)
 }
 
 static const cli_cmd_t commands[] = {
-    {"init", NULL, cmd_init, "--data-dir DIR --admin-email EMAIL [--admin-password PASS]",
+    {"init", NULL, cmd_init, NULL, "--data-dir DIR --admin-email EMAIL [--admin-password PASS]",
      "create the data directory, its secrets and the first superadmin (a password is "
      "generated and printed once when none is given)"},
-    {"create-superadmin", NULL, cmd_create_superadmin,
+    {"create-superadmin", NULL, cmd_create_superadmin, NULL,
      "--data-dir DIR --email EMAIL [--password PASS]", "add a superadmin to an existing ledger"},
-    {"ledger", "dump", cmd_ledger_dump, "--data-dir DIR [--json]",
+    {"ledger", "dump", cmd_ledger_dump, NULL, "--data-dir DIR [--json]",
      "print the ledger (read-only; safe while the server runs)"},
-    {"openapi", NULL, NULL, "[--json]", /* dispatched before this table: no data directory */
+    {"ledger", "verify", NULL, ta_ledger_verify_cli, "--data-dir DIR",
+     "check that every quota's used cost equals the sum of its audit records and that no hold "
+     "is stale; exit 1 listing each difference"},
+    {"audit", "tail", NULL, ta_audit_cli, "--data-dir DIR [-n N]", "follow new audit records"},
+    {"audit", "export", NULL, ta_audit_cli,
+     "--data-dir DIR --format jsonl|csv [--since T] [--until T]", "export audit records"},
+    {"openapi", NULL, NULL, ta_openapi_cli, "[--json]",
      "print the OpenAPI 3.0 document of the HTTP API (docs/openapi.yaml)"},
-    /* {"ledger", "verify", cmd_ledger_verify, "--data-dir DIR", "..."}, */
-    /* {"audit", "tail", cmd_audit_tail, "--data-dir DIR [-n N]", "..."}, */
-    /* {"audit", "export", cmd_audit_export, "--data-dir DIR [--since T]", "..."}, */
 };
 
 static void usage(FILE *out)
@@ -258,13 +263,6 @@ int ta_cli_main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    /* ledger verify, audit tail|export parse their own options (ledger/verify.c, audit.c) */
-    if (argc > 2 && strcmp(argv[1], "ledger") == 0 && strcmp(argv[2], "verify") == 0)
-        return ta_ledger_verify_cli(argc - 2, argv + 2);
-    if (argc > 2 && strcmp(argv[1], "audit") == 0)
-        return ta_audit_cli(argc - 2, argv + 2);
-    if (strcmp(argv[1], "openapi") == 0) /* needs no data directory (admin/openapi.c) */
-        return ta_openapi_cli(argc - 1, argv + 1);
     const cli_cmd_t *cmd = NULL;
     bool name_known = false;
     for (size_t i = 0; i < TA_ARRAY_SIZE(commands); i++) {
@@ -280,6 +278,8 @@ int ta_cli_main(int argc, char **argv)
         return name_known ? usage_error("unknown or missing subcommand for '%s'", argv[1])
                           : usage_error("unknown command '%s'", argv[1]);
     int first = cmd->sub != NULL ? 3 : 2;
+    if (cmd->run_raw != NULL) /* argv[0] is the last command word ("verify", "tail", "openapi") */
+        return cmd->run_raw(argc - first + 1, argv + first - 1);
 
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
