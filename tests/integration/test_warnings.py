@@ -14,8 +14,8 @@ Checked:
   * "exactly one" without waiting on a clock: the webhook thread posts in
     order, so once the POST of a later quota's warning (a barrier) arrived,
     any duplicate queued before it would have arrived too.
-  * a failing webhook (the receiver holds the first attempt, then answers
-    500): settlement is not blocked meanwhile (usage keeps moving, requests
+  * a failing webhook (the receiver holds every attempt until the test lets
+    go, then answers 500): settlement is not blocked meanwhile (usage keeps moving, requests
     keep succeeding), the attempts are bounded (3, counted at the receiver,
     then the barrier shows no 4th), and the failure is logged.
   * a receiver that is down: settlement goes on, the failure is logged.
@@ -42,7 +42,9 @@ ATTEMPTS = 3  # billing's default webhook_attempts
 
 class Receiver:
     """The webhook endpoint: records every POST; answers per quota id ("ok" by
-    default, "fail" = 500); quota ids in `hold` wait on `release` first."""
+    default, "fail" = 500); a POST for a quota id in `hold` waits for `release`
+    before it answers (so the sender is stuck in that attempt, however long
+    its own timeout turns out to be)."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -59,9 +61,8 @@ class Receiver:
                 body = json.loads(self.rfile.read(n))
                 with rcv.lock:
                     rcv.posts.append((self.path, self.headers.get("Content-Type"), body))
-                    first = body["quota_id"] in rcv.hold
-                    rcv.hold.discard(body["quota_id"])
-                if first:
+                    held = body["quota_id"] in rcv.hold
+                if held:
                     rcv.held.set()
                     rcv.release.wait(30)
                 code = 500 if body["quota_id"] in rcv.fail else 200
@@ -168,11 +169,11 @@ def main():
             u = t.settled(qb)
             check(u["requests_used"] == 5 and proxyutil.nano(u["cost_used"]) == 5 * STEP and
                   u["warnings"] == [50], "quota B settled while its webhook hangs: %r" % u)
-            check(len(rcv.of(qb)) == 1, "still in the first attempt: %r" % rcv.of(qb))
+            check(1 <= len(rcv.of(qb)) <= ATTEMPTS, "attempts so far: %r" % rcv.of(qb))
             rcv.release.set()
             rcv.wait(qb, ATTEMPTS, "%d attempts for quota B" % ATTEMPTS)
-            harness.wait_for(lambda: "warning webhook for quota %d at 50%%: failed after %d attempts "
-                             "(last status 500)" % (qb, ATTEMPTS) in gw.log(), 30, "the failure log line")
+            harness.wait_for(lambda: "warning webhook for quota %d at 50%%: failed after %d attempts"
+                             % (qb, ATTEMPTS) in gw.log(), 30, "the failure log line")
             barrier(gw, t, rcv, "after quota B")
             sent += 1
             check(len(rcv.of(qb)) == ATTEMPTS, "bounded retries: %d attempts" % len(rcv.of(qb)))
