@@ -6,11 +6,11 @@
 #include "worker/sse.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "schema/ta.h"
+#include "worker/jscan.h"
 
 int ta_bytes_append(ta_bytes_t *b, const char *p, size_t n, size_t bound)
 {
@@ -51,21 +51,18 @@ void ta_sse_init(ta_sse_t *s, bool keep_usage, size_t max_event)
 
 void ta_sse_dispose(ta_sse_t *s) { ta_bytes_free(&s->cur); }
 
-static int64_t jint(json_t *o, const char *k)
+/* Usage from the scanner (worker/jscan.h: the texts json_loadb accepts, no
+ * tree built): usage.prompt_tokens, .completion_tokens and
+ * .prompt_tokens_details.cached_tokens when positive integers, else 0; cached
+ * never above prompt. */
+static bool usage_from_scan(const ta_jscan_usage_t *j, ta_usage_t *u)
 {
-    json_t *v = json_object_get(o, k);
-    return json_is_integer(v) && json_integer_value(v) > 0 ? (int64_t)json_integer_value(v) : 0;
-}
-
-static bool usage_from(json_t *root, ta_usage_t *u)
-{
-    json_t *us = json_object_get(root, "usage");
-    if (!json_is_object(us))
+    if (!j->usage_object)
         return false;
     u->present = true;
-    u->prompt_tokens = jint(us, "prompt_tokens");
-    u->completion_tokens = jint(us, "completion_tokens");
-    u->cached_tokens = jint(json_object_get(us, "prompt_tokens_details"), "cached_tokens");
+    u->prompt_tokens = j->prompt_tokens;
+    u->completion_tokens = j->completion_tokens;
+    u->cached_tokens = j->cached_tokens;
     u->cache_write_tokens = 0;
     if (u->cached_tokens > u->prompt_tokens)
         u->cached_tokens = u->prompt_tokens;
@@ -74,14 +71,10 @@ static bool usage_from(json_t *root, ta_usage_t *u)
 
 int ta_usage_parse(const char *json, size_t len, ta_usage_t *u)
 {
-    json_t *root = json_loadb(json, len, 0, NULL);
-    if (!json_is_object(root)) {
-        json_decref(root);
+    ta_jscan_usage_t j;
+    if (ta_jscan_usage(json, len, &j) != 0)
         return TA_EINVAL;
-    }
-    bool found = usage_from(root, u);
-    json_decref(root);
-    return found ? 0 : TA_ENOTFOUND;
+    return usage_from_scan(&j, u) ? 0 : TA_ENOTFOUND;
 }
 
 /* Does the data carry a usage object (not "usage":null)? */
@@ -141,14 +134,13 @@ static int handle_event(ta_sse_t *s, char *ev, size_t n, ta_bytes_t *out)
         } else {
             bool empty_choices = memmem(data, dlen, "\"choices\":[]", 12) != NULL;
             if (has_usage_object(data, dlen)) {
-                json_t *root = json_loadb(data, dlen, 0, NULL);
-                if (root != NULL) {
+                ta_jscan_usage_t j;
+                int jr = ta_jscan_usage(data, dlen, &j);
+                if (jr >= 0) { /* valid JSON (an array reads as no usage, no choices) */
                     ta_usage_t u = {0};
-                    if (usage_from(root, &u))
+                    if (usage_from_scan(&j, &u))
                         s->usage = u;
-                    json_t *ch = json_object_get(root, "choices");
-                    empty_choices = ch == NULL || (json_is_array(ch) && json_array_size(ch) == 0);
-                    json_decref(root);
+                    empty_choices = j.choices == TA_JSCAN_ABSENT || j.choices == TA_JSCAN_EMPTY;
                 }
                 if (empty_choices && !s->keep_usage) {
                     s->dropped++;
