@@ -496,6 +496,7 @@ static json_t *schemas(gen_t *g)
               "cost_used", t_money(g, false, NULL), "tokens_used", t_int(g, NULL),
               "requests_used", t_int(g, NULL), "cost_held",
               t_money(g, false, "held by requests in flight"), "in_flight", t_int(g, NULL),
+              "warnings", t_arr(g, t_int(g, "a warn_at threshold (percent) raised this period")),
               NULL));
     o = record_schema(g, &ta_desc_quota, NULL, &ta_desc_limits,
                       "omitted limits come from the group's default_quota");
