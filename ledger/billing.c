@@ -659,7 +659,7 @@ static bool pid_gone(int32_t pid)
 
 static void sweep_dead_holders(ta_billing_t *b)
 {
-    enum { MAXPIDS = 64 };
+    enum { MAXPIDS = 512 }; /* distinct pids looked at per sweep (two generations of workers fit) */
     int32_t seen[MAXPIDS], gone[MAXPIDS];
     size_t nseen = 0, ngone = 0;
     MDB_txn *txn;
