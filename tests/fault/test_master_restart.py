@@ -141,9 +141,22 @@ def ring_head_tail(gw):
     return head, tail
 
 
-def holds(gw):
+def dump(gw):
     p = harness.run_cli("ledger", "dump", "--data-dir", gw.data_dir, "--json", env=gw.env)
-    return json.loads(p.stdout).get("holds", [])
+    return json.loads(p.stdout)
+
+
+def holds(gw):
+    return dump(gw).get("holds", [])
+
+
+def wait_applied(gw, head, phase):
+    """Both environments applied every ticket the old instance claimed (< head)."""
+    def ok():
+        m = dump(gw)["meta"]
+        return m["ledger"].get("applied_ticket", 0) >= head - 1 and \
+            m["audit"].get("applied_ticket", 0) >= head - 1
+    harness.wait_for(ok, 40, "%s: tickets below %d applied to both environments" % (phase, head), 0.3)
 
 
 def kill_master(gw, whole_group):
@@ -240,7 +253,10 @@ def phase_a(gw, fake, tenant):
           any(strag.rid in json.dumps(h) for h in left), "the straggler's hold: %r" % left)
 
     newlog = restart(gw)
-    check(" attached" in newlog and "ring " in newlog, "no ring re-attach line:\n%s" % newlog)
+    check("ring %s: attached" % os.path.join(gw.data_dir, "ring") in newlog and
+          "head %d: %d events not yet applied" % (head, head - tail) in newlog,
+          "no ring re-attach line:\n%s" % newlog)
+    wait_applied(gw, head, "phase A")
     n, ab, un = check_books(gw, tenant, load, "phase A", strict_complete=True, before=0)
     recs = {r["id"]: r for r in proxyutil.audit_records(gw)}
     check(recs[strag.rid]["aborted"], "the straggler's record: %r" % recs[strag.rid])
@@ -266,7 +282,9 @@ def phase_b(gw, fake, tenant):
     print("phase B: %d requests, %d answered, ring head %d tail %d (%d not yet freed), %d hold(s)"
           % (len(load.outcomes), len(load.answered()), head, tail, head - tail, len(holds(gw))))
     newlog = restart(gw)
-    check(" attached" in newlog, "no ring re-attach line:\n%s" % newlog)
+    check("head %d: %d events not yet applied" % (head, head - tail) in newlog,
+          "no ring re-attach line:\n%s" % newlog)
+    wait_applied(gw, head, "phase B")
     n, ab, un = check_books(gw, tenant, load, "phase B", strict_complete=False, before=before)
     print("phase B: %d answered, %d of them aborted, %d records of unanswered requests" % (n, ab, un))
 
