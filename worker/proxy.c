@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "ledger/quota.h"
+#include "worker/anthropic.h"
 #include "worker/metrics.h"
 #include "worker/sse.h"
 #include "worker/tokens.h"
@@ -60,6 +61,7 @@ typedef struct route_info {
     uint8_t key_sealed[600];
     uint16_t key_sealed_len;
     int32_t timeout_s, connect_timeout_ms;
+    uint8_t type; /* TA_PROVIDER_* */
 } route_info_t;
 
 typedef struct preq {
@@ -82,6 +84,8 @@ typedef struct preq {
     int up_err;
     ta_bytes_t resp; /* buffered answer (non-stream, or an error) */
     ta_sse_t sse;
+    ta_anth_stream_t *anth; /* anthropic route, streaming: the event translator */
+    ta_usage_t anth_usage;  /* anthropic route, non-streaming: usage of the translated answer */
     ta_bytes_t out;  /* bytes handed to h2o (stream) */
     uint64_t drained;
     h2o_timeout_entry_t drain_timer;
@@ -214,6 +218,9 @@ static void preq_free(preq_t *pr)
     ta_bytes_free(&pr->resp);
     ta_bytes_free(&pr->out);
     ta_sse_dispose(&pr->sse);
+    if (pr->anth != NULL)
+        ta_anth_stream_dispose(pr->anth);
+    free(pr->anth);
     free(pr);
 }
 
@@ -230,7 +237,10 @@ static void finish(preq_t *pr, int status, int et)
         u = pr->sse.usage;
         delivered = pr->sse.content_events > 0;
     } else if (pr->up_status >= 200 && pr->up_status < 300 && pr->up_err == TA_UP_OK) {
-        ta_usage_parse(pr->resp.p, pr->resp.len, &u);
+        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC)
+            u = pr->anth_usage; /* normalized by ta_anth_response (cache writes included) */
+        else
+            ta_usage_parse(pr->resp.p, pr->resp.len, &u);
         delivered = true;
     } else if (pr->up_status >= 200 && pr->up_status < 300 && pr->resp.len > 0) {
         delivered = true; /* a buffered answer broke off */
@@ -398,6 +408,18 @@ static int up_on_head(void *ctx, int status)
     return 0;
 }
 
+/* Anthropic stream: translate; finish() and up_on_done() read the usage,
+ * the end and the content count from pr->sse as for OpenAI streams. */
+static int anth_feed(preq_t *pr, const char *p, size_t n)
+{
+    int rc = ta_anth_stream_feed(pr->anth, p, n, &pr->out);
+    pr->sse.usage = pr->anth->usage;
+    pr->sse.done = pr->anth->done;
+    pr->sse.content_events = pr->anth->content_events;
+    pr->sse.events = pr->anth->events;
+    return rc;
+}
+
 static int up_on_data(void *ctx, const char *p, size_t n)
 {
     preq_t *pr = ctx;
@@ -411,7 +433,7 @@ static int up_on_data(void *ctx, const char *p, size_t n)
     }
     if (pr->sending)
         return TA_UP_PAUSE;
-    int rc = ta_sse_feed(&pr->sse, p, n, &pr->out);
+    int rc = pr->anth != NULL ? anth_feed(pr, p, n) : ta_sse_feed(&pr->sse, p, n, &pr->out);
     if (rc != 0) {
         ta_log(TA_LOG_WARN, "provider stream refused: %s", ta_strerror(rc));
         return -1;
@@ -445,6 +467,100 @@ static bool next_route(preq_t *pr)
     pr->resp.len = 0;
     start_route(pr);
     return true;
+}
+
+/* ---- anthropic routes (worker/anthropic.h) ------------------------------------------ */
+
+/* A Messages answer becomes a chat.completion (pr->resp replaced). An answer
+ * that cannot be read is a 502; the provider has charged for it, so finish()
+ * charges the estimate. Returns true when it answered the client. */
+static bool anth_answer_failed(preq_t *pr)
+{
+    if (pr->routes[pr->route_i].type != TA_PROVIDER_ANTHROPIC)
+        return false;
+    ta_bytes_t oai = {0};
+    int rc = ta_anth_response(pr->resp.p, pr->resp.len, &oai, pr->p->conf.max_response_size, &pr->anth_usage);
+    if (rc == 0) {
+        ta_bytes_free(&pr->resp);
+        pr->resp = oai;
+        return false;
+    }
+    ta_bytes_free(&oai);
+    ta_log(TA_LOG_WARN, "provider %llu: its Messages answer could not be read: %s",
+           (unsigned long long)pr->routes[pr->route_i].provider_id, ta_strerror(rc));
+    finish(pr, 502, TA_ET_UPSTREAM);
+    send_err(pr->req, 502, TA_ET_UPSTREAM, "upstream_error", NULL, "the provider's answer could not be read");
+    return true;
+}
+
+/* An Anthropic error answer in OpenAI's shape, same status (529 -> 503). */
+static bool anth_error_answered(preq_t *pr, int st)
+{
+    if (pr->routes[pr->route_i].type != TA_PROVIDER_ANTHROPIC)
+        return false;
+    int out = ta_anth_error_status(st);
+    int et = st == 429 ? TA_ET_RATE_LIMIT : st >= 500 ? TA_ET_UPSTREAM : TA_ET_INVALID_REQUEST;
+    pr->up_status = st;
+    finish(pr, out, et);
+    pass_headers(pr);
+    ta_bytes_t b = {0};
+    if (ta_anth_error(st, pr->resp.p, pr->resp.len, &b) == 0)
+        ta_worker_send(pr->req, out, NULL, b.p, b.len);
+    else
+        send_err(pr->req, out, et, "upstream_error", NULL, "the provider answered HTTP %d", st);
+    ta_bytes_free(&b);
+    return true;
+}
+
+/* Per route: an anthropic one gets the Messages body (replacing the OpenAI
+ * one) and, for a stream, its event translator; any other none. NULL
+ * pr->up_body when the body cannot be built (start_route fails the route). */
+static void anth_route(preq_t *pr, const route_info_t *r)
+{
+    if (pr->anth != NULL) {
+        ta_anth_stream_dispose(pr->anth);
+        free(pr->anth);
+        pr->anth = NULL;
+    }
+    memset(&pr->anth_usage, 0, sizeof(pr->anth_usage));
+    if (r->type != TA_PROVIDER_ANTHROPIC)
+        return;
+    free(pr->up_body);
+    pr->up_body = NULL;
+    json_t *ab = NULL;
+    ta_err_t aerr;
+    int rc = ta_anth_request(pr->body, r->upstream_name, pr->model.max_output_tokens, &ab, &aerr);
+    if (rc != 0) { /* checked before the hold: only -ENOMEM gets here */
+        ta_log(TA_LOG_ERROR, "provider %llu: cannot build the Messages request: %s", (unsigned long long)r->provider_id,
+               ta_strerror(rc));
+        return;
+    }
+    pr->up_body = json_dumps(ab, JSON_COMPACT);
+    json_decref(ab);
+    if (pr->stream && pr->up_body != NULL) {
+        pr->anth = malloc(sizeof(*pr->anth));
+        if (pr->anth == NULL) {
+            free(pr->up_body);
+            pr->up_body = NULL;
+            return;
+        }
+        ta_anth_stream_init(pr->anth, pr->client_usage, r->upstream_name, 0);
+    }
+}
+
+/* Before the hold: a request an anthropic route cannot express is the
+ * client's 400, not a charge. */
+static int anth_check(const preq_t *pr, const json_t *body, ta_err_t *err)
+{
+    for (int i = 0; i < pr->nroutes; i++) {
+        if (pr->routes[i].type != TA_PROVIDER_ANTHROPIC)
+            continue;
+        json_t *ab = NULL;
+        int rc = ta_anth_request(body, pr->routes[i].upstream_name, 0, &ab, err);
+        json_decref(ab);
+        return rc;
+    }
+    return 0;
 }
 
 static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
@@ -485,6 +601,8 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
     h2o_req_t *req = pr->req;
     int st = info->status;
     if (err == TA_UP_OK && st >= 200 && st < 300) {
+        if (anth_answer_failed(pr))
+            return;
         finish(pr, 200, TA_ET_NONE);
         ta_worker_send(req, 200, NULL, pr->resp.p, pr->resp.len);
         return;
@@ -492,6 +610,8 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
     if (err == TA_UP_OK) {
         /* an answer from the provider that is an error */
         if ((st >= 500 || st == 429) && next_route(pr))
+            return;
+        if (anth_error_answered(pr, st))
             return;
         int out = st;
         int et = st == 429 ? TA_ET_RATE_LIMIT : st >= 500 ? TA_ET_UPSTREAM : TA_ET_INVALID_REQUEST;
@@ -554,12 +674,14 @@ static void start_route(preq_t *pr)
     pr->up_body = json_dumps(pr->body, JSON_COMPACT);
     copy_str(pr->ev.served_model, sizeof(pr->ev.served_model), r->upstream_name);
     pr->ev.provider_id = r->provider_id;
+    anth_route(pr, r);
 
     char url[700];
     size_t bl = strlen(r->base_url);
     while (bl > 0 && r->base_url[bl - 1] == '/')
         bl--;
-    snprintf(url, sizeof(url), "%.*s%s", (int)bl, r->base_url, ep_suffix(pr->endpoint));
+    snprintf(url, sizeof(url), "%.*s%s", (int)bl, r->base_url,
+             r->type == TA_PROVIDER_ANTHROPIC ? "/v1/messages" : ep_suffix(pr->endpoint));
 
     char key[640], auth[700];
     int kl = r->key_sealed_len == 0 ? 0
@@ -575,7 +697,7 @@ static void start_route(preq_t *pr)
         return;
     }
     key[kl] = '\0';
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    snprintf(auth, sizeof(auth), r->type == TA_PROVIDER_ANTHROPIC ? "x-api-key: %s" : "Authorization: Bearer %s", key);
     const char *hdrs[] = {"Content-Type: application/json", auth,
                           pr->stream ? "Accept: text/event-stream" : "Accept: application/json"};
     ta_upcall_spec_t spec = {
@@ -596,6 +718,12 @@ static void start_route(preq_t *pr)
         hdrs[0] = "Content-Type: application/json";
         spec.headers = hdrs;
         spec.nheaders = 1;
+    }
+    const char *ahdrs[4];
+    if (r->type == TA_PROVIDER_ANTHROPIC) {
+        memcpy(ahdrs, spec.headers, spec.nheaders * sizeof(*ahdrs));
+        ahdrs[spec.nheaders++] = "anthropic-version: " TA_ANTH_VERSION;
+        spec.headers = ahdrs;
     }
     int rc = ensure_upstream(p);
     if (rc == 0)
@@ -1001,6 +1129,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         refuse(p, req, ev, t0, 403, TA_ET_PERMISSION, "model_not_allowed", "model", msg);
         goto Done;
     }
+    bool anth_skipped = false; /* an anthropic route, and the endpoint is not chat */
     /* routes in priority order (lowest first; stable for equal priorities) */
     {
         int order[TA_MODEL_MAX_ROUTES], n = pr->model.nroutes < TA_MODEL_MAX_ROUTES ? pr->model.nroutes : TA_MODEL_MAX_ROUTES;
@@ -1017,13 +1146,18 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             const ta_route_t *rt = &pr->model.routes[order[i]];
             if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
                 continue;
-            if (prov->type != TA_PROVIDER_OPENAI) {
-                ta_log(TA_LOG_WARN, "provider %llu: only OpenAI-compatible providers are proxied yet; route skipped",
+            if (prov->type == TA_PROVIDER_ANTHROPIC && ep != TA_EP_CHAT) {
+                anth_skipped = true; /* the Messages API has no completions or embeddings */
+                continue;
+            }
+            if (prov->type != TA_PROVIDER_OPENAI && prov->type != TA_PROVIDER_ANTHROPIC) {
+                ta_log(TA_LOG_WARN, "provider %llu: unknown provider type; route skipped",
                        (unsigned long long)prov->id);
                 continue;
             }
             route_info_t *ri = &pr->routes[pr->nroutes++];
             ri->provider_id = prov->id;
+            ri->type = prov->type;
             copy_str(ri->base_url, sizeof(ri->base_url), prov->base_url);
             copy_str(ri->upstream_name, sizeof(ri->upstream_name), rt->upstream_name[0] ? rt->upstream_name : mname);
             memcpy(ri->key_sealed, prov->key_sealed, prov->key_sealed_len);
@@ -1037,6 +1171,18 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     ta_txn_abort(txn);
     txn = NULL;
+    if (pr->nroutes == 0 && anth_skipped) {
+        snprintf(msg, sizeof(msg), "The model '%s' does not support %.*s.", mname, (int)req->path_normalized.len,
+                 req->path_normalized.base);
+        refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model", msg);
+        goto Done;
+    }
+    ta_err_t aerr = {0};
+    if (anth_check(pr, body, &aerr) != 0) {
+        refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", aerr.field[0] ? aerr.field : NULL,
+               aerr.message);
+        goto Done;
+    }
     if (pr->nroutes == 0) {
         refuse(p, req, ev, t0, 503, TA_ET_UPSTREAM, "no_route", NULL, "No active provider serves this model.");
         goto Done;
