@@ -14,13 +14,19 @@
  *                               stream_options.include_usage is true, data: [DONE])
  *   POST /v1/completions        same, legacy text shape
  *   POST /v1/embeddings         one embedding per input, usage
+ *   POST /v1/messages           Anthropic Messages API: checks x-api-key, anthropic-version,
+ *                               model, max_tokens and messages the way Anthropic does (400
+ *                               in Anthropic's error shape), then a Message JSON, or with
+ *                               "stream": true Anthropic's event stream (message_start,
+ *                               content_block_start, ping, text_delta per chunk,
+ *                               content_block_stop, message_delta, message_stop)
  *   GET  /v1/models             OpenAI list of --models
  *   POST /_fake/control         {"scenario": "...", "usage": "p,c,k", "chunks": N,
  *                                "times": K} applies to the next K /v1 POSTs (0 = until
  *                               reset); shared by all -t processes
  *   POST /_fake/reset           clears the control state and the counters
  *   GET  /_fake/stats           {"requests": N, "chat": N, "completions": N,
- *                                "embeddings": N, "models": N}
+ *                                "embeddings": N, "models": N, "messages": N}
  *
  * Scenario: header X-Fake-Scenario, else body field "fake_scenario", else the
  * control state, else "ok":
@@ -33,15 +39,25 @@
  *   usage_max          report as completion tokens the request's max_completion_tokens
  *                      (else max_tokens; unchanged when neither is an integer): the
  *                      worst case the gateway allowed, for budget tests
+ *   tool_use           (/v1/messages) after the text, a tool_use block for the first
+ *                      tool of the request (input {"city":"Oslo"}), stop_reason tool_use
+ *   stream_error       (/v1/messages, streaming) an overloaded_error event after the
+ *                      first text delta, then the end of the stream
  * Several may be combined with ',' ("slow_chunks:5,no_usage").
- * Usage: X-Fake-Usage / "fake_usage": "prompt,completion,cached" (default:
- * prompt = ceil(body bytes / 4), completion = chunks, cached = 0).
+ * Usage: X-Fake-Usage / "fake_usage": "prompt,completion,cached[,cache_write]" (default:
+ * prompt = ceil(body bytes / 4), completion = chunks, cached = 0). /v1/messages
+ * reports them Anthropic's way: input_tokens = prompt, output_tokens = completion,
+ * cache_read_input_tokens = cached, cache_creation_input_tokens = cache_write.
+ * Error statuses on /v1/messages use Anthropic's shape (529 is overloaded_error).
  * Chunks: X-Fake-Chunks / "fake_chunks" (default 5).
  *
  * Log: one line per request, written with one write(2) to an O_APPEND file
  * (or stdout), so tests can count upstream calls even with -t N:
  *   "REQ <pid> <method> <path> auth=<last 4 of Authorization> body=<bytes> scenario=<s> usage=<p,c,k>"
  *                        (usage: what the answer will report, unless no_usage)
+ *   /v1/messages: auth= is the last 4 of x-api-key, and the line goes on with
+ *   " write=<w> apiver=<anthropic-version or -> max_tokens=<n or -> stream=<0|1>
+ *   system=<0|1> tools=<n> msgs=<n>"
  *   "STOP <pid> chunks=<n>" when the client closed a stream before its end
  *   "CLOSE <pid> idle"   when close_idle shut a connection
  *   "DROP <pid>"         when drop shut a connection
@@ -69,7 +85,7 @@
 
 /* ---- shared state (all -t processes) ----------------------------------- */
 
-enum { C_REQUESTS, C_CHAT, C_COMPLETIONS, C_EMBEDDINGS, C_MODELS, C_COUNT };
+enum { C_REQUESTS, C_CHAT, C_COMPLETIONS, C_EMBEDDINGS, C_MODELS, C_MESSAGES, C_COUNT };
 struct shared {
     int lock;
     char scenario[256];
@@ -180,7 +196,8 @@ struct scen {
     int close_idle_ms; /* -1: none */
     bool drop;
     bool usage_max;
-    long prompt, completion, cached;
+    bool tool_use, stream_error; /* /v1/messages */
+    long prompt, completion, cached, cache_write;
     bool usage_set;
     int chunks;
     char text[256];
@@ -221,16 +238,21 @@ static void scen_parse(struct scen *s, const char *str)
             s->drop = true;
         else if (strcmp(tok, "usage_max") == 0)
             s->usage_max = true;
+        else if (strcmp(tok, "tool_use") == 0)
+            s->tool_use = true;
+        else if (strcmp(tok, "stream_error") == 0)
+            s->stream_error = true;
     }
 }
 
 static void usage_parse(struct scen *s, const char *str)
 {
-    long p = 0, c = 0, k = 0;
-    if (sscanf(str, "%ld,%ld,%ld", &p, &c, &k) >= 2) {
+    long p = 0, c = 0, k = 0, w = 0;
+    if (sscanf(str, "%ld,%ld,%ld,%ld", &p, &c, &k, &w) >= 2) {
         s->prompt = p;
         s->completion = c;
         s->cached = k;
+        s->cache_write = w;
         s->usage_set = true;
     }
 }
@@ -311,6 +333,8 @@ struct fake_req {
     void (*on_timer)(struct fake_req *);
     int fd; /* for close_idle */
     bool done;
+    bool anth;          /* /v1/messages */
+    char tool_name[64]; /* the request's first tool (tool_use scenario) */
 };
 
 static void fr_timer_cb(h2o_timeout_entry_t *e)
@@ -424,8 +448,14 @@ static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
         stream_next(fr);
 }
 
+static void anth_stream_next(struct fake_req *fr);
+
 static void stream_next(struct fake_req *fr)
 {
+    if (fr->anth) {
+        anth_stream_next(fr);
+        return;
+    }
     h2o_req_t *req = fr->req;
     int i = fr->next_chunk++;
     h2o_iovec_t buf;
@@ -535,9 +565,194 @@ static void answer_embeddings(struct fake_req *fr, json_t *body)
     send_json(req, 200, "OK", json_iov(req, j));
 }
 
+/* ---- Anthropic Messages API ---------------------------------------------------- */
+
+static json_t *anth_usage_json(const struct scen *s, bool start)
+{
+    /* message_start reports the input side and 1 output token so far */
+    return json_pack("{s:I,s:I,s:I,s:I}", "input_tokens", (json_int_t)s->prompt, "output_tokens",
+                     (json_int_t)(start ? 1 : s->completion), "cache_read_input_tokens", (json_int_t)s->cached,
+                     "cache_creation_input_tokens", (json_int_t)s->cache_write);
+}
+
+static void send_anth_error(h2o_req_t *req, int status, const char *msg)
+{
+    const char *type = status == 400   ? "invalid_request_error"
+                       : status == 401 ? "authentication_error"
+                       : status == 403 ? "permission_error"
+                       : status == 404 ? "not_found_error"
+                       : status == 429 ? "rate_limit_error"
+                       : status == 529 ? "overloaded_error"
+                                       : "api_error";
+    json_t *e = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type", type, "message", msg);
+    send_json(req, status, "Error", json_iov(req, e));
+}
+
+static h2o_iovec_t anth_event(h2o_req_t *req, const char *name, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    size_t n = strlen(s), nl = strlen(name);
+    char *p = h2o_mem_alloc_pool(&req->pool, nl + n + 18);
+    int len = snprintf(p, nl + n + 18, "event: %s\ndata: %s\n\n", name, s);
+    free(s);
+    return h2o_iovec_init(p, (size_t)len);
+}
+
+static void answer_message(struct fake_req *fr)
+{
+    h2o_req_t *req = fr->req;
+    char id[48];
+    snprintf(id, sizeof(id), "msg_fake_%ld", fr->id);
+    json_t *content = json_array();
+    size_t cap = (size_t)fr->s.chunks * 24 + 1, len = 0;
+    char *text = h2o_mem_alloc_pool(&req->pool, cap);
+    for (int i = 0; i < fr->s.chunks; i++) {
+        size_t n;
+        char *t = chunk_text(req, &fr->s, i, &n);
+        if (len + n >= cap)
+            break;
+        memcpy(text + len, t, n);
+        len += n;
+    }
+    if (len > 0)
+        json_array_append_new(content, json_pack("{s:s,s:s%}", "type", "text", "text", text, len));
+    if (fr->s.tool_use)
+        json_array_append_new(content, json_pack("{s:s,s:s,s:s,s:{s:s}}", "type", "tool_use", "id", "toolu_fake_1",
+                                                 "name", fr->tool_name, "input", "city", "Oslo"));
+    json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:n}", "id", id, "type", "message", "role", "assistant", "model",
+                          fr->model, "content", content, "stop_reason", fr->s.tool_use ? "tool_use" : "end_turn",
+                          "stop_sequence");
+    if (!fr->s.no_usage)
+        json_object_set_new(j, "usage", anth_usage_json(&fr->s, false));
+    send_json(req, 200, "OK", json_iov(req, j));
+}
+
+/* Event i of the stream: 0 message_start, 1 text block start, 2 ping, then a
+ * text_delta per chunk, the block stop, the tool block (start, two
+ * input_json_deltas, stop) with tool_use, message_delta, message_stop. */
+static void anth_stream_next(struct fake_req *fr)
+{
+    h2o_req_t *req = fr->req;
+    int i = fr->next_chunk++, T = fr->s.chunks, tool = fr->s.tool_use ? 4 : 0;
+    h2o_iovec_t buf;
+    h2o_send_state_t state = H2O_SEND_STATE_IN_PROGRESS;
+    if (fr->s.stream_error && i == 4) {
+        buf = anth_event(req, "error", json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                                                  "overloaded_error", "message", "Overloaded"));
+        state = H2O_SEND_STATE_FINAL;
+        fr->done = true;
+    } else if (i == 0) {
+        char id[48];
+        snprintf(id, sizeof(id), "msg_fake_%ld", fr->id);
+        json_t *m = json_pack("{s:s,s:s,s:s,s:s,s:[],s:n,s:n}", "id", id, "type", "message", "role", "assistant",
+                              "model", fr->model, "content", "stop_reason", "stop_sequence");
+        if (!fr->s.no_usage)
+            json_object_set_new(m, "usage", anth_usage_json(&fr->s, true));
+        buf = anth_event(req, "message_start", json_pack("{s:s,s:o}", "type", "message_start", "message", m));
+    } else if (i == 1) {
+        buf = anth_event(req, "content_block_start", json_pack("{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_start",
+                                                               "index", 0, "content_block", "type", "text", "text", ""));
+    } else if (i == 2) {
+        buf = anth_event(req, "ping", json_pack("{s:s}", "type", "ping"));
+    } else if (i < 3 + T) {
+        size_t len;
+        char *t = chunk_text(req, &fr->s, i - 3, &len);
+        buf = anth_event(req, "content_block_delta",
+                         json_pack("{s:s,s:i,s:{s:s,s:s%}}", "type", "content_block_delta", "index", 0, "delta", "type",
+                                   "text_delta", "text", t, len));
+    } else if (i == 3 + T) {
+        buf = anth_event(req, "content_block_stop", json_pack("{s:s,s:i}", "type", "content_block_stop", "index", 0));
+    } else if (tool && i == 4 + T) {
+        buf = anth_event(req, "content_block_start",
+                         json_pack("{s:s,s:i,s:{s:s,s:s,s:s,s:{}}}", "type", "content_block_start", "index", 1,
+                                   "content_block", "type", "tool_use", "id", "toolu_fake_1", "name", fr->tool_name,
+                                   "input"));
+    } else if (tool && (i == 5 + T || i == 6 + T)) {
+        buf = anth_event(req, "content_block_delta",
+                         json_pack("{s:s,s:i,s:{s:s,s:s}}", "type", "content_block_delta", "index", 1, "delta", "type",
+                                   "input_json_delta", "partial_json", i == 5 + T ? "{\"city\": " : "\"Oslo\"}"));
+    } else if (tool && i == 7 + T) {
+        buf = anth_event(req, "content_block_stop", json_pack("{s:s,s:i}", "type", "content_block_stop", "index", 1));
+    } else if (i == 4 + T + tool) {
+        json_t *j = json_pack("{s:s,s:{s:s,s:n}}", "type", "message_delta", "delta", "stop_reason",
+                              tool ? "tool_use" : "end_turn", "stop_sequence");
+        if (!fr->s.no_usage)
+            json_object_set_new(j, "usage", json_pack("{s:I}", "output_tokens", (json_int_t)fr->s.completion));
+        buf = anth_event(req, "message_delta", j);
+    } else {
+        buf = anth_event(req, "message_stop", json_pack("{s:s}", "type", "message_stop"));
+        state = H2O_SEND_STATE_FINAL;
+        fr->done = true;
+    }
+    h2o_send(req, &buf, 1, state);
+}
+
+/* What Anthropic checks before it answers: 0 when the request may go on. */
+static int anth_check(struct fake_req *fr, json_t *body)
+{
+    h2o_req_t *req = fr->req;
+    char v[64];
+    if (!header_str(req, "x-api-key", v, sizeof(v)) || v[0] == '\0') {
+        send_anth_error(req, 401, "x-api-key header is required");
+        return -1;
+    }
+    if (!header_str(req, "anthropic-version", v, sizeof(v))) {
+        send_anth_error(req, 400, "anthropic-version: header is required");
+        return -1;
+    }
+    if (h2o_find_header_by_str(&req->headers, H2O_STRLIT("authorization"), -1) != -1) {
+        send_anth_error(req, 400, "unexpected Authorization header (fake: Anthropic uses x-api-key)");
+        return -1;
+    }
+    json_t *mt = json_object_get(body, "max_tokens");
+    if (!json_is_integer(mt) || json_integer_value(mt) < 1) {
+        send_anth_error(req, 400, "max_tokens: Field required");
+        return -1;
+    }
+    json_t *msgs = json_object_get(body, "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        send_anth_error(req, 400, "messages: Field required");
+        return -1;
+    }
+    static const char *const allowed[] = {"model", "messages", "max_tokens", "system", "stop_sequences", "temperature",
+                                          "top_p", "top_k", "tools", "tool_choice", "metadata", "stream"};
+    const char *k;
+    json_t *val;
+    json_object_foreach(body, k, val) {
+        size_t i = 0;
+        while (i < sizeof(allowed) / sizeof(allowed[0]) && strcmp(allowed[i], k) != 0)
+            i++;
+        if (i == sizeof(allowed) / sizeof(allowed[0])) {
+            char m[128];
+            snprintf(m, sizeof(m), "%s: Extra inputs are not permitted", k);
+            send_anth_error(req, 400, m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void dispatch(struct fake_req *fr)
 {
-    if (fr->stream)
+    if (fr->anth && fr->stream) {
+        h2o_req_t *req = fr->req;
+        req->res.status = 200;
+        req->res.reason = "OK";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT("text/event-stream; charset=utf-8"));
+        fr->super.proceed = stream_proceed;
+        fr->super.stop = fr_stop;
+        h2o_start_response(req, &fr->super);
+        if (fr->s.cut_after == 0) {
+            fr->done = true;
+            h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+            return;
+        }
+        anth_stream_next(fr);
+    } else if (fr->anth)
+        answer_message(fr);
+    else if (fr->stream)
         stream_start(fr);
     else
         answer_completion(fr);
@@ -588,9 +803,10 @@ static int handle_stats(h2o_req_t *req)
     sh_lock();
     memcpy(c, g_sh->counts, sizeof(c));
     sh_unlock();
-    json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)c[C_REQUESTS], "chat",
+    json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)c[C_REQUESTS], "chat",
                           (json_int_t)c[C_CHAT], "completions", (json_int_t)c[C_COMPLETIONS], "embeddings",
-                          (json_int_t)c[C_EMBEDDINGS], "models", (json_int_t)c[C_MODELS]);
+                          (json_int_t)c[C_EMBEDDINGS], "models", (json_int_t)c[C_MODELS], "messages",
+                          (json_int_t)c[C_MESSAGES]);
     send_json(req, 200, "OK", json_iov(req, j));
     return 0;
 }
@@ -618,6 +834,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         kind = C_EMBEDDINGS;
     else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/models")))
         kind = C_MODELS;
+    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages")))
+        kind = C_MESSAGES;
 
     char auth[8] = "";
     ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
@@ -626,6 +844,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         size_t n = v.len < 4 ? v.len : 4;
         memcpy(auth, v.base + v.len - n, n);
         auth[n] = '\0';
+    } else if (kind == C_MESSAGES) {
+        char k[256];
+        if (header_str(req, "x-api-key", k, sizeof(k))) {
+            size_t kl = strlen(k), n = kl < 4 ? kl : 4;
+            memcpy(auth, k + kl - n, n + 1);
+        }
     }
 
     /* scenario: header > body > control > ok */
@@ -692,9 +916,22 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             fr->s.completion = (long)json_integer_value(mt);
     }
 
-    logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld", (int)getpid(), (int)req->method.len,
-            req->method.base, (int)path.len, path.base, auth, req->entity.len, fr->s.text, fr->s.prompt,
-            fr->s.completion, fr->s.cached);
+    if (kind == C_MESSAGES) {
+        char ver[32] = "-", mt[24] = "-";
+        header_str(req, "anthropic-version", ver, sizeof(ver));
+        if (json_is_integer(json_object_get(body, "max_tokens")))
+            snprintf(mt, sizeof(mt), "%lld", (long long)json_integer_value(json_object_get(body, "max_tokens")));
+        logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld write=%ld apiver=%s max_tokens=%s "
+                "stream=%d system=%d tools=%zu msgs=%zu",
+                (int)getpid(), (int)req->method.len, req->method.base, (int)path.len, path.base, auth, req->entity.len,
+                fr->s.text, fr->s.prompt, fr->s.completion, fr->s.cached, fr->s.cache_write, ver, mt,
+                json_is_true(json_object_get(body, "stream")), json_object_get(body, "system") != NULL,
+                json_array_size(json_object_get(body, "tools")), json_array_size(json_object_get(body, "messages")));
+    } else {
+        logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld", (int)getpid(), (int)req->method.len,
+                req->method.base, (int)path.len, path.base, auth, req->entity.len, fr->s.text, fr->s.prompt,
+                fr->s.completion, fr->s.cached);
+    }
 
     if (fr->s.drop || fr->s.close_idle_ms >= 0) {
         h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
@@ -732,6 +969,28 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     const char *model = json_string_value(json_object_get(body, "model"));
     snprintf(fr->model, sizeof(fr->model), "%s", model != NULL ? model : "");
+    if (kind == C_MESSAGES) {
+        fr->anth = true;
+        if (fr->s.rate_limit) {
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+            send_anth_error(req, 429, "Rate limit reached (fake)");
+            goto Exit;
+        }
+        if (fr->s.status >= 400) {
+            send_anth_error(req, fr->s.status, "fake upstream error");
+            goto Exit;
+        }
+        if (anth_check(fr, body) != 0)
+            goto Exit;
+        const char *tn = json_string_value(json_object_get(json_array_get(json_object_get(body, "tools"), 0), "name"));
+        snprintf(fr->tool_name, sizeof(fr->tool_name), "%s", tn != NULL ? tn : "fn");
+        fr->stream = json_is_true(json_object_get(body, "stream"));
+        if (fr->s.slow_first_byte_ms > 0)
+            fr_after(fr, fr->s.slow_first_byte_ms, dispatch);
+        else
+            dispatch(fr);
+        goto Exit;
+    }
     if (fr->s.rate_limit) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-ratelimit-limit-requests"), 0, NULL,
