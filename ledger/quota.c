@@ -482,7 +482,11 @@ int ta_quota_settle(ta_store_t *st, MDB_txn *txn, const ta_event_t *ev, const ch
     b.cost_used = sat_add(b.cost_used, nonneg(ev->cost));
     b.tokens_used =
         sat_add(b.tokens_used, sat_add(nonneg(ev->prompt_tokens), nonneg(ev->completion_tokens)));
-    b.requests_used = sat_add(b.requests_used, 1);
+    /* A request counts against request_limit when it was served or charged:
+     * an upstream failure (502/504, the provider's own 4xx/429) costs the
+     * client nothing, so it must not use up their request budget either. */
+    if ((ev->status >= 200 && ev->status < 400) || ev->cost > 0)
+        b.requests_used = sat_add(b.requests_used, 1);
 
     if (q.limits.tpm > 0) {
         int64_t actual = sat_add(nonneg(ev->prompt_tokens), nonneg(ev->completion_tokens));

@@ -904,6 +904,36 @@ static void test_release_dead_pid(void **state)
     ta_txn_abort(t);
 }
 
+/* An upstream failure (no usage, no cost) frees the hold and does not use up
+ * the request budget; a served request does. */
+static void test_upstream_failure_not_counted(void **state)
+{
+    fx_t *f = *state;
+    ta_quota_t q = quota_new(1, TA_PERIOD_NONE);
+    q.limits.request_limit = 1;
+    quota_store(f, &q);
+    ta_model_t m = model_priced(1000000000LL, 2000000000LL, 0, 0, 1000);
+    holdargs_t a = {.prompt_est = 10, .max_out = 10};
+    int64_t now = (T_2024_03_13Z + 60) * NS;
+
+    ta_hold_res_t r1 = hold(f, &q, &m, 1, now, a);
+    assert_int_equal(r1.refusal, TA_HOLD_OK);
+    ta_event_t ev = event_for(&q, 1, &r1, now + NS, 0, 0, 0);
+    ev.status = 502;
+    settle(f, &ev);
+    ta_balance_t b = balance(f, q.id);
+    assert_int_equal(b.requests_used, 0);
+    assert_int_equal(b.in_flight, 0);
+    assert_int_equal(b.cost_held, 0);
+
+    ta_hold_res_t r2 = hold(f, &q, &m, 2, now + 2 * NS, a);
+    assert_int_equal(r2.refusal, TA_HOLD_OK);
+    ev = event_for(&q, 2, &r2, now + 3 * NS, 10, 10, ta_cost(&m, 10, 10, 0, 0));
+    settle(f, &ev);
+    assert_int_equal(balance(f, q.id).requests_used, 1);
+    assert_int_equal(hold(f, &q, &m, 3, now + 4 * NS, a).refusal, TA_HOLD_REQUESTS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -922,6 +952,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrency, setup, teardown),
         cmocka_unit_test_setup_teardown(test_settle_exact_and_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_release_dead_pid, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upstream_failure_not_counted, setup, teardown),
     };
     ta_log_init('C', TA_LOG_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);
