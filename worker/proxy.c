@@ -52,6 +52,7 @@ struct ta_proxy {
     h2o_timeout_t drain_timeout;
     bool drain_timeout_init;
     bool pending_held; /* ta_worker_hold() while events wait in the ring's pending queue */
+    int32_t pid;       /* this worker's (getpid() is a system call; it was two per request) */
 };
 
 typedef struct route_info {
@@ -186,7 +187,7 @@ static void count_answer(ta_proxy_t *p, int status, int64_t t0_mono) { count_ans
 static void emit(ta_proxy_t *p, ta_event_t *ev)
 {
     ev->kind = TA_EV_REQUEST;
-    ev->worker_pid = (int32_t)getpid();
+    ev->worker_pid = p->pid;
     if (ev->t_done_ns == 0)
         ev->t_done_ns = ta_now_ns();
     if (p->conf.ring != NULL) {
@@ -1235,7 +1236,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         goto Internal;
     ta_hold_req_t hq = {
         .request_id = ev->request_id,
-        .worker_pid = (int32_t)getpid(),
+        .worker_pid = p->pid,
         .quota = &q,
         .model = &pr->model,
         .prompt_tokens_est = pr->tok.estimate,
@@ -1325,6 +1326,7 @@ int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out
         return -ENOMEM;
     p->conf = *conf;
     p->w = w;
+    p->pid = (int32_t)getpid(); /* set up inside the worker process, which never forks */
     copy_str(p->timezone, sizeof(p->timezone), conf->timezone != NULL && conf->timezone[0] ? conf->timezone : "UTC");
     p->conf.timezone = p->timezone;
     if (p->conf.stream_drain_timeout_ms <= 0)
