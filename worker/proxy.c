@@ -411,7 +411,9 @@ static int up_on_head(void *ctx, int status)
 }
 
 /* Anthropic stream: translate; finish() and up_on_done() read the usage,
- * the end and the content count from pr->sse as for OpenAI streams. */
+ * the end and the content count from pr->sse as for OpenAI streams. Between
+ * message_start and message_delta the usage has the real prompt but only a
+ * lower bound of the output (anthropic.h): estimated, should it end there. */
 static int anth_feed(preq_t *pr, const char *p, size_t n)
 {
     int rc = ta_anth_stream_feed(pr->anth, p, n, &pr->out);
@@ -419,6 +421,10 @@ static int anth_feed(preq_t *pr, const char *p, size_t n)
     pr->sse.done = pr->anth->done;
     pr->sse.content_events = pr->anth->content_events;
     pr->sse.events = pr->anth->events;
+    if (pr->anth->usage.present && !pr->anth->final_usage)
+        pr->ev.flags |= TA_EVF_USAGE_ESTIMATED;
+    else
+        pr->ev.flags &= ~TA_EVF_USAGE_ESTIMATED;
     return rc;
 }
 

@@ -25,7 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from proxyutil import Fake, check, nano, record, sse_events, raw_request, v1, verify  # noqa: E402
+from proxyutil import (Fake, check, nano, raw_request, raw_stream_then_drop, record, sse_events, v1,  # noqa: E402
+                       verify)
 
 KEY = "sk-ant-upstream-secret-9999"
 # whole units per 1M tokens: 1 unit per 1M tokens is 1000 nano per token
@@ -281,6 +282,27 @@ def failover(s):
     check(rec["status"] == 200 and not rec["usage_estimated"], rec)
 
 
+def client_gone(s, mode):
+    """The client leaves after the first event of a slow stream. drain (the
+    default): read to the end, charged the provider's usage exactly. abort:
+    the real prompt (message_start) and at least what was delivered, marked
+    estimated."""
+    before = s.used()
+    s.script(scenario="slow_chunks:30", usage="40,12,6,2", chunks=12)
+    rid = raw_stream_then_drop(s.gw, s.key, {"model": "claude-test", "messages": MSGS, "stream": True})
+    rec = record(s.gw, rid)
+    check(rec["client_gone"], "%s: the client left: %r" % (mode, rec))
+    check((rec["prompt_tokens"], rec["cached_tokens"], rec["cache_write_tokens"]) == (48, 6, 2),
+          "%s: the prompt from message_start: %r" % (mode, rec))
+    if mode == "drain":
+        check(rec["completion_tokens"] == 12 and not rec["usage_estimated"], "drain: the provider's usage: %r" % rec)
+        check(nano(rec["cost"]) == cost(40, 12, 6, 2), rec)
+    else:
+        check(1 <= rec["completion_tokens"] < 12 and rec["usage_estimated"], "abort: estimated output: %r" % rec)
+        check(nano(rec["cost"]) == cost(40, rec["completion_tokens"], 6, 2), rec)
+    check(s.used() - before == nano(rec["cost"]), "%s: quota charged the record's cost" % mode)
+
+
 def main():
     with harness.Gateway(workers=2) as gw:
         fake = Fake(gw.tmp)
@@ -292,12 +314,18 @@ def main():
             errors(s)
             stream_error(s)
             failover(s)
+            client_gone(s, "drain")
             s.settled()
+            verify(gw)
+            gw.stop()
+            gw.assert_no_sanitizer_reports()
+            with harness.Gateway(workers=1, env={"TOKENAUDIT_ON_DISCONNECT": "abort"}) as gw2:
+                client_gone(Setup(gw2, fake), "abort")
+                verify(gw2)
+                gw2.stop()
+                gw2.assert_no_sanitizer_reports()
         finally:
             fake.stop()
-        verify(gw)
-        gw.stop()
-        gw.assert_no_sanitizer_reports()
     print("ok")
 
 
