@@ -167,10 +167,14 @@ void reply_204(actx_t *c)
     set_body(c, 204, NULL);
 }
 
+/* Messages and params may echo client bytes (a path, a method, a value cut at
+ * a byte bound), so they are made valid UTF-8 rather than refused by jansson. */
 static json_t *error_obj(const char *type, const char *code, const char *param, const char *msg)
 {
-    return json_pack("{s:{s:s,s:s,s:s,s:o}}", "error", "message", msg, "type", type, "code", code,
-                     "param", param != NULL && param[0] != '\0' ? json_string(param) : json_null());
+    return json_pack("{s:{s:o,s:s,s:s,s:o}}", "error", "message",
+                     ta_json_string_lossy(msg, strlen(msg)), "type", type, "code", code, "param",
+                     param != NULL && param[0] != '\0' ? ta_json_string_lossy(param, strlen(param))
+                                                        : json_null());
 }
 
 void reply_error(actx_t *c, int status, const char *type, const char *code, const char *param,
@@ -194,7 +198,7 @@ void reply_invalid(actx_t *c, const ta_err_t *err)
 
     if (v != NULL && field != NULL)
         json_object_set_new(json_object_get(v, "error"), "fields",
-                            json_pack("{s:s}", field, msg));
+                            json_pack("{s:o}", field, ta_json_string_lossy(msg, strlen(msg))));
     reply_json(c, 400, v);
 }
 

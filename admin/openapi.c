@@ -283,6 +283,8 @@ static json_t *field_schema(gen_t *g, const ta_field_t *f, bool with_default)
             snprintf(buf, sizeof(buf), "decimal string%s",
                      nullable ? "; null means no limit" : "");
         o = t_money(g, f->min < 0 || (f->min == 0 && f->max == 0), buf);
+        if (f->flags & TA_FF_MARKS_PRESENCE) /* unpriced: null (schema.h, presence marking) */
+            nullable = true;
         break;
     case TA_FT_TIME:
     case TA_FT_TIME_NS:

@@ -189,9 +189,11 @@ static void sync_store(actx_t *c, json_t *ids)
         const char *name = json_string_value(v);
         size_t len = json_string_length(v);
 
-        if (len >= sizeof(m.name) || strlen(name) != len) {
-            skip(skipped, name, len >= sizeof(m.name) ? "the name is longer than 127 bytes"
-                                                      : "the name contains a NUL byte");
+        if (len == 0 || len >= sizeof(m.name) || strlen(name) != len) {
+            skip(skipped, name,
+                 len == 0                ? "the name is empty"
+                 : len >= sizeof(m.name) ? "the name is longer than 127 bytes"
+                                         : "the name contains a NUL byte");
             continue;
         }
         rc = ta_idx_get(c->st, c->txn, TA_DB_MODELS_BY_NAME, name, &other);

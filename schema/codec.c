@@ -441,9 +441,7 @@ static json_t *hex_json(const uint8_t *p, size_t n)
     return json_stringn(buf, 2 * n);
 }
 
-/* A JSON string of s[0..n) with each byte that is not part of a valid UTF-8
- * sequence replaced by U+FFFD (jansson refuses invalid UTF-8). */
-static json_t *str_json(const char *s, size_t n)
+json_t *ta_json_string_lossy(const char *s, size_t n)
 {
     if (ta_utf8_valid(s, n))
         return json_stringn(s, n);
@@ -496,7 +494,7 @@ static json_t *field_to_json(const ta_field_t *f, const uint8_t *base, int mode)
             return notnull ? json_string("") : json_null();
         return json_string(f->type == TA_FT_TIME ? ta_time_format(v, buf) : ta_time_format_ms(v, buf));
     }
-    case TA_FT_STR: return str_json((const char *)p, strnlen((const char *)p, f->size));
+    case TA_FT_STR: return ta_json_string_lossy((const char *)p, strnlen((const char *)p, f->size));
     case TA_FT_ENUM:
         return *p < count_names(f->names) ? json_string(f->names[*p]) : json_null();
     case TA_FT_FLAGS: {
@@ -534,16 +532,28 @@ static json_t *field_to_json(const ta_field_t *f, const uint8_t *base, int mode)
     return NULL;
 }
 
+/* The value of d's TA_FF_PRESENCE flag (true when d has none). */
+static bool presence_of(const ta_recdesc_t *d, const uint8_t *base)
+{
+    for (size_t i = 0; i < d->nfields; i++)
+        if ((d->fields[i].flags & TA_FF_PRESENCE) && d->fields[i].type == TA_FT_BOOL)
+            return *(const bool *)(base + d->fields[i].offset);
+    return true;
+}
+
 static json_t *obj_to_json(const ta_recdesc_t *d, const uint8_t *base, int mode)
 {
     json_t *o = json_object();
     if (!o)
         return NULL;
+    bool present = presence_of(d, base);
     for (size_t i = 0; i < d->nfields; i++) {
         const ta_field_t *f = &d->fields[i];
         if ((f->flags & TA_FF_SECRET) || f->type == TA_FT_BYTES)
             continue;
-        json_t *v = field_to_json(f, base, mode);
+        /* an unset price is "not priced" (null), not "free" ("0") */
+        json_t *v = (f->flags & TA_FF_MARKS_PRESENCE) && !present ? json_null()
+                                                                   : field_to_json(f, base, mode);
         if (!v || json_object_set_new(o, f->name, v) != 0) {
             json_decref(o);
             return NULL;
@@ -1081,11 +1091,22 @@ static int apply_value(const ta_field_t *f, const json_t *v, uint8_t *base, int 
     return 0;
 }
 
+/* How many fields of d mark presence (the prices of a model). */
+static size_t count_marks(const ta_recdesc_t *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->nfields; i++)
+        if (d->fields[i].flags & TA_FF_MARKS_PRESENCE)
+            n++;
+    return n;
+}
+
 static int apply_obj(const ta_recdesc_t *d, const json_t *in, uint8_t *base, int merge,
                      const char *prefix, ta_err_t *err)
 {
     char path[PATH_MAX_LEN];
     bool marked = false;
+    size_t nulls = 0;
     int rc;
     for (size_t i = 0; i < d->nfields; i++) {
         const ta_field_t *f = &d->fields[i];
@@ -1098,15 +1119,26 @@ static int apply_obj(const ta_recdesc_t *d, const json_t *in, uint8_t *base, int
                 return ta_err_set(err, path, "required", "%s: is required", path);
             continue;
         }
+        if ((f->flags & TA_FF_MARKS_PRESENCE) && json_is_null(v)) {
+            /* null = not set: clears the value; all of them null clears presence */
+            scalar_set(f, base, 0);
+            nulls++;
+            continue;
+        }
         if (f->flags & TA_FF_MARKS_PRESENCE)
             marked = true;
         if ((rc = apply_value(f, v, base, merge, path, err)) != 0)
             return rc;
     }
-    if (marked)
+    if (marked || nulls > 0)
         for (size_t i = 0; i < d->nfields; i++)
-            if ((d->fields[i].flags & TA_FF_PRESENCE) && d->fields[i].type == TA_FT_BOOL)
-                *(bool *)(base + d->fields[i].offset) = true;
+            if ((d->fields[i].flags & TA_FF_PRESENCE) && d->fields[i].type == TA_FT_BOOL) {
+                bool *flag = (bool *)(base + d->fields[i].offset);
+                if (marked)
+                    *flag = true;
+                else if (nulls == count_marks(d))
+                    *flag = false;
+            }
     return 0;
 }
 

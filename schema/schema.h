@@ -74,8 +74,11 @@ enum {
     TA_FF_NOTNULL_OUT = 1u << 9, /* ID/TIME zero printed as 0/"" rather than null (rare) */
     /* Presence marking (model.has_prices): ta_rec_from_json sets the BOOL field
      * flagged TA_FF_PRESENCE to true when the input carries any key of a field
-     * flagged TA_FF_MARKS_PRESENCE in the same descriptor (even "0": a price
-     * of zero is an explicit price). It never sets it back to false. */
+     * flagged TA_FF_MARKS_PRESENCE in the same descriptor with a non-null value
+     * (even "0": a price of zero is an explicit price). null clears such a
+     * field; when the input sets every one of them to null the flag goes back
+     * to false. ta_rec_to_json prints them as null while the flag is false, so
+     * a record read and written back keeps its meaning. */
     TA_FF_PRESENCE = 1u << 10,
     TA_FF_MARKS_PRESENCE = 1u << 11,
     TA_FF_ASCENDING = 1u << 12, /* I32_LIST/ID_LIST elements strictly ascending (rule "order") */
@@ -302,6 +305,11 @@ const ta_field_t *ta_rec_field(const ta_recdesc_t *d, const char *name);
 
 /** Fill defaults for a new record (is_active = true, provider timeouts, ...). */
 void ta_rec_defaults(const ta_recdesc_t *d, void *rec);
+
+/** A JSON string of s[0..n) with each byte that is not part of a valid UTF-8
+ *  sequence replaced by U+FFFD (jansson refuses invalid UTF-8), for text that
+ *  echoes client input or was cut at a byte bound. NULL only on ENOMEM. */
+json_t *ta_json_string_lossy(const char *s, size_t n);
 
 /** Is s[0..len) valid UTF-8 (no overlongs, no surrogates)? */
 bool ta_utf8_valid(const char *s, size_t len);

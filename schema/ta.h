@@ -99,7 +99,7 @@ void ta_log_set_level(int min_level);
 /** One line to stderr: "2026-11-26T13:09:17.123Z [pid] W info: message".
  *  Never pass secrets; log key prefixes only. */
 void ta_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void ta_vlog(int level, const char *fmt, va_list ap);
+void ta_vlog(int level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Cheap invariant that stays on in release builds. */
 #define TA_BUG_ON(cond)                                                                            \

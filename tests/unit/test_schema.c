@@ -703,12 +703,32 @@ static void test_json_shape(void **state)
     assert_true(json_is_true(json_object_get(j, "is_active")));
     assert_int_equal(json_array_size(json_object_get(j, "warn_at")), 0);
     json_decref(j);
-    /* a model price of zero is "0", not null (prices are not nullable) */
+    /* an unpriced model prints null prices; a priced one prints a zero price as "0" */
     ta_model_t mz;
     ta_rec_defaults(&ta_desc_model, &mz);
+    snprintf(mz.name, sizeof(mz.name), "unpriced");
+    j = ta_rec_to_json(&ta_desc_model, &mz, TA_JSON_API);
+    assert_true(json_is_null(json_object_get(j, "input_price")));
+    assert_true(json_is_null(json_object_get(j, "cache_write_price")));
+    /* what was read, written back whole, keeps its meaning: still unpriced */
+    ta_err_t e;
+    assert_int_equal(ta_rec_from_json(&ta_desc_model, j, &mz, TA_MERGE_PUT, &e), 0);
+    assert_false(mz.has_prices);
+    json_decref(j);
+    mz.has_prices = true;
     j = ta_rec_to_json(&ta_desc_model, &mz, TA_JSON_API);
     assert_string_equal(json_string_value(json_object_get(j, "input_price")), "0");
     json_decref(j);
+    /* every price set to null makes it unpriced again; one null price alone does not */
+    json_t *in = json_pack("{s:n}", "output_price");
+    assert_int_equal(ta_rec_from_json(&ta_desc_model, in, &mz, TA_MERGE_PATCH, &e), 0);
+    assert_true(mz.has_prices);
+    json_decref(in);
+    in = json_pack("{s:n,s:n,s:n,s:n}", "input_price", "output_price", "cache_read_price",
+                   "cache_write_price");
+    assert_int_equal(ta_rec_from_json(&ta_desc_model, in, &mz, TA_MERGE_PATCH, &e), 0);
+    assert_false(mz.has_prices);
+    json_decref(in);
 }
 
 static void test_json_internal_records(void **state)
