@@ -1027,8 +1027,14 @@ static int apply_value(const ta_field_t *f, const json_t *v, uint8_t *base, int 
             for (k = 0; f->names[k]; k++)
                 if (strcmp(f->names[k], json_string_value(e)) == 0)
                     break;
-            if (!f->names[k] || k >= 32)
-                return ta_err_set(err, ep, "enum", "%s: unknown value \"%.64s\"", ep, json_string_value(e));
+            if (!f->names[k] || k >= 32) {
+                /* quote at most 64 bytes, cut on a character boundary */
+                const char *sv = json_string_value(e);
+                int n = (int)strnlen(sv, 64);
+                while (n > 0 && ((unsigned char)sv[n] & 0xC0) == 0x80)
+                    n--;
+                return ta_err_set(err, ep, "enum", "%s: unknown value \"%.*s\"", ep, n, sv);
+            }
             bits |= 1u << k;
         }
         set_u32(p, bits);
