@@ -182,6 +182,13 @@ static void arm_write(sockent_t *se);
 static void on_sock_readable(h2o_socket_t *sock, const char *err)
 {
     sockent_t *se = sock->data;
+    if (se->want == 0) {
+        /* a pooled connection curl is not using (see CURL_POLL_REMOVE): the
+         * provider closed it or sent something; curl finds out when it next
+         * picks it. Stop watching until then. */
+        h2o_socket_read_stop(sock);
+        return;
+    }
     /* se may be freed inside the action (CLOSESOCKETFUNCTION): copy first */
     multi_action(se->up, se->fd, CURL_CSELECT_IN | (err != NULL ? CURL_CSELECT_ERR : 0));
 }
@@ -245,9 +252,12 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
     if (se == NULL)
         return what == CURL_POLL_REMOVE ? 0 : -1;
     if (what == CURL_POLL_REMOVE) {
-        /* the connection may stay pooled: stop polling, keep the socket */
+        /* The connection may stay pooled: keep the socket. Reading is not
+         * stopped here: under load the next call reuses the connection on a
+         * later loop pass, and stop + start cost h2o an EPOLL_CTL_DEL and an
+         * EPOLL_CTL_ADD per request; an idle one that turns readable is
+         * stopped in on_sock_readable instead. */
         se->want = 0;
-        h2o_socket_read_stop(se->sock);
         return 0;
     }
     se->want = what;
