@@ -1,11 +1,14 @@
 """proxyutil.py - shared helpers of the /v1 acceptance tests (stdlib only):
-the fake upstream as a child process, a tenant (provider, models, group,
-quota) made through the admin API, quota usage, waiting for billing to settle,
-the audit records (CLI export) and `ledger verify`.
+the fake upstream as a child process (and a gateway with the fake beside it,
+gateway_with_fake), the admin API as a superadmin (Admin: providers, models,
+groups, quotas), a tenant (provider, models, group, quota) made through it,
+quota usage, waiting for billing to settle, the audit records (CLI export),
+the ledger's holds (CLI dump) and `ledger verify`.
 
 Not a test itself (ctest picks up test_*.py only).
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -88,51 +91,97 @@ class Fake:
             self.proc.wait(10)
 
 
-class Tenant:
-    """One provider (the fake), a chat model, an embeddings model, a model outside
-    the group, a group and one quota (limits from quota=...)."""
+@contextlib.contextmanager
+def gateway_with_fake(fake_workers=1, stop=True, **gateway_kw):
+    """`with gateway_with_fake(workers=2) as (gw, fake):` a harness.Gateway
+    (gateway_kw) and the fake upstream beside it. The fake is stopped however
+    the body ends; after a body that ended normally, stop=True then stops the
+    gateway with gw.stop() (exit 0, no child left, no sanitizer report). A test
+    that stops (or waits for) the gateway itself passes stop=False."""
+    with harness.Gateway(**gateway_kw) as gw:
+        fake = Fake(gw.tmp, workers=fake_workers)
+        try:
+            yield gw, fake
+        finally:
+            fake.stop()
+        if stop:
+            gw.stop()
 
-    def __init__(self, gw, fake, quota=None, input_price="1", output_price="2", max_output_tokens=None,
-                 timeout_s=3, extra_models=()):
+
+def route(provider_id, upstream_name, priority=1):
+    """One entry of a model's routes."""
+    return {"provider_id": provider_id, "upstream_name": upstream_name, "priority": priority}
+
+
+class Admin:
+    """The admin API as the superadmin: requests that assert their status, and
+    the control plane made through it."""
+
+    def __init__(self, gw):
         self.gw = gw
         self.tok = gw.login()
-        prov = self.post("/api/admin/providers/", {"name": "fake", "type": "openai", "base_url": fake.url,
-                                                   "api_key": "sk-upstream-secret-7777",
-                                                   "timeout_s": timeout_s})
-        self.provider_id = prov["id"]
-        prices = {"input_price": input_price, "output_price": output_price}
-        chat = dict(prices, name="gpt-test", capabilities=["chat", "streaming"],
-                    routes=[{"provider_id": prov["id"], "upstream_name": "up-model", "priority": 1}])
-        if max_output_tokens:
-            chat["max_output_tokens"] = max_output_tokens
-        self.chat = self.post("/api/admin/models/", chat)
-        self.emb = self.post("/api/admin/models/", dict(prices, name="emb-test", capabilities=["embeddings"],
-                                                        routes=[{"provider_id": prov["id"],
-                                                                 "upstream_name": "up-emb", "priority": 1}]))
-        self.other = self.post("/api/admin/models/", dict(prices, name="not-in-group",
-                                                          routes=[{"provider_id": prov["id"],
-                                                                   "upstream_name": "y", "priority": 1}]))
-        ids = [self.chat["id"], self.emb["id"]]
-        for m in extra_models:
-            ids.append(self.post("/api/admin/models/", dict(prices, **m))["id"])
-        self.group = self.post("/api/admin/groups/", {"name": "g", "model_ids": ids})
-        users = gw.http("GET", "/api/admin/users/", token=self.tok).json["results"]
-        self.user_id = users[0]["id"]
-        self.quota, self.key = self.new_quota(quota or {"period": "month", "cost_limit": "100"})
-        self.quota_id = self.quota["id"]
+
+    def relogin(self):
+        self.tok = self.gw.login()
 
     def post(self, path, body, expect=201):
         r = self.gw.http("POST", path, body, token=self.tok)
         check(r.status == expect, "%s: %s %s" % (path, r.status, r.body))
         return r.json
 
-    def new_quota(self, limits):
-        body = dict({"user_id": self.user_id, "group_id": self.group["id"]}, **limits)
-        q = self.post("/api/admin/quotas/", body)
-        return q, q["api_key"]
+    def get(self, path, expect=200):
+        r = self.gw.http("GET", path, token=self.tok)
+        check(r.status == expect, "GET %s: %s %s" % (path, r.status, r.body))
+        return r.json
 
-    def relogin(self):
-        self.tok = self.gw.login()
+    def add_provider(self, name, base_url, api_key, ptype="openai", **extra):
+        return self.post("/api/admin/providers/", dict({"name": name, "type": ptype, "base_url": base_url,
+                                                        "api_key": api_key}, **extra))
+
+    def add_model(self, name, routes, **fields):
+        """routes: route() dicts (or (provider_id, upstream_name) pairs, in priority order)."""
+        rs = [r if isinstance(r, dict) else route(r[0], r[1], i + 1) for i, r in enumerate(routes)]
+        return self.post("/api/admin/models/", dict(fields, name=name, routes=rs))
+
+    def add_group(self, name, model_ids):
+        return self.post("/api/admin/groups/", {"name": name, "model_ids": list(model_ids)})
+
+    def add_quota(self, user_id, group_id, **limits):
+        """POST /api/admin/quotas/; the answer carries the quota's api_key."""
+        return self.post("/api/admin/quotas/", dict({"user_id": user_id, "group_id": group_id}, **limits))
+
+    def first_user_id(self):
+        """The superadmin made by `tokenaudit init` (the first user listed)."""
+        return self.gw.http("GET", "/api/admin/users/", token=self.tok).json["results"][0]["id"]
+
+
+class Tenant(Admin):
+    """One provider (the fake), a chat model, an embeddings model, a model outside
+    the group, a group and one quota (limits from quota=...)."""
+
+    def __init__(self, gw, fake, quota=None, input_price="1", output_price="2", max_output_tokens=None,
+                 timeout_s=3, extra_models=()):
+        super().__init__(gw)
+        prov = self.add_provider("fake", fake.url, "sk-upstream-secret-7777", timeout_s=timeout_s)
+        self.provider_id = prov["id"]
+        prices = {"input_price": input_price, "output_price": output_price}
+        chat = dict(prices, capabilities=["chat", "streaming"])
+        if max_output_tokens:
+            chat["max_output_tokens"] = max_output_tokens
+        self.chat = self.add_model("gpt-test", [(prov["id"], "up-model")], **chat)
+        self.emb = self.add_model("emb-test", [(prov["id"], "up-emb")], capabilities=["embeddings"], **prices)
+        self.other = self.add_model("not-in-group", [(prov["id"], "y")], **prices)
+        ids = [self.chat["id"], self.emb["id"]]
+        for m in extra_models:
+            ids.append(self.post("/api/admin/models/", dict(prices, **m))["id"])
+        self.group = self.add_group("g", ids)
+        self.user_id = self.first_user_id()
+        self.quota, self.key = self.new_quota(quota or {"period": "month", "cost_limit": "100"})
+        self.quota_id = self.quota["id"]
+
+    def new_quota(self, limits):
+        q = self.add_quota(self.user_id, self.group["id"], **limits)
+        return q, q["api_key"]
 
     def quota_get(self, qid=None):
         r = self.gw.http("GET", "/api/admin/quotas/%d/" % (qid or self.quota_id), token=self.tok)
@@ -161,9 +210,11 @@ def chat_body(**kw):
     return b
 
 
-def sse_events(raw):
+def sse_events(raw, errors="replace"):
+    """The data: payloads of an SSE body, in order. errors="strict" makes bytes
+    that are not UTF-8 an error instead of replacement characters."""
     out = []
-    for block in raw.decode("utf-8", "replace").split("\n\n"):
+    for block in raw.decode("utf-8", errors).split("\n\n"):
         block = block.strip()
         if block.startswith("data: "):
             out.append(block[6:])
@@ -180,6 +231,17 @@ def audit_records(gw, applied=None, timeout=30):
     if applied is None:
         return get()
     return harness.wait_for(get, timeout, "%d audit records" % applied, interval=0.2)
+
+
+def ledger_dump(gw):
+    """tokenaudit ledger dump --json, parsed."""
+    p = harness.run_cli("ledger", "dump", "--data-dir", gw.data_dir, "--json", env=gw.env)
+    return json.loads(p.stdout)
+
+
+def holds(gw):
+    """The holds in the ledger now (ledger dump; the dump always has the table)."""
+    return ledger_dump(gw)["holds"]
 
 
 def verify(gw):

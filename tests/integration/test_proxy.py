@@ -11,108 +11,41 @@ client call is exactly one upstream call.
 import http.client
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-
-
-class Fake:
-    """The fake upstream as a child process on an ephemeral port."""
-
-    def __init__(self, tmp):
-        self.log_path = os.path.join(tmp, "fake.log")
-        self.proc = subprocess.Popen([harness.binary("fake_upstream"), "--port", "0", "--log", self.log_path],
-                                     stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("listening on "), line
-        self.port = int(line.split()[2])
-        self.url = "http://127.0.0.1:%d/v1" % self.port
-
-    def lines(self, needle):
-        try:
-            with open(self.log_path) as f:
-                return [l for l in f if needle in l]
-        except FileNotFoundError:
-            return []
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-def setup_tenant(gw, fake, dead_port):
-    tok = gw.login()
-
-    def post(path, body):
-        r = gw.http("POST", path, body, token=tok)
-        check(r.status == 201, "%s: %s %s" % (path, r.status, r.body))
-        return r.json
-
-    prov = post("/api/admin/providers/", {"name": "fake", "type": "openai", "base_url": fake.url,
-                                          "api_key": "sk-upstream-secret-7777", "timeout_s": 2})
-    dead = post("/api/admin/providers/", {"name": "dead", "type": "openai",
-                                          "base_url": "http://127.0.0.1:%d/v1" % dead_port,
-                                          "api_key": "sk-dead-0000"})
-    prices = {"input_price": "1", "output_price": "2", "cache_read_price": "0.5"}
-    chat = post("/api/admin/models/", dict(prices, name="gpt-test", capabilities=["chat", "streaming"],
-                                           routes=[{"provider_id": prov["id"], "upstream_name": "up-model",
-                                                    "priority": 1}]))
-    emb = post("/api/admin/models/", dict(prices, name="emb-test", capabilities=["embeddings"],
-                                          routes=[{"provider_id": prov["id"], "upstream_name": "up-emb",
-                                                   "priority": 1}]))
-    failover = post("/api/admin/models/", dict(prices, name="failover-test",
-                                               routes=[{"provider_id": dead["id"], "upstream_name": "x",
-                                                        "priority": 1},
-                                                       {"provider_id": prov["id"], "upstream_name": "up-fo",
-                                                        "priority": 2}]))
-    deadm = post("/api/admin/models/", dict(prices, name="dead-test",
-                                            routes=[{"provider_id": dead["id"], "upstream_name": "x",
-                                                     "priority": 1}]))
-    other = post("/api/admin/models/", dict(prices, name="not-in-group",
-                                            routes=[{"provider_id": prov["id"], "upstream_name": "y",
-                                                     "priority": 1}]))
-    grp = post("/api/admin/groups/", {"name": "g", "model_ids": [chat["id"], emb["id"], failover["id"],
-                                                                 deadm["id"]]})
-    users = gw.http("GET", "/api/admin/users/", token=tok).json["results"]
-    quota = post("/api/admin/quotas/", {"user_id": users[0]["id"], "group_id": grp["id"], "period": "month",
-                                        "cost_limit": "100"})
-    del other
-    return quota["api_key"]
-
-
-def v1(gw, key, method, path, body=None, headers=None, conn=None):
-    return gw.http(method, "/v1" + path, body, token=key, headers=headers, conn=conn, timeout=20)
+from proxyutil import Admin, check, gateway_with_fake, v1  # noqa: E402
+from proxyutil import sse_events as _sse_events  # noqa: E402
 
 
 def sse_events(raw):
-    out = []
-    for block in raw.decode().split("\n\n"):
-        block = block.strip()
-        if block.startswith("data: "):
-            out.append(block[6:])
-    return out
+    # strict: a stream that is not UTF-8 fails here
+    return _sse_events(raw, errors="strict")
+
+
+def setup_tenant(gw, fake, dead_port):
+    adm = Admin(gw)
+    prov = adm.add_provider("fake", fake.url, "sk-upstream-secret-7777", timeout_s=2)
+    dead = adm.add_provider("dead", "http://127.0.0.1:%d/v1" % dead_port, "sk-dead-0000")
+    prices = {"input_price": "1", "output_price": "2", "cache_read_price": "0.5"}
+    chat = adm.add_model("gpt-test", [(prov["id"], "up-model")], capabilities=["chat", "streaming"], **prices)
+    emb = adm.add_model("emb-test", [(prov["id"], "up-emb")], capabilities=["embeddings"], **prices)
+    failover = adm.add_model("failover-test", [(dead["id"], "x"), (prov["id"], "up-fo")], **prices)
+    deadm = adm.add_model("dead-test", [(dead["id"], "x")], **prices)
+    adm.add_model("not-in-group", [(prov["id"], "y")], **prices)
+    grp = adm.add_group("g", [chat["id"], emb["id"], failover["id"], deadm["id"]])
+    quota = adm.add_quota(adm.first_user_id(), grp["id"], period="month", cost_limit="100")
+    return quota["api_key"]
 
 
 def main():
     # a port with nobody behind it
     dead_port = harness.free_port()
-    with harness.Gateway(workers=2) as gw:
-        fake = Fake(gw.tmp)
-        try:
-            key = setup_tenant(gw, fake, dead_port)
-            run(gw, fake, key)
-        finally:
-            fake.stop()
-        gw.stop()
-        gw.assert_no_sanitizer_reports()
+    with gateway_with_fake(workers=2) as (gw, fake):
+        key = setup_tenant(gw, fake, dead_port)
+        run(gw, fake, key)
     print("ok")
 
 
