@@ -24,39 +24,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-import subprocess  # noqa: E402
+from proxyutil import check, gateway_with_fake  # noqa: E402
 
 KEY = "sk-upstream-secret-7777"
 ANTH_KEY = "sk-ant-secret-key-4242"
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-class Fake:
-    """The fake upstream as a child process on an ephemeral port (as in test_proxy.py)."""
-
-    def __init__(self, tmp):
-        self.log_path = os.path.join(tmp, "fake.log")
-        self.proc = subprocess.Popen([harness.binary("fake_upstream"), "--port", "0", "--log", self.log_path],
-                                     stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("listening on "), line
-        self.port = int(line.split()[2])
-        self.url = "http://127.0.0.1:%d/v1" % self.port
-
-    def lines(self, needle):
-        try:
-            with open(self.log_path) as f:
-                return [ln for ln in f if needle in ln]
-        except FileNotFoundError:
-            return []
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 class Stub:
@@ -298,14 +269,8 @@ def main():
     dead_port = harness.free_port()
     stub = Stub()
     try:
-        with harness.Gateway(workers=2) as gw:
-            fake = Fake(gw.tmp)
-            try:
-                run(gw, fake, stub, dead_port)
-            finally:
-                fake.stop()
-            gw.stop()
-            gw.assert_no_sanitizer_reports()
+        with gateway_with_fake(workers=2) as (gw, fake):
+            run(gw, fake, stub, dead_port)
     finally:
         stub.stop()
     print("ok")
