@@ -13,11 +13,11 @@ requests after the restart add to the old totals.
 import os
 import re
 import signal
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from proxyutil import Admin, check, gateway_with_fake  # noqa: E402
 
 MSGS = [{"role": "user", "content": "Say hello"}]
 SERVED_BY = re.compile(r"^# tokenaudit metrics served by worker slot (-?\d+) pid (\d+);")
@@ -25,50 +25,15 @@ SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
 
 
-class Fake:
-    """The fake upstream as a child process on an ephemeral port."""
-
-    def __init__(self, tmp):
-        self.proc = subprocess.Popen([harness.binary("fake_upstream"), "--port", "0", "--log",
-                                      os.path.join(tmp, "fake.log")], stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("listening on "), line
-        self.url = "http://127.0.0.1:%d/v1" % int(line.split()[2])
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
 def setup_tenant(gw, fake):
-    tok = gw.login()
-
-    def post(path, body):
-        r = gw.http("POST", path, body, token=tok)
-        check(r.status == 201, "%s: %s %s" % (path, r.status, r.body))
-        return r.json
-
-    prov = post("/api/admin/providers/", {"name": "fake", "type": "openai", "base_url": fake.url,
-                                          "api_key": "sk-upstream-secret-7777", "timeout_s": 5})
-    dead = post("/api/admin/providers/", {"name": "dead", "type": "openai",
-                                          "base_url": "http://127.0.0.1:%d/v1" % harness.free_port(),
-                                          "api_key": "sk-dead-0000"})
+    adm = Admin(gw)
+    prov = adm.add_provider("fake", fake.url, "sk-upstream-secret-7777", timeout_s=5)
+    dead = adm.add_provider("dead", "http://127.0.0.1:%d/v1" % harness.free_port(), "sk-dead-0000")
     prices = {"input_price": "1", "output_price": "2"}
-    chat = post("/api/admin/models/", dict(prices, name="gpt-test", capabilities=["chat", "streaming"],
-                                           routes=[{"provider_id": prov["id"], "upstream_name": "up-model",
-                                                    "priority": 1}]))
-    deadm = post("/api/admin/models/", dict(prices, name="dead-test",
-                                            routes=[{"provider_id": dead["id"], "upstream_name": "x",
-                                                     "priority": 1}]))
-    grp = post("/api/admin/groups/", {"name": "g", "model_ids": [chat["id"], deadm["id"]]})
-    users = gw.http("GET", "/api/admin/users/", token=tok).json["results"]
-    quota = post("/api/admin/quotas/", {"user_id": users[0]["id"], "group_id": grp["id"],
-                                        "period": "month", "cost_limit": "1000"})
+    chat = adm.add_model("gpt-test", [(prov["id"], "up-model")], capabilities=["chat", "streaming"], **prices)
+    deadm = adm.add_model("dead-test", [(dead["id"], "x")], **prices)
+    grp = adm.add_group("g", [chat["id"], deadm["id"]])
+    quota = adm.add_quota(adm.first_user_id(), grp["id"], period="month", cost_limit="1000")
     return quota["api_key"]
 
 
@@ -193,14 +158,8 @@ def assert_same_totals(scrapes, expect_req, expect_up, expect_count):
 
 
 def main():
-    with harness.Gateway(workers=2) as gw:
-        fake = Fake(gw.tmp)
-        try:
-            run(gw, fake)
-        finally:
-            fake.stop()
-        gw.stop()
-        gw.assert_no_sanitizer_reports()
+    with gateway_with_fake(workers=2) as (gw, fake):
+        run(gw, fake)
     print("ok")
 
 
