@@ -19,12 +19,12 @@ Nothing is timed: the only wait is for billing to have written the records
 
 import datetime
 import os
-import subprocess
 import sys
 from decimal import Decimal
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
+import proxyutil  # noqa: E402
+from proxyutil import check, gateway_with_fake  # noqa: E402
 
 RECORD_FIELDS = ["id", "created_at", "user_id", "quota_id", "key_prefix", "endpoint", "model",
                  "served_model", "provider_id", "stream", "status", "error_type", "prompt_tokens",
@@ -34,42 +34,7 @@ COUNTERS = ["requests", "prompt_tokens", "completion_tokens", "cached_tokens", "
             "cost", "errors"]
 
 
-class Fake:
-    """The fake upstream as a child process on an ephemeral port."""
-
-    def __init__(self, tmp):
-        self.proc = subprocess.Popen([harness.binary("fake_upstream"), "--port", "0",
-                                      "--log", os.path.join(tmp, "fake.log")],
-                                     stdout=subprocess.PIPE)
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("listening on "), line
-        self.url = "http://127.0.0.1:%d/v1" % int(line.split()[2])
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-
-
-class Admin:
-    def __init__(self, gw):
-        self.gw = gw
-        self.tok = gw.login()
-
-    def get(self, path, want=200):
-        r = self.gw.http("GET", path, token=self.tok)
-        check(r.status == want, "GET %s: %s %s" % (path, r.status, r.body))
-        return r.json
-
-    def post(self, path, body):
-        r = self.gw.http("POST", path, body, token=self.tok)
-        check(r.status == 201, "POST %s: %s %s" % (path, r.status, r.body))
-        return r.json
-
+class Admin(proxyutil.Admin):
     def records(self, query="", base="/api/admin/requests/"):
         """Every record of a listing, following `next` (page_size 500)."""
         sep = "&" if query else ""
@@ -83,26 +48,18 @@ class Admin:
 
 
 def setup(adm, fake):
-    prov = adm.post("/api/admin/providers/", {"name": "fake", "type": "openai", "base_url": fake.url,
-                                              "api_key": "sk-upstream-secret-7777", "timeout_s": 5})
+    prov = adm.add_provider("fake", fake.url, "sk-upstream-secret-7777", timeout_s=5)
     prices = {"input_price": "1.5", "output_price": "2", "cache_read_price": "0.5"}
-    chat = adm.post("/api/admin/models/", dict(prices, name="chat-a", capabilities=["chat", "streaming"],
-                                               routes=[{"provider_id": prov["id"], "upstream_name": "up-a",
-                                                        "priority": 1}]))
-    chat_b = adm.post("/api/admin/models/", dict(prices, name="chat-b", output_price="3",
-                                                 capabilities=["chat", "streaming"],
-                                                 routes=[{"provider_id": prov["id"], "upstream_name": "up-b",
-                                                          "priority": 1}]))
-    emb = adm.post("/api/admin/models/", dict(prices, name="emb", capabilities=["embeddings"],
-                                              routes=[{"provider_id": prov["id"], "upstream_name": "up-emb",
-                                                       "priority": 1}]))
-    grp = adm.post("/api/admin/groups/", {"name": "g", "model_ids": [chat["id"], chat_b["id"], emb["id"]]})
+    chat = adm.add_model("chat-a", [(prov["id"], "up-a")], capabilities=["chat", "streaming"], **prices)
+    chat_b = adm.add_model("chat-b", [(prov["id"], "up-b")], **dict(prices, output_price="3",
+                                                                   capabilities=["chat", "streaming"]))
+    emb = adm.add_model("emb", [(prov["id"], "up-emb")], capabilities=["embeddings"], **prices)
+    grp = adm.add_group("g", [chat["id"], chat_b["id"], emb["id"]])
     u1 = adm.get("/api/admin/users/")["results"][0]["id"]
     u2 = adm.post("/api/admin/users/", {"email": "u2@example.com", "password": "password-u2"})["id"]
     quotas = []
     for uid in (u1, u2, u2):
-        q = adm.post("/api/admin/quotas/", {"user_id": uid, "group_id": grp["id"], "period": "month",
-                                            "cost_limit": "1000"})
+        q = adm.add_quota(uid, grp["id"], period="month", cost_limit="1000")
         quotas.append((q["id"], uid, q["api_key"]))
     return quotas
 
@@ -294,23 +251,17 @@ def run(gw, fake):
                         ("/api/admin/statistics/?group_by=hour", "group_by"),
                         ("/api/admin/quotas/%d/statistics/?group_by=user" % quotas[0][0], "group_by"),
                         ("/api/admin/quotas/%d/requests/?until=x" % quotas[0][0], "until")]:
-        e = adm.get(path, want=400)["error"]
+        e = adm.get(path, expect=400)["error"]
         check(e["param"] == param and param in e["fields"], "%s: %r" % (path, e))
-    adm.get("/api/admin/quotas/999/requests/", want=404)
-    adm.get("/api/admin/quotas/999/statistics/", want=404)
+    adm.get("/api/admin/quotas/999/requests/", expect=404)
+    adm.get("/api/admin/quotas/999/statistics/", expect=404)
     r = gw.http("GET", "/api/admin/statistics/", token=quotas[0][2])
     check(r.status in (401, 403), "an API key is no superadmin: %s" % r.status)
 
 
 def main():
-    with harness.Gateway(workers=2) as gw:
-        fake = Fake(gw.tmp)
-        try:
-            run(gw, fake)
-        finally:
-            fake.stop()
-        gw.stop()
-        gw.assert_no_sanitizer_reports()
+    with gateway_with_fake(workers=2) as (gw, fake):
+        run(gw, fake)
     print("ok")
 
 
