@@ -23,8 +23,8 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-from proxyutil import Fake, Tenant, audit_records, check, cost_of, nano, sse_events, verify  # noqa: E402
+from proxyutil import (Tenant, audit_records, check, cost_of, gateway_with_fake, nano, sse_events,  # noqa: E402
+                       verify)
 
 CLIENTS = 64
 PER_CLIENT = 3
@@ -189,17 +189,12 @@ def rpm(gw, fake, t):
 
 
 def main():
-    with harness.Gateway(workers=4, env={"TOKENAUDIT_RESERVE": "strict"}) as gw:
-        fake = Fake(gw.tmp)
-        try:
-            t = Tenant(gw, fake, quota={"period": "month", "cost_limit": COST_LIMIT}, max_output_tokens=100,
-                       timeout_s=30)
-            budget(gw, fake, t)
-            rpm(gw, fake, t)
-            verify(gw)
-        finally:
-            fake.stop()
-        gw.stop()
+    with gateway_with_fake(workers=4, env={"TOKENAUDIT_RESERVE": "strict"}) as (gw, fake):
+        t = Tenant(gw, fake, quota={"period": "month", "cost_limit": COST_LIMIT}, max_output_tokens=100,
+                   timeout_s=30)
+        budget(gw, fake, t)
+        rpm(gw, fake, t)
+        verify(gw)
     print("ok")
 
 
