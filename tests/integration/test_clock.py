@@ -23,8 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-from proxyutil import Fake, Tenant, audit_records, chat_body, check, nano, v1, verify  # noqa: E402
+from proxyutil import Tenant, audit_records, chat_body, check, gateway_with_fake, nano, v1, verify  # noqa: E402
 
 TZ_NAME = "Asia/Tokyo"
 TZ_OFF = 9 * 3600
@@ -51,74 +50,69 @@ def main():
     off_b = off_a + 3600
     expiry = midnight - 900
 
-    with harness.Gateway(workers=2, env={"TOKENAUDIT_TEST_CLOCK_OFFSET_S": str(off_a),
-                                         "TOKENAUDIT_QUOTA_TIMEZONE": TZ_NAME}) as gw:
-        fake = Fake(gw.tmp)
-        try:
-            t = Tenant(gw, fake, quota={"period": "day", "request_limit": 2, "auto_renew": False})
-            q2, key2 = t.new_quota({"period": "day", "expires_at": rfc3339(expiry), "auto_renew": False})
-            q3, key3 = t.new_quota({"period": "day", "expires_at": rfc3339(expiry), "auto_renew": True})
+    with gateway_with_fake(workers=2, env={"TOKENAUDIT_TEST_CLOCK_OFFSET_S": str(off_a),
+                                           "TOKENAUDIT_QUOTA_TIMEZONE": TZ_NAME}) as (gw, fake):
+        t = Tenant(gw, fake, quota={"period": "day", "request_limit": 2, "auto_renew": False})
+        q2, key2 = t.new_quota({"period": "day", "expires_at": rfc3339(expiry), "auto_renew": False})
+        q3, key3 = t.new_quota({"period": "day", "expires_at": rfc3339(expiry), "auto_renew": True})
 
-            # ---- phase A: before midnight -------------------------------------------
-            u = t.usage()
-            check(u["period_start"] == rfc3339(midnight - 86400) and u["period_end"] == rfc3339(midnight),
-                  "the day period in Tokyo time: %r" % u)
-            for i in range(2):
-                r = chat(gw, t.key)
-                check(r.status == 200, "request %d: %s %s" % (i + 1, r.status, r.body))
+        # ---- phase A: before midnight -------------------------------------------
+        u = t.usage()
+        check(u["period_start"] == rfc3339(midnight - 86400) and u["period_end"] == rfc3339(midnight),
+              "the day period in Tokyo time: %r" % u)
+        for i in range(2):
             r = chat(gw, t.key)
-            check(r.status == 429 and r.json["error"]["code"] == "insufficient_quota",
-                  "3rd request of a 2-request day: %s %s" % (r.status, r.body))
-            ra = int(r.headers.get("retry-after", "0"))
-            check(1 <= ra <= 1800, "Retry-After points at the end of the day (<= 1800 s): %r" % ra)
-            u = t.settled()
-            check(u["requests_used"] == 2, "2 used: %r" % u)
-            for k in (key2, key3):
-                r = chat(gw, k)
-                check(r.status == 200, "before its expiry: %s %s" % (r.status, r.body))
-            gw.stop()
-
-            # ---- phase B: the clock moves one hour, past midnight -----------------
-            gw.env["TOKENAUDIT_TEST_CLOCK_OFFSET_S"] = str(off_b)
-            gw.start()
-            t.relogin()
-            r = chat(gw, t.key)
-            check(r.status == 200, "a new day admits again: %s %s" % (r.status, r.body))
-            u = t.settled()
-            check(u["period_start"] == rfc3339(midnight) and u["period_end"] == rfc3339(midnight + 86400),
-                  "the new period: %r" % u)
-            check(u["requests_used"] == 1 and nano(u["cost_used"]) > 0, "one request in the new day: %r" % u)
-            r = v1(gw, t.key, "GET", "/usage")
-            check(r.status == 200 and r.json["requests_used"] == 1 and r.json["period_start"] == rfc3339(midnight),
-                  "/v1/usage after the rollover: %s" % r.body)
-
-            for _ in range(2):
-                r = chat(gw, key2)
-                check(r.status == 403 and r.json["error"]["code"] == "quota_inactive",
-                      "expired quota: %s %s" % (r.status, r.body))
-
-            r = chat(gw, key3)
-            check(r.status == 200, "auto-renewed quota admitted: %s %s" % (r.status, r.body))
-            q3now = t.quota_get(q3["id"])
-            check(q3now["expires_at"] == rfc3339(expiry + 86400),
-                  "renewed by one day: %s (was %s)" % (q3now["expires_at"], rfc3339(expiry)))
-            check(parse_rfc3339(q3now["expires_at"]) > midnight + 1800, "renewed into the future")
-            r = chat(gw, key3)
-            check(r.status == 200, "still admitted: %s %s" % (r.status, r.body))
-
-            # the books: per quota, this period's usage is the sum of this period's records
-            recs = audit_records(gw, applied=10)
-            for qid in (t.quota_id, q3["id"]):
-                u = t.settled(qid)
-                cur = [x for x in recs if x["quota_id"] == qid and x["period_start"] == rfc3339(midnight)]
-                check(nano(u["cost_used"]) == sum(nano(x["cost"]) for x in cur),
-                      "quota %d: used %s vs records %r" % (qid, u["cost_used"], cur))
-            refused = [x for x in recs if x["quota_id"] == q2["id"] and x["status"] == 403]
-            check(len(refused) == 2, "the expired quota's refusals are recorded: %r" % refused)
-            verify(gw)
-        finally:
-            fake.stop()
+            check(r.status == 200, "request %d: %s %s" % (i + 1, r.status, r.body))
+        r = chat(gw, t.key)
+        check(r.status == 429 and r.json["error"]["code"] == "insufficient_quota",
+              "3rd request of a 2-request day: %s %s" % (r.status, r.body))
+        ra = int(r.headers.get("retry-after", "0"))
+        check(1 <= ra <= 1800, "Retry-After points at the end of the day (<= 1800 s): %r" % ra)
+        u = t.settled()
+        check(u["requests_used"] == 2, "2 used: %r" % u)
+        for k in (key2, key3):
+            r = chat(gw, k)
+            check(r.status == 200, "before its expiry: %s %s" % (r.status, r.body))
         gw.stop()
+
+        # ---- phase B: the clock moves one hour, past midnight -----------------
+        gw.env["TOKENAUDIT_TEST_CLOCK_OFFSET_S"] = str(off_b)
+        gw.start()
+        t.relogin()
+        r = chat(gw, t.key)
+        check(r.status == 200, "a new day admits again: %s %s" % (r.status, r.body))
+        u = t.settled()
+        check(u["period_start"] == rfc3339(midnight) and u["period_end"] == rfc3339(midnight + 86400),
+              "the new period: %r" % u)
+        check(u["requests_used"] == 1 and nano(u["cost_used"]) > 0, "one request in the new day: %r" % u)
+        r = v1(gw, t.key, "GET", "/usage")
+        check(r.status == 200 and r.json["requests_used"] == 1 and r.json["period_start"] == rfc3339(midnight),
+              "/v1/usage after the rollover: %s" % r.body)
+
+        for _ in range(2):
+            r = chat(gw, key2)
+            check(r.status == 403 and r.json["error"]["code"] == "quota_inactive",
+                  "expired quota: %s %s" % (r.status, r.body))
+
+        r = chat(gw, key3)
+        check(r.status == 200, "auto-renewed quota admitted: %s %s" % (r.status, r.body))
+        q3now = t.quota_get(q3["id"])
+        check(q3now["expires_at"] == rfc3339(expiry + 86400),
+              "renewed by one day: %s (was %s)" % (q3now["expires_at"], rfc3339(expiry)))
+        check(parse_rfc3339(q3now["expires_at"]) > midnight + 1800, "renewed into the future")
+        r = chat(gw, key3)
+        check(r.status == 200, "still admitted: %s %s" % (r.status, r.body))
+
+        # the books: per quota, this period's usage is the sum of this period's records
+        recs = audit_records(gw, applied=10)
+        for qid in (t.quota_id, q3["id"]):
+            u = t.settled(qid)
+            cur = [x for x in recs if x["quota_id"] == qid and x["period_start"] == rfc3339(midnight)]
+            check(nano(u["cost_used"]) == sum(nano(x["cost"]) for x in cur),
+                  "quota %d: used %s vs records %r" % (qid, u["cost_used"], cur))
+        refused = [x for x in recs if x["quota_id"] == q2["id"] and x["status"] == 403]
+        check(len(refused) == 2, "the expired quota's refusals are recorded: %r" % refused)
+        verify(gw)
     print("ok")
 
 
