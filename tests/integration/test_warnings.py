@@ -115,8 +115,8 @@ def barrier(gw, t, rcv, what):
 def main():
     rcv = Receiver()
     sent = 0
-    with harness.Gateway(workers=2, env={"TOKENAUDIT_WARNING_WEBHOOK_URL": rcv.url}) as gw:
-        fake = proxyutil.Fake(gw.tmp)
+    with proxyutil.gateway_with_fake(workers=2, stop=False,
+                                     env={"TOKENAUDIT_WARNING_WEBHOOK_URL": rcv.url}) as (gw, fake):
         try:
             t = proxyutil.Tenant(gw, fake, quota={"period": "month", "cost_limit": LIMIT,
                                                   "warn_at": [50, 80]})
@@ -197,7 +197,6 @@ def main():
             proxyutil.verify(gw)
             gw.stop()
         finally:
-            fake.stop()
             rcv.release.set()
     print("ok")
 
