@@ -23,8 +23,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from proxyutil import (Fake, Tenant, audit_records, chat_body, check, cost_of, nano, raw_request,  # noqa: E402
-                       raw_stream_then_drop, record, sse_events, v1, verify)
+from proxyutil import (Tenant, audit_records, chat_body, check, cost_of, gateway_with_fake, nano,  # noqa: E402
+                       raw_request, raw_stream_then_drop, record, sse_events, v1, verify)
 
 MSGS = [{"role": "user", "content": "Say hello"}]
 
@@ -56,12 +56,19 @@ def provider_usage(gw, fake, t):
     check(used(t) - before == cost_of(13, 7) + cost_of(21, 4), "quota charged exactly the provider's usage")
 
 
-def drain(gw, fake, t):
+def drop_slow_stream(gw, fake, t):
+    """A slow stream (15 chunks, provider usage 17,15) the client drops after the
+    first event. Returns (the quota's used cost before, the fake's STOP lines
+    before, the request's audit record)."""
     before = used(t)
     stops = len(fake.lines("STOP "))
     rid = raw_stream_then_drop(gw, t.key, chat_body(stream=True, fake_chunks=15, fake_usage="17,15,0",
                                                     fake_scenario="slow_chunks:40"))
-    rec = record(gw, rid)
+    return before, stops, record(gw, rid)
+
+
+def drain(gw, fake, t):
+    before, stops, rec = drop_slow_stream(gw, fake, t)
     check(rec["client_gone"], "the client left: %r" % rec)
     check((rec["prompt_tokens"], rec["completion_tokens"], rec["usage_estimated"]) == (17, 15, False),
           "drained to the end, charged the provider's usage: %r" % rec)
@@ -70,11 +77,7 @@ def drain(gw, fake, t):
 
 
 def abort(gw, fake, t):
-    before = used(t)
-    stops = len(fake.lines("STOP "))
-    rid = raw_stream_then_drop(gw, t.key, chat_body(stream=True, fake_chunks=15, fake_usage="17,15,0",
-                                                    fake_scenario="slow_chunks:40"))
-    rec = record(gw, rid)
+    before, stops, rec = drop_slow_stream(gw, fake, t)
     check(rec["client_gone"] and rec["usage_estimated"], "abort: estimated, client gone: %r" % rec)
     check(1 <= rec["completion_tokens"] < 15, "charged only what was delivered: %r" % rec)
     check(nano(rec["cost"]) > 0, "the prompt is charged: %r" % rec)
@@ -148,23 +151,19 @@ def failures(gw, fake, t):
 
 
 def main():
-    with harness.Gateway(workers=2) as gw:
-        fake = Fake(gw.tmp)
-        try:
-            t = Tenant(gw, fake, timeout_s=2)
-            provider_usage(gw, fake, t)
-            drain(gw, fake, t)
-            failures(gw, fake, t)
-            verify(gw)
-            gw.stop()
-            with harness.Gateway(workers=2, env={"TOKENAUDIT_ON_DISCONNECT": "abort"}) as gw2:
-                t2 = Tenant(gw2, fake, timeout_s=2)
-                abort(gw2, fake, t2)
-                next_ok(gw2, t2)
-                verify(gw2)
-                gw2.stop()
-        finally:
-            fake.stop()
+    with gateway_with_fake(workers=2, stop=False) as (gw, fake):
+        t = Tenant(gw, fake, timeout_s=2)
+        provider_usage(gw, fake, t)
+        drain(gw, fake, t)
+        failures(gw, fake, t)
+        verify(gw)
+        gw.stop()
+        with harness.Gateway(workers=2, env={"TOKENAUDIT_ON_DISCONNECT": "abort"}) as gw2:
+            t2 = Tenant(gw2, fake, timeout_s=2)
+            abort(gw2, fake, t2)
+            next_ok(gw2, t2)
+            verify(gw2)
+            gw2.stop()
     print("ok")
 
 
