@@ -27,8 +27,8 @@ import threading
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import harness  # noqa: E402
-from proxyutil import (Fake, Tenant, audit_records, chat_body, check, nano, raw_request,  # noqa: E402
-                       raw_stream_then_drop, sse_events, v1, verify)
+from proxyutil import (Tenant, audit_records, chat_body, check, gateway_with_fake, holds, nano,  # noqa: E402
+                       raw_request, raw_stream_then_drop, sse_events, v1, verify)
 
 MAX_BODY = 64 * 1024
 THREADS = 16
@@ -183,14 +183,10 @@ def worker_kill(gw, fake, t):
     for th in loaders + streams:
         th.start()
 
-    def holds():
-        p = harness.run_cli("ledger", "dump", "--data-dir", gw.data_dir, "--json", env=gw.env)
-        return json.loads(p.stdout)["holds"]
-
     workers = gw.worker_pids()
 
     def victim():
-        hs = holds()
+        hs = holds(gw)
         if len(hs) < n_streams:
             return None  # not every stream started yet
         by_pid = {}
@@ -202,7 +198,7 @@ def worker_kill(gw, fake, t):
 
     try:
         _, pid = harness.wait_for(victim, 30, "streams held on a worker", interval=0.1)
-        held = [h["request_id"] for h in holds() if h["worker_pid"] == pid]
+        held = [h["request_id"] for h in holds(gw) if h["worker_pid"] == pid]
         os.kill(pid, signal.SIGKILL)
         for th in streams:
             th.join(60)
@@ -219,7 +215,7 @@ def worker_kill(gw, fake, t):
                      "the master started a new worker")
     u = t.settled(timeout=60)
     check(u["in_flight"] == 0 and nano(u["cost_held"]) == 0, "no hold left: %r" % u)
-    check(not [h for h in holds() if h["worker_pid"] == pid], "no hold of the dead worker")
+    check(not [h for h in holds(gw) if h["worker_pid"] == pid], "no hold of the dead worker")
     recs = audit_records(gw)
     for rid in held:
         mine = [r for r in recs if r["id"] == rid]
@@ -303,16 +299,11 @@ def bad_input(gw, fake, t):
 
 
 def main():
-    with harness.Gateway(workers=2, env={"TOKENAUDIT_MAX_BODY_SIZE": str(MAX_BODY)}) as gw:
-        fake = Fake(gw.tmp)
-        try:
-            t = Tenant(gw, fake, timeout_s=10)
-            bad_input(gw, fake, t)
-            mixed_load(gw, fake, t)
-            worker_kill(gw, fake, t)
-        finally:
-            fake.stop()
-        gw.stop()
+    with gateway_with_fake(workers=2, env={"TOKENAUDIT_MAX_BODY_SIZE": str(MAX_BODY)}) as (gw, fake):
+        t = Tenant(gw, fake, timeout_s=10)
+        bad_input(gw, fake, t)
+        mixed_load(gw, fake, t)
+        worker_kill(gw, fake, t)
     print("ok")
 
 
