@@ -50,7 +50,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import harness  # noqa: E402
 import proxyutil  # noqa: E402
-from proxyutil import check  # noqa: E402
+from proxyutil import check, holds  # noqa: E402
+from proxyutil import ledger_dump as dump  # noqa: E402
 
 SHUTDOWN_MS = 2500
 
@@ -141,15 +142,6 @@ def ring_head_tail(gw):
     return head, tail
 
 
-def dump(gw):
-    p = harness.run_cli("ledger", "dump", "--data-dir", gw.data_dir, "--json", env=gw.env)
-    return json.loads(p.stdout)
-
-
-def holds(gw):
-    return dump(gw).get("holds", [])
-
-
 def wait_applied(gw, head, phase):
     """Both environments applied every ticket the old instance claimed (< head)."""
     def ok():
@@ -174,6 +166,18 @@ def kill_master(gw, whole_group):
     harness.wait_for(lambda: not any(harness.pid_alive(k) for k in kids), 30,
                      "every child of the killed master to exit (%r)" % kids)
     return kids
+
+
+def kill_under_load(gw, load, streams_done, whole_group):
+    """Once 40 requests (streams_done of them streams) were answered in full,
+    kill the master (and with whole_group its children too), let the client
+    threads end, and return the ring's (head, tail) as the old instance left it."""
+    harness.wait_for(lambda: load.count(lambda o: o.complete) >= 40 and
+                     load.count(lambda o: o.kind == "stream" and o.complete) >= streams_done, 60,
+                     "some load to be answered")
+    kill_master(gw, whole_group=whole_group)
+    load.join()
+    return ring_head_tail(gw)
 
 
 def restart(gw):
@@ -237,12 +241,7 @@ def phase_a(gw, fake, tenant):
     load.start("straggler", straggler, max_requests=1)
     harness.wait_for(lambda: load.count(lambda o: o.kind == "straggler" and o.status == 200), 30,
                      "the straggler stream to start")
-    harness.wait_for(lambda: load.count(lambda o: o.complete) >= 40 and
-                     load.count(lambda o: o.kind == "stream" and o.complete) >= 2, 60,
-                     "some load to be answered")
-    kill_master(gw, whole_group=False)
-    load.join()
-    head, tail = ring_head_tail(gw)
+    head, tail = kill_under_load(gw, load, streams_done=2, whole_group=False)
     left = holds(gw)
     print("phase A: %d requests, %d answered, ring head %d tail %d, %d hold(s) left by the old workers"
           % (len(load.outcomes), len(load.answered()), head, tail, len(left)))
@@ -273,12 +272,7 @@ def phase_b(gw, fake, tenant):
         load.start("plain", plain)
     for _ in range(3):
         load.start("stream", stream)
-    harness.wait_for(lambda: load.count(lambda o: o.complete) >= 40 and
-                     load.count(lambda o: o.kind == "stream" and o.complete) >= 3, 60,
-                     "some load to be answered")
-    kill_master(gw, whole_group=True)
-    load.join()
-    head, tail = ring_head_tail(gw)
+    head, tail = kill_under_load(gw, load, streams_done=3, whole_group=True)
     print("phase B: %d requests, %d answered, ring head %d tail %d (%d not yet freed), %d hold(s)"
           % (len(load.outcomes), len(load.answered()), head, tail, head - tail, len(holds(gw))))
     newlog = restart(gw)
@@ -290,18 +284,13 @@ def phase_b(gw, fake, tenant):
 
 
 def main():
-    with harness.Gateway(workers=2, shutdown_timeout_ms=SHUTDOWN_MS,
-                         env={"TOKENAUDIT_RING_SLOTS": "1024"}) as gw:
-        fake = proxyutil.Fake(gw.tmp)
-        try:
-            tenant = proxyutil.Tenant(gw, fake, timeout_s=120)
-            phase_a(gw, fake, tenant)
-            tenant.relogin()
-            phase_b(gw, fake, tenant)
-            tenant.relogin()
-            gw.stop()
-        finally:
-            fake.stop()
+    with proxyutil.gateway_with_fake(workers=2, shutdown_timeout_ms=SHUTDOWN_MS,
+                                     env={"TOKENAUDIT_RING_SLOTS": "1024"}) as (gw, fake):
+        tenant = proxyutil.Tenant(gw, fake, timeout_s=120)
+        phase_a(gw, fake, tenant)
+        tenant.relogin()
+        phase_b(gw, fake, tenant)
+        tenant.relogin()
     print("ok")
 
 
