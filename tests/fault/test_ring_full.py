@@ -38,7 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 import harness  # noqa: E402
 import proxyutil  # noqa: E402
-from proxyutil import check  # noqa: E402
+from proxyutil import check, holds  # noqa: E402
 
 SLOTS = 1024
 USAGE = (20, 5, 0)
@@ -101,11 +101,6 @@ class Clients:
         return [o for o in self.outcomes if o[0] == 503]
 
 
-def holds(gw):
-    p = harness.run_cli("ledger", "dump", "--data-dir", gw.data_dir, "--json", env=gw.env)
-    return json.loads(p.stdout).get("holds", [])
-
-
 def fill_until_busy(gw, key, phase):
     c = Clients(gw, key, nthreads=4)
     c.run()
@@ -155,66 +150,63 @@ def cost_str():
 
 
 def main():
-    with harness.Gateway(workers=2, shutdown_timeout_ms=20000,
-                         env={"TOKENAUDIT_RING_SLOTS": str(SLOTS)}) as gw:
+    # stop=False: phase 2 stops the gateway itself and waits for its exit
+    with proxyutil.gateway_with_fake(workers=2, shutdown_timeout_ms=20000, stop=False,
+                                     env={"TOKENAUDIT_RING_SLOTS": str(SLOTS)}) as (gw, fake):
         check("(%d slots)" % SLOTS in gw.log(), "ring size: %s" % gw.log())
-        fake = proxyutil.Fake(gw.tmp)
+        t = proxyutil.Tenant(gw, fake, quota={"period": "month", "cost_limit": "1000"})
+        r = proxyutil.v1(gw, t.key, "POST", "/chat/completions",
+                         proxyutil.chat_body(fake_usage="%d,%d,%d" % USAGE))
+        check(r.status == 200, r.body)
+        t.settled()
+        warm = 1
+
+        # ---- phase 1: stall billing, fill the ring, resume ---------------------
+        billing = gw.billing_pid()
+        os.kill(billing, signal.SIGSTOP)
         try:
-            t = proxyutil.Tenant(gw, fake, quota={"period": "month", "cost_limit": "1000"})
+            c = fill_until_busy(gw, t.key, "phase 1")
+            # nothing was applied meanwhile
+            u = t.usage()
+            check(u["requests_used"] == warm, "billing was stopped, usage moved: %r" % u)
+        finally:
+            os.kill(billing, signal.SIGCONT)
+
+        def ok_again():
             r = proxyutil.v1(gw, t.key, "POST", "/chat/completions",
                              proxyutil.chat_body(fake_usage="%d,%d,%d" % USAGE))
-            check(r.status == 200, r.body)
-            t.settled()
-            warm = 1
+            check(r.status in (200, 503), r.body)
+            return r if r.status == 200 else None
+        again = harness.wait_for(ok_again, 30, "a /v1 request to succeed after SIGCONT", 0.2)
+        acc = c.accepted() + [(200, again.request_id, again.json, None)]
+        total = warm + len(acc)
+        check_records(gw, acc, c.busy(), total, "phase 1")
+        harness.wait_for(lambda: not holds(gw), 30, "phase 1: no hold left", 0.2)
+        u = t.settled()
+        check(u["requests_used"] == total and
+              proxyutil.nano(u["cost_used"]) == total * proxyutil.cost_of(*USAGE),
+              "phase 1: usage %r for %d requests" % (u, total))
+        proxyutil.verify(gw)
 
-            # ---- phase 1: stall billing, fill the ring, resume ---------------------
-            billing = gw.billing_pid()
-            os.kill(billing, signal.SIGSTOP)
-            try:
-                c = fill_until_busy(gw, t.key, "phase 1")
-                # nothing was applied meanwhile
-                u = t.usage()
-                check(u["requests_used"] == warm, "billing was stopped, usage moved: %r" % u)
-            finally:
-                os.kill(billing, signal.SIGCONT)
-
-            def ok_again():
-                r = proxyutil.v1(gw, t.key, "POST", "/chat/completions",
-                                 proxyutil.chat_body(fake_usage="%d,%d,%d" % USAGE))
-                check(r.status in (200, 503), r.body)
-                return r if r.status == 200 else None
-            again = harness.wait_for(ok_again, 30, "a /v1 request to succeed after SIGCONT", 0.2)
-            acc = c.accepted() + [(200, again.request_id, again.json, None)]
-            total = warm + len(acc)
-            check_records(gw, acc, c.busy(), total, "phase 1")
-            harness.wait_for(lambda: not holds(gw), 30, "phase 1: no hold left", 0.2)
-            u = t.settled()
-            check(u["requests_used"] == total and
-                  proxyutil.nano(u["cost_used"]) == total * proxyutil.cost_of(*USAGE),
-                  "phase 1: usage %r for %d requests" % (u, total))
-            proxyutil.verify(gw)
-
-            # ---- phase 2: graceful stop while events wait in a worker's queue -------
-            billing = gw.billing_pid()
-            os.kill(billing, signal.SIGSTOP)
-            try:
-                c2 = fill_until_busy(gw, t.key, "phase 2")
-                mark = len(gw.log())
-                gw.signal(signal.SIGTERM)
-                harness.wait_for(lambda: gw.log()[mark:].count("shutting down") >= 2, 30,
-                                 "both workers to begin their shutdown")
-            finally:
-                os.kill(billing, signal.SIGCONT)
-            rc = gw.proc.wait(60)
-            check(rc == 0, "tokenauditd exited %s:\n%s" % (rc, gw.log()[-5000:]))
-            gw.assert_no_sanitizer_reports()
-            total += len(c2.accepted())
-            check_records(gw, c2.accepted(), c2.busy(), total, "phase 2", wait=False)
-            left = holds(gw)
-            check(not left, "phase 2: holds left after a graceful stop: %d" % len(left))
-            proxyutil.verify(gw)
+        # ---- phase 2: graceful stop while events wait in a worker's queue -------
+        billing = gw.billing_pid()
+        os.kill(billing, signal.SIGSTOP)
+        try:
+            c2 = fill_until_busy(gw, t.key, "phase 2")
+            mark = len(gw.log())
+            gw.signal(signal.SIGTERM)
+            harness.wait_for(lambda: gw.log()[mark:].count("shutting down") >= 2, 30,
+                             "both workers to begin their shutdown")
         finally:
-            fake.stop()
+            os.kill(billing, signal.SIGCONT)
+        rc = gw.proc.wait(60)
+        check(rc == 0, "tokenauditd exited %s:\n%s" % (rc, gw.log()[-5000:]))
+        gw.assert_no_sanitizer_reports()
+        total += len(c2.accepted())
+        check_records(gw, c2.accepted(), c2.busy(), total, "phase 2", wait=False)
+        left = holds(gw)
+        check(not left, "phase 2: holds left after a graceful stop: %d" % len(left))
+        proxyutil.verify(gw)
     print("ok")
 
 
