@@ -262,6 +262,14 @@ class Gateway:
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def stop_and_cleanup(self):
+        """stop() (asserting a clean exit), then cleanup() whatever happened; for a
+        gateway kept outside a `with`, e.g. in a unittest tearDownClass."""
+        try:
+            self.stop()
+        finally:
+            self.cleanup()
+
     def __enter__(self):
         return self
 
