@@ -22,10 +22,7 @@ class AdminApi(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.gw.stop()
-        finally:
-            cls.gw.cleanup()
+        cls.gw.stop_and_cleanup()
 
     # ---- helpers ------------------------------------------------------------
     def call(self, method, path, body=None, token="admin", want=None, **kw):
