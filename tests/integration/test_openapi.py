@@ -30,6 +30,15 @@ REGEN = "%s openapi > %s" % (os.path.join(harness.BUILD_DIR, "tokenaudit"), DOC_
 SECRETS = ("pwhash", "key_sealed", "key_hash")
 
 
+def c_block(rel, start, end):
+    """The text of the source file SRC/rel... from `start` up to (not including)
+    the first `end` after it; ValueError when either is missing."""
+    with open(os.path.join(SRC, *rel), encoding="utf-8") as f:
+        src = f.read()
+    block = src[src.index(start):]
+    return block[:block.index(end)]
+
+
 def run_openapi(*args):
     p = subprocess.run([harness.binary("tokenaudit"), "openapi"] + list(args),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
@@ -269,10 +278,7 @@ class OpenApiDoc(unittest.TestCase):
         validate(self.doc)
 
     def test_every_route_of_the_router_table(self):
-        with open(os.path.join(SRC, "admin", "admin.c"), encoding="utf-8") as f:
-            src = f.read()
-        table = src[src.index("routes[] = {"):]
-        table = table[:table.index("\n};")]
+        table = c_block(("admin", "admin.c"), "routes[] = {", "\n};")
         routes = re.findall(r'\{\s*"(GET|POST|PUT|PATCH|DELETE)",\s*"(/api/[^"]*)"', table)
         self.assertGreater(len(routes), 30)
         paths = self.doc["paths"]
@@ -298,10 +304,7 @@ class OpenApiDoc(unittest.TestCase):
             self.assertNotIn(name, self.text)
 
     def test_audit_record_fields_match_the_handler(self):
-        with open(os.path.join(SRC, "admin", "requests.c"), encoding="utf-8") as f:
-            src = f.read()
-        block = src[src.index("record_fields[] = {"):]
-        block = block[:block.index("};")]
+        block = c_block(("admin", "requests.c"), "record_fields[] = {", "};")
         want = re.findall(r'"(\w+)"', block)
         got = list(self.doc["components"]["schemas"]["AuditRecord"]["properties"])
         self.assertEqual(got, want)
@@ -356,10 +359,7 @@ class OpenApiLive(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            cls.gw.stop()
-        finally:
-            cls.gw.cleanup()
+        cls.gw.stop_and_cleanup()
 
     def op(self, method, pattern):
         return self.doc["paths"][pattern][method.lower()]
