@@ -65,6 +65,14 @@ class Prober(threading.Thread):
         self.join(30)
 
 
+def check_config(path, text):
+    """Write text to path and run `tokenauditd --check-config -c path` on it."""
+    with open(path, "w") as f:
+        f.write(text)
+    return subprocess.run([harness.binary("tokenauditd"), "--check-config", "-c", path],
+                          capture_output=True, text=True, timeout=30)
+
+
 class ProcessTests(unittest.TestCase):
     def test_kill9_worker_is_replaced(self):
         with harness.Gateway(workers=2) as gw:
@@ -169,24 +177,15 @@ class ProcessTests(unittest.TestCase):
     def test_check_config_names_file_and_line(self):
         d = tempfile.mkdtemp(prefix="ta-cc-")
         path = os.path.join(d, "bad.conf")
-        with open(path, "w") as f:
-            f.write("# comment\nworkers 2\nmax_body_size 9 parsecs\n")
-        p = subprocess.run([harness.binary("tokenauditd"), "--check-config", "-c", path],
-                           capture_output=True, text=True, timeout=30)
+        p = check_config(path, "# comment\nworkers 2\nmax_body_size 9 parsecs\n")
         self.assertEqual(p.returncode, 1)
         self.assertIn("%s:3" % path, p.stderr)
         self.assertIn("max_body_size", p.stderr)
-        with open(path, "w") as f:
-            f.write("workers 2\nbogus_setting 1\n")
-        p = subprocess.run([harness.binary("tokenauditd"), "--check-config", "-c", path],
-                           capture_output=True, text=True, timeout=30)
+        p = check_config(path, "workers 2\nbogus_setting 1\n")
         self.assertEqual(p.returncode, 1)
         self.assertIn("%s:2" % path, p.stderr)
         self.assertIn("bogus_setting", p.stderr)
-        with open(path, "w") as f:
-            f.write("workers 2\nlog_level warn\n")
-        p = subprocess.run([harness.binary("tokenauditd"), "--check-config", "-c", path],
-                           capture_output=True, text=True, timeout=30)
+        p = check_config(path, "workers 2\nlog_level warn\n")
         self.assertEqual(p.returncode, 0, p.stderr)
         os.unlink(path)
         os.rmdir(d)
