@@ -10,90 +10,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
 #include <jansson.h>
 
-#include "admin/admin.h"
-#include "admin/crypto.h"
+#include "admin_fixture.h"
 #include "ledger/dump.h"
-#include "ledger/store.h"
 
-#define ADMIN_EMAIL "root@example.com"
-#define ADMIN_PW "correct horse battery"
 #define MAX_BODY 4096
-#define POOL 512
-
-typedef struct fx {
-    char dir[64];
-    ta_store_t *st;
-    ta_admin_t *a;
-    uint8_t jwt_secret[32], master_key[32];
-    char *admin_tok;
-    json_t *pool[POOL]; /* answers kept until teardown */
-    size_t npool;
-    int status;         /* of the last call */
-    char allow[64];
-} fx_t;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-/* One request. url may carry "?query". tok: NULL none, "RAW:..." a literal
- * Authorization value, else a bearer token. Returns the parsed answer (NULL
- * for an empty body); it stays valid until teardown. */
-static json_t *call_raw(fx_t *f, const char *method, const char *url, const char *body,
-                        size_t body_len, const char *tok)
-{
-    ta_apireq_t rq;
-    ta_apires_t rs;
-    char auth[4200];
-    const char *q = strchr(url, '?');
-    json_t *j = NULL;
-    json_error_t e;
-
-    memset(&rq, 0, sizeof(rq));
-    rq.method = method;
-    rq.path = url;
-    rq.path_len = q != NULL ? (size_t)(q - url) : strlen(url);
-    if (q != NULL) {
-        rq.query = q + 1;
-        rq.query_len = strlen(q + 1);
-    }
-    rq.body = body;
-    rq.body_len = body_len;
-    if (tok != NULL) {
-        if (strncmp(tok, "RAW:", 4) == 0)
-            snprintf(auth, sizeof(auth), "%s", tok + 4);
-        else
-            snprintf(auth, sizeof(auth), "Bearer %s", tok);
-        rq.authorization = auth;
-        rq.authorization_len = strlen(auth);
-    }
-    rq.base_url = "http://gw.test";
-    rq.request_id = "test";
-    rq.client_ip = "127.0.0.1";
-    ta_admin_handle(f->a, &rq, &rs);
-    f->status = rs.status;
-    memcpy(f->allow, rs.allow, sizeof(f->allow));
-    if (rs.body != NULL) {
-        assert_true(rs.content_type == NULL || strstr(rs.content_type, "json") != NULL);
-        j = json_loadb(rs.body, rs.body_len, 0, &e);
-        if (j == NULL)
-            fail_msg("answer is not JSON: %.*s", (int)rs.body_len, rs.body);
-        free(rs.body);
-        assert_true(f->npool < POOL);
-        f->pool[f->npool++] = j;
-    }
-    return j;
-}
 
 static json_t *callf(fx_t *f, int want, const char *method, const char *url, const char *tok,
                      const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -141,22 +63,6 @@ static void assert_field_error(json_t *j, const char *field)
     assert_non_null(json_object_get(json_object_get(json_object_get(j, "error"), "fields"), field));
 }
 
-static const char *jstr(json_t *j, const char *k)
-{
-    json_t *v = json_object_get(j, k);
-    if (!json_is_string(v))
-        fail_msg("%s is not a string", k);
-    return json_string_value(v);
-}
-
-static long long jint(json_t *j, const char *k)
-{
-    json_t *v = json_object_get(j, k);
-    if (!json_is_integer(v))
-        fail_msg("%s is not an integer", k);
-    return json_integer_value(v);
-}
-
 static char *login(fx_t *f, const char *email, const char *pw)
 {
     json_t *j = callf(f, 200, "POST", "/api/auth/login/", NULL,
@@ -168,25 +74,8 @@ static char *login(fx_t *f, const char *email, const char *pw)
 
 static int setup(void **state)
 {
-    fx_t *f = calloc(1, sizeof(*f));
-    ta_err_t err;
+    fx_t *f = fx_open("/tmp/ta_admin_XXXXXX", MAX_BODY, "Root@Example.com");
 
-    assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/ta_admin_XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    ta_store_opts_t o = {.create = true, .ledger_map_size = 64u << 20, .audit_map_size = 64u << 20};
-    assert_int_equal(ta_store_open(&f->st, f->dir, &o), 0);
-    assert_int_equal(ta_random(f->jwt_secret, sizeof(f->jwt_secret)), 0);
-    assert_int_equal(ta_random(f->master_key, sizeof(f->master_key)), 0);
-    ta_admin_conf_t c = {.store = f->st,
-                         .jwt_secret = f->jwt_secret,
-                         .jwt_secret_len = sizeof(f->jwt_secret),
-                         .master_key = f->master_key,
-                         .jwt_ttl_s = 3600,
-                         .pbkdf2_iterations = 1000,
-                         .max_body = MAX_BODY};
-    assert_int_equal(ta_admin_create(&f->a, &c), 0);
-    assert_int_equal(ta_admin_create_superadmin(f->st, "Root@Example.com", ADMIN_PW, 1000, &err), 0);
     f->admin_tok = login(f, ADMIN_EMAIL, ADMIN_PW);
     *state = f;
     return 0;
@@ -194,15 +83,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    fx_t *f = *state;
-    for (size_t i = 0; i < f->npool; i++)
-        json_decref(f->pool[i]);
-    free(f->admin_tok);
-    ta_admin_destroy(f->a);
-    ta_store_close(f->st);
-    nftw(f->dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    fx_close(*state);
     ta_clock_set_offset(0);
-    free(f);
     return 0;
 }
 

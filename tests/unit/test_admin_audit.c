@@ -16,84 +16,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
 #include <jansson.h>
 
-#include "admin/admin.h"
-#include "admin/crypto.h"
+/* the data set (mk_data) */
+#define ADMIN_FX_EXTRA long long prov, m1, m2, u1, u2, qa, qb;
+#define ADMIN_FX_POOL 1024
+#include "admin_fixture.h"
 #include "ledger/audit.h"
-#include "ledger/store.h"
-
-#define ADMIN_EMAIL "root@example.com"
-#define ADMIN_PW "correct horse battery"
-#define POOL 1024
-
-typedef struct fx {
-    char dir[64];
-    ta_store_t *st;
-    ta_admin_t *a;
-    uint8_t jwt_secret[32], master_key[32];
-    char *admin_tok;
-    json_t *pool[POOL]; /* answers kept until teardown */
-    size_t npool;
-    int status;
-    char allow[64];
-    /* the data set (mk_data) */
-    long long prov, m1, m2, u1, u2, qa, qb;
-} fx_t;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
-/* One request; url may carry "?query". tok NULL: no Authorization. */
-static json_t *call(fx_t *f, const char *method, const char *url, const char *body, const char *tok)
-{
-    ta_apireq_t rq;
-    ta_apires_t rs;
-    char auth[4200];
-    const char *q = strchr(url, '?');
-    json_t *j = NULL;
-    json_error_t e;
-
-    memset(&rq, 0, sizeof(rq));
-    rq.method = method;
-    rq.path = url;
-    rq.path_len = q != NULL ? (size_t)(q - url) : strlen(url);
-    if (q != NULL) {
-        rq.query = q + 1;
-        rq.query_len = strlen(q + 1);
-    }
-    rq.body = body;
-    rq.body_len = body != NULL ? strlen(body) : 0;
-    if (tok != NULL) {
-        snprintf(auth, sizeof(auth), "Bearer %s", tok);
-        rq.authorization = auth;
-        rq.authorization_len = strlen(auth);
-    }
-    rq.base_url = "http://gw.test";
-    rq.request_id = "test";
-    rq.client_ip = "127.0.0.1";
-    ta_admin_handle(f->a, &rq, &rs);
-    f->status = rs.status;
-    memcpy(f->allow, rs.allow, sizeof(f->allow));
-    if (rs.body != NULL) {
-        j = json_loadb(rs.body, rs.body_len, 0, &e);
-        if (j == NULL)
-            fail_msg("answer is not JSON: %.*s", (int)rs.body_len, rs.body);
-        free(rs.body);
-        assert_true(f->npool < POOL);
-        f->pool[f->npool++] = j;
-    }
-    return j;
-}
 
 /* GET url as the superadmin (printf-style), asserting the status. */
 static json_t *get(fx_t *f, int want, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -131,22 +60,6 @@ static json_t *post(fx_t *f, int want, const char *url, const char *fmt, ...)
     return j;
 }
 
-static const char *jstr(json_t *j, const char *k)
-{
-    json_t *v = json_object_get(j, k);
-    if (!json_is_string(v))
-        fail_msg("%s is not a string", k);
-    return json_string_value(v);
-}
-
-static long long jint(json_t *j, const char *k)
-{
-    json_t *v = json_object_get(j, k);
-    if (!json_is_integer(v))
-        fail_msg("%s is not an integer", k);
-    return json_integer_value(v);
-}
-
 /* A 400 naming param, in API.md's error shape with "fields". */
 static void assert_param(json_t *j, const char *param)
 {
@@ -161,26 +74,9 @@ static void assert_param(json_t *j, const char *param)
 
 static int setup(void **state)
 {
-    fx_t *f = calloc(1, sizeof(*f));
-    ta_err_t err;
+    fx_t *f = fx_open("/tmp/ta_audit_api_XXXXXX", 4096, ADMIN_EMAIL);
     json_t *j;
 
-    assert_non_null(f);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/ta_audit_api_XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    ta_store_opts_t o = {.create = true, .ledger_map_size = 64u << 20, .audit_map_size = 64u << 20};
-    assert_int_equal(ta_store_open(&f->st, f->dir, &o), 0);
-    assert_int_equal(ta_random(f->jwt_secret, sizeof(f->jwt_secret)), 0);
-    assert_int_equal(ta_random(f->master_key, sizeof(f->master_key)), 0);
-    ta_admin_conf_t c = {.store = f->st,
-                         .jwt_secret = f->jwt_secret,
-                         .jwt_secret_len = sizeof(f->jwt_secret),
-                         .master_key = f->master_key,
-                         .jwt_ttl_s = 3600,
-                         .pbkdf2_iterations = 1000,
-                         .max_body = 4096};
-    assert_int_equal(ta_admin_create(&f->a, &c), 0);
-    assert_int_equal(ta_admin_create_superadmin(f->st, ADMIN_EMAIL, ADMIN_PW, 1000, &err), 0);
     j = call(f, "POST", "/api/auth/login/",
              "{\"email\":\"" ADMIN_EMAIL "\",\"password\":\"" ADMIN_PW "\"}", NULL);
     assert_int_equal(f->status, 200);
@@ -191,14 +87,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    fx_t *f = *state;
-    for (size_t i = 0; i < f->npool; i++)
-        json_decref(f->pool[i]);
-    free(f->admin_tok);
-    ta_admin_destroy(f->a);
-    ta_store_close(f->st);
-    nftw(f->dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
-    free(f);
+    fx_close(*state);
     return 0;
 }
 
