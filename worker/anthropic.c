@@ -12,6 +12,37 @@
 #include <string.h>
 #include <time.h>
 
+/* ---- strings ----------------------------------------------------------------------- */
+
+/* Copy the valid UTF-8 string src into dst[0..size), cut on a character
+ * boundary: a string cut inside a character is not UTF-8 any more, and
+ * jansson then refuses it (json_pack fails), which would read as -ENOMEM. */
+static void copy_utf8(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= size) {
+        n = size - 1;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* How many bytes of the client's string s to quote in an error message: at
+ * most 64, cut on a character boundary, so the message stays short enough
+ * for ta_err_t (whose vsnprintf would cut anywhere) and valid UTF-8. */
+static int quote_len(const char *s)
+{
+    size_t n = strlen(s);
+    if (n > 64) {
+        n = 64;
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return (int)n;
+}
+
 /* ---- request ----------------------------------------------------------------------- */
 
 /* Append one content block to the last message when it has `role`, else
@@ -95,8 +126,9 @@ static int content_blocks(json_t *msgs, const char *role, const json_t *content,
                 return ta_err_set(err, f, "format", "%s: a data URL image must be data:<media type>;base64,<data>", f);
             rc = push_block(msgs, role, b);
         } else {
-            return ta_err_set(err, f, "enum", "%s: content parts of type '%s' are not supported by this model's provider",
-                              f, type);
+            return ta_err_set(err, f, "enum",
+                              "%s: content parts of type '%.*s' are not supported by this model's provider", f,
+                              quote_len(type), type);
         }
         if (rc != 0)
             return rc;
@@ -303,7 +335,8 @@ int ta_anth_request(const json_t *oai, const char *model, int64_t fallback_max, 
             rc = tool_result(msgs, m, i, err);
         } else {
             snprintf(f, sizeof(f), "messages[%zu].role", i);
-            rc = ta_err_set(err, f, "enum", "%s: role '%s' is not supported by this model's provider", f, role);
+            rc = ta_err_set(err, f, "enum", "%s: role '%.*s' is not supported by this model's provider", f,
+                            quote_len(role), role);
         }
         if (rc != 0)
             goto Exit;
@@ -527,7 +560,7 @@ int ta_anth_error(int status, const char *body, size_t len, ta_bytes_t *out)
         type = "invalid_request_error";
     char msg[512];
     if (amsg != NULL)
-        snprintf(msg, sizeof(msg), "%s", amsg);
+        copy_utf8(msg, sizeof(msg), amsg);
     else
         snprintf(msg, sizeof(msg), "the provider answered HTTP %d", status);
     json_t *j = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code",
@@ -546,7 +579,7 @@ void ta_anth_stream_init(ta_anth_stream_t *s, bool keep_usage, const char *model
     s->block_index = -1;
     s->created = (int64_t)time(NULL);
     snprintf(s->id, sizeof(s->id), "chatcmpl-anthropic");
-    snprintf(s->model, sizeof(s->model), "%s", model != NULL ? model : "");
+    copy_utf8(s->model, sizeof(s->model), model != NULL ? model : "");
 }
 
 void ta_anth_stream_dispose(ta_anth_stream_t *s) { ta_bytes_free(&s->cur); }
@@ -589,9 +622,9 @@ static int on_message_start(ta_anth_stream_t *s, json_t *ev, ta_bytes_t *out)
     const char *id = json_string_value(json_object_get(msg, "id"));
     const char *model = json_string_value(json_object_get(msg, "model"));
     if (id != NULL)
-        snprintf(s->id, sizeof(s->id), "%s", id);
+        copy_utf8(s->id, sizeof(s->id), id);
     if (model != NULL)
-        snprintf(s->model, sizeof(s->model), "%s", model);
+        copy_utf8(s->model, sizeof(s->model), model);
     ta_anth_usage(json_object_get(msg, "usage"), &s->usage);
     s->usage.present = true; /* a message started: from here on the provider charges */
     s->output_reported = s->usage.completion_tokens;
