@@ -36,8 +36,11 @@
  *             failed and counts; every emitted event is `data: <JSON
  *             object>` or `data: [DONE]` (last, once, exactly when done);
  *             failed exactly when an error event went out; usage >= 0,
- *             cached and cache writes <= prompt, completion at least the
- *             deltas passed on until message_delta; the usage chunk (only
+ *             cached and cache writes <= prompt, no prompt without usage
+ *             (deltas before any message_start do count as output),
+ *             completion at least the deltas passed on until message_delta;
+ *             content_events = the content and argument deltas that went
+ *             out; the usage chunk (only
  *             with keep_usage) equals the final usage; the buffered bytes
  *             stay within max_event;
  *   error:    always 0 with {"error":{message,type,code,param:null}}, the
@@ -62,13 +65,15 @@ static int64_t count_of(const json_t *o, const char *k)
 
 static int64_t sat_add(int64_t a, int64_t b) { return a > INT64_MAX - b ? INT64_MAX : a + b; }
 
-static void check_usage(const ta_usage_t *u)
+/* stream: deltas before any message_start count as output although no usage
+ * is present (the proxy then estimates, from content_events) */
+static void check_usage(const ta_usage_t *u, bool stream)
 {
     FUZZ_CHECK(u->prompt_tokens >= 0 && u->completion_tokens >= 0);
     FUZZ_CHECK(u->cached_tokens >= 0 && u->cache_write_tokens >= 0);
     FUZZ_CHECK(u->cached_tokens <= u->prompt_tokens && u->cache_write_tokens <= u->prompt_tokens);
-    FUZZ_CHECK(u->present || (u->prompt_tokens == 0 && u->completion_tokens == 0 && u->cached_tokens == 0 &&
-                              u->cache_write_tokens == 0));
+    FUZZ_CHECK(u->present || (u->prompt_tokens == 0 && (stream || u->completion_tokens == 0) &&
+                              u->cached_tokens == 0 && u->cache_write_tokens == 0));
 }
 
 /* the OpenAI usage object `o` says what u says */
@@ -221,7 +226,7 @@ static int response_once(const char *p, size_t n, size_t bound, bool prefix, ta_
     if (rc == TA_EINVAL)
         FUZZ_CHECK(out.len == pre);
     if (rc == 0) {
-        check_usage(u);
+        check_usage(u, false);
         *answer = json_loadb(out.p + pre, out.len - pre, JSON_REJECT_DUPLICATES, NULL);
         FUZZ_CHECK(json_is_object(*answer));
     }
@@ -336,7 +341,7 @@ static void feed_all(run_t *r, uint8_t opt, const char *p, size_t n, unsigned se
 static void check_stream_out(const run_t *r)
 {
     const ta_anth_stream_t *s = &r->s;
-    const char *p = r->out.p, *end = r->out.p + r->out.len;
+    const char *p = r->out.p, *end = r->out.len > 0 ? r->out.p + r->out.len : r->out.p; /* p may be NULL */
     size_t ndone = 0, nerr = 0, nusage = 0;
     int64_t deltas = 0;
     json_t *last_usage = NULL;
@@ -389,7 +394,7 @@ static void check_stream_out(const run_t *r)
     FUZZ_CHECK(s->failed == (nerr > 0));
     FUZZ_CHECK(deltas == s->content_events);
     FUZZ_CHECK((uint64_t)s->content_events <= s->events);
-    check_usage(&s->usage);
+    check_usage(&s->usage, true);
     if (!s->final_usage)
         FUZZ_CHECK(s->usage.completion_tokens >= s->content_events);
     if (!s->keep_usage)
