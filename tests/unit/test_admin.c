@@ -63,6 +63,25 @@ static void assert_field_error(json_t *j, const char *field)
     assert_non_null(json_object_get(json_object_get(json_object_get(j, "error"), "fields"), field));
 }
 
+/* A request as the superadmin (body from fmt as in callf, NULL: none) that
+ * must be a 400 whose error names field (assert_field_error). */
+static void field_error(fx_t *f, const char *method, const char *url, const char *field, const char *fmt,
+                        ...) __attribute__((format(printf, 5, 6)));
+static void field_error(fx_t *f, const char *method, const char *url, const char *field, const char *fmt,
+                        ...)
+{
+    char body[8192];
+
+    if (fmt != NULL) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(body, sizeof(body), fmt, ap);
+        va_end(ap);
+    }
+    assert_field_error(callf(f, 400, method, url, f->admin_tok, fmt != NULL ? "%s" : NULL,
+                             fmt != NULL ? body : NULL), field);
+}
+
 static char *login(fx_t *f, const char *email, const char *pw)
 {
     json_t *j = callf(f, 200, "POST", "/api/auth/login/", NULL,
@@ -388,20 +407,14 @@ static void test_users(void **state)
     j = callf(f, 409, "POST", "/api/admin/users/", f->admin_tok,
               "{\"email\":\"ALICE@example.com\",\"password\":\"alice-password\"}");
     assert_error(j, "conflict_error", "email");
-    j = callf(f, 400, "POST", "/api/admin/users/", f->admin_tok, "{\"email\":\"bob@example.com\"}");
-    assert_field_error(j, "password");
-    j = callf(f, 400, "POST", "/api/admin/users/", f->admin_tok,
-              "{\"email\":\"bob@example.com\",\"password\":\"short\"}");
-    assert_field_error(j, "password");
-    j = callf(f, 400, "POST", "/api/admin/users/", f->admin_tok,
-              "{\"email\":\"not-an-email\",\"password\":\"long enough\"}");
-    assert_field_error(j, "email");
-    j = callf(f, 400, "POST", "/api/admin/users/", f->admin_tok,
-              "{\"email\":\"bob@example.com\",\"password\":\"long enough\",\"role\":\"god\"}");
-    assert_field_error(j, "role");
-    j = callf(f, 400, "POST", "/api/admin/users/", f->admin_tok,
-              "{\"password\":\"long enough\"}");
-    assert_field_error(j, "email");
+    field_error(f, "POST", "/api/admin/users/", "password", "{\"email\":\"bob@example.com\"}");
+    field_error(f, "POST", "/api/admin/users/", "password",
+                "{\"email\":\"bob@example.com\",\"password\":\"short\"}");
+    field_error(f, "POST", "/api/admin/users/", "email",
+                "{\"email\":\"not-an-email\",\"password\":\"long enough\"}");
+    field_error(f, "POST", "/api/admin/users/", "role",
+                "{\"email\":\"bob@example.com\",\"password\":\"long enough\",\"role\":\"god\"}");
+    field_error(f, "POST", "/api/admin/users/", "email", "{\"password\":\"long enough\"}");
     after = dump(f);
     assert_string_equal(before, after);
     free(before);
@@ -424,20 +437,16 @@ static void test_users(void **state)
     mk_user(f, "alice@example.com", "user");
     j = callf(f, 409, "PATCH", url, f->admin_tok, "{\"email\":\"ROOT@example.com\"}");
     assert_error(j, "conflict_error", "email");
-    j = callf(f, 400, "PUT", url, f->admin_tok, "{\"name\":\"no email\"}");
-    assert_field_error(j, "email");
-    j = callf(f, 400, "PATCH", url, f->admin_tok, "{\"is_active\":\"yes\"}");
-    assert_field_error(j, "is_active");
+    field_error(f, "PUT", url, "email", "{\"name\":\"no email\"}");
+    field_error(f, "PATCH", url, "is_active", "{\"is_active\":\"yes\"}");
     callf(f, 404, "PATCH", "/api/admin/users/999/", f->admin_tok, "{\"name\":\"x\"}");
 
     /* a superadmin cannot remove themselves */
     j = callf(f, 200, "GET", "/api/auth/me/", f->admin_tok, NULL);
     me = jint(j, "id");
     snprintf(url, sizeof(url), "/api/admin/users/%lld/", me);
-    j = callf(f, 400, "PATCH", url, f->admin_tok, "{\"is_active\":false}");
-    assert_field_error(j, "is_active");
-    j = callf(f, 400, "PATCH", url, f->admin_tok, "{\"role\":\"user\"}");
-    assert_field_error(j, "role");
+    field_error(f, "PATCH", url, "is_active", "{\"is_active\":false}");
+    field_error(f, "PATCH", url, "role", "{\"role\":\"user\"}");
     j = callf(f, 400, "DELETE", url, f->admin_tok, NULL);
     assert_field_error(j, "id");
     callf(f, 200, "PATCH", url, f->admin_tok, "{\"name\":\"Root\"}");
@@ -468,14 +477,10 @@ static void test_users(void **state)
     assert_int_equal(jint(j, "count"), 1);
     j = callf(f, 200, "GET", "/api/admin/users/?is_active=true&role=user", f->admin_tok, NULL);
     assert_int_equal(jint(j, "count"), 2);
-    j = callf(f, 400, "GET", "/api/admin/users/?role=admin", f->admin_tok, NULL);
-    assert_field_error(j, "role");
-    j = callf(f, 400, "GET", "/api/admin/users/?is_active=maybe", f->admin_tok, NULL);
-    assert_field_error(j, "is_active");
-    j = callf(f, 400, "GET", "/api/admin/users/?search=%ZZ", f->admin_tok, NULL);
-    assert_field_error(j, "search");
-    j = callf(f, 400, "GET", "/api/admin/users/?search=%FF", f->admin_tok, NULL);
-    assert_field_error(j, "search");
+    field_error(f, "GET", "/api/admin/users/?role=admin", "role", NULL);
+    field_error(f, "GET", "/api/admin/users/?is_active=maybe", "is_active", NULL);
+    field_error(f, "GET", "/api/admin/users/?search=%ZZ", "search", NULL);
+    field_error(f, "GET", "/api/admin/users/?search=%FF", "search", NULL);
 }
 
 static void test_pagination(void **state)
@@ -514,17 +519,12 @@ static void test_pagination(void **state)
     assert_int_equal(json_array_size(json_object_get(j, "results")), 8);
     assert_true(json_is_null(json_object_get(j, "next")));
 
-    j = callf(f, 400, "GET", "/api/admin/users/?page_size=0", f->admin_tok, NULL);
-    assert_field_error(j, "page_size");
-    j = callf(f, 400, "GET", "/api/admin/users/?page_size=501", f->admin_tok, NULL);
-    assert_field_error(j, "page_size");
+    field_error(f, "GET", "/api/admin/users/?page_size=0", "page_size", NULL);
+    field_error(f, "GET", "/api/admin/users/?page_size=501", "page_size", NULL);
     callf(f, 200, "GET", "/api/admin/users/?page_size=500", f->admin_tok, NULL);
-    j = callf(f, 400, "GET", "/api/admin/users/?page=abc", f->admin_tok, NULL);
-    assert_field_error(j, "page");
-    j = callf(f, 400, "GET", "/api/admin/users/?page=0", f->admin_tok, NULL);
-    assert_field_error(j, "page");
-    j = callf(f, 400, "GET", "/api/admin/users/?page=-1", f->admin_tok, NULL);
-    assert_field_error(j, "page");
+    field_error(f, "GET", "/api/admin/users/?page=abc", "page", NULL);
+    field_error(f, "GET", "/api/admin/users/?page=0", "page", NULL);
+    field_error(f, "GET", "/api/admin/users/?page=-1", "page", NULL);
 }
 
 static void test_providers(void **state)
@@ -559,15 +559,12 @@ static void test_providers(void **state)
     assert_int_equal(ta_unseal(f->master_key, p.key_sealed, p.key_sealed_len, plain, sizeof(plain)), 28);
     assert_string_equal(plain, "sk-proj-abcdefghijklmnop1234");
 
-    j = callf(f, 400, "POST", "/api/admin/providers/", f->admin_tok,
-              "{\"name\":\"X\",\"type\":\"cohere\",\"base_url\":\"https://x.example.com\"}");
-    assert_field_error(j, "type");
-    j = callf(f, 400, "POST", "/api/admin/providers/", f->admin_tok,
-              "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"ftp://x.example.com\"}");
-    assert_field_error(j, "base_url");
-    j = callf(f, 400, "POST", "/api/admin/providers/", f->admin_tok,
-              "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"https://x.example.com\",\"api_key\":7}");
-    assert_field_error(j, "api_key");
+    field_error(f, "POST", "/api/admin/providers/", "type",
+                "{\"name\":\"X\",\"type\":\"cohere\",\"base_url\":\"https://x.example.com\"}");
+    field_error(f, "POST", "/api/admin/providers/", "base_url",
+                "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"ftp://x.example.com\"}");
+    field_error(f, "POST", "/api/admin/providers/", "api_key",
+                "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"https://x.example.com\",\"api_key\":7}");
 
     snprintf(url, sizeof(url), "/api/admin/providers/%lld/", pid);
     j = callf(f, 200, "PATCH", url, f->admin_tok, "{\"type\":\"anthropic\"}");
@@ -621,11 +618,9 @@ static void test_models(void **state)
               "{\"provider_id\":999,\"upstream_name\":\"b\"}]}",
               p1);
     assert_field_error(j, "routes[1].provider_id");
-    j = callf(f, 400, "POST", "/api/admin/models/", f->admin_tok,
-              "{\"name\":\"new\",\"input_price\":\"1.0000000001\"}");
-    assert_field_error(j, "input_price");
-    j = callf(f, 400, "POST", "/api/admin/models/", f->admin_tok, "{\"name\":\"\"}");
-    assert_field_error(j, "name");
+    field_error(f, "POST", "/api/admin/models/", "input_price",
+                "{\"name\":\"new\",\"input_price\":\"1.0000000001\"}");
+    field_error(f, "POST", "/api/admin/models/", "name", "{\"name\":\"\"}");
     after = dump(f);
     assert_string_equal(before, after);
     free(before);
@@ -635,9 +630,8 @@ static void test_models(void **state)
     snprintf(url, sizeof(url), "/api/admin/models/%lld/", m2);
     j = callf(f, 409, "PATCH", url, f->admin_tok, "{\"name\":\"gpt-4o\"}");
     assert_error(j, "conflict_error", "name");
-    j = callf(f, 400, "PATCH", url, f->admin_tok,
-              "{\"routes\":[{\"provider_id\":555,\"upstream_name\":\"x\"}]}");
-    assert_field_error(j, "routes[0].provider_id");
+    field_error(f, "PATCH", url, "routes[0].provider_id",
+                "{\"routes\":[{\"provider_id\":555,\"upstream_name\":\"x\"}]}");
     j = callf(f, 200, "PATCH", url, f->admin_tok, "{\"name\":\"claude-3\"}");
     assert_string_equal(jstr(j, "name"), "claude-3");
     /* the old name is free again, the new one taken */
@@ -655,10 +649,8 @@ static void test_models(void **state)
         j = callf(f, 200, "GET", q, f->admin_tok, NULL);
         assert_int_equal(jint(j, "count"), 1);
     }
-    j = callf(f, 400, "GET", "/api/admin/models/?provider_id=x", f->admin_tok, NULL);
-    assert_field_error(j, "provider_id");
-    j = callf(f, 400, "GET", "/api/admin/models/?provider_id=0", f->admin_tok, NULL);
-    assert_field_error(j, "provider_id");
+    field_error(f, "GET", "/api/admin/models/?provider_id=x", "provider_id", NULL);
+    field_error(f, "GET", "/api/admin/models/?provider_id=0", "provider_id", NULL);
 
     gid = mk_group(f, "g", m1);
     snprintf(url, sizeof(url), "/api/admin/models/%lld/", m1);
@@ -690,9 +682,8 @@ static void test_groups(void **state)
     j = callf(f, 400, "POST", "/api/admin/groups/", f->admin_tok,
               "{\"name\":\"g\",\"model_ids\":[%lld,%lld]}", m1, m1);
     assert_field_error(j, "model_ids[1]");
-    j = callf(f, 400, "POST", "/api/admin/groups/", f->admin_tok,
-              "{\"name\":\"g\",\"default_quota\":{\"period\":\"year\"}}");
-    assert_field_error(j, "default_quota.period");
+    field_error(f, "POST", "/api/admin/groups/", "default_quota.period",
+                "{\"name\":\"g\",\"default_quota\":{\"period\":\"year\"}}");
 
     j = callf(f, 201, "POST", "/api/admin/groups/", f->admin_tok,
               "{\"name\":\"team\",\"description\":\"the team\",\"model_ids\":[%lld],"
@@ -783,10 +774,8 @@ static void test_quotas(void **state)
     assert_field_error(j, "cost_limit");
     j = callf(f, 400, "PATCH", url, f->admin_tok, "{\"user_id\":%lld}", uid2);
     assert_field_error(j, "user_id");
-    j = callf(f, 400, "PATCH", url, f->admin_tok, "{\"group_id\":4242}");
-    assert_field_error(j, "group_id");
-    j = callf(f, 400, "PATCH", url, f->admin_tok, "{\"warn_at\":[90,50]}");
-    assert_field_error(j, "warn_at[1]");
+    field_error(f, "PATCH", url, "group_id", "{\"group_id\":4242}");
+    field_error(f, "PATCH", url, "warn_at[1]", "{\"warn_at\":[90,50]}");
     after = dump(f);
     assert_string_equal(before, after);
     free(before);
@@ -816,10 +805,8 @@ static void test_quotas(void **state)
     snprintf(url, sizeof(url), "/api/admin/quotas/?user_id=%lld&group_id=%lld", uid, gid);
     j = callf(f, 200, "GET", url, f->admin_tok, NULL);
     assert_int_equal(jint(j, "count"), 1);
-    j = callf(f, 400, "GET", "/api/admin/quotas/?user_id=abc", f->admin_tok, NULL);
-    assert_field_error(j, "user_id");
-    j = callf(f, 400, "GET", "/api/admin/quotas/?group_id=1.5", f->admin_tok, NULL);
-    assert_field_error(j, "group_id");
+    field_error(f, "GET", "/api/admin/quotas/?user_id=abc", "user_id", NULL);
+    field_error(f, "GET", "/api/admin/quotas/?group_id=1.5", "group_id", NULL);
 
     /* a user sees only their own quotas, by JWT and by API key */
     {
