@@ -24,23 +24,29 @@
 #include "admin_fixture.h"
 #include "ledger/audit.h"
 
+/* method url as the superadmin; the status must be want. */
+static json_t *expect_status(fx_t *f, int want, const char *method, const char *url, const char *body)
+{
+    json_t *j = call(f, method, url, body, f->admin_tok);
+
+    if (f->status != want) {
+        char *s = j != NULL ? json_dumps(j, 0) : NULL;
+        fail_msg("%s %s: status %d, want %d: %s", method, url, f->status, want, s ? s : "(empty)");
+    }
+    return j;
+}
+
 /* GET url as the superadmin (printf-style), asserting the status. */
 static json_t *get(fx_t *f, int want, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static json_t *get(fx_t *f, int want, const char *fmt, ...)
 {
     char url[1024];
     va_list ap;
-    json_t *j;
 
     va_start(ap, fmt);
     vsnprintf(url, sizeof(url), fmt, ap);
     va_end(ap);
-    j = call(f, "GET", url, NULL, f->admin_tok);
-    if (f->status != want) {
-        char *s = j != NULL ? json_dumps(j, 0) : NULL;
-        fail_msg("GET %s: status %d, want %d: %s", url, f->status, want, s ? s : "(empty)");
-    }
-    return j;
+    return expect_status(f, want, "GET", url, NULL);
 }
 
 static json_t *post(fx_t *f, int want, const char *url, const char *fmt, ...)
@@ -49,15 +55,11 @@ static json_t *post(fx_t *f, int want, const char *url, const char *fmt, ...)
 {
     char body[2048];
     va_list ap;
-    json_t *j;
 
     va_start(ap, fmt);
     vsnprintf(body, sizeof(body), fmt, ap);
     va_end(ap);
-    j = call(f, "POST", url, body, f->admin_tok);
-    if (f->status != want)
-        fail_msg("POST %s: status %d, want %d", url, f->status, want);
-    return j;
+    return expect_status(f, want, "POST", url, body);
 }
 
 /* A 400 naming param, in API.md's error shape with "fields". */
