@@ -173,7 +173,7 @@ static int tool_result(json_t *msgs, const json_t *m, size_t mi, ta_err_t *err)
 
 static int tool_uses(json_t *msgs, const json_t *calls, size_t mi, ta_err_t *err)
 {
-    char f[80];
+    char f[96]; /* "messages[<20>].tool_calls[<20>].function.arguments" fits */
     if (calls == NULL || json_is_null(calls))
         return 0;
     if (!json_is_array(calls)) {
