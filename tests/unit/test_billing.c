@@ -182,14 +182,25 @@ static ta_balance_t balance(fx_t *f)
     return b;
 }
 
-static size_t count_holds(fx_t *f)
+/* How many entries database db of environment env holds now. */
+static size_t db_entries(fx_t *f, ta_envid_t env, ta_db_t db)
 {
     MDB_txn *txn;
     MDB_stat s;
-    assert_int_equal(ta_txn_begin(f->st, TA_ENV_LEDGER, false, &txn), 0);
-    mdb_stat(txn, ta_store_dbi(f->st, TA_DB_HOLDS), &s);
+    assert_int_equal(ta_txn_begin(f->st, env, false, &txn), 0);
+    assert_int_equal(mdb_stat(txn, ta_store_dbi(f->st, db), &s), 0);
     ta_txn_abort(txn);
     return s.ms_entries;
+}
+
+static size_t count_holds(fx_t *f)
+{
+    return db_entries(f, TA_ENV_LEDGER, TA_DB_HOLDS);
+}
+
+static size_t count_warnings(fx_t *f)
+{
+    return db_entries(f, TA_ENV_AUDIT, TA_DB_AUDIT_WARNINGS);
 }
 
 static void uint_meta(fx_t *f, uint64_t *led, uint64_t *aud)
@@ -340,16 +351,6 @@ static void test_worker_dead_cleanup(void **state)
     drain(f);
     assert_false(stash_left(f));
     assert_int_equal(count_records(f, NULL), 5);
-}
-
-static size_t count_warnings(fx_t *f)
-{
-    MDB_txn *txn;
-    MDB_stat s;
-    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, false, &txn), 0);
-    mdb_stat(txn, ta_store_dbi(f->st, TA_DB_AUDIT_WARNINGS), &s);
-    ta_txn_abort(txn);
-    return s.ms_entries;
 }
 
 static void test_warnings_once(void **state)
