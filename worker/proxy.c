@@ -129,14 +129,18 @@ static void send_err(h2o_req_t *req, int status, int et, const char *code, const
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    json_t *j = json_pack("{s:{s:s,s:s,s:s?,s:s?}}", "error", "message", msg, "type", type_of(et), "code", code,
-                          "param", param);
-    if (param == NULL)
-        json_object_set_new(json_object_get(j, "error"), "param", json_null());
-    if (code == NULL)
-        json_object_set_new(json_object_get(j, "error"), "code", json_null());
-    char *s = json_dumps(j, JSON_COMPACT);
+    /* msg and param may quote client bytes: made valid UTF-8, never refused */
+    json_t *j = json_pack("{s:{s:o,s:s,s:o,s:o}}", "error", "message", ta_json_string_lossy(msg, strlen(msg)),
+                          "type", type_of(et), "code", code != NULL ? json_string(code) : json_null(), "param",
+                          param != NULL ? ta_json_string_lossy(param, strlen(param)) : json_null());
+    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
+    if (s == NULL) {
+        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                                  "\"code\":null,\"param\":null}}";
+        ta_worker_send(req, 500, NULL, oom, sizeof(oom) - 1);
+        return;
+    }
     ta_worker_send(req, status, NULL, s, strlen(s));
     free(s);
 }
