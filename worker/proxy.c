@@ -56,6 +56,11 @@ struct ta_proxy {
     int32_t pid;       /* this worker's (getpid() is a system call; it was two per request) */
     EVP_MD *sha256;    /* fetched once, with one context reused for every API key hash */
     EVP_MD_CTX *sha_ctx;
+    /* holds waiting for the end of the loop pass (see "the hold" below) */
+    h2o_timeout_t hold_timeout; /* 0 ms */
+    h2o_timeout_entry_t hold_entry;
+    bool hold_timeout_init;
+    struct preq *hold_head, **hold_tail;
 };
 
 typedef struct route_info {
@@ -99,6 +104,13 @@ typedef struct preq {
     int npass;
     int64_t t0_mono;
     bool body_edited; /* pr->body differs from the client's bytes */
+    /* the hold, done at the end of the loop pass (queue_hold) */
+    bool queued;
+    uint64_t quota_id;
+    int64_t max_out;
+    const char *mt_key;
+    ta_hold_res_t hr;
+    struct preq *hold_next;
 } preq_t;
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -301,6 +313,8 @@ static void on_req_dispose(void *ptr)
         preq_free(pr);
         return;
     }
+    if (pr->queued)
+        return; /* its hold is still to come: run_holds() sees req == NULL */
     on_client_gone(pr);
 }
 
@@ -1014,6 +1028,185 @@ static const char *refusal_msg(int r)
     }
 }
 
+/* ---- the hold ----------------------------------------------------------------------------------
+ * A hold in its own LMDB write transaction cost ~7 us (the commit writes its
+ * pages with pwrite) plus waits for the write lock that billing and the other
+ * workers take, for every request. The requests one loop pass brings are held
+ * together instead: each in a nested transaction of one write transaction (a
+ * refusal or an error undoes its own part only, as its own transaction did),
+ * committed once at the end of the pass and before any of them goes
+ * upstream. A pass with one request, or ledger_writemap (LMDB has no nested
+ * transactions then), holds each in its own transaction as before. A client
+ * that leaves while its request waits for the end of the pass is noticed
+ * after the commit (pr->req == NULL) and the hold released through the usual
+ * event (499, aborted). */
+
+enum { HOLD_OK, HOLD_REFUSED, HOLD_ERROR };
+
+/* Nothing held: 500 to a client still there, and pr is done. */
+static void hold_fail(preq_t *pr)
+{
+    count_answer(pr->p, 500, pr->t0_mono);
+    pr->finished = true;
+    if (pr->req == NULL) {
+        preq_free(pr);
+        return;
+    }
+    send_err(pr->req, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+    /* on_req_dispose frees pr */
+}
+
+static void hold_refused(preq_t *pr)
+{
+    ta_proxy_t *p = pr->p;
+    const ta_hold_res_t *hr = &pr->hr;
+    int et;
+    const char *code;
+    int status = hold_status(hr->refusal, &et, &code);
+    pr->finished = true;
+    if (pr->req == NULL) { /* recorded all the same */
+        pr->ev.status = (uint16_t)status;
+        pr->ev.error_type = (uint8_t)et;
+        emit(p, &pr->ev);
+        count_answer(p, status, pr->t0_mono);
+        preq_free(pr);
+        return;
+    }
+    if (status == 429) {
+        add_hdr(pr->req, "retry-after", "%lld",
+                (long long)(hr->retry_after_ms > 0 ? (hr->retry_after_ms + 999) / 1000 : 1));
+        ratelimit_headers(pr->req, hr);
+    }
+    refuse(p, pr->req, &pr->ev, pr->t0_mono, status, et, code, NULL, refusal_msg(hr->refusal));
+}
+
+/* pr's hold inside txn (quota re-read there); the result in pr->hr */
+static int hold_one(preq_t *pr, MDB_txn *txn)
+{
+    ta_proxy_t *p = pr->p;
+    ta_quota_t q;
+    memset(&pr->hr, 0, sizeof(pr->hr));
+    if (ta_rec_get(p->conf.store, txn, &ta_desc_quota, pr->quota_id, &q) != 0)
+        return HOLD_ERROR;
+    ta_hold_req_t hq = {
+        .request_id = pr->ev.request_id,
+        .worker_pid = p->pid,
+        .quota = &q,
+        .model = &pr->model,
+        .prompt_tokens_est = pr->tok.estimate,
+        .prompt_tokens_max = pr->tok.upper,
+        .max_output_tokens = pr->endpoint == TA_EP_EMBEDDINGS ? 0 : pr->max_out,
+        .reserve = p->conf.reserve,
+        .timezone = p->timezone,
+        .now_ns = ta_now_ns(),
+    };
+    if (ta_quota_hold(p->conf.store, txn, &hq, &pr->hr) != 0)
+        return HOLD_ERROR;
+    return pr->hr.refusal == TA_HOLD_OK ? HOLD_OK : HOLD_REFUSED;
+}
+
+/* The hold is committed: upstream. */
+static void hold_go(preq_t *pr)
+{
+    ta_event_t *ev = &pr->ev;
+    const ta_hold_res_t *hr = &pr->hr;
+    ev->flags |= TA_EVF_HOLD;
+    ta_metrics_holds_add(1);
+    ev->hold_period_start = hr->period_start;
+    ev->held_cost = hr->held_cost;
+    ev->held_tokens = hr->held_tokens;
+    ev->tpm_estimate = hr->tpm_estimate;
+    if (pr->req == NULL) {
+        pr->ev.flags |= TA_EVF_CLIENT_GONE;
+        finish(pr, 499, TA_ET_ABORTED);
+        preq_free(pr);
+        return;
+    }
+    ratelimit_headers(pr->req, hr);
+    if (pr->endpoint != TA_EP_EMBEDDINGS && hr->max_output_tokens > 0 && hr->max_output_tokens != pr->max_out) {
+        json_object_set_new(pr->body, pr->mt_key, json_integer(hr->max_output_tokens));
+        pr->body_edited = true;
+    }
+    start_route(pr);
+}
+
+static void run_holds(h2o_timeout_entry_t *e)
+{
+    ta_proxy_t *p = H2O_STRUCT_FROM_MEMBER(ta_proxy_t, hold_entry, e);
+    ta_store_t *st = p->conf.store;
+    preq_t *list = p->hold_head, *ok = NULL, **ok_tail = &ok, *pr, *next;
+    p->hold_head = NULL;
+    p->hold_tail = &p->hold_head;
+    MDB_env *env = ta_store_env(st, TA_ENV_LEDGER);
+    unsigned envf = 0;
+    MDB_txn *parent = NULL;
+    bool broken = false;
+    if (list != NULL && list->hold_next != NULL && mdb_env_get_flags(env, &envf) == 0 && !(envf & MDB_WRITEMAP))
+        (void)ta_txn_begin(st, TA_ENV_LEDGER, true, &parent); /* failed: one transaction each */
+    for (pr = list; pr != NULL; pr = next) {
+        next = pr->hold_next;
+        pr->hold_next = NULL;
+        pr->queued = false;
+        MDB_txn *txn = NULL;
+        int r = HOLD_ERROR;
+        if (parent != NULL ? mdb_txn_begin(env, parent, 0, &txn) == 0
+                           : ta_txn_begin(st, TA_ENV_LEDGER, true, &txn) == 0) {
+            r = hold_one(pr, txn);
+            if (r != HOLD_OK) {
+                ta_txn_abort(txn);
+            } else if (ta_txn_commit(txn) != 0) {
+                r = HOLD_ERROR;
+                broken = parent != NULL; /* a failed nested commit may leave the parent half merged */
+            }
+        }
+        if (r == HOLD_REFUSED) {
+            hold_refused(pr);
+        } else if (r == HOLD_ERROR) {
+            hold_fail(pr);
+        } else if (parent == NULL) {
+            hold_go(pr);
+        } else {
+            *ok_tail = pr;
+            ok_tail = &pr->hold_next;
+        }
+    }
+    if (parent == NULL)
+        return;
+    if (broken) {
+        ta_txn_abort(parent);
+    } else if (ta_txn_commit(parent) == 0) {
+        for (pr = ok; pr != NULL; pr = next) {
+            next = pr->hold_next;
+            pr->hold_next = NULL;
+            hold_go(pr);
+        }
+        return;
+    }
+    for (pr = ok; pr != NULL; pr = next) { /* nothing of the batch was committed */
+        next = pr->hold_next;
+        pr->hold_next = NULL;
+        hold_fail(pr);
+    }
+}
+
+static void queue_hold(preq_t *pr)
+{
+    ta_proxy_t *p = pr->p;
+    h2o_loop_t *loop = ta_worker_loop(p->w);
+    if (!p->hold_timeout_init) {
+        h2o_timeout_init(loop, &p->hold_timeout, 0);
+        p->hold_entry.cb = run_holds;
+        p->hold_tail = &p->hold_head;
+        p->hold_timeout_init = true;
+    }
+    pr->queued = true;
+    pr->hold_next = NULL;
+    *p->hold_tail = pr;
+    p->hold_tail = &pr->hold_next;
+    if (!h2o_timeout_is_linked(&p->hold_entry))
+        h2o_timeout_link(loop, &p->hold_timeout, &p->hold_entry);
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     ta_proxy_t *p = *(ta_proxy_t **)(self + 1);
@@ -1250,59 +1443,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         mt = json_object_get(body, "max_tokens");
     int64_t max_out = json_is_integer(mt) ? (int64_t)json_integer_value(mt) : 0;
 
-    /* 3. the hold */
-    ta_hold_res_t hr;
-    memset(&hr, 0, sizeof(hr));
-    int rc;
-    if ((rc = ta_txn_begin(st, TA_ENV_LEDGER, true, &txn)) != 0)
-        goto Internal;
-    if ((rc = ta_rec_get(st, txn, &ta_desc_quota, q.id, &q)) != 0)
-        goto Internal;
-    ta_hold_req_t hq = {
-        .request_id = ev->request_id,
-        .worker_pid = p->pid,
-        .quota = &q,
-        .model = &pr->model,
-        .prompt_tokens_est = pr->tok.estimate,
-        .prompt_tokens_max = pr->tok.upper,
-        .max_output_tokens = ep == TA_EP_EMBEDDINGS ? 0 : max_out,
-        .reserve = p->conf.reserve,
-        .timezone = p->timezone,
-        .now_ns = ta_now_ns(),
-    };
-    if ((rc = ta_quota_hold(st, txn, &hq, &hr)) != 0)
-        goto Internal;
-    if (hr.refusal != TA_HOLD_OK) {
-        ta_txn_abort(txn);
-        txn = NULL;
-        int et;
-        const char *code;
-        int status = hold_status(hr.refusal, &et, &code);
-        if (status == 429) {
-            add_hdr(req, "retry-after", "%lld", (long long)(hr.retry_after_ms > 0 ? (hr.retry_after_ms + 999) / 1000 : 1));
-            ratelimit_headers(req, &hr);
-        }
-        refuse(p, req, ev, t0, status, et, code, NULL, refusal_msg(hr.refusal));
-        goto Done;
-    }
-    if ((rc = ta_txn_commit(txn)) != 0) {
-        txn = NULL;
-        goto Internal;
-    }
-    txn = NULL;
-    ev->flags |= TA_EVF_HOLD;
-    ta_metrics_holds_add(1);
-    ev->hold_period_start = hr.period_start;
-    ev->held_cost = hr.held_cost;
-    ev->held_tokens = hr.held_tokens;
-    ev->tpm_estimate = hr.tpm_estimate;
-    ratelimit_headers(req, &hr);
-    if (ep != TA_EP_EMBEDDINGS && hr.max_output_tokens > 0 && hr.max_output_tokens != max_out) {
-        json_object_set_new(body, mt_key, json_integer(hr.max_output_tokens));
-        pr->body_edited = true;
-    }
-
-    /* 4. upstream */
+    /* 3. the hold, at the end of this loop pass (run_holds), then 4. upstream */
+    pr->quota_id = q.id;
+    pr->max_out = max_out;
+    pr->mt_key = mt_key;
     pr->body = body;
     body = NULL;
     pr->req = req;
@@ -1310,7 +1454,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     *link = pr;
     free(user);
     free(grp);
-    start_route(pr);
+    queue_hold(pr);
     return 0;
 
 Internal:
@@ -1386,6 +1530,11 @@ void ta_proxy_destroy(ta_proxy_t *p)
         h2o_timeout_dispose(ta_worker_loop(p->w), &p->drain_timeout);
     EVP_MD_CTX_free(p->sha_ctx);
     EVP_MD_free(p->sha256);
+    if (p->hold_timeout_init) {
+        if (h2o_timeout_is_linked(&p->hold_entry))
+            h2o_timeout_unlink(&p->hold_entry);
+        h2o_timeout_dispose(ta_worker_loop(p->w), &p->hold_timeout);
+    }
     free(p);
 }
 
