@@ -7,7 +7,8 @@
  *                 (refusals here change nothing and take no write lock)
  *   2. write txn: quotas[id] re-read, then ta_quota_hold() (balances, holds);
  *                 committed before anything goes upstream. Never held across a
- *                 callback.
+ *                 callback. The requests of one loop pass share one write txn,
+ *                 each in a nested txn of its own (run_holds).
  * After the upstream answer nothing is written here: one ta_event_t goes to the
  * ring and billing settles it (releases the hold, charges the cost). A worker
  * that dies after the hold leaves the hold row; billing's dead-worker cleanup
