@@ -62,6 +62,7 @@ struct ta_proxy {
     h2o_timeout_entry_t hold_entry;
     bool hold_timeout_init;
     struct preq *hold_head, **hold_tail;
+    MDB_txn *rtxn; /* on_req's read transaction, reset between requests (read_begin) */
 };
 
 typedef struct route_info {
@@ -1208,6 +1209,35 @@ static void queue_hold(preq_t *pr)
         h2o_timeout_link(loop, &p->hold_timeout, &p->hold_entry);
 }
 
+/* on_req's read transaction is kept between requests (mdb_txn_reset, then
+ * mdb_txn_renew): a fresh one malloc'd ~1 KB and took a reader slot under
+ * LMDB's reader mutex every request. A reset one pins no pages. */
+static int read_begin(ta_proxy_t *p, MDB_txn **txn)
+{
+    MDB_txn *t = p->rtxn;
+    p->rtxn = NULL;
+    if (t != NULL) {
+        if (mdb_txn_renew(t) == 0) {
+            *txn = t;
+            return 0;
+        }
+        mdb_txn_abort(t); /* e.g. another process grew the map: ta_txn_begin adopts it */
+    }
+    return ta_txn_begin(p->conf.store, TA_ENV_LEDGER, false, txn);
+}
+
+static void read_done(ta_proxy_t *p, MDB_txn *txn)
+{
+    if (txn == NULL)
+        return;
+    if (p->rtxn != NULL) {
+        mdb_txn_abort(txn);
+        return;
+    }
+    mdb_txn_reset(txn);
+    p->rtxn = txn;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     ta_proxy_t *p = *(ta_proxy_t **)(self + 1);
@@ -1270,14 +1300,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     ta_quota_t q;
     ta_user_t *user = NULL;
     ta_group_t *grp = NULL;
-    if (ta_txn_begin(st, TA_ENV_LEDGER, false, &txn) != 0) {
+    if (read_begin(p, &txn) != 0) {
         count_answer(p, 503, t0);
         send_err(req, 503, TA_ET_INTERNAL, "ledger_unavailable", NULL, "The ledger is unavailable.");
         return 0;
     }
     if (ta_rec_get_k(st, txn, &ta_desc_keyrec, TA_DB_KEYS, hash, sizeof(hash), &kr) != 0 ||
         ta_rec_get(st, txn, &ta_desc_quota, kr.quota_id, &q) != 0) {
-        ta_txn_abort(txn);
+        read_done(p, txn);
         count_answer(p, 401, t0);
         send_err(req, 401, TA_ET_AUTH, "invalid_api_key", NULL, "Incorrect API key provided.");
         return 0;
@@ -1301,7 +1331,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     ev->bytes_in = (int64_t)req->entity.len;
 
     if (ta_rec_get(st, txn, &ta_desc_user, q.user_id, user) != 0 || !user->is_active || !q.is_active) {
-        ta_txn_abort(txn);
+        read_done(p, txn);
         txn = NULL;
         refuse(p, req, ev, t0, 403, TA_ET_PERMISSION, "quota_inactive", NULL, "This API key's quota is not active.");
         goto Done;
@@ -1316,7 +1346,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         else
             answer_usage(p, req, txn, &q);
         count_answer(p, 200, t0);
-        ta_txn_abort(txn);
+        read_done(p, txn);
         txn = NULL;
         goto Done;
     }
@@ -1324,7 +1354,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     /* 2. the body */
     size_t max_body = p->conf.max_body_size;
     if (req->entity.len > max_body) {
-        ta_txn_abort(txn);
+        read_done(p, txn);
         txn = NULL;
         refuse(p, req, ev, t0, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL, "The request body is too large.");
         goto Done;
@@ -1335,13 +1365,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     char msg[256];
     if (body == NULL) {
         snprintf(msg, sizeof(msg), "We could not parse the JSON body of your request: %s", jerr.text);
-        ta_txn_abort(txn);
+        read_done(p, txn);
         txn = NULL;
         refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "invalid_json", NULL, msg);
         goto Done;
     }
     if (validate(ep, body, &param, msg, sizeof(msg)) != 0) {
-        ta_txn_abort(txn);
+        read_done(p, txn);
         txn = NULL;
         refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", param, msg);
         goto Done;
@@ -1352,7 +1382,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (strlen(mname) >= sizeof(pr->model.name) || ta_idx_get(st, txn, TA_DB_MODELS_BY_NAME, mname, &mid) != 0 ||
         ta_rec_get(st, txn, &ta_desc_model, mid, &pr->model) != 0 || !pr->model.is_active) {
         snprintf(msg, sizeof(msg), "The model '%s' does not exist or you do not have access to it.", mname);
-        ta_txn_abort(txn);
+        read_done(p, txn);
         txn = NULL;
         refuse(p, req, ev, t0, 404, TA_ET_NOT_FOUND, "model_not_found", "model", msg);
         goto Done;
@@ -1360,7 +1390,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     ev->model_id = mid;
     if (!group_has(grp, mid)) {
         snprintf(msg, sizeof(msg), "This API key may not use the model '%s'.", mname);
-        ta_txn_abort(txn);
+        read_done(p, txn);
         txn = NULL;
         refuse(p, req, ev, t0, 403, TA_ET_PERMISSION, "model_not_allowed", "model", msg);
         goto Done;
@@ -1405,7 +1435,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             explicit_bzero(prov, sizeof(*prov));
         free(prov);
     }
-    ta_txn_abort(txn);
+    read_done(p, txn);
     txn = NULL;
     if (pr->nroutes == 0 && anth_skipped) {
         snprintf(msg, sizeof(msg), "The model '%s' does not support %.*s.", mname, (int)req->path_normalized.len,
@@ -1460,7 +1490,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 Internal:
     if (txn != NULL)
-        ta_txn_abort(txn);
+        read_done(p, txn);
     count_answer(p, 500, t0);
     send_err(req, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
 Done:
@@ -1531,6 +1561,8 @@ void ta_proxy_destroy(ta_proxy_t *p)
         h2o_timeout_dispose(ta_worker_loop(p->w), &p->drain_timeout);
     EVP_MD_CTX_free(p->sha_ctx);
     EVP_MD_free(p->sha256);
+    if (p->rtxn != NULL)
+        mdb_txn_abort(p->rtxn);
     if (p->hold_timeout_init) {
         if (h2o_timeout_is_linked(&p->hold_entry))
             h2o_timeout_unlink(&p->hold_entry);
