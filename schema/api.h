@@ -7,7 +7,8 @@
  * dependency arrows one way (schema <- ledger <- worker/admin <- master) and
  * lets the admin handlers be tested without a server.
  *
- * Called in worker processes only, on the loop thread.
+ * Called in worker processes only, on the loop thread (except
+ * ta_api_job_t.work, which runs on a worker's pool thread).
  */
 #ifndef TA_API_H
 #define TA_API_H
@@ -43,6 +44,10 @@ typedef struct ta_apires {
      * this, the worker ignores status/body/allow/retry_after, makes the
      * outbound call and answers with what the continuation fills in. */
     struct ta_api_fetch *fetch;
+    /* Offloaded answer (see ta_api_job_t below): when the handler sets this
+     * (and not fetch), the worker ignores the rest of res, runs job->work on
+     * a pool thread and answers with what job->cont fills in. */
+    struct ta_api_job *job;
 } ta_apires_t;
 
 /** Handle one /api/... request; always fills res (errors included, in the
@@ -99,5 +104,40 @@ typedef struct ta_api_fetch {
     void *cont_arg;
     void (*release)(struct ta_api_fetch *f);
 } ta_api_fetch_t;
+
+/* ---- asynchronous seam: CPU-heavy work off the loop thread ---------------
+ *
+ * A handler whose answer needs CPU-heavy work (PBKDF2 password
+ * hashing and verification, tens of ms each) must not run it on the loop
+ * thread: every request and stream of the worker would stall meanwhile.
+ * Instead it validates what it can synchronously (400s answer at once), copies
+ * what the work needs into a malloc'd job, fills res->job and returns with
+ * its transaction closed. The worker then:
+ *   1. queues the job on its small pool of threads (a bounded queue; when the
+ *      queue is full it answers 503 with Retry-After itself, cont is NOT
+ *      called and release(job) runs at once);
+ *   2. runs work(arg) on a pool thread;
+ *   3. back on the loop thread, calls cont(ctx, arg, &res2) (ctx is the
+ *      handler's ctx); cont opens its own short LMDB transaction if it needs
+ *      one, re-checks what may have changed meanwhile, and fills res2 exactly
+ *      as a handler fills res (res2.fetch and res2.job must stay NULL);
+ *   4. sends res2 and calls release(job).
+ * If the client goes away before the work ends, cont is NOT called (nothing
+ * is written) and only release(job) runs, once the work has ended. release
+ * is called exactly once in every case, on the loop thread; it frees the job
+ * and arg and wipes the secrets they carry (passwords).
+ *
+ * work runs on a thread that is not the loop's: it touches only arg, never
+ * LMDB, h2o, the admin's or the worker's state, and logs nothing (arg may
+ * hold a password). Everything it reads was copied into arg before the
+ * handler returned; everything it produces goes back through arg. */
+typedef void (*ta_api_job_cont_fn)(void *ctx, void *arg, ta_apires_t *res);
+
+typedef struct ta_api_job {
+    void (*work)(void *arg);           /* pool thread */
+    ta_api_job_cont_fn cont;           /* loop thread, only while the client is there */
+    void *arg;
+    void (*release)(struct ta_api_job *j); /* loop thread, exactly once */
+} ta_api_job_t;
 
 #endif
