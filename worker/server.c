@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <h2o/multithread.h>
 #include "ledger/heartbeat.h"
 #include "worker/metrics.h"
 #include "worker/upstream.h"
@@ -71,6 +72,7 @@ struct ta_worker {
     uint64_t inflight;       /* requests whose pool is alive + holds */
     uint64_t requests_total; /* requests that reached the entry handler */
     ta_upstream_t *api_up;   /* /api outbound calls (ta_api_fetch_t); created on first use */
+    struct api_pool *api_pool; /* /api offloaded jobs (ta_api_job_t); created on first use */
 };
 
 struct entry_handler {
@@ -597,6 +599,262 @@ static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_
     }
 }
 
+/* ---- /api offloaded jobs (ta_api_job_t of schema/api.h) ----------------
+ * A handler whose answer needs CPU-heavy work (PBKDF2) returns a job: its
+ * work runs on this worker's small thread pool, so the loop keeps serving
+ * /v1 and streams meanwhile, and its continuation runs back on the loop.
+ *
+ *   loop: handle_api --(mu, cv)--> pending FIFO --> pool thread: work(arg)
+ *   loop: api_job_on_done <--(h2o_multithread queue: a pipe in this loop)--+
+ *         cont + send, or only release when the client left
+ *
+ * The pool starts on first use, so threads exist only in worker processes
+ * (after fork) that got such a request; they block every signal (the
+ * loop's handlers stay the loop's). The FIFO is bounded: a full queue
+ * answers 503 with Retry-After at once rather than making the client wait
+ * behind minutes of hashing. Ownership: the FIFO and aj->next under
+ * pool->mu; a pool thread touches only aj->job->work(aj->job->arg) and then
+ * hands aj to the loop through the multithread queue, whose mutex orders
+ * what work wrote before what cont reads. aj->req, aj->link and the list of
+ * live jobs are the loop thread's. When the client leaves first, the
+ * request pool's dispose only clears aj->req (the job may be running): the
+ * loop then releases the job without calling cont. Each job holds the
+ * worker in flight from submission to release, so a draining worker waits
+ * for it; ta_worker_destroy joins the threads and releases what is left. */
+
+#define API_JOB_THREADS 2
+#define API_JOB_QUEUE_MAX 16
+#define API_JOB_RETRY_AFTER_S 1
+
+struct api_job_link;
+
+struct api_job {
+    h2o_multithread_message_t msg; /* pool thread -> loop */
+    struct api_job *next;          /* pending FIFO, under pool->mu */
+    h2o_linklist_t live;           /* pool->live (loop thread) */
+    ta_worker_t *w;
+    h2o_req_t *req;                /* NULL once the client left (loop thread) */
+    struct api_job_link *link;     /* in req's pool while req is alive */
+    ta_api_job_t *job;
+};
+
+struct api_job_link {
+    struct api_job *aj;
+};
+
+struct api_pool {
+    ta_worker_t *w;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct api_job *head, *tail; /* pending, oldest first */
+    size_t queued;
+    bool stop;
+    pthread_t th[API_JOB_THREADS];
+    size_t nthreads;
+    h2o_multithread_queue_t *mq;
+    h2o_multithread_receiver_t rx;
+    h2o_linklist_t live; /* every job not yet released (loop thread) */
+};
+
+static void *api_pool_main(void *arg)
+{
+    struct api_pool *pool = arg;
+    for (;;) {
+        pthread_mutex_lock(&pool->mu);
+        while (pool->head == NULL && !pool->stop)
+            pthread_cond_wait(&pool->cv, &pool->mu);
+        if (pool->stop) {
+            pthread_mutex_unlock(&pool->mu);
+            return NULL;
+        }
+        struct api_job *aj = pool->head;
+        pool->head = aj->next;
+        if (pool->head == NULL)
+            pool->tail = NULL;
+        pool->queued--;
+        pthread_mutex_unlock(&pool->mu);
+        aj->job->work(aj->job->arg);
+        h2o_multithread_send_message(&pool->rx, &aj->msg);
+    }
+}
+
+static void api_job_link_dispose(void *p)
+{
+    struct api_job_link *l = p;
+    if (l->aj != NULL) { /* the client left before the job ended */
+        l->aj->req = NULL;
+        l->aj->link = NULL;
+    }
+}
+
+/* Loop thread: the job's work has ended (or the pool is being stopped). */
+static void api_job_finish(struct api_job *aj, bool answer)
+{
+    ta_worker_t *w = aj->w;
+    h2o_req_t *req = answer ? aj->req : NULL;
+    ta_api_job_t *job = aj->job;
+
+    h2o_linklist_unlink(&aj->live);
+    if (aj->link != NULL)
+        aj->link->aj = NULL;
+    free(aj);
+    if (req == NULL) {
+        job->release(job);
+        ta_worker_release(w);
+        return;
+    }
+    ta_apires_t res = {0};
+    job->cont(w->conf.api_ctx, job->arg, &res);
+    if (res.fetch != NULL || res.job != NULL) { /* one step per request: see schema/api.h */
+        if (res.fetch != NULL)
+            res.fetch->release(res.fetch);
+        if (res.job != NULL)
+            res.job->release(res.job);
+        free(res.body);
+        memset(&res, 0, sizeof(res));
+    }
+    /* The password copies need not live until the answer is written. */
+    job->release(job);
+    char hex[33] = "";
+    ta_worker_request_id(req, NULL, hex);
+    send_apires(req, hex, &res);
+    ta_worker_release(w);
+}
+
+static void api_job_on_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
+{
+    (void)rx;
+    while (!h2o_linklist_is_empty(messages)) {
+        struct api_job *aj = H2O_STRUCT_FROM_MEMBER(struct api_job, msg.link, messages->next);
+        h2o_linklist_unlink(&aj->msg.link);
+        api_job_finish(aj, true);
+    }
+}
+
+static int api_pool_start(ta_worker_t *w)
+{
+    struct api_pool *pool = calloc(1, sizeof(*pool));
+    sigset_t all, old;
+    int rc = 0;
+
+    if (pool == NULL)
+        return -ENOMEM;
+    pool->w = w;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->cv, NULL);
+    h2o_linklist_init_anchor(&pool->live);
+    pool->mq = h2o_multithread_create_queue(w->loop);
+    h2o_multithread_register_receiver(pool->mq, &pool->rx, api_job_on_done);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    for (size_t i = 0; i < API_JOB_THREADS; i++) {
+        if ((rc = pthread_create(&pool->th[i], NULL, api_pool_main, pool)) != 0)
+            break;
+        pthread_setname_np(pool->th[i], "ta-api-job");
+        pool->nthreads++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pool->nthreads == 0) {
+        h2o_multithread_unregister_receiver(pool->mq, &pool->rx);
+        h2o_multithread_destroy_queue(pool->mq);
+        pthread_cond_destroy(&pool->cv);
+        pthread_mutex_destroy(&pool->mu);
+        free(pool);
+        return -rc;
+    }
+    if (rc != 0)
+        ta_log(TA_LOG_WARN, "/api thread pool: %zu of %d threads started: %s", pool->nthreads,
+               API_JOB_THREADS, strerror(rc));
+    w->api_pool = pool;
+    return 0;
+}
+
+/* Loop thread, at exit: no job runs after this; the unfinished ones are
+ * released without an answer. */
+static void api_pool_stop(ta_worker_t *w)
+{
+    struct api_pool *pool = w->api_pool;
+    if (pool == NULL)
+        return;
+    pthread_mutex_lock(&pool->mu);
+    pool->stop = true;
+    pthread_cond_broadcast(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
+    for (size_t i = 0; i < pool->nthreads; i++)
+        pthread_join(pool->th[i], NULL);
+    while (!h2o_linklist_is_empty(&pool->live)) {
+        struct api_job *aj = H2O_STRUCT_FROM_MEMBER(struct api_job, live, pool->live.next);
+        if (h2o_linklist_is_linked(&aj->msg.link))
+            h2o_linklist_unlink(&aj->msg.link);
+        api_job_finish(aj, false);
+    }
+    h2o_multithread_unregister_receiver(pool->mq, &pool->rx);
+    h2o_multithread_destroy_queue(pool->mq);
+    pthread_cond_destroy(&pool->cv);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool);
+    w->api_pool = NULL;
+}
+
+static void send_busy(h2o_req_t *req, const char *message)
+{
+    char ra[16];
+    int n = snprintf(ra, sizeof(ra), "%d", API_JOB_RETRY_AFTER_S);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL,
+                   h2o_strdup(&req->pool, ra, (size_t)n).base, (size_t)n);
+    ta_worker_send_error(req, 503, "server_error", "server_busy", message);
+}
+
+static void start_api_job(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_api_job_t *job)
+{
+    int rc = 0;
+    if (w->api_pool == NULL && (rc = api_pool_start(w)) != 0) {
+        ta_log(TA_LOG_ERROR, "request %s: cannot start the /api thread pool: %s", hex,
+               ta_strerror(rc));
+        job->release(job);
+        send_busy(req, "the server cannot run this request now; try again");
+        return;
+    }
+    struct api_pool *pool = w->api_pool;
+    struct api_job *aj = calloc(1, sizeof(*aj));
+    if (aj == NULL) {
+        job->release(job);
+        send_status_error(req, 500, "out of memory");
+        return;
+    }
+    aj->w = w;
+    aj->req = req;
+    aj->job = job;
+
+    pthread_mutex_lock(&pool->mu);
+    bool full = pool->queued >= API_JOB_QUEUE_MAX;
+    if (!full) {
+        if (pool->tail != NULL)
+            pool->tail->next = aj;
+        else
+            pool->head = aj;
+        pool->tail = aj;
+        pool->queued++;
+        pthread_cond_signal(&pool->cv);
+    }
+    pthread_mutex_unlock(&pool->mu);
+    if (full) {
+        free(aj);
+        job->release(job);
+        ta_log(TA_LOG_WARN, "request %s: /api job queue full (%d waiting); answered 503", hex,
+               API_JOB_QUEUE_MAX);
+        send_busy(req, "too many requests are waiting for this worker's thread pool; retry shortly");
+        return;
+    }
+    /* A pool thread may already be running the job: these loop-side fields
+     * are read only when its message is handled, after this loop turn. */
+    struct api_job_link *l = h2o_mem_alloc_shared(&req->pool, sizeof(*l), api_job_link_dispose);
+    l->aj = aj;
+    aj->link = l;
+    h2o_linklist_insert(&pool->live, &aj->live);
+    ta_worker_hold(w);
+}
+
 static void handle_api(ta_worker_t *w, h2o_req_t *req)
 {
     if (w->conf.api_handler == NULL) {
@@ -641,6 +899,18 @@ static void handle_api(ta_worker_t *w, h2o_req_t *req)
 
     ta_apires_t res = {0};
     w->conf.api_handler(w->conf.api_ctx, &ar, &res);
+    if (res.job != NULL) {
+        if (res.fetch != NULL) { /* one step per request: see schema/api.h */
+            res.fetch->release(res.fetch);
+            res.job->release(res.job);
+            free(res.body);
+            send_status_error(req, 500, "internal error");
+            return;
+        }
+        free(res.body);
+        start_api_job(w, req, hex, res.job);
+        return;
+    }
     if (res.fetch != NULL) {
         free(res.body);
         start_api_fetch(w, req, hex, res.fetch);
@@ -985,6 +1255,7 @@ void ta_worker_destroy(ta_worker_t *w)
      * own outside h2o and let the exit reclaim the rest. */
     if (w == NULL)
         return;
+    api_pool_stop(w);
     sigpipe_wr = -1;
     if (w->sigpipe[1] != -1)
         close(w->sigpipe[1]);
