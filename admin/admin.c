@@ -11,13 +11,16 @@
  * process-shared write lock; readers see the last committed state, so a
  * write answered here is visible to every worker's next request. A worker
  * killed inside a handler loses only its uncommitted transaction.
+ * Password work (pwjob_t) runs on the worker's pool thread with no
+ * transaction; its continuation here opens its own and ends it the same way.
  *
- * Worker processes only, on the loop thread.
+ * Worker processes only, on the loop thread (pwjob_work: a pool thread).
  */
 #include "admin/admin_internal.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,6 +255,145 @@ int ctx_txn(actx_t *c, bool write)
         return rc;
     }
     c->txn_write = write;
+    return 0;
+}
+
+/* Commit the handler's write transaction when it answered < 400, else
+ * abort whatever transaction it holds. */
+static void ctx_end(actx_t *c)
+{
+    int rc;
+
+    if (c->txn == NULL)
+        return;
+    if (c->txn_write && c->res->status < 400) {
+        rc = ta_txn_commit(c->txn);
+        c->txn = NULL;
+        if (rc != 0)
+            reply_store_error(c, rc, "commit");
+    } else {
+        ta_txn_abort(c->txn);
+        c->txn = NULL;
+    }
+}
+
+/* ---- password work off the loop thread (pwjob_t) --------------------------- */
+
+/* Pool thread: the job's own buffers only (no LMDB, no logging). */
+static void pwjob_work(void *arg)
+{
+    pwjob_t *j = arg;
+
+    j->verify_rc = 0;
+    j->hash_rc = 0;
+    if (j->verify)
+        j->verify_rc = ta_password_verify(j->pw, j->hash, j->hash_len);
+    if (j->new_pw[0] != '\0' && j->verify_rc == 0)
+        j->hash_rc = ta_password_hash(j->new_pw, j->iterations, j->new_hash);
+}
+
+/* Loop thread, client still there: finish in a context rebuilt from the
+ * job's copies, then commit or abort as the router does. */
+static void pwjob_cont(void *ctx, void *arg, ta_apires_t *res)
+{
+    pwjob_t *j = arg;
+    ta_apireq_t req;
+    actx_t c;
+
+    memset(res, 0, sizeof(*res));
+    memset(&req, 0, sizeof(req));
+    req.method = j->method;
+    req.path = j->path;
+    req.path_len = strlen(j->path);
+    req.request_id = j->request_id;
+    memset(&c, 0, sizeof(c));
+    c.a = ctx;
+    c.st = c.a->conf.store;
+    c.req = &req;
+    c.res = res;
+    c.id = j->id;
+    c.body = j->body;
+    c.caller = j->caller;
+    res->status = 500;
+    j->finish(&c, j);
+    ctx_end(&c);
+}
+
+/* The body's copies of the passwords go too: jansson owns these buffers
+ * and nobody else holds the body by now. */
+static void body_cleanse(json_t *body)
+{
+    static const char *const keys[] = {"password", "old_password", "new_password"};
+
+    for (size_t i = 0; i < TA_ARRAY_SIZE(keys); i++) {
+        json_t *v = json_object_get(body, keys[i]);
+        if (json_is_string(v))
+            OPENSSL_cleanse((char *)json_string_value(v), json_string_length(v));
+    }
+}
+
+static void pwjob_release(ta_api_job_t *job)
+{
+    pwjob_t *j = (pwjob_t *)job;
+
+    if (j == NULL)
+        return;
+    body_cleanse(j->body);
+    json_decref(j->body);
+    OPENSSL_cleanse(j, sizeof(*j));
+    free(j);
+}
+
+pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
+{
+    pwjob_t *j = calloc(1, sizeof(*j));
+
+    if (j == NULL) {
+        reply_store_error(c, -ENOMEM, "request");
+        return NULL;
+    }
+    j->job.work = pwjob_work;
+    j->job.cont = pwjob_cont;
+    j->job.arg = j;
+    j->job.release = pwjob_release;
+    j->finish = finish;
+    snprintf(j->method, sizeof(j->method), "%s", c->req->method);
+    snprintf(j->path, sizeof(j->path), "%.*s",
+             (int)(c->req->path_len < sizeof(j->path) ? c->req->path_len : sizeof(j->path) - 1),
+             c->req->path);
+    snprintf(j->request_id, sizeof(j->request_id), "%s",
+             c->req->request_id != NULL ? c->req->request_id : "-");
+    j->id = c->id;
+    j->caller = c->caller;
+    j->body = json_incref(c->body);
+    j->iterations = c->a->conf.pbkdf2_iterations;
+    return j;
+}
+
+void pwjob_copy_pw(char *dst, const char *src)
+{
+    size_t n = strnlen(src, TA_PASSWORD_MAX + 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+void pwjob_submit(actx_t *c, pwjob_t *j)
+{
+    TA_BUG_ON(c->res->job != NULL || c->res->fetch != NULL);
+    c->res->job = &j->job;
+}
+
+int pwjob_hash_into(actx_t *c, const pwjob_t *j, ta_user_t *u)
+{
+    int n = j->hash_rc;
+
+    if (n <= 0 || (size_t)n > sizeof(u->pwhash)) {
+        reply_store_error(c, n < 0 ? n : TA_ETOOBIG, "password");
+        return n < 0 ? n : TA_ETOOBIG;
+    }
+    memcpy(u->pwhash, j->new_hash, (size_t)n);
+    u->pwhash_len = (uint16_t)n;
     return 0;
 }
 
@@ -616,7 +758,6 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
     const route_t *r = NULL;
     char allow[64] = "";
     uint64_t id = 0;
-    int rc;
 
     memset(res, 0, sizeof(*res));
     memset(&c, 0, sizeof(c));
@@ -682,18 +823,9 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
 
     res->status = 500;
     r->fn(&c);
-
-    if (c.txn != NULL) {
-        if (c.txn_write && res->status < 400) {
-            rc = ta_txn_commit(c.txn);
-            c.txn = NULL;
-            if (rc != 0)
-                reply_store_error(&c, rc, "commit");
-        } else {
-            ta_txn_abort(c.txn);
-            c.txn = NULL;
-        }
-    }
+    /* A handler that returned a job has not answered (status 500): any
+     * transaction it left is aborted here. */
+    ctx_end(&c);
 Exit:
     json_decref(c.body);
 }

@@ -8,9 +8,10 @@
  * environment for the work it does (read for GET, write for mutations), with
  * ctx_txn(); any rejection after that aborts it, so a refused request leaves
  * nothing half-written. The router commits a write transaction only when the
- * handler answered < 400. Expensive work (PBKDF2) is done before the write
- * transaction starts, never inside it: every process serializes on the
- * ledger's write lock, the /v1 hold path included.
+ * handler answered < 400. Expensive work (PBKDF2) is done outside any
+ * transaction and off the loop thread (pwjob below): every process
+ * serializes on the ledger's write lock, the /v1 hold path included, and
+ * every request of the worker waits while its loop thread is busy.
  *
  * Worker processes only (and the CLI for ta_admin_create_superadmin).
  */
@@ -134,7 +135,8 @@ int auth_check(actx_t *c, int mode);
 /** Take body[field] as a new password (string, TA_PASSWORD_MIN characters ..
  *  TA_PASSWORD_MAX bytes); replies 400 naming field and returns <0. */
 int password_take(actx_t *c, const char *field, const char **out);
-/** Hash pw at the configured cost into u->pwhash; replies 500 on failure. */
+/** Hash pw at the configured cost into u->pwhash; replies 500 on failure.
+ *  Blocks for the whole PBKDF2: not for handlers (pwjob_t). */
 int password_hash_into(actx_t *c, const char *pw, ta_user_t *u);
 
 /** Collect the ids of the quotas of user_id (malloc'd array, *n). */
@@ -149,6 +151,64 @@ int quota_new_key(ta_store_t *st, MDB_txn *txn, ta_quota_t *q, char *key);
 json_t *user_json(const ta_user_t *u);
 /** Quota JSON with its "usage" (reads the balance in c->txn). */
 json_t *quota_json(actx_t *c, const ta_quota_t *q);
+
+/* ---- password work off the loop thread (admin.c) --------------------------
+ * PBKDF2 (tens of ms at the default cost) never runs on the worker's loop:
+ * a handler validates synchronously (400s at once), fills a pwjob with what
+ * the work needs and hands it to the worker (ta_api_job_t, schema/api.h).
+ * The work runs on a pool thread and touches only the job's own buffers:
+ *   verify:          verify_rc = ta_password_verify(pw, hash)
+ *   new_pw non-empty (and verify, if asked, succeeded):
+ *                    hash_rc = ta_password_hash(new_pw) into new_hash
+ * Then finish runs on the loop thread with an actx_t rebuilt from the
+ * copies below (c->body is the request's parsed body); it opens its own
+ * transaction with ctx_txn if it needs one, re-checks what may have changed
+ * meanwhile, and replies; the transaction is committed or aborted as the
+ * router does. If the client left, finish is not called. release wipes the
+ * passwords, the hashes and the body's password strings. */
+typedef struct pwjob pwjob_t;
+typedef void (*pwjob_finish_fn)(actx_t *c, pwjob_t *j);
+
+struct pwjob {
+    ta_api_job_t job;        /* first: the worker hands it back as is */
+    pwjob_finish_fn finish;
+    /* the request, copied for finish */
+    char method[8];
+    char path[160];
+    char request_id[48];
+    uint64_t id;
+    ta_user_t caller;
+    json_t *body;            /* a reference, or NULL */
+    /* the work's inputs: SECRETS */
+    unsigned iterations;
+    bool verify;
+    char pw[TA_PASSWORD_MAX + 2];     /* verified against hash */
+    char hash[TA_PWHASH_MAX];
+    size_t hash_len;
+    char new_pw[TA_PASSWORD_MAX + 2]; /* hashed into new_hash */
+    /* the work's results */
+    int verify_rc;
+    int hash_rc;                      /* length of new_hash, or <0 */
+    char new_hash[TA_PWHASH_MAX];
+    /* handler state */
+    bool found;
+    ta_user_t user;
+};
+
+/** A job for this request (method, path, request id, id, caller and a
+ *  reference to the body copied), pbkdf2 cost from the admin's conf. NULL
+ *  after replying 500. */
+pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish);
+/** Copy password src into a job buffer of TA_PASSWORD_MAX + 2 bytes; a
+ *  longer one is cut at TA_PASSWORD_MAX + 1 bytes, which still fails the
+ *  length checks of crypto.h exactly as the whole would. */
+void pwjob_copy_pw(char *dst, const char *src);
+/** Hand j to the worker through c->res->job. The handler returns right
+ *  after, with its transaction closed or left for the router to abort. */
+void pwjob_submit(actx_t *c, pwjob_t *j);
+/** Store the new_hash of a finished pwjob into u; replies 500 and returns
+ *  <0 when the hashing failed. */
+int pwjob_hash_into(actx_t *c, const pwjob_t *j, ta_user_t *u);
 
 /* ---- handlers ----------------------------------------------------------- */
 void h_login(actx_t *c);

@@ -9,14 +9,20 @@
  * logout is effective everywhere once it is committed. A process dying
  * mid-logout loses the uncommitted row only (the client got no 204).
  *
- * PBKDF2 runs outside any transaction: login verifies after its read
- * transaction ended, the password change hashes before its write
- * transaction starts.
+ * PBKDF2 runs outside any transaction and off the loop thread (pwjob_t of
+ * admin_internal.h): login reads the user in a read transaction, verifies
+ * on a pool thread (unknown e-mails against the dummy hash, so the timing
+ * is the same), then re-reads the user in a short read transaction of its
+ * continuation before issuing the token. The password change verifies the
+ * old password and hashes the new one on a pool thread, then writes in the
+ * continuation's write transaction, refusing (409) if the stored hash
+ * changed meanwhile.
  *
  * Worker processes only.
  */
 #include "admin/admin_internal.h"
 
+#include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -208,45 +214,30 @@ static const char *body_str(actx_t *c, const char *field)
     return json_string_value(v);
 }
 
-void h_login(actx_t *c)
+/* Loop thread, after the verification ran on a pool thread. The user is
+ * read again: an account disabled, or a password changed, while the hash
+ * ran must not get a token. */
+static void login_finish(actx_t *c, pwjob_t *j)
 {
-    const char *email, *pw;
-    char lemail[sizeof(((ta_user_t *)0)->email)];
     ta_user_t u;
-    uint64_t uid = 0;
-    bool found = false;
     char *token = NULL;
     ta_jwt_claims_t claims;
     int rc;
 
-    memset(&u, 0, sizeof(u));
-    if ((email = body_str(c, "email")) == NULL || (pw = body_str(c, "password")) == NULL)
+    if (!j->found || j->verify_rc != 0) {
+        reply_401(c, "invalid_credentials", "invalid email or password");
         return;
-    lower_copy(lemail, sizeof(lemail), email);
+    }
     if (ctx_txn(c, false) != 0)
         return;
-    rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, lemail, &uid);
-    if (rc == 0)
-        rc = ta_rec_get(c->st, c->txn, &ta_desc_user, uid, &u);
-    if (rc != 0 && rc != TA_ENOTFOUND) {
-        reply_store_error(c, rc, "user");
+    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, j->user.id, &u);
+    if (rc == TA_ENOTFOUND ||
+        (rc == 0 && (u.pwhash_len != j->hash_len || memcmp(u.pwhash, j->hash, j->hash_len) != 0))) {
+        reply_401(c, "invalid_credentials", "invalid email or password");
         return;
     }
-    found = rc == 0 && strlen(email) < sizeof(lemail);
-    /* The read transaction ends before PBKDF2 so no reader slot or snapshot
-     * is held for its duration. */
-    ta_txn_abort(c->txn);
-    c->txn = NULL;
-
-    if (found && u.pwhash_len > 0) {
-        rc = ta_password_verify(pw, (const char *)u.pwhash, u.pwhash_len);
-    } else {
-        /* Same work as a real check, so the time does not tell which e-mails exist. */
-        ta_password_verify(pw, c->a->dummy_hash, c->a->dummy_hash_len);
-        rc = TA_EAUTH;
-    }
     if (rc != 0) {
-        reply_401(c, "invalid_credentials", "invalid email or password");
+        reply_store_error(c, rc, "user");
         return;
     }
     if (!u.is_active) {
@@ -263,6 +254,53 @@ void h_login(actx_t *c)
                json_pack("{s:s,s:s,s:I,s:o}", "access_token", token, "token_type", "Bearer",
                          "expires_in", (json_int_t)c->a->conf.jwt_ttl_s, "user", user_json(&u)));
     free(token);
+}
+
+void h_login(actx_t *c)
+{
+    const char *email, *pw;
+    char lemail[sizeof(((ta_user_t *)0)->email)];
+    ta_user_t u;
+    uint64_t uid = 0;
+    bool found = false;
+    pwjob_t *j;
+    int rc;
+
+    memset(&u, 0, sizeof(u));
+    if ((email = body_str(c, "email")) == NULL || (pw = body_str(c, "password")) == NULL)
+        return;
+    lower_copy(lemail, sizeof(lemail), email);
+    if (ctx_txn(c, false) != 0)
+        return;
+    rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, lemail, &uid);
+    if (rc == 0)
+        rc = ta_rec_get(c->st, c->txn, &ta_desc_user, uid, &u);
+    if (rc != 0 && rc != TA_ENOTFOUND) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    found = rc == 0 && strlen(email) < sizeof(lemail) && u.pwhash_len > 0 &&
+            u.pwhash_len <= sizeof(((pwjob_t *)0)->hash);
+    /* No reader slot or snapshot is held while the hash runs. */
+    ta_txn_abort(c->txn);
+    c->txn = NULL;
+
+    if ((j = pwjob_new(c, login_finish)) == NULL)
+        return;
+    j->verify = true;
+    pwjob_copy_pw(j->pw, pw);
+    j->found = found;
+    if (found) {
+        j->user = u;
+        memcpy(j->hash, u.pwhash, u.pwhash_len);
+        j->hash_len = u.pwhash_len;
+    } else {
+        /* Same work as a real check, so the time does not tell which e-mails exist. */
+        memcpy(j->hash, c->a->dummy_hash, c->a->dummy_hash_len);
+        j->hash_len = c->a->dummy_hash_len;
+    }
+    OPENSSL_cleanse(&u, sizeof(u));
+    pwjob_submit(c, j);
 }
 
 /* Delete a few expired revoked_jwt rows, starting at a random key so that
@@ -338,50 +376,68 @@ void h_me(actx_t *c)
     reply_json(c, 200, user_json(&c->caller));
 }
 
+/* Loop thread, after the old password was verified and the new one hashed
+ * on a pool thread. */
+static void password_finish(actx_t *c, pwjob_t *j)
+{
+    ta_user_t cur, nu;
+    int rc;
+
+    if (j->verify_rc != 0) {
+        reply_field(c, "old_password", "mismatch", "does not match the current password");
+        return;
+    }
+    memset(&nu, 0, sizeof(nu));
+    if (pwjob_hash_into(c, j, &nu) != 0)
+        return;
+    if (ctx_txn(c, true) != 0)
+        return;
+    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->caller.id, &cur);
+    if (rc == 0 && !cur.is_active) {
+        reply_401(c, "user_inactive", "the user of this token does not exist or is not active");
+        return;
+    }
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    /* A concurrent change of the password wins over this one only if it
+     * committed first and the old password no longer matches. */
+    if (cur.pwhash_len != j->hash_len || memcmp(cur.pwhash, j->hash, j->hash_len) != 0) {
+        reply_error(c, 409, "conflict_error", "conflict", NULL,
+                    "the password was changed meanwhile; try again");
+        return;
+    }
+    memcpy(cur.pwhash, nu.pwhash, nu.pwhash_len);
+    cur.pwhash_len = nu.pwhash_len;
+    cur.updated_at = ta_now_s();
+    rc = ta_rec_put(c->st, c->txn, &ta_desc_user, cur.id, &cur);
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    reply_204(c);
+}
+
 void h_password(actx_t *c)
 {
     const char *oldpw, *newpw;
-    ta_user_t u;
-    int rc;
+    pwjob_t *j;
 
     if ((oldpw = body_str(c, "old_password")) == NULL)
         return;
     if (password_take(c, "new_password", &newpw) != 0)
         return;
-    if (ta_password_verify(oldpw, (const char *)c->caller.pwhash, c->caller.pwhash_len) != 0) {
-        reply_field(c, "old_password", "mismatch", "does not match the current password");
+    if ((j = pwjob_new(c, password_finish)) == NULL)
         return;
-    }
-    memset(&u, 0, sizeof(u));
-    if (password_hash_into(c, newpw, &u) != 0)
-        return;
-    if (ctx_txn(c, true) != 0)
-        return;
-    {
-        ta_user_t cur;
-        rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->caller.id, &cur);
-        if (rc != 0) {
-            reply_store_error(c, rc, "user");
-            return;
-        }
-        /* A concurrent change of the password wins over this one only if it
-         * committed first and the old password no longer matches. */
-        if (cur.pwhash_len != c->caller.pwhash_len ||
-            memcmp(cur.pwhash, c->caller.pwhash, cur.pwhash_len) != 0) {
-            reply_error(c, 409, "conflict_error", "conflict", NULL,
-                        "the password was changed meanwhile; try again");
-            return;
-        }
-        memcpy(cur.pwhash, u.pwhash, u.pwhash_len);
-        cur.pwhash_len = u.pwhash_len;
-        cur.updated_at = ta_now_s();
-        rc = ta_rec_put(c->st, c->txn, &ta_desc_user, cur.id, &cur);
-        if (rc != 0) {
-            reply_store_error(c, rc, "user");
-            return;
-        }
-    }
-    reply_204(c);
+    j->verify = true;
+    pwjob_copy_pw(j->pw, oldpw);
+    pwjob_copy_pw(j->new_pw, newpw);
+    /* A stored hash too long to copy cannot be valid (crypto.h); an empty
+     * one verifies as malformed: both answer "mismatch" as before. */
+    j->hash_len = c->caller.pwhash_len <= sizeof(j->hash) ? c->caller.pwhash_len : 0;
+    memcpy(j->hash, c->caller.pwhash, j->hash_len);
+    pwjob_submit(c, j);
 }
 
 static bool mine(actx_t *c, const void *rec, void *arg)

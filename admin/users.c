@@ -9,7 +9,11 @@
  *                   and reset-all-keys (old rows deleted, new rows stored)
  *
  * The index and the record change in the same transaction, so no reader
- * ever sees one without the other; a rejection aborts both. Users are never
+ * ever sees one without the other; a rejection aborts both. A create, or
+ * an update with a password, first checks in a read transaction (so 400,
+ * 404 and 409 answer at once), hashes the password on the worker's pool
+ * thread (pwjob_t) with no transaction open, then checks again and writes
+ * in its continuation's write transaction. Users are never
  * deleted: DELETE deactivates and revokes keys, the record stays for audit.
  *
  * Worker processes (and the CLI through ta_admin_create_superadmin).
@@ -102,10 +106,36 @@ static int user_insert(ta_store_t *st, MDB_txn *txn, ta_user_t *u)
     return ta_rec_put(st, txn, &ta_desc_user, u->id, u);
 }
 
+/* Loop thread, after the password was hashed on a pool thread: the insert
+ * re-checks the e-mail (another request may have taken it meanwhile). */
+static void users_create_finish(actx_t *c, pwjob_t *j)
+{
+    ta_user_t *u = &j->user;
+    int rc;
+
+    if (pwjob_hash_into(c, j, u) != 0)
+        return;
+    if (ctx_txn(c, true) != 0)
+        return;
+    rc = user_insert(c->st, c->txn, u);
+    if (rc == TA_EEXIST) {
+        reply_error(c, 409, "conflict_error", "duplicate", "email",
+                    "a user with email %s already exists", u->email);
+        return;
+    }
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return;
+    }
+    reply_json(c, 201, user_json(u));
+}
+
 void h_users_create(actx_t *c)
 {
     const char *pw;
     ta_user_t u;
+    uint64_t other;
+    pwjob_t *j;
     int rc;
 
     memset(&u, 0, sizeof(u));
@@ -114,21 +144,27 @@ void h_users_create(actx_t *c)
         return;
     if (password_take(c, "password", &pw) != 0)
         return;
-    if (password_hash_into(c, pw, &u) != 0)
+    /* A taken e-mail is refused before the hash is spent on it. */
+    lower_copy(u.email, sizeof(u.email), u.email);
+    if (ctx_txn(c, false) != 0)
         return;
-    if (ctx_txn(c, true) != 0)
-        return;
-    rc = user_insert(c->st, c->txn, &u);
-    if (rc == TA_EEXIST) {
+    rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u.email, &other);
+    ta_txn_abort(c->txn);
+    c->txn = NULL;
+    if (rc == 0) {
         reply_error(c, 409, "conflict_error", "duplicate", "email",
                     "a user with email %s already exists", u.email);
         return;
     }
-    if (rc != 0) {
+    if (rc != TA_ENOTFOUND) {
         reply_store_error(c, rc, "user");
         return;
     }
-    reply_json(c, 201, user_json(&u));
+    if ((j = pwjob_new(c, users_create_finish)) == NULL)
+        return;
+    j->user = u;
+    pwjob_copy_pw(j->new_pw, pw);
+    pwjob_submit(c, j);
 }
 
 void h_users_get(actx_t *c)
@@ -146,53 +182,63 @@ void h_users_get(actx_t *c)
     reply_json(c, 200, user_json(&u));
 }
 
-void h_users_update(actx_t *c)
+/* In c->txn: read user c->id into *old, merge the body into *u and check
+ * the self rules and the e-mail's uniqueness. Replies and returns <0 on a
+ * rejection. Read-only, so it also serves as the early check of an update
+ * that must hash a password first. */
+static int user_update_check(actx_t *c, ta_user_t *u, ta_user_t *old)
 {
-    const char *pw = NULL;
-    ta_user_t u, old, pwu;
     bool self = c->id == c->caller.id;
     int rc;
 
-    if (body_has(c, "password") && !json_is_null(json_object_get(c->body, "password"))) {
-        if (password_take(c, "password", &pw) != 0)
-            return;
-        memset(&pwu, 0, sizeof(pwu));
-        if (password_hash_into(c, pw, &pwu) != 0)
-            return;
-    }
-    if (ctx_txn(c, true) != 0)
-        return;
-    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
+    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, u);
     if (rc != 0) {
         reply_store_error(c, rc, "user");
-        return;
+        return rc;
     }
-    old = u;
-    if (body_apply(c, &ta_desc_user, &u, merge_mode(c)) != 0)
-        return;
-    lower_copy(u.email, sizeof(u.email), u.email);
-    if (self && old.role == TA_ROLE_SUPERADMIN) {
-        if (!u.is_active) {
+    *old = *u;
+    if ((rc = body_apply(c, &ta_desc_user, u, merge_mode(c))) != 0)
+        return rc;
+    lower_copy(u->email, sizeof(u->email), u->email);
+    if (self && old->role == TA_ROLE_SUPERADMIN) {
+        if (!u->is_active) {
             reply_field(c, "is_active", "self", "a superadmin cannot deactivate themselves");
-            return;
+            return TA_EINVAL;
         }
-        if (u.role != TA_ROLE_SUPERADMIN) {
+        if (u->role != TA_ROLE_SUPERADMIN) {
             reply_field(c, "role", "self", "a superadmin cannot demote themselves");
-            return;
+            return TA_EINVAL;
         }
     }
-    if (strcmp(u.email, old.email) != 0) {
+    if (strcmp(u->email, old->email) != 0) {
         uint64_t other;
-        rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u.email, &other);
-        if (rc == 0 && other != u.id) {
+        rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u->email, &other);
+        if (rc == 0 && other != u->id) {
             reply_error(c, 409, "conflict_error", "duplicate", "email",
-                        "a user with email %s already exists", u.email);
-            return;
+                        "a user with email %s already exists", u->email);
+            return TA_EEXIST;
         }
         if (rc != 0 && rc != TA_ENOTFOUND) {
             reply_store_error(c, rc, "user");
-            return;
+            return rc;
         }
+    }
+    return 0;
+}
+
+/* The update in a write transaction: checked again (the user may have
+ * changed since an early check), then the index and the record; j carries
+ * the new password's hash, or is NULL. Replies. */
+static void user_update_store(actx_t *c, const pwjob_t *j)
+{
+    ta_user_t u, old;
+    int rc;
+
+    if (ctx_txn(c, true) != 0)
+        return;
+    if (user_update_check(c, &u, &old) != 0)
+        return;
+    if (strcmp(u.email, old.email) != 0) {
         rc = ta_idx_del(c->st, c->txn, TA_DB_USERS_BY_EMAIL, old.email);
         if (rc == 0 || rc == TA_ENOTFOUND)
             rc = ta_idx_put(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u.email, u.id);
@@ -201,10 +247,8 @@ void h_users_update(actx_t *c)
             return;
         }
     }
-    if (pw != NULL) {
-        memcpy(u.pwhash, pwu.pwhash, pwu.pwhash_len);
-        u.pwhash_len = pwu.pwhash_len;
-    }
+    if (j != NULL && pwjob_hash_into(c, j, &u) != 0)
+        return;
     u.id = old.id;
     u.created_at = old.created_at;
     u.updated_at = ta_now_s();
@@ -214,6 +258,44 @@ void h_users_update(actx_t *c)
         return;
     }
     reply_json(c, 200, user_json(&u));
+}
+
+/* Loop thread, after the new password was hashed on a pool thread. */
+static void users_update_finish(actx_t *c, pwjob_t *j)
+{
+    if (j->hash_rc <= 0) {
+        ta_user_t scratch;
+        pwjob_hash_into(c, j, &scratch); /* replies 500 */
+        return;
+    }
+    user_update_store(c, j);
+}
+
+void h_users_update(actx_t *c)
+{
+    const char *pw = NULL;
+    ta_user_t u, old;
+    pwjob_t *j;
+    int rc;
+
+    if (!body_has(c, "password") || json_is_null(json_object_get(c->body, "password"))) {
+        user_update_store(c, NULL);
+        return;
+    }
+    if (password_take(c, "password", &pw) != 0)
+        return;
+    /* 404, 400 and 409 answer before the hash is spent. */
+    if (ctx_txn(c, false) != 0)
+        return;
+    rc = user_update_check(c, &u, &old);
+    ta_txn_abort(c->txn);
+    c->txn = NULL;
+    if (rc != 0)
+        return;
+    if ((j = pwjob_new(c, users_update_finish)) == NULL)
+        return;
+    pwjob_copy_pw(j->new_pw, pw);
+    pwjob_submit(c, j);
 }
 
 /* ---- keys of a user ------------------------------------------------------- */

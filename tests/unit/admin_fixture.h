@@ -3,7 +3,8 @@
  * real store (LMDB in a mkdtemp() directory), a ta_admin_t over it with real
  * PBKDF2 (1000 iterations) and random JWT secret / master key, a superadmin,
  * and requests driven through ta_admin_handle() whose JSON answers are kept
- * until teardown.
+ * until teardown; an answer offloaded to the worker's pool (ta_api_job_t) is
+ * finished inline by fx_run_job().
  *
  * Include after cmocka.h and jansson.h. Before including, a test may define
  *   ADMIN_FX_POOL   how many answers one test keeps (default 512);
@@ -53,6 +54,23 @@ static inline int fx_rm_cb(const char *p, const struct stat *sb, int flag, struc
     return remove(p);
 }
 
+/* What the worker does with an offloaded answer (schema/api.h, ta_api_job_t),
+ * inline: the work, then the continuation's answer replaces rs, then release. */
+static inline void fx_run_job(fx_t *f, ta_apires_t *rs)
+{
+    ta_api_job_t *jb = rs->job;
+
+    if (jb == NULL)
+        return;
+    assert_null(rs->fetch);
+    free(rs->body);
+    jb->work(jb->arg);
+    jb->cont(f->a, jb->arg, rs);
+    assert_null(rs->job);
+    assert_null(rs->fetch);
+    jb->release(jb);
+}
+
 /* One request. url may carry "?query". tok: NULL none, "RAW:..." a literal
  * Authorization value, else a bearer token. Returns the parsed answer (NULL
  * for an empty body); it stays valid until teardown. An answer with a body
@@ -89,6 +107,7 @@ static inline json_t *call_raw(fx_t *f, const char *method, const char *url, con
     rq.request_id = "test";
     rq.client_ip = "127.0.0.1";
     ta_admin_handle(f->a, &rq, &rs);
+    fx_run_job(f, &rs);
     f->status = rs.status;
     memcpy(f->allow, rs.allow, sizeof(f->allow));
     if (rs.body != NULL) {
