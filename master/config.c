@@ -97,8 +97,10 @@ static const setting_t settings[] = {
      "URL that receives a POST when a quota crosses a warning threshold; empty = none."},
     {"ring_slots", CT_INT, NUM(ring_slots), "65536", 1024, 16777216, NULL, false,
      "Slots in the worker-to-billing event ring (a power of two)."},
-    {"upstream_max_connections", CT_INT, NUM(upstream_max_connections), "64", 1, 65536, NULL, true,
-     "Upstream keep-alive connections kept per worker."},
+    {"upstream_max_connections", CT_INT, NUM(upstream_max_connections), "0", 0, 65536, NULL, true,
+     "Idle upstream keep-alive connections kept per worker; 0 = automatic (4 per request in "
+     "flight, so the pool follows the load). A pool smaller than the concurrency closes and "
+     "reopens connections on every request (about twice the CPU per request)."},
     {"pbkdf2_iterations", CT_INT, NUM(pbkdf2_iterations), "210000", 1000, 10000000, NULL, true,
      "PBKDF2-HMAC-SHA256 iterations for new password hashes."},
     {"test_clock_offset_s", CT_INT, NUM(test_clock_offset_s), "0", -10000000000LL, 10000000000LL,

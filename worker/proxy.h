@@ -45,7 +45,7 @@ typedef struct ta_proxy_conf {
     int64_t stream_drain_timeout_ms; /* bound of a drain after the client left; 0 = 60000 */
     size_t max_body_size;         /* request bodies; 0 = 16 MiB */
     size_t max_response_size;     /* buffered (non-streaming) answers; 0 = 64 MiB */
-    long upstream_max_connections; /* pool size per worker; 0 = 256 */
+    long upstream_max_connections; /* idle pool size per worker; 0 = automatic (ta_upstream_opts_t) */
     /** Optional: every event, after it went to the ring (tests, logs). */
     void (*on_event)(void *arg, const ta_event_t *ev);
     void *on_event_arg;

@@ -557,8 +557,6 @@ int ta_upstream_create(ta_upstream_t **out, h2o_loop_t *loop, const ta_upstream_
     up->loop = loop;
     if (opts != NULL)
         up->opts = *opts;
-    if (up->opts.max_connects <= 0)
-        up->opts.max_connects = 256;
     if (up->opts.max_idle_s <= 0)
         up->opts.max_idle_s = 30;
     for (int i = 0; i < NBUCKETS; i++)
@@ -574,7 +572,10 @@ int ta_upstream_create(ta_upstream_t **out, h2o_loop_t *loop, const ta_upstream_
     curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
     curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
     curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
-    curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, up->opts.max_connects);
+    /* unset, curl keeps 4 idle connections per transfer added: the pool
+     * follows the concurrency instead of churning connections above a bound */
+    if (up->opts.max_connects > 0)
+        curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, up->opts.max_connects);
     if (up->opts.max_host_conns > 0)
         curl_multi_setopt(up->multi, CURLMOPT_MAX_HOST_CONNECTIONS, up->opts.max_host_conns);
     *out = up;

@@ -24,7 +24,7 @@ typedef struct ta_upstream ta_upstream_t; /* per worker: multi handle + pool */
 typedef struct ta_upcall ta_upcall_t;     /* one call in flight */
 
 typedef struct ta_upstream_opts {
-    long max_connects;     /* connections kept in the pool (CURLMOPT_MAXCONNECTS); 0 = 256 */
+    long max_connects;     /* idle connections kept in the pool (CURLMOPT_MAXCONNECTS); 0 = curl's automatic size, 4 per transfer added */
     long max_host_conns;   /* per-host connection cap (CURLMOPT_MAX_HOST_CONNECTIONS); 0 = none */
     long max_idle_s;       /* pooled connections idle longer are not reused (CURLOPT_MAXAGE_CONN);
                             * keep it below the providers' keep-alive timeout; 0 = 30 */
