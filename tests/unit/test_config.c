@@ -86,7 +86,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.shutdown_timeout_ms, 30000);
     assert_int_equal(c.on_disconnect, TA_ON_DISCONNECT_DRAIN);
     assert_int_equal(c.ring_slots, 65536);
-    assert_int_equal(c.upstream_max_connections, 64);
+    assert_int_equal(c.upstream_max_connections, 0); /* automatic: curl sizes the pool */
     assert_int_equal(c.pbkdf2_iterations, 210000);
     assert_int_equal(c.test_clock_offset_s, 0);
     assert_true(ta_config_workers(&c) >= 1);
