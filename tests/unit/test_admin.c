@@ -312,6 +312,201 @@ static void test_login(void **state)
           "{\"email\":\"gone@example.com\",\"password\":\"password-gone@example.com\"}");
 }
 
+/* ---- password work offloaded to the worker's pool (ta_api_job_t) ---------
+ * Driven step by step as the worker does it: the handler returns a job, the
+ * work runs (here inline, in the worker on a pool thread), then the
+ * continuation answers, or, when the client left, only release runs. */
+
+static void handle(fx_t *f, const char *method, const char *url, const char *body, const char *tok,
+                   ta_apires_t *rs)
+{
+    ta_apireq_t rq;
+    char auth[4200];
+
+    memset(&rq, 0, sizeof(rq));
+    rq.method = method;
+    rq.path = url;
+    rq.path_len = strlen(url);
+    rq.body = body;
+    rq.body_len = body != NULL ? strlen(body) : 0;
+    if (tok != NULL) {
+        snprintf(auth, sizeof(auth), "Bearer %s", tok);
+        rq.authorization = auth;
+        rq.authorization_len = strlen(auth);
+    }
+    rq.base_url = "http://gw.test";
+    rq.request_id = "test";
+    rq.client_ip = "127.0.0.1";
+    ta_admin_handle(f->a, &rq, rs);
+    /* rq and auth die here: a job must have copied what it needs. */
+    memset(auth, 0xA5, sizeof(auth));
+}
+
+/* The handler must hand back a job and no answer. */
+static ta_api_job_t *job_start(fx_t *f, const char *method, const char *url, const char *tok,
+                               const char *body)
+{
+    ta_apires_t rs;
+
+    handle(f, method, url, body, tok, &rs);
+    if (rs.job == NULL)
+        fail_msg("%s %s: answered %d at once, want a job: %.*s", method, url, rs.status,
+                 (int)rs.body_len, rs.body != NULL ? rs.body : "");
+    assert_null(rs.body);
+    assert_null(rs.fetch);
+    return rs.job;
+}
+
+/* The handler must answer want at once, without a job. */
+static void answers_at_once(fx_t *f, int want, const char *method, const char *url,
+                            const char *tok, const char *body)
+{
+    ta_apires_t rs;
+
+    handle(f, method, url, body, tok, &rs);
+    assert_null(rs.job);
+    if (rs.status != want)
+        fail_msg("%s %s: status %d, want %d: %.*s", method, url, rs.status, want,
+                 (int)rs.body_len, rs.body != NULL ? rs.body : "");
+    free(rs.body);
+}
+
+/* The continuation's answer (the work ran before), then release. */
+static json_t *job_finish(fx_t *f, ta_api_job_t *jb, int want)
+{
+    ta_apires_t rs;
+    json_t *j = NULL;
+
+    jb->cont(f->a, jb->arg, &rs);
+    jb->release(jb);
+    assert_null(rs.job);
+    assert_null(rs.fetch);
+    if (rs.body != NULL) {
+        j = json_loadb(rs.body, rs.body_len, 0, NULL);
+        assert_non_null(j);
+        assert_true(f->npool < ADMIN_FX_POOL);
+        f->pool[f->npool++] = j;
+    }
+    if (rs.status != want) {
+        char *d = j != NULL ? json_dumps(j, 0) : NULL;
+        fail_msg("continuation: status %d, want %d: %s", rs.status, want, d != NULL ? d : "");
+    }
+    free(rs.body);
+    return j;
+}
+
+static void test_offloaded_jobs(void **state)
+{
+    fx_t *f = *state;
+    ta_api_job_t *ja, *jb;
+    json_t *j;
+    long long joe;
+    char url[96], *before, *after, *tok;
+
+    joe = mk_user(f, "joe@example.com", "user");
+    snprintf(url, sizeof(url), "/api/admin/users/%lld/", joe);
+    mk_user(f, "taken@example.com", "user");
+
+    /* PBKDF2 only in a job; every check that needs none answers at once */
+    jb = job_start(f, "POST", "/api/auth/login/", NULL,
+                   "{\"email\":\"nobody@example.com\",\"password\":\"some password\"}");
+    jb->work(jb->arg);
+    j = job_finish(f, jb, 401);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "invalid_credentials");
+    answers_at_once(f, 400, "POST", "/api/auth/login/", NULL, "{\"email\":\"joe@example.com\"}");
+    answers_at_once(f, 400, "POST", "/api/admin/users/", f->admin_tok,
+                    "{\"email\":\"x@example.com\",\"password\":\"short\"}");
+    answers_at_once(f, 400, "POST", "/api/admin/users/", f->admin_tok,
+                    "{\"email\":\"not an email\",\"password\":\"long enough pw\"}");
+    answers_at_once(f, 409, "POST", "/api/admin/users/", f->admin_tok,
+                    "{\"email\":\"JOE@example.com\",\"password\":\"long enough pw\"}");
+    answers_at_once(f, 404, "PATCH", "/api/admin/users/999/", f->admin_tok,
+                    "{\"password\":\"long enough pw\"}");
+    answers_at_once(f, 409, "PATCH", url, f->admin_tok,
+                    "{\"password\":\"long enough pw\",\"email\":\"taken@example.com\"}");
+    answers_at_once(f, 400, "PUT", url, f->admin_tok, "{\"password\":\"long enough pw\"}");
+    answers_at_once(f, 200, "PATCH", url, f->admin_tok, "{\"name\":\"Joe\",\"password\":null}");
+    tok = login(f, "joe@example.com", "password-joe@example.com");
+    answers_at_once(f, 400, "POST", "/api/auth/password/", tok,
+                    "{\"old_password\":\"password-joe@example.com\",\"new_password\":\"short\"}");
+
+    /* the client left: release only (after the work, or before it when the
+     * queue was full); nothing is written */
+    before = dump(f);
+    jb = job_start(f, "POST", "/api/admin/users/", f->admin_tok,
+                   "{\"email\":\"left@example.com\",\"password\":\"left password\"}");
+    jb->work(jb->arg);
+    jb->release(jb);
+    jb = job_start(f, "PATCH", url, f->admin_tok, "{\"password\":\"never stored pw\"}");
+    jb->release(jb);
+    jb = job_start(f, "POST", "/api/auth/password/", tok,
+                   "{\"old_password\":\"password-joe@example.com\",\"new_password\":\"never stored\"}");
+    jb->work(jb->arg);
+    jb->release(jb);
+    after = dump(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+
+    /* two creates of one e-mail pass the early check; the second to finish gets 409 */
+    ja = job_start(f, "POST", "/api/admin/users/", f->admin_tok,
+                   "{\"email\":\"race@example.com\",\"password\":\"race password a\"}");
+    jb = job_start(f, "POST", "/api/admin/users/", f->admin_tok,
+                   "{\"email\":\"Race@Example.com\",\"password\":\"race password b\"}");
+    ja->work(ja->arg);
+    jb->work(jb->arg);
+    job_finish(f, jb, 201);
+    assert_error(job_finish(f, ja, 409), "conflict_error", "email");
+    free(login(f, "race@example.com", "race password b"));
+
+    /* an update whose new e-mail was taken while its password hashed */
+    ja = job_start(f, "PATCH", url, f->admin_tok,
+                   "{\"password\":\"joe new password\",\"email\":\"late@example.com\"}");
+    ja->work(ja->arg);
+    mk_user(f, "late@example.com", "user");
+    assert_error(job_finish(f, ja, 409), "conflict_error", "email");
+    /* ... and one that goes through, merging the body again */
+    ja = job_start(f, "PUT", url, f->admin_tok,
+                   "{\"email\":\"joe@example.com\",\"name\":\"Joe J\",\"role\":\"user\","
+                   "\"is_active\":true,\"password\":\"joe new password\"}");
+    ja->work(ja->arg);
+    j = job_finish(f, ja, 200);
+    assert_string_equal(jstr(j, "name"), "Joe J");
+    callf(f, 401, "POST", "/api/auth/login/", NULL,
+          "{\"email\":\"joe@example.com\",\"password\":\"password-joe@example.com\"}");
+    free(tok);
+    tok = login(f, "joe@example.com", "joe new password");
+
+    /* a password change that lost to an admin's update while it hashed */
+    ja = job_start(f, "POST", "/api/auth/password/", tok,
+                   "{\"old_password\":\"joe new password\",\"new_password\":\"joe third pass\"}");
+    ja->work(ja->arg);
+    callf(f, 200, "PATCH", url, f->admin_tok, "{\"password\":\"admin set this\"}");
+    assert_error(job_finish(f, ja, 409), "conflict_error", NULL);
+    /* a wrong old password is found by the work */
+    ja = job_start(f, "POST", "/api/auth/password/", tok,
+                   "{\"old_password\":\"joe new password\",\"new_password\":\"joe third pass\"}");
+    ja->work(ja->arg);
+    assert_field_error(job_finish(f, ja, 400), "old_password");
+    free(login(f, "joe@example.com", "admin set this"));
+
+    /* a login verified against a password changed meanwhile, or by a user
+     * disabled meanwhile, gets no token */
+    ja = job_start(f, "POST", "/api/auth/login/", NULL,
+                   "{\"email\":\"joe@example.com\",\"password\":\"admin set this\"}");
+    ja->work(ja->arg);
+    callf(f, 200, "PATCH", url, f->admin_tok, "{\"password\":\"admin set again\"}");
+    j = job_finish(f, ja, 401);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "invalid_credentials");
+    ja = job_start(f, "POST", "/api/auth/login/", NULL,
+                   "{\"email\":\"joe@example.com\",\"password\":\"admin set again\"}");
+    ja->work(ja->arg);
+    callf(f, 200, "PATCH", url, f->admin_tok, "{\"is_active\":false}");
+    j = job_finish(f, ja, 401);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "user_inactive");
+    free(tok);
+}
+
 static void test_logout_and_prune(void **state)
 {
     fx_t *f = *state;
@@ -947,6 +1142,7 @@ int main(void)
         T(test_login),
         T(test_logout_and_prune),
         T(test_password_change),
+        T(test_offloaded_jobs),
         T(test_users),
         T(test_pagination),
         T(test_providers),
