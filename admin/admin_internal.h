@@ -135,9 +135,6 @@ int auth_check(actx_t *c, int mode);
 /** Take body[field] as a new password (string, TA_PASSWORD_MIN characters ..
  *  TA_PASSWORD_MAX bytes); replies 400 naming field and returns <0. */
 int password_take(actx_t *c, const char *field, const char **out);
-/** Hash pw at the configured cost into u->pwhash; replies 500 on failure.
- *  Blocks for the whole PBKDF2: not for handlers (pwjob_t). */
-int password_hash_into(actx_t *c, const char *pw, ta_user_t *u);
 
 /** Collect the ids of the quotas of user_id (malloc'd array, *n). */
 int user_quota_ids(ta_store_t *st, MDB_txn *txn, uint64_t user_id, uint64_t **ids, size_t *n);

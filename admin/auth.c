@@ -183,20 +183,6 @@ int password_take(actx_t *c, const char *field, const char **out)
     return 0;
 }
 
-int password_hash_into(actx_t *c, const char *pw, ta_user_t *u)
-{
-    char h[TA_PWHASH_MAX];
-    int n = ta_password_hash(pw, c->a->conf.pbkdf2_iterations, h);
-
-    if (n < 0 || (size_t)n > sizeof(u->pwhash)) {
-        reply_store_error(c, n < 0 ? n : TA_ETOOBIG, "password");
-        return n < 0 ? n : TA_ETOOBIG;
-    }
-    memcpy(u->pwhash, h, (size_t)n);
-    u->pwhash_len = (uint16_t)n;
-    return 0;
-}
-
 /* ---- login / logout ------------------------------------------------------- */
 
 static const char *body_str(actx_t *c, const char *field)
