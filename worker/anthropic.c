@@ -575,14 +575,14 @@ void ta_anth_stream_init(ta_anth_stream_t *s, bool keep_usage, const char *model
 {
     memset(s, 0, sizeof(*s));
     s->keep_usage = keep_usage;
-    s->max_event = max_event ? max_event : TA_SSE_DEFAULT_MAX_EVENT;
+    ta_sse_framer_init(&s->fr, max_event);
     s->block_index = -1;
     s->created = (int64_t)time(NULL);
     snprintf(s->id, sizeof(s->id), "chatcmpl-anthropic");
     copy_utf8(s->model, sizeof(s->model), model != NULL ? model : "");
 }
 
-void ta_anth_stream_dispose(ta_anth_stream_t *s) { ta_bytes_free(&s->cur); }
+void ta_anth_stream_dispose(ta_anth_stream_t *s) { ta_sse_framer_dispose(&s->fr); }
 
 /* A chat.completion.chunk with one choice (delta steals `delta`), or with
  * choices [] and the usage when delta is NULL. */
@@ -821,38 +821,12 @@ static int handle_event(ta_anth_stream_t *s, const char *ev, size_t n, ta_bytes_
     return rc;
 }
 
+static int anth_event(void *arg, char *ev, size_t len, ta_bytes_t *out)
+{
+    return handle_event(arg, ev, len, out);
+}
+
 int ta_anth_stream_feed(ta_anth_stream_t *s, const char *p, size_t n, ta_bytes_t *out)
 {
-    int ret = ta_bytes_append(&s->cur, p, n, s->max_event + n);
-    if (ret != 0)
-        return ret;
-    size_t consumed = 0;
-    char *b = s->cur.p;
-    while (s->scan < s->cur.len) {
-        char *nl = memchr(b + s->scan, '\n', s->cur.len - s->scan);
-        if (nl == NULL) {
-            s->scan = s->cur.len;
-            break;
-        }
-        size_t end = (size_t)(nl - b) + 1;
-        size_t ll = end - 1 - s->line_start;
-        if (ll > 0 && b[s->line_start + ll - 1] == '\r')
-            ll--;
-        if (ll == 0) {
-            if ((ret = handle_event(s, b + consumed, end - consumed, out)) != 0)
-                return ret;
-            consumed = end;
-        }
-        s->scan = end;
-        s->line_start = end;
-    }
-    if (consumed > 0) {
-        memmove(b, b + consumed, s->cur.len - consumed);
-        s->cur.len -= consumed;
-        s->scan -= consumed;
-        s->line_start -= consumed;
-    }
-    if (s->cur.len > s->max_event)
-        return TA_ETOOBIG;
-    return 0;
+    return ta_sse_framer_feed(&s->fr, p, n, anth_event, s, out);
 }

@@ -102,10 +102,7 @@ int ta_anth_error(int status, const char *body, size_t len, ta_bytes_t *out);
  */
 typedef struct ta_anth_stream {
     bool keep_usage;       /* the client asked for stream_options.include_usage */
-    size_t max_event;
-    ta_bytes_t cur;        /* bytes of the event being received */
-    size_t scan;           /* cur[0..scan) holds no line end not yet handled */
-    size_t line_start;
+    ta_sse_framer_t fr;    /* worker/sse.h */
     char id[96];           /* the message id (chunk "id") */
     char model[128];       /* chunk "model": the message's, else the one given at init */
     int64_t created;

@@ -42,14 +42,60 @@ void ta_bytes_free(ta_bytes_t *b)
     b->len = b->cap = 0;
 }
 
+void ta_sse_framer_init(ta_sse_framer_t *f, size_t max_event)
+{
+    memset(f, 0, sizeof(*f));
+    f->max_event = max_event ? max_event : TA_SSE_DEFAULT_MAX_EVENT;
+}
+
+void ta_sse_framer_dispose(ta_sse_framer_t *f) { ta_bytes_free(&f->cur); }
+
+int ta_sse_framer_feed(ta_sse_framer_t *f, const char *p, size_t n, ta_sse_event_cb cb, void *arg,
+                       ta_bytes_t *out)
+{
+    int ret = ta_bytes_append(&f->cur, p, n, f->max_event + n);
+    if (ret != 0)
+        return ret;
+    size_t consumed = 0; /* cur[0..consumed) already handled */
+    char *b = f->cur.p;
+    while (f->scan < f->cur.len) {
+        char *nl = memchr(b + f->scan, '\n', f->cur.len - f->scan);
+        if (nl == NULL) {
+            f->scan = f->cur.len;
+            break;
+        }
+        size_t end = (size_t)(nl - b) + 1;
+        size_t ll = end - 1 - f->line_start;
+        if (ll > 0 && b[f->line_start + ll - 1] == '\r')
+            ll--;
+        if (ll == 0) {
+            /* empty line: the event is cur[consumed..end) */
+            if ((ret = cb(arg, b + consumed, end - consumed, out)) != 0)
+                return ret;
+            consumed = end;
+        }
+        f->scan = end;
+        f->line_start = end;
+    }
+    if (consumed > 0) {
+        memmove(b, b + consumed, f->cur.len - consumed);
+        f->cur.len -= consumed;
+        f->scan -= consumed;
+        f->line_start -= consumed;
+    }
+    if (f->cur.len > f->max_event)
+        return TA_ETOOBIG;
+    return 0;
+}
+
 void ta_sse_init(ta_sse_t *s, bool keep_usage, size_t max_event)
 {
     memset(s, 0, sizeof(*s));
     s->keep_usage = keep_usage;
-    s->max_event = max_event ? max_event : TA_SSE_DEFAULT_MAX_EVENT;
+    ta_sse_framer_init(&s->fr, max_event);
 }
 
-void ta_sse_dispose(ta_sse_t *s) { ta_bytes_free(&s->cur); }
+void ta_sse_dispose(ta_sse_t *s) { ta_sse_framer_dispose(&s->fr); }
 
 /* Usage from the scanner (worker/jscan.h: the texts json_loadb accepts, no
  * tree built): usage.prompt_tokens, .completion_tokens and
@@ -156,46 +202,19 @@ static int handle_event(ta_sse_t *s, char *ev, size_t n, ta_bytes_t *out)
     return ta_bytes_append(out, ev, n, SIZE_MAX);
 }
 
+static int sse_event(void *arg, char *ev, size_t len, ta_bytes_t *out)
+{
+    return handle_event(arg, ev, len, out);
+}
+
 int ta_sse_feed(ta_sse_t *s, const char *p, size_t n, ta_bytes_t *out)
 {
-    int ret = ta_bytes_append(&s->cur, p, n, s->max_event + n);
-    if (ret != 0)
-        return ret;
-    size_t consumed = 0; /* cur[0..consumed) already handled */
-    char *b = s->cur.p;
-    while (s->scan < s->cur.len) {
-        char *nl = memchr(b + s->scan, '\n', s->cur.len - s->scan);
-        if (nl == NULL) {
-            s->scan = s->cur.len;
-            break;
-        }
-        size_t end = (size_t)(nl - b) + 1;
-        size_t ll = end - 1 - s->line_start;
-        if (ll > 0 && b[s->line_start + ll - 1] == '\r')
-            ll--;
-        if (ll == 0) {
-            /* empty line: the event is cur[consumed..end) */
-            if ((ret = handle_event(s, b + consumed, end - consumed, out)) != 0)
-                return ret;
-            consumed = end;
-        }
-        s->scan = end;
-        s->line_start = end;
-    }
-    if (consumed > 0) {
-        memmove(b, b + consumed, s->cur.len - consumed);
-        s->cur.len -= consumed;
-        s->scan -= consumed;
-        s->line_start -= consumed;
-    }
-    if (s->cur.len > s->max_event)
-        return TA_ETOOBIG;
-    return 0;
+    return ta_sse_framer_feed(&s->fr, p, n, sse_event, s, out);
 }
 
 int ta_sse_finish(ta_sse_t *s, ta_bytes_t *out)
 {
-    int ret = ta_bytes_append(out, s->cur.p, s->cur.len, SIZE_MAX);
-    s->cur.len = s->scan = s->line_start = 0;
+    int ret = ta_bytes_append(out, s->fr.cur.p, s->fr.cur.len, SIZE_MAX);
+    s->fr.cur.len = s->fr.scan = s->fr.line_start = 0;
     return ret;
 }

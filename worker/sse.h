@@ -34,12 +34,33 @@ void ta_bytes_free(ta_bytes_t *b);
 
 #define TA_SSE_DEFAULT_MAX_EVENT (4u << 20)
 
-typedef struct ta_sse {
-    bool keep_usage;      /* the client asked for stream_options.include_usage */
+/* Event framing shared by the OpenAI pass-through (ta_sse_t) and the
+ * Anthropic translator (worker/anthropic.h): provider bytes in, whole events
+ * out. An event ends at an empty line ("\n\n" or "\r\n\r\n") and is handed to
+ * the callback with that line; an incomplete event stays buffered, at most
+ * max_event bytes. */
+typedef struct ta_sse_framer {
     size_t max_event;     /* bound of one event's bytes */
     ta_bytes_t cur;       /* bytes of the event being received */
     size_t scan;          /* cur[0..scan) holds no line end we have not handled */
     size_t line_start;    /* start of the current line in cur */
+} ta_sse_framer_t;
+
+/** One complete event ev[0..len) (valid during the call); returns 0 or an error
+ *  that stops the feed and is returned by it. */
+typedef int (*ta_sse_event_cb)(void *arg, char *ev, size_t len, ta_bytes_t *out);
+
+/** max_event 0 = TA_SSE_DEFAULT_MAX_EVENT. */
+void ta_sse_framer_init(ta_sse_framer_t *f, size_t max_event);
+void ta_sse_framer_dispose(ta_sse_framer_t *f);
+/** Feed bytes; cb runs for each event completed by them. Returns 0, cb's
+ *  error, TA_ETOOBIG when the buffered event grows past max_event, or -ENOMEM. */
+int ta_sse_framer_feed(ta_sse_framer_t *f, const char *p, size_t n, ta_sse_event_cb cb, void *arg,
+                       ta_bytes_t *out);
+
+typedef struct ta_sse {
+    bool keep_usage;      /* the client asked for stream_options.include_usage */
+    ta_sse_framer_t fr;
     bool done;            /* "data: [DONE]" seen */
     ta_usage_t usage;     /* from the usage chunk, if any */
     int64_t content_events; /* events with a non-empty choices array (about one token each) */

@@ -332,7 +332,7 @@ static void feed_all(run_t *r, uint8_t opt, const char *p, size_t n, unsigned se
         r->rc = ta_anth_stream_feed(&r->s, p + off, k, &r->out);
         off += k;
         if (r->rc == 0)
-            FUZZ_CHECK(r->s.cur.len <= r->s.max_event); /* what stays buffered is bounded */
+            FUZZ_CHECK(r->s.fr.cur.len <= r->s.fr.max_event); /* what stays buffered is bounded */
     }
     FUZZ_CHECK(r->rc == 0 || r->rc == TA_EINVAL || r->rc == TA_ETOOBIG);
 }

@@ -460,7 +460,7 @@ static void test_stream_translation(void **state)
             assert_int_equal(s.usage.cache_write_tokens, 5);
             assert_int_equal(s.usage.completion_tokens, 42);
             assert_int_equal(s.content_events, 4);
-            assert_int_equal(s.cur.len, 0);
+            assert_int_equal(s.fr.cur.len, 0);
             if (keep && k == 0) {
                 assert_int_equal(ta_bytes_append(&whole, out.p, out.len, SIZE_MAX), 0);
             } else if (keep) {
