@@ -103,6 +103,12 @@ static const setting_t settings[] = {
      "reopens connections on every request (about twice the CPU per request)."},
     {"pbkdf2_iterations", CT_INT, NUM(pbkdf2_iterations), "210000", 1000, 10000000, NULL, true,
      "PBKDF2-HMAC-SHA256 iterations for new password hashes."},
+    {"password_threads", CT_INT, NUM(password_threads), "2", 1, 64, NULL, true,
+     "Threads per worker that run password hashes (login, password writes) off the event loop. "
+     "Each hash holds one for `pbkdf2_iterations` worth of CPU; `/v1` keeps being served meanwhile."},
+    {"password_queue", CT_INT, NUM(password_queue), "16", 1, 4096, NULL, true,
+     "Password jobs a worker lets wait for a free `password_threads` thread; while that many "
+     "wait, a new one is answered 503 `server_busy` with `Retry-After` at once."},
     {"test_clock_offset_s", CT_INT, NUM(test_clock_offset_s), "0", -10000000000LL, 10000000000LL,
      NULL, false,
      "TESTS ONLY: seconds added to the wall clock (period rollover tests). Never set in "

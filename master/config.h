@@ -61,6 +61,8 @@ typedef struct ta_config {
     int64_t ring_slots;
     int64_t upstream_max_connections;
     int64_t pbkdf2_iterations;
+    int64_t password_threads;   /* per worker, /api offloaded password jobs */
+    int64_t password_queue;     /* per worker, jobs waiting beyond those running */
     int64_t test_clock_offset_s;
 
     /* derived by ta_config_finish() */

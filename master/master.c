@@ -360,6 +360,8 @@ static void run_worker(generation_t *g, int slot)
         .api_ctx = admin,
         .setup = worker_setup,
         .setup_arg = &env,
+        .password_threads = (unsigned)cfg->password_threads,
+        .password_queue = (size_t)cfg->password_queue,
     };
     if ((rc = ta_worker_create(&w, &wc)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot start the HTTP server: %s", ta_strerror(rc));

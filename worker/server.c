@@ -622,8 +622,11 @@ static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_
  * worker in flight from submission to release, so a draining worker waits
  * for it; ta_worker_destroy joins the threads and releases what is left. */
 
-#define API_JOB_THREADS 2
-#define API_JOB_QUEUE_MAX 16
+/* Defaults when the conf leaves them 0 (password_threads, password_queue of
+ * master/config.c); threads are capped so th[] stays a fixed array. */
+#define API_JOB_THREADS_DEFAULT 2
+#define API_JOB_THREADS_MAX 64
+#define API_JOB_QUEUE_DEFAULT 16
 #define API_JOB_RETRY_AFTER_S 1
 
 struct api_job_link;
@@ -649,7 +652,7 @@ struct api_pool {
     struct api_job *head, *tail; /* pending, oldest first */
     size_t queued;
     bool stop;
-    pthread_t th[API_JOB_THREADS];
+    pthread_t th[API_JOB_THREADS_MAX];
     size_t nthreads;
     h2o_multithread_queue_t *mq;
     h2o_multithread_receiver_t rx;
@@ -747,7 +750,11 @@ static int api_pool_start(ta_worker_t *w)
     h2o_multithread_register_receiver(pool->mq, &pool->rx, api_job_on_done);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    for (size_t i = 0; i < API_JOB_THREADS; i++) {
+    size_t want = w->conf.password_threads == 0 ? API_JOB_THREADS_DEFAULT
+                                                : w->conf.password_threads;
+    if (want > API_JOB_THREADS_MAX)
+        want = API_JOB_THREADS_MAX;
+    for (size_t i = 0; i < want; i++) {
         if ((rc = pthread_create(&pool->th[i], NULL, api_pool_main, pool)) != 0)
             break;
         pthread_setname_np(pool->th[i], "ta-api-job");
@@ -763,8 +770,8 @@ static int api_pool_start(ta_worker_t *w)
         return -rc;
     }
     if (rc != 0)
-        ta_log(TA_LOG_WARN, "/api thread pool: %zu of %d threads started: %s", pool->nthreads,
-               API_JOB_THREADS, strerror(rc));
+        ta_log(TA_LOG_WARN, "/api thread pool: %zu of %zu threads started: %s", pool->nthreads,
+               want, strerror(rc));
     w->api_pool = pool;
     return 0;
 }
@@ -826,8 +833,9 @@ static void start_api_job(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_ap
     aj->req = req;
     aj->job = job;
 
+    size_t qmax = w->conf.password_queue == 0 ? API_JOB_QUEUE_DEFAULT : w->conf.password_queue;
     pthread_mutex_lock(&pool->mu);
-    bool full = pool->queued >= API_JOB_QUEUE_MAX;
+    bool full = pool->queued >= qmax;
     if (!full) {
         if (pool->tail != NULL)
             pool->tail->next = aj;
@@ -841,8 +849,8 @@ static void start_api_job(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_ap
     if (full) {
         free(aj);
         job->release(job);
-        ta_log(TA_LOG_WARN, "request %s: /api job queue full (%d waiting); answered 503", hex,
-               API_JOB_QUEUE_MAX);
+        ta_log(TA_LOG_WARN, "request %s: /api job queue full (%zu waiting); answered 503", hex,
+               qmax);
         send_busy(req, "too many requests are waiting for this worker's thread pool; retry shortly");
         return;
     }

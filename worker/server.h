@@ -84,6 +84,8 @@ typedef struct ta_worker_conf {
     ta_worker_setup_fn setup;              /* may be NULL */
     ta_worker_setup_fn ready;              /* may be NULL */
     void *setup_arg;
+    unsigned password_threads;             /* /api job pool threads; 0 = 2 */
+    size_t password_queue;                 /* /api jobs waiting at most; 0 = 16 */
 } ta_worker_conf_t;
 
 /** Build the server: TLS context, routes (conf.setup), h2o context, listener

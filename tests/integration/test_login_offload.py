@@ -56,11 +56,12 @@ def pick_iterations():
 
 
 def pool_capacity():
-    """Jobs one worker takes at once: its pool threads plus its queue."""
-    with open(os.path.join(harness.SOURCE_DIR, "worker", "server.c")) as f:
+    """Jobs one worker takes at once: its pool threads plus its queue (the
+    defaults of password_threads and password_queue in the settings table)."""
+    with open(os.path.join(harness.SOURCE_DIR, "master", "config.c")) as f:
         src = f.read()
-    threads = int(re.search(r"#define API_JOB_THREADS (\d+)", src).group(1))
-    queue = int(re.search(r"#define API_JOB_QUEUE_MAX (\d+)", src).group(1))
+    threads = int(re.search(r'\{"password_threads", CT_INT, NUM\(password_threads\), "(\d+)"', src).group(1))
+    queue = int(re.search(r'\{"password_queue", CT_INT, NUM\(password_queue\), "(\d+)"', src).group(1))
     return threads + queue
 
 
