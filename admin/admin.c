@@ -247,6 +247,8 @@ int ctx_txn(actx_t *c, bool write)
 {
     int rc;
 
+    if (c->txn_kept && c->txn != NULL)
+        return 0; /* the continuation's write transaction (pwjob_cont) */
     TA_BUG_ON(c->txn != NULL);
     rc = ta_txn_begin(c->st, TA_ENV_LEDGER, write, &c->txn);
     if (rc != 0) {
@@ -314,8 +316,25 @@ static void pwjob_cont(void *ctx, void *arg, ta_apires_t *res)
     c.id = j->id;
     c.body = j->body;
     c.caller = j->caller;
+    c.auth = j->auth;
+    c.via_apikey = j->via_apikey;
+    c.claims = j->claims;
+    c.key_quota_id = j->key_quota_id;
     res->status = 500;
+    /* The caller may have logged out, been disabled or demoted while the
+     * hash ran: authenticate again, in the write transaction that finish
+     * then uses, so a logout or demotion committed by another worker either
+     * precedes this check or follows the write. A refusal writes nothing
+     * (ctx_end aborts). Login (AUTH_NONE) has no caller to check. */
+    if (c.auth != AUTH_NONE) {
+        if (ctx_txn(&c, true) != 0)
+            goto Exit;
+        c.txn_kept = true;
+        if (auth_recheck(&c, c.auth) != 0)
+            goto Exit;
+    }
     j->finish(&c, j);
+Exit:
     ctx_end(&c);
 }
 
@@ -365,6 +384,10 @@ pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
              c->req->request_id != NULL ? c->req->request_id : "-");
     j->id = c->id;
     j->caller = c->caller;
+    j->auth = c->auth;
+    j->via_apikey = c->via_apikey;
+    j->claims = c->claims;
+    j->key_quota_id = c->key_quota_id;
     j->body = json_incref(c->body);
     j->iterations = c->a->conf.pbkdf2_iterations;
     return j;
@@ -772,6 +795,7 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
         if (strcmp(routes[i].method, req->method) == 0) {
             r = &routes[i];
             c.id = id;
+            c.auth = r->auth;
             break;
         }
         add_allow(allow, sizeof(allow), routes[i].method);

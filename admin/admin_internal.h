@@ -63,6 +63,8 @@ typedef struct actx {
     bool via_apikey;
     ta_jwt_claims_t claims;  /* when !via_apikey */
     uint64_t key_quota_id;   /* when via_apikey */
+    int auth;                /* the route's AUTH_* mode */
+    bool txn_kept;           /* pwjob_cont opened c->txn (write): ctx_txn reuses it */
 } actx_t;
 
 typedef void (*handler_fn)(actx_t *c);
@@ -131,6 +133,12 @@ int body_apply(actx_t *c, const ta_recdesc_t *d, void *rec, int mode);
 /** Authenticate the request in the route's mode (read txn of its own).
  *  Returns 0 with c->caller filled, or <0 after replying 401/403. */
 int auth_check(actx_t *c, int mode);
+/** Authenticate again, in c->txn, the caller that auth_check found
+ *  (c->claims / c->key_quota_id, c->via_apikey): the token not revoked (nor
+ *  expired), the quota and the user still active, still a superadmin for
+ *  AUTH_ADMIN. Refreshes c->caller. Returns 0, or <0 after replying 401/403
+ *  as auth_check would. Continuations of offloaded writes (pwjob_cont). */
+int auth_recheck(actx_t *c, int mode);
 
 /** Take body[field] as a new password (string, TA_PASSWORD_MIN characters ..
  *  TA_PASSWORD_MAX bytes); replies 400 naming field and returns <0. */
@@ -190,6 +198,11 @@ struct pwjob {
     /* handler state */
     bool found;
     ta_user_t user;
+    /* how the caller authenticated, checked again by the continuation */
+    int auth;
+    bool via_apikey;
+    ta_jwt_claims_t claims;
+    uint64_t key_quota_id;
 };
 
 /** A job for this request (method, path, request id, id, caller and a

@@ -151,6 +151,62 @@ Exit:
     return rc;
 }
 
+int auth_recheck(actx_t *c, int mode)
+{
+    ta_revoked_t rv;
+    ta_quota_t q;
+    int rc;
+
+    TA_BUG_ON(c->txn == NULL);
+    if (c->via_apikey) {
+        rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, c->key_quota_id, &q);
+        if (rc == TA_ENOTFOUND || (rc == 0 && !q.is_active)) {
+            reply_401(c, "quota_inactive", "the quota of this API key is not active");
+            return TA_EAUTH;
+        }
+        if (rc != 0) {
+            reply_store_error(c, rc, "key");
+            return rc;
+        }
+        if (mode != AUTH_USER) {
+            reply_401(c, "invalid_token",
+                      "API keys are accepted only on /api/auth/me/ and /api/quotas/; log in");
+            return TA_EAUTH;
+        }
+    } else {
+        /* ta_jwt_verify's expiry test, at the time of the write */
+        if (c->claims.exp <= ta_now_s()) {
+            reply_401(c, "invalid_token", "invalid or expired token");
+            return TA_EAUTH;
+        }
+        rc = ta_rec_get_k(c->st, c->txn, &ta_desc_revoked, TA_DB_REVOKED_JWT, c->claims.jti,
+                          strlen(c->claims.jti), &rv);
+        if (rc == 0) {
+            reply_401(c, "token_revoked", "this token was revoked (logged out)");
+            return TA_EAUTH;
+        }
+        if (rc != TA_ENOTFOUND) {
+            reply_store_error(c, rc, "token");
+            return rc;
+        }
+    }
+    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->caller.id, &c->caller);
+    if (rc == TA_ENOTFOUND || (rc == 0 && !c->caller.is_active)) {
+        reply_401(c, "user_inactive", "the user of this token does not exist or is not active");
+        return TA_EAUTH;
+    }
+    if (rc != 0) {
+        reply_store_error(c, rc, "user");
+        return rc;
+    }
+    if (mode == AUTH_ADMIN && c->caller.role != TA_ROLE_SUPERADMIN) {
+        reply_error(c, 403, "permission_error", "permission_denied", NULL,
+                    "this endpoint needs a superadmin");
+        return TA_EAUTH;
+    }
+    return 0;
+}
+
 /* ---- passwords ------------------------------------------------------------ */
 
 int password_take(actx_t *c, const char *field, const char **out)

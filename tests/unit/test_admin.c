@@ -507,6 +507,107 @@ static void test_offloaded_jobs(void **state)
     free(tok);
 }
 
+/* The caller of an offloaded write is authenticated again by its
+ * continuation: logged out, disabled or demoted while the hash ran, it gets
+ * what the synchronous path would answer now (401/403), and nothing is
+ * written. */
+static void test_offloaded_reauth(void **state)
+{
+    fx_t *f = *state;
+    ta_api_job_t *jb;
+    json_t *j;
+    long long joe, three;
+    char url[96], three_url[96], *before, *after, *tok, *t2, *t3;
+
+    joe = mk_user(f, "joe@example.com", "user");
+    snprintf(url, sizeof(url), "/api/admin/users/%lld/", joe);
+    mk_user(f, "two@example.com", "superadmin");
+    three = mk_user(f, "three@example.com", "superadmin");
+    snprintf(three_url, sizeof(three_url), "/api/admin/users/%lld/", three);
+    t2 = login(f, "two@example.com", "password-two@example.com");
+    t3 = login(f, "three@example.com", "password-three@example.com");
+    tok = login(f, "joe@example.com", "password-joe@example.com");
+
+    /* a superadmin who logged out while a create hashed */
+    jb = job_start(f, "POST", "/api/admin/users/", t2,
+                   "{\"email\":\"late1@example.com\",\"password\":\"late1 password\"}");
+    jb->work(jb->arg);
+    callf(f, 204, "POST", "/api/auth/logout/", t2, NULL);
+    before = dump(f);
+    j = job_finish(f, jb, 401);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "token_revoked");
+    after = dump(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    callf(f, 401, "POST", "/api/auth/login/", NULL,
+          "{\"email\":\"late1@example.com\",\"password\":\"late1 password\"}");
+
+    /* ... one demoted while a password update hashed */
+    jb = job_start(f, "PATCH", url, t3, "{\"password\":\"set by three\"}");
+    jb->work(jb->arg);
+    callf(f, 200, "PATCH", three_url, f->admin_tok, "{\"role\":\"user\"}");
+    before = dump(f);
+    assert_error(job_finish(f, jb, 403), "permission_error", NULL);
+    after = dump(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    free(login(f, "joe@example.com", "password-joe@example.com"));
+
+    /* ... one disabled while a create hashed (its token not revoked) */
+    callf(f, 200, "PATCH", three_url, f->admin_tok, "{\"role\":\"superadmin\"}");
+    jb = job_start(f, "POST", "/api/admin/users/", t3,
+                   "{\"email\":\"late2@example.com\",\"password\":\"late2 password\"}");
+    jb->work(jb->arg);
+    callf(f, 200, "PATCH", three_url, f->admin_tok, "{\"is_active\":false}");
+    before = dump(f);
+    j = job_finish(f, jb, 401);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "user_inactive");
+    after = dump(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+
+    /* a user's own password change, logged out meanwhile, then disabled meanwhile */
+    jb = job_start(f, "POST", "/api/auth/password/", tok,
+                   "{\"old_password\":\"password-joe@example.com\",\"new_password\":\"joe never\"}");
+    jb->work(jb->arg);
+    callf(f, 204, "POST", "/api/auth/logout/", tok, NULL);
+    before = dump(f);
+    j = job_finish(f, jb, 401);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "token_revoked");
+    after = dump(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    free(tok);
+    tok = login(f, "joe@example.com", "password-joe@example.com");
+    jb = job_start(f, "POST", "/api/auth/password/", tok,
+                   "{\"old_password\":\"password-joe@example.com\",\"new_password\":\"joe never\"}");
+    jb->work(jb->arg);
+    callf(f, 200, "PATCH", url, f->admin_tok, "{\"is_active\":false}");
+    before = dump(f);
+    j = job_finish(f, jb, 401);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "user_inactive");
+    after = dump(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    callf(f, 200, "PATCH", url, f->admin_tok, "{\"is_active\":true}");
+    free(login(f, "joe@example.com", "password-joe@example.com"));
+
+    /* still authorized: the write goes through */
+    jb = job_start(f, "POST", "/api/admin/users/", f->admin_tok,
+                   "{\"email\":\"ok@example.com\",\"password\":\"ok password\"}");
+    jb->work(jb->arg);
+    job_finish(f, jb, 201);
+    free(login(f, "ok@example.com", "ok password"));
+    free(tok);
+    free(t2);
+    free(t3);
+}
+
 static void test_logout_and_prune(void **state)
 {
     fx_t *f = *state;
@@ -1143,6 +1244,7 @@ int main(void)
         T(test_logout_and_prune),
         T(test_password_change),
         T(test_offloaded_jobs),
+        T(test_offloaded_reauth),
         T(test_users),
         T(test_pagination),
         T(test_providers),
