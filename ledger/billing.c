@@ -29,6 +29,15 @@
  * the next txn 1 once the audit env has applied that ticket. Warnings are
  * keyed by quota + period + threshold, so writing one twice is harmless.
  *
+ * Dead letters (billing.h): a failed batch is retried one event at a time;
+ * an event that fails alone with an error of its own (not map full, not
+ * out of memory, not an LMDB failure) is written as-is to
+ * "dead_letter.<ticket>.<ring id>" in the meta of the environment whose
+ * pass failed, in the transaction that moves that applied_ticket past it,
+ * so one bad event can't stop settlement for good. A ledger-side dead letter
+ * marks the ticket's note NOTE_DEAD (and the key is looked up when the note
+ * is lost) so the audit pass skips it too.
+ *
  * Other duties: ta_store_sync() every sync_interval_ms and at exit;
  * ta_store_reader_check() after a dead-worker event (a child was replaced);
  * the heartbeat; retention pruning in small transactions; warning webhooks
@@ -65,6 +74,10 @@ volatile int ta_billing_test_stop_after_ledger;
 #define NOTE_CHARGED (1ULL << 62)
 #define NOTE_LEVEL_SHIFT 48 /* 4 bits: warn level raised to (0 = none) */
 #define NOTE_PERIOD_MASK ((1ULL << 48) - 1)
+#define NOTE_DEAD (1ULL << 61) /* the ledger pass dead-lettered this ticket */
+
+#define DL_MAGIC "TADL"
+#define DL_HDR 40 /* value header before the event bytes (billing.h) */
 
 typedef struct wh_job {
     uint64_t quota_id;
@@ -294,6 +307,129 @@ static void stash_name(char *buf, size_t cap, uint64_t ticket, const uint8_t rid
     int n = snprintf(buf, cap, STASH_PREFIX "%020" PRIu64 ".", ticket);
     for (int i = 0; i < 16 && (size_t)n + 2 < cap; i++, n += 2)
         snprintf(buf + n, cap - (size_t)n, "%02x", rid[i]);
+}
+
+/* ---- dead letters (billing.h) ------------------------------------------------------ */
+
+/* Errors that are the event's own (or its records') fault: retrying cannot
+ * help, so the event is set aside. Anything else (map full, out of memory,
+ * an LMDB or I/O failure) stops billing and nothing is skipped. */
+static bool dl_eligible(int rc)
+{
+    switch (rc) {
+    case TA_EINVAL: case TA_ENOTFOUND: case TA_EEXIST: case TA_ESCHEMA:
+    case TA_ECORRUPT: case TA_ETOOBIG: case TA_EBUSY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static void dl_key(char *buf, size_t cap, uint64_t ticket, uint64_t ring_id)
+{
+    snprintf(buf, cap, TA_DEAD_LETTER_PREFIX "%020" PRIu64 ".%016" PRIx64, ticket, ring_id);
+}
+
+static void be32_put(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+static uint32_t be32_get(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Store ticket t's event as a dead letter in env's meta, in txn (the one
+ * that also moves env's applied_ticket past t). */
+static int dl_put(ta_billing_t *b, MDB_txn *txn, ta_envid_t env, uint64_t t, const ta_event_t *ev,
+                  int err)
+{
+    uint8_t buf[DL_HDR + sizeof(ta_event_t)];
+    char key[96], rid[33];
+    memcpy(buf, DL_MAGIC, 4);
+    buf[4] = 1;
+    buf[5] = (uint8_t)env;
+    buf[6] = buf[7] = 0;
+    be32_put(buf + 8, (uint32_t)err);
+    ta_be64_put(buf + 12, (uint64_t)ta_now_ns());
+    ta_be64_put(buf + 20, b->ring_id);
+    ta_be64_put(buf + 28, t);
+    be32_put(buf + 36, (uint32_t)sizeof(ta_event_t));
+    memcpy(buf + DL_HDR, ev, sizeof(*ev));
+    dl_key(key, sizeof(key), t, b->ring_id);
+    MDB_val k = {strlen(key), key}, v = {sizeof(buf), buf};
+    int mrc = mdb_put(txn, ta_store_dbi(b->st, env == TA_ENV_AUDIT ? TA_DB_AUDIT_META : TA_DB_META),
+                      &k, &v, 0);
+    if (mrc != 0) {
+        ta_log(TA_LOG_ERROR, "billing: write dead letter %s: %s", key, mdb_strerror(mrc));
+        return mrc == MDB_MAP_FULL ? TA_EFULL : TA_ELMDB;
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(rid + 2 * i, 3, "%02x", ev->request_id[i]);
+    ta_log(TA_LOG_ERROR, "billing: ticket %" PRIu64 " (request %s, kind %u, quota %" PRIu64
+           "): %s pass failed: %s; event set aside as dead letter %s (ledger verify lists it)",
+           t, rid, ev->kind, ev->quota_id, env == TA_ENV_AUDIT ? "audit" : "ledger",
+           ta_strerror(err), key);
+    b->stats.dead_letters++;
+    return 0;
+}
+
+/* Whether the ledger pass dead-lettered ticket t (when its note was lost). */
+static bool dl_exists(ta_billing_t *b, MDB_txn *ltxn, uint64_t t)
+{
+    char key[96];
+    dl_key(key, sizeof(key), t, b->ring_id);
+    MDB_val k = {strlen(key), key}, v;
+    return mdb_get(ltxn, ta_store_dbi(b->st, TA_DB_META), &k, &v) == 0;
+}
+
+int ta_dead_letter_walk(ta_store_t *st, MDB_txn *txn, ta_envid_t env, ta_dead_letter_cb cb,
+                        void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    size_t plen = strlen(TA_DEAD_LETTER_PREFIX);
+    int rc = 0, mrc = mdb_cursor_open(txn, ta_store_dbi(st, env == TA_ENV_AUDIT ? TA_DB_AUDIT_META
+                                                                               : TA_DB_META), &cur);
+    if (mrc != 0)
+        return TA_ELMDB;
+    k.mv_size = plen, k.mv_data = (void *)TA_DEAD_LETTER_PREFIX;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, TA_DEAD_LETTER_PREFIX, plen) != 0)
+            break;
+        ta_dead_letter_t dl;
+        const uint8_t *p = v.mv_data;
+        char num[24];
+        size_t nl = k.mv_size - plen < sizeof(num) - 1 ? k.mv_size - plen : sizeof(num) - 1;
+        memset(&dl, 0, sizeof(dl));
+        memcpy(num, (const char *)k.mv_data + plen, nl);
+        num[nl] = '\0';
+        dl.ticket = strtoull(num, NULL, 10); /* from the key, in case the value is damaged */
+        dl.side = env;
+        if (v.mv_size >= DL_HDR && memcmp(p, DL_MAGIC, 4) == 0) {
+            dl.error = (int32_t)be32_get(p + 8);
+            dl.at_ns = (int64_t)ta_be64_get(p + 12);
+            dl.ring_id = ta_be64_get(p + 20);
+            dl.ticket = ta_be64_get(p + 28);
+            dl.ev_size = be32_get(p + 36);
+            dl.raw = p + DL_HDR;
+            dl.raw_len = v.mv_size - DL_HDR;
+            memcpy(&dl.ev, dl.raw, dl.raw_len < sizeof(dl.ev) ? dl.raw_len : sizeof(dl.ev));
+            dl.intact = p[4] == 1 && dl.ev_size == sizeof(ta_event_t) && dl.raw_len == dl.ev_size;
+        } else {
+            dl.raw = p;
+            dl.raw_len = v.mv_size;
+        }
+        if ((rc = cb(&dl, arg)) < 0)
+            break;
+        rc = 0;
+    }
+    mdb_cursor_close(cur);
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = TA_ELMDB;
+    return rc;
 }
 
 /* ---- ledger pass ---------------------------------------------------------------- */
@@ -548,13 +684,29 @@ static int apply_batch(ta_billing_t *b, size_t n, uint64_t upto)
             rc = ledger_worker_dead(b, txn, it->ticket, &it->ev);
             dead = true;
         } else {
-            ta_log(TA_LOG_WARN, "billing: ticket %" PRIu64 ": unknown event kind %u ignored",
-                   it->ticket, it->ev.kind);
+            /* nothing to undo: set it aside within this batch */
+            rc = dl_put(b, txn, TA_ENV_LEDGER, it->ticket, &it->ev, TA_EINVAL);
+            if (rc == 0)
+                ta_ring_set_note(b->ring, it->ticket, (int64_t)NOTE_DEAD);
         }
         if (rc != 0) {
             ta_log(TA_LOG_ERROR, "billing: ticket %" PRIu64 " (ledger): %s", it->ticket,
                    ta_strerror(rc));
-            goto Fail;
+            if (!b->single || !dl_eligible(rc))
+                goto Fail; /* step() retries one event at a time, or stops */
+            /* This event alone fails: drop what it wrote, and in a fresh
+             * transaction set it aside and move past it (exactly once:
+             * the dead letter and applied_ticket commit together). */
+            int err = rc;
+            ta_txn_abort(txn);
+            dead = false;
+            if ((rc = ta_txn_begin(b->st, TA_ENV_LEDGER, true, &txn)) != 0)
+                return rc;
+            if ((rc = applied_get(b, txn, TA_ENV_LEDGER, &applied)) != 0 ||
+                (rc = dl_put(b, txn, TA_ENV_LEDGER, it->ticket, &it->ev, err)) != 0)
+                goto Fail;
+            ta_ring_set_note(b->ring, it->ticket, (int64_t)NOTE_DEAD);
+            break;
         }
     }
     if (upto - 1 > applied && (rc = applied_put(b, txn, TA_ENV_LEDGER, upto - 1)) != 0)
@@ -583,6 +735,9 @@ static int apply_batch(ta_billing_t *b, size_t n, uint64_t upto)
         const ta_ring_item_t *it = &b->items[i];
         if (it->ticket <= applied)
             continue;
+        uint64_t dnote = (uint64_t)ta_ring_note(b->ring, it->ticket);
+        if ((dnote & NOTE_DEAD) || (!(dnote & NOTE_VALID) && dl_exists(b, ltxn, it->ticket)))
+            continue; /* the ledger pass set it aside: nothing of it is applied */
         if (it->ev.kind == TA_EV_REQUEST) {
             uint64_t note = (uint64_t)ta_ring_note(b->ring, it->ticket);
             ta_audit_t rec;
@@ -602,7 +757,21 @@ static int apply_batch(ta_billing_t *b, size_t n, uint64_t upto)
         if (rc != 0) {
             ta_log(TA_LOG_ERROR, "billing: ticket %" PRIu64 " (audit): %s", it->ticket,
                    ta_strerror(rc));
-            goto Fail;
+            if (!b->single || !dl_eligible(rc))
+                goto Fail;
+            /* The ledger settled it; its audit side alone fails: set it
+             * aside in the audit env with the audit applied_ticket. */
+            int err = rc;
+            ta_txn_abort(txn);
+            b->nout = 0; /* warnings of the aborted transaction */
+            if ((rc = ta_txn_begin(b->st, TA_ENV_AUDIT, true, &txn)) != 0) {
+                txn = NULL;
+                goto Fail;
+            }
+            if ((rc = applied_get(b, txn, TA_ENV_AUDIT, &applied)) != 0 ||
+                (rc = dl_put(b, txn, TA_ENV_AUDIT, it->ticket, &it->ev, err)) != 0)
+                goto Fail;
+            break;
         }
     }
     if ((rc = audit_webhook_results(b, txn)) != 0)
@@ -840,8 +1009,10 @@ int ta_billing_step(ta_billing_t *b, int wait_ms)
         } else {
             /* Nothing was released: read the same tickets again, one at a
              * time, so a batch that fails for one event still applies the
-             * others; a single event that fails is fatal (the master
-             * restarts billing with backoff and it retries from the ring). */
+             * others. A single event that fails with an error of its own is
+             * set aside as a dead letter by apply_batch(); any other failure
+             * is fatal (the master restarts billing with backoff and it
+             * retries from the ring). */
             b->cursor = start;
             if (rc == -EINTR || rc == TA_EFULL || b->single)
                 return rc;

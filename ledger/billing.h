@@ -26,6 +26,7 @@
 
 #include <signal.h>
 #include <stdint.h>
+#include "ledger/event.h"
 #include "ledger/store.h"
 
 /* Flip to 1 in the commit that adds ta_billing_run() (ledger/billing.c):
@@ -59,6 +60,7 @@ typedef struct ta_billing_conf {
 typedef struct ta_billing_stats {
     uint64_t batches, events, settled, refused, aborted, skipped, warnings;
     uint64_t ledger_applied, audit_applied; /* meta applied_ticket after the last batch */
+    uint64_t dead_letters;                  /* events written to the dead letters (below) */
 } ta_billing_stats_t;
 
 typedef struct ta_billing ta_billing_t; /* opaque: the loop's state, for tests */
@@ -78,6 +80,46 @@ ta_store_t *ta_billing_store(ta_billing_t *b);
  * returns -EINTR before the audit side, as if billing had been killed
  * between the two commits. */
 extern volatile int ta_billing_test_stop_after_ledger;
+
+/* Dead letters. An event that fails on its own with an error that is the
+ * event's (or its records') fault -- TA_EINVAL, TA_ENOTFOUND, TA_EEXIST,
+ * TA_ESCHEMA, TA_ECORRUPT, TA_ETOOBIG, TA_EBUSY, or an unknown event kind --
+ * would stop settlement for good if billing kept retrying it. Billing
+ * instead retries a failed batch one event at a time and stores an event
+ * that still fails as-is in the meta database of the environment whose pass
+ * failed, in the same transaction that moves that environment's
+ * applied_ticket past it:
+ *   key   "dead_letter.<ticket %020>.<ring id %016x>"
+ *   value "TADL" | u8 version 1 | u8 side (ta_envid_t) | u16 0 | i32be error |
+ *         i64be written at (wall ns) | u64be ring id | u64be ticket |
+ *         u32be event size | the raw ta_event_t bytes
+ * side TA_ENV_LEDGER: nothing of the event was applied (its hold, if any,
+ * stays and `ledger verify` reports it stale after its bound); side
+ * TA_ENV_AUDIT: the ledger settled it, its audit record is missing.
+ * Transient errors (TA_EFULL, TA_ELMDB, -ENOMEM, other -errno) still stop
+ * billing: nothing is skipped for them. `ledger verify` lists every dead
+ * letter as a difference; `ledger dump` shows them. Nothing deletes them:
+ * an operator does, after handling the event. */
+#define TA_DEAD_LETTER_PREFIX "dead_letter."
+
+typedef struct ta_dead_letter {
+    uint64_t ticket, ring_id;
+    ta_envid_t side;      /* the environment whose pass failed */
+    int32_t error;        /* TA_E* / -errno of the failure */
+    int64_t at_ns;        /* when it was written (wall clock) */
+    uint32_t ev_size;     /* event bytes stored */
+    bool intact;          /* header readable and ev_size == sizeof(ta_event_t) */
+    ta_event_t ev;        /* the event (zero-padded when not intact) */
+    const uint8_t *raw;   /* the stored event bytes (valid during the callback) */
+    size_t raw_len;
+} ta_dead_letter_t;
+
+/* Called per dead letter in key order; < 0 stops the walk with that error. */
+typedef int (*ta_dead_letter_cb)(const ta_dead_letter_t *dl, void *arg);
+
+/** Walk the dead letters of env in txn (any process with a read txn). */
+int ta_dead_letter_walk(ta_store_t *st, MDB_txn *txn, ta_envid_t env, ta_dead_letter_cb cb,
+                        void *arg);
 
 /** The billing main loop; see the contract above. */
 int ta_billing_run(const ta_billing_conf_t *conf, volatile sig_atomic_t *stop);
