@@ -45,6 +45,22 @@
  * endpoint never delays settlement; results are written back to the
  * warnings table by the main loop).
  *
+ * Webhook outbox: the warning record is the outbox. It is written PENDING
+ * (when a webhook is configured) in the audit transaction that raises it; the
+ * thread only POSTs (no LMDB) and hands each result back through `res`; the
+ * loop writes DELIVERED (a 2xx) or FAILED (the bounded retries of one round
+ * failed; webhook_error holds the last error) in its next audit transaction
+ * (a batch's, or a small one of its own when the ring is idle), and only then
+ * forgets the job (`inflight`). A warning not queued (queue full, more than
+ * WH_QUEUE in one batch) stays PENDING and is picked up by a rescan of the
+ * warnings table, which runs at start (before any new warning is queued) and
+ * later whenever nothing is in flight, so a rescan never queues a warning
+ * twice. Killed after the commit and before its result was written, the
+ * warning is still PENDING and the next billing posts it again: delivery is
+ * at least once. Every POST carries a stable "id" (quota id "-" period start
+ * in unix seconds "-" threshold, also sent as the Idempotency-Key header) for
+ * receivers to drop duplicates.
+ *
  * Billing process only (the standalone runner and tests use the same calls).
  */
 #include <curl/curl.h>
@@ -83,7 +99,8 @@ typedef struct wh_job {
     uint64_t quota_id;
     int64_t period_start;
     int32_t threshold;
-    char body[768];
+    char id[64]; /* stable: quota-period-threshold */
+    char body[896];
 } wh_job_t;
 
 typedef struct wh_res {
@@ -91,6 +108,8 @@ typedef struct wh_res {
     int64_t period_start;
     int32_t threshold, status, attempts;
     bool ok;
+    bool interrupted; /* stopped before the retries ran out: stays pending */
+    char err[128];
 } wh_res_t;
 
 typedef struct webhook {
@@ -105,6 +124,10 @@ typedef struct webhook {
     size_t jhead, jn;
     wh_res_t res[WH_QUEUE];
     size_t rn;
+    /* loop thread only: jobs queued and not yet written back (queue, thread,
+     * res); results written by the current audit txn; a rescan is due */
+    size_t inflight, rdone;
+    bool rescan;
 } webhook_t;
 
 struct ta_billing {
@@ -150,9 +173,14 @@ static void *wh_main(void *arg)
 
         wh_res_t r = {.quota_id = job.quota_id, .period_start = job.period_start,
                       .threshold = job.threshold};
+        char idh[96];
+        snprintf(idh, sizeof(idh), "Idempotency-Key: %s", job.id);
+        if (!c)
+            snprintf(r.err, sizeof(r.err), "curl_easy_init failed");
         for (uint32_t i = 0; c && i < w->attempts && !r.ok; i++) {
             struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
             hdr = curl_slist_append(hdr, "Expect:");
+            hdr = curl_slist_append(hdr, idh);
             curl_easy_reset(c);
             curl_easy_setopt(c, CURLOPT_URL, w->url);
             curl_easy_setopt(c, CURLOPT_POSTFIELDS, job.body);
@@ -168,11 +196,15 @@ static void *wh_main(void *arg)
             r.attempts = (int32_t)i + 1;
             r.status = cc == CURLE_OK ? (int32_t)code : -1;
             r.ok = cc == CURLE_OK && code >= 200 && code < 300;
+            if (cc != CURLE_OK)
+                snprintf(r.err, sizeof(r.err), "%s", curl_easy_strerror(cc));
+            else if (!r.ok)
+                snprintf(r.err, sizeof(r.err), "HTTP %ld", code);
             if (!r.ok && i + 1 < w->attempts) {
-                /* back off 0.5 s, 1 s, 2 s ... but wake at once on stop */
+                /* back off 0.5 s, 1 s, 2 s ... 32 s at most, but wake at once on stop */
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
-                int64_t add = 500 * NS_PER_MS << i;
+                int64_t add = 500 * NS_PER_MS << (i < 6 ? i : 6);
                 ts.tv_sec += (time_t)(add / 1000000000LL);
                 ts.tv_nsec += (long)(add % 1000000000LL);
                 if (ts.tv_nsec >= 1000000000L)
@@ -182,11 +214,13 @@ static void *wh_main(void *arg)
                     pthread_cond_timedwait(&w->cv, &w->mu, &ts);
                 bool stop = w->stop;
                 pthread_mutex_unlock(&w->mu);
-                if (stop)
+                if (stop) {
+                    r.interrupted = true;
                     break;
+                }
             }
         }
-        if (!r.ok)
+        if (!r.ok && !r.interrupted)
             ta_log(TA_LOG_WARN, "billing: warning webhook for quota %" PRIu64 " at %d%%: failed "
                    "after %d attempts (last status %d)", r.quota_id, r.threshold, r.attempts, r.status);
         pthread_mutex_lock(&w->mu);
@@ -210,10 +244,11 @@ static void wh_start(webhook_t *w, const ta_billing_conf_t *conf)
     pthread_cond_init(&w->cv, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (pthread_create(&w->th, NULL, wh_main, w) != 0) {
-        ta_log(TA_LOG_ERROR, "billing: cannot start the webhook thread; warnings are only recorded");
+        ta_log(TA_LOG_ERROR, "billing: cannot start the webhook thread; warnings stay pending");
         return;
     }
     w->started = true;
+    w->rescan = true; /* post what a previous billing left pending */
 }
 
 static void wh_stop(webhook_t *w)
@@ -228,20 +263,46 @@ static void wh_stop(webhook_t *w)
     w->started = false;
 }
 
+/* Hand a committed PENDING warning to the thread. With WH_QUEUE jobs in
+ * flight it stays PENDING and a later rescan queues it (never dropped). */
 static void wh_queue(webhook_t *w, const wh_job_t *j)
 {
     if (!w->started)
         return;
-    pthread_mutex_lock(&w->mu);
-    if (w->jn < WH_QUEUE) {
-        w->jobs[(w->jhead + w->jn) % WH_QUEUE] = *j;
-        w->jn++;
-        pthread_cond_signal(&w->cv);
-    } else {
-        ta_log(TA_LOG_WARN, "billing: webhook queue full; warning for quota %" PRIu64
-               " recorded but not posted", j->quota_id);
+    if (w->inflight >= WH_QUEUE) {
+        if (!w->rescan)
+            ta_log(TA_LOG_WARN, "billing: webhook queue full; warning for quota %" PRIu64
+                   " stays pending and is posted later", j->quota_id);
+        w->rescan = true;
+        return;
     }
+    pthread_mutex_lock(&w->mu);
+    w->jobs[(w->jhead + w->jn) % WH_QUEUE] = *j; /* jn <= inflight < WH_QUEUE */
+    w->jn++;
+    w->inflight++;
+    pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
+}
+
+/* The POST of a warning record: the same bytes whichever billing sends it. */
+static void wh_job_fill(wh_job_t *j, const ta_warning_t *w, const char *key_prefix)
+{
+    char used[TA_NANO_STRLEN], lim[TA_NANO_STRLEN], ps[40], at[40];
+    j->quota_id = w->quota_id;
+    j->period_start = w->period_start;
+    j->threshold = w->threshold;
+    snprintf(j->id, sizeof(j->id), "%" PRIu64 "-%" PRId64 "-%d", w->quota_id, w->period_start,
+             w->threshold);
+    snprintf(j->body, sizeof(j->body),
+             "{\"event\":\"quota.warning\",\"id\":\"%s\",\"quota_id\":%" PRIu64
+             ",\"user_id\":%" PRIu64 ",\"threshold\":%d,\"period_start\":\"%s\","
+             "\"cost_used\":\"%s\",\"cost_limit\":\"%s\",\"tokens_used\":%" PRId64
+             ",\"token_limit\":%" PRId64 ",\"requests_used\":%" PRId64
+             ",\"request_limit\":%" PRId64 ",\"raised_at\":\"%s\",\"key_prefix\":\"%s\"}",
+             j->id, w->quota_id, w->user_id, w->threshold, ta_time_format(w->period_start, ps),
+             ta_nano_format(w->cost_used, used), ta_nano_format(w->cost_limit, lim), w->tokens_used,
+             w->token_limit, w->requests_used, w->request_limit,
+             ta_time_format(w->raised_at_ns / 1000000000LL, at), key_prefix);
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -580,28 +641,17 @@ static int audit_warnings(ta_billing_t *b, MDB_txn *atxn, MDB_txn *ltxn, uint64_
         w.token_limit = q.limits.token_limit;
         w.requests_used = bal.requests_used;
         w.request_limit = q.limits.request_limit;
+        if (b->conf.warning_webhook_url && *b->conf.warning_webhook_url)
+            w.webhook_state = TA_WH_PENDING; /* the outbox entry */
         if ((rc = ta_audit_warning_put(b->st, atxn, &w)) != 0)
             return rc;
         b->stats.warnings++;
         ta_log(TA_LOG_INFO, "billing: quota %" PRIu64 " reached %d%% of its limit", quota_id,
                w.threshold);
-        if (b->nout < WH_QUEUE) {
-            wh_job_t *j = &b->out[b->nout++];
-            char used[TA_NANO_STRLEN], lim[TA_NANO_STRLEN], ps[40], at[40];
-            j->quota_id = quota_id;
-            j->period_start = period;
-            j->threshold = w.threshold;
-            snprintf(j->body, sizeof(j->body),
-                     "{\"event\":\"quota.warning\",\"quota_id\":%" PRIu64 ",\"user_id\":%" PRIu64
-                     ",\"threshold\":%d,\"period_start\":\"%s\",\"cost_used\":\"%s\","
-                     "\"cost_limit\":\"%s\",\"tokens_used\":%" PRId64 ",\"token_limit\":%" PRId64
-                     ",\"requests_used\":%" PRId64 ",\"request_limit\":%" PRId64
-                     ",\"raised_at\":\"%s\",\"key_prefix\":\"%s\"}",
-                     quota_id, q.user_id, w.threshold, ta_time_format(period, ps),
-                     ta_nano_format(w.cost_used, used), ta_nano_format(w.cost_limit, lim),
-                     w.tokens_used, w.token_limit, w.requests_used, w.request_limit,
-                     ta_time_format(w.raised_at_ns / 1000000000LL, at), q.key_prefix);
-        }
+        if (b->nout < WH_QUEUE)
+            wh_job_fill(&b->out[b->nout++], &w, q.key_prefix);
+        else
+            b->wh.rescan = true; /* stays pending: a later rescan posts it */
     }
     return 0;
 }
@@ -632,30 +682,138 @@ static int audit_worker_dead(ta_billing_t *b, MDB_txn *atxn, MDB_txn *ltxn, uint
     return rc;
 }
 
+/* Write the thread's results into atxn. They stay in `res` (and in flight)
+ * until wh_results_done() after the commit: an aborted txn loses none. */
 static int audit_webhook_results(ta_billing_t *b, MDB_txn *atxn)
 {
     wh_res_t res[WH_QUEUE];
     size_t n = 0;
+    b->wh.rdone = 0;
     if (!b->wh.started)
         return 0;
     pthread_mutex_lock(&b->wh.mu);
     n = b->wh.rn;
     memcpy(res, b->wh.res, n * sizeof(res[0]));
-    b->wh.rn = 0;
     pthread_mutex_unlock(&b->wh.mu);
     for (size_t i = 0; i < n; i++) {
         ta_warning_t w;
-        if (ta_audit_warning_get(b->st, atxn, res[i].quota_id, res[i].period_start,
-                                 res[i].threshold, &w) != 0)
+        int rc = ta_audit_warning_get(b->st, atxn, res[i].quota_id, res[i].period_start,
+                                      res[i].threshold, &w);
+        if (rc == TA_ENOTFOUND)
             continue;
-        w.webhook_status = res[i].status;
-        w.webhook_attempts = res[i].attempts;
-        w.webhook_ok = res[i].ok;
-        int rc = ta_audit_warning_put(b->st, atxn, &w);
         if (rc != 0)
             return rc;
+        if (w.webhook_state == TA_WH_DELIVERED)
+            continue; /* never downgrade a delivered warning */
+        w.webhook_status = res[i].status;
+        w.webhook_attempts += res[i].attempts;
+        w.webhook_ok = res[i].ok;
+        if (res[i].ok) {
+            w.webhook_state = TA_WH_DELIVERED;
+            w.webhook_error[0] = '\0';
+        } else {
+            snprintf(w.webhook_error, sizeof(w.webhook_error), "%s", res[i].err);
+            if (!res[i].interrupted)
+                w.webhook_state = TA_WH_FAILED;
+        }
+        w.webhook_at_ns = ta_now_ns();
+        if ((rc = ta_audit_warning_put(b->st, atxn, &w)) != 0)
+            return rc;
     }
+    b->wh.rdone = n;
     return 0;
+}
+
+/* After the commit that wrote the first rdone results: forget those jobs. */
+static void wh_results_done(ta_billing_t *b)
+{
+    size_t n = b->wh.rdone;
+    b->wh.rdone = 0;
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&b->wh.mu);
+    memmove(b->wh.res, b->wh.res + n, (b->wh.rn - n) * sizeof(b->wh.res[0]));
+    b->wh.rn -= n;
+    pthread_mutex_unlock(&b->wh.mu);
+    b->wh.inflight -= n;
+}
+
+typedef struct rescan_arg {
+    ta_billing_t *b;
+    MDB_txn *ltxn;
+} rescan_arg_t;
+
+static int rescan_cb(const ta_warning_t *w, void *arg)
+{
+    rescan_arg_t *a = arg;
+    ta_quota_t q;
+    wh_job_t j;
+    if (a->b->wh.inflight >= WH_QUEUE)
+        return 1; /* the rest on the next rescan */
+    if (ta_rec_get(a->b->st, a->ltxn, &ta_desc_quota, w->quota_id, &q) != 0)
+        q.key_prefix[0] = '\0'; /* quota deleted since: post the warning anyway */
+    wh_job_fill(&j, w, q.key_prefix);
+    wh_queue(&a->b->wh, &j);
+    return 0;
+}
+
+/* Queue the PENDING warnings. Only with nothing in flight: every PENDING
+ * record is then one that no job carries, so none is queued twice. */
+static void wh_rescan(ta_billing_t *b)
+{
+    MDB_txn *atxn = NULL, *ltxn = NULL;
+    if (!b->wh.started || !b->wh.rescan || b->wh.inflight != 0)
+        return;
+    b->wh.rescan = false;
+    rescan_arg_t a = {.b = b};
+    int rc = ta_txn_begin(b->st, TA_ENV_AUDIT, false, &atxn);
+    if (rc == 0)
+        rc = ta_txn_begin(b->st, TA_ENV_LEDGER, false, &ltxn);
+    if (rc == 0) {
+        a.ltxn = ltxn;
+        rc = ta_audit_warning_scan(b->st, atxn, TA_WH_PENDING, rescan_cb, &a);
+    }
+    if (ltxn)
+        ta_txn_abort(ltxn);
+    if (atxn)
+        ta_txn_abort(atxn);
+    if (b->wh.inflight >= WH_QUEUE)
+        b->wh.rescan = true; /* there may be more */
+    if (rc != 0) {
+        ta_log(TA_LOG_WARN, "billing: pending warnings unreadable: %s", ta_strerror(rc));
+        b->wh.rescan = true;
+    }
+    if (b->wh.inflight)
+        ta_log(TA_LOG_INFO, "billing: %zu pending warning webhook(s) queued", b->wh.inflight);
+}
+
+/* Between batches: write results that came back while the ring was idle (a
+ * small audit txn of the loop's own), then rescan when due. */
+static void wh_service(ta_billing_t *b)
+{
+    MDB_txn *txn;
+    size_t rn;
+    if (!b->wh.started)
+        return;
+    pthread_mutex_lock(&b->wh.mu);
+    rn = b->wh.rn;
+    pthread_mutex_unlock(&b->wh.mu);
+    if (rn > 0 && ta_txn_begin(b->st, TA_ENV_AUDIT, true, &txn) == 0) {
+        int rc = audit_webhook_results(b, txn);
+        if (rc == 0)
+            rc = ta_txn_commit(txn);
+        else
+            ta_txn_abort(txn);
+        if (rc == 0) {
+            wh_results_done(b);
+            b->dirty = true;
+        } else {
+            b->wh.rdone = 0;
+            ta_log(TA_LOG_WARN, "billing: webhook results not written (retried): %s",
+                   ta_strerror(rc));
+        }
+    }
+    wh_rescan(b);
 }
 
 /* Apply items[0..n) (tickets < upto, some of [tail, upto) skipped) to both
@@ -684,10 +842,11 @@ static int apply_batch(ta_billing_t *b, size_t n, uint64_t upto)
             rc = ledger_worker_dead(b, txn, it->ticket, &it->ev);
             dead = true;
         } else {
-            /* nothing to undo: set it aside within this batch */
-            rc = dl_put(b, txn, TA_ENV_LEDGER, it->ticket, &it->ev, TA_EINVAL);
-            if (rc == 0)
-                ta_ring_set_note(b->ring, it->ticket, (int64_t)NOTE_DEAD);
+            /* set aside below (dead letters are written only for a batch
+             * of one, so a rolled-back batch never logs or counts one) */
+            ta_log(TA_LOG_ERROR, "billing: ticket %" PRIu64 ": unknown event kind %u",
+                   it->ticket, it->ev.kind);
+            rc = TA_EINVAL;
         }
         if (rc != 0) {
             ta_log(TA_LOG_ERROR, "billing: ticket %" PRIu64 " (ledger): %s", it->ticket,
@@ -784,6 +943,7 @@ static int apply_batch(ta_billing_t *b, size_t n, uint64_t upto)
         return rc;
     b->aud_applied = upto - 1;
     b->stats.audit_applied = upto - 1;
+    wh_results_done(b);
     for (size_t i = 0; i < b->nout; i++)
         wh_queue(&b->wh, &b->out[i]);
     b->nout = 0;
@@ -793,6 +953,7 @@ Fail:
         ta_txn_abort(ltxn);
     if (txn)
         ta_txn_abort(txn);
+    b->wh.rdone = 0; /* results not written: they stay queued */
     return rc;
 }
 
@@ -953,6 +1114,7 @@ int ta_billing_open(const ta_billing_conf_t *conf, ta_billing_t **out)
     ta_log(TA_LOG_INFO, "billing: started at ring ticket %" PRIu64 " (head %" PRIu64 ")", b->cursor,
            ta_ring_head(b->ring));
     wh_start(&b->wh, &b->conf);
+    wh_rescan(b); /* before any new warning: pending ones go first */
     b->last_sync = b->last_prune = ta_mono_ns();
     *out = b;
     return 0;
@@ -1020,6 +1182,7 @@ int ta_billing_step(ta_billing_t *b, int wait_ms)
             return 0;
         }
     }
+    wh_service(b);
     int64_t now = ta_mono_ns();
     int64_t sync_ns = (b->conf.sync_interval_ms > 0 ? b->conf.sync_interval_ms : 100) * NS_PER_MS;
     if (b->dirty && now - b->last_sync >= sync_ns) {

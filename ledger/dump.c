@@ -12,6 +12,7 @@
  * secret (ids, request ids) or truncated (the first 4 bytes of a key hash).
  */
 #include "ledger/dump.h"
+#include "ledger/billing.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -229,6 +230,35 @@ static int meta(dump_t *dp, ta_envid_t env, json_t *obj)
     return 0;
 }
 
+/* Dead letters (billing.h) of both environments: the decoded fields and the
+ * stored event bytes, so an operator can see exactly what was set aside. */
+static int dead_cb(const ta_dead_letter_t *dl, void *arg)
+{
+    json_t *arr = arg, *row;
+    char rid[33], *raw = malloc(2 * dl->raw_len + 1);
+    if (!raw)
+        return -ENOMEM;
+    hex(raw, dl->raw, dl->raw_len);
+    raw[2 * dl->raw_len] = '\0';
+    hex(rid, dl->ev.request_id, 16);
+    rid[32] = '\0';
+    row = json_pack("{s:I,s:s,s:s,s:i,s:s,s:I,s:b,s:i,s:s,s:I,s:I,s:i,s:I,s:s}",
+                    "ticket", (json_int_t)dl->ticket, "ring_id", "", "side",
+                    dl->side == TA_ENV_AUDIT ? "audit" : "ledger", "error", (int)dl->error,
+                    "error_text", ta_strerror(dl->error), "at_ns", (json_int_t)dl->at_ns,
+                    "intact", dl->intact, "kind", (int)dl->ev.kind, "request_id", rid,
+                    "quota_id", (json_int_t)dl->ev.quota_id, "user_id", (json_int_t)dl->ev.user_id,
+                    "status", (int)dl->ev.status, "cost", (json_int_t)dl->ev.cost, "event_hex", raw);
+    free(raw);
+    if (!row)
+        return -ENOMEM;
+    char ring[17];
+    snprintf(ring, sizeof(ring), "%016" PRIx64, dl->ring_id);
+    json_object_set_new(row, "ring_id", json_string(ring));
+    json_array_append_new(arr, row);
+    return 0;
+}
+
 static size_t entries(dump_t *dp, ta_db_t db)
 {
     MDB_stat ms;
@@ -278,6 +308,17 @@ static json_t *build(dump_t *dp)
     if (!a)
         goto Fail;
     json_object_set_new(doc, "audit", a);
+
+    if (!(a = json_array()))
+        goto Fail;
+    json_object_set_new(doc, "dead_letters", a);
+    for (int e = 0; e < 2; e++) {
+        if ((rc = ta_dead_letter_walk(dp->st, dp->txn[e], (ta_envid_t)e, dead_cb, a)) != 0) {
+            note_err(dp, rc);
+            if (rc == -ENOMEM)
+                goto Fail;
+        }
+    }
 
     if (!(m = json_object()))
         goto Fail;

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "ledger/audit.h"
+#include "ledger/billing.h"
 #include "ledger/verify.h"
 
 typedef struct vctx {
@@ -74,6 +75,24 @@ static int hold_cb(const void *key, size_t klen, const void *rec, void *arg)
     return 0;
 }
 
+/* Every dead letter is an event billing set aside unapplied (billing.h):
+ * an operator has to look at it, so it is a difference. */
+static int dead_cb(const ta_dead_letter_t *dl, void *arg)
+{
+    vctx_t *v = arg;
+    char rid[33], at[40];
+    for (int i = 0; i < 16; i++)
+        snprintf(rid + 2 * i, 3, "%02x", dl->ev.request_id[i]);
+    fprintf(v->out, "DEAD letter ticket %" PRIu64 " ring %016" PRIx64 " %s pass failed: %s; kind %u "
+            "request %s quota %" PRIu64 " user %" PRIu64 " at %s%s\n", dl->ticket, dl->ring_id,
+            dl->side == TA_ENV_AUDIT ? "audit (ledger settled it, audit record missing)"
+                                     : "ledger (not applied)",
+            ta_strerror(dl->error), dl->ev.kind, rid, dl->ev.quota_id, dl->ev.user_id,
+            ta_time_format(dl->at_ns / 1000000000LL, at), dl->intact ? "" : " (value damaged)");
+    v->ndiff++;
+    return 0;
+}
+
 int ta_ledger_verify(ta_store_t *st, const ta_verify_opts_t *opts, FILE *out, int *ndiff)
 {
     ta_verify_opts_t o = {.max_hold_age_s = 3900, .lookback_days = 35, .wait_ms = 5000};
@@ -114,6 +133,9 @@ int ta_ledger_verify(ta_store_t *st, const ta_verify_opts_t *opts, FILE *out, in
     if ((rc = ta_rec_walk(st, v.ltxn, &ta_desc_quota, quota_cb, &v)) != 0)
         goto Exit;
     if ((rc = ta_rec_walk_k(st, v.ltxn, &ta_desc_hold, TA_DB_HOLDS, hold_cb, &v)) != 0)
+        goto Exit;
+    if ((rc = ta_dead_letter_walk(st, v.ltxn, TA_ENV_LEDGER, dead_cb, &v)) != 0 ||
+        (rc = ta_dead_letter_walk(st, v.atxn, TA_ENV_AUDIT, dead_cb, &v)) != 0)
         goto Exit;
     fprintf(out, "%s: %" PRIu64 " quotas, %" PRIu64 " holds, applied ticket ledger %" PRIu64
             " audit %" PRIu64 ", %d difference(s)\n", v.ndiff ? "FAIL" : "OK", v.nquotas, v.nholds,
