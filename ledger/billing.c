@@ -836,6 +836,9 @@ static int apply_batch(ta_billing_t *b, size_t n, uint64_t upto)
         const ta_ring_item_t *it = &b->items[i];
         if (it->ticket <= applied)
             continue;
+        /* no note left from an attempt that rolled back (NOTE_DEAD would
+         * make the audit pass skip a ticket this pass applies) */
+        ta_ring_set_note(b->ring, it->ticket, 0);
         if (it->ev.kind == TA_EV_REQUEST) {
             rc = ledger_request(b, txn, it->ticket, &it->ev);
         } else if (it->ev.kind == TA_EV_WORKER_DEAD) {
@@ -894,11 +897,10 @@ static int apply_batch(ta_billing_t *b, size_t n, uint64_t upto)
         const ta_ring_item_t *it = &b->items[i];
         if (it->ticket <= applied)
             continue;
-        uint64_t dnote = (uint64_t)ta_ring_note(b->ring, it->ticket);
-        if ((dnote & NOTE_DEAD) || (!(dnote & NOTE_VALID) && dl_exists(b, ltxn, it->ticket)))
+        uint64_t note = (uint64_t)ta_ring_note(b->ring, it->ticket);
+        if ((note & NOTE_DEAD) || (!(note & NOTE_VALID) && dl_exists(b, ltxn, it->ticket)))
             continue; /* the ledger pass set it aside: nothing of it is applied */
         if (it->ev.kind == TA_EV_REQUEST) {
-            uint64_t note = (uint64_t)ta_ring_note(b->ring, it->ticket);
             ta_audit_t rec;
             int64_t period = (int64_t)(note & NOTE_PERIOD_MASK);
             int level = (int)((note >> NOTE_LEVEL_SHIFT) & 0xf);
