@@ -212,6 +212,31 @@ int ta_audit_warning_put(ta_store_t *st, MDB_txn *txn, const ta_warning_t *w)
     return mrc ? lmdb_fail(mrc, "put warning") : 0;
 }
 
+int ta_audit_warning_scan(ta_store_t *st, MDB_txn *txn, int state, ta_warning_cb cb, void *arg)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc = 0, mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_WARNINGS), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "open warnings cursor");
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        ta_warning_t w;
+        if ((rc = ta_rec_decode(&ta_desc_warning, v.mv_data, v.mv_size, &w)) != 0)
+            break;
+        if (state >= 0 && w.webhook_state != state)
+            continue;
+        if ((rc = cb(&w, arg)) != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    if (rc > 0)
+        return 0;
+    if (rc == 0 && mrc != MDB_NOTFOUND)
+        rc = lmdb_fail(mrc, "walk warnings");
+    return rc;
+}
+
 int ta_audit_prune(ta_store_t *st, MDB_txn *txn, int64_t before_ns, size_t max, size_t *deleted,
                    bool *more)
 {
@@ -508,7 +533,7 @@ json_t *ta_audit_to_json(const ta_audit_t *rec)
     return ta_rec_to_json(&ta_desc_audit, rec, TA_JSON_API);
 }
 
-/* ---- CLI: tail and export ------------------------------------------------ */
+/* ---- CLI: tail, export and warnings ------------------------------------------------ */
 
 typedef struct out_arg {
     FILE *out;
@@ -584,27 +609,78 @@ static int parse_time_ns(const char *s, int64_t *ns)
     return 0;
 }
 
+/* `tokenaudit audit warnings`: every warning record, webhook outbox state
+ * included, one JSON object a line. */
+static int warning_print_cb(const ta_warning_t *w, void *arg)
+{
+    json_t *j = ta_rec_to_json(&ta_desc_warning, w, TA_JSON_API);
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (s == NULL)
+        return -ENOMEM;
+    fputs(s, (FILE *)arg);
+    fputc('\n', (FILE *)arg);
+    free(s);
+    return ferror((FILE *)arg) ? -EIO : 0;
+}
+
+static int warnings_cli(const char *dir, const char *state_name)
+{
+    int state = -1;
+    if (state_name != NULL) {
+        const ta_field_t *f = ta_rec_field(&ta_desc_warning, "webhook_state");
+        for (int i = 0; f != NULL && f->names[i] != NULL; i++)
+            if (strcmp(f->names[i], state_name) == 0)
+                state = i;
+        if (state < 0) {
+            fprintf(stderr, "audit: --state must be none, pending, delivered or failed\n");
+            return 2;
+        }
+    }
+    ta_store_opts_t so = {.readonly = true};
+    ta_store_t *st = NULL;
+    MDB_txn *txn;
+    int rc = ta_store_open(&st, dir, &so);
+    if (rc != 0) {
+        fprintf(stderr, "audit: cannot open %s: %s\n", dir, ta_strerror(rc));
+        return 1;
+    }
+    if ((rc = ta_txn_begin(st, TA_ENV_AUDIT, false, &txn)) == 0) {
+        rc = ta_audit_warning_scan(st, txn, state, warning_print_cb, stdout);
+        ta_txn_abort(txn);
+    }
+    fflush(stdout);
+    ta_store_close(st);
+    if (rc != 0) {
+        fprintf(stderr, "audit: %s\n", ta_strerror(rc));
+        return 1;
+    }
+    return 0;
+}
+
 static volatile sig_atomic_t tail_stop;
 static void on_sig(int sig) { tail_stop = 1; }
 
 int ta_audit_cli(int argc, char **argv)
 {
-    const char *dir = getenv("TOKENAUDIT_DATA_DIR"), *fmt = "jsonl";
+    const char *dir = getenv("TOKENAUDIT_DATA_DIR"), *fmt = "jsonl", *state = NULL;
     int64_t since = 0, until = 0, lookback_s = 600;
     long lines = 10;
     bool tail = argc > 0 && strcmp(argv[0], "tail") == 0;
+    bool warnings = argc > 0 && strcmp(argv[0], "warnings") == 0;
     static const struct option opts[] = {
         {"data-dir", required_argument, 0, 'd'}, {"format", required_argument, 0, 'f'},
         {"since", required_argument, 0, 's'},    {"until", required_argument, 0, 'u'},
         {"lines", required_argument, 0, 'n'},    {"lookback", required_argument, 0, 'l'},
+        {"state", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
-    if (argc < 1 || (!tail && strcmp(argv[0], "export") != 0)) {
-        fprintf(stderr, "usage: tokenaudit audit tail|export --data-dir DIR ...\n");
+    if (argc < 1 || (!tail && !warnings && strcmp(argv[0], "export") != 0)) {
+        fprintf(stderr, "usage: tokenaudit audit tail|export|warnings --data-dir DIR ...\n");
         return 2;
     }
     optind = 1;
     int c;
-    while ((c = getopt_long(argc, argv, "d:f:s:u:n:l:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:f:s:u:n:l:S:h", opts, NULL)) != -1) {
         switch (c) {
         case 'd': dir = optarg; break;
         case 'f': fmt = optarg; break;
@@ -618,11 +694,14 @@ int ta_audit_cli(int argc, char **argv)
             break;
         case 'n': lines = strtol(optarg, NULL, 10); break;
         case 'l': lookback_s = strtol(optarg, NULL, 10); break;
+        case 'S': state = optarg; break;
         default:
             fprintf(stderr,
                     "usage: tokenaudit audit export --data-dir DIR --format jsonl|csv [--since T] "
                     "[--until T]\n       tokenaudit audit tail --data-dir DIR [--lines N] "
-                    "[--lookback SECONDS] [--format jsonl|csv]\n");
+                    "[--lookback SECONDS] [--format jsonl|csv]\n"
+                    "       tokenaudit audit warnings --data-dir DIR "
+                    "[--state none|pending|delivered|failed]\n");
             return 2;
         }
     }
@@ -630,6 +709,8 @@ int ta_audit_cli(int argc, char **argv)
         fprintf(stderr, "audit: --data-dir is required\n");
         return 2;
     }
+    if (warnings)
+        return warnings_cli(dir, state);
     bool csv = strcmp(fmt, "csv") == 0;
     if (!csv && strcmp(fmt, "jsonl") != 0) {
         fprintf(stderr, "audit: --format must be jsonl or csv\n");

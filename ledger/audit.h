@@ -37,6 +37,14 @@ int ta_audit_warning_get(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_
                          int32_t threshold, ta_warning_t *out);
 int ta_audit_warning_put(ta_store_t *st, MDB_txn *txn, const ta_warning_t *w);
 
+/** Walk the warnings table in key order (quota, period, threshold) and call
+ *  cb for each record whose webhook_state is state (any state when state <
+ *  0); cb returns 0 to go on, 1 to stop (ta_audit_warning_scan returns 0),
+ *  <0 to stop with that error. Any txn on TA_ENV_AUDIT (billing re-queues
+ *  the pending ones at start; `tokenaudit audit warnings`). */
+typedef int (*ta_warning_cb)(const ta_warning_t *w, void *arg);
+int ta_audit_warning_scan(ta_store_t *st, MDB_txn *txn, int state, ta_warning_cb cb, void *arg);
+
 /** Delete up to max records (requests + requests_by_quota) received before
  *  before_ns; daily aggregates stay. *more tells whether older ones remain.
  *  Billing, small audit write txns. */
@@ -81,7 +89,9 @@ int ta_audit_sum_cost(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t p
 /** JSON of a record (API shape + latency fields). New reference. */
 json_t *ta_audit_to_json(const ta_audit_t *rec);
 
-/** `tokenaudit audit tail|export ...`; argv[0] is "tail" or "export".
+/** `tokenaudit audit tail|export|warnings ...`; argv[0] is "tail", "export"
+ *  or "warnings" (every warning record as a JSON line, webhook state
+ *  included; --state pending|delivered|failed|none keeps one state).
  *  Returns the process exit code. CLI only. */
 int ta_audit_cli(int argc, char **argv);
 

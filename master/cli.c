@@ -236,6 +236,8 @@ static const cli_cmd_t commands[] = {
     {"audit", "tail", NULL, ta_audit_cli, "--data-dir DIR [-n N]", "follow new audit records"},
     {"audit", "export", NULL, ta_audit_cli,
      "--data-dir DIR --format jsonl|csv [--since T] [--until T]", "export audit records"},
+    {"audit", "warnings", NULL, ta_audit_cli, "--data-dir DIR [--state pending|delivered|failed|none]",
+     "list the raised quota warnings with their webhook delivery state"},
     {"openapi", NULL, NULL, ta_openapi_cli, "[--json]",
      "print the OpenAPI 3.0 document of the HTTP API (docs/openapi.yaml)"},
 };

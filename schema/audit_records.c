@@ -78,6 +78,9 @@ static const ta_field_t daily_fields[] = {
 };
 const ta_recdesc_t ta_desc_daily = DESC("daily", TA_REC_DAILY, ta_daily_t, daily_fields);
 
+/* index = TA_WH_* (audit_records.h) */
+static const char *const webhook_state_names[] = {"none", "pending", "delivered", "failed", NULL};
+
 static const ta_field_t warning_fields[] = {
     F("quota_id", 1, TA_FT_ID, ta_warning_t, quota_id),
     F("user_id", 2, TA_FT_ID, ta_warning_t, user_id),
@@ -93,5 +96,8 @@ static const ta_field_t warning_fields[] = {
     F("webhook_status", 12, TA_FT_I32, ta_warning_t, webhook_status),
     F("webhook_attempts", 13, TA_FT_I32, ta_warning_t, webhook_attempts),
     F("webhook_ok", 14, TA_FT_BOOL, ta_warning_t, webhook_ok),
+    FE("webhook_state", 15, ta_warning_t, webhook_state, webhook_state_names),
+    F("webhook_error", 16, TA_FT_STR, ta_warning_t, webhook_error),
+    F("webhook_at", 17, TA_FT_TIME_NS, ta_warning_t, webhook_at_ns),
 };
 const ta_recdesc_t ta_desc_warning = DESC("warning", TA_REC_WARNING, ta_warning_t, warning_fields);

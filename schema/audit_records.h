@@ -64,9 +64,18 @@ typedef struct ta_warning {
     ta_nano_t cost_used, cost_limit;
     int64_t tokens_used, token_limit, requests_used, request_limit;
     int32_t webhook_status;     /* last HTTP status of the webhook (0 none, -1 transport error) */
-    int32_t webhook_attempts;
+    int32_t webhook_attempts;   /* POSTs made so far, all billing runs together */
     bool webhook_ok;
+    /* The record is the webhook's outbox (ledger/billing.c): PENDING until a
+     * POST got a 2xx (DELIVERED) or a round of bounded retries failed
+     * (FAILED, webhook_error says why). NONE: no webhook was configured when
+     * it was raised (and records written before this field existed). */
+    uint8_t webhook_state;      /* TA_WH_* */
+    char webhook_error[128];    /* last failure ("HTTP 500", curl's message) */
+    int64_t webhook_at_ns;      /* when DELIVERED / FAILED was recorded */
 } ta_warning_t;
+
+enum { TA_WH_NONE = 0, TA_WH_PENDING = 1, TA_WH_DELIVERED = 2, TA_WH_FAILED = 3 };
 
 extern const ta_recdesc_t ta_desc_audit, ta_desc_daily, ta_desc_warning;
 
