@@ -21,11 +21,21 @@ Checked:
   * a receiver that is down: settlement goes on, the failure is logged.
   * nothing is lost: every 200 has its audit record, and `tokenaudit ledger
     verify` exits 0.
+  * the warning record is the outbox (outbox_case, a gateway of its own): with
+    the receiver down (it accepts and never answers), the warnings are
+    recorded "pending" (`tokenaudit audit warnings`); billing is killed -9 and
+    the master restarts it; the receiver comes up: every pending warning
+    arrives (at least once, with its stable id "quota-period-threshold" in the
+    body and the Idempotency-Key header), its record becomes "delivered", and
+    after a further kill -9 of billing nothing delivered is posted again
+    (counted at the receiver behind a barrier: the restarted billing queues
+    the pending warnings before any new one, and posts in order).
 """
 
 import http.server
 import json
 import os
+import signal
 import sys
 import threading
 
@@ -51,6 +61,7 @@ class Receiver:
         self.posts = []
         self.fail = set()
         self.hold = set()
+        self.keys = []  # (body id, Idempotency-Key header) of every POST
         self.release = threading.Event()
         self.held = threading.Event()
         rcv = self
@@ -61,15 +72,19 @@ class Receiver:
                 body = json.loads(self.rfile.read(n))
                 with rcv.lock:
                     rcv.posts.append((self.path, self.headers.get("Content-Type"), body))
+                    rcv.keys.append((body.get("id"), self.headers.get("Idempotency-Key")))
                     held = body["quota_id"] in rcv.hold
                 if held:
                     rcv.held.set()
                     rcv.release.wait(30)
                 code = 500 if body["quota_id"] in rcv.fail else 200
-                self.send_response(code)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"{}")
+                except OSError:
+                    pass  # the sender was killed meanwhile
 
             def log_message(self, *a):
                 pass
@@ -150,6 +165,7 @@ def main():
                 paths = {(path, ct) for path, ct, _ in rcv.posts}
             check(paths == {("/hook", "application/json")}, paths)
             for b in p:
+                check(b["id"].startswith("%d-" % qa) and b["id"].endswith("-%d" % b["threshold"]), b)
                 check(b["event"] == "quota.warning" and b["quota_id"] == qa and
                       b["user_id"] == t.user_id and b["cost_limit"] == LIMIT and
                       b["key_prefix"] == t.quota["key_prefix"], b)
@@ -198,7 +214,90 @@ def main():
             gw.stop()
         finally:
             rcv.release.set()
+    outbox_case()
     print("ok")
+
+
+def warnings_of(gw, state=None):
+    """The warning records (tokenaudit audit warnings), by stable id."""
+    args = ["audit", "warnings", "--data-dir", gw.data_dir] + (["--state", state] if state else [])
+    p = harness.run_cli(*args, env=gw.env)
+    recs = [json.loads(l) for l in p.stdout.splitlines() if l.strip()]
+    out = {}
+    for w in recs:
+        ps = int(harness_time(w["period_start"]))
+        out["%d-%d-%d" % (w["quota_id"], ps, w["threshold"])] = w
+    return out
+
+
+def harness_time(s):
+    """RFC 3339 (UTC, as the schema writes times) -> unix seconds."""
+    import calendar
+    import time as _t
+    return calendar.timegm(_t.strptime(s.replace("Z", "+0000")[:19], "%Y-%m-%dT%H:%M:%S"))
+
+
+def kill_billing(gw):
+    """kill -9 billing; returns once the master started a new one."""
+    old = gw.billing_pid()
+    os.kill(old, signal.SIGKILL)
+    return gw.wait_for(lambda: (lambda p: p if p and p != old else None)(gw.billing_pid()), 60,
+                       "billing restarted after kill -9")
+
+
+def outbox_case():
+    rcv = Receiver()
+    with proxyutil.gateway_with_fake(workers=1, stop=False,
+                                     env={"TOKENAUDIT_WARNING_WEBHOOK_URL": rcv.url}) as (gw, fake):
+        try:
+            t = proxyutil.Tenant(gw, fake, quota={"period": "month", "cost_limit": LIMIT,
+                                                  "warn_at": [50, 80]})
+            qd, kd = t.quota_id, t.key
+            qe, ke = t.new_quota({"period": "month", "cost_limit": LIMIT, "warn_at": [50]})
+            qe = qe["id"]
+            # the receiver is down: it takes every POST and never answers (until release)
+            rcv.hold |= {qd, qe}
+            spend(gw, t, kd, qd, 4)  # 50% and 80%
+            spend(gw, t, ke, qe, 3)  # 50%
+            check(t.settled(qd)["warnings"] == [50, 80] and t.settled(qe)["warnings"] == [50],
+                  "warnings raised")
+            harness.wait_for(rcv.held.is_set, 30, "the first webhook POST (receiver down)")
+            pend = warnings_of(gw, "pending")
+            check(len(pend) == 3 and all(w["webhook_ok"] is False for w in pend.values()),
+                  "3 warnings recorded pending while the receiver is down: %r" % pend)
+            ids = set(pend)
+            check({i.split("-")[0] for i in ids} == {str(qd), str(qe)}, ids)
+
+            # billing dies with all three pending; the master restarts it
+            kill_billing(gw)
+            check(set(warnings_of(gw, "pending")) == ids, "still pending after kill -9")
+            # the receiver comes up: the restarted billing delivers them
+            rcv.release.set()
+            got = harness.wait_for(lambda: (lambda d: d if set(d) == ids else None)(
+                warnings_of(gw, "delivered")), 60, "the pending warnings delivered after the restart")
+            for i, w in got.items():
+                check(w["webhook_state"] == "delivered" and w["webhook_ok"] is True and
+                      w["webhook_status"] == 200 and w["webhook_attempts"] >= 1, w)
+            with rcv.lock:
+                keys = list(rcv.keys)
+            for i in ids:
+                check((i, i) in keys, "warning %s arrived with its stable id: %r" % (i, keys))
+            check(all(k[0] == k[1] for k in keys), "body id == Idempotency-Key: %r" % keys)
+            before = {i: sum(1 for k in keys if k[0] == i) for i in ids}
+
+            # a further restart: nothing delivered is posted again
+            kill_billing(gw)
+            barrier(gw, t, rcv, "after the second restart")
+            with rcv.lock:
+                after = {i: sum(1 for k in rcv.keys if k[0] == i) for i in ids}
+            check(after == before, "posted again after delivery: %r -> %r" % (before, after))
+            harness.wait_for(lambda: not warnings_of(gw, "pending"), 30,
+                             "the barrier's warning delivered (none pending)")
+            check(set(warnings_of(gw, "delivered")) >= ids, warnings_of(gw))
+            proxyutil.verify(gw)
+            gw.stop()
+        finally:
+            rcv.release.set()
 
 
 if __name__ == "__main__":
