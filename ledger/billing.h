@@ -3,10 +3,7 @@
  * ring's only consumer and the audit environment's only writer.
  *
  * The master forks one billing process and, in it, calls
- * ta_billing_run() (master/billing_child.c). Until the billing loop exists
- * (TA_BILLING_IMPLEMENTED == 0) the master runs a stand-in that opens the
- * store, beats the heartbeat and syncs both environments every
- * sync_interval_ms, so the rest of the gateway can run.
+ * ta_billing_run() (master/billing_child.c).
  *
  * Contract for ta_billing_run():
  *  - called in the billing child after fork, PR_SET_PDEATHSIG and the
@@ -28,12 +25,6 @@
 #include <stdint.h>
 #include "ledger/event.h"
 #include "ledger/store.h"
-
-/* Flip to 1 in the commit that adds ta_billing_run() (ledger/billing.c):
- * master/billing_child.c then calls it instead of its stand-in loop. */
-#ifndef TA_BILLING_IMPLEMENTED
-#define TA_BILLING_IMPLEMENTED 1
-#endif
 
 typedef struct ta_billing_conf {
     const char *data_dir;

@@ -1,15 +1,11 @@
 /*
  * billing_child.c - the body of the billing process the master forks.
  *
- * It only translates the config into ledger/billing.h's ta_billing_conf_t
- * and calls ta_billing_run(). Until that exists (TA_BILLING_IMPLEMENTED is
- * 0) a stand-in keeps the gateway healthy: it opens the store, beats the
- * heartbeat and syncs both environments every sync_interval_ms.
+ * It only sets up the process's signals, translates the config into
+ * ledger/billing.h's ta_billing_conf_t and calls ta_billing_run().
  */
-#include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include <time.h>
 #include "ledger/billing.h"
 #include "ledger/heartbeat.h"
 #include "master/master.h"
@@ -26,29 +22,6 @@ static void store_opts_from(const ta_config_t *cfg, ta_store_opts_t *o)
     o->ledger_map_size = (size_t)cfg->ledger_map_size_mb << 20;
     o->audit_map_size = (size_t)cfg->audit_map_size_mb << 20;
 }
-
-#if !TA_BILLING_IMPLEMENTED
-static int stand_in(const ta_billing_conf_t *bc)
-{
-    ta_store_t *st = NULL;
-    int rc = ta_store_open(&st, bc->data_dir, &bc->store_opts);
-    if (rc != 0) {
-        ta_log(TA_LOG_ERROR, "billing: cannot open the store in %s: %s", bc->data_dir,
-               ta_strerror(rc));
-        return rc;
-    }
-    ta_log(TA_LOG_WARN, "billing: stand-in loop (ta_billing_run not built in): no settlement");
-    while (!billing_stop) {
-        ta_heartbeat_beat();
-        struct timespec ts = {bc->sync_interval_ms / 1000, (bc->sync_interval_ms % 1000) * 1000000L};
-        nanosleep(&ts, NULL); /* a signal cuts it short */
-        ta_store_sync(st);
-    }
-    ta_store_sync(st);
-    ta_store_close(st);
-    return 0;
-}
-#endif
 
 int ta_master_billing_child(const ta_config_t *cfg, void *ring)
 {
@@ -75,11 +48,7 @@ int ta_master_billing_child(const ta_config_t *cfg, void *ring)
     bc.ring = ring;
 
     ta_heartbeat_beat();
-#if TA_BILLING_IMPLEMENTED
     int rc = ta_billing_run(&bc, &billing_stop);
-#else
-    int rc = stand_in(&bc);
-#endif
     if (rc != 0)
         ta_log(TA_LOG_ERROR, "billing stopped: %s", ta_strerror(rc));
     return rc == 0 ? 0 : 1;

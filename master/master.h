@@ -31,8 +31,7 @@ int ta_master_main(int argc, char **argv);
 void ta_master_on_worker_dead(pid_t pid);
 
 /** The billing child's body (master/billing_child.c): builds the
- *  ta_billing_conf_t from cfg and runs ta_billing_run() or, until billing
- *  exists, a stand-in that beats the heartbeat and syncs the store.
+ *  ta_billing_conf_t from cfg and runs ta_billing_run().
  *  ring is the master's ring mapping (may be NULL). Returns the exit code. */
 int ta_master_billing_child(const ta_config_t *cfg, void *ring);
 
