@@ -36,7 +36,7 @@ typedef struct ta_billing_conf {
     uint32_t ring_slots;              /* setting ring_slots */
     void *ring;                       /* the master's ring mapping (ledger/ring.h), or NULL:
                                        * billing then attaches DATA_DIR/ring itself */
-    /* additions (ring/billing engineer); 0 = default */
+    /* tuning; 0 = the default */
     int64_t ring_skip_ms;             /* unpublished-slot skip bound (default 2000) */
     uint32_t batch_max;               /* events per batch transaction (default 512) */
     int64_t drain_ms;                 /* on stop: how long to wait for claimed slots (default skip + 2 s) */

@@ -88,7 +88,7 @@ ta_nano_t ta_cost(const ta_model_t *m, int64_t prompt_tokens, int64_t completion
 int64_t ta_period_start(int period, int64_t now_s, const char *tz);
 int64_t ta_period_end(int period, int64_t start_s, const char *tz);
 
-/* ---- additions (quota engineer) ---------------------------------------- */
+/* ---- per-process timezone, renewals, dead-worker holds, usage view ------ */
 
 /*
  * Semantics of ta_quota_hold (details in quota.c):

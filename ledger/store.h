@@ -148,7 +148,7 @@ static inline uint64_t ta_be64_get(const uint8_t *p)
     return v;
 }
 
-/* ---- additions (store engineer) --------------------------------------- */
+/* ---- binary-keyed walks, names, instance id --------------------------- */
 
 /** Walk a binary-keyed table (keys, holds, revoked_jwt, audit tables) in key
  *  order; d decodes each value. cb gets the raw key (valid during the
