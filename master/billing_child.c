@@ -43,6 +43,8 @@ int ta_master_billing_child(const ta_config_t *cfg, void *ring)
     bc.sync_interval_ms = cfg->sync_interval_ms;
     bc.audit_retention_days = cfg->audit_retention_days;
     bc.warning_webhook_url = cfg->warning_webhook_url;
+    bc.webhook_timeout_ms = cfg->warning_webhook_timeout_ms;
+    bc.webhook_attempts = (uint32_t)cfg->warning_webhook_attempts;
     bc.quota_timezone = cfg->quota_timezone;
     bc.ring_slots = (uint32_t)cfg->ring_slots;
     bc.ring = ring;

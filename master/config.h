@@ -58,6 +58,8 @@ typedef struct ta_config {
     int64_t stream_drain_timeout_ms;
     int64_t audit_retention_days;
     char warning_webhook_url[TA_CONF_STR];
+    int64_t warning_webhook_timeout_ms;
+    int64_t warning_webhook_attempts;
     int64_t ring_slots;
     int64_t upstream_max_connections;
     int64_t pbkdf2_iterations;

@@ -247,8 +247,10 @@ def kill_billing(gw):
 
 def outbox_case():
     rcv = Receiver()
-    with proxyutil.gateway_with_fake(workers=1, stop=False,
-                                     env={"TOKENAUDIT_WARNING_WEBHOOK_URL": rcv.url}) as (gw, fake):
+    # a POST the receiver holds stays in flight for 10 minutes: the warnings are
+    # certainly still pending when billing is killed, however slow this machine
+    env = {"TOKENAUDIT_WARNING_WEBHOOK_URL": rcv.url, "TOKENAUDIT_WARNING_WEBHOOK_TIMEOUT_MS": "600000"}
+    with proxyutil.gateway_with_fake(workers=1, stop=False, env=env) as (gw, fake):
         try:
             t = proxyutil.Tenant(gw, fake, quota={"period": "month", "cost_limit": LIMIT,
                                                   "warn_at": [50, 80]})
