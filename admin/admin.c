@@ -294,6 +294,24 @@ static void pwjob_work(void *arg)
         j->hash_rc = ta_password_hash(j->new_pw, j->iterations, j->new_hash);
 }
 
+void ctx_rebuild(actx_t *c, ta_apireq_t *req, ta_admin_t *a, ta_apires_t *res, const char *method,
+                 const char *path, const char *request_id, uint64_t id)
+{
+    memset(res, 0, sizeof(*res));
+    memset(req, 0, sizeof(*req));
+    req->method = method;
+    req->path = path;
+    req->path_len = strlen(path);
+    req->request_id = request_id;
+    memset(c, 0, sizeof(*c));
+    c->a = a;
+    c->st = a->conf.store;
+    c->req = req;
+    c->res = res;
+    c->id = id;
+    res->status = 500; /* until the continuation answers */
+}
+
 /* Loop thread, client still there: finish in a context rebuilt from the
  * job's copies, then commit or abort as the router does. */
 static void pwjob_cont(void *ctx, void *arg, ta_apires_t *res)
@@ -302,25 +320,13 @@ static void pwjob_cont(void *ctx, void *arg, ta_apires_t *res)
     ta_apireq_t req;
     actx_t c;
 
-    memset(res, 0, sizeof(*res));
-    memset(&req, 0, sizeof(req));
-    req.method = j->method;
-    req.path = j->path;
-    req.path_len = strlen(j->path);
-    req.request_id = j->request_id;
-    memset(&c, 0, sizeof(c));
-    c.a = ctx;
-    c.st = c.a->conf.store;
-    c.req = &req;
-    c.res = res;
-    c.id = j->id;
+    ctx_rebuild(&c, &req, ctx, res, j->method, j->path, j->request_id, j->id);
     c.body = j->body;
     c.caller = j->caller;
     c.auth = j->auth;
     c.via_apikey = j->via_apikey;
     c.claims = j->claims;
     c.key_quota_id = j->key_quota_id;
-    res->status = 500;
     /* The caller may have logged out, been disabled or demoted while the
      * hash ran: authenticate again, in the write transaction that finish
      * then uses, so a logout or demotion committed by another worker either

@@ -110,6 +110,12 @@ typedef json_t *(*list_render_fn)(actx_t *c, const void *rec);
 /** Page through d's table in id order (in c->txn), keeping records the
  *  filter accepts (NULL: all), rendering those on the page; replies 200 with
  *  {"count","next","previous","results"} or an error. */
+/** A context for a continuation (fetch or job) that runs after the router
+ *  returned: a fresh request naming method, path and request id (copies the
+ *  caller keeps alive), the answer reset to 500 until the continuation fills
+ *  it, no transaction yet. Loop thread only. */
+void ctx_rebuild(actx_t *c, ta_apireq_t *req, ta_admin_t *a, ta_apires_t *res, const char *method,
+                 const char *path, const char *request_id, uint64_t id);
 /** Absolute URL of page `page` of the current list request (for next/previous). */
 json_t *admin_page_url(actx_t *c, uint64_t page);
 void reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,

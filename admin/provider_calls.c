@@ -278,19 +278,7 @@ static void models_cont(void *ctx, void *arg, const ta_api_fetch_result_t *r, ta
     actx_t c;
     int rc;
 
-    memset(res, 0, sizeof(*res));
-    memset(&req, 0, sizeof(req));
-    req.method = "POST";
-    req.path = ca->path;
-    req.path_len = strlen(ca->path);
-    req.request_id = ca->request_id;
-    memset(&c, 0, sizeof(c));
-    c.a = ctx;
-    c.st = c.a->conf.store;
-    c.req = &req;
-    c.res = res;
-    c.id = ca->provider_id;
-    res->status = 500;
+    ctx_rebuild(&c, &req, ctx, res, "POST", ca->path, ca->request_id, ca->provider_id);
 
     if (ca->kind == CALL_TEST)
         answer_test(&c, r);
