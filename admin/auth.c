@@ -75,17 +75,12 @@ static int auth_apikey(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
     return 0;
 }
 
-static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
+/* The token's jti must not be in revoked_jwt (logout). Replies on refusal. */
+static int jwt_not_revoked(actx_t *c, MDB_txn *txn)
 {
     ta_revoked_t rv;
-    int rc;
-
-    if (ta_jwt_verify(c->a->conf.jwt_secret, c->a->conf.jwt_secret_len, tok, len, &c->claims) != 0) {
-        reply_401(c, "invalid_token", "invalid or expired token");
-        return TA_EAUTH;
-    }
-    rc = ta_rec_get_k(c->st, txn, &ta_desc_revoked, TA_DB_REVOKED_JWT, c->claims.jti,
-                      strlen(c->claims.jti), &rv);
+    int rc = ta_rec_get_k(c->st, txn, &ta_desc_revoked, TA_DB_REVOKED_JWT, c->claims.jti,
+                          strlen(c->claims.jti), &rv);
     if (rc == 0) {
         reply_401(c, "token_revoked", "this token was revoked (logged out)");
         return TA_EAUTH;
@@ -94,7 +89,13 @@ static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
         reply_store_error(c, rc, "token");
         return rc;
     }
-    rc = ta_rec_get(c->st, txn, &ta_desc_user, c->claims.user_id, &c->caller);
+    return 0;
+}
+
+/* c->caller = the stored user `id`, which must exist and be active. */
+static int load_active_user(actx_t *c, MDB_txn *txn, uint64_t id)
+{
+    int rc = ta_rec_get(c->st, txn, &ta_desc_user, id, &c->caller);
     if (rc == TA_ENOTFOUND || (rc == 0 && !c->caller.is_active)) {
         reply_401(c, "user_inactive", "the user of this token does not exist or is not active");
         return TA_EAUTH;
@@ -104,6 +105,19 @@ static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
         return rc;
     }
     return 0;
+}
+
+static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
+{
+    int rc;
+
+    if (ta_jwt_verify(c->a->conf.jwt_secret, c->a->conf.jwt_secret_len, tok, len, &c->claims) != 0) {
+        reply_401(c, "invalid_token", "invalid or expired token");
+        return TA_EAUTH;
+    }
+    if ((rc = jwt_not_revoked(c, txn)) != 0)
+        return rc;
+    return load_active_user(c, txn, c->claims.user_id);
 }
 
 int auth_check(actx_t *c, int mode)
@@ -153,7 +167,6 @@ Exit:
 
 int auth_recheck(actx_t *c, int mode)
 {
-    ta_revoked_t rv;
     ta_quota_t q;
     int rc;
 
@@ -179,26 +192,11 @@ int auth_recheck(actx_t *c, int mode)
             reply_401(c, "invalid_token", "invalid or expired token");
             return TA_EAUTH;
         }
-        rc = ta_rec_get_k(c->st, c->txn, &ta_desc_revoked, TA_DB_REVOKED_JWT, c->claims.jti,
-                          strlen(c->claims.jti), &rv);
-        if (rc == 0) {
-            reply_401(c, "token_revoked", "this token was revoked (logged out)");
-            return TA_EAUTH;
-        }
-        if (rc != TA_ENOTFOUND) {
-            reply_store_error(c, rc, "token");
+        if ((rc = jwt_not_revoked(c, c->txn)) != 0)
             return rc;
-        }
     }
-    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->caller.id, &c->caller);
-    if (rc == TA_ENOTFOUND || (rc == 0 && !c->caller.is_active)) {
-        reply_401(c, "user_inactive", "the user of this token does not exist or is not active");
-        return TA_EAUTH;
-    }
-    if (rc != 0) {
-        reply_store_error(c, rc, "user");
+    if ((rc = load_active_user(c, c->txn, c->caller.id)) != 0)
         return rc;
-    }
     if (mode == AUTH_ADMIN && c->caller.role != TA_ROLE_SUPERADMIN) {
         reply_error(c, 403, "permission_error", "permission_denied", NULL,
                     "this endpoint needs a superadmin");
