@@ -30,13 +30,13 @@ KEY = "sk-upstream-secret-7777"
 ANTH_KEY = "sk-ant-secret-key-4242"
 
 
-class Stub:
+class ScriptedProvider:
     """A scripted upstream: the first path segment picks the behaviour."""
 
     def __init__(self):
         self.seen = []  # (path, headers dict lower-cased)
         self.lock = threading.Lock()
-        stub = self
+        provider = self
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -56,8 +56,8 @@ class Stub:
                     pass
 
             def do_GET(self):
-                with stub.lock:
-                    stub.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                with provider.lock:
+                    provider.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
                 kind = self.path.split("/")[1]
                 if kind == "anth":
                     self.send(200, {"data": [{"type": "model", "id": "claude-a", "display_name": "A"},
@@ -120,7 +120,7 @@ class Api:
         return self.call("GET", "/api/admin/models/?page_size=500&" + qs, want=200).json["results"]
 
 
-def run(gw, fake, stub, dead_port):
+def run(gw, fake, provider, dead_port):
     api = Api(gw)
     prov = api.provider("fake", fake.url, timeout_s=5)
 
@@ -192,25 +192,25 @@ def run(gw, fake, stub, dead_port):
     check(len(api.models()) == n_models, "nothing created")
 
     # --- provider answers 401 ----------------------------------------------------------------
-    denied = api.provider("denied", stub.url("denied"))
+    denied = api.provider("denied", provider.url("denied"))
     r = api.test(denied["id"], want=200).json
     check(r["ok"] is False and r["status"] == 401, r)
     check("401" in r["error"] and "Incorrect API key provided" in r["error"], r)
     r = api.sync(denied["id"], want=502)
     check(r.json["error"]["type"] == "upstream_error" and "401" in r.json["error"]["message"], r.body)
-    path, hdrs = stub.requests("denied")[-1]
+    path, hdrs = provider.requests("denied")[-1]
     check(path == "/denied/models" and hdrs.get("authorization") == "Bearer " + KEY, (path, hdrs))
 
     # --- malformed lists ------------------------------------------------------------------------
     for kind in ("garbage", "nodata"):
-        p = api.provider(kind, stub.url(kind))
+        p = api.provider(kind, provider.url(kind))
         r = api.test(p["id"], want=200).json
         check(r["ok"] is False and r["status"] == 200 and r["models_count"] is None and r["error"], r)
         r = api.sync(p["id"], want=502)
         check(r.json["error"]["code"] == "upstream_invalid_response", r.body)
 
     # --- slower than the provider's timeout ------------------------------------------------------
-    slow = api.provider("slow", stub.url("slow"), timeout_s=1)
+    slow = api.provider("slow", provider.url("slow"), timeout_s=1)
     r = api.test(slow["id"], want=200).json
     check(r["ok"] is False and "timeout" in r["error"], r)
     r = api.sync(slow["id"], want=504)
@@ -218,10 +218,10 @@ def run(gw, fake, stub, dead_port):
     check(not [m for m in api.models() if m["name"] == "slow-model"], "nothing created on a timeout")
 
     # --- anthropic: /v1/models with x-api-key and anthropic-version --------------------------------
-    anth = api.provider("anth", stub.url("anth"), key=ANTH_KEY, ptype="anthropic")
+    anth = api.provider("anth", provider.url("anth"), key=ANTH_KEY, ptype="anthropic")
     r = api.test(anth["id"], want=200).json
     check(r["ok"] is True and r["models_count"] == 2, r)
-    path, hdrs = stub.requests("anth")[-1]
+    path, hdrs = provider.requests("anth")[-1]
     check(path == "/anth/v1/models?limit=1000", path)
     check(hdrs.get("x-api-key") == ANTH_KEY and hdrs.get("anthropic-version") == "2023-06-01", hdrs)
     check("authorization" not in hdrs, "no bearer header for anthropic: %s" % hdrs)
@@ -244,14 +244,14 @@ def run(gw, fake, stub, dead_port):
     check(len(fake.lines("GET /v1/models")) == before, "a refused caller causes no upstream call")
 
     # --- a client that leaves while the call runs ---------------------------------------------------
-    seen = len(stub.requests("slow"))
+    seen = len(provider.requests("slow"))
     for path in ("/api/admin/providers/%d/test/" % slow["id"],
                  "/api/admin/providers/%d/sync-models/" % slow["id"]):
         s = socket.create_connection((gw.host, gw.port))
         s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 0\r\n\r\n"
                    % (path, api.tok)).encode())
-        harness.wait_for(lambda: len(stub.requests("slow")) > seen, 10, "the call reached the provider")
-        seen = len(stub.requests("slow"))
+        harness.wait_for(lambda: len(provider.requests("slow")) > seen, 10, "the call reached the provider")
+        seen = len(provider.requests("slow"))
         s.close()
     # the workers keep serving, and the call's end (cancelled or timed out) broke nothing
     for _ in range(4):
@@ -267,12 +267,12 @@ def run(gw, fake, stub, dead_port):
 
 def main():
     dead_port = harness.free_port()
-    stub = Stub()
+    provider = ScriptedProvider()
     try:
         with gateway_with_fake(workers=2) as (gw, fake):
-            run(gw, fake, stub, dead_port)
+            run(gw, fake, provider, dead_port)
     finally:
-        stub.stop()
+        provider.stop()
     print("ok")
 
 
