@@ -395,6 +395,19 @@ static json_t *job_finish(fx_t *f, ta_api_job_t *jb, int want)
     return j;
 }
 
+/* The continuation of jb refuses with `want` and error code `code`, and the
+ * ledger is byte for byte what it was before it ran. */
+static void finish_refused(fx_t *f, ta_api_job_t *jb, int want, const char *code)
+{
+    char *before = dump(f), *after;
+    json_t *j = job_finish(f, jb, want);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), code);
+    after = dump(f);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+}
+
 static void test_offloaded_jobs(void **state)
 {
     fx_t *f = *state;
@@ -515,7 +528,6 @@ static void test_offloaded_reauth(void **state)
 {
     fx_t *f = *state;
     ta_api_job_t *jb;
-    json_t *j;
     long long joe, three;
     char url[96], three_url[96], *before, *after, *tok, *t2, *t3;
 
@@ -533,13 +545,7 @@ static void test_offloaded_reauth(void **state)
                    "{\"email\":\"late1@example.com\",\"password\":\"late1 password\"}");
     jb->work(jb->arg);
     callf(f, 204, "POST", "/api/auth/logout/", t2, NULL);
-    before = dump(f);
-    j = job_finish(f, jb, 401);
-    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "token_revoked");
-    after = dump(f);
-    assert_string_equal(before, after);
-    free(before);
-    free(after);
+    finish_refused(f, jb, 401, "token_revoked");
     callf(f, 401, "POST", "/api/auth/login/", NULL,
           "{\"email\":\"late1@example.com\",\"password\":\"late1 password\"}");
 
@@ -561,39 +567,21 @@ static void test_offloaded_reauth(void **state)
                    "{\"email\":\"late2@example.com\",\"password\":\"late2 password\"}");
     jb->work(jb->arg);
     callf(f, 200, "PATCH", three_url, f->admin_tok, "{\"is_active\":false}");
-    before = dump(f);
-    j = job_finish(f, jb, 401);
-    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "user_inactive");
-    after = dump(f);
-    assert_string_equal(before, after);
-    free(before);
-    free(after);
+    finish_refused(f, jb, 401, "user_inactive");
 
     /* a user's own password change, logged out meanwhile, then disabled meanwhile */
     jb = job_start(f, "POST", "/api/auth/password/", tok,
                    "{\"old_password\":\"password-joe@example.com\",\"new_password\":\"joe never\"}");
     jb->work(jb->arg);
     callf(f, 204, "POST", "/api/auth/logout/", tok, NULL);
-    before = dump(f);
-    j = job_finish(f, jb, 401);
-    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "token_revoked");
-    after = dump(f);
-    assert_string_equal(before, after);
-    free(before);
-    free(after);
+    finish_refused(f, jb, 401, "token_revoked");
     free(tok);
     tok = login(f, "joe@example.com", "password-joe@example.com");
     jb = job_start(f, "POST", "/api/auth/password/", tok,
                    "{\"old_password\":\"password-joe@example.com\",\"new_password\":\"joe never\"}");
     jb->work(jb->arg);
     callf(f, 200, "PATCH", url, f->admin_tok, "{\"is_active\":false}");
-    before = dump(f);
-    j = job_finish(f, jb, 401);
-    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "user_inactive");
-    after = dump(f);
-    assert_string_equal(before, after);
-    free(before);
-    free(after);
+    finish_refused(f, jb, 401, "user_inactive");
     callf(f, 200, "PATCH", url, f->admin_tok, "{\"is_active\":true}");
     free(login(f, "joe@example.com", "password-joe@example.com"));
 
