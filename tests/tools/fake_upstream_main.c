@@ -36,9 +36,10 @@
  *                      connection <ms> after the answer was written, without a
  *                      "Connection: close" header (the client still pools it)
  *   drop               read the whole request, log it, close without answering
- *   usage_max          report as completion tokens the request's max_completion_tokens
- *                      (else max_tokens; unchanged when neither is an integer): the
- *                      worst case the gateway allowed, for budget tests
+ *   usage_max          report as completion tokens the larger of the request's
+ *                      max_completion_tokens and max_tokens, times n (or best_of, the
+ *                      larger; unchanged when neither limit is an integer): the worst
+ *                      case an upstream could bill, for budget tests
  *   tool_use           (/v1/messages) after the text, a tool_use block for the first
  *                      tool of the request (input {"city":"Oslo"}), stop_reason tool_use
  *   stream_error       (/v1/messages, streaming) an overloaded_error event after the
@@ -909,11 +910,23 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if (usage[0] != '\0')
         usage_parse(&fr->s, usage);
     if (fr->s.usage_max) {
-        json_t *mt = json_object_get(body, "max_completion_tokens");
-        if (!json_is_integer(mt))
-            mt = json_object_get(body, "max_tokens");
-        if (json_is_integer(mt))
-            fr->s.completion = (long)json_integer_value(mt);
+        /* The worst case an upstream could bill: the larger of both output
+         * limits, for each of n choices (best_of candidates on completions). */
+        json_t *mc = json_object_get(body, "max_completion_tokens"), *mt = json_object_get(body, "max_tokens");
+        long most = -1;
+        if (json_is_integer(mc))
+            most = (long)json_integer_value(mc);
+        if (json_is_integer(mt) && (long)json_integer_value(mt) > most)
+            most = (long)json_integer_value(mt);
+        if (most >= 0) {
+            long mult = 1;
+            json_t *n = json_object_get(body, "n"), *bo = json_object_get(body, "best_of");
+            if (json_is_integer(n) && json_integer_value(n) > mult)
+                mult = (long)json_integer_value(n);
+            if (json_is_integer(bo) && json_integer_value(bo) > mult)
+                mult = (long)json_integer_value(bo);
+            fr->s.completion = most * (mult > 1000 ? 1000 : mult);
+        }
     }
 
     if (kind == C_MESSAGES) {
