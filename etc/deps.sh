@@ -3,12 +3,15 @@
 # Only packages that are missing are installed; run as root (or with sudo).
 set -eu
 pkgs="build-essential cmake pkg-config libh2o-evloop-dev libcurl4-openssl-dev liblmdb-dev
-      libjansson-dev libjwt-dev libssl-dev libcmocka-dev lmdb-utils python3 curl ca-certificates"
+      libjansson-dev libjwt-dev libssl-dev libcmocka-dev lmdb-utils python3 curl ca-certificates
+      chromium"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-# The OpenAI SDK test runs on Node.js; any installed node (>= 18) will do.
+# The web console is built with Node.js and npm, and the OpenAI SDK test runs
+# on them; any installed node (>= 18) will do. Chromium (above) runs the
+# console's browser tests.
 command -v node >/dev/null 2>&1 || missing="$missing nodejs"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
 [ -z "$missing" ] && exit 0

@@ -35,6 +35,9 @@ static const char *const reserve_choices[] = {"estimate", "strict", NULL};
 static const char *const log_choices[] = {"debug", "info", "warn", "error", NULL};
 static const char *const disconnect_choices[] = {"drain", "abort", NULL};
 
+/* Where an installed build keeps the console's files (docs/CONFIG.md). */
+#define TA_CONSOLE_INSTALL_DIR "/usr/share/tokenaudit/console"
+
 #define OFF(f) offsetof(ta_config_t, f)
 #define STR(f) OFF(f), sizeof(((ta_config_t *)0)->f)
 #define NUM(f) OFF(f), 0
@@ -115,6 +118,14 @@ static const setting_t settings[] = {
     {"password_queue", CT_INT, NUM(password_queue), "16", 1, 4096, NULL, true,
      "Password jobs a worker lets wait for a free `password_threads` thread; while that many "
      "wait, a new one is answered 503 `server_busy` with `Retry-After` at once."},
+    {"console", CT_BOOL, NUM(console), "on", 0, 0, NULL, true,
+     "Serve the web console under `/console/` (and redirect `/` there) on the listeners that "
+     "serve `/api`; `off` for API-only hosts."},
+    {"console_dir", CT_STRING, STR(console_dir), "", 0, 0, NULL, true,
+     "Directory of the console's built files (`index.html`, `assets/`). Empty = `console/` "
+     "beside the `tokenauditd` executable (a build tree) when it holds an `index.html`, else "
+     "`" TA_CONSOLE_INSTALL_DIR "` (an install). A directory given here must hold an "
+     "`index.html`."},
     {"test_clock_offset_s", CT_INT, NUM(test_clock_offset_s), "0", -10000000000LL, 10000000000LL,
      NULL, false,
      "TESTS ONLY: seconds added to the wall clock (period rollover tests). Never set in "
@@ -446,9 +457,43 @@ int ta_listen_parse(const char *spec, const char *setting, ta_listen_addr_t *out
     return 0;
 }
 
+/* console_dir "" -> console/ beside the executable when it holds a build,
+ * else the install location. A directory given explicitly must hold one. */
+static int resolve_console_dir(ta_config_t *c, ta_err_t *err)
+{
+    char exe[PATH_MAX], probe[PATH_MAX + 32];
+    if (c->console_dir[0] != '\0') {
+        snprintf(probe, sizeof(probe), "%s/index.html", c->console_dir);
+        if (access(probe, R_OK) != 0)
+            return ta_err_set(err, "console_dir", "missing",
+                              "console_dir: %s has no index.html (build the console, or set "
+                              "console = off)", c->console_dir);
+        return 0;
+    }
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            snprintf(probe, sizeof(probe), "%s/console/index.html", exe);
+            size_t len = strlen(exe);
+            if (access(probe, R_OK) == 0 && len + sizeof("/console") <= sizeof(c->console_dir)) {
+                memcpy(c->console_dir, exe, len);
+                memcpy(c->console_dir + len, "/console", sizeof("/console"));
+                return 0;
+            }
+        }
+    }
+    snprintf(c->console_dir, sizeof(c->console_dir), "%s", TA_CONSOLE_INSTALL_DIR);
+    return 0;
+}
+
 int ta_config_finish(ta_config_t *c, ta_err_t *err)
 {
     int rc;
+    if (c->console && (rc = resolve_console_dir(c, err)) != 0)
+        return rc;
     if (c->jwt_secret_file[0] == '\0')
         snprintf(c->jwt_secret_file, sizeof(c->jwt_secret_file), "%.480s/jwt.secret", c->data_dir);
     if (c->master_key_file[0] == '\0')

@@ -66,6 +66,8 @@ typedef struct ta_config {
     int64_t password_threads;   /* per worker, /api offloaded password jobs */
     int64_t password_queue;     /* per worker, jobs waiting beyond those running */
     int64_t test_clock_offset_s;
+    bool console;               /* serve the web console (worker/console.h) */
+    char console_dir[TA_CONF_STR]; /* resolved: "" -> beside the executable, or /usr/share */
 
     /* derived by ta_config_finish() */
     ta_listen_addr_t listen_addrs[TA_MAX_LISTEN];

@@ -52,6 +52,7 @@
 #include "ledger/heartbeat.h"
 #include "ledger/quota.h"
 #include "ledger/ring.h"
+#include "worker/console.h"
 #include "worker/metrics.h"
 #include "worker/proxy.h"
 #include "worker/server.h"
@@ -362,6 +363,7 @@ static void run_worker(generation_t *g, int slot)
         .setup_arg = &env,
         .password_threads = (unsigned)cfg->password_threads,
         .password_queue = (size_t)cfg->password_queue,
+        .console_dir = cfg->console && ta_console_present(cfg->console_dir) ? cfg->console_dir : NULL,
     };
     if ((rc = ta_worker_create(&w, &wc)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot start the HTTP server: %s", ta_strerror(rc));
@@ -742,6 +744,11 @@ static int supervise(void)
         start_slot(cur, &cur->slots[i], 'W', (int)i);
     ta_log(TA_LOG_INFO, "tokenauditd %s started: %u worker(s), data_dir %s", TA_VERSION,
            cur->nworkers, cur->cfg.data_dir);
+    if (cur->cfg.console && ta_console_present(cur->cfg.console_dir))
+        ta_log(TA_LOG_INFO, "console: serving %s under /console/", cur->cfg.console_dir);
+    else if (cur->cfg.console)
+        ta_log(TA_LOG_WARN, "console: no build in %s, not served (build it, set console_dir, or "
+               "set console = off)", cur->cfg.console_dir);
 
     for (;;) {
         sig_chld = 0;

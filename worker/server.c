@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <h2o/multithread.h>
 #include "ledger/heartbeat.h"
+#include "worker/console.h"
 #include "worker/metrics.h"
 #include "worker/upstream.h"
 
@@ -1178,6 +1179,9 @@ static void add_fallback(ta_worker_t *w, h2o_hostconf_t *host)
 static void add_route(ta_worker_t *w, h2o_hostconf_t *host, const char *path, int kind)
 {
     h2o_pathconf_t *pc = add_path(w, host, path);
+    /* The web console's redirect from "/" goes before the 404 (console.h). */
+    if (kind == ROUTE_NOTFOUND && host == w->host_admin && w->conf.console_dir != NULL)
+        ta_console_register_root(pc);
     struct api_handler *h = (struct api_handler *)h2o_create_handler(pc, sizeof(*h));
     h->super.on_req = on_route;
     h->w = w;
@@ -1308,6 +1312,8 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
     add_route(w, w->host_main, "/healthz", ROUTE_HEALTHZ);
     add_route(w, w->host_main, "/metrics", ROUTE_METRICS);
     add_route(w, w->host_admin, "/api", ROUTE_API);
+    if (conf->console_dir != NULL) /* the web console, beside /api (console.h) */
+        ta_console_register(add_path(w, w->host_admin, TA_CONSOLE_PATH), conf->console_dir);
     add_route(w, w->host_main, "/", ROUTE_NOTFOUND);
     add_fallback(w, w->host_main);
     if (any_admin) {

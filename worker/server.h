@@ -9,6 +9,8 @@
  *              ledger opens and billing beats (ledger/heartbeat.h); else 503
  *   /metrics   Prometheus text summed over all workers (worker/metrics.h)
  *   /api       the ta_api_handler_fn given in the conf (admin/ via master)
+ *   /console/  the web console's files, and GET / redirecting there, where
+ *              /api is served, when conf.console_dir is set (worker/console.h)
  *   anything else: 404 {"error":{...}}
  * With separate admin listeners (conf.admin_listeners), /api is served only
  * on them and registered paths only on the others; /healthz and /metrics on
@@ -90,6 +92,8 @@ typedef struct ta_worker_conf {
     void *setup_arg;
     unsigned password_threads;             /* /api job pool threads; 0 = 2 */
     size_t password_queue;                 /* /api jobs waiting at most; 0 = 16 */
+    const char *console_dir;               /* web console build (worker/console.h), served
+                                            * where /api is; NULL = no console */
 } ta_worker_conf_t;
 
 /** Build the server: TLS context, routes (conf.setup), h2o context, listener
