@@ -16,7 +16,8 @@ export class ApiError extends Error {
     this.type = e ? e.type : null;
     this.code = e ? e.code : null;
     this.param = e ? e.param : null;
-    this.fields = (e && e.fields) || {};
+    // A conflict (409 duplicate) names its field in param only.
+    this.fields = (e && e.fields) || (e && e.param && status < 500 ? { [e.param]: e.message } : {});
   }
 }
 
@@ -40,7 +41,25 @@ export function qs(params) {
   return s ? '?' + s : '';
 }
 
+// While any call is in flight <html> carries data-busy (the browser tests
+// wait for it to go before they look at a page).
+let inflight = 0;
+function busy(d) {
+  inflight += d;
+  if (inflight > 0) document.documentElement.setAttribute('data-busy', '');
+  else document.documentElement.removeAttribute('data-busy');
+}
+
 export async function api(method, path, body) {
+  busy(1);
+  try {
+    return await call(method, path, body);
+  } finally {
+    busy(-1);
+  }
+}
+
+async function call(method, path, body) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token) headers.Authorization = 'Bearer ' + token;

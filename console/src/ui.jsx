@@ -159,7 +159,7 @@ export function Dialog({ title, onClose, children, wide }) {
       onCancel={(e) => { e.preventDefault(); onClose(); }}>
       <header class="dialog-head">
         <h2>{title}</h2>
-        <button type="button" class="icon" aria-label="Close" onClick={onClose}>×</button>
+        <button type="button" class="icon" aria-label="Close dialog" onClick={onClose}>×</button>
       </header>
       <div class="dialog-body">{children}</div>
     </dialog>
