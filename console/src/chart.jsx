@@ -1,86 +1,100 @@
 // The one chart component: bars over categories (days, hours) drawn by
 // uPlot. uPlot sets element styles through the CSSOM (allowed by the
-// gateway's style-src 'self'); its stylesheet is a file.
-import { useEffect, useRef } from 'preact/hooks';
+// gateway's style-src 'self'); its stylesheet is a file. Colours come from
+// the CSS custom properties, so the chart follows prefers-color-scheme.
+import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 
-function cssVar(name, fallback) {
-  const v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-  return v || fallback;
+const PALETTE = ['--accent', '--chart-2', '--chart-3', '--chart-4', '--chart-5', '--chart-6'];
+const tickFmt = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 3 });
+
+function cssVar(name) {
+  return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#888';
+}
+
+function useScheme() {
+  const [dark, setDark] = useState(() => matchMedia('(prefers-color-scheme: dark)').matches);
+  useEffect(() => {
+    const m = matchMedia('(prefers-color-scheme: dark)');
+    const f = () => setDark(m.matches);
+    m.addEventListener('change', f);
+    return () => m.removeEventListener('change', f);
+  }, []);
+  return dark;
 }
 
 /**
  * labels: category names (x axis); series: [{label, values: [number], colorVar?}]
- * (colorVar: a CSS custom property such as '--error')
- * stacked: series drawn on top of each other; format(v, i, s): legend text of
- * a value (pass the API's exact strings through it); onPick(i): a bar clicked.
+ * (colorVar: a CSS custom property such as '--error'); stacked: series drawn
+ * on top of each other; format(i, k): the text of series k at category i
+ * (pass the API's exact strings through it); onPick(i): a bar was clicked.
  */
-export function BarChart({ labels, series, height = 220, stacked, format, onPick, title }) {
+export function BarChart({ labels, series, height = 220, stacked, format, onPick, title, hint }) {
   const box = useRef(null);
-  const plot = useRef(null);
   const pick = useRef(onPick);
   pick.current = onPick;
+  const [idx, setIdx] = useState(null);
+  const dark = useScheme();
+  const colorOf = (s, k) => s.colorVar || PALETTE[k % PALETTE.length];
 
   useEffect(() => {
     const el = box.current;
     if (!el) return undefined;
-    const palette = [cssVar('--accent', '#2563eb'), cssVar('--chart-2', '#a855f7'),
-      cssVar('--chart-3', '#f59e0b'), cssVar('--chart-4', '#10b981'), cssVar('--chart-5', '#ef4444'),
-      cssVar('--chart-6', '#64748b')];
-    const axisColor = cssVar('--muted', '#667');
-    const gridColor = cssVar('--grid', 'rgba(128,128,128,0.2)');
+    const axisColor = cssVar('--muted');
+    const gridColor = cssVar('--grid');
     const xs = labels.map((_, i) => i);
-    // Stacked: each series drawn as the running sum, legend shows its own value.
-    const own = series.map((s) => s.values);
     const drawn = [];
     series.forEach((s, k) => drawn.push(s.values.map((v, i) => (stacked && k > 0 ? drawn[k - 1][i] : 0) + (v || 0))));
     const bars = uPlot.paths.bars({ size: [0.7, 64], align: 0 });
+    const every = labels.length <= 12 ? 1 : Math.ceil(labels.length / 10);
+    // Stacked: draw the top of the stack first so the lower ones stay visible.
+    const order = stacked ? [...series.keys()].reverse() : [...series.keys()];
     const opts = {
       width: Math.max(200, el.clientWidth),
       height,
-      legend: { show: true, live: true },
+      legend: { show: false },
       cursor: { points: { show: false }, drag: { x: false, y: false } },
       scales: { x: { time: false, range: [-0.5, labels.length - 0.5] }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       axes: [
         { stroke: axisColor, grid: { show: false }, ticks: { stroke: gridColor },
-          values: (u, ticks) => ticks.map((t) => (Number.isInteger(t) && labels[t] !== undefined ? labels[t] : '')),
-          splits: () => xs.filter((i) => labels.length <= 12 || i % Math.ceil(labels.length / 10) === 0) },
-        { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor }, size: 56 },
+          splits: () => xs.filter((i) => i % every === 0),
+          values: (u, ticks) => ticks.map((t) => labels[t] ?? '') },
+        { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor }, size: 80,
+          values: (u, ticks) => ticks.map((t) => tickFmt.format(t)) },
       ],
-      series: [
-        { label: title || 'x', value: (u, v) => (v == null ? '' : labels[v] ?? '') },
-        ...series.map((s, k) => ({
-          label: s.label,
-          fill: s.colorVar ? cssVar(s.colorVar, palette[k]) : palette[k % palette.length],
-          stroke: s.colorVar ? cssVar(s.colorVar, palette[k]) : palette[k % palette.length],
-          width: 0,
-          paths: bars,
-          value: (u, v, si, i) => (i == null ? '—' : format ? format(own[k][i], i, k) : String(own[k][i])),
-        })),
-      ],
+      series: [{}, ...order.map((k) => ({
+        label: series[k].label,
+        fill: cssVar(colorOf(series[k], k)),
+        stroke: cssVar(colorOf(series[k], k)),
+        width: 0,
+        points: { show: false },
+        paths: bars,
+      }))],
+      hooks: { setCursor: [(u) => setIdx(u.cursor.idx ?? null)] },
     };
-    // Draw the last stack first so lower ones stay visible.
-    const order = stacked ? [...drawn.keys()].reverse() : [...drawn.keys()];
-    const data = [xs, ...drawn];
-    if (stacked) {
-      opts.series = [opts.series[0], ...order.map((k) => opts.series[k + 1])];
-      data.splice(1, drawn.length, ...order.map((k) => drawn[k]));
-    }
-    const u = new uPlot(opts, data, el);
-    plot.current = u;
-    const click = () => {
-      const i = u.cursor.idx;
-      if (i != null && pick.current) pick.current(i);
-    };
-    if (onPick) u.over.addEventListener('click', click);
+    const u = new uPlot(opts, [xs, ...order.map((k) => drawn[k])], el);
+    const click = () => { if (u.cursor.idx != null && pick.current) pick.current(u.cursor.idx); };
+    u.over.addEventListener('click', click);
     const ro = new ResizeObserver(() => {
       const w = Math.max(200, el.clientWidth);
       if (Math.abs(w - u.width) > 1) u.setSize({ width: w, height });
     });
     ro.observe(el);
-    return () => { ro.disconnect(); u.destroy(); plot.current = null; };
-  }, [JSON.stringify(labels), JSON.stringify(series.map((s) => [s.label, s.values])), stacked, height]);
+    return () => { ro.disconnect(); u.destroy(); };
+  }, [JSON.stringify(labels), JSON.stringify(series.map((s) => [s.label, s.values])), stacked, height, dark]);
 
-  return <div class={'chart' + (onPick ? ' pickable' : '')} ref={box} role="img" aria-label={title} />;
+  const text = (i, k) => (format ? format(i, k) : String(series[k].values[i]));
+  return (
+    <figure class="chart-figure">
+      <div class={'chart' + (onPick ? ' pickable' : '')} ref={box} role="img" aria-label={title} />
+      <figcaption class="chart-readout">
+        {series.length > 1 && series.map((s, k) => (
+          <span class="legend-item" key={s.label}><span class={'swatch ' + colorOf(s, k).slice(2)} />{s.label}</span>))}
+        <span class="readout" aria-live="polite">
+          {idx === null ? (hint || '') : `${labels[idx]}: ` + series.map((s, k) => `${s.label} ${text(idx, k)}`).join(' · ')}
+        </span>
+      </figcaption>
+    </figure>
+  );
 }

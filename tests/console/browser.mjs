@@ -300,6 +300,17 @@ await step('the overview shows the requests, per day, model and user', async () 
   await page.emulateMedia({ colorScheme: 'dark' });
   await shot('overview-dark');
   await page.emulateMedia({ colorScheme: 'light' });
+  // today's bar (the last of 7) shows the exact cost and drills down to its requests
+  const cost = (await api('GET', '/api/admin/statistics/', adminToken)).json.totals.cost;
+  const over = page.locator('.chart').first().locator('.u-over');
+  const b = await over.boundingBox();
+  await page.mouse.move(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
+  const today = new Date().toISOString().slice(5, 10).split('-').map(Number).join('/');
+  await page.getByText(`${today}: cost ${cost}`).waitFor();
+  await page.mouse.click(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
+  await page.waitForFunction(() => location.hash.startsWith('#/requests?since='));
+  await settled();
+  check(await page.getByRole('row').filter({ hasText: HOSTILE_SCRIPT }).count() === 3, 'the day\'s requests');
 });
 
 await step('every admin page at 1440x900 and 390x844', async () => {

@@ -77,7 +77,7 @@ export function Overview({ route }) {
                 <div class="card stat"><h2>Requests</h2><p class="big">{int(t.requests)}</p>
                   <p class="muted">{int(t.requests - t.errors)} answered</p></div>
                 <div class={'card stat' + (t.errors > 0 ? ' warn' : '')}><h2>Error rate</h2><p class="big">{errorRate(t.errors, t.requests)}</p>
-                  <p class="muted">{int(t.errors)} errors</p></div>
+                  <p class="muted">{int(t.errors)} {t.errors === 1 ? 'error' : 'errors'}</p></div>
               </div>
               {t.requests === 0 && (
                 <Empty>
@@ -89,18 +89,18 @@ export function Overview({ route }) {
               <div class="grid2">
                 <div class="card">
                   <h2>Cost per day</h2>
-                  <BarChart title="Day" labels={rows.map((r) => dayLabel(r.key))}
-                    series={[{ label: 'Cost', values: rows.map((r) => Number(r.cost)) }]}
-                    format={(v, i) => money(rows[i].cost)} onPick={toRequests} />
-                  <p class="muted small">Click a day to see its requests.</p>
+                  <BarChart title="Cost per day" labels={rows.map((r) => dayLabel(r.key))}
+                    series={[{ label: 'cost', values: rows.map((r) => Number(r.cost)) /* bar heights only */ }]}
+                    format={(i) => money(rows[i].cost)} onPick={toRequests}
+                    hint="Point at a day for its cost; click it for its requests." />
                 </div>
                 <div class="card">
                   <h2>Requests per day</h2>
-                  <BarChart title="Day" stacked labels={rows.map((r) => dayLabel(r.key))}
-                    series={[{ label: 'Answered', values: rows.map((r) => r.requests - r.errors) },
-                      { label: 'Errors', values: rows.map((r) => r.errors), colorVar: '--error' }]}
-                    format={(v) => int(v)} onPick={toRequests} />
-                  <p class="muted small">Click a day to see its requests.</p>
+                  <BarChart title="Requests per day" stacked labels={rows.map((r) => dayLabel(r.key))}
+                    series={[{ label: 'answered', values: rows.map((r) => r.requests - r.errors) },
+                      { label: 'errors', values: rows.map((r) => r.errors), colorVar: '--error' }]}
+                    format={(i, k) => int(k === 0 ? rows[i].requests - rows[i].errors : rows[i].errors)} onPick={toRequests}
+                    hint="Click a day for its requests." />
                 </div>
               </div>
               <div class="grid2">
