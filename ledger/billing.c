@@ -1,7 +1,7 @@
 /*
  * billing.c - the billing process: the ring's only consumer, the audit
  * environment's only writer, and the one place where a finished request is
- * settled (DESIGN.md sections 1, 4 and 6).
+ * settled (docs/ARCHITECTURE.md, "The ring and billing").
  *
  *   ring (MAP_SHARED)          ledger env                 audit env
  *   tail ... cursor ... head   meta applied_ticket = L    meta applied_ticket = A

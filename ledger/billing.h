@@ -1,5 +1,6 @@
 /*
- * billing.h - the billing process's entry point (DESIGN.md section 1): the
+ * billing.h - the billing process's entry point (docs/ARCHITECTURE.md,
+ * "Processes" and "The ring and billing"): the
  * ring's only consumer and the audit environment's only writer.
  *
  * The master forks one billing process and, in it, calls

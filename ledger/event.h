@@ -1,6 +1,7 @@
 /*
  * event.h - the one fixed-size record a worker hands to billing for every
- * finished or refused /v1 request (DESIGN.md section 6), and the control
+ * finished or refused /v1 request (docs/ARCHITECTURE.md, "The ring and
+ * billing"), and the control
  * events the master sends through the same ring.
  *
  * Plain data: no pointers, so it can be copied into a MAP_SHARED slot and read

@@ -64,7 +64,7 @@
  *  - master dies: the mapping lives in the file; a new master attaches to
  *    the same file and every published event is still there.
  *  - power loss: the ring is not msync'ed; like LMDB under MDB_NOSYNC the
- *    last moments may be lost (DESIGN.md section 9).
+ *    last moments may be lost (docs/ARCHITECTURE.md, "Durability").
  *
  * The file is created under a temporary name and renamed into place, so an
  * attaching process never sees a half-written header. A file with another

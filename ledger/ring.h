@@ -1,7 +1,7 @@
 /*
  * ring.h - the event ring: a file-backed MAP_SHARED array of fixed-size slots
  * through which workers (and the master, for control events) hand finished
- * requests to billing (DESIGN.md section 6). The layout, the ordering
+ * requests to billing (docs/ARCHITECTURE.md, "The ring and billing"). The layout, the ordering
  * argument and the crash behaviour are described at the top of ring.c.
  *
  * Tickets start at 1 and only grow; ticket t lives in slot t & (nslots - 1).

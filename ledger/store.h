@@ -10,7 +10,7 @@
  *     jwt.secret        32 random bytes, mode 0600
  *     master.key        32 random bytes (AES-256-GCM for provider keys), mode 0600
  *
- * Named databases (DESIGN.md section 3):
+ * Named databases (docs/ARCHITECTURE.md, "Data"):
  *   ledger: users, users_by_email, providers, models, models_by_name, groups,
  *           quotas, keys, balances, holds, revoked_jwt, meta
  *   audit:  requests, requests_by_quota, daily, warnings, meta

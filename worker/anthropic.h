@@ -1,6 +1,6 @@
 /*
- * anthropic.h - the adapter for `anthropic`-type providers (DESIGN.md section
- * 5): OpenAI chat requests become Messages API requests, and the answers
+ * anthropic.h - the adapter for `anthropic`-type providers (step 4 of "The
+ * request path" in docs/ARCHITECTURE.md): OpenAI chat requests become Messages API requests, and the answers
  * (JSON, the SSE event stream, errors) come back in OpenAI's shapes.
  *
  * URL rule: a provider's base_url does NOT include "/v1" (the same rule as
@@ -8,7 +8,7 @@
  * go to {base_url}/v1/messages, trailing '/' of base_url removed. For
  * Anthropic itself base_url is "https://api.anthropic.com".
  *
- * Usage normalization (DESIGN.md section 4): Anthropic reports cache reads
+ * Usage normalization (what ta_cost() in ledger/quota.h is applied to): Anthropic reports cache reads
  * and writes OUTSIDE input_tokens, so
  *   prompt_tokens      = input_tokens + cache_read_input_tokens + cache_creation_input_tokens
  *   cached_tokens      = cache_read_input_tokens

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Fault test: a full event ring (DESIGN.md section 6).
+"""Fault test: a full event ring (docs/ARCHITECTURE.md, "The ring and billing").
 
 Real processes: tokenauditd (tests/integration/harness.py) with ring_slots at
 its configured minimum (1024) in front of tests/tools/fake_upstream; billing
 stalled with SIGSTOP while client threads keep sending /v1 requests.
 
-What the design promises and what is checked:
+What the architecture promises and what is checked:
   * A full ring never drops an event: once the ring is full, a finished
     request's event waits in its worker's own bounded queue, and while that
     queue is not empty the worker answers new /v1 requests 503 with
