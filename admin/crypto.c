@@ -192,51 +192,7 @@ Exit:
     return rc;
 }
 
-/* ---- API keys --------------------------------------------------------- */
-
-#define KEY_BODY_LEN (TA_APIKEY_LEN - 3)
-static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-int ta_apikey_generate(char *out)
-{
-    uint8_t num[32];
-    int rc;
-
-    if ((rc = ta_random(num, sizeof(num))) < 0)
-        return rc;
-    memcpy(out, "sk-", 3);
-    /* 62^43 > 2^256, so 43 digits always suffice; taking every digit (zeros
-     * included) from the least significant end gives the fixed width. */
-    for (int pos = TA_APIKEY_LEN - 1; pos >= 3; pos--) {
-        unsigned rem = 0;
-        for (size_t i = 0; i < sizeof(num); i++) {
-            unsigned cur = (rem << 8) | num[i];
-            num[i] = (uint8_t)(cur / 62);
-            rem = cur % 62;
-        }
-        out[pos] = b62[rem];
-    }
-    out[TA_APIKEY_LEN] = '\0';
-    OPENSSL_cleanse(num, sizeof(num));
-    return 0;
-}
-
-void ta_apikey_hash(const char *key, size_t len, uint8_t out[32])
-{
-    SHA256((const unsigned char *)key, len, out);
-}
-
-bool ta_apikey_wellformed(const char *key, size_t len)
-{
-    if (!key || len != TA_APIKEY_LEN || memcmp(key, "sk-", 3) != 0)
-        return false;
-    for (size_t i = 3; i < len; i++) {
-        char c = key[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
-            return false;
-    }
-    return true;
-}
+/* API keys: ledger/apikey.c (the one rule for /v1 and /api). */
 
 /* ---- sealing ---------------------------------------------------------- */
 

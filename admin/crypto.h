@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ledger/apikey.h"
 #include "schema/ta.h"
 
 /* ---- passwords: PBKDF2-HMAC-SHA256 ------------------------------------ */
@@ -24,17 +25,7 @@ int ta_password_hash(const char *password, unsigned iterations, char *out);
  *  mismatch, TA_EINVAL on a malformed hash. */
 int ta_password_verify(const char *password, const char *hash, size_t hash_len);
 
-/* ---- API keys ---------------------------------------------------------- */
-/* "sk-" + base62 of 32 random bytes (43 chars) = 46 chars. */
-#define TA_APIKEY_LEN 46
-#define TA_KEY_PREFIX_LEN 11 /* "sk-" + 8 chars: shown to humans and in logs */
-
-/** Generate a key (NUL-terminated, out >= TA_APIKEY_LEN+1) with RAND_bytes. */
-int ta_apikey_generate(char *out);
-/** SHA-256 of the key string. */
-void ta_apikey_hash(const char *key, size_t len, uint8_t out[32]);
-/** Does this look like one of our keys (prefix, length, alphabet)? */
-bool ta_apikey_wellformed(const char *key, size_t len);
+/* ---- API keys: ledger/apikey.h (form, Bearer presentation, hash) ------ */
 
 /* ---- sealing (AES-256-GCM under the master key) ------------------------ */
 /* Sealed blob: version u8 (1) | nonce 12 | ciphertext | tag 16. */
