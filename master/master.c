@@ -289,6 +289,7 @@ typedef struct worker_env {
     ta_store_t *store;
     const uint8_t *master_key;
     ta_ring_t *ring;
+    ta_proxy_t *proxy; /* set up by worker_setup; destroyed by run_worker before the store closes */
 } worker_env_t;
 
 static int worker_setup(ta_worker_t *w, void *arg)
@@ -308,8 +309,7 @@ static int worker_setup(ta_worker_t *w, void *arg)
         .max_body_size = (size_t)env->cfg->max_body_size,
         .upstream_max_connections = (long)env->cfg->upstream_max_connections,
     };
-    ta_proxy_t *proxy; /* lives as long as the worker process */
-    return ta_proxy_setup(w, &pc, &proxy);
+    return ta_proxy_setup(w, &pc, &env->proxy);
 }
 
 static void run_worker(generation_t *g, int slot)
@@ -318,6 +318,7 @@ static void run_worker(generation_t *g, int slot)
     ta_store_t *st = NULL;
     ta_admin_t *admin = NULL;
     ta_worker_t *w = NULL;
+    worker_env_t env = {cfg, NULL, master_key, ring, NULL};
     int rc, code = 1;
 
     child_common('W', cfg);
@@ -342,10 +343,10 @@ static void run_worker(generation_t *g, int slot)
         ta_log(TA_LOG_ERROR, "cannot create the admin API: %s", ta_strerror(rc));
         goto Exit;
     }
+    env.store = st;
     ta_worker_listener_t ls[MAX_SOCKS];
     for (size_t i = 0; i < g->nsocks; i++)
         ls[i] = (ta_worker_listener_t){g->socks[i].fd, g->socks[i].tls, g->socks[i].admin};
-    worker_env_t env = {cfg, st, master_key, ring};
     ta_worker_conf_t wc = {
         .listeners = ls,
         .nlisteners = g->nsocks,
@@ -375,8 +376,12 @@ static void run_worker(generation_t *g, int slot)
     ta_log(TA_LOG_DEBUG, "worker %d: %zu listener(s), max_body_size %lld, shutdown_timeout_ms %lld",
            slot, g->nsocks, (long long)cfg->max_body_size, (long long)cfg->shutdown_timeout_ms);
     code = ta_worker_run(w) == 0 ? 0 : 1;
-    ta_worker_destroy(w);
 Exit:
+    /* In order: the proxy while the loop and the store are there (it ends
+     * its requests, closes its read transaction and wipes its clear keys),
+     * then the server, then what they borrowed. */
+    ta_proxy_destroy(env.proxy);
+    ta_worker_destroy(w);
     if (admin != NULL)
         ta_admin_destroy(admin);
     if (st != NULL)
