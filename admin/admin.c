@@ -108,6 +108,11 @@ int ta_admin_create(ta_admin_t **out, const ta_admin_conf_t *conf)
     *out = NULL;
     if (conf == NULL || conf->store == NULL || conf->jwt_secret == NULL || conf->master_key == NULL)
         return TA_EINVAL;
+    if (conf->login_throttle != NULL &&
+        (conf->login_limits.account_failures < 1 || conf->login_limits.address_failures < 1 ||
+         conf->login_limits.backoff_ms < 1 || conf->login_limits.account_max_ms < 1 ||
+         conf->login_limits.address_max_ms < 1))
+        return TA_EINVAL;
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return -ENOMEM;

@@ -204,6 +204,8 @@ struct pwjob {
     /* handler state */
     bool found;
     ta_user_t user;
+    char account[256];       /* login: the throttle's names (throttle.h) */
+    char address[64];
     /* how the caller authenticated, checked again by the continuation */
     int auth;
     bool via_apikey;
