@@ -206,6 +206,7 @@ struct pwjob {
     ta_user_t user;
     char account[256];       /* login: the throttle's names (throttle.h) */
     char address[64];
+    ta_throttle_attempt_t attempt;
     /* how the caller authenticated, checked again by the continuation */
     int auth;
     bool via_apikey;

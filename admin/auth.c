@@ -342,7 +342,7 @@ static void login_finish(actx_t *c, pwjob_t *j)
     reply_token(c, &u);
     if (c->res->status == 200)
         ta_throttle_login_ok(c->a->conf.login_throttle, &c->a->conf.login_limits, j->account,
-                             j->address);
+                             j->address, &j->attempt);
 }
 
 void h_login(actx_t *c)
@@ -352,6 +352,7 @@ void h_login(actx_t *c)
     ta_user_t u;
     uint64_t uid = 0;
     bool found = false;
+    ta_throttle_attempt_t attempt;
     pwjob_t *j;
     int rc;
 
@@ -361,7 +362,7 @@ void h_login(actx_t *c)
     lower_copy(lemail, sizeof(lemail), email);
     /* Before anything costly: a throttled login reads nothing and hashes nothing. */
     rc = ta_throttle_login_begin(c->a->conf.login_throttle, &c->a->conf.login_limits, lemail,
-                                 client, mono_ms());
+                                 client, mono_ms(), &attempt);
     if (rc > 0) {
         c->res->retry_after = rc;
         reply_error(c, 429, "rate_limit_error", "login_throttled", NULL,
@@ -390,6 +391,7 @@ void h_login(actx_t *c)
     pwjob_copy_pw(j->pw, pw);
     snprintf(j->account, sizeof(j->account), "%s", lemail);
     snprintf(j->address, sizeof(j->address), "%s", client);
+    j->attempt = attempt;
     j->found = found;
     if (found) {
         j->user = u;

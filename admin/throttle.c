@@ -230,12 +230,13 @@ static void th_fail(th_slot_t *s, int64_t limit, int64_t backoff_ms, int64_t max
 }
 
 int ta_throttle_login_begin(ta_throttle_t *t, const ta_throttle_conf_t *conf, const char *account,
-                            const char *address, int64_t now_ms)
+                            const char *address, int64_t now_ms, ta_throttle_attempt_t *at)
 {
     uint64_t ka, kv;
     int64_t wait, w2, max_ms;
-    th_slot_t *sa;
+    th_slot_t *sa, *sv;
 
+    memset(at, 0, sizeof(*at));
     if (t == NULL)
         return 0;
     ka = th_key(t, 'a', account);
@@ -250,15 +251,17 @@ int ta_throttle_login_begin(ta_throttle_t *t, const ta_throttle_conf_t *conf, co
     if (wait == 0) {
         sa = th_claim(t, ka, NULL, max_ms, now_ms);
         th_fail(sa, conf->account_failures, conf->backoff_ms, conf->account_max_ms, now_ms);
-        th_fail(th_claim(t, kv, sa, max_ms, now_ms), conf->address_failures, conf->backoff_ms,
-                conf->address_max_ms, now_ms);
+        sv = th_claim(t, kv, sa, max_ms, now_ms);
+        at->address_prev_until_ms = sv->until_ms;
+        th_fail(sv, conf->address_failures, conf->backoff_ms, conf->address_max_ms, now_ms);
+        at->address_failures = sv->failures;
     }
     pthread_mutex_unlock(&t->lock);
     return wait == 0 ? 0 : (int)((wait + 999) / 1000 < INT32_MAX ? (wait + 999) / 1000 : INT32_MAX);
 }
 
 void ta_throttle_login_ok(ta_throttle_t *t, const ta_throttle_conf_t *conf, const char *account,
-                          const char *address)
+                          const char *address, const ta_throttle_attempt_t *at)
 {
     uint64_t ka, kv;
     th_slot_t *s;
@@ -272,6 +275,9 @@ void ta_throttle_login_ok(ta_throttle_t *t, const ta_throttle_conf_t *conf, cons
     if ((s = th_find(t, ka)) != NULL)
         memset(s, 0, sizeof(*s));
     if ((s = th_find(t, kv)) != NULL && s->failures > 0) {
+        /* Unchanged since this attempt counted: exactly as before it. */
+        if (s->failures == at->address_failures)
+            s->until_ms = at->address_prev_until_ms;
         s->failures--;
         if ((int64_t)s->failures < conf->address_failures)
             s->until_ms = 0;

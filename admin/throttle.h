@@ -30,6 +30,13 @@ typedef struct ta_throttle_conf {
     int64_t address_max_ms;     /* >= backoff_ms */
 } ta_throttle_conf_t;
 
+/* What ta_throttle_login_begin counted for the address, so that
+ * ta_throttle_login_ok can take exactly that back. */
+typedef struct ta_throttle_attempt {
+    uint32_t address_failures; /* the address's count after this attempt's */
+    int64_t address_prev_until_ms; /* its wait before this attempt's */
+} ta_throttle_attempt_t;
+
 /** Map a new, empty table (MAP_SHARED | MAP_ANONYMOUS, about 260 KiB) with
  *  a random key for its hash. Returns 0, -errno or TA_ECRYPTO. */
 int ta_throttle_create(ta_throttle_t **out);
@@ -45,13 +52,15 @@ void ta_throttle_destroy(ta_throttle_t *t);
  *  Retry-After) when either key is waiting; then nothing is counted.
  *  now_ms: a monotonic clock in ms. t NULL: always 0. */
 int ta_throttle_login_begin(ta_throttle_t *t, const ta_throttle_conf_t *conf, const char *account,
-                            const char *address, int64_t now_ms);
-/** The attempt begun by ta_throttle_login_begin succeeded: the account's
- *  failures are cleared; the address gets back the one failure the attempt
- *  counted (and its wait ends if it falls below its limit), but keeps the
- *  others, so logging into one's own account cannot reset the count of
- *  guesses at other accounts from the same address. t NULL: nothing. */
+                            const char *address, int64_t now_ms, ta_throttle_attempt_t *at);
+/** The attempt begun by ta_throttle_login_begin (at) succeeded: the
+ *  account's failures are cleared; the address gets back the one failure
+ *  the attempt counted, and the wait it had before when no other failure
+ *  came in between (else only the count: the wait stays, or ends below the
+ *  limit), but keeps the others, so logging into one's own account cannot
+ *  reset the count of guesses at other accounts from the same address.
+ *  t NULL: nothing. */
 void ta_throttle_login_ok(ta_throttle_t *t, const ta_throttle_conf_t *conf, const char *account,
-                          const char *address);
+                          const char *address, const ta_throttle_attempt_t *at);
 
 #endif

@@ -691,6 +691,93 @@ static void test_password_change(void **state)
     free(tok);
 }
 
+/* A throttled login answers 429 with Retry-After at once: no job, so no
+ * hash, even with the right password. */
+static void assert_throttled(fx_t *f, const char *email, const char *pw)
+{
+    ta_apires_t rs;
+    char body[256];
+    json_t *j;
+
+    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}", email, pw);
+    handle(f, "POST", "/api/auth/login/", body, NULL, &rs);
+    assert_null(rs.job);
+    if (rs.status != 429)
+        fail_msg("login %s: status %d, want 429: %.*s", email, rs.status, (int)rs.body_len,
+                 rs.body != NULL ? rs.body : "");
+    assert_int_equal(rs.retry_after, 60);
+    j = json_loadb(rs.body, rs.body_len, 0, NULL);
+    assert_non_null(j);
+    assert_error(j, "rate_limit_error", NULL);
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "login_throttled");
+    json_decref(j);
+    free(rs.body);
+}
+
+/* The login throttle through the handlers (the table's own rules are in
+ * test_throttle.c): counted per account and per address, cleared by a
+ * success, refused before the hash. A second admin over the same table
+ * stands for another worker. */
+static void test_login_throttle(void **state)
+{
+    fx_t *f = *state;
+    ta_throttle_t *th;
+    ta_admin_t *a2, *keep = f->a;
+    ta_admin_conf_t c = {.store = f->st, .jwt_secret = f->jwt_secret,
+                         .jwt_secret_len = sizeof(f->jwt_secret), .master_key = f->master_key,
+                         .pbkdf2_iterations = 1000};
+
+    mk_user(f, "t1@example.com", "user");
+    mk_user(f, "t2@example.com", "user");
+    assert_int_equal(ta_throttle_create(&th), 0);
+    c.login_throttle = th;
+    assert_int_equal(ta_admin_create(&a2, &c), TA_EINVAL); /* limits unset */
+    c.login_limits = (ta_throttle_conf_t){.account_failures = 3, .address_failures = 7,
+                                          .backoff_ms = 60000, .account_max_ms = 60000,
+                                          .address_max_ms = 60000};
+    assert_int_equal(ta_admin_create(&a2, &c), 0);
+    f->a = a2;
+
+    /* two failures, then a success clears the account's count */
+    callf(f, 401, "POST", "/api/auth/login/", NULL,
+          "{\"email\":\"t1@example.com\",\"password\":\"wrong wrong\"}");
+    callf(f, 401, "POST", "/api/auth/login/", NULL,
+          "{\"email\":\"T1@example.com\",\"password\":\"wrong wrong\"}");
+    free(login(f, "t1@example.com", "password-t1@example.com"));
+    /* three failures in a row: the right password waits too */
+    for (int i = 0; i < 3; i++)
+        callf(f, 401, "POST", "/api/auth/login/", NULL,
+              "{\"email\":\"t1@example.com\",\"password\":\"wrong wrong\"}");
+    assert_throttled(f, "t1@example.com", "password-t1@example.com");
+    assert_throttled(f, "T1@EXAMPLE.COM", "password-t1@example.com");
+    /* ... in every worker */
+    f->a = keep;
+    {
+        ta_admin_t *a3;
+        assert_int_equal(ta_admin_create(&a3, &c), 0);
+        f->a = a3;
+        assert_throttled(f, "t1@example.com", "password-t1@example.com");
+        f->a = a2;
+        ta_admin_destroy(a3);
+    }
+    /* another account from the same address is not throttled by t1's
+     * count, only past the address's: 5 of 7 failures so far (a success
+     * withdrew its own count, throttled attempts counted nothing) */
+    callf(f, 401, "POST", "/api/auth/login/", NULL,
+          "{\"email\":\"t2@example.com\",\"password\":\"wrong wrong\"}");
+    free(login(f, "t2@example.com", "password-t2@example.com")); /* withdraws its count */
+    callf(f, 401, "POST", "/api/auth/login/", NULL,
+          "{\"email\":\"t2@example.com\",\"password\":\"wrong wrong\"}"); /* 7th */
+    assert_throttled(f, "t2@example.com", "password-t2@example.com");
+    assert_throttled(f, "nobody@example.com", "any password");
+    /* an admin without a table does not throttle */
+    f->a = keep;
+    callf(f, 200, "POST", "/api/auth/login/", NULL,
+          "{\"email\":\"t1@example.com\",\"password\":\"password-t1@example.com\"}");
+    ta_admin_destroy(a2);
+    ta_throttle_destroy(th);
+}
+
 /* What an admin changes about a user ends that user's sessions when it is
  * the password, the status or the role; a name or an e-mail does not. */
 static void test_sessions_end(void **state)
@@ -1330,6 +1417,7 @@ int main(void)
         T(test_logout_and_prune),
         T(test_password_change),
         T(test_sessions_end),
+        T(test_login_throttle),
         T(test_offloaded_jobs),
         T(test_offloaded_reauth),
         T(test_users),
