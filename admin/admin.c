@@ -291,6 +291,7 @@ static void pwjob_work(void *arg)
 {
     pwjob_t *j = arg;
 
+    j->worked = true;
     j->verify_rc = 0;
     j->hash_rc = 0;
     if (j->verify)
@@ -368,6 +369,12 @@ static void pwjob_release(ta_api_job_t *job)
 
     if (j == NULL)
         return;
+    /* A login that never ran (the queue was full: 503) was no guess; one
+     * whose client left after the hash stays counted. The work has ended
+     * before release runs, so worked is settled. */
+    if (!j->worked && j->account[0] != '\0')
+        ta_throttle_login_cancel(j->admin->conf.login_throttle, &j->admin->conf.login_limits,
+                                 j->account, j->address, &j->attempt);
     body_cleanse(j->body);
     json_decref(j->body);
     OPENSSL_cleanse(j, sizeof(*j));
@@ -387,6 +394,7 @@ pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
     j->job.arg = j;
     j->job.release = pwjob_release;
     j->finish = finish;
+    j->admin = c->a;
     snprintf(j->method, sizeof(j->method), "%s", c->req->method);
     snprintf(j->path, sizeof(j->path), "%.*s",
              (int)(c->req->path_len < sizeof(j->path) ? c->req->path_len : sizeof(j->path) - 1),

@@ -183,6 +183,7 @@ typedef void (*pwjob_finish_fn)(actx_t *c, pwjob_t *j);
 struct pwjob {
     ta_api_job_t job;        /* first: the worker hands it back as is */
     pwjob_finish_fn finish;
+    const ta_admin_t *admin; /* outlives the job */
     /* the request, copied for finish */
     char method[8];
     char path[160];
@@ -198,13 +199,14 @@ struct pwjob {
     size_t hash_len;
     char new_pw[TA_PASSWORD_MAX + 2]; /* hashed into new_hash */
     /* the work's results */
+    bool worked;                      /* the work ran (read after it ended) */
     int verify_rc;
     int hash_rc;                      /* length of new_hash, or <0 */
     char new_hash[TA_PWHASH_MAX];
     /* handler state */
     bool found;
     ta_user_t user;
-    char account[256];       /* login: the throttle's names (throttle.h) */
+    char account[256];       /* login: the throttle's names (throttle.h); "" otherwise */
     char address[64];
     ta_throttle_attempt_t attempt;
     /* how the caller authenticated, checked again by the continuation */

@@ -250,7 +250,9 @@ int ta_throttle_login_begin(ta_throttle_t *t, const ta_throttle_conf_t *conf, co
         wait = w2;
     if (wait == 0) {
         sa = th_claim(t, ka, NULL, max_ms, now_ms);
+        at->account_prev_until_ms = sa->until_ms;
         th_fail(sa, conf->account_failures, conf->backoff_ms, conf->account_max_ms, now_ms);
+        at->account_failures = sa->failures;
         sv = th_claim(t, kv, sa, max_ms, now_ms);
         at->address_prev_until_ms = sv->until_ms;
         th_fail(sv, conf->address_failures, conf->backoff_ms, conf->address_max_ms, now_ms);
@@ -260,27 +262,49 @@ int ta_throttle_login_begin(ta_throttle_t *t, const ta_throttle_conf_t *conf, co
     return wait == 0 ? 0 : (int)((wait + 999) / 1000 < INT32_MAX ? (wait + 999) / 1000 : INT32_MAX);
 }
 
+/* Take back one attempt's count from s: its wait too when no other failure
+ * came in between (failures still what the attempt left), else only the
+ * count, and the wait ends below the limit. */
+static void th_withdraw(th_slot_t *s, uint32_t failures_after, int64_t prev_until_ms, int64_t limit)
+{
+    if (s == NULL || s->failures == 0)
+        return;
+    if (s->failures == failures_after)
+        s->until_ms = prev_until_ms;
+    s->failures--;
+    if ((int64_t)s->failures < limit)
+        s->until_ms = 0;
+}
+
 void ta_throttle_login_ok(ta_throttle_t *t, const ta_throttle_conf_t *conf, const char *account,
                           const char *address, const ta_throttle_attempt_t *at)
 {
-    uint64_t ka, kv;
     th_slot_t *s;
 
     if (t == NULL)
         return;
-    ka = th_key(t, 'a', account);
-    kv = th_key(t, 'v', address);
+    uint64_t ka = th_key(t, 'a', account), kv = th_key(t, 'v', address);
     if (!th_lock(t))
         return;
     if ((s = th_find(t, ka)) != NULL)
         memset(s, 0, sizeof(*s));
-    if ((s = th_find(t, kv)) != NULL && s->failures > 0) {
-        /* Unchanged since this attempt counted: exactly as before it. */
-        if (s->failures == at->address_failures)
-            s->until_ms = at->address_prev_until_ms;
-        s->failures--;
-        if ((int64_t)s->failures < conf->address_failures)
-            s->until_ms = 0;
-    }
+    th_withdraw(th_find(t, kv), at->address_failures, at->address_prev_until_ms,
+                conf->address_failures);
+    pthread_mutex_unlock(&t->lock);
+}
+
+void ta_throttle_login_cancel(ta_throttle_t *t, const ta_throttle_conf_t *conf,
+                              const char *account, const char *address,
+                              const ta_throttle_attempt_t *at)
+{
+    if (t == NULL)
+        return;
+    uint64_t ka = th_key(t, 'a', account), kv = th_key(t, 'v', address);
+    if (!th_lock(t))
+        return;
+    th_withdraw(th_find(t, ka), at->account_failures, at->account_prev_until_ms,
+                conf->account_failures);
+    th_withdraw(th_find(t, kv), at->address_failures, at->address_prev_until_ms,
+                conf->address_failures);
     pthread_mutex_unlock(&t->lock);
 }

@@ -33,8 +33,10 @@ typedef struct ta_throttle_conf {
 /* What ta_throttle_login_begin counted for the address, so that
  * ta_throttle_login_ok can take exactly that back. */
 typedef struct ta_throttle_attempt {
-    uint32_t address_failures; /* the address's count after this attempt's */
-    int64_t address_prev_until_ms; /* its wait before this attempt's */
+    uint32_t account_failures;     /* the account's count after this attempt's */
+    int64_t account_prev_until_ms; /* its wait before this attempt's */
+    uint32_t address_failures;     /* the same for the address */
+    int64_t address_prev_until_ms;
 } ta_throttle_attempt_t;
 
 /** Map a new, empty table (MAP_SHARED | MAP_ANONYMOUS, about 260 KiB) with
@@ -62,5 +64,11 @@ int ta_throttle_login_begin(ta_throttle_t *t, const ta_throttle_conf_t *conf, co
  *  t NULL: nothing. */
 void ta_throttle_login_ok(ta_throttle_t *t, const ta_throttle_conf_t *conf, const char *account,
                           const char *address, const ta_throttle_attempt_t *at);
+/** The attempt begun by ta_throttle_login_begin (at) never ran (the
+ *  worker's password queue was full): both keys get back its count, as the
+ *  address does in ta_throttle_login_ok. t NULL: nothing. */
+void ta_throttle_login_cancel(ta_throttle_t *t, const ta_throttle_conf_t *conf,
+                              const char *account, const char *address,
+                              const ta_throttle_attempt_t *at);
 
 #endif

@@ -127,6 +127,20 @@ static void test_success_withdraws(void **state)
     assert_int_equal(begin(t, "u9@x", "198.51.100.1", now), 1); /* 5 failures in all */
 }
 
+/* An attempt that never ran gives both counts back, its wait too. */
+static void test_cancel(void **state)
+{
+    ta_throttle_t *t = *state;
+    int64_t now = 8000;
+
+    assert_int_equal(begin(t, "c@x", "10.5.0.1", now), 0);
+    assert_int_equal(begin(t, "c@x", "10.5.0.1", now), 0);
+    assert_int_equal(begin(t, "c@x", "10.5.0.1", now), 0); /* the wait starts ... */
+    ta_throttle_login_cancel(t, &conf, "c@x", "10.5.0.1", &last); /* ... and ends */
+    assert_int_equal(begin(t, "c@x", "10.5.0.1", now), 0);
+    assert_int_equal(begin(t, "c@x", "10.5.0.1", now), 1);
+}
+
 /* IPv6 counts per /64; an IPv4-mapped address counts as the IPv4 one. */
 static void test_addresses(void **state)
 {
@@ -230,6 +244,7 @@ int main(void)
         T(test_account_backoff),
         T(test_address_count),
         T(test_success_withdraws),
+        T(test_cancel),
         T(test_addresses),
         T(test_forget),
         T(test_flood),
