@@ -141,7 +141,8 @@ int body_apply(actx_t *c, const ta_recdesc_t *d, void *rec, int mode);
 int auth_check(actx_t *c, int mode);
 /** Authenticate again, in c->txn, the caller that auth_check found
  *  (c->claims / c->key_quota_id, c->via_apikey): the token not revoked (nor
- *  expired), the quota and the user still active, still a superadmin for
+ *  expired) and of the user's current session generation (token_gen), the
+ *  quota and the user still active, still a superadmin for
  *  AUTH_ADMIN. Refreshes c->caller. Returns 0, or <0 after replying 401/403
  *  as auth_check would. Continuations of offloaded writes (pwjob_cont). */
 int auth_recheck(actx_t *c, int mode);
