@@ -108,6 +108,11 @@ int ta_admin_create(ta_admin_t **out, const ta_admin_conf_t *conf)
     *out = NULL;
     if (conf == NULL || conf->store == NULL || conf->jwt_secret == NULL || conf->master_key == NULL)
         return TA_EINVAL;
+    if (conf->login_throttle != NULL &&
+        (conf->login_limits.account_failures < 1 || conf->login_limits.address_failures < 1 ||
+         conf->login_limits.backoff_ms < 1 || conf->login_limits.account_max_ms < 1 ||
+         conf->login_limits.address_max_ms < 1))
+        return TA_EINVAL;
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return -ENOMEM;
@@ -286,6 +291,7 @@ static void pwjob_work(void *arg)
 {
     pwjob_t *j = arg;
 
+    j->worked = true;
     j->verify_rc = 0;
     j->hash_rc = 0;
     if (j->verify)
@@ -363,6 +369,12 @@ static void pwjob_release(ta_api_job_t *job)
 
     if (j == NULL)
         return;
+    /* A login that never ran (the queue was full: 503) was no guess; one
+     * whose client left after the hash stays counted. The work has ended
+     * before release runs, so worked is settled. */
+    if (!j->worked && j->account[0] != '\0')
+        ta_throttle_login_cancel(j->admin->conf.login_throttle, &j->admin->conf.login_limits,
+                                 j->account, j->address, &j->attempt);
     body_cleanse(j->body);
     json_decref(j->body);
     OPENSSL_cleanse(j, sizeof(*j));
@@ -382,6 +394,7 @@ pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
     j->job.arg = j;
     j->job.release = pwjob_release;
     j->finish = finish;
+    j->admin = c->a;
     snprintf(j->method, sizeof(j->method), "%s", c->req->method);
     snprintf(j->path, sizeof(j->path), "%.*s",
              (int)(c->req->path_len < sizeof(j->path) ? c->req->path_len : sizeof(j->path) - 1),

@@ -296,8 +296,8 @@ static int jwt_secret_ok(const uint8_t *secret, size_t secret_len)
     return secret && secret_len >= TA_JWT_SECRET_MIN && secret_len <= TA_JWT_SECRET_MAX;
 }
 
-int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int role, int64_t ttl_s,
-                 char **token, ta_jwt_claims_t *claims)
+int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int role, int64_t gen,
+                 int64_t ttl_s, char **token, ta_jwt_claims_t *claims)
 {
     jwt_t *j = NULL;
     char *enc = NULL, sub[24];
@@ -309,11 +309,12 @@ int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int
     if (!token || !jwt_secret_ok(secret, secret_len))
         return TA_EINVAL;
     *token = NULL;
-    if (role != TA_ROLE_USER && role != TA_ROLE_SUPERADMIN)
+    if ((role != TA_ROLE_USER && role != TA_ROLE_SUPERADMIN) || gen < 0 || gen > (int64_t)LONG_MAX)
         return TA_EINVAL;
     memset(&c, 0, sizeof(c));
     c.user_id = user_id;
     c.role = role;
+    c.gen = gen;
     now = ta_now_s();
     c.iat = now;
     /* exp and iat go through jwt_add_grant_int's long; keep them in range. */
@@ -329,7 +330,8 @@ int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int
         goto Exit;
     if (jwt_set_alg(j, JWT_ALG_HS256, secret, (int)secret_len) != 0 || jwt_add_grant(j, "sub", sub) != 0 ||
         jwt_add_grant_int(j, "role", role) != 0 || jwt_add_grant(j, "jti", c.jti) != 0 ||
-        jwt_add_grant_int(j, "iat", (long)c.iat) != 0 || jwt_add_grant_int(j, "exp", (long)c.exp) != 0)
+        jwt_add_grant_int(j, "iat", (long)c.iat) != 0 || jwt_add_grant_int(j, "exp", (long)c.exp) != 0 ||
+        jwt_add_grant_int(j, "gen", (long)c.gen) != 0)
         goto Exit;
     /* libjwt 1.10 has no allocator hooks: the string is malloc'd, free() it. */
     if (!(enc = jwt_encode_str(j)))
@@ -375,7 +377,7 @@ int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, s
     json_t *grants = NULL;
     const char *sub, *jti;
     size_t sub_len = 0, jti_len = 0;
-    int64_t role, iat, exp;
+    int64_t role, iat, exp, gen;
     ta_jwt_claims_t c;
     int rc = TA_EAUTH;
 
@@ -418,6 +420,9 @@ int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, s
         goto Exit;
     if (iat < 0 || exp < iat)
         goto Exit;
+    if (claim_int(grants, "gen", &gen) < 0 || gen < 0)
+        goto Exit;
+    c.gen = gen;
     /* libjwt 1.10 never looks at exp. */
     if (exp <= ta_now_s())
         goto Exit;

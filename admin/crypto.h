@@ -45,15 +45,17 @@ typedef struct ta_jwt_claims {
     int role;              /* "role": TA_ROLE_* */
     char jti[40];          /* 32 hex chars */
     int64_t iat, exp;      /* unix s */
+    int64_t gen;           /* "gen": the user's token_gen when issued (schema.h), >= 0 */
 } ta_jwt_claims_t;
 
-/** Issue a token for user_id/role valid ttl_s seconds; fills claims (jti, exp).
- *  *token is malloc'd (free()). */
-int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int role, int64_t ttl_s,
-                 char **token, ta_jwt_claims_t *claims);
+/** Issue a token for user_id/role/gen (gen >= 0, else TA_EINVAL) valid ttl_s
+ *  seconds; fills claims (jti, exp). *token is malloc'd (free()). */
+int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int role, int64_t gen,
+                 int64_t ttl_s, char **token, ta_jwt_claims_t *claims);
 /** Verify signature (key always passed), algorithm == HS256, exp > now, and the
- *  claims' presence. Revocation is checked by the caller against revoked_jwt.
- *  Returns 0 or TA_EAUTH. */
+ *  claims' presence (a token without an integer "gen" >= 0 is refused).
+ *  Revocation and the session generation are checked by the caller against
+ *  revoked_jwt and the user record. Returns 0 or TA_EAUTH. */
 int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, size_t len,
                   ta_jwt_claims_t *claims);
 

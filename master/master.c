@@ -107,6 +107,7 @@ static slot_t billing;
 static pid_t master_pid;
 static int ready_pipe[2] = {-1, -1};
 static uint8_t jwt_secret[32], master_key[32];
+static ta_throttle_t *login_throttle; /* shared by every worker (admin/throttle.h) */
 static ta_ring_t *ring;
 static bool stopping;
 
@@ -338,6 +339,12 @@ static void run_worker(generation_t *g, int slot)
         .jwt_ttl_s = cfg->jwt_ttl_s,
         .pbkdf2_iterations = (unsigned)cfg->pbkdf2_iterations,
         .max_body = (size_t)cfg->max_body_size,
+        .login_throttle = login_throttle,
+        .login_limits = {.account_failures = cfg->login_max_failures,
+                         .address_failures = cfg->login_address_max_failures,
+                         .backoff_ms = cfg->login_backoff_ms,
+                         .account_max_ms = cfg->login_backoff_max_ms,
+                         .address_max_ms = cfg->login_address_backoff_max_ms},
     };
     if ((rc = ta_admin_create(&admin, &ac)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot create the admin API: %s", ta_strerror(rc));
@@ -876,6 +883,10 @@ int ta_master_main(int argc, char **argv)
     }
     if ((rc = ta_metrics_create(ring)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot map the metrics page: %s", ta_strerror(rc));
+        return 1;
+    }
+    if ((rc = ta_throttle_create(&login_throttle)) != 0) {
+        ta_log(TA_LOG_ERROR, "cannot map the login throttle table: %s", ta_strerror(rc));
         return 1;
     }
     cur->gen = 1;
