@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "schema/apierror.h"
+
 /* ---- the route table --------------------------------------------------------
  * One line per route. "{id}" matches a positive decimal integer (no sign, no
  * leading zero); every pattern matches with and without its trailing slash.
@@ -163,8 +165,7 @@ void reply_json(actx_t *c, int status, json_t *v)
     s = json_dumps(v, JSON_COMPACT);
     json_decref(v);
     if (s == NULL) {
-        set_body(c, 500, strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
-                                "\"code\":\"internal_error\",\"param\":null}}"));
+        set_body(c, 500, strdup(ta_error_body_oom));
         return;
     }
     set_body(c, status, s);
@@ -179,10 +180,7 @@ void reply_204(actx_t *c)
  * a byte bound), so they are made valid UTF-8 rather than refused by jansson. */
 static json_t *error_obj(const char *type, const char *code, const char *param, const char *msg)
 {
-    return json_pack("{s:{s:o,s:s,s:s,s:o}}", "error", "message",
-                     ta_json_string_lossy(msg, strlen(msg)), "type", type, "code", code, "param",
-                     param != NULL && param[0] != '\0' ? ta_json_string_lossy(param, strlen(param))
-                                                        : json_null());
+    return ta_error_json(type, code, param, msg); /* the one error body (schema/apierror.h) */
 }
 
 void reply_error(actx_t *c, int status, const char *type, const char *code, const char *param,

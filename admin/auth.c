@@ -151,24 +151,21 @@ static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
 
 int auth_check(actx_t *c, int mode)
 {
-    const char *h = c->req->authorization, *end;
+    const char *h = NULL, *end;
+    size_t len = 0;
     MDB_txn *txn = NULL;
     int rc;
 
-    if (h == NULL || c->req->authorization_len < 7 || strncasecmp(h, "Bearer ", 7) != 0) {
-        reply_401(c, "not_authenticated", "missing Authorization: Bearer credentials");
+    /* the one Bearer rule of /v1 and /api (ledger/apikey.h) */
+    if (c->req->authorization == NULL ||
+        !ta_bearer_token(c->req->authorization, c->req->authorization_len, &h, &len)) {
+        bool bearer = c->req->authorization != NULL && c->req->authorization_len >= 6 &&
+                      strncasecmp(c->req->authorization, "Bearer", 6) == 0;
+        reply_401(c, "not_authenticated",
+                  bearer ? "empty bearer token" : "missing Authorization: Bearer credentials");
         return TA_EAUTH;
     }
-    end = h + c->req->authorization_len;
-    h += 7;
-    while (h < end && *h == ' ')
-        h++;
-    while (end > h && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    if (h == end) {
-        reply_401(c, "not_authenticated", "empty bearer token");
-        return TA_EAUTH;
-    }
+    end = h + len;
     if ((rc = ta_txn_begin(c->st, TA_ENV_LEDGER, false, &txn)) != 0) {
         reply_store_error(c, rc, "transaction");
         return rc;
