@@ -295,6 +295,9 @@ static void test_login(void **state)
     assert_field_error(j, "password");
     j = callf(f, 400, "POST", "/api/auth/login/", NULL, "{\"email\":5,\"password\":\"x\"}");
     assert_field_error(j, "email");
+    /* an empty e-mail is one more unknown one (it was a 500: fuzz_admin) */
+    j = callf(f, 401, "POST", "/api/auth/login/", NULL, "{\"email\":\"\",\"password\":\"x\"}");
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "invalid_credentials");
 
     j = callf(f, 200, "POST", "/api/auth/login/", NULL,
               "{\"email\":\"ROOT@example.COM\",\"password\":\"" ADMIN_PW "\"}");
