@@ -29,73 +29,165 @@
 #include "schema/apierror.h"
 
 /* ---- the route table --------------------------------------------------------
- * One line per route. "{id}" matches a positive decimal integer (no sign, no
+ * One row per operation; the columns are explained at ta_admin_route_t
+ * (admin_internal.h). "{id}" matches a positive decimal integer (no sign, no
  * leading zero); every pattern matches with and without its trailing slash.
  * A path that matches some pattern under another method answers 405 with
- * Allow. Routes added later (quota requests/statistics, the audit section,
- * provider test/sync-models) go in as one more line each. */
-enum {
-    R_BODY = 1u << 0,  /* a JSON object body is required */
-    R_WRITE = 1u << 1, /* documentation only: the handler writes */
-};
+ * Allow. Rows of one resource stay together: the reference lists them in
+ * this order. */
+static const ta_admin_route_t routes[] = {
+    {"POST", "/api/auth/login/", AUTH_NONE, TA_ROUTE_BODY, h_login,
+     "login", "auth", "Log in: a JWT for /api",
+     "LoginRequest", 200, "LoginResponse", "", "400,401,413,429"},
+    {"POST", "/api/auth/logout/", AUTH_JWT, TA_ROUTE_WRITE, h_logout,
+     "logout", "auth", "Log out: the token is revoked at once",
+     NULL, 204, NULL, "", "401"},
+    {"GET", "/api/auth/me/", AUTH_USER, 0, h_me,
+     "me", "auth", "The caller",
+     NULL, 200, "User", "", "401"},
+    {"POST", "/api/auth/password/", AUTH_JWT, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_password,
+     "changePassword", "auth",
+     "Change the caller's password: every earlier session ends, the answer carries a "
+     "new token",
+     "PasswordChange", 200, "LoginResponse", "", "400,401,413"},
 
-typedef struct route {
-    const char *method;
-    const char *pattern;
-    int auth;
-    unsigned flags;
-    handler_fn fn;
-} route_t;
+    {"GET", "/api/quotas/", AUTH_USER, 0, h_my_quotas,
+     "listMyQuotas", "self", "The caller's quotas with their usage",
+     NULL, 200, "QuotaPage", "page,page_size", "400,401"},
 
-static const route_t routes[] = {
-    {"POST", "/api/auth/login/", AUTH_NONE, R_BODY, h_login},
-    {"POST", "/api/auth/logout/", AUTH_JWT, R_WRITE, h_logout},
-    {"GET", "/api/auth/me/", AUTH_USER, 0, h_me},
-    {"POST", "/api/auth/password/", AUTH_JWT, R_BODY | R_WRITE, h_password},
-    {"GET", "/api/quotas/", AUTH_USER, 0, h_my_quotas},
+    {"GET", "/api/admin/users/", AUTH_ADMIN, 0, h_users_list,
+     "listUsers", "users", "List users",
+     NULL, 200, "UserPage", "page,page_size,search,role,is_active", "400,401,403"},
+    {"POST", "/api/admin/users/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_users_create,
+     "createUser", "users", "Create a user",
+     "User", 201, "User", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/users/{id}/", AUTH_ADMIN, 0, h_users_get,
+     "getUser", "users", "Get a user",
+     NULL, 200, "User", "", "401,403,404"},
+    {"PUT", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_users_update,
+     "replaceUser", "users", "Replace (every writable field) of a user",
+     "User", 200, "User", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_users_update,
+     "updateUser", "users", "Update (the fields given) of a user",
+     "User", 200, "User", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, h_users_delete,
+     "deleteUser", "users", "Deactivate a user and revoke every key (records stay for audit)",
+     NULL, 204, NULL, "", "401,403,404,409"},
+    {"POST", "/api/admin/users/{id}/reset-all-keys/", AUTH_ADMIN, TA_ROUTE_WRITE,
+     h_users_reset_keys,
+     "resetUserKeys", "users", "New keys for every quota of a user",
+     NULL, 200, "KeysReset", "", "401,403,404"},
 
-    {"GET", "/api/admin/users/", AUTH_ADMIN, 0, h_users_list},
-    {"POST", "/api/admin/users/", AUTH_ADMIN, R_BODY | R_WRITE, h_users_create},
-    {"GET", "/api/admin/users/{id}/", AUTH_ADMIN, 0, h_users_get},
-    {"PUT", "/api/admin/users/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_users_update},
-    {"PATCH", "/api/admin/users/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_users_update},
-    {"DELETE", "/api/admin/users/{id}/", AUTH_ADMIN, R_WRITE, h_users_delete},
-    {"POST", "/api/admin/users/{id}/reset-all-keys/", AUTH_ADMIN, R_WRITE, h_users_reset_keys},
+    {"GET", "/api/admin/providers/", AUTH_ADMIN, 0, h_providers_list,
+     "listProviders", "providers", "List providers",
+     NULL, 200, "ProviderPage", "page,page_size", "400,401,403"},
+    {"POST", "/api/admin/providers/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     h_providers_create,
+     "createProvider", "providers", "Create a provider",
+     "Provider", 201, "Provider", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/providers/{id}/", AUTH_ADMIN, 0, h_providers_get,
+     "getProvider", "providers", "Get a provider",
+     NULL, 200, "Provider", "", "401,403,404"},
+    {"PUT", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     h_providers_update,
+     "replaceProvider", "providers", "Replace (every writable field) of a provider",
+     "Provider", 200, "Provider", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     h_providers_update,
+     "updateProvider", "providers", "Update (the fields given) of a provider",
+     "Provider", 200, "Provider", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, h_providers_delete,
+     "deleteProvider", "providers", "Delete a provider",
+     NULL, 204, NULL, "", "401,403,404,409"},
+    {"POST", "/api/admin/providers/{id}/test/", AUTH_ADMIN, 0, h_providers_test,
+     "testProvider", "providers", "Try the provider's upstream",
+     NULL, 200, "ProviderTest", "", "400,401,403,404"},
+    {"POST", "/api/admin/providers/{id}/sync-models/", AUTH_ADMIN, TA_ROUTE_WRITE,
+     h_providers_sync_models,
+     "syncProviderModels", "providers", "Create models from the upstream's model list",
+     NULL, 200, "SyncModels", "", "400,401,403,404,502,504"},
 
-    {"GET", "/api/admin/providers/", AUTH_ADMIN, 0, h_providers_list},
-    {"POST", "/api/admin/providers/", AUTH_ADMIN, R_BODY | R_WRITE, h_providers_create},
-    {"GET", "/api/admin/providers/{id}/", AUTH_ADMIN, 0, h_providers_get},
-    {"PUT", "/api/admin/providers/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_providers_update},
-    {"PATCH", "/api/admin/providers/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_providers_update},
-    {"DELETE", "/api/admin/providers/{id}/", AUTH_ADMIN, R_WRITE, h_providers_delete},
-    {"POST", "/api/admin/providers/{id}/test/", AUTH_ADMIN, 0, h_providers_test},
-    {"POST", "/api/admin/providers/{id}/sync-models/", AUTH_ADMIN, R_WRITE, h_providers_sync_models},
+    {"GET", "/api/admin/models/", AUTH_ADMIN, 0, h_models_list,
+     "listModels", "models", "List models",
+     NULL, 200, "ModelPage", "page,page_size,search,provider_id", "400,401,403"},
+    {"POST", "/api/admin/models/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_models_create,
+     "createModel", "models", "Create a model",
+     "Model", 201, "Model", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/models/{id}/", AUTH_ADMIN, 0, h_models_get,
+     "getModel", "models", "Get a model",
+     NULL, 200, "Model", "", "401,403,404"},
+    {"PUT", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_models_update,
+     "replaceModel", "models", "Replace (every writable field) of a model",
+     "Model", 200, "Model", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     h_models_update,
+     "updateModel", "models", "Update (the fields given) of a model",
+     "Model", 200, "Model", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, h_models_delete,
+     "deleteModel", "models", "Delete a model",
+     NULL, 204, NULL, "", "401,403,404,409"},
 
-    {"GET", "/api/admin/models/", AUTH_ADMIN, 0, h_models_list},
-    {"POST", "/api/admin/models/", AUTH_ADMIN, R_BODY | R_WRITE, h_models_create},
-    {"GET", "/api/admin/models/{id}/", AUTH_ADMIN, 0, h_models_get},
-    {"PUT", "/api/admin/models/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_models_update},
-    {"PATCH", "/api/admin/models/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_models_update},
-    {"DELETE", "/api/admin/models/{id}/", AUTH_ADMIN, R_WRITE, h_models_delete},
+    {"GET", "/api/admin/groups/", AUTH_ADMIN, 0, h_groups_list,
+     "listGroups", "groups", "List groups",
+     NULL, 200, "GroupPage", "page,page_size", "400,401,403"},
+    {"POST", "/api/admin/groups/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_groups_create,
+     "createGroup", "groups", "Create a group",
+     "Group", 201, "Group", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/groups/{id}/", AUTH_ADMIN, 0, h_groups_get,
+     "getGroup", "groups", "Get a group",
+     NULL, 200, "Group", "", "401,403,404"},
+    {"PUT", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_groups_update,
+     "replaceGroup", "groups", "Replace (every writable field) of a group",
+     "Group", 200, "Group", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     h_groups_update,
+     "updateGroup", "groups", "Update (the fields given) of a group",
+     "Group", 200, "Group", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, h_groups_delete,
+     "deleteGroup", "groups", "Delete a group",
+     NULL, 204, NULL, "", "401,403,404,409"},
 
-    {"GET", "/api/admin/groups/", AUTH_ADMIN, 0, h_groups_list},
-    {"POST", "/api/admin/groups/", AUTH_ADMIN, R_BODY | R_WRITE, h_groups_create},
-    {"GET", "/api/admin/groups/{id}/", AUTH_ADMIN, 0, h_groups_get},
-    {"PUT", "/api/admin/groups/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_groups_update},
-    {"PATCH", "/api/admin/groups/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_groups_update},
-    {"DELETE", "/api/admin/groups/{id}/", AUTH_ADMIN, R_WRITE, h_groups_delete},
+    {"GET", "/api/admin/quotas/", AUTH_ADMIN, 0, h_quotas_list,
+     "listQuotas", "quotas", "List quotas",
+     NULL, 200, "QuotaPage", "page,page_size,user_id,group_id", "400,401,403"},
+    {"POST", "/api/admin/quotas/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_quotas_create,
+     "createQuota", "quotas", "Create a quota and its API key (shown once)",
+     "Quota", 201, "Quota", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/quotas/{id}/", AUTH_ADMIN, 0, h_quotas_get,
+     "getQuota", "quotas", "Get a quota",
+     NULL, 200, "Quota", "", "401,403,404"},
+    {"PUT", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, h_quotas_update,
+     "replaceQuota", "quotas", "Replace (every writable field) of a quota",
+     "Quota", 200, "Quota", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     h_quotas_update,
+     "updateQuota", "quotas", "Update (the fields given) of a quota",
+     "Quota", 200, "Quota", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, h_quotas_delete,
+     "deleteQuota", "quotas", "Delete a quota; its key is revoked, records stay",
+     NULL, 204, NULL, "", "401,403,404,409"},
+    {"POST", "/api/admin/quotas/{id}/reset_api_key/", AUTH_ADMIN, TA_ROUTE_WRITE,
+     h_quotas_reset_key,
+     "resetQuotaKey", "quotas", "A new API key for the quota",
+     NULL, 200, "ApiKeyReset", "", "401,403,404"},
+    {"GET", "/api/admin/quotas/{id}/requests/", AUTH_ADMIN, 0, h_quota_requests,
+     "listQuotaRequests", "quotas", "Audit records of a quota, newest first",
+     NULL, 200, "AuditRecordPage", "page,page_size,since,until,status,model", "400,401,403,404"},
+    {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, h_quota_statistics,
+     "quotaStatistics", "quotas", "Statistics of a quota",
+     NULL, 200, "Statistics", "since,until,group_by_quota", "400,401,403,404"},
 
-    {"GET", "/api/admin/quotas/", AUTH_ADMIN, 0, h_quotas_list},
-    {"POST", "/api/admin/quotas/", AUTH_ADMIN, R_BODY | R_WRITE, h_quotas_create},
-    {"GET", "/api/admin/quotas/{id}/", AUTH_ADMIN, 0, h_quotas_get},
-    {"PUT", "/api/admin/quotas/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_quotas_update},
-    {"PATCH", "/api/admin/quotas/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_quotas_update},
-    {"DELETE", "/api/admin/quotas/{id}/", AUTH_ADMIN, R_WRITE, h_quotas_delete},
-    {"POST", "/api/admin/quotas/{id}/reset_api_key/", AUTH_ADMIN, R_WRITE, h_quotas_reset_key},
-    {"GET", "/api/admin/quotas/{id}/requests/", AUTH_ADMIN, 0, h_quota_requests},
-    {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, h_quota_statistics},
-    {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, h_requests_list},
-    {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, h_statistics},
+    {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, h_requests_list,
+     "listRequests", "audit", "Audit records, newest first",
+     NULL, 200, "AuditRecordPage", "page,page_size,user_id,quota_id,model,status,since,until",
+     "400,401,403"},
+    {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, h_statistics,
+     "statistics", "audit", "Statistics",
+     NULL, 200, "Statistics", "since,until,group_by,user_id,quota_id", "400,401,403"},
+
+    {"GET", "/api/openapi.json", AUTH_NONE, 0, h_openapi,
+     "openapi", "reference", "This document, as JSON (what `tokenaudit openapi --json` prints)",
+     NULL, 200, "OpenApiDocument", "", ""},
 };
 
 /* ---- create / destroy ----------------------------------------------------- */
@@ -263,6 +355,16 @@ int ctx_txn(actx_t *c, bool write)
     if (c->txn_kept && c->txn != NULL)
         return 0; /* the continuation's write transaction (pwjob_cont) */
     TA_BUG_ON(c->txn != NULL);
+    if (write && !c->may_write) {
+        /* a handler writing on a route the table does not mark TA_ROUTE_WRITE:
+         * refused, so the table's flag is the truth about which routes write */
+        ta_log(TA_LOG_ERROR, "admin %s %.*s: a write on a route without TA_ROUTE_WRITE (%s)",
+               c->req->method, (int)c->req->path_len, c->req->path,
+               c->req->request_id != NULL ? c->req->request_id : "-");
+        reply_error(c, 500, "server_error", "internal_error", NULL,
+                    "internal error: this route does not write");
+        return TA_EINVAL;
+    }
     rc = ta_txn_begin(c->st, TA_ENV_LEDGER, write, &c->txn);
     if (rc != 0) {
         c->txn = NULL;
@@ -341,6 +443,7 @@ static void pwjob_cont(void *ctx, void *arg, ta_apires_t *res)
     c.via_apikey = j->via_apikey;
     c.claims = j->claims;
     c.key_quota_id = j->key_quota_id;
+    c.may_write = j->may_write;
     /* The caller may have logged out, been disabled or demoted while the
      * hash ran: authenticate again, in the write transaction that finish
      * then uses, so a logout or demotion committed by another worker either
@@ -415,6 +518,7 @@ pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
     j->via_apikey = c->via_apikey;
     j->claims = c->claims;
     j->key_quota_id = c->key_quota_id;
+    j->may_write = c->may_write;
     j->body = json_incref(c->body);
     j->iterations = c->a->conf.pbkdf2_iterations;
     return j;
@@ -841,7 +945,7 @@ static void add_allow(char *allow, size_t cap, const char *method)
 void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
 {
     actx_t c;
-    const route_t *r = NULL;
+    const ta_admin_route_t *r = NULL;
     char allow[64] = "";
     uint64_t id = 0;
 
@@ -859,6 +963,7 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
             r = &routes[i];
             c.id = id;
             c.auth = r->auth;
+            c.may_write = (r->flags & TA_ROUTE_WRITE) != 0;
             break;
         }
         add_allow(allow, sizeof(allow), routes[i].method);
@@ -882,7 +987,7 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
     }
     if (r->auth != AUTH_NONE && auth_check(&c, r->auth) != 0)
         return;
-    if (r->flags & R_BODY) {
+    if (r->flags & TA_ROUTE_BODY) {
         json_error_t jerr;
         if (req->body_len == 0 || req->body == NULL) {
             reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
@@ -919,13 +1024,7 @@ Exit:
 
 /* ---- the table, read-only, for the OpenAPI generator (openapi.c) ---------- */
 
-bool ta_admin_route(size_t i, ta_admin_route_info_t *out)
+const ta_admin_route_t *ta_admin_route(size_t i)
 {
-    if (i >= TA_ARRAY_SIZE(routes))
-        return false;
-    out->method = routes[i].method;
-    out->pattern = routes[i].pattern;
-    out->auth = routes[i].auth;
-    out->body = (routes[i].flags & R_BODY) != 0;
-    return true;
+    return i < TA_ARRAY_SIZE(routes) ? &routes[i] : NULL;
 }

@@ -65,9 +65,47 @@ typedef struct actx {
     uint64_t key_quota_id;   /* when via_apikey */
     int auth;                /* the route's AUTH_* mode */
     bool txn_kept;           /* pwjob_cont opened c->txn (write): ctx_txn reuses it */
+    bool may_write;          /* the route is TA_ROUTE_WRITE: ctx_txn(c, true) allowed */
 } actx_t;
 
 typedef void (*handler_fn)(actx_t *c);
+
+/* ---- the route table (admin.c) ---------------------------------------------
+ * One row per /api operation: how it is served (method, pattern, auth,
+ * flags, handler) and how it is documented (the columns after the handler).
+ * admin/openapi.c builds each operation of docs/openapi.yaml from its row
+ * alone, so a route cannot exist without its documentation: a row that
+ * leaves the documentation columns out fails the build
+ * (-Wmissing-field-initializers, part of -Wextra), and one whose columns are
+ * NULL or name an unknown schema, parameter or status fails
+ * ta_openapi_check() (tests/unit/test_admin.c). docs/ARCHITECTURE.md says
+ * how to add a route. */
+enum {
+    TA_ROUTE_BODY = 1u << 0,  /* a JSON object body is required (400 without one) */
+    TA_ROUTE_WRITE = 1u << 1, /* the handler may open a write transaction; without the
+                               * flag ctx_txn(c, true) answers 500 and writes nothing */
+};
+
+typedef struct ta_admin_route {
+    const char *method;  /* "GET", "POST", "PUT", "PATCH", "DELETE" */
+    const char *pattern; /* "/api/admin/users/{id}/": {id} is a positive decimal integer */
+    int auth;            /* AUTH_* */
+    unsigned flags;      /* TA_ROUTE_* */
+    handler_fn fn;
+    /* documentation */
+    const char *op_id;   /* operationId, unique */
+    const char *tag;     /* the section of the reference ("users", "audit", ...) */
+    const char *summary; /* one line */
+    const char *req;     /* request body schema (components/schemas); NULL iff no TA_ROUTE_BODY */
+    int status;          /* the success status */
+    const char *resp;    /* its body's schema; NULL: no body (204) */
+    const char *params;  /* query parameters (components/parameters), comma-separated; "" none */
+    const char *errors;  /* the error statuses it answers, ascending, comma-separated */
+} ta_admin_route_t;
+
+/** Row i of the route table, in table order; NULL past the end. Static
+ *  storage. Any process. */
+const ta_admin_route_t *ta_admin_route(size_t i);
 
 /* ---- replies (admin.c) --------------------------------------------------- */
 
@@ -90,7 +128,8 @@ void reply_store_error(actx_t *c, int rc, const char *what);
 
 /* ---- transactions -------------------------------------------------------- */
 
-/** Begin the handler's transaction (once). Returns 0 or replies 500 and returns <0. */
+/** Begin the handler's transaction (once). A write transaction on a route
+ *  without TA_ROUTE_WRITE is refused. Returns 0 or replies 500 and returns <0. */
 int ctx_txn(actx_t *c, bool write);
 
 /* ---- query string ---------------------------------------------------------- */
@@ -215,6 +254,7 @@ struct pwjob {
     bool via_apikey;
     ta_jwt_claims_t claims;
     uint64_t key_quota_id;
+    bool may_write;          /* the route's TA_ROUTE_WRITE, for the continuation */
 };
 
 /** A job for this request (method, path, request id, id, caller and a
@@ -279,5 +319,8 @@ void h_quota_requests(actx_t *c);
 void h_quota_statistics(actx_t *c);
 void h_requests_list(actx_t *c);
 void h_statistics(actx_t *c);
+
+/* the OpenAPI document as JSON (openapi.c) */
+void h_openapi(actx_t *c);
 
 #endif

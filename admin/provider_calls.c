@@ -64,6 +64,7 @@ typedef struct call_arg {
     uint64_t provider_id;
     char request_id[48];
     char path[160];
+    bool may_write; /* the route's TA_ROUTE_WRITE (sync-models) */
 } call_arg_t;
 
 static void fetch_release(ta_api_fetch_t *f)
@@ -279,6 +280,7 @@ static void models_cont(void *ctx, void *arg, const ta_api_fetch_result_t *r, ta
     int rc;
 
     ctx_rebuild(&c, &req, ctx, res, "POST", ca->path, ca->request_id, ca->provider_id);
+    c.may_write = ca->may_write;
 
     if (ca->kind == CALL_TEST)
         answer_test(&c, r);
@@ -380,6 +382,7 @@ static void start_models_call(actx_t *c, int kind)
     f->max_response = MODELS_MAX_RESPONSE;
 
     ca->kind = kind;
+    ca->may_write = c->may_write;
     ca->provider_id = p.id;
     snprintf(ca->request_id, sizeof(ca->request_id), "%s",
              c->req->request_id != NULL ? c->req->request_id : "-");

@@ -238,7 +238,7 @@ static const cli_cmd_t commands[] = {
      "--data-dir DIR --format jsonl|csv [--since T] [--until T]", "export audit records"},
     {"audit", "warnings", NULL, ta_audit_cli, "--data-dir DIR [--state pending|delivered|failed|none]",
      "list the raised quota warnings with their webhook delivery state"},
-    {"openapi", NULL, NULL, ta_openapi_cli, "[--json]",
+    {"openapi", NULL, NULL, ta_openapi_cli, "[--json | --routes]",
      "print the OpenAPI 3.0 document of the HTTP API (docs/openapi.yaml)"},
 };
 
