@@ -999,7 +999,7 @@ static void add_operation(gen_t *g, json_t *paths, const char *pattern, const ch
             return;
         }
     }
-    lower_copy(lm, sizeof(lm), method);
+    ta_admin_lower_copy(lm, sizeof(lm), method);
     put(g, item, lm, op);
 }
 
@@ -1352,16 +1352,16 @@ json_t *ta_openapi_json(void)
     return build(why, sizeof(why));
 }
 
-void h_openapi(actx_t *c)
+void ta_admin_openapi(actx_t *c)
 {
     json_t *doc = ta_openapi_json();
 
     if (doc == NULL) {
-        reply_error(c, 500, "server_error", "internal_error", NULL,
-                    "internal error: the document could not be built");
+        ta_admin_reply_error(c, 500, "server_error", "internal_error", NULL,
+                             "internal error: the document could not be built");
         return;
     }
-    reply_json(c, 200, doc);
+    ta_admin_reply_json(c, 200, doc);
 }
 
 int ta_openapi_write(FILE *out, bool json)

@@ -8,7 +8,7 @@
  *                                           (also ?user_id=&quota_id=)
  *
  * LMDB: read transactions only. The handler's ledger read transaction
- * (ctx_txn) answers "does the quota exist" and model names; a second read
+ * (ta_admin_txn) answers "does the quota exist" and model names; a second read
  * transaction of this file's own on the audit environment (never written
  * here; billing is its only writer, see ledger/audit.c for its layout) is
  * opened and aborted within the handler. The two snapshots are taken a few
@@ -99,18 +99,18 @@ static int query_time(actx_t *c, const char *name, int64_t *ns)
 {
     char buf[64];
     int64_t s;
-    int rc = query_get(c, name, buf, sizeof(buf));
+    int rc = ta_admin_query_get(c, name, buf, sizeof(buf));
 
     if (rc <= 0)
         return rc;
     if (ta_time_parse(buf, strlen(buf), &s) != 0) {
-        reply_field(c, name, "format",
-                    "must be an RFC 3339 time (2026-11-26T13:09:17Z) or a date (2026-11-26)");
+        ta_admin_reply_field(c, name, "format",
+                             "must be an RFC 3339 time (2026-11-26T13:09:17Z) or a date (2026-11-26)");
         return TA_EINVAL;
     }
     /* the records' clock is int64 ns: 1970 .. 2262 */
     if (s < 0 || s > INT64_MAX / 1000000000LL - 1) {
-        reply_field(c, name, "range", "must be between 1970-01-01 and 2262-01-01");
+        ta_admin_reply_field(c, name, "range", "must be between 1970-01-01 and 2262-01-01");
         return TA_EINVAL;
     }
     *ns = s * 1000000000LL + frac_ns(buf);
@@ -121,7 +121,7 @@ static int query_time(actx_t *c, const char *name, int64_t *ns)
 static int query_status(actx_t *c, int32_t *out)
 {
     char buf[8];
-    int rc = query_get(c, "status", buf, sizeof(buf)), v = 0;
+    int rc = ta_admin_query_get(c, "status", buf, sizeof(buf)), v = 0;
     size_t n;
 
     if (rc < 0) /* too long is not a status either */
@@ -137,7 +137,7 @@ static int query_status(actx_t *c, int32_t *out)
         v = v * 10 + (buf[i] - '0');
     }
     if (v < 100 || v > 599) {
-        reply_field(c, "status", "type", "must be an HTTP status code (100 to 599)");
+        ta_admin_reply_field(c, "status", "type", "must be an HTTP status code (100 to 599)");
         return TA_EINVAL;
     }
     *out = v;
@@ -152,17 +152,17 @@ static int parse_filters(actx_t *c, audit_q_t *q, unsigned which)
     if (query_time(c, "since", &q->f.since_ns) < 0 || query_time(c, "until", &q->f.until_ns) < 0)
         return TA_EINVAL;
     if (q->f.since_ns > 0 && q->f.until_ns > 0 && q->f.until_ns <= q->f.since_ns) {
-        reply_field(c, "until", "min", "must be later than since");
+        ta_admin_reply_field(c, "until", "min", "must be later than since");
         return TA_EINVAL;
     }
-    if ((which & Q_USER) && query_id(c, "user_id", &q->f.user_id) < 0)
+    if ((which & Q_USER) && ta_admin_query_id(c, "user_id", &q->f.user_id) < 0)
         return TA_EINVAL;
-    if ((which & Q_QUOTA) && query_id(c, "quota_id", &q->f.quota_id) < 0)
+    if ((which & Q_QUOTA) && ta_admin_query_id(c, "quota_id", &q->f.quota_id) < 0)
         return TA_EINVAL;
     if ((which & Q_STATUS) && query_status(c, &q->f.status) < 0)
         return TA_EINVAL;
     if (which & Q_MODEL) {
-        if ((rc = query_get(c, "model", q->model, sizeof(q->model))) < 0)
+        if ((rc = ta_admin_query_get(c, "model", q->model, sizeof(q->model))) < 0)
             return rc;
         if (rc > 0)
             q->f.model = q->model;
@@ -174,7 +174,7 @@ static int parse_filters(actx_t *c, audit_q_t *q, unsigned which)
 static int parse_group(actx_t *c, bool allow_user, int *group)
 {
     char buf[16];
-    int rc = query_get(c, "group_by", buf, sizeof(buf));
+    int rc = ta_admin_query_get(c, "group_by", buf, sizeof(buf));
 
     *group = TA_GROUP_DAY;
     if (rc <= 0) /* absent, or too long and answered */
@@ -189,27 +189,27 @@ static int parse_group(actx_t *c, bool allow_user, int *group)
         *group = TA_GROUP_USER;
         return 0;
     }
-    reply_field(c, "group_by", "enum", "must be one of day, model%s", allow_user ? ", user" : "");
+    ta_admin_reply_field(c, "group_by", "enum", "must be one of day, model%s", allow_user ? ", user" : "");
     return TA_EINVAL;
 }
 
-/* ?page= and ?page_size= with the bounds and messages of reply_list. */
+/* ?page= and ?page_size= with the bounds and messages of ta_admin_reply_list. */
 static int parse_page(actx_t *c, uint64_t *page, uint64_t *size)
 {
     *page = 1;
     *size = TA_ADMIN_PAGE_SIZE_DEFAULT;
-    if (query_id(c, "page", page) < 0)
+    if (ta_admin_query_id(c, "page", page) < 0)
         return TA_EINVAL;
-    if (query_id(c, "page_size", size) < 0)
+    if (ta_admin_query_id(c, "page_size", size) < 0)
         return TA_EINVAL;
     if (*size > TA_ADMIN_PAGE_SIZE_MAX) {
-        reply_field(c, "page_size", "max", "must be an integer from 1 to %d",
-                    TA_ADMIN_PAGE_SIZE_MAX);
+        ta_admin_reply_field(c, "page_size", "max", "must be an integer from 1 to %d",
+                             TA_ADMIN_PAGE_SIZE_MAX);
         return TA_EINVAL;
     }
     /* the offset must fit size_t (ta_audit_list) */
     if (*page > SIZE_MAX / *size - 1) {
-        reply_field(c, "page", "max", "too large");
+        ta_admin_reply_field(c, "page", "max", "too large");
         return TA_EINVAL;
     }
     return 0;
@@ -224,7 +224,7 @@ static int audit_txn(actx_t *c, MDB_txn **atxn)
 
     if (rc != 0) {
         *atxn = NULL;
-        reply_store_error(c, rc, "audit transaction");
+        ta_admin_reply_store_error(c, rc, "audit transaction");
     }
     return rc;
 }
@@ -249,7 +249,7 @@ static int quota_known(actx_t *c, MDB_txn *atxn)
         json_decref(st);
     }
     if (rc != 0)
-        reply_store_error(c, rc, "quota");
+        ta_admin_reply_store_error(c, rc, "quota");
     return rc;
 }
 
@@ -297,39 +297,39 @@ static void reply_records(actx_t *c, unsigned which)
     q.f.quota_id = c->id;
     if (parse_filters(c, &q, which) != 0 || parse_page(c, &page, &size) != 0)
         return;
-    if (ctx_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
+    if (ta_admin_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
         return;
     if (c->id != 0 && quota_known(c, atxn) != 0)
         goto Exit;
     if ((results = json_array()) == NULL) {
-        reply_store_error(c, -ENOMEM, "requests");
+        ta_admin_reply_store_error(c, -ENOMEM, "requests");
         goto Exit;
     }
     rc = ta_audit_list(c->st, atxn, &q.f, (size_t)((page - 1) * size), (size_t)size, page_cb,
                        results, &total);
     if (rc != 0) {
-        reply_store_error(c, rc, "requests");
+        ta_admin_reply_store_error(c, rc, "requests");
         goto Exit;
     }
     pages = (total + size - 1) / size;
     out = json_pack("{s:I,s:o,s:o,s:O}", "count", (json_int_t)total, "next",
-                    page < pages ? admin_page_url(c, page + 1) : json_null(), "previous",
-                    page > 1 ? admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
+                    page < pages ? ta_admin_page_url(c, page + 1) : json_null(), "previous",
+                    page > 1 ? ta_admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
                              : json_null(),
                     "results", results);
-    reply_json(c, 200, out);
+    ta_admin_reply_json(c, 200, out);
 Exit:
     json_decref(results);
     if (atxn != NULL)
         ta_txn_abort(atxn);
 }
 
-void h_quota_requests(actx_t *c)
+void ta_admin_quota_requests(actx_t *c)
 {
     reply_records(c, Q_MODEL | Q_STATUS);
 }
 
-void h_requests_list(actx_t *c)
+void ta_admin_requests_list(actx_t *c)
 {
     reply_records(c, Q_USER | Q_QUOTA | Q_MODEL | Q_STATUS);
 }
@@ -385,7 +385,7 @@ static void reply_stats(actx_t *c, unsigned which, bool allow_user)
     q.f.quota_id = c->id;
     if (parse_filters(c, &q, which) != 0 || parse_group(c, allow_user, &group) != 0)
         return;
-    if (ctx_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
+    if (ta_admin_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
         return;
     if (c->id != 0 && quota_known(c, atxn) != 0)
         goto Exit;
@@ -394,21 +394,21 @@ static void reply_stats(actx_t *c, unsigned which, bool allow_user)
         rc = series_keys(c, json_object_get(out, "series"), group);
     if (rc != 0) {
         json_decref(out);
-        reply_store_error(c, rc, "statistics");
+        ta_admin_reply_store_error(c, rc, "statistics");
         goto Exit;
     }
-    reply_json(c, 200, out);
+    ta_admin_reply_json(c, 200, out);
 Exit:
     if (atxn != NULL)
         ta_txn_abort(atxn);
 }
 
-void h_quota_statistics(actx_t *c)
+void ta_admin_quota_statistics(actx_t *c)
 {
     reply_stats(c, 0, false);
 }
 
-void h_statistics(actx_t *c)
+void ta_admin_statistics(actx_t *c)
 {
     reply_stats(c, Q_USER | Q_QUOTA, true);
 }

@@ -1495,15 +1495,15 @@ static void test_write_flag_enforced(void **state)
     ta_apires_t res;
     actx_t c;
 
-    ctx_rebuild(&c, &req, f->a, &res, "GET", "/api/admin/users/", "test-write-flag", 0);
-    assert_int_not_equal(ctx_txn(&c, true), 0);
+    ta_admin_ctx_rebuild(&c, &req, f->a, &res, "GET", "/api/admin/users/", "test-write-flag", 0);
+    assert_int_not_equal(ta_admin_txn(&c, true), 0);
     assert_null(c.txn);
     assert_int_equal(res.status, 500);
     free(res.body);
 
-    ctx_rebuild(&c, &req, f->a, &res, "POST", "/api/admin/users/", "test-write-flag", 0);
+    ta_admin_ctx_rebuild(&c, &req, f->a, &res, "POST", "/api/admin/users/", "test-write-flag", 0);
     c.may_write = true;
-    assert_int_equal(ctx_txn(&c, true), 0);
+    assert_int_equal(ta_admin_txn(&c, true), 0);
     assert_non_null(c.txn);
     ta_txn_abort(c.txn);
     free(res.body);
