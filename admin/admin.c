@@ -53,11 +53,11 @@ static const ta_admin_route_t routes[] = {
 
     {"GET", "/api/quotas/", AUTH_USER, 0, ta_admin_my_quotas,
      "listMyQuotas", "self", "The caller's quotas with their usage",
-     NULL, 200, "QuotaPage", "page,page_size", "400,401"},
+     NULL, 200, "QuotaPage", "page,page_size,after,before", "400,401"},
 
     {"GET", "/api/admin/users/", AUTH_ADMIN, 0, ta_admin_users_list,
      "listUsers", "users", "List users",
-     NULL, 200, "UserPage", "page,page_size,search,role,is_active", "400,401,403"},
+     NULL, 200, "UserPage", "page,page_size,after,before,search,role,is_active", "400,401,403"},
     {"POST", "/api/admin/users/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, ta_admin_users_create,
      "createUser", "users", "Create a user",
      "User", 201, "User", "", "400,401,403,409,413"},
@@ -82,7 +82,7 @@ static const ta_admin_route_t routes[] = {
 
     {"GET", "/api/admin/providers/", AUTH_ADMIN, 0, ta_admin_providers_list,
      "listProviders", "providers", "List providers",
-     NULL, 200, "ProviderPage", "page,page_size", "400,401,403"},
+     NULL, 200, "ProviderPage", "page,page_size,after,before", "400,401,403"},
     {"POST", "/api/admin/providers/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
      ta_admin_providers_create,
      "createProvider", "providers", "Create a provider",
@@ -111,7 +111,7 @@ static const ta_admin_route_t routes[] = {
 
     {"GET", "/api/admin/models/", AUTH_ADMIN, 0, ta_admin_models_list,
      "listModels", "models", "List models",
-     NULL, 200, "ModelPage", "page,page_size,search,provider_id", "400,401,403"},
+     NULL, 200, "ModelPage", "page,page_size,after,before,search,provider_id", "400,401,403"},
     {"POST", "/api/admin/models/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
      ta_admin_models_create,
      "createModel", "models", "Create a model",
@@ -133,7 +133,7 @@ static const ta_admin_route_t routes[] = {
 
     {"GET", "/api/admin/groups/", AUTH_ADMIN, 0, ta_admin_groups_list,
      "listGroups", "groups", "List groups",
-     NULL, 200, "GroupPage", "page,page_size", "400,401,403"},
+     NULL, 200, "GroupPage", "page,page_size,after,before", "400,401,403"},
     {"POST", "/api/admin/groups/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
      ta_admin_groups_create,
      "createGroup", "groups", "Create a group",
@@ -155,7 +155,7 @@ static const ta_admin_route_t routes[] = {
 
     {"GET", "/api/admin/quotas/", AUTH_ADMIN, 0, ta_admin_quotas_list,
      "listQuotas", "quotas", "List quotas",
-     NULL, 200, "QuotaPage", "page,page_size,user_id,group_id", "400,401,403"},
+     NULL, 200, "QuotaPage", "page,page_size,after,before,user_id,group_id", "400,401,403"},
     {"POST", "/api/admin/quotas/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
      ta_admin_quotas_create,
      "createQuota", "quotas", "Create a quota and its API key (shown once)",
@@ -180,14 +180,14 @@ static const ta_admin_route_t routes[] = {
      NULL, 200, "ApiKeyReset", "", "401,403,404"},
     {"GET", "/api/admin/quotas/{id}/requests/", AUTH_ADMIN, 0, ta_admin_quota_requests,
      "listQuotaRequests", "quotas", "Audit records of a quota, newest first",
-     NULL, 200, "AuditRecordPage", "page,page_size,since,until,status,model", "400,401,403,404"},
+     NULL, 200, "AuditRecordPage", "page,page_size,cursor,since,until,status,model", "400,401,403,404"},
     {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, ta_admin_quota_statistics,
      "quotaStatistics", "quotas", "Statistics of a quota",
      NULL, 200, "Statistics", "since,until,group_by_quota", "400,401,403,404"},
 
     {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, ta_admin_requests_list,
      "listRequests", "audit", "Audit records, newest first",
-     NULL, 200, "AuditRecordPage", "page,page_size,user_id,quota_id,model,status,since,until",
+     NULL, 200, "AuditRecordPage", "page,page_size,cursor,user_id,quota_id,model,status,since,until",
      "400,401,403"},
     {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, ta_admin_statistics,
      "statistics", "audit", "Statistics",
@@ -747,14 +747,32 @@ int ta_admin_query_bool(actx_t *c, const char *name, bool *out)
 
 /* ---- pagination ----------------------------------------------------------- */
 
+/* Lists scale with the table, not with the page's position:
+ *   - ?after=ID / ?before=ID (keyset) start the walk at that id with
+ *     MDB_SET_RANGE, O(log n); the page's next/previous links use them.
+ *   - ?page=N still works and reads the N * page_size records before it.
+ *   - count: without a filter, the table's entry count (O(1), exact). With a
+ *     filter, the matches among the first TA_ADMIN_COUNT_SCAN records read;
+ *     a bigger table gets count scaled from that sample and
+ *     "count_estimated": true.
+ *   - a filtered page stops after TA_ADMIN_LIST_SCAN records read; its next
+ *     link continues after the last one read, so a short page is possible. */
 typedef struct list_state {
     actx_t *c;
     list_filter_fn filter;
     void *farg;
     list_render_fn render;
-    uint64_t first, last; /* 0-based index range [first, last) of the page */
-    uint64_t count;
+    uint64_t first, last; /* 0-based match range [first, last) of the page */
+    uint64_t want;        /* matches to collect (keyset: size + 1); 0: page mode */
+    uint64_t count;       /* matches seen */
+    uint64_t read;        /* records read */
+    uint64_t read_max;    /* stop after this many (0: no bound) */
+    uint64_t last_read;   /* id of the last record read */
+    uint64_t tail_scan;   /* page mode: once the page is full, read at most this many more */
+    uint64_t read_at_fill; /* records read when the page filled */
     json_t *results;
+    uint64_t *ids;        /* ids of the results (keyset) */
+    bool cut;             /* stopped at read_max */
     int err;
 } list_state_t;
 
@@ -763,18 +781,31 @@ static int list_cb(uint64_t id, const void *rec, void *arg)
     list_state_t *ls = arg;
     json_t *j;
 
-    (void)id;
+    if (ls->read_max != 0 && ls->read >= ls->read_max) {
+        ls->cut = true;
+        return 1;
+    }
+    ls->read++;
+    ls->last_read = id;
     if (ls->filter != NULL && !ls->filter(ls->c, rec, ls->farg))
         return 0;
-    if (ls->count >= ls->first && ls->count < ls->last) {
+    if (ls->results != NULL && ls->count >= ls->first && ls->count < ls->last) {
         j = ls->render(ls->c, rec);
         if (j == NULL) {
             ls->err = -ENOMEM;
             return -ENOMEM;
         }
+        if (ls->ids != NULL)
+            ls->ids[json_array_size(ls->results)] = id;
         json_array_append_new(ls->results, j);
     }
     ls->count++;
+    if (ls->tail_scan != 0 && ls->count == ls->last) {
+        ls->read_at_fill = ls->read;
+        ls->read_max = ls->read + ls->tail_scan;
+    }
+    if (ls->want != 0 && ls->count >= ls->want)
+        return 1;
     return 0;
 }
 
@@ -798,16 +829,16 @@ static char *url_encode_to(char *p, const char *s, size_t n)
     return p;
 }
 
-/* base_url + path + "?" + the query without `page` + "page=N", or NULL when
- * out of memory. The query is rebuilt from its decoded parameters, each
+/* base_url + path + "?" + the query without its position (page, after,
+ * before) + extra ("page=2", "after=17"), or NULL when out of memory. The query is rebuilt from its decoded parameters, each
  * percent-encoded again: a parameter whose name or value does not decode to
  * UTF-8 without NUL (no handler reads such a one: ta_admin_query_get refuses it) is
  * left out, so the links are always valid JSON and valid URLs. */
-json_t *ta_admin_page_url(actx_t *c, uint64_t page)
+json_t *ta_admin_link(actx_t *c, const char *extra)
 {
     const ta_apireq_t *req = c->req;
     const char *base = req->base_url != NULL ? req->base_url : "";
-    size_t cap = strlen(base) + req->path_len + 3 * req->query_len + 48;
+    size_t cap = strlen(base) + req->path_len + 3 * req->query_len + strlen(extra) + 8;
     char *buf = malloc(cap), *dec = malloc(req->query_len + 1), *p;
     const char *q, *end;
     json_t *j = NULL;
@@ -825,7 +856,8 @@ json_t *ta_admin_page_url(actx_t *c, uint64_t page)
             const char *eq = memchr(q, '=', (size_t)(seg_end - q));
             const char *name_end = eq != NULL ? eq : seg_end;
             int n = url_decode(q, (size_t)(name_end - q), dec, req->query_len + 1);
-            if (n > 0 && strcmp(dec, "page") != 0) {
+            if (n > 0 && strcmp(dec, "page") != 0 && strcmp(dec, "after") != 0 &&
+                strcmp(dec, "before") != 0) {
                 char *mark = p;
                 p = url_encode_to(p, dec, (size_t)n);
                 if (eq != NULL) {
@@ -843,7 +875,7 @@ json_t *ta_admin_page_url(actx_t *c, uint64_t page)
             q = seg_end + 1;
         }
     }
-    snprintf(p, cap - (size_t)(p - buf), "page=%llu", (unsigned long long)page);
+    snprintf(p, cap - (size_t)(p - buf), "%s", extra);
     j = ta_json_string_lossy(buf, strlen(buf));
 Exit:
     free(buf);
@@ -851,13 +883,60 @@ Exit:
     return j;
 }
 
+json_t *ta_admin_page_url(actx_t *c, uint64_t page)
+{
+    char extra[32];
+
+    snprintf(extra, sizeof(extra), "page=%llu", (unsigned long long)page);
+    return ta_admin_link(c, extra);
+}
+
+/* The table's count (filter NULL), or the filtered count from a sample of
+ * TA_ADMIN_COUNT_SCAN records (*estimated when the table is bigger). */
+static int list_count(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,
+                      uint64_t entries, uint64_t *count, bool *estimated)
+{
+    list_state_t ls;
+    int rc;
+
+    *estimated = false;
+    *count = entries;
+    if (filter == NULL)
+        return 0;
+    memset(&ls, 0, sizeof(ls));
+    ls.c = c;
+    ls.filter = filter;
+    ls.farg = farg;
+    ls.read_max = TA_ADMIN_COUNT_SCAN;
+    rc = ta_rec_walk(c->st, c->txn, d, list_cb, &ls);
+    if (rc < 0)
+        return rc;
+    *count = ls.count;
+    if (ls.cut && ls.read > 0) {
+        *count = (uint64_t)((unsigned __int128)ls.count * entries / ls.read);
+        *estimated = true;
+    }
+    return 0;
+}
+
+/* base_url + path + the query without page/after/before + "NAME=ID". */
+static json_t *cursor_url(actx_t *c, const char *name, uint64_t id)
+{
+    char extra[48];
+
+    snprintf(extra, sizeof(extra), "%s=%llu", name, (unsigned long long)id);
+    return ta_admin_link(c, extra);
+}
+
 void ta_admin_reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,
                          list_render_fn render)
 {
     char buf[32];
-    uint64_t page = 1, size = TA_ADMIN_PAGE_SIZE_DEFAULT, pages;
+    uint64_t page = 1, size = TA_ADMIN_PAGE_SIZE_DEFAULT, pages, after = 0, before = 0;
+    uint64_t entries = 0, count = 0, ids[TA_ADMIN_PAGE_SIZE_MAX + 1];
+    bool estimated = false, keyset;
+    json_t *out, *next = NULL, *prev = NULL;
     list_state_t ls;
-    json_t *out;
     int rc;
 
     if ((rc = ta_admin_query_get(c, "page", buf, sizeof(buf))) < 0)
@@ -877,33 +956,105 @@ void ta_admin_reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter
         ta_admin_reply_field(c, "page", "max", "too large");
         return;
     }
+    if (ta_admin_query_id(c, "after", &after) < 0 || ta_admin_query_id(c, "before", &before) < 0)
+        return;
+    if (after != 0 && before != 0) {
+        ta_admin_reply_field(c, "before", "exclusive", "give after or before, not both");
+        return;
+    }
+    keyset = after != 0 || before != 0;
+    if (keyset && page != 1) {
+        ta_admin_reply_field(c, "page", "exclusive", "page does not go with after or before");
+        return;
+    }
     if (c->txn == NULL && ta_admin_txn(c, false) != 0)
         return;
+    if ((rc = ta_rec_count(c->st, c->txn, ta_rec_db(d), &entries)) != 0) {
+        ta_admin_reply_store_error(c, rc, d->name);
+        return;
+    }
 
     memset(&ls, 0, sizeof(ls));
     ls.c = c;
     ls.filter = filter;
     ls.farg = farg;
     ls.render = render;
-    ls.first = (page - 1) * size;
-    ls.last = ls.first + size;
+    if (keyset) {
+        ls.first = 0;
+        ls.last = size; /* render size, see one more */
+        ls.want = size + 1;
+        ls.ids = ids;
+        ls.read_max = filter != NULL ? TA_ADMIN_LIST_SCAN : 0;
+    } else {
+        ls.first = (page - 1) * size;
+        ls.last = ls.first + size;
+        if (filter == NULL)
+            ls.want = ls.last + 1; /* the count comes from the table */
+        else /* read on past the page for the count, up to the sample */
+            ls.tail_scan = TA_ADMIN_COUNT_SCAN;
+    }
     ls.results = json_array();
     if (ls.results == NULL) {
         ta_admin_reply_store_error(c, -ENOMEM, d->name);
         return;
     }
-    rc = ta_rec_walk(c->st, c->txn, d, list_cb, &ls);
+    rc = keyset ? ta_rec_walk_from(c->st, c->txn, d, after != 0 ? after : before, before != 0,
+                                   list_cb, &ls)
+                : ta_rec_walk(c->st, c->txn, d, list_cb, &ls);
     if (rc < 0 || ls.err != 0) {
         json_decref(ls.results);
         ta_admin_reply_store_error(c, rc < 0 ? rc : ls.err, d->name);
         return;
     }
-    pages = (ls.count + size - 1) / size;
-    out = json_pack("{s:I,s:o,s:o,s:o}", "count", (json_int_t)ls.count, "next",
-                    page < pages ? ta_admin_page_url(c, page + 1) : json_null(), "previous",
-                    page > 1 ? ta_admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
-                             : json_null(),
-                    "results", ls.results);
+
+    if (keyset) {
+        size_t n = json_array_size(ls.results);
+        bool more = ls.count > size || ls.cut; /* beyond the page, in the walk's direction */
+        if (before != 0) { /* walked down: the page reads upwards */
+            for (size_t i = 0; i < n / 2; i++) {
+                json_t *x = json_incref(json_array_get(ls.results, i));
+                uint64_t t = ids[i];
+                json_array_set(ls.results, i, json_array_get(ls.results, n - 1 - i));
+                json_array_set_new(ls.results, n - 1 - i, x);
+                ids[i] = ids[n - 1 - i];
+                ids[n - 1 - i] = t;
+            }
+            next = n > 0 ? cursor_url(c, "after", ids[n - 1]) : cursor_url(c, "after", before - 1);
+            prev = more ? cursor_url(c, "before", n > 0 && !ls.cut ? ids[0] : ls.last_read)
+                        : json_null();
+        } else {
+            next = more ? cursor_url(c, "after", n > 0 && !ls.cut ? ids[n - 1] : ls.last_read)
+                        : json_null();
+            prev = n > 0 ? cursor_url(c, "before", ids[0]) : cursor_url(c, "before", after + 1);
+        }
+        rc = list_count(c, d, filter, farg, entries, &count, &estimated);
+    } else {
+        if (filter == NULL) {
+            count = entries;
+        } else {
+            count = ls.count;
+            if (ls.cut && ls.read > ls.read_at_fill) { /* scale what follows the page */
+                uint64_t tail_read = ls.read - ls.read_at_fill, seen = ls.count - ls.last;
+                count = ls.count +
+                        (uint64_t)((unsigned __int128)seen * (entries - ls.read) / tail_read);
+                estimated = true;
+            }
+        }
+        pages = (count + size - 1) / size;
+        next = page < pages || (ls.cut && ls.count > ls.last) ? ta_admin_page_url(c, page + 1)
+                                                               : json_null();
+        prev = page > 1 ? ta_admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
+                        : json_null();
+    }
+    if (rc < 0) {
+        json_decref(ls.results);
+        json_decref(next);
+        json_decref(prev);
+        ta_admin_reply_store_error(c, rc, d->name);
+        return;
+    }
+    out = json_pack("{s:I,s:b,s:o,s:o,s:o}", "count", (json_int_t)count, "count_estimated",
+                    estimated, "next", next, "previous", prev, "results", ls.results);
     ta_admin_reply_json(c, 200, out);
 }
 

@@ -29,6 +29,10 @@
 
 #define TA_ADMIN_PAGE_SIZE_DEFAULT 50
 #define TA_ADMIN_PAGE_SIZE_MAX 500
+/* A filtered count reads at most this many records, then estimates (docs/API.md). */
+#define TA_ADMIN_COUNT_SCAN 10000
+/* A filtered keyset page reads at most this many records (its next link goes on). */
+#define TA_ADMIN_LIST_SCAN 50000
 #define TA_ADMIN_JWT_TTL_DEFAULT (12 * 3600)
 #define TA_ADMIN_MAX_BODY_DEFAULT (1024 * 1024)
 
@@ -146,10 +150,17 @@ typedef bool (*list_filter_fn)(actx_t *c, const void *rec, void *arg);
 typedef json_t *(*list_render_fn)(actx_t *c, const void *rec);
 /** Page through d's table in id order (in c->txn), keeping records the
  *  filter accepts (NULL: all), rendering those on the page; replies 200 with
- *  {"count","next","previous","results"} or an error. */
+ *  {"count","count_estimated","next","previous","results"} or an error.
+ *  ?after=ID / ?before=ID position the walk by id in O(log n) (keyset); the
+ *  links of a keyset page are keyset links; ?page=N reads what precedes the
+ *  page. Filtered counts come from a bounded sample (admin.c, list_state). */
 void ta_admin_reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,
                          list_render_fn render);
-/** Absolute URL of page `page` of the current list request (for next/previous). */
+/** Absolute URL of the current list request at another position: its query
+ *  without page, after and before, plus extra ("after=17"). New reference,
+ *  NULL when out of memory. */
+json_t *ta_admin_link(actx_t *c, const char *extra);
+/** ta_admin_link(c, "page=N"). */
 json_t *ta_admin_page_url(actx_t *c, uint64_t page);
 
 /* ---- continuations ------------------------------------------------------- */

@@ -462,7 +462,10 @@ static json_t *schemas(gen_t *g)
               NULL));
     put(g, s, "Page",
         t_obj(g, "one page of a list (?page=1&page_size=50, at most 500)",
-              "count,next,previous,results", "count", t_int(g, "matching items on all pages"),
+              "count,count_estimated,next,previous,results", "count",
+              t_int(g, "matching items on all pages (see count_estimated)"), "count_estimated",
+              t_bool(g, "true when count comes from a bounded sample (an estimate, or for "
+                        "audit records a lower bound) instead of an exact count; docs/API.md"),
               "next", t_nullable(g, t_basic(g, "string", "uri", NULL)), "previous",
               t_nullable(g, t_basic(g, "string", "uri", NULL)), "results",
               t_arr(g, json_object()), NULL));
@@ -668,6 +671,14 @@ static json_t *parameters(gen_t *g)
     ps = t_pos(g, TA_ADMIN_PAGE_SIZE_MAX);
     put(g, ps, "default", json_integer(TA_ADMIN_PAGE_SIZE_DEFAULT));
     put(g, p, "page_size", param(g, "page_size", "query", ps, NULL));
+    put(g, p, "after",
+        param(g, "after", "query", t_pos(g, 0), "keyset: the records after this id (next links)"));
+    put(g, p, "before",
+        param(g, "before", "query", t_pos(g, 0),
+              "keyset: the records before this id (previous links)"));
+    put(g, p, "cursor",
+        param(g, "before", "query", t_str(g, NULL),
+              "keyset: the records older than this cursor (from a next link)"));
     put(g, p, "search", param(g, "search", "query", t_str(g, NULL), "case-insensitive substring"));
     put(g, p, "role",
         param(g, "role", "query", field_schema(g, ta_rec_field(&ta_desc_user, "role"), false),

@@ -20,9 +20,12 @@
  * (?page=&page_size=, at most 500). since is inclusive, until exclusive, to
  * the nanosecond; each takes RFC 3339 ("2026-11-26T13:09:17Z") or a date
  * ("2026-11-26", midnight UTC). model matches the requested or the served
- * model name; status is the HTTP status the client got. The "count" of a page
- * is exact: it walks every record in [since, until) of the quota (or of the
- * whole table without a quota filter), so narrow big tables with since/until.
+ * model name; status is the HTTP status the client got. ?before=CURSOR (the
+ * hex key of a record, from a next link) starts the page below that record,
+ * positioned in O(log n). The "count" reads at most TA_ADMIN_COUNT_SCAN
+ * records past the page (keys only, unless user_id, model or status need the
+ * record) and is then a lower bound ("count_estimated": true); the whole
+ * table's count comes from LMDB's entry count.
  *
  * Statistics (ta_audit_stats) come from the per quota, day and model
  * aggregates (audit "daily"), never from a scan of the records, so they stay
@@ -275,51 +278,119 @@ static json_t *record_json(const ta_audit_t *r)
     return o;
 }
 
+typedef struct page_arg {
+    json_t *results;
+    uint8_t last_key[TA_AUDIT_KEY_LEN]; /* of the last record on the page */
+} page_arg_t;
+
 static int page_cb(const ta_audit_t *rec, void *arg)
 {
+    page_arg_t *pa = arg;
     json_t *j = record_json(rec);
 
-    if (j == NULL || json_array_append_new(arg, j) != 0)
+    if (j == NULL || json_array_append_new(pa->results, j) != 0)
         return -ENOMEM;
+    ta_audit_key(rec, pa->last_key);
     return 0;
+}
+
+static int hexdigit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* ?before=: a keyset cursor (the hex key of a record, as the next links
+ * carry it). 1 found, 0 absent, <0 replied 400. */
+static int query_cursor(actx_t *c, ta_audit_filter_t *f)
+{
+    char buf[TA_AUDIT_KEY_LEN * 2 + 2];
+    int rc = ta_admin_query_get(c, "before", buf, sizeof(buf));
+
+    if (rc <= 0)
+        return rc;
+    for (size_t i = 0; i < TA_AUDIT_KEY_LEN * 2; i++) {
+        int h = hexdigit(buf[i]);
+        if (h < 0 || strlen(buf) != TA_AUDIT_KEY_LEN * 2) {
+            ta_admin_reply_field(c, "before", "format", "must be a cursor from a next link");
+            return TA_EINVAL;
+        }
+        if (i % 2 == 0)
+            f->cursor[i / 2] = (uint8_t)(h << 4);
+        else
+            f->cursor[i / 2] |= (uint8_t)h;
+    }
+    f->has_cursor = true;
+    return 1;
 }
 
 static void reply_records(actx_t *c, unsigned which)
 {
     audit_q_t q;
     MDB_txn *atxn = NULL;
-    uint64_t page, size, pages;
+    uint64_t page, size, pages, entries = 0;
     size_t total = 0;
-    json_t *results = NULL, *out;
+    bool capped = false, keyset, whole;
+    page_arg_t pa;
+    json_t *out, *next;
+    char link[TA_AUDIT_KEY_LEN * 2 + 16];
     int rc;
 
     memset(&q, 0, sizeof(q));
+    memset(&pa, 0, sizeof(pa));
     q.f.quota_id = c->id;
     if (parse_filters(c, &q, which) != 0 || parse_page(c, &page, &size) != 0)
         return;
+    if ((rc = query_cursor(c, &q.f)) < 0)
+        return;
+    keyset = rc > 0;
+    if (keyset && page != 1) {
+        ta_admin_reply_field(c, "page", "exclusive", "page does not go with before");
+        return;
+    }
     if (ta_admin_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
         return;
     if (c->id != 0 && quota_known(c, atxn) != 0)
         goto Exit;
-    if ((results = json_array()) == NULL) {
+    if ((pa.results = json_array()) == NULL) {
         ta_admin_reply_store_error(c, -ENOMEM, "requests");
         goto Exit;
     }
-    rc = ta_audit_list(c->st, atxn, &q.f, (size_t)((page - 1) * size), (size_t)size, page_cb,
-                       results, &total);
+    /* counting reads at most TA_ADMIN_COUNT_SCAN records past the page */
+    rc = ta_audit_list_capped(c->st, atxn, &q.f, (size_t)((page - 1) * size), (size_t)size,
+                              TA_ADMIN_COUNT_SCAN, page_cb, &pa, &total, &capped);
+    whole = !keyset && q.f.quota_id == 0 && q.f.user_id == 0 && q.f.model == NULL &&
+            q.f.status == 0 && q.f.since_ns == 0 && q.f.until_ns == 0;
+    if (rc == 0 && capped && whole) { /* the whole table: its entry count is exact */
+        rc = ta_rec_count(c->st, atxn, TA_DB_AUDIT_REQUESTS, &entries);
+        total = (size_t)entries;
+        capped = false;
+    }
     if (rc != 0) {
         ta_admin_reply_store_error(c, rc, "requests");
         goto Exit;
     }
     pages = (total + size - 1) / size;
-    out = json_pack("{s:I,s:o,s:o,s:O}", "count", (json_int_t)total, "next",
-                    page < pages ? ta_admin_page_url(c, page + 1) : json_null(), "previous",
+    if (keyset || capped) {
+        /* past the counted part, or from a cursor: the next page starts below the last record */
+        bool more = capped || total > (page - 1) * size + json_array_size(pa.results);
+        memcpy(link, "before=", 7);
+        ta_hex(pa.last_key, TA_AUDIT_KEY_LEN, link + 7);
+        next = more && json_array_size(pa.results) > 0 ? ta_admin_link(c, link) : json_null();
+    } else {
+        next = page < pages ? ta_admin_page_url(c, page + 1) : json_null();
+    }
+    out = json_pack("{s:I,s:b,s:o,s:o,s:O}", "count", (json_int_t)total, "count_estimated",
+                    capped, "next", next, "previous",
                     page > 1 ? ta_admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
                              : json_null(),
-                    "results", results);
+                    "results", pa.results);
     ta_admin_reply_json(c, 200, out);
 Exit:
-    json_decref(results);
+    json_decref(pa.results);
     if (atxn != NULL)
         ta_txn_abort(atxn);
 }
