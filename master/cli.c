@@ -24,6 +24,7 @@
 #include "admin/admin.h"
 #include "admin/crypto.h"
 #include "ledger/audit.h"
+#include "ledger/backup.h"
 #include "ledger/dump.h"
 #include "ledger/verify.h"
 #include "ledger/store.h"
@@ -35,7 +36,9 @@ typedef struct cli_opts {
     const char *data_dir;
     const char *email;
     const char *password;
+    const char *to;
     bool json;
+    bool compact;
 } cli_opts_t;
 
 typedef struct cli_cmd {
@@ -222,6 +225,13 @@ static int cmd_ledger_dump(const cli_opts_t *o, ta_config_t *cfg)
     return 0;
 }
 
+static int cmd_backup(const cli_opts_t *o, ta_config_t *cfg)
+{
+    if (o->to == NULL)
+        return usage_error("backup needs --to DEST");
+    return ta_backup_cli(cfg->data_dir, o->to, cfg->jwt_secret_file, cfg->master_key_file);
+}
+
 static const cli_cmd_t commands[] = {
     {"init", NULL, cmd_init, NULL, "--data-dir DIR --admin-email EMAIL [--admin-password PASS]",
      "create the data directory, its secrets and the first superadmin (a password is "
@@ -233,6 +243,10 @@ static const cli_cmd_t commands[] = {
     {"ledger", "verify", NULL, ta_ledger_verify_cli, "--data-dir DIR",
      "check that every quota's used cost equals the sum of its audit records and that no hold "
      "is stale; exit 1 listing each difference"},
+    {"backup", NULL, cmd_backup, NULL, "--data-dir DIR --to DEST [--compact]",
+     "copy the data directory to DEST while the server runs: both environments as of one "
+     "applied ring ticket (`ledger verify` passes on the copy), the secret files (mode 0600), "
+     "no ring; DEST must not exist. Copies are always compact; --compact is accepted"},
     {"audit", "tail", NULL, ta_audit_cli, "--data-dir DIR [-n N]", "follow new audit records"},
     {"audit", "export", NULL, ta_audit_cli,
      "--data-dir DIR --format jsonl|csv [--since T] [--until T]", "export audit records"},
@@ -291,6 +305,8 @@ int ta_cli_main(int argc, char **argv)
         {"admin-password", required_argument, NULL, 'p'},
         {"password", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
+        {"to", required_argument, NULL, 't'},
+        {"compact", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -307,6 +323,8 @@ int ta_cli_main(int argc, char **argv)
         case 'e': o.email = optarg; break;
         case 'p': o.password = optarg; break;
         case 'j': o.json = true; break;
+        case 't': o.to = optarg; break;
+        case 'k': o.compact = true; break;
         case 'h': usage(stdout); return 0;
         case ':': return usage_error("option %s needs a value", sub_argv[optind - 1]);
         default: return usage_error("unknown option '%s'", sub_argv[optind - 1]);
