@@ -873,6 +873,7 @@ int ta_master_main(int argc, char **argv)
         ta_log(TA_LOG_ERROR, "cannot map the metrics page: %s", ta_strerror(rc));
         return 1;
     }
+    ta_metrics_set_data_dir(cur->cfg.data_dir);
     cur->gen = 1;
     ta_heartbeat_set_generation(1);
     cur->nworkers = ta_config_workers(&cur->cfg);
