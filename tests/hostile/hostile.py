@@ -1,0 +1,259 @@
+"""hostile.py - shared helpers of the hostile suite (stdlib only; not a test).
+
+Every test_*.py here runs its own tokenauditd (tests/integration/harness.py)
+on ephemeral ports, tries many named cases against it and reports every
+failing case at the end (one failure does not hide the others):
+
+    cases = Cases("auth")
+    cases.run("jwt.alg_none", fn, arg...)   # fn raises AssertionError to fail
+    ...
+    cases.finish()                          # prints a summary, exits 1 on failure
+
+`python3 tests/hostile/test_auth.py jwt.alg` runs only the cases whose name
+contains one of the arguments (set-up still runs).
+
+expect() checks one answer: the exact status, and optionally the error code and
+the field named (error.param or error.fields); its message names the case, the
+request, the status expected and got, and an excerpt of the body.
+
+Snapshot() is "nothing written, nothing charged": `tokenaudit ledger dump
+--json` (users, providers, models, groups, quotas with their usage, keys,
+holds, the audit counts, the id counters) taken before a case and compared
+after it; the difference is named. The revoked-token count is left out (a
+logout writes it) unless asked for.
+"""
+
+import base64
+import hashlib
+import http.client
+import hmac
+import json
+import os
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+import harness  # noqa: E402
+import proxyutil  # noqa: E402
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+
+
+def excerpt(body, n=300):
+    if body is None:
+        return "<none>"
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    body = body.replace("\r", "\\r").replace("\n", "\\n")
+    return body if len(body) <= n else body[:n] + "...(%d bytes)" % len(body)
+
+
+def error_fields(r):
+    """The field names an error answer names: error.param and the keys of error.fields."""
+    try:
+        err = r.json["error"]
+    except (TypeError, KeyError):
+        return set()
+    names = set()
+    if err.get("param"):
+        names.add(err["param"])
+    if isinstance(err.get("fields"), dict):
+        names.update(err["fields"].keys())
+    return names
+
+
+def expect(what, r, status, code=None, field=None):
+    """Assert the answer r has this exact status (an int or a tuple of allowed
+    ones), error code and named field (field may be a dotted path; a name that
+    ends with it is accepted, e.g. "routes[0].upstream_name" for
+    "upstream_name")."""
+    ok_status = status if isinstance(status, tuple) else (status,)
+    if r.status not in ok_status:
+        raise AssertionError("%s: status expected %s, got %s; body: %s" %
+                             (what, "/".join(map(str, ok_status)), r.status, excerpt(r.body)))
+    if code is not None:
+        got = None
+        try:
+            got = r.json["error"]["code"]
+        except (TypeError, KeyError):
+            pass
+        if got != code:
+            raise AssertionError("%s: error code expected %r, got %r; body: %s" % (what, code, got,
+                                                                                  excerpt(r.body)))
+    if field is not None:
+        names = error_fields(r)
+        if not any(n == field or n.endswith("." + field) or n.endswith(field) for n in names):
+            raise AssertionError("%s: the error should name the field %r, names %r; body: %s" %
+                                 (what, field, sorted(names), excerpt(r.body)))
+    return r
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+class Cases:
+    """Named cases: run each, keep going on failure, report all at the end."""
+
+    def __init__(self, suite):
+        self.suite = suite
+        self.only = [a for a in sys.argv[1:] if not a.startswith("-")]
+        self.failed = []
+        self.passed = 0
+        self.skipped = 0
+        self.t0 = time.monotonic()
+
+    def wanted(self, name):
+        return not self.only or any(o in name for o in self.only)
+
+    def run(self, name, fn, *args, **kw):
+        """Run fn(*args, **kw) as case `name`; returns its value, or None if it failed."""
+        if not self.wanted(name):
+            self.skipped += 1
+            return None
+        try:
+            v = fn(*args, **kw)
+        except AssertionError as e:
+            self.failed.append((name, str(e)))
+            sys.stdout.write("FAIL %s.%s: %s\n" % (self.suite, name, e))
+            sys.stdout.flush()
+            return None
+        except Exception as e:  # an unexpected error is a failure of this case too
+            self.failed.append((name, "%s: %s" % (type(e).__name__, e)))
+            sys.stdout.write("FAIL %s.%s: %s\n%s" % (self.suite, name, repr(e), traceback.format_exc()))
+            sys.stdout.flush()
+            return None
+        self.passed += 1
+        sys.stdout.write("ok   %s.%s\n" % (self.suite, name))
+        sys.stdout.flush()
+        return v
+
+    def finish(self):
+        sys.stdout.write("\n%s: %d passed, %d failed, %d not selected (%.1f s)\n" %
+                         (self.suite, self.passed, len(self.failed), self.skipped, time.monotonic() - self.t0))
+        for name, msg in self.failed:
+            sys.stdout.write("  FAILED %s.%s: %s\n" % (self.suite, name, msg[:2000]))
+        sys.stdout.flush()
+        sys.exit(1 if self.failed else 0)
+
+
+# ---- state snapshots ---------------------------------------------------------
+
+def dump(gw):
+    return proxyutil.ledger_dump(gw)
+
+
+def _comparable(d, with_revoked):
+    d = json.loads(json.dumps(d))
+    if not with_revoked:
+        d.pop("revoked_jwt", None)
+    return d
+
+
+def _diff(a, b, path=""):
+    """The first difference between two JSON values, as a sentence."""
+    if type(a) is not type(b):
+        return "%s: %s -> %s" % (path or "<root>", excerpt(json.dumps(a), 200), excerpt(json.dumps(b), 200))
+    if isinstance(a, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in a:
+                return "%s.%s added: %s" % (path, k, excerpt(json.dumps(b[k]), 200))
+            if k not in b:
+                return "%s.%s removed" % (path, k)
+            d = _diff(a[k], b[k], "%s.%s" % (path, k))
+            if d:
+                return d
+        return None
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return "%s: %d entries -> %d; now %s" % (path, len(a), len(b), excerpt(json.dumps(b), 300))
+        for i, (x, y) in enumerate(zip(a, b)):
+            d = _diff(x, y, "%s[%d]" % (path, i))
+            if d:
+                return d
+        return None
+    return None if a == b else "%s: %r -> %r" % (path, a, b)
+
+
+class Snapshot:
+    """The ledger as `ledger dump --json` shows it, to assert nothing changed."""
+
+    def __init__(self, gw, with_revoked=False):
+        self.gw = gw
+        self.with_revoked = with_revoked
+        self.before = _comparable(dump(gw), with_revoked)
+
+    def assert_unchanged(self, what):
+        after = _comparable(dump(self.gw), self.with_revoked)
+        d = _diff(self.before, after)
+        if d:
+            raise AssertionError("%s: something was written: %s" % (what, d))
+
+
+# ---- the end of every hostile test -----------------------------------------
+
+def sanitizer_reports(text):
+    return [m for m in SANITIZER_MARKERS if m in text]
+
+
+def finish_gateway(gw):
+    """`tokenaudit ledger verify` exits 0, the server stops cleanly (exit 0, no
+    child left) and its log holds no sanitizer report."""
+    proxyutil.verify(gw)
+    gw.stop()
+    found = sanitizer_reports(gw.log())
+    check(not found, "sanitizer report (%s) in the server log:\n%s" % (", ".join(found), gw.log()[-20000:]))
+
+
+# ---- JWTs --------------------------------------------------------------------
+
+def b64url(b):
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def b64url_decode(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def jwt_parts(tok):
+    h, p, s = tok.split(".")
+    return json.loads(b64url_decode(h)), json.loads(b64url_decode(p)), s
+
+
+def jwt_make(header, payload, secret, alg="HS256"):
+    """A JWT of header/payload signed with secret under alg (HS256/384/512),
+    or unsigned (empty signature) for alg None."""
+    h = b64url(json.dumps(header, separators=(",", ":")).encode())
+    p = b64url(json.dumps(payload, separators=(",", ":")).encode())
+    msg = ("%s.%s" % (h, p)).encode()
+    if alg is None:
+        return "%s.%s." % (h, p)
+    dig = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+    return "%s.%s.%s" % (h, p, b64url(hmac.new(secret, msg, dig).digest()))
+
+
+def jwt_secret(gw):
+    with open(os.path.join(gw.data_dir, "jwt.secret"), "rb") as f:
+        return f.read()
+
+
+# ---- users -------------------------------------------------------------------
+
+def make_user(gw, admin_tok, email, password, role="user", name=None):
+    body = {"email": email, "password": password, "role": role}
+    if name is not None:
+        body["name"] = name
+    r = gw.http("POST", "/api/admin/users/", body, token=admin_tok)
+    expect("create user %s" % email, r, 201)
+    return r.json
+
+
+def http_or_error(gw, *a, **kw):
+    """gw.http(), with a connection error turned into a Response of status 0."""
+    try:
+        return gw.http(*a, **kw)
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        return harness.Response(0, {}, None, repr(e).encode())
