@@ -24,7 +24,7 @@ import sys
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hostile import Cases, Snapshot, check, excerpt, expect, finish_gateway, make_user  # noqa: E402
+from hostile import AUDIT, Cases, Snapshot, check, excerpt, expect, finish_gateway, make_user  # noqa: E402
 import harness  # noqa: E402  (on the path once hostile is imported)
 
 PW = "user-password-1"
@@ -203,7 +203,7 @@ def password_change_with_b_id_case(w):
 
 
 def model_of_b_case(w):
-    snap = Snapshot(w.gw, ignore=("audit",))  # a refused /v1 request leaves its audit record
+    snap = Snapshot(w.gw, ignore=AUDIT)  # a refused /v1 request leaves its audit record
     before = w.gw.http("GET", "/api/admin/quotas/%d/" % w.quota_a["id"], token=w.admin).json["usage"]
     r = w.gw.http("POST", "/v1/chat/completions", {"model": "bob-secret-model",
                                                    "messages": [{"role": "user", "content": "hi"}]}, token=w.key_a)
