@@ -185,7 +185,7 @@ def _diff(a, b, path=""):
 
 
 # what an audited /v1 answer changes in the dump, and nothing else may
-AUDIT = ("audit", "meta.audit", "meta.ledger.applied_ticket")
+AUDIT = ("audit", "meta.audit", "meta.ledger.applied_ticket", "meta.ledger.ring_id")
 
 
 class Snapshot:
