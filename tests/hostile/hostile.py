@@ -29,6 +29,7 @@ import http.client
 import hmac
 import json
 import os
+import socket
 import sys
 import time
 import traceback
@@ -84,7 +85,8 @@ def expect(what, r, status, code=None, field=None):
                                                                                   excerpt(r.body)))
     if field is not None:
         names = error_fields(r)
-        if not any(n == field or n.endswith("." + field) or n.endswith(field) for n in names):
+        if not any(n == field or n.endswith("." + field) or n.endswith(field) or n.startswith(field + "[")
+                   or n.startswith(field + ".") for n in names):
             raise AssertionError("%s: the error should name the field %r, names %r; body: %s" %
                                  (what, field, sorted(names), excerpt(r.body)))
     return r
@@ -270,3 +272,113 @@ def http_or_error(gw, *a, **kw):
         return gw.http(*a, **kw)
     except (OSError, ValueError, http.client.HTTPException) as e:
         return harness.Response(0, {}, None, repr(e).encode())
+
+
+# ---- raw HTTP/1.1 ------------------------------------------------------------
+
+class RawAnswer:
+    """One answer read off a raw socket: status, headers (lower-cased), body
+    (de-chunked), and the bytes that followed it."""
+
+    def __init__(self, status, headers, body, rest):
+        self.status, self.headers, self.body, self.rest = status, headers, body, rest
+        self.json = None
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            pass
+
+
+def read_answer(sock, buf=b""):
+    """Read one HTTP/1.1 answer from sock (buf: bytes already read). Returns a
+    RawAnswer, or None if the connection closed before a whole head."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {}
+    for l in lines[1:]:
+        k, _, v = l.partition(":")
+        hdrs[k.strip().lower()] = v.strip()
+
+    def more():
+        c = sock.recv(65536)
+        if not c:
+            raise EOFError
+        return c
+    try:
+        if hdrs.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                while b"\r\n" not in rest:
+                    rest += more()
+                size_line, _, rest = rest.partition(b"\r\n")
+                n = int(size_line.split(b";")[0], 16)
+                while len(rest) < n + 2:
+                    rest += more()
+                body += rest[:n]
+                rest = rest[n + 2:]
+                if n == 0:
+                    break
+        else:
+            n = int(hdrs.get("content-length", "0"))
+            while len(rest) < n:
+                rest += more()
+            body, rest = rest[:n], rest[n:]
+    except EOFError:
+        body = rest
+        rest = b""
+    return RawAnswer(status, hdrs, body, rest)
+
+
+def drain(sock, wait):
+    """Read until the peer closes or `wait` seconds pass without a byte.
+    Returns (bytes read, closed). The wait only bounds a hang: a server that
+    closes does so at once."""
+    sock.settimeout(wait)
+    got = b""
+    while True:
+        try:
+            c = sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError):
+            return got, True
+        except socket.timeout:
+            return got, False
+        if not c:
+            return got, True
+        got += c
+
+
+def parse_answers(sock, buf):
+    """Every whole answer in buf (sock may supply the rest of a cut one)."""
+    out = []
+    while buf and b"\r\n\r\n" in buf:
+        a = read_answer(sock, buf)
+        if a is None:
+            break
+        out.append(a)
+        buf = a.rest
+    return out
+
+
+def raw_exchange(gw, data, port=None, wait=3.0):
+    """Send raw bytes on a fresh connection; returns (the first RawAnswer or
+    None, whether the server closed the connection, the answers after the
+    first: a second answer means the bytes were read as two requests)."""
+    s = socket.create_connection((gw.host, port or gw.port), timeout=20)
+    try:
+        s.sendall(data)
+        try:
+            first = read_answer(s)
+        except (ConnectionResetError, BrokenPipeError):
+            return None, True, []
+        if first is None:
+            return None, True, []
+        more, closed = drain(s, wait)
+        return first, closed, parse_answers(s, first.rest + more)
+    finally:
+        s.close()
