@@ -67,9 +67,11 @@ static const setting_t settings[] = {
      "Maximum size of the ledger environment, MiB."},
     {"audit_map_size_mb", CT_INT, NUM(audit_map_size_mb), "8192", 16, 16777216, NULL, false,
      "Maximum size of the audit environment, MiB."},
-    {"reserve", CT_ENUM, NUM(reserve), "estimate", 0, 0, reserve_choices, true,
-     "`estimate`: holds use an estimate of the cost; `strict`: holds use the worst case, so a "
-     "quota's cost limit is never exceeded."},
+    {"reserve", CT_ENUM, NUM(reserve), "strict", 0, 0, reserve_choices, true,
+     "Every request holds its worst-case cost (all its choices at the output limit the gateway "
+     "sends upstream). `strict`: a request is trimmed to, or refused beyond, what the budget has "
+     "left, so a quota's cost and token limits are never exceeded; `estimate`: a request runs "
+     "untrimmed while any budget is left, so a limit is exceeded by at most one request's worst case."},
     {"quota_timezone", CT_STRING, STR(quota_timezone), "UTC", 0, 0, NULL, false,
      "Timezone of calendar periods (day, week, month), e.g. `UTC`, `Europe/Paris`."},
     {"max_body_size", CT_SIZE, NUM(max_body_size), "4MiB", 1 * KiB, 1 * GiB, NULL, true,

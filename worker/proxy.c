@@ -45,6 +45,8 @@
 
 #define MAX_ERR_BODY (64u << 10)
 #define MAX_PASS_HEADERS 8
+#define TA_MAX_CHOICES 128 /* n: OpenAI's own bound */
+#define TA_MAX_BEST_OF 20  /* best_of: OpenAI's own bound */
 
 struct ta_proxy {
     ta_proxy_conf_t conf;
@@ -88,7 +90,6 @@ typedef struct preq {
     ta_model_t model;
     route_info_t routes[TA_MODEL_MAX_ROUTES];
     int nroutes, route_i;
-    int64_t max_out_set; /* max output tokens to send (strict reserve), 0 = unchanged */
     json_t *body;
     char *up_body;
     ta_upcall_t *call;
@@ -111,8 +112,12 @@ typedef struct preq {
     /* the hold, done at the end of the loop pass (queue_hold) */
     bool queued;
     uint64_t quota_id;
-    int64_t max_out;
-    const char *mt_key;
+    int64_t max_out;      /* the client's output limit per choice (the smaller of both fields), 0 = none */
+    const char *mt_key;   /* the one output-limit field sent upstream */
+    const char *mt_other; /* the other one, removed from the body */
+    bool mt_both;         /* the client sent both: the body must be normalized */
+    int32_t choices;      /* outputs the upstream generates and bills: max(n, best_of) */
+    int64_t extra_out;    /* output tokens billed beyond the limit (predicted output) */
     ta_hold_res_t hr;
     struct preq *hold_next;
 } preq_t;
@@ -1026,6 +1031,37 @@ static int validate(int ep, json_t *body, const char **param, char *msg, size_t 
             return -1;
         }
     }
+    /* Parameters that multiply what the upstream generates and bills are
+     * bounded here and held in full (output_bounds), never passed unchecked. */
+    static const struct {
+        const char *name;
+        int64_t max;
+    } mults[] = {{"n", TA_MAX_CHOICES}, {"best_of", TA_MAX_BEST_OF}};
+    int64_t mult_v[TA_ARRAY_SIZE(mults)] = {1, 1};
+    for (size_t i = 0; i < TA_ARRAY_SIZE(mults); i++) {
+        v = json_object_get(body, mults[i].name);
+        if (v == NULL || json_is_null(v) || ep == TA_EP_EMBEDDINGS)
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > mults[i].max) {
+            *param = mults[i].name;
+            snprintf(msg, cap, "'%s' must be an integer from 1 to %lld", mults[i].name, (long long)mults[i].max);
+            return -1;
+        }
+        mult_v[i] = (int64_t)json_integer_value(v);
+    }
+    if (json_object_get(body, "best_of") != NULL && mult_v[1] < mult_v[0]) {
+        *param = "best_of";
+        snprintf(msg, cap, "'best_of' must be at least 'n'");
+        return -1;
+    }
+    v = json_object_get(body, "prediction");
+    if (v != NULL && !json_is_null(v) && ep != TA_EP_EMBEDDINGS &&
+        (!json_is_object(v) || (!json_is_string(json_object_get(v, "content")) &&
+                                !json_is_array(json_object_get(v, "content"))))) {
+        *param = "prediction";
+        snprintf(msg, cap, "'prediction' must be an object whose 'content' is a string or an array of text parts");
+        return -1;
+    }
     v = json_object_get(body, "stream_options");
     if (v != NULL && !json_is_null(v) && !json_is_object(v)) {
         *param = "stream_options";
@@ -1033,6 +1069,42 @@ static int validate(int ep, json_t *body, const char **param, char *msg, size_t 
         return -1;
     }
     return 0;
+}
+
+/* What the upstream may generate and bill for this body (validated): the
+ * output limit per choice, which field carries it, how many choices, and the
+ * output billed beyond the limit. The hold covers all of it (hold_one). */
+static void output_bounds(preq_t *pr, const json_t *body)
+{
+    const json_t *mc = json_object_get(body, "max_completion_tokens"), *mt = json_object_get(body, "max_tokens");
+    bool has_mc = json_is_integer(mc), has_mt = json_is_integer(mt);
+    /* legacy completions know max_tokens only */
+    bool use_mc = pr->endpoint == TA_EP_CHAT ? has_mc || json_object_get(body, "max_completion_tokens") != NULL : false;
+    pr->mt_key = use_mc ? "max_completion_tokens" : "max_tokens";
+    pr->mt_other = use_mc ? "max_tokens" : "max_completion_tokens";
+    pr->mt_both = json_object_get(body, pr->mt_other) != NULL;
+    int64_t a = has_mc ? (int64_t)json_integer_value(mc) : 0, b = has_mt ? (int64_t)json_integer_value(mt) : 0;
+    pr->max_out = a > 0 && (b == 0 || a < b) ? a : b;
+
+    int64_t n = json_is_integer(json_object_get(body, "n")) ? (int64_t)json_integer_value(json_object_get(body, "n")) : 1;
+    const json_t *bo = json_object_get(body, "best_of");
+    if (json_is_integer(bo) && json_integer_value(bo) > n)
+        n = (int64_t)json_integer_value(bo);
+    pr->choices = (int32_t)(n < 1 ? 1 : n); /* validate() bounds both */
+
+    /* Predicted outputs: prediction tokens the answer does not use are billed
+     * as output, beyond the limit. A BPE token covers at least one byte, so the
+     * bytes of the prediction bound them. */
+    pr->extra_out = 0;
+    const json_t *pred = json_object_get(body, "prediction");
+    if (pred != NULL && !json_is_null(pred)) {
+        ta_tokens_t t;
+        json_t *probe = json_pack("{s:[{s:s,s:O}]}", "messages", "role", "assistant", "content",
+                                  json_object_get(pred, "content"));
+        ta_tokens_prompt(probe, &t);
+        json_decref(probe);
+        pr->extra_out = t.text_bytes;
+    }
 }
 
 static int hold_status(int refusal, int *et, const char **code)
@@ -1143,6 +1215,9 @@ static int hold_one(preq_t *pr, MDB_txn *txn)
         .prompt_tokens_est = pr->tok.estimate,
         .prompt_tokens_max = pr->tok.upper,
         .max_output_tokens = pr->endpoint == TA_EP_EMBEDDINGS ? 0 : pr->max_out,
+        .output_choices = pr->choices,
+        .no_output = pr->endpoint == TA_EP_EMBEDDINGS,
+        .extra_output_tokens = pr->extra_out,
         .reserve = p->conf.reserve,
         .timezone = p->timezone,
         .now_ns = ta_now_ns(),
@@ -1170,9 +1245,16 @@ static void hold_go(preq_t *pr)
         return;
     }
     ratelimit_headers(pr->req, hr);
-    if (pr->endpoint != TA_EP_EMBEDDINGS && hr->max_output_tokens > 0 && hr->max_output_tokens != pr->max_out) {
-        json_object_set_new(pr->body, pr->mt_key, json_integer(hr->max_output_tokens));
-        pr->body_edited = true;
+    /* The upstream sees exactly one output limit, the one the hold covers
+     * (ledger/quota.h): a second field or a larger value would let it bill
+     * more than was held. */
+    if (pr->endpoint != TA_EP_EMBEDDINGS && hr->max_output_tokens > 0) {
+        if (pr->mt_both)
+            json_object_del(pr->body, pr->mt_other);
+        if (pr->mt_both || hr->max_output_tokens != pr->max_out) {
+            json_object_set_new(pr->body, pr->mt_key, json_integer(hr->max_output_tokens));
+            pr->body_edited = true;
+        }
     }
     start_route(pr);
 }
@@ -1513,16 +1595,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         ta_sse_init(&pr->sse, pr->client_usage, 0);
     }
     ta_tokens_prompt(body, &pr->tok);
-    json_t *mt = json_object_get(body, "max_completion_tokens");
-    const char *mt_key = json_is_integer(mt) ? "max_completion_tokens" : "max_tokens";
-    if (!json_is_integer(mt))
-        mt = json_object_get(body, "max_tokens");
-    int64_t max_out = json_is_integer(mt) ? (int64_t)json_integer_value(mt) : 0;
+    output_bounds(pr, body);
 
     /* 3. the hold, at the end of this loop pass (run_holds), then 4. upstream */
     pr->quota_id = q.id;
-    pr->max_out = max_out;
-    pr->mt_key = mt_key;
     pr->body = body;
     body = NULL;
     pr->req = req;
