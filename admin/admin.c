@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "schema/apierror.h"
+
 /* ---- the route table --------------------------------------------------------
  * One line per route. "{id}" matches a positive decimal integer (no sign, no
  * leading zero); every pattern matches with and without its trailing slash.
@@ -108,6 +110,11 @@ int ta_admin_create(ta_admin_t **out, const ta_admin_conf_t *conf)
     *out = NULL;
     if (conf == NULL || conf->store == NULL || conf->jwt_secret == NULL || conf->master_key == NULL)
         return TA_EINVAL;
+    if (conf->login_throttle != NULL &&
+        (conf->login_limits.account_failures < 1 || conf->login_limits.address_failures < 1 ||
+         conf->login_limits.backoff_ms < 1 || conf->login_limits.account_max_ms < 1 ||
+         conf->login_limits.address_max_ms < 1))
+        return TA_EINVAL;
     a = calloc(1, sizeof(*a));
     if (a == NULL)
         return -ENOMEM;
@@ -158,8 +165,7 @@ void reply_json(actx_t *c, int status, json_t *v)
     s = json_dumps(v, JSON_COMPACT);
     json_decref(v);
     if (s == NULL) {
-        set_body(c, 500, strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
-                                "\"code\":\"internal_error\",\"param\":null}}"));
+        set_body(c, 500, strdup(ta_error_body_oom));
         return;
     }
     set_body(c, status, s);
@@ -174,10 +180,7 @@ void reply_204(actx_t *c)
  * a byte bound), so they are made valid UTF-8 rather than refused by jansson. */
 static json_t *error_obj(const char *type, const char *code, const char *param, const char *msg)
 {
-    return json_pack("{s:{s:o,s:s,s:s,s:o}}", "error", "message",
-                     ta_json_string_lossy(msg, strlen(msg)), "type", type, "code", code, "param",
-                     param != NULL && param[0] != '\0' ? ta_json_string_lossy(param, strlen(param))
-                                                        : json_null());
+    return ta_error_json(type, code, param, msg); /* the one error body (schema/apierror.h) */
 }
 
 void reply_error(actx_t *c, int status, const char *type, const char *code, const char *param,
@@ -286,6 +289,7 @@ static void pwjob_work(void *arg)
 {
     pwjob_t *j = arg;
 
+    j->worked = true;
     j->verify_rc = 0;
     j->hash_rc = 0;
     if (j->verify)
@@ -363,6 +367,12 @@ static void pwjob_release(ta_api_job_t *job)
 
     if (j == NULL)
         return;
+    /* A login that never ran (the queue was full: 503) was no guess; one
+     * whose client left after the hash stays counted. The work has ended
+     * before release runs, so worked is settled. */
+    if (!j->worked && j->account[0] != '\0')
+        ta_throttle_login_cancel(j->admin->conf.login_throttle, &j->admin->conf.login_limits,
+                                 j->account, j->address, &j->attempt);
     body_cleanse(j->body);
     json_decref(j->body);
     OPENSSL_cleanse(j, sizeof(*j));
@@ -382,6 +392,7 @@ pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
     j->job.arg = j;
     j->job.release = pwjob_release;
     j->finish = finish;
+    j->admin = c->a;
     snprintf(j->method, sizeof(j->method), "%s", c->req->method);
     snprintf(j->path, sizeof(j->path), "%.*s",
              (int)(c->req->path_len < sizeof(j->path) ? c->req->path_len : sizeof(j->path) - 1),

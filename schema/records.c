@@ -61,6 +61,7 @@ static const ta_field_t user_fields[] = {
     F_BYTES("pwhash", 6, TA_FF_SECRET, ta_user_t, pwhash, pwhash_len),
     F_TIME("created_at", 7, RO, ta_user_t, created_at),
     F_TIME("updated_at", 8, RO, ta_user_t, updated_at),
+    F_SCALAR("token_gen", 9, TA_FT_I64, IN, ta_user_t, token_gen, 0, 0, 0),
 };
 const ta_recdesc_t ta_desc_user = DESC("user", TA_REC_USER, ta_user_t, user_fields);
 

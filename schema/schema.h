@@ -139,6 +139,12 @@ typedef struct ta_user {
     uint8_t pwhash[128];   /* SECRET: ta_password_hash() output */
     uint16_t pwhash_len;
     int64_t created_at, updated_at;
+    /* INTERNAL: the session generation. Every JWT carries the value it was
+     * issued under ("gen") and authenticates only while it is still equal:
+     * a password change, a deactivation or a role change adds one, which
+     * ends every earlier session of the user. 0 in records written before
+     * the field existed (absent tag). */
+    int64_t token_gen;
 } ta_user_t;
 
 enum { TA_PROVIDER_OPENAI = 0, TA_PROVIDER_ANTHROPIC = 1 };

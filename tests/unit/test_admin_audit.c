@@ -405,7 +405,7 @@ static void test_record_shape(void **state)
     /* an error record: error type named, no provider, sub-unit cost as a string */
     j = get(f, 200, "/api/admin/requests/?status=404");
     r = json_array_get(json_object_get(j, "results"), 0);
-    assert_string_equal(jstr(r, "error_type"), "not_found");
+    assert_string_equal(jstr(r, "error_type"), "not_found_error");
     assert_true(json_is_null(json_object_get(r, "provider_id")));
     assert_string_equal(jstr(r, "served_model"), "");
     assert_true(json_is_false(json_object_get(r, "stream")));

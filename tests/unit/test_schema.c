@@ -637,7 +637,7 @@ static void test_json_shape(void **state)
     sample_group(&g);
     sample_quota(&q);
     static const char *const ukeys[] = {"id", "email", "name", "role", "is_active", "created_at",
-                                        "updated_at", NULL};
+                                        "updated_at", "token_gen", NULL};
     static const char *const pkeys[] = {"id", "name", "type", "base_url", "api_key_last4",
                                         "api_key_set", "timeout_s", "connect_timeout_ms",
                                         "is_active", "created_at", "updated_at", NULL};
