@@ -131,8 +131,11 @@ def own_password_change_case(w):
     u = make_user(w.gw, w.admin, "pwself@example.com", PW)
     t1, t2 = w.gw.login(u["email"], PW), w.gw.login(u["email"], PW)
     r = w.gw.http("POST", "/api/auth/password/", {"old_password": PW, "new_password": "a-new-password-2"}, token=t1)
-    expect("POST /api/auth/password/", r, 204)
+    # docs/API.md: 200 with the login answer; every earlier token, the caller's included, has ended
+    expect("POST /api/auth/password/", r, 200)
     w.refused("a session opened before the user changed their password", t2)
+    w.refused("the token that changed the password", t1)
+    w.accepted("the token the password change answered with", r.json["access_token"])
     w.accepted("a login with the new password", w.gw.login(u["email"], "a-new-password-2"))
 
 
