@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 
+#include "admin/throttle.h"
 #include "ledger/store.h"
 #include "schema/api.h"
 
@@ -26,6 +27,8 @@ typedef struct ta_admin_conf {
     int64_t jwt_ttl_s;           /* token lifetime */
     unsigned pbkdf2_iterations;  /* 0 = default */
     size_t max_body;             /* bytes; larger bodies -> 413 (the worker also enforces it) */
+    ta_throttle_t *login_throttle; /* borrowed, shared by all workers; NULL = logins not throttled */
+    ta_throttle_conf_t login_limits; /* when login_throttle: every field >= 1 (else TA_EINVAL) */
 } ta_admin_conf_t;
 
 typedef struct ta_admin ta_admin_t; /* opaque */

@@ -141,7 +141,8 @@ int body_apply(actx_t *c, const ta_recdesc_t *d, void *rec, int mode);
 int auth_check(actx_t *c, int mode);
 /** Authenticate again, in c->txn, the caller that auth_check found
  *  (c->claims / c->key_quota_id, c->via_apikey): the token not revoked (nor
- *  expired), the quota and the user still active, still a superadmin for
+ *  expired) and of the user's current session generation (token_gen), the
+ *  quota and the user still active, still a superadmin for
  *  AUTH_ADMIN. Refreshes c->caller. Returns 0, or <0 after replying 401/403
  *  as auth_check would. Continuations of offloaded writes (pwjob_cont). */
 int auth_recheck(actx_t *c, int mode);
@@ -183,6 +184,7 @@ typedef void (*pwjob_finish_fn)(actx_t *c, pwjob_t *j);
 struct pwjob {
     ta_api_job_t job;        /* first: the worker hands it back as is */
     pwjob_finish_fn finish;
+    const ta_admin_t *admin; /* outlives the job */
     /* the request, copied for finish */
     char method[8];
     char path[160];
@@ -198,12 +200,16 @@ struct pwjob {
     size_t hash_len;
     char new_pw[TA_PASSWORD_MAX + 2]; /* hashed into new_hash */
     /* the work's results */
+    bool worked;                      /* the work ran (read after it ended) */
     int verify_rc;
     int hash_rc;                      /* length of new_hash, or <0 */
     char new_hash[TA_PWHASH_MAX];
     /* handler state */
     bool found;
     ta_user_t user;
+    char account[256];       /* login: the throttle's names (throttle.h); "" otherwise */
+    char address[64];
+    ta_throttle_attempt_t attempt;
     /* how the caller authenticated, checked again by the continuation */
     int auth;
     bool via_apikey;

@@ -18,6 +18,18 @@
  * continuation's write transaction, refusing (409) if the stored hash
  * changed meanwhile.
  *
+ * Sessions: a JWT carries the user's token_gen when it was issued (claim
+ * "gen", schema.h) and authenticates only while the stored user still has
+ * that generation. A password change (here or by an admin), a
+ * deactivation or a role change adds one in the same write transaction as
+ * the change, so every earlier token of the user stops working everywhere
+ * at its commit; logout still revokes one token (jti). The password change
+ * answers with a fresh token of the new generation, so the session that
+ * made the change goes on.
+ *
+ * Login throttle (throttle.h): checked and counted before the read of the
+ * user and before the hash; a successful login withdraws its count.
+ *
  * Worker processes only.
  */
 #include "admin/admin_internal.h"
@@ -107,6 +119,23 @@ static int load_active_user(actx_t *c, MDB_txn *txn, uint64_t id)
     return 0;
 }
 
+/* c->caller = the active user of the token, whose session generation must
+ * still be the token's. */
+static int load_session_user(actx_t *c, MDB_txn *txn, uint64_t id)
+{
+    int rc = load_active_user(c, txn, id);
+
+    if (rc != 0)
+        return rc;
+    if (c->caller.token_gen != c->claims.gen) {
+        reply_401(c, "session_ended",
+                  "this session has ended: the password, role or status of the user changed "
+                  "since the token was issued; log in again");
+        return TA_EAUTH;
+    }
+    return 0;
+}
+
 static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
 {
     int rc;
@@ -117,29 +146,26 @@ static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
     }
     if ((rc = jwt_not_revoked(c, txn)) != 0)
         return rc;
-    return load_active_user(c, txn, c->claims.user_id);
+    return load_session_user(c, txn, c->claims.user_id);
 }
 
 int auth_check(actx_t *c, int mode)
 {
-    const char *h = c->req->authorization, *end;
+    const char *h = NULL, *end;
+    size_t len = 0;
     MDB_txn *txn = NULL;
     int rc;
 
-    if (h == NULL || c->req->authorization_len < 7 || strncasecmp(h, "Bearer ", 7) != 0) {
-        reply_401(c, "not_authenticated", "missing Authorization: Bearer credentials");
+    /* the one Bearer rule of /v1 and /api (ledger/apikey.h) */
+    if (c->req->authorization == NULL ||
+        !ta_bearer_token(c->req->authorization, c->req->authorization_len, &h, &len)) {
+        bool bearer = c->req->authorization != NULL && c->req->authorization_len >= 6 &&
+                      strncasecmp(c->req->authorization, "Bearer", 6) == 0;
+        reply_401(c, "not_authenticated",
+                  bearer ? "empty bearer token" : "missing Authorization: Bearer credentials");
         return TA_EAUTH;
     }
-    end = h + c->req->authorization_len;
-    h += 7;
-    while (h < end && *h == ' ')
-        h++;
-    while (end > h && (end[-1] == ' ' || end[-1] == '\t'))
-        end--;
-    if (h == end) {
-        reply_401(c, "not_authenticated", "empty bearer token");
-        return TA_EAUTH;
-    }
+    end = h + len;
     if ((rc = ta_txn_begin(c->st, TA_ENV_LEDGER, false, &txn)) != 0) {
         reply_store_error(c, rc, "transaction");
         return rc;
@@ -195,7 +221,9 @@ int auth_recheck(actx_t *c, int mode)
         if ((rc = jwt_not_revoked(c, c->txn)) != 0)
             return rc;
     }
-    if ((rc = load_active_user(c, c->txn, c->caller.id)) != 0)
+    rc = c->via_apikey ? load_active_user(c, c->txn, c->caller.id)
+                       : load_session_user(c, c->txn, c->caller.id);
+    if (rc != 0)
         return rc;
     if (mode == AUTH_ADMIN && c->caller.role != TA_ROLE_SUPERADMIN) {
         reply_error(c, 403, "permission_error", "permission_denied", NULL,
@@ -254,14 +282,38 @@ static const char *body_str(actx_t *c, const char *field)
     return json_string_value(v);
 }
 
+/* 200 with a new token of u's current session generation (login and the
+ * password change). */
+static void reply_token(actx_t *c, const ta_user_t *u)
+{
+    char *token = NULL;
+    ta_jwt_claims_t claims;
+    int rc;
+
+    rc = ta_jwt_issue(c->a->conf.jwt_secret, c->a->conf.jwt_secret_len, u->id, u->role,
+                      u->token_gen, c->a->conf.jwt_ttl_s, &token, &claims);
+    if (rc != 0) {
+        reply_store_error(c, rc, "token");
+        return;
+    }
+    reply_json(c, 200,
+               json_pack("{s:s,s:s,s:I,s:o}", "access_token", token, "token_type", "Bearer",
+                         "expires_in", (json_int_t)c->a->conf.jwt_ttl_s, "user", user_json(u)));
+    OPENSSL_cleanse(token, strlen(token));
+    free(token);
+}
+
+static int64_t mono_ms(void)
+{
+    return ta_mono_ns() / 1000000;
+}
+
 /* Loop thread, after the verification ran on a pool thread. The user is
  * read again: an account disabled, or a password changed, while the hash
  * ran must not get a token. */
 static void login_finish(actx_t *c, pwjob_t *j)
 {
     ta_user_t u;
-    char *token = NULL;
-    ta_jwt_claims_t claims;
     int rc;
 
     if (!j->found || j->verify_rc != 0) {
@@ -284,25 +336,20 @@ static void login_finish(actx_t *c, pwjob_t *j)
         reply_401(c, "user_inactive", "this account is disabled");
         return;
     }
-    rc = ta_jwt_issue(c->a->conf.jwt_secret, c->a->conf.jwt_secret_len, u.id, u.role,
-                      c->a->conf.jwt_ttl_s, &token, &claims);
-    if (rc != 0) {
-        reply_store_error(c, rc, "token");
-        return;
-    }
-    reply_json(c, 200,
-               json_pack("{s:s,s:s,s:I,s:o}", "access_token", token, "token_type", "Bearer",
-                         "expires_in", (json_int_t)c->a->conf.jwt_ttl_s, "user", user_json(&u)));
-    free(token);
+    reply_token(c, &u);
+    if (c->res->status == 200)
+        ta_throttle_login_ok(c->a->conf.login_throttle, &c->a->conf.login_limits, j->account,
+                             j->address, &j->attempt);
 }
 
 void h_login(actx_t *c)
 {
-    const char *email, *pw;
+    const char *email, *pw, *client = c->req->client_ip != NULL ? c->req->client_ip : "unknown";
     char lemail[sizeof(((ta_user_t *)0)->email)];
     ta_user_t u;
     uint64_t uid = 0;
     bool found = false;
+    ta_throttle_attempt_t attempt;
     pwjob_t *j;
     int rc;
 
@@ -310,6 +357,16 @@ void h_login(actx_t *c)
     if ((email = body_str(c, "email")) == NULL || (pw = body_str(c, "password")) == NULL)
         return;
     lower_copy(lemail, sizeof(lemail), email);
+    /* Before anything costly: a throttled login reads nothing and hashes nothing. */
+    rc = ta_throttle_login_begin(c->a->conf.login_throttle, &c->a->conf.login_limits, lemail,
+                                 client, mono_ms(), &attempt);
+    if (rc > 0) {
+        c->res->retry_after = rc;
+        reply_error(c, 429, "rate_limit_error", "login_throttled", NULL,
+                    "too many failed logins for this account or from this address; retry in %d s",
+                    rc);
+        return;
+    }
     if (ctx_txn(c, false) != 0)
         return;
     rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, lemail, &uid);
@@ -329,6 +386,9 @@ void h_login(actx_t *c)
         return;
     j->verify = true;
     pwjob_copy_pw(j->pw, pw);
+    snprintf(j->account, sizeof(j->account), "%s", lemail);
+    snprintf(j->address, sizeof(j->address), "%s", client);
+    j->attempt = attempt;
     j->found = found;
     if (found) {
         j->user = u;
@@ -451,12 +511,15 @@ static void password_finish(actx_t *c, pwjob_t *j)
     memcpy(cur.pwhash, nu.pwhash, nu.pwhash_len);
     cur.pwhash_len = nu.pwhash_len;
     cur.updated_at = ta_now_s();
+    cur.token_gen++; /* every earlier session ends, this caller's token included */
     rc = ta_rec_put(c->st, c->txn, &ta_desc_user, cur.id, &cur);
     if (rc != 0) {
         reply_store_error(c, rc, "user");
         return;
     }
-    reply_204(c);
+    /* ... and this session goes on with a token of the new generation (a
+     * failure to issue it answers 500, and the router aborts the change). */
+    reply_token(c, &cur);
 }
 
 void h_password(actx_t *c)

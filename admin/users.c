@@ -249,6 +249,11 @@ static void user_update_store(actx_t *c, const pwjob_t *j)
     }
     if (j != NULL && pwjob_hash_into(c, j, &u) != 0)
         return;
+    /* A new password, a deactivation (or reactivation) or a new role ends
+     * every session of the user (auth.c): their tokens carry the old
+     * generation. The caller's own, too, when it is their own record. */
+    if (j != NULL || u.role != old.role || u.is_active != old.is_active)
+        u.token_gen = old.token_gen + 1;
     u.id = old.id;
     u.created_at = old.created_at;
     u.updated_at = ta_now_s();
@@ -383,6 +388,7 @@ void h_users_delete(actx_t *c)
     rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
     if (rc == 0) {
         u.is_active = false;
+        u.token_gen++; /* ends every session of the user (auth.c) */
         u.updated_at = ta_now_s();
         rc = ta_rec_put(c->st, c->txn, &ta_desc_user, u.id, &u);
     }

@@ -50,7 +50,7 @@
 #define WINDOW_NS (60LL * NS_PER_S)        /* RPM and TPM: one minute */
 #define TPM_DEBT_MAX_NS (60LL * WINDOW_NS) /* TPM corrections never push TAT past 1 h */
 #define DEFAULT_MAX_OUTPUT 4096            /* when neither client nor model gives one */
-#define ESTIMATE_OUTPUT_MAX 256            /* reserve = estimate: expected output */
+#define ESTIMATE_OUTPUT_MAX 256            /* expected output per choice (TPM estimate) */
 
 typedef unsigned __int128 u128;
 
@@ -202,13 +202,16 @@ static int64_t ns_to_ms_ceil(int64_t ns)
 
 /* ---- hold -------------------------------------------------------------- */
 
-/* The output limit the request would run with before any budget clamp. */
+/* The output limit the request would run with before any budget clamp: the
+ * client's, never above the model's max output; the model's when the client
+ * gave none; else DEFAULT_MAX_OUTPUT. */
 static int64_t wanted_output(const ta_hold_req_t *req)
 {
+    int64_t model_max = req->model->max_output_tokens;
     if (req->max_output_tokens > 0)
-        return req->max_output_tokens;
-    if (req->model->max_output_tokens > 0)
-        return req->model->max_output_tokens;
+        return model_max > 0 && req->max_output_tokens > model_max ? model_max : req->max_output_tokens;
+    if (model_max > 0)
+        return model_max;
     return DEFAULT_MAX_OUTPUT;
 }
 
@@ -294,74 +297,79 @@ int ta_quota_hold(ta_store_t *st, MDB_txn *txn, const ta_hold_req_t *req, ta_hol
         goto Exit;
     }
 
+    /* The worst case, in both modes: every prompt token (its upper bound) at
+     * its dearest class, and every choice the upstream may generate (n,
+     * best_of) at the full output limit, plus output tokens billed beyond that
+     * limit (predicted outputs). The caller sends upstream exactly the output
+     * limit this returns, so the hold bounds what the upstream can bill. */
     int64_t prompt_est = nonneg(req->prompt_tokens_est);
-    int64_t prompt, out;
-    ta_nano_t hold_cost;
-    if (strict) {
-        prompt = nonneg(req->prompt_tokens_max);
-        if (prompt < prompt_est)
-            prompt = prompt_est;
-        out = wanted_output(req);
-        if (l->token_limit > 0) {
-            int64_t left = l->token_limit - sat_add(sat_add(b.tokens_used, b.tokens_held), prompt);
-            if (left < 1) {
+    int64_t prompt = nonneg(req->prompt_tokens_max);
+    if (prompt < prompt_est)
+        prompt = prompt_est;
+    const bool no_output = req->no_output;
+    int64_t choices = req->output_choices > 1 ? req->output_choices : 1;
+    if (choices > TA_HOLD_MAX_CHOICES)
+        choices = TA_HOLD_MAX_CHOICES;
+    int64_t extra = no_output ? 0 : nonneg(req->extra_output_tokens);
+    if (extra > TA_HOLD_MAX_OUTPUT)
+        extra = TA_HOLD_MAX_OUTPUT;
+    int64_t out = no_output ? 0 : wanted_output(req);
+    if (out > TA_HOLD_MAX_OUTPUT)
+        out = TA_HOLD_MAX_OUTPUT;
+    const int64_t need_out = no_output ? 0 : choices; /* one token per choice at least */
+
+    if (l->token_limit > 0) {
+        int64_t used = sat_add(b.tokens_used, b.tokens_held);
+        if (strict) {
+            /* what is left for the output once the prompt and the extra fit */
+            int64_t left = l->token_limit - sat_add(used, sat_add(prompt, extra));
+            if (left < need_out) {
                 res->refusal = TA_HOLD_TOKENS;
                 res->retry_after_ms = until_period_end_ms(q, &b, now_ns, tz);
                 goto Exit;
             }
-            if (out > left)
-                out = left;
-        }
-        /* Worst case: every prompt token at its dearest class, the whole
-         * output at output_price; ceil(num / 1e6) <= avail  <=>  num <= avail * 1e6. */
-        u128 pnum = (u128)unsig(prompt) * worst_prompt_price(m);
-        uint64_t oprice = unsig(m->output_price);
-        if (l->cost_limit > 0) {
-            int64_t avail = l->cost_limit - sat_add(b.cost_used, b.cost_held);
-            u128 cap = avail > 0 ? (u128)avail * 1000000u : 0;
-            if (avail <= 0 || pnum > cap) {
-                res->refusal = TA_HOLD_COST;
-                res->retry_after_ms = until_period_end_ms(q, &b, now_ns, tz);
-                goto Exit;
-            }
-            if (oprice > 0) {
-                u128 fit = (cap - pnum) / oprice;
-                if (fit < 1) {
-                    res->refusal = TA_HOLD_COST;
-                    res->retry_after_ms = until_period_end_ms(q, &b, now_ns, tz);
-                    goto Exit;
-                }
-                if ((u128)out > fit)
-                    out = (int64_t)fit;
-            }
-        }
-        hold_cost = per_million_ceil(pnum + (u128)unsig(out) * oprice);
-    } else {
-        /* Estimate: the prompt estimate plus min(max output, 256) output
-         * tokens at plain input/output prices. Refused only once the budget
-         * is already used or held up to the limit, so the overshoot is the
-         * estimate error of the requests in flight. */
-        prompt = prompt_est;
-        out = wanted_output(req);
-        if (out > ESTIMATE_OUTPUT_MAX)
-            out = ESTIMATE_OUTPUT_MAX;
-        if (l->token_limit > 0 &&
-            sat_add(sat_add(b.tokens_used, b.tokens_held), sat_add(prompt, out)) > l->token_limit) {
+            if (!no_output && out > left / choices)
+                out = left / choices;
+        } else if (used >= l->token_limit) {
             res->refusal = TA_HOLD_TOKENS;
             res->retry_after_ms = until_period_end_ms(q, &b, now_ns, tz);
             goto Exit;
         }
-        if (l->cost_limit > 0 && sat_add(b.cost_used, b.cost_held) >= l->cost_limit) {
+    }
+    /* ceil(num / 1e6) <= avail  <=>  num <= avail * 1e6. Bounded terms:
+     * prompt < 2^63 and every price < 2^63 give pnum < 2^126; output tokens
+     * (out * choices + extra) < 2^51 give onum < 2^114. */
+    const u128 pnum = (u128)unsig(prompt) * worst_prompt_price(m);
+    const uint64_t oprice = unsig(m->output_price);
+    if (l->cost_limit > 0) {
+        int64_t avail = l->cost_limit - sat_add(b.cost_used, b.cost_held);
+        if (avail <= 0) {
             res->refusal = TA_HOLD_COST;
             res->retry_after_ms = until_period_end_ms(q, &b, now_ns, tz);
             goto Exit;
         }
-        hold_cost = ta_cost(m, prompt, out, 0, 0);
+        if (strict) {
+            u128 cap = (u128)avail * 1000000u;
+            u128 fixed = pnum + (u128)unsig(extra) * oprice;
+            u128 fit = 0;
+            if (fixed <= cap)
+                fit = oprice > 0 ? (cap - fixed) / ((u128)oprice * (u128)choices) : (u128)TA_HOLD_MAX_OUTPUT;
+            if (fixed > cap || fit < (u128)(no_output ? 0 : 1)) {
+                res->refusal = TA_HOLD_COST;
+                res->retry_after_ms = until_period_end_ms(q, &b, now_ns, tz);
+                goto Exit;
+            }
+            if (!no_output && (u128)out > fit)
+                out = (int64_t)fit;
+        }
     }
-    int64_t hold_tokens = sat_add(prompt, out);
+    const int64_t out_tokens = sat_add(out * choices, extra);
+    const ta_nano_t hold_cost = per_million_ceil(pnum + (u128)unsig(out_tokens) * oprice);
+    int64_t hold_tokens = sat_add(prompt, out_tokens);
     /* TPM is charged what the request is expected to use, in both modes;
      * billing corrects it by actual - estimate. */
-    int64_t tpm_est = sat_add(prompt_est, out < ESTIMATE_OUTPUT_MAX ? out : ESTIMATE_OUTPUT_MAX);
+    int64_t tpm_est =
+        sat_add(prompt_est, sat_add((out < ESTIMATE_OUTPUT_MAX ? out : ESTIMATE_OUTPUT_MAX) * choices, extra));
 
     int64_t rpm_inc = 0, tpm_inc = 0, retry_ns;
     if (l->rpm > 0) {
@@ -425,7 +433,7 @@ int ta_quota_hold(ta_store_t *st, MDB_txn *txn, const ta_hold_req_t *req, ta_hol
     res->held_cost = hold_cost;
     res->held_tokens = hold_tokens;
     res->tpm_estimate = tpm_est;
-    res->max_output_tokens = strict ? out : nonneg(req->max_output_tokens);
+    res->max_output_tokens = out;
     fill_rate_headers(q, &b, now_ns, res);
 Exit:
     return rc;

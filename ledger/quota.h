@@ -26,6 +26,9 @@
 
 enum ta_reserve { TA_RESERVE_ESTIMATE = 0, TA_RESERVE_STRICT = 1 };
 
+#define TA_HOLD_MAX_CHOICES 1024          /* output_choices beyond this are held as this */
+#define TA_HOLD_MAX_OUTPUT (1LL << 40)    /* output tokens per choice beyond this: as this */
+
 typedef struct ta_hold_req {
     const uint8_t *request_id;     /* 16 bytes */
     int32_t worker_pid;
@@ -33,7 +36,12 @@ typedef struct ta_hold_req {
     const ta_model_t *model;
     int64_t prompt_tokens_est;     /* estimate of prompt tokens */
     int64_t prompt_tokens_max;     /* upper bound of prompt tokens (strict) */
-    int64_t max_output_tokens;     /* client's max_tokens, 0 if none given */
+    int64_t max_output_tokens;     /* client's output limit per choice, 0 if none given */
+    int32_t output_choices;        /* outputs the upstream generates and bills, each up to
+                                      the output limit: max(n, best_of); <= 1 means one */
+    bool no_output;                /* the endpoint generates no output (embeddings) */
+    int64_t extra_output_tokens;   /* output tokens billed beyond the limit (an upper bound
+                                      of a predicted output's tokens), 0 if none */
     int reserve;                   /* TA_RESERVE_* */
     const char *timezone;          /* quota_timezone, e.g. "UTC", "Europe/Berlin" */
     int64_t now_ns;                /* ta_now_ns() */
@@ -97,17 +105,24 @@ int64_t ta_period_end(int period, int64_t start_s, const char *tz);
  *    renew), unpriced model under a cost limit, request limit (used +
  *    in_flight), token and cost limits, RPM, TPM, concurrency. All checks run
  *    before any write; a refusal writes nothing.
- *  - strict: prompt = max(prompt_tokens_max, prompt_tokens_est) priced at the
- *    model's dearest prompt class (a cache write can cost more than input);
- *    output = client max_tokens, else the model's max_output_tokens, else
- *    4096, clamped down to the tokens and cost left; refused when not one
- *    output token fits. res->max_output_tokens is what must go upstream.
- *  - estimate: prompt estimate + min(output as above, 256) at input/output
- *    prices; refused on cost only once used + held >= cost_limit;
- *    res->max_output_tokens is the client's value (0 = none).
- *  - TPM is charged prompt_tokens_est + min(output, 256) (res->tpm_estimate,
- *    copy it into the event); a request bigger than the whole minute passes
- *    when the bucket is empty. Settle corrects by actual - estimate.
+ *  - both modes hold the worst case: prompt = max(prompt_tokens_max,
+ *    prompt_tokens_est) priced at the model's dearest prompt class (a cache
+ *    write can cost more than input), plus output_choices x output at
+ *    output_price, plus extra_output_tokens at output_price; output = client
+ *    limit capped at the model's max_output_tokens, else the model's
+ *    max_output_tokens, else 4096 (0 with no_output).
+ *    res->max_output_tokens is the output limit per choice that must go
+ *    upstream, whatever the mode: the hold covers nothing beyond it.
+ *  - strict: the output is clamped down to the tokens and cost left; refused
+ *    when the prompt and extra do not fit, or not one output token per choice
+ *    does. used never exceeds a limit, whatever the concurrency.
+ *  - estimate: not clamped; refused only once used + held >= limit. Since
+ *    every request in flight holds its worst case, the final used cost exceeds
+ *    the limit by at most the worst case of ONE request (the last admitted).
+ *  - TPM is charged prompt_tokens_est + min(output, 256) x choices + extra
+ *    (res->tpm_estimate, copy it into the event); a request bigger than the
+ *    whole minute passes when the bucket is empty. Settle corrects by
+ *    actual - estimate.
  *  - retry_after_ms: RPM/TPM exact; request/token/cost limits: until the
  *    period ends (0 for none); concurrency: 1000.
  * ta_quota_settle: only events with TA_EVF_HOLD whose hold still exists

@@ -68,9 +68,11 @@ static const setting_t settings[] = {
      "Maximum size of the ledger environment, MiB."},
     {"audit_map_size_mb", CT_INT, NUM(audit_map_size_mb), "8192", 16, 16777216, NULL, false,
      "Maximum size of the audit environment, MiB."},
-    {"reserve", CT_ENUM, NUM(reserve), "estimate", 0, 0, reserve_choices, true,
-     "`estimate`: holds use an estimate of the cost; `strict`: holds use the worst case, so a "
-     "quota's cost limit is never exceeded."},
+    {"reserve", CT_ENUM, NUM(reserve), "strict", 0, 0, reserve_choices, true,
+     "Every request holds its worst-case cost (all its choices at the output limit the gateway "
+     "sends upstream). `strict`: a request is trimmed to, or refused beyond, what the budget has "
+     "left, so a quota's cost and token limits are never exceeded; `estimate`: a request runs "
+     "untrimmed while any budget is left, so a limit is exceeded by at most one request's worst case."},
     {"quota_timezone", CT_STRING, STR(quota_timezone), "UTC", 0, 0, NULL, false,
      "Timezone of calendar periods (day, week, month), e.g. `UTC`, `Europe/Paris`."},
     {"max_body_size", CT_SIZE, NUM(max_body_size), "4MiB", 1 * KiB, 1 * GiB, NULL, true,
@@ -114,6 +116,25 @@ static const setting_t settings[] = {
     {"password_queue", CT_INT, NUM(password_queue), "16", 1, 4096, NULL, true,
      "Password jobs a worker lets wait for a free `password_threads` thread; while that many "
      "wait, a new one is answered 503 `server_busy` with `Retry-After` at once."},
+    {"login_max_failures", CT_INT, NUM(login_max_failures), "5", 1, 1000000, NULL, true,
+     "Failed logins in a row for one account (from any address) before its logins must wait: "
+     "429 `login_throttled` with `Retry-After`, answered before any password hash runs. A "
+     "successful login clears the count."},
+    {"login_address_max_failures", CT_INT, NUM(login_address_max_failures), "20", 1, 1000000, NULL,
+     true,
+     "Failed logins in a row from one client address (all accounts; IPv6 per /64) before logins "
+     "from it must wait. Its own successful logins do not clear it."},
+    {"login_backoff_ms", CT_DURATION_MS, NUM(login_backoff_ms), "1000", 1, 3600000, NULL, true,
+     "The first wait once an account or an address reached its failures; each further failure "
+     "doubles it."},
+    {"login_backoff_max_ms", CT_DURATION_MS, NUM(login_backoff_max_ms), "60000", 1, 86400000, NULL,
+     true,
+     "The longest wait of an account, so nobody can lock a user out for longer per failure. "
+     "Failures are forgotten after this long without one once the wait is over."},
+    {"login_address_backoff_max_ms", CT_DURATION_MS, NUM(login_address_backoff_max_ms), "900000", 1,
+     86400000, NULL, true,
+     "The longest wait of a client address. Longer than `login_backoff_max_ms`, so one address "
+     "keeps an account waiting a small part of the time at most."},
     {"test_clock_offset_s", CT_INT, NUM(test_clock_offset_s), "0", -10000000000LL, 10000000000LL,
      NULL, false,
      "TESTS ONLY: seconds added to the wall clock (period rollover tests). Never set in "

@@ -65,6 +65,11 @@ typedef struct ta_config {
     int64_t pbkdf2_iterations;
     int64_t password_threads;   /* per worker, /api offloaded password jobs */
     int64_t password_queue;     /* per worker, jobs waiting beyond those running */
+    int64_t login_max_failures;          /* login throttle (admin/throttle.h) */
+    int64_t login_address_max_failures;
+    int64_t login_backoff_ms;
+    int64_t login_backoff_max_ms;
+    int64_t login_address_backoff_max_ms;
     int64_t test_clock_offset_s;
 
     /* derived by ta_config_finish() */

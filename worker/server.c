@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <h2o/multithread.h>
 #include "ledger/heartbeat.h"
+#include "schema/apierror.h"
 #include "worker/metrics.h"
 #include "worker/upstream.h"
 
@@ -118,41 +119,27 @@ static int64_t mono_ns(void)
 
 /* ---- small JSON helpers ------------------------------------------------ */
 
-/* Append s JSON-escaped into buf[*used..cap); truncates silently (our own
- * short messages only). */
-static void json_escape(char *buf, size_t cap, size_t *used, const char *s)
-{
-    static const char hexd[] = "0123456789abcdef";
-    for (; *s != '\0' && *used + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[(*used)++] = '\\';
-            buf[(*used)++] = (char)c;
-        } else if (c < 0x20) {
-            buf[(*used)++] = '\\';
-            buf[(*used)++] = 'u';
-            buf[(*used)++] = '0';
-            buf[(*used)++] = '0';
-            buf[(*used)++] = hexd[c >> 4];
-            buf[(*used)++] = hexd[c & 15];
-        } else {
-            buf[(*used)++] = (char)c;
-        }
-    }
-    buf[*used] = '\0';
-}
-
+/* The one error body (schema/apierror.h), into buf; a message too long for
+ * buf is cut (our own short messages, or h2o's reason). */
 static size_t format_error(char *buf, size_t cap, const char *type, const char *code,
                            const char *message)
 {
-    size_t used = 0;
-    int n = snprintf(buf, cap, "{\"error\":{\"message\":\"");
-    used = (size_t)n;
-    json_escape(buf, cap - 64, &used, message);
-    n = snprintf(buf + used, cap - used, "\",\"type\":\"%s\",\"code\":\"%s\",\"param\":null}}", type,
-                 code);
-    used += (size_t)n;
-    return used < cap ? used : cap - 1;
+    char cut[256];
+    size_t len = 0;
+    char *s = ta_error_body(type, code, NULL, message, &len);
+    if (s != NULL && len >= cap) {
+        free(s);
+        snprintf(cut, sizeof(cut), "%.*s", (int)(cap / 4), message);
+        s = ta_error_body(type, code, NULL, cut, &len);
+    }
+    if (s == NULL || len >= cap) {
+        free(s);
+        len = snprintf(buf, cap, "%s", ta_error_body_oom);
+        return len < cap ? len : cap - 1;
+    }
+    memcpy(buf, s, len + 1);
+    free(s);
+    return len;
 }
 
 static void status_error_names(int status, const char **type, const char **code)
@@ -296,6 +283,160 @@ static const char *assign_request_id(h2o_req_t *req)
     return hex;
 }
 
+/* ---- HTTP/1 message framing (RFC 9112 sections 6.1 and 6.3) -------------
+ * h2o 2.2.5 frames an HTTP/1 request by the FIRST Content-Length field or
+ * the LAST Transfer-Encoding field and drops both from req->headers
+ * (lib/http1.c, init_headers), so a request with two different lengths, or
+ * with a length and "chunked", reaches the handlers as if it were
+ * unambiguous. A proxy in front that trusts the other field would then see
+ * a different request boundary: request smuggling. h2o itself already
+ * refuses (400, connection closed) a Transfer-Encoding other than
+ * "chunked", a Content-Length that is not all digits (the first one only),
+ * and a space before a colon.
+ *
+ * The head as the client sent it is still in the connection's input buffer
+ * while the request is handled: h2o consumes a request's bytes only after
+ * its response is sent  * lib/http1.c, on_send_complete), and it lower-cases
+ * field names in place but changes nothing else. The entry handler reads the
+ * fields there and refuses an ambiguous request with 400 and
+ * "Connection: close", before any route runs; the bytes after it are never
+ * parsed. The fix-up filter uses the same reading to say what was wrong
+ * when h2o answered 400 itself. */
+
+#define FRAMING_MSG_MAX 200
+
+/* The request head as received (request line and fields, up to the empty
+ * line), or an empty iovec when the request did not come over HTTP/1 or
+ * the head is not where h2o 2.2.5 keeps it. Valid until the response is
+ * sent. */
+static h2o_iovec_t http1_raw_head(h2o_req_t *req)
+{
+    const h2o_conn_callbacks_t *cb = req->conn->callbacks;
+    h2o_buffer_t *in = NULL;
+    if (req->version >= 0x200)
+        return h2o_iovec_init(NULL, 0);
+    /* Only a connection that is still HTTP/1 (its log callbacks say so). A
+     * request that upgraded to h2c left its head in the HTTP/2 connection,
+     * whose struct 2.2.5's installed headers cannot declare (http2_internal.h
+     * needs khash.h, which the package does not ship); what follows such a
+     * request is read as HTTP/2 frames, so no second HTTP/1 request can
+     * hide behind it. */
+    if (cb->log_.http1.request_index != NULL && cb->get_socket != NULL) {
+        h2o_socket_t *sock = cb->get_socket(req->conn);
+        in = sock != NULL ? sock->input : NULL;
+    }
+    if (in == NULL || in->size == 0)
+        return h2o_iovec_init(NULL, 0);
+    const char *p = in->bytes, *end = in->bytes + (in->size < H2O_MAX_REQLEN ? in->size : H2O_MAX_REQLEN);
+    /* picohttpparser skips one empty line before the request line */
+    if (end - p >= 2 && p[0] == '\r' && p[1] == '\n')
+        p += 2;
+    else if (p < end && p[0] == '\n')
+        p += 1;
+    size_t mlen = req->input.method.len;
+    if ((size_t)(end - p) <= mlen || memcmp(p, req->input.method.base, mlen) != 0 || p[mlen] != ' ')
+        return h2o_iovec_init(NULL, 0);
+    for (const char *q = p; q < end; q++) {
+        if (*q != '\n')
+            continue;
+        const char *next = q + 1;
+        if (next < end && *next == '\n')
+            return h2o_iovec_init(p, (size_t)(next + 1 - p));
+        if (end - next >= 2 && next[0] == '\r' && next[1] == '\n')
+            return h2o_iovec_init(p, (size_t)(next + 2 - p));
+    }
+    return h2o_iovec_init(NULL, 0);
+}
+
+static bool token_is(const char *s, size_t len, const char *lit)
+{
+    return h2o_lcstris(s, len, lit, strlen(lit));
+}
+
+/* What makes this request's framing ambiguous or unsupported, written into
+ * msg (FRAMING_MSG_MAX bytes); NULL when nothing does or the head cannot be
+ * read (an HTTP/2 request frames its body by DATA frames). Rules:
+ *   - no obsolete line folding (a proxy may unfold a Transfer-Encoding);
+ *   - Content-Length and Transfer-Encoding never together;
+ *   - at most one Transfer-Encoding field, and it says "chunked"; none in
+ *     an HTTP/1.0 request (RFC 9112 section 6.1);
+ *   - at most one Content-Length field, even two with the same value
+ *     (RFC 9110 section 8.6 allows collapsing them; refusing is simpler
+ *     and no real client sends two), all digits. */
+static const char *framing_problem(h2o_req_t *req, char *msg)
+{
+    h2o_iovec_t head = http1_raw_head(req);
+    if (head.base == NULL)
+        return NULL;
+    unsigned ncl = 0, nte = 0;
+    h2o_iovec_t cl = {NULL, 0}, te = {NULL, 0};
+    const char *p = head.base, *end = head.base + head.len;
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    for (p = eol + 1; p < end; p = eol + 1) {
+        eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+        if (le == p)
+            break; /* the empty line */
+        if (*p == ' ' || *p == '\t') {
+            snprintf(msg, FRAMING_MSG_MAX, "a header field is folded over two lines (obsolete "
+                                           "line folding is not accepted, RFC 9112 section 5.2)");
+            return msg;
+        }
+        const char *colon = memchr(p, ':', (size_t)(le - p));
+        if (colon == NULL)
+            continue; /* h2o refused it already */
+        const char *v = colon + 1, *ve = le;
+        /* Leading white space only, as picohttpparser 2.2.5 does: h2o
+         * refuses "chunked " and "5 ", and so does this reading. */
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        if (token_is(p, (size_t)(colon - p), "content-length")) {
+            if (ncl++ == 0)
+                cl = h2o_iovec_init(v, (size_t)(ve - v));
+        } else if (token_is(p, (size_t)(colon - p), "transfer-encoding")) {
+            if (nte++ == 0)
+                te = h2o_iovec_init(v, (size_t)(ve - v));
+        }
+    }
+    if (ncl != 0 && nte != 0)
+        snprintf(msg, FRAMING_MSG_MAX, "the request has both Content-Length and Transfer-Encoding, "
+                                       "so its body length is ambiguous (RFC 9112 section 6.3)");
+    else if (nte > 1)
+        snprintf(msg, FRAMING_MSG_MAX, "Transfer-Encoding appears %u times; only one "
+                                       "\"Transfer-Encoding: chunked\" is accepted", nte);
+    else if (nte == 1 && !token_is(te.base, te.len, "chunked"))
+        snprintf(msg, FRAMING_MSG_MAX, "Transfer-Encoding \"%.*s\" is not supported; only \"chunked\" "
+                 "is accepted", (int)(te.len > 40 ? 40 : te.len), te.base);
+    else if (nte == 1 && req->version < 0x101)
+        snprintf(msg, FRAMING_MSG_MAX, "Transfer-Encoding is not accepted in an HTTP/1.0 request "
+                                       "(RFC 9112 section 6.1)");
+    else if (ncl > 1)
+        snprintf(msg, FRAMING_MSG_MAX, "Content-Length appears %u times; exactly one is accepted "
+                 "(RFC 9112 section 6.3)", ncl);
+    else if (ncl == 1 && h2o_strtosize(cl.base, cl.len) == SIZE_MAX)
+        snprintf(msg, FRAMING_MSG_MAX, "Content-Length \"%.*s\" is not a number of bytes (digits "
+                 "only)", (int)(cl.len > 40 ? 40 : cl.len), cl.base);
+    else
+        return NULL;
+    return msg;
+}
+
+/* Refuse an ambiguous request: 400, and the HTTP/1 connection closes after
+ * the answer, so nothing the client sent after this head is read. Returns
+ * true when it answered. */
+static bool refuse_bad_framing(h2o_req_t *req)
+{
+    char msg[FRAMING_MSG_MAX];
+    if (framing_problem(req, msg) == NULL)
+        return false;
+    req->http1_is_persistent = 0;
+    char hex[33];
+    if (ta_worker_request_id(req, NULL, hex) == 0)
+        ta_log(TA_LOG_INFO, "request %s: refused: %s", hex, msg);
+    ta_worker_send_error(req, 400, "invalid_request_error", "invalid_framing", msg);
+    return true;
+}
+
 static int on_entry(h2o_handler_t *self, h2o_req_t *req)
 {
     ta_worker_t *w = ((struct entry_handler *)self)->w;
@@ -310,6 +451,8 @@ static int on_entry(h2o_handler_t *self, h2o_req_t *req)
                (int)(req->headers.entries[ci].value.len > 64 ? 64
                                                               : req->headers.entries[ci].value.len),
                req->headers.entries[ci].value.base);
+    if (refuse_bad_framing(req))
+        return 0;
     return -1;
 }
 
@@ -360,10 +503,12 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         h2o_memis(req->res.headers.entries[ct].value.base, 10, H2O_STRLIT("text/plain")) &&
         !h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD"))) {
         /* h2o answered by itself (413, broken chunked encoding, ...). */
-        char msg[160], buf[512];
+        char msg[FRAMING_MSG_MAX], buf[512];
         if (req->res.status == 413)
             snprintf(msg, sizeof(msg), "request body is larger than the limit of %zu bytes",
                      f->w->conf.max_body_size);
+        else if (req->res.status == 400 && framing_problem(req, msg) != NULL)
+            ; /* h2o refused the head itself (lib/http1.c): say what was wrong */
         else
             snprintf(msg, sizeof(msg), "%s", req->res.reason != NULL ? req->res.reason : "error");
         const char *type, *code;
@@ -1005,6 +1150,18 @@ static h2o_pathconf_t *add_path(ta_worker_t *w, h2o_hostconf_t *host, const char
     return pc;
 }
 
+/* The fallback path serves what no registered path matches (a request
+ * target such as "*") and h2o's own errors: the entry handler runs there
+ * too, so the framing check sees every request, and then h2o answers 404. */
+static void add_fallback(ta_worker_t *w, h2o_hostconf_t *host)
+{
+    struct entry_handler *e =
+        (struct entry_handler *)h2o_create_handler(&host->fallback_path, sizeof(*e));
+    e->super.on_req = on_entry;
+    e->w = w;
+    add_filter(w, &host->fallback_path, true);
+}
+
 static void add_route(ta_worker_t *w, h2o_hostconf_t *host, const char *path, int kind)
 {
     h2o_pathconf_t *pc = add_path(w, host, path);
@@ -1139,12 +1296,12 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
     add_route(w, w->host_main, "/metrics", ROUTE_METRICS);
     add_route(w, w->host_admin, "/api", ROUTE_API);
     add_route(w, w->host_main, "/", ROUTE_NOTFOUND);
-    add_filter(w, &w->host_main->fallback_path, true);
+    add_fallback(w, w->host_main);
     if (any_admin) {
         add_route(w, w->host_admin, "/healthz", ROUTE_HEALTHZ);
         add_route(w, w->host_admin, "/metrics", ROUTE_METRICS);
         add_route(w, w->host_admin, "/", ROUTE_NOTFOUND);
-        add_filter(w, &w->host_admin->fallback_path, true);
+        add_fallback(w, w->host_admin);
     }
 
     h2o_context_init(&w->ctx, w->loop, &w->globalconf);

@@ -20,6 +20,10 @@
  * record and must be unique; it is logged next to ours instead.
  * Errors that h2o answers itself before any handler (413 body too large,
  * 400 broken chunked encoding) are rewritten into the JSON error shape.
+ * An HTTP/1 request whose body length is ambiguous (two Content-Length
+ * fields, Content-Length with Transfer-Encoding, Transfer-Encoding twice or
+ * in HTTP/1.0, folded fields) gets 400 invalid_framing before any route
+ * runs, and its connection closes (RFC 9112 section 6.3).
  * Handlers must not send with h2o_send_error_*() without
  * H2O_SEND_ERROR_KEEP_HEADERS (it drops the header); use ta_worker_send().
  *

@@ -239,7 +239,7 @@ def check_user_paths(gw, admin_tok):
     check(r.status == 400 and r.json["error"]["param"] == "old_password", "mismatch: %s %s" % (r.status, r.body))
     r = gw.http("POST", "/api/auth/password/", {"old_password": "joe-password-2", "new_password": JOE_PW},
                 token=tok)
-    check(r.status == 204, "password change: %s %s" % (r.status, r.body))
+    check(r.status == 200 and r.json["access_token"], "password change: %s %s" % (r.status, r.body))
     gw.login(JOE, JOE_PW)
     return joe_id
 
@@ -266,7 +266,11 @@ def check_clients_that_leave(gw, admin_tok, joe_id):
 
 def main():
     iters = pick_iterations()
-    env = {"TOKENAUDIT_PBKDF2_ITERATIONS": str(iters)}
+    # Dozens of logins of one account at once are what the login throttle
+    # refuses (it counts logins in flight); this test is about the pool.
+    env = {"TOKENAUDIT_PBKDF2_ITERATIONS": str(iters),
+           "TOKENAUDIT_LOGIN_MAX_FAILURES": "1000000",
+           "TOKENAUDIT_LOGIN_ADDRESS_MAX_FAILURES": "1000000"}
     with gateway_with_fake(workers=1, env=env, stop=False) as (gw, fake):
         t = Tenant(gw, fake)
         joe_id = check_user_paths(gw, t.tok)

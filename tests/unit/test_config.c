@@ -78,7 +78,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.durability, TA_DURABILITY_RELAXED);
     assert_int_equal(c.sync_interval_ms, 100);
     assert_false(c.ledger_writemap);
-    assert_int_equal(c.reserve, TA_RESERVE_ESTIMATE);
+    assert_int_equal(c.reserve, TA_RESERVE_STRICT);
     assert_string_equal(c.quota_timezone, "UTC");
     assert_int_equal(c.max_body_size, 4 * 1024 * 1024);
     assert_int_equal(c.jwt_ttl_s, 43200);

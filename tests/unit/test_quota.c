@@ -119,6 +119,9 @@ static void rid(uint8_t id[16], unsigned n)
 
 typedef struct holdargs {
     int64_t prompt_est, prompt_max, max_out;
+    int32_t choices;
+    bool no_output;
+    int64_t extra;
     int reserve;
     int32_t pid;
     const char *tz;
@@ -138,6 +141,9 @@ static ta_hold_res_t hold(fx_t *f, const ta_quota_t *q, const ta_model_t *m, uns
         .prompt_tokens_est = a.prompt_est,
         .prompt_tokens_max = a.prompt_max,
         .max_output_tokens = a.max_out,
+        .output_choices = a.choices,
+        .no_output = a.no_output,
+        .extra_output_tokens = a.extra,
         .reserve = a.reserve,
         .timezone = a.tz ? a.tz : "UTC",
         .now_ns = now_ns,
@@ -550,14 +556,18 @@ static void test_refusals_write_nothing(void **state)
     /* retry after the period ends: 2024-03-14T00:00Z - 15:30 = 8.5 h */
     assert_int_equal(r.retry_after_ms, (T_2024_03_14Z - T_2024_03_13_1530Z) * 1000);
 
-    /* token limit (estimate): 90 prompt + min(20, 256) output > 100 */
+    /* token limit (estimate): admitted while used + held < limit, at its
+     * worst case (90 + 20 held), then refused */
     q = quota_new(13, TA_PERIOD_DAY);
     q.limits.token_limit = 100;
     quota_store(f, &q);
     holdargs_t big = {.prompt_est = 90, .max_out = 20};
-    refused(f, &q, &m, 6, now, big, TA_HOLD_TOKENS);
+    ta_hold_res_t tr = hold(f, &q, &m, 6, now, big);
+    assert_int_equal(tr.refusal, TA_HOLD_OK);
+    assert_int_equal(tr.held_tokens, 110);
+    assert_int_equal(tr.max_output_tokens, 20); /* not trimmed */
     big.max_out = 10;
-    assert_int_equal(hold(f, &q, &m, 7, now, big).refusal, TA_HOLD_OK);
+    refused(f, &q, &m, 7, now, big, TA_HOLD_TOKENS);
     /* strict: a prompt that leaves no room for one output token */
     holdargs_t s = {.prompt_est = 1, .prompt_max = 1, .reserve = TA_RESERVE_STRICT};
     refused(f, &q, &m, 8, now, s, TA_HOLD_TOKENS);
@@ -618,13 +628,19 @@ static void test_strict_token_clamp(void **state)
     assert_int_equal(r.refusal, TA_HOLD_OK);
     assert_int_equal(r.max_output_tokens, 80); /* 1000 - 900 - 20 */
     assert_int_equal(r.held_tokens, 100);
-    /* estimate mode passes the client's max_tokens through (0 = none) */
+    /* estimate mode holds the worst case too, and names the output limit
+     * to send (the model's max output when the client gave none) */
     ta_quota_t e = quota_new(18, TA_PERIOD_DAY);
     quota_store(f, &e);
     r = hold(f, &e, &m, 3, now, (holdargs_t){.prompt_est = 10});
     assert_int_equal(r.refusal, TA_HOLD_OK);
-    assert_int_equal(r.max_output_tokens, 0);
-    assert_int_equal(r.held_tokens, 10 + 256);
+    assert_int_equal(r.max_output_tokens, 4000);
+    assert_int_equal(r.held_tokens, 10 + 4000);
+    /* a client limit above the model's max output is held and sent as the
+     * model's (an upstream cannot write more, and must not be asked to) */
+    r = hold(f, &e, &m, 4, now, (holdargs_t){.prompt_est = 1, .prompt_max = 1, .max_out = 100000});
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 4000);
 }
 
 /* With reserve = strict, holds at the worst case settled at the worst case
@@ -677,6 +693,124 @@ static void test_strict_never_exceeds(void **state)
     /* what is left (1000 nano) cannot pay the prompt: refused from now on */
     refused(f, &q, &m, 200, now + 2 * NS, s, TA_HOLD_COST);
     assert_true(balance(f, q.id).cost_used <= q.limits.cost_limit);
+}
+
+/* n / best_of: every choice is held at the output limit, and strict clamps
+ * the limit per choice so that all of them fit (issue: n = 128 used 127x). */
+static void test_choices_held(void **state)
+{
+    fx_t *f = *state;
+    ta_model_t m = model_priced(1000000000LL, 2000000000LL, 0, 0, 0); /* 1000 / 2000 nano per token */
+    int64_t now = T_2024_03_13_1530Z * NS;
+    ta_quota_t q = quota_new(70, TA_PERIOD_DAY);
+    q.limits.cost_limit = 1000000; /* 0.001 */
+    quota_store(f, &q);
+    holdargs_t s = {.prompt_est = 10, .prompt_max = 10, .max_out = 100, .choices = 128,
+                    .reserve = TA_RESERVE_STRICT};
+    /* (1e6 - 10*1000) / (2000 * 128) = 3 tokens per choice */
+    ta_hold_res_t r = hold(f, &q, &m, 1, now, s);
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 3);
+    assert_int_equal(r.held_tokens, 10 + 3 * 128);
+    assert_int_equal(r.held_cost, 10 * 1000 + 3 * 128 * 2000);
+    /* the upstream bills every choice at the limit: still within the limit */
+    ta_nano_t worst = ta_cost(&m, 10, 3 * 128, 0, 0);
+    assert_true(worst <= r.held_cost);
+    ta_event_t ev = event_for(&q, 1, &r, now + NS, 10, 3 * 128, worst);
+    settle(f, &ev);
+    assert_true(balance(f, q.id).cost_used <= q.limits.cost_limit);
+    /* 1e6 - 778000 left = 222000: 12000 of prompt leaves less than one token
+     * per choice (128 * 2000 = 256000): refused, nothing written */
+    refused(f, &q, &m, 2, now, (holdargs_t){.prompt_est = 12, .prompt_max = 12, .choices = 128,
+                                            .reserve = TA_RESERVE_STRICT}, TA_HOLD_COST);
+    /* a single choice still fits */
+    r = hold(f, &q, &m, 3, now, (holdargs_t){.prompt_est = 12, .prompt_max = 12, .reserve = TA_RESERVE_STRICT});
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, (222000 - 12000) / 2000);
+
+    /* token limits count choices the same way */
+    ta_quota_t t = quota_new(71, TA_PERIOD_DAY);
+    t.limits.token_limit = 1000;
+    quota_store(f, &t);
+    r = hold(f, &t, &m, 4, now, (holdargs_t){.prompt_est = 100, .prompt_max = 100, .max_out = 500, .choices = 4,
+                                             .reserve = TA_RESERVE_STRICT});
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 225); /* (1000 - 100) / 4 */
+    assert_int_equal(r.held_tokens, 1000);
+    refused(f, &t, &m, 5, now, (holdargs_t){.prompt_est = 1, .reserve = TA_RESERVE_STRICT}, TA_HOLD_TOKENS);
+}
+
+/* Predicted output is billed beyond the limit: held in full, never trimmed;
+ * an endpoint without output holds none. */
+static void test_extra_and_no_output(void **state)
+{
+    fx_t *f = *state;
+    ta_model_t m = model_priced(1000000000LL, 2000000000LL, 0, 0, 0);
+    int64_t now = T_2024_03_13_1530Z * NS;
+    ta_quota_t q = quota_new(72, TA_PERIOD_DAY);
+    q.limits.cost_limit = 1000000;
+    quota_store(f, &q);
+    /* 10 prompt + 400 extra = 810,000; (1e6 - 810000) / 2000 = 95 output */
+    holdargs_t s = {.prompt_est = 10, .prompt_max = 10, .extra = 400, .reserve = TA_RESERVE_STRICT};
+    ta_hold_res_t r = hold(f, &q, &m, 1, now, s);
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 95);
+    assert_int_equal(r.held_tokens, 10 + 95 + 400);
+    assert_int_equal(r.held_cost, 10000 + (95 + 400) * 2000);
+    ta_quota_t q2 = quota_new(73, TA_PERIOD_DAY);
+    q2.limits.cost_limit = 1000000;
+    quota_store(f, &q2);
+    s.extra = 500; /* 10000 + 1,000,000 > 1e6: refused */
+    refused(f, &q2, &m, 2, now, s, TA_HOLD_COST);
+    /* embeddings: the prompt only, no output limit to send */
+    r = hold(f, &q2, &m, 3, now, (holdargs_t){.prompt_est = 900, .prompt_max = 1000, .no_output = true,
+                                              .reserve = TA_RESERVE_STRICT});
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 0);
+    assert_int_equal(r.held_tokens, 1000);
+    assert_int_equal(r.held_cost, 1000000);
+    refused(f, &q2, &m, 4, now, (holdargs_t){.prompt_est = 1, .prompt_max = 1, .no_output = true,
+                                             .reserve = TA_RESERVE_STRICT}, TA_HOLD_COST);
+}
+
+/* reserve = estimate: requests are not trimmed, but each in flight holds its
+ * worst case, so however many run at once the limit is exceeded by at most
+ * the worst case of one request (issue: 200 concurrent used 3.6x). */
+static void test_estimate_overspend_bounded(void **state)
+{
+    fx_t *f = *state;
+    ta_model_t m = model_priced(1000000000LL, 2000000000LL, 0, 1250000000LL, 0);
+    int64_t now = T_2024_03_13_1530Z * NS;
+    ta_quota_t q = quota_new(74, TA_PERIOD_DAY);
+    q.limits.cost_limit = 1000000;
+    quota_store(f, &q);
+    holdargs_t e = {.prompt_est = 20, .prompt_max = 40, .max_out = 200, .choices = 2};
+    ta_hold_res_t res[200];
+    unsigned n = 0;
+    ta_nano_t one_worst = 0;
+    for (; n < 200; n++) {
+        res[n] = hold(f, &q, &m, 300 + n, now, e);
+        if (res[n].refusal != TA_HOLD_OK)
+            break;
+        assert_int_equal(res[n].max_output_tokens, 200); /* never trimmed */
+        if (res[n].held_cost > one_worst)
+            one_worst = res[n].held_cost;
+    }
+    assert_int_equal(res[n].refusal, TA_HOLD_COST);
+    /* 40 * 1250 + 400 * 2000 = 850,000 each: the second is admitted (850,000
+     * < 1e6), the third is not */
+    assert_int_equal(n, 2);
+    assert_int_equal(one_worst, 850000);
+    for (unsigned i = 0; i < n; i++) {
+        ta_nano_t c = ta_cost(&m, 40, 400, 0, 40);
+        ta_event_t ev = event_for(&q, 300 + i, &res[i], now + NS, 40, 400, c);
+        ev.cache_write_tokens = 40;
+        settle(f, &ev);
+    }
+    ta_balance_t b = balance(f, q.id);
+    assert_true(b.cost_used > q.limits.cost_limit); /* soft: it may pass the limit */
+    assert_true(b.cost_used <= q.limits.cost_limit + one_worst);
+    refused(f, &q, &m, 999, now + 2 * NS, e, TA_HOLD_COST);
 }
 
 static void test_gcra_rpm(void **state)
@@ -796,8 +930,10 @@ static void test_settle_exact_and_idempotent(void **state)
     holdargs_t a = {.prompt_est = 1000, .max_out = 300};
     ta_hold_res_t r = hold(f, &q, &m, 1, now, a);
     assert_int_equal(r.refusal, TA_HOLD_OK);
-    assert_int_equal(r.held_tokens, 1000 + 256);
-    assert_int_equal(r.held_cost, ta_cost(&m, 1000, 256, 0, 0));
+    /* the worst case: every prompt token at the dearest class (cache write),
+     * the whole output */
+    assert_int_equal(r.held_tokens, 1000 + 300);
+    assert_int_equal(r.held_cost, ta_cost(&m, 1000, 300, 0, 1000));
     assert_int_equal(holds_count(f), 1);
     ta_balance_t b = balance(f, q.id);
     assert_int_equal(b.cost_held, r.held_cost);
@@ -947,6 +1083,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_strict_cost_edge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_token_clamp, setup, teardown),
         cmocka_unit_test_setup_teardown(test_strict_never_exceeds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_choices_held, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extra_and_no_output, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_estimate_overspend_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gcra_rpm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gcra_tpm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrency, setup, teardown),
