@@ -298,8 +298,20 @@ static bool matches(const ta_audit_filter_t *f, const ta_audit_t *r)
     return true;
 }
 
+void ta_audit_key(const ta_audit_t *rec, uint8_t key[TA_AUDIT_KEY_LEN])
+{
+    audit_key(key, rec->t_received_ns, rec->request_id);
+}
+
 int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
                   size_t limit, ta_audit_cb cb, void *arg, size_t *total)
+{
+    return ta_audit_list_capped(st, txn, f, offset, limit, 0, cb, arg, total, NULL);
+}
+
+int ta_audit_list_capped(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
+                         size_t limit, size_t count_max, ta_audit_cb cb, void *arg,
+                         size_t *total, bool *capped)
 {
     /* With a quota filter walk that quota's index, else the time-ordered table. */
     bool byq = f->quota_id != 0;
@@ -316,6 +328,21 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
         ta_be64_put(hi + pre, (uint64_t)f->until_ns);
         memset(hi + pre + 8, 0, 16);
     }
+    if (f->has_cursor) { /* the keyset position narrows the range, exclusive */
+        uint8_t *edge = f->ascending ? lo : hi;
+        if (f->ascending ? memcmp(f->cursor, lo + pre, TA_AUDIT_KEY_LEN) >= 0
+                         : memcmp(f->cursor, hi + pre, TA_AUDIT_KEY_LEN) < 0) {
+            memcpy(edge + pre, f->cursor, TA_AUDIT_KEY_LEN);
+            if (f->ascending) /* lo is inclusive: the key right after the cursor */
+                for (int i = (int)(pre + TA_AUDIT_KEY_LEN) - 1; i >= (int)pre && ++lo[i] == 0; i--)
+                    ;
+        }
+    }
+    /* counting needs the record only for the filters the keys do not carry */
+    bool need_rec = f->user_id || f->model_id || f->status || (f->model && *f->model);
+    size_t read_past = 0;
+    if (capped)
+        *capped = false;
     size_t klen = pre + TA_AUDIT_KEY_LEN;
     MDB_cursor *cur = NULL;
     MDB_val k, v;
@@ -340,6 +367,24 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
             continue;
         if (memcmp(k.mv_data, lo, klen) < 0 || memcmp(k.mv_data, hi, klen) >= 0)
             break;
+        bool on_page = n >= offset && (limit == 0 || n < offset + limit) && cb;
+        if (!on_page && !need_rec) { /* counted from the key alone */
+            if (n >= offset + limit && count_max > 0 && ++read_past > count_max) {
+                if (capped)
+                    *capped = true;
+                break;
+            }
+            n++;
+            if (!total && limit != 0 && n >= offset + limit)
+                break;
+            continue;
+        }
+        if (!on_page && count_max > 0 && limit != 0 && n >= offset + limit &&
+            ++read_past > count_max) {
+            if (capped)
+                *capped = true;
+            break;
+        }
         ta_audit_t r;
         if (byq) {
             MDB_val rk = {TA_AUDIT_KEY_LEN, (uint8_t *)k.mv_data + 8}, rv;
@@ -361,7 +406,7 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
         }
         if (!matches(f, &r))
             continue;
-        if (n >= offset && (limit == 0 || n < offset + limit) && cb) {
+        if (on_page) {
             rc = cb(&r, arg);
             if (rc < 0)
                 goto Exit;
@@ -543,11 +588,20 @@ typedef struct out_arg {
     int err;
 } out_arg_t;
 
-static void csv_field(FILE *out, const json_t *v)
+/* The characters that make a spreadsheet (Excel, LibreOffice, Sheets) read
+ * a cell as a formula: OWASP's "CSV injection" list. */
+static bool csv_formula_start(const char *s)
+{
+    return s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL;
+}
+
+static void csv_field(FILE *out, const json_t *v, bool text)
 {
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
         fputc('"', out);
+        if (text && csv_formula_start(s))
+            fputc('\'', out);
         for (; *s; s++) {
             if (*s == '"')
                 fputc('"', out);
@@ -563,6 +617,24 @@ static void csv_field(FILE *out, const json_t *v)
     }
 }
 
+int ta_audit_csv_line(FILE *out, const ta_audit_t *rec)
+{
+    json_t *j = ta_audit_to_json(rec);
+    if (!j)
+        return -ENOMEM;
+    /* only free text is neutralized: money, times and ids are ours, and a
+     * negative amount must stay a number */
+    for (size_t i = 0; i < ta_desc_audit.nfields; i++) {
+        const ta_field_t *f = &ta_desc_audit.fields[i];
+        if (i)
+            fputc(',', out);
+        csv_field(out, json_object_get(j, f->name), f->type == TA_FT_STR);
+    }
+    fputc('\n', out);
+    json_decref(j);
+    return ferror(out) ? -EIO : 0;
+}
+
 static int print_cb(const ta_audit_t *r, void *arg)
 {
     out_arg_t *a = arg;
@@ -570,23 +642,16 @@ static int print_cb(const ta_audit_t *r, void *arg)
         return 0;
     if (r->ticket > a->max_ticket_seen)
         a->max_ticket_seen = r->ticket;
+    if (a->csv)
+        return ta_audit_csv_line(a->out, r);
     json_t *j = ta_audit_to_json(r);
     if (!j)
         return -ENOMEM;
-    if (a->csv) {
-        for (size_t i = 0; i < ta_desc_audit.nfields; i++) {
-            if (i)
-                fputc(',', a->out);
-            csv_field(a->out, json_object_get(j, ta_desc_audit.fields[i].name));
-        }
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (s) {
+        fputs(s, a->out);
         fputc('\n', a->out);
-    } else {
-        char *s = json_dumps(j, JSON_COMPACT);
-        if (s) {
-            fputs(s, a->out);
-            fputc('\n', a->out);
-            free(s);
-        }
+        free(s);
     }
     json_decref(j);
     if (ferror(a->out))

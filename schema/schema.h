@@ -82,6 +82,11 @@ enum {
     TA_FF_PRESENCE = 1u << 10,
     TA_FF_MARKS_PRESENCE = 1u << 11,
     TA_FF_ASCENDING = 1u << 12, /* I32_LIST/ID_LIST elements strictly ascending (rule "order") */
+    /* Every STR refuses control characters (C0 and DEL, rule "control"): its
+     * value may reach an HTTP header, a /metrics label, a log line or a CSV
+     * file, where a CR or LF starts a new line. Free text flagged TA_FF_TEXT
+     * may also hold tab, LF and CR; the other controls stay refused. */
+    TA_FF_TEXT = 1u << 13,
 };
 
 struct ta_recdesc;
@@ -139,6 +144,12 @@ typedef struct ta_user {
     uint8_t pwhash[128];   /* SECRET: ta_password_hash() output */
     uint16_t pwhash_len;
     int64_t created_at, updated_at;
+    /* INTERNAL: the session generation. Every JWT carries the value it was
+     * issued under ("gen") and authenticates only while it is still equal:
+     * a password change, a deactivation or a role change adds one, which
+     * ends every earlier session of the user. 0 in records written before
+     * the field existed (absent tag). */
+    int64_t token_gen;
 } ta_user_t;
 
 enum { TA_PROVIDER_OPENAI = 0, TA_PROVIDER_ANTHROPIC = 1 };
@@ -297,8 +308,17 @@ enum { TA_MERGE_CREATE = 0, /* REQUIRED fields must be present */
 int ta_rec_from_json(const ta_recdesc_t *d, const json_t *in, void *rec, int merge, ta_err_t *err);
 
 /** Check every bound of rec: lengths, min/max, enum range, e-mail/URL format,
- *  list counts, UTF-8, ascending warn_at. Returns 0 or TA_EINVAL with err. */
+ *  list counts, UTF-8, control characters (see TA_FF_TEXT), ascending
+ *  warn_at. A URL must be http:// or https:// with a host and no credentials
+ *  (user:password@, rule "credentials"). Returns 0 or TA_EINVAL with err. */
 int ta_rec_validate(const ta_recdesc_t *d, const void *rec, ta_err_t *err);
+
+/** The rules of every stored string, for a value checked outside a
+ *  descriptor (a write-only secret such as a provider's api_key): valid UTF-8
+ *  (rule "utf8"), no control character: C0 (NUL included) or DEL (rule
+ *  "control"; flags TA_FF_TEXT allow tab, LF and CR). Returns 0 or TA_EINVAL
+ *  with err naming `field`. Any process. */
+int ta_str_check(const char *field, const char *s, size_t n, uint32_t flags, ta_err_t *err);
 
 /** Look up a field by name (NULL if none). */
 const ta_field_t *ta_rec_field(const ta_recdesc_t *d, const char *name);
