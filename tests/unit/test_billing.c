@@ -26,6 +26,7 @@ typedef struct fx {
     ta_store_t *st;  /* the "worker's" store */
     ta_ring_t *ring;
     ta_billing_conf_t conf;
+    ta_billing_hooks_t hooks;
     ta_billing_t *b;
     uint64_t quota_id;
     uint64_t nrid;
@@ -85,6 +86,7 @@ static int setup(void **state)
     f->conf.quota_timezone = "UTC";
     f->conf.ring = f->ring;
     f->conf.warning_webhook_url = "";
+    f->conf.hooks = &f->hooks;
     if (ta_billing_open(&f->conf, &f->b) != 0)
         return -1;
     *state = f;
@@ -272,7 +274,7 @@ static void test_restart_between_commits(void **state)
     ta_nano_t sum = 0;
     for (int i = 0; i < 5; i++)
         sum += request(f, 100, 5000, 100, false, true);
-    ta_billing_test_stop_after_ledger = 1;
+    f->hooks.stop_after_ledger = 1;
     assert_int_equal(ta_billing_step(f->b, 10), -EINTR);
     uint64_t led, aud;
     uint_meta(f, &led, &aud);
@@ -332,7 +334,7 @@ static void test_worker_dead_cleanup(void **state)
     assert_int_equal(ta_ring_push_control(f->ring, TA_EV_WORKER_DEAD, 777), 0);
 
     /* and billing dies between the two commits of that batch */
-    ta_billing_test_stop_after_ledger = 1;
+    f->hooks.stop_after_ledger = 1;
     assert_int_equal(ta_billing_step(f->b, 10), -EINTR);
     assert_int_equal(count_holds(f), 1);
     assert_true(stash_left(f));
