@@ -43,7 +43,8 @@
  * the heartbeat; retention pruning in small transactions; the warning
  * webhook (webhook.c: a thread fed by a bounded queue, so a slow or dead
  * endpoint never delays settlement; outbox.c: its at-least-once outbox in the
- * warnings table); the sweep for holds of processes that are gone (sweep.c). billing_internal.h lists the parts.
+ * warnings table); the sweep for holds and spools of processes that are gone
+ * (sweep.c); the spools of stopped workers (spool.c). billing_internal.h lists the parts.
  *
  * Billing process only (the standalone runner and tests use the same calls).
  */
@@ -196,6 +197,10 @@ static int ledger_worker_dead(ta_billing_t *b, MDB_txn *txn, uint64_t t, const t
 {
     enum { MAXIDS = 64 };
     uint8_t ids[MAXIDS][16];
+    /* what the worker spooled at its exit settles first (spool.c) */
+    int src = ta_spool_apply(b, txn, t, ev->worker_pid);
+    if (src != 0)
+        return src;
     for (;;) {
         size_t n = 0;
         int rc = ta_quota_holds_of_pid(b->st, txn, ev->worker_pid, ids, MAXIDS, &n);
@@ -319,11 +324,20 @@ static int audit_worker_dead(ta_billing_t *b, MDB_txn *atxn, MDB_txn *ltxn, uint
         if (k.mv_size < (size_t)plen || memcmp(k.mv_data, prefix, (size_t)plen) != 0)
             break;
         ta_audit_t rec;
+        ta_balance_t bal;
         if ((rc = ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &rec)) != 0)
             break;
         if ((rc = ta_audit_put(b->st, atxn, &rec)) < 0)
             break;
         rc = 0;
+        /* a spooled request the ledger charged may have crossed a threshold:
+         * raise up to the balance's level (warnings are keyed, raised once) */
+        if (!rec.aborted && rec.cost > 0 &&
+            ta_rec_get(b->st, ltxn, &ta_desc_balance, rec.quota_id, &bal) == 0 &&
+            bal.warn_level > 0 &&
+            (rc = ta_billing_warnings(b, atxn, ltxn, rec.quota_id, rec.period_start,
+                                      bal.warn_level)) != 0)
+            break;
     }
     mdb_cursor_close(cur);
     if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
@@ -422,6 +436,7 @@ static int apply_env(ta_billing_t *b, ta_envid_t env, size_t n, uint64_t upto)
         txn = NULL;
         dead = false;
         b->nout = 0; /* warnings of the aborted transaction */
+        ta_spool_taken_reset(b);
         if ((rc = ta_txn_begin(b->st, env, true, &txn)) != 0)
             goto Fail;
         if ((rc = applied_get(b, txn, env, &applied)) != 0 ||
@@ -470,6 +485,7 @@ Fail:
 /* Both environments, ledger first. */
 static int apply_batch(ta_billing_t *b, size_t n, uint64_t upto)
 {
+    ta_spool_taken_reset(b);
     int rc = apply_env(b, TA_ENV_LEDGER, n, upto);
     if (rc != 0)
         return rc;
@@ -621,6 +637,7 @@ int ta_billing_step(ta_billing_t *b, int wait_ms)
         if (rc == 0) {
             ta_heartbeat_billing_progress(n, b->stats.warnings - warnings0);
             ta_ring_release(b->ring, b->cursor);
+            ta_spool_taken_remove(b);
             b->stats.batches++;
             b->stats.events += n;
             b->single = false;
@@ -666,6 +683,7 @@ void ta_billing_close(ta_billing_t *b)
     if (b->own_ring)
         ta_ring_close(b->ring);
     free(b->items);
+    free(b->spool.names);
     free(b);
 }
 

@@ -1,7 +1,7 @@
 /*
  * billing_internal.h - what the parts of the billing process share; nothing
- * outside ledger/billing.c, webhook.c, outbox.c, dead_letter.c and sweep.c
- * includes it.
+ * outside ledger/billing.c, webhook.c, outbox.c, dead_letter.c, sweep.c and
+ * spool.c includes it.
  *
  *   billing.c      the loop: open / step / close / run, the two passes of a
  *                  batch (one function, called for each environment), pruning
@@ -10,7 +10,8 @@
  *   outbox.c       the warning outbox: jobs from committed PENDING warnings,
  *                  results written back, the rescan of PENDING warnings
  *   dead_letter.c  events set aside (billing.h "Dead letters")
- *   sweep.c        holds of processes that are gone
+ *   sweep.c        holds and spools of processes that are gone
+ *   spool.c        events a stopping worker could not put in the ring
  *
  * Billing process only; every function runs on billing's loop thread except
  * the webhook thread's own (webhook.c).
@@ -76,6 +77,13 @@ typedef struct webhook {
     bool rescan;
 } webhook_t;
 
+/* spool files (spool.c) taken by the ledger pass of the current batch:
+ * removed once both environments committed it */
+typedef struct spool_taken {
+    char (*names)[64];
+    size_t n, cap;
+} spool_taken_t;
+
 struct ta_billing {
     ta_billing_conf_t conf;
     ta_store_t *st;
@@ -96,6 +104,7 @@ struct ta_billing {
     webhook_t wh;
     wh_job_t out[WH_QUEUE]; /* jobs found in this batch, queued after commit */
     size_t nout;
+    spool_taken_t spool;
 };
 
 /* ---- billing.c ---- */
@@ -142,9 +151,23 @@ int ta_dead_letter_put(ta_billing_t *b, MDB_txn *txn, ta_envid_t env, uint64_t t
 bool ta_dead_letter_exists(ta_billing_t *b, MDB_txn *ltxn, uint64_t t);
 
 /* ---- sweep.c ---- */
-/** Push TA_EV_WORKER_DEAD for every gone process that owns a hold. */
+/** Push TA_EV_WORKER_DEAD for every gone process that owns a hold or left a
+ *  spool file. */
 void ta_billing_sweep(ta_billing_t *b);
 /** Whether process pid no longer runs (gone or a zombie). */
 bool ta_billing_pid_gone(int32_t pid);
+
+/* ---- spool.c (billing's side; the worker's is ledger/spool.h) ---- */
+/** Ledger pass of a TA_EV_WORKER_DEAD ticket t for pid, before its holds are
+ *  released: apply the events of pid's spool files (settle, stash their
+ *  records for the audit pass of t) and remember the files in b->spool. */
+int ta_spool_apply(ta_billing_t *b, MDB_txn *txn, uint64_t t, int32_t pid);
+/** After both environments committed the batch: remove the files taken. */
+void ta_spool_taken_remove(ta_billing_t *b);
+/** Forget the files taken (a batch rolled back). */
+void ta_spool_taken_reset(ta_billing_t *b);
+/** Add to gone[] (up to max) each gone pid that left a spool file; remove
+ *  the .tmp files of gone pids (killed while writing). */
+void ta_spool_sweep(ta_billing_t *b, int32_t *gone, size_t *ngone, size_t max);
 
 #endif

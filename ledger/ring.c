@@ -434,6 +434,12 @@ void ta_ring_set_pending_max(ta_ring_t *r, size_t max) { r->pend_max = max ? max
 bool ta_ring_has_pending(const ta_ring_t *r) { return r->pend_count != 0; }
 size_t ta_ring_pending_count(const ta_ring_t *r) { return r->pend_count; }
 
+const ta_event_t *ta_ring_pending_at(const ta_ring_t *r, size_t i)
+{
+    TA_BUG_ON(i >= r->pend_count);
+    return &r->pend[(r->pend_head + i) % r->pend_cap];
+}
+
 void ta_ring_pending_clear(ta_ring_t *r)
 {
     r->pend_head = r->pend_count = 0;

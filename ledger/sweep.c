@@ -13,6 +13,8 @@
  * applied was never published and is released with an aborted record by the
  * usual path, exactly once. A pid reused by another process is taken as
  * alive (its holds wait for a later sweep): never release a live worker's.
+ * A gone pid that left a spool file (spool.c) gets the same event, so its
+ * spooled events are applied even when it holds nothing any more.
  *
  * Billing process only (ta_billing_run calls it at start and every 5 s).
  */
@@ -66,6 +68,7 @@ void ta_billing_sweep(ta_billing_t *b)
         mdb_cursor_close(cur);
     }
     ta_txn_abort(txn);
+    ta_spool_sweep(b, gone, &ngone, MAXPIDS);
     for (size_t i = 0; i < ngone; i++) {
         ta_event_t ev;
         uint64_t t;

@@ -53,6 +53,7 @@
 #include "ledger/heartbeat.h"
 #include "ledger/quota.h"
 #include "ledger/ring.h"
+#include "ledger/spool.h"
 #include "worker/metrics.h"
 #include "worker/proxy.h"
 #include "worker/server.h"
@@ -390,6 +391,11 @@ Exit:
      * then the server, then what they borrowed. */
     ta_proxy_destroy(env.proxy);
     ta_worker_destroy(w);
+    /* Events the full ring could not take within shutdown_timeout_ms go to
+     * a spool file that billing applies with this worker's dead-worker
+     * event (ledger/spool.c); nothing is submitted after this point. */
+    if (ring != NULL && ta_ring_has_pending(ring))
+        ta_spool_write_pending(ring, cfg->data_dir);
     if (admin != NULL)
         ta_admin_destroy(admin);
     if (st != NULL)
