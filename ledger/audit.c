@@ -5,7 +5,11 @@
  *   requests_by_quota   [ quota id BE 8 | t_received_ns BE 8 | rid 16 ]   -> (empty)
  *   daily               [ quota id BE 8 | UTC day BE 4 | model id BE 8 ]  -> ta_daily_t
  *   warnings            [ quota id BE 8 | period start BE 8 | pct BE 4 ]  -> ta_warning_t
- *   meta                "applied_ticket", "ring_id" (billing)
+ *   meta                "applied_ticket", "ring_id" (billing);
+ *                       "pruned_cost.<quota id %020>.<period start %020>" ->
+ *                       [ cost BE 8 | records BE 8 ]: what pruning deleted, per
+ *                       the balance period the cost went to, so `ledger verify`
+ *                       still adds up a period whose first records were pruned
  *
  * Writer: billing alone, in its batch transaction (records, index and daily
  * aggregate of a request are written together, so they never disagree) and
@@ -237,6 +241,64 @@ int ta_audit_warning_scan(ta_store_t *st, MDB_txn *txn, int state, ta_warning_cb
     return rc;
 }
 
+#define PRUNED_PREFIX "pruned_cost."
+
+static int pruned_key(char *buf, size_t cap, uint64_t quota_id, int64_t period_start)
+{
+    return snprintf(buf, cap, PRUNED_PREFIX "%020" PRIu64 ".%020" PRId64, quota_id, period_start);
+}
+
+/* Carry a pruned record's cost into its (quota, period) total, in txn. */
+static int pruned_add(ta_store_t *st, MDB_txn *txn, const ta_audit_t *r)
+{
+    char key[80];
+    uint8_t val[16] = {0};
+    MDB_dbi dbi = ta_store_dbi(st, TA_DB_AUDIT_META);
+    MDB_val k = {(size_t)pruned_key(key, sizeof(key), r->quota_id, r->period_start), key}, v;
+    int mrc = mdb_get(txn, dbi, &k, &v);
+    if (mrc == 0 && v.mv_size == sizeof(val))
+        memcpy(val, v.mv_data, sizeof(val));
+    else if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return lmdb_fail(mrc, "get pruned cost");
+    ta_be64_put(val, ta_be64_get(val) + (uint64_t)r->cost);
+    ta_be64_put(val + 8, ta_be64_get(val + 8) + 1);
+    v.mv_size = sizeof(val), v.mv_data = val;
+    if ((mrc = mdb_put(txn, dbi, &k, &v, 0)) != 0)
+        return lmdb_fail(mrc, "put pruned cost");
+    return 0;
+}
+
+/* Add the pruned totals of quota_id (one period, or all) to *sum and *count. */
+static int pruned_sum(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t period_start,
+                      bool all, ta_nano_t *sum, uint64_t *count)
+{
+    char key[80];
+    int klen = pruned_key(key, sizeof(key), quota_id, period_start);
+    size_t plen = all ? strlen(PRUNED_PREFIX) + 21 : (size_t)klen; /* "<quota>." */
+    MDB_cursor *cur;
+    MDB_val k = {(size_t)klen, key}, v;
+    if (all)
+        k.mv_size = plen;
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_META), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "pruned cursor");
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, key, plen) != 0 || (!all && k.mv_size != plen))
+            break;
+        if (v.mv_size == 16) {
+            *sum += (ta_nano_t)ta_be64_get(v.mv_data);
+            *count += ta_be64_get((const uint8_t *)v.mv_data + 8);
+        }
+        if (!all)
+            break;
+    }
+    mdb_cursor_close(cur);
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return lmdb_fail(mrc, "pruned walk");
+    return 0;
+}
+
 int ta_audit_prune(ta_store_t *st, MDB_txn *txn, int64_t before_ns, size_t max, size_t *deleted,
                    bool *more)
 {
@@ -259,6 +321,8 @@ int ta_audit_prune(ta_store_t *st, MDB_txn *txn, int64_t before_ns, size_t max, 
         ta_audit_t r;
         uint8_t qk[TA_AUDIT_QKEY_LEN];
         if (ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &r) == 0) {
+            if (r.cost != 0 && (rc = pruned_add(st, txn, &r)) != 0)
+                goto Exit;
             ta_be64_put(qk, r.quota_id);
             memcpy(qk + 8, k.mv_data, TA_AUDIT_KEY_LEN);
             MDB_val qkey = {sizeof(qk), qk};
@@ -568,6 +632,8 @@ int ta_audit_sum_cost(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t p
     ta_audit_filter_t f = {.quota_id = quota_id, .since_ns = since_ns, .ascending = true};
     sum_arg_t a = {.period_start = period_start, .all = all_periods};
     int rc = ta_audit_list(st, txn, &f, 0, 0, sum_cb, &a, NULL);
+    if (rc == 0) /* records pruned (audit_retention_days) count with their totals */
+        rc = pruned_sum(st, txn, quota_id, period_start, all_periods, &a.sum, &a.count);
     *sum = a.sum;
     *count = a.count;
     return rc;

@@ -48,7 +48,9 @@ typedef int (*ta_warning_cb)(const ta_warning_t *w, void *arg);
 int ta_audit_warning_scan(ta_store_t *st, MDB_txn *txn, int state, ta_warning_cb cb, void *arg);
 
 /** Delete up to max records (requests + requests_by_quota) received before
- *  before_ns; daily aggregates stay. *more tells whether older ones remain.
+ *  before_ns; daily aggregates stay, and each deleted record's cost is added
+ *  to its (quota, period) pruned total in meta, which ta_audit_sum_cost()
+ *  counts. *more tells whether older ones remain.
  *  Billing, small audit write txns. */
 int ta_audit_prune(ta_store_t *st, MDB_txn *txn, int64_t before_ns, size_t max, size_t *deleted,
                    bool *more);
@@ -97,7 +99,8 @@ int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int
 
 /** Sum of cost over the quota's records whose period_start == period_start
  *  (every record when all_periods), looking at records received since
- *  since_ns. For `ledger verify`. Read txn on TA_ENV_AUDIT. */
+ *  since_ns, plus the pruned totals of that period (all periods), so a
+ *  retention shorter than the period does not make the books differ. For `ledger verify`. Read txn on TA_ENV_AUDIT. */
 int ta_audit_sum_cost(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t period_start,
                       bool all_periods, int64_t since_ns, ta_nano_t *sum, uint64_t *count);
 
