@@ -1544,6 +1544,19 @@ static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
     return 0;
 }
 
+/* The capability an endpoint needs of a model (schema.h TA_CAP_*): a model
+ * without it is the client's 400, refused before anything is held. */
+static int model_capable(const ta_model_t *m, int ep, refusal_t *rf)
+{
+    uint32_t need = ep == TA_EP_EMBEDDINGS ? TA_CAP_EMBEDDINGS : ep == TA_EP_CHAT ? TA_CAP_CHAT : 0;
+    if ((m->capabilities & need) == need)
+        return 0;
+    return refused(rf, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model",
+                   "The model '%s' does not support %s (it lacks the '%s' capability).", m->name,
+                   ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat completions",
+                   ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat");
+}
+
 /* The model (by name, active, in the caller's group) and its usable routes
  * in priority order (lowest first; stable for equal priorities). */
 static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, preq_t *pr, refusal_t *rf)
@@ -1561,6 +1574,8 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
     if (!group_has(f->grp, mid))
         return refused(rf, 403, TA_ET_PERMISSION, "model_not_allowed", "model", "This API key may not use the model '%s'.",
                        mname);
+    if (model_capable(&pr->model, f->ep, rf) != 0)
+        return -1;
     bool anth_skipped = false; /* an anthropic route, and the endpoint is not chat */
     int order[TA_MODEL_MAX_ROUTES], n = pr->model.nroutes < TA_MODEL_MAX_ROUTES ? pr->model.nroutes : TA_MODEL_MAX_ROUTES;
     for (int i = 0; i < n; i++)
