@@ -253,17 +253,47 @@ static void add_hdr(h2o_req_t *req, const char *name, const char *fmt, ...)
     h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, val.base, val.len);
 }
 
+/* A duration as OpenAI writes x-ratelimit-reset-* (Go's time.Duration
+ * form): "20ms" below a second, else hours and minutes as needed and the
+ * seconds with their fraction, trailing zeros dropped: "6.5s", "1m0s",
+ * "1h2m3.25s". */
+void ta_proxy_duration(int64_t ms, char *out, size_t cap)
+{
+    if (ms < 0)
+        ms = 0;
+    if (ms < 1000) {
+        snprintf(out, cap, "%lldms", (long long)ms);
+        return;
+    }
+    long long h = ms / 3600000, m = ms / 60000 % 60, sec = ms / 1000 % 60, frac = ms % 1000;
+    char fs[8] = "";
+    if (frac > 0) {
+        snprintf(fs, sizeof(fs), ".%03lld", frac);
+        for (size_t n = strlen(fs); fs[n - 1] == '0'; n--)
+            fs[n - 1] = '\0';
+    }
+    if (h > 0)
+        snprintf(out, cap, "%lldh%lldm%lld%ss", h, m, sec, fs);
+    else if (m > 0)
+        snprintf(out, cap, "%lldm%lld%ss", m, sec, fs);
+    else
+        snprintf(out, cap, "%lld%ss", sec, fs);
+}
+
 static void ratelimit_headers(h2o_req_t *req, const ta_hold_res_t *r)
 {
+    char d[40];
     if (r->rpm_limit > 0) {
         add_hdr(req, "x-ratelimit-limit-requests", "%lld", (long long)r->rpm_limit);
         add_hdr(req, "x-ratelimit-remaining-requests", "%lld", (long long)r->rpm_remaining);
-        add_hdr(req, "x-ratelimit-reset-requests", "%lldms", (long long)r->rpm_reset_ms);
+        ta_proxy_duration(r->rpm_reset_ms, d, sizeof(d));
+        add_hdr(req, "x-ratelimit-reset-requests", "%s", d);
     }
     if (r->tpm_limit > 0) {
         add_hdr(req, "x-ratelimit-limit-tokens", "%lld", (long long)r->tpm_limit);
         add_hdr(req, "x-ratelimit-remaining-tokens", "%lld", (long long)r->tpm_remaining);
-        add_hdr(req, "x-ratelimit-reset-tokens", "%lldms", (long long)r->tpm_reset_ms);
+        ta_proxy_duration(r->tpm_reset_ms, d, sizeof(d));
+        add_hdr(req, "x-ratelimit-reset-tokens", "%s", d);
     }
 }
 
@@ -577,6 +607,8 @@ static int anth_feed(preq_t *pr, const char *p, size_t n)
     pr->sse.done = pr->anth->done;
     pr->sse.content_events = pr->anth->content_events;
     pr->sse.events = pr->anth->events;
+    pr->sse.error_event = pr->anth->failed;
+    pr->sse.error_rate_limit = pr->anth->failed_rate_limit;
     if (pr->anth->usage.present && !pr->anth->final_usage)
         pr->ev.flags |= TA_EVF_USAGE_ESTIMATED;
     else
@@ -612,8 +644,18 @@ static int up_on_data(void *ctx, const char *p, size_t n)
     return TA_UP_CONSUMED;
 }
 
+/* The provider's retry-after and x-ratelimit-* on an error passed through:
+ * they replace the gateway's own of the same name (hold_go wrote the
+ * quota's), so each field appears once. */
 static void pass_headers(preq_t *pr)
 {
+    h2o_headers_t *hs = &pr->req->res.headers;
+    for (int i = 0; i < pr->npass; i++) {
+        size_t l = strlen(pr->pass[i].name);
+        ssize_t at;
+        while ((at = h2o_find_header_by_str(hs, pr->pass[i].name, l, -1)) != -1)
+            h2o_delete_header(hs, at);
+    }
     for (int i = 0; i < pr->npass; i++) {
         h2o_iovec_t v = h2o_strdup(&pr->req->pool, pr->pass[i].value, SIZE_MAX);
         h2o_iovec_t nm = h2o_strdup(&pr->req->pool, pr->pass[i].name, SIZE_MAX);
@@ -744,8 +786,14 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
 
     bool cut = err != TA_UP_OK || !pr->sse.done;
     if (pr->state == ST_STREAMING) { /* the client has the head: end the stream */
-        end(pr, 200, cut ? TA_ET_UPSTREAM : TA_ET_NONE);
-        pr->final = cut ? FINAL_CUT : FINAL_OK; /* pr->req != NULL while streaming */
+        /* The provider's error event reached the client: the body ends
+         * cleanly after it (a client reads an error, not a broken stream),
+         * recorded with the error's type. Only a stream cut without one
+         * ends cut. */
+        bool told = pr->sse.error_event;
+        end(pr, 200, told ? (pr->sse.error_rate_limit ? TA_ET_RATE_LIMIT : TA_ET_UPSTREAM)
+                     : cut ? TA_ET_UPSTREAM : TA_ET_NONE);
+        pr->final = cut && !told ? FINAL_CUT : FINAL_OK; /* pr->req != NULL while streaming */
         if (!pr->sending)
             send_final(pr);
         return;

@@ -43,7 +43,8 @@
  *   tool_use           (/v1/messages) after the text, a tool_use block for the first
  *                      tool of the request (input {"city":"Oslo"}), stop_reason tool_use
  *   stream_error       (/v1/messages, streaming) an overloaded_error event after the
- *                      first text delta, then the end of the stream
+ *                      first text delta, then the end of the stream; (chat, streaming)
+ *                      an OpenAI error event {"error":{...}} after two chunks, then the end
  * Several may be combined with ',' ("slow_chunks:5,no_usage").
  * Usage: X-Fake-Usage / "fake_usage": "prompt,completion,cached[,cache_write]" (default:
  * prompt = ceil(body bytes / 4), completion = chunks, cached = 0). /v1/messages
@@ -451,10 +452,16 @@ static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
 
 static void anth_stream_next(struct fake_req *fr);
 
+static void oai_stream_error(struct fake_req *fr);
+
 static void stream_next(struct fake_req *fr)
 {
     if (fr->anth) {
         anth_stream_next(fr);
+        return;
+    }
+    if (fr->s.stream_error && fr->next_chunk == 2) {
+        oai_stream_error(fr);
         return;
     }
     h2o_req_t *req = fr->req;
@@ -494,6 +501,17 @@ static void stream_next(struct fake_req *fr)
         fr->done = true;
     }
     h2o_send(req, &buf, 1, state);
+}
+
+/* stream_error on an OpenAI stream: after two chunks, the error event OpenAI
+ * sends when it fails mid-stream, then the end of the body. */
+static void oai_stream_error(struct fake_req *fr)
+{
+    h2o_iovec_t buf = sse_event(fr->req, json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message",
+                                                   "The server had an error while processing your request (fake)",
+                                                   "type", "server_error", "param", "code"));
+    fr->done = true;
+    h2o_send(fr->req, &buf, 1, H2O_SEND_STATE_FINAL);
 }
 
 static void stream_start(struct fake_req *fr)
@@ -1010,6 +1028,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                               H2O_STRLIT("60"));
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-ratelimit-remaining-requests"), 0, NULL,
                               H2O_STRLIT("0"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-ratelimit-reset-requests"), 0, NULL,
+                              H2O_STRLIT("1s"));
         send_error(req, 429, "requests", "rate_limit_exceeded", "Rate limit reached (fake)");
         goto Exit;
     }
