@@ -154,15 +154,25 @@ static void set_body(actx_t *c, int status, char *body)
     c->res->content_type = NULL;
 }
 
+static json_t *error_obj(const char *type, const char *code, const char *param, const char *msg);
+
+/* v == NULL means a handler could not build its answer: a json_pack whose
+ * argument was NULL (a string jansson refused, an allocation that failed)
+ * looks the same from here, so the answer says no more than "internal
+ * error" and the log keeps the request id to find it. */
 void reply_json(actx_t *c, int status, json_t *v)
 {
     char *s;
 
     if (v == NULL) {
-        reply_error(c, 500, "server_error", "internal_error", NULL, "out of memory");
-        return;
+        ta_log(TA_LOG_ERROR, "admin %s %.*s: the %d answer could not be built (%s)",
+               c->req->method, (int)c->req->path_len, c->req->path, status,
+               c->req->request_id != NULL ? c->req->request_id : "-");
+        v = error_obj("server_error", "internal_error", NULL,
+                      "internal error: the answer could not be built");
+        status = 500;
     }
-    s = json_dumps(v, JSON_COMPACT);
+    s = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
     if (s == NULL) {
         set_body(c, 500, strdup(ta_error_body_oom));
@@ -656,18 +666,42 @@ static int list_cb(uint64_t id, const void *rec, void *arg)
     return 0;
 }
 
-/* base_url + path + "?" + the query without `page` + "page=N", or null. */
+/* Append s[0..n) to p percent-encoded: only RFC 3986 unreserved characters
+ * stay as they are. Returns the new end. */
+static char *url_encode_to(char *p, const char *s, size_t n)
+{
+    static const char hx[] = "0123456789ABCDEF";
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            *p++ = (char)ch;
+        } else {
+            *p++ = '%';
+            *p++ = hx[ch >> 4];
+            *p++ = hx[ch & 15];
+        }
+    }
+    return p;
+}
+
+/* base_url + path + "?" + the query without `page` + "page=N", or NULL when
+ * out of memory. The query is rebuilt from its decoded parameters, each
+ * percent-encoded again: a parameter whose name or value does not decode to
+ * UTF-8 without NUL (no handler reads such a one: query_get refuses it) is
+ * left out, so the links are always valid JSON and valid URLs. */
 json_t *admin_page_url(actx_t *c, uint64_t page)
 {
     const ta_apireq_t *req = c->req;
     const char *base = req->base_url != NULL ? req->base_url : "";
-    size_t cap = strlen(base) + req->path_len + req->query_len + 48;
-    char *buf = malloc(cap), *p;
+    size_t cap = strlen(base) + req->path_len + 3 * req->query_len + 48;
+    char *buf = malloc(cap), *dec = malloc(req->query_len + 1), *p;
     const char *q, *end;
-    json_t *j;
+    json_t *j = NULL;
 
-    if (buf == NULL)
-        return NULL;
+    if (buf == NULL || dec == NULL)
+        goto Exit;
     p = buf;
     p += snprintf(p, cap, "%s%.*s?", base, (int)req->path_len, req->path);
     if (req->query != NULL) {
@@ -676,20 +710,32 @@ json_t *admin_page_url(actx_t *c, uint64_t page)
         while (q < end) {
             const char *amp = memchr(q, '&', (size_t)(end - q));
             const char *seg_end = amp != NULL ? amp : end;
-            size_t seglen = (size_t)(seg_end - q);
-            bool is_page = (seglen == 4 && memcmp(q, "page", 4) == 0) ||
-                           (seglen >= 5 && memcmp(q, "page=", 5) == 0);
-            if (seglen > 0 && !is_page) {
-                memcpy(p, q, seglen);
-                p += seglen;
-                *p++ = '&';
+            const char *eq = memchr(q, '=', (size_t)(seg_end - q));
+            const char *name_end = eq != NULL ? eq : seg_end;
+            int n = url_decode(q, (size_t)(name_end - q), dec, req->query_len + 1);
+            if (n > 0 && strcmp(dec, "page") != 0) {
+                char *mark = p;
+                p = url_encode_to(p, dec, (size_t)n);
+                if (eq != NULL) {
+                    int vn = url_decode(eq + 1, (size_t)(seg_end - eq - 1), dec, req->query_len + 1);
+                    if (vn >= 0) {
+                        *p++ = '=';
+                        p = url_encode_to(p, dec, (size_t)vn);
+                    } else {
+                        p = mark; /* a malformed value: the whole parameter goes */
+                    }
+                }
+                if (p != mark)
+                    *p++ = '&';
             }
             q = seg_end + 1;
         }
     }
     snprintf(p, cap - (size_t)(p - buf), "page=%llu", (unsigned long long)page);
-    j = json_string(buf);
+    j = ta_json_string_lossy(buf, strlen(buf));
+Exit:
     free(buf);
+    free(dec);
     return j;
 }
 

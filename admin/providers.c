@@ -46,10 +46,13 @@ void h_providers_list(actx_t *c)
     reply_list(c, &ta_desc_provider, rc > 0 ? provider_match : NULL, search, render_provider);
 }
 
-/* Apply body "api_key" (if present) to p: seal it, or clear on null / "". */
+/* Apply body "api_key" (if present) to p: seal it, or clear on null / "".
+ * Refused (400 naming api_key, nothing written): not a string, a control
+ * character (rule "control", ta_str_check), too long. */
 static int apply_api_key(actx_t *c, ta_provider_t *p)
 {
     json_t *v = json_object_get(c->body, "api_key");
+    ta_err_t err;
     const char *s;
     size_t n;
     int rc;
@@ -68,7 +71,13 @@ static int apply_api_key(actx_t *c, ta_provider_t *p)
     }
     s = json_string_value(v);
     n = json_string_length(v);
-    if (n + TA_SEAL_OVERHEAD > sizeof(p->key_sealed) || strlen(s) != n) {
+    /* The key goes out as a header value on every upstream call: a CR or LF
+     * in it would add header lines of the caller's choosing. */
+    if (ta_str_check("api_key", s, n, 0, &err) != 0) {
+        reply_invalid(c, &err);
+        return TA_EINVAL;
+    }
+    if (n + TA_SEAL_OVERHEAD > sizeof(p->key_sealed)) {
         reply_field(c, "api_key", "max_length", "must have at most %zu bytes",
                     sizeof(p->key_sealed) - TA_SEAL_OVERHEAD);
         return TA_EINVAL;

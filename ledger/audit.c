@@ -543,11 +543,20 @@ typedef struct out_arg {
     int err;
 } out_arg_t;
 
-static void csv_field(FILE *out, const json_t *v)
+/* The characters that make a spreadsheet (Excel, LibreOffice, Sheets) read
+ * a cell as a formula: OWASP's "CSV injection" list. */
+static bool csv_formula_start(const char *s)
+{
+    return s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL;
+}
+
+static void csv_field(FILE *out, const json_t *v, bool text)
 {
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
         fputc('"', out);
+        if (text && csv_formula_start(s))
+            fputc('\'', out);
         for (; *s; s++) {
             if (*s == '"')
                 fputc('"', out);
@@ -563,6 +572,24 @@ static void csv_field(FILE *out, const json_t *v)
     }
 }
 
+int ta_audit_csv_line(FILE *out, const ta_audit_t *rec)
+{
+    json_t *j = ta_audit_to_json(rec);
+    if (!j)
+        return -ENOMEM;
+    /* only free text is neutralized: money, times and ids are ours, and a
+     * negative amount must stay a number */
+    for (size_t i = 0; i < ta_desc_audit.nfields; i++) {
+        const ta_field_t *f = &ta_desc_audit.fields[i];
+        if (i)
+            fputc(',', out);
+        csv_field(out, json_object_get(j, f->name), f->type == TA_FT_STR);
+    }
+    fputc('\n', out);
+    json_decref(j);
+    return ferror(out) ? -EIO : 0;
+}
+
 static int print_cb(const ta_audit_t *r, void *arg)
 {
     out_arg_t *a = arg;
@@ -570,23 +597,16 @@ static int print_cb(const ta_audit_t *r, void *arg)
         return 0;
     if (r->ticket > a->max_ticket_seen)
         a->max_ticket_seen = r->ticket;
+    if (a->csv)
+        return ta_audit_csv_line(a->out, r);
     json_t *j = ta_audit_to_json(r);
     if (!j)
         return -ENOMEM;
-    if (a->csv) {
-        for (size_t i = 0; i < ta_desc_audit.nfields; i++) {
-            if (i)
-                fputc(',', a->out);
-            csv_field(a->out, json_object_get(j, ta_desc_audit.fields[i].name));
-        }
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (s) {
+        fputs(s, a->out);
         fputc('\n', a->out);
-    } else {
-        char *s = json_dumps(j, JSON_COMPACT);
-        if (s) {
-            fputs(s, a->out);
-            fputc('\n', a->out);
-            free(s);
-        }
+        free(s);
     }
     json_decref(j);
     if (ferror(a->out))

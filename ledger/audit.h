@@ -10,6 +10,8 @@
 #ifndef TA_AUDIT_H
 #define TA_AUDIT_H
 
+#include <stdio.h>
+
 #include "ledger/event.h"
 #include "ledger/store.h"
 #include "schema/audit_records.h"
@@ -88,6 +90,14 @@ int ta_audit_sum_cost(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t p
 
 /** JSON of a record (API shape + latency fields). New reference. */
 json_t *ta_audit_to_json(const ta_audit_t *rec);
+
+/** One record as a CSV line (RFC 4180: every string quoted, quotes doubled),
+ *  the columns of ta_desc_audit in order, as `audit export --format csv`
+ *  writes them. A text cell (model, served_model, key_prefix, client_ip)
+ *  that a spreadsheet would run as a formula, one starting with =, +, -, @,
+ *  tab or CR, is written with a leading single quote ('=1+2). Returns 0,
+ *  -ENOMEM or -EIO. Any process. */
+int ta_audit_csv_line(FILE *out, const ta_audit_t *rec);
 
 /** `tokenaudit audit tail|export|warnings ...`; argv[0] is "tail", "export"
  *  or "warnings" (every warning record as a JSON line, webhook state

@@ -750,8 +750,10 @@ int ta_idx_get(ta_store_t *st, MDB_txn *txn, ta_db_t db, const char *name, uint6
 
     if ((ret = check_txn_db(st, txn, db)) != 0)
         return ret;
+    /* an empty name or one too long for a key was never stored: a lookup
+     * (a login with "email": "") finds nothing rather than failing */
     if ((ret = idx_key(st, db, name, &k)) != 0)
-        return ret == TA_ETOOBIG ? TA_ENOTFOUND : ret; /* too long to have been stored */
+        return ret == TA_ETOOBIG || ret == TA_EINVAL ? TA_ENOTFOUND : ret;
     rc = mdb_get(txn, st->dbi[db], &k, &v);
     if (rc == MDB_NOTFOUND)
         return TA_ENOTFOUND;

@@ -124,7 +124,8 @@ int ta_rec_walk(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_rec_walk
 
 /* ---- unique string indexes (users_by_email, models_by_name) ----------- */
 
-/** idx_get: 0 with *id, or TA_ENOTFOUND. idx_put with unique=true fails TA_EEXIST
+/** idx_get: 0 with *id, or TA_ENOTFOUND (also for "" and names too long to
+ *  be a key, which were never stored). idx_put with unique=true fails TA_EEXIST
  *  if the name maps to another id. */
 int ta_idx_get(ta_store_t *st, MDB_txn *txn, ta_db_t db, const char *name, uint64_t *id);
 int ta_idx_put(ta_store_t *st, MDB_txn *txn, ta_db_t db, const char *name, uint64_t id);

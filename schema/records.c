@@ -149,7 +149,7 @@ const ta_recdesc_t ta_desc_limits = DESC("limits", TA_REC_LIMITS, ta_limits_t, l
 static const ta_field_t group_fields[] = {
     F_ID("id", 1, RO, ta_group_t, id),
     F_STR("name", 2, TA_FF_REQUIRED | TA_FF_NONEMPTY, ta_group_t, name),
-    F_STR("description", 3, 0, ta_group_t, description),
+    F_STR("description", 3, TA_FF_TEXT, ta_group_t, description),
     F_LIST("model_ids", 4, TA_FT_ID_LIST, 0, ta_group_t, model_ids, nmodels, 0, 0, NULL),
     F_SUB("default_quota", 5, 0, ta_group_t, default_quota, &ta_desc_limits),
     F_TIME("created_at", 6, RO, ta_group_t, created_at),

@@ -90,6 +90,11 @@ enum {
      * the bits existed: every marked field counts as set (its old meaning). */
     TA_FF_PRESENCE_BITS = 1u << 13,
     TA_FF_ASCENDING = 1u << 12, /* I32_LIST/ID_LIST elements strictly ascending (rule "order") */
+    /* Every STR refuses control characters (C0 and DEL, rule "control"): its
+     * value may reach an HTTP header, a /metrics label, a log line or a CSV
+     * file, where a CR or LF starts a new line. Free text flagged TA_FF_TEXT
+     * may also hold tab, LF and CR; the other controls stay refused. */
+    TA_FF_TEXT = 1u << 13,
 };
 
 struct ta_recdesc;
@@ -326,8 +331,17 @@ enum { TA_MERGE_CREATE = 0, /* REQUIRED fields must be present */
 int ta_rec_from_json(const ta_recdesc_t *d, const json_t *in, void *rec, int merge, ta_err_t *err);
 
 /** Check every bound of rec: lengths, min/max, enum range, e-mail/URL format,
- *  list counts, UTF-8, ascending warn_at. Returns 0 or TA_EINVAL with err. */
+ *  list counts, UTF-8, control characters (see TA_FF_TEXT), ascending
+ *  warn_at. A URL must be http:// or https:// with a host and no credentials
+ *  (user:password@, rule "credentials"). Returns 0 or TA_EINVAL with err. */
 int ta_rec_validate(const ta_recdesc_t *d, const void *rec, ta_err_t *err);
+
+/** The rules of every stored string, for a value checked outside a
+ *  descriptor (a write-only secret such as a provider's api_key): valid UTF-8
+ *  (rule "utf8"), no control character: C0 (NUL included) or DEL (rule
+ *  "control"; flags TA_FF_TEXT allow tab, LF and CR). Returns 0 or TA_EINVAL
+ *  with err naming `field`. Any process. */
+int ta_str_check(const char *field, const char *s, size_t n, uint32_t flags, ta_err_t *err);
 
 /** Look up a field by name (NULL if none). */
 const ta_field_t *ta_rec_field(const ta_recdesc_t *d, const char *name);

@@ -395,17 +395,27 @@ static void family(struct tb *b, const char *name, const char *type, const char 
     out(b, "# HELP tokenaudit_%s %s\n# TYPE tokenaudit_%s %s\n", name, help, name, type);
 }
 
-/* A label value with \, " and newline escaped (text format 0.0.4). */
+/* A label value in the text format 0.0.4: backslash, double quote and
+ * newline escaped (\\, \", \n), the only escapes the format has. Any other
+ * control character (C0, DEL: a CR would end the line for some parsers) is
+ * written as U+FFFD; names are validated without them (schema: rule
+ * "control"), so that only shows for a name stored by an older build. A
+ * cap of 3 bytes per input byte plus the NUL always holds the whole value;
+ * a smaller one cuts it. */
 static void label_value(char *dst, size_t cap, const char *s)
 {
     size_t n = 0;
-    for (; *s != '\0' && n + 3 < cap; s++) {
-        char c = *s;
+    for (; *s != '\0' && n + 4 <= cap; s++) {
+        unsigned char c = (unsigned char)*s;
         if (c == '\\' || c == '"' || c == '\n') {
             dst[n++] = '\\';
-            c = c == '\n' ? 'n' : c;
+            dst[n++] = c == '\n' ? 'n' : (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(dst + n, "\xEF\xBF\xBD", 3);
+            n += 3;
+        } else {
+            dst[n++] = (char)c;
         }
-        dst[n++] = c;
     }
     dst[n] = '\0';
 }
@@ -459,7 +469,7 @@ static void requests_text(struct tb *b)
     for (int r = 0; r < NROWS; r++) {
         if (!shown[r])
             continue;
-        char lv[2 * TA_METRICS_MODEL_NAME + 1];
+        char lv[3 * TA_METRICS_MODEL_NAME + 1];
         label_value(lv, sizeof(lv), names[r]);
         for (int c = 0; c < NCOLS; c++) {
             if (sum[r][c] == 0)

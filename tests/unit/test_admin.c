@@ -295,6 +295,9 @@ static void test_login(void **state)
     assert_field_error(j, "password");
     j = callf(f, 400, "POST", "/api/auth/login/", NULL, "{\"email\":5,\"password\":\"x\"}");
     assert_field_error(j, "email");
+    /* an empty e-mail is one more unknown one (it was a 500: fuzz_admin) */
+    j = callf(f, 401, "POST", "/api/auth/login/", NULL, "{\"email\":\"\",\"password\":\"x\"}");
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "invalid_credentials");
 
     j = callf(f, 200, "POST", "/api/auth/login/", NULL,
               "{\"email\":\"ROOT@example.COM\",\"password\":\"" ADMIN_PW "\"}");
@@ -999,6 +1002,18 @@ static void test_pagination(void **state)
     field_error(f, "GET", "/api/admin/users/?page=abc", "page", NULL);
     field_error(f, "GET", "/api/admin/users/?page=0", "page", NULL);
     field_error(f, "GET", "/api/admin/users/?page=-1", "page", NULL);
+
+    /* The links are rebuilt from the decoded parameters: one that does not
+     * decode (a raw 0xFF, a bad escape, NUL) is left out, the others are
+     * percent-encoded again, and `page` is recognized however it is spelled. */
+    j = callf(f, 200, "GET", "/api/admin/users/?page_size=3&x\xFF=1&y=%ZZ&z=%00&\xFF", f->admin_tok, NULL);
+    assert_string_equal(jstr(j, "next"), "http://gw.test/api/admin/users/?page_size=3&page=2");
+    j = callf(f, 200, "GET", "/api/admin/users/?page_size=3&q=ex+ample%20%C3%A9&&pag%65=2&flag",
+              f->admin_tok, NULL);
+    assert_string_equal(jstr(j, "previous"),
+                        "http://gw.test/api/admin/users/?page_size=3&q=ex%20ample%20%C3%A9&flag&page=1");
+    assert_string_equal(jstr(j, "next"),
+                        "http://gw.test/api/admin/users/?page_size=3&q=ex%20ample%20%C3%A9&flag&page=3");
 }
 
 static void test_providers(void **state)
@@ -1039,6 +1054,25 @@ static void test_providers(void **state)
                 "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"ftp://x.example.com\"}");
     field_error(f, "POST", "/api/admin/providers/", "api_key",
                 "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"https://x.example.com\",\"api_key\":7}");
+    /* The key is sent as a header value upstream: a CR/LF in it would add
+     * header lines; refused where it is written, nothing stored. */
+    j = callf(f, 400, "POST", "/api/admin/providers/", f->admin_tok,
+              "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"https://x.example.com\","
+              "\"api_key\":\"sk-a\\r\\nX-Injected: 1\"}");
+    assert_field_error(j, "api_key");
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "control");
+    field_error(f, "POST", "/api/admin/providers/", "api_key",
+                "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"https://x.example.com\","
+                "\"api_key\":\"sk-\\u007fx\"}");
+    field_error(f, "PATCH", "/api/admin/providers/1/", "api_key", "{\"api_key\":\"sk-abc\\ndef\"}");
+    field_error(f, "POST", "/api/admin/providers/", "name",
+                "{\"name\":\"X\\r\\nY\",\"type\":\"openai\",\"base_url\":\"https://x.example.com\"}");
+    j = callf(f, 400, "POST", "/api/admin/providers/", f->admin_tok,
+              "{\"name\":\"X\",\"type\":\"openai\",\"base_url\":\"https://u:p@x.example.com/v1\"}");
+    assert_field_error(j, "base_url");
+    assert_string_equal(jstr(json_object_get(j, "error"), "code"), "credentials");
+    j = callf(f, 200, "GET", "/api/admin/providers/", f->admin_tok, NULL);
+    assert_int_equal(jint(j, "count"), 1);
 
     snprintf(url, sizeof(url), "/api/admin/providers/%lld/", pid);
     j = callf(f, 200, "PATCH", url, f->admin_tok, "{\"type\":\"anthropic\"}");

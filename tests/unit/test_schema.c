@@ -854,7 +854,7 @@ static void test_validation_rules(void **state)
     assert_int_equal(strlen(m.name), 127);
     snprintf(text, sizeof(text), M(",\"routes\":[{\"provider_id\":1,\"upstream_name\":\"%s\"}]"), name128);
     EXPECT_ERR(&ta_desc_model, text, "routes[0].upstream_name", "max_length");
-    EXPECT_ERR(&ta_desc_user, U(",\"name\":\"a\\u0000b\""), "name", "format");
+    EXPECT_ERR(&ta_desc_user, U(",\"name\":\"a\\u0000b\""), "name", "control");
     /* min / max */
     EXPECT_ERR(&ta_desc_provider, P(",\"timeout_s\":0"), "timeout_s", "min");
     EXPECT_ERR(&ta_desc_provider, P(",\"timeout_s\":3601"), "timeout_s", "max");
@@ -955,6 +955,103 @@ static void test_validation_rules(void **state)
     assert_int_equal(ta_rec_validate(&ta_desc_quota, &q, &e), TA_EINVAL);
     assert_string_equal(e.field, "max_concurrency");
     assert_string_equal(e.message, "max_concurrency: must be at least 0");
+}
+
+/* Stored strings reach HTTP headers (a provider's key and URL), /metrics
+ * labels (model names), log lines and CSV files: no control character gets
+ * in, whichever field it is sent in. */
+static void test_control_characters(void **state)
+{
+    (void)state;
+    ta_user_t u;
+    ta_provider_t p;
+    ta_model_t m;
+    ta_group_t g;
+    ta_err_t e;
+    struct {
+        const ta_recdesc_t *d;
+        void *rec;
+    } recs[] = {
+        {&ta_desc_user, &u}, {&ta_desc_provider, &p}, {&ta_desc_model, &m}, {&ta_desc_group, &g}};
+    /* every C0 control and DEL, in every string field (struct edited directly,
+     * as a record written by an older build would be) */
+    static const char bad[] = {'\r', '\n', '\x01', '\x1b', '\x1f', '\x7f', '\t'};
+    for (size_t r = 0; r < TA_ARRAY_SIZE(recs); r++) {
+        for (size_t i = 0; i < recs[r].d->nfields; i++) {
+            const ta_field_t *f = &recs[r].d->fields[i];
+            if (f->type != TA_FT_STR)
+                continue;
+            for (size_t b = 0; b < sizeof(bad); b++) {
+                bool allowed = (f->flags & TA_FF_TEXT) && (bad[b] == '\r' || bad[b] == '\n' || bad[b] == '\t');
+                sample_user(&u), sample_provider(&p), sample_model(&m), sample_group(&g);
+                char *s = (char *)recs[r].rec + f->offset;
+                s[0] = 'a', s[1] = bad[b], s[2] = '\0';
+                int rc = ta_rec_validate(recs[r].d, recs[r].rec, &e);
+                if (allowed) {
+                    assert_int_equal(rc, 0);
+                    continue;
+                }
+                if (rc != TA_EINVAL || strcmp(e.field, f->name) || strcmp(e.rule, "control"))
+                    fail_msg("%s.%s with byte 0x%02x: rc %d %s/%s", recs[r].d->name, f->name,
+                             (unsigned char)bad[b], rc, e.field, e.rule);
+                assert_non_null(strstr(e.message, f->name));
+            }
+        }
+    }
+    /* the same through JSON input, naming the field (nested ones by path) */
+    EXPECT_ERR(&ta_desc_provider, P(",\"name\":\"a\\r\\nX-Injected: 1\""), "name", "control");
+    EXPECT_ERR(&ta_desc_provider, "{\"name\":\"p\",\"type\":\"openai\",\"base_url\":\"http://x/\\r\\nX: 1\"}",
+               "base_url", "control");
+    EXPECT_ERR(&ta_desc_model, "{\"name\":\"gpt\\r\"}", "name", "control");
+    EXPECT_ERR(&ta_desc_model, M(",\"routes\":[{\"provider_id\":1,\"upstream_name\":\"up\\nx\"}]"),
+               "routes[0].upstream_name", "control");
+    EXPECT_ERR(&ta_desc_user, U(",\"name\":\"a\\u007fb\""), "name", "control");
+    EXPECT_ERR(&ta_desc_user, "{\"email\":\"a\\r@b.co\"}", "email", "control");
+    EXPECT_ERR(&ta_desc_group, "{\"name\":\"g\\u001b[31m\"}", "name", "control");
+    EXPECT_ERR(&ta_desc_group, G(",\"description\":\"x\\u0000y\""), "description", "control");
+    EXPECT_ERR(&ta_desc_group, G(",\"description\":\"x\\u0007y\""), "description", "control");
+    EXPECT_OK(&ta_desc_group, G(",\"description\":\"line 1\\r\\nline 2\\tend\""), &g);
+    assert_string_equal(g.description, "line 1\r\nline 2\tend");
+    /* printable non-ASCII stays welcome */
+    EXPECT_OK(&ta_desc_model, "{\"name\":\"mod\xC3\xA8le-\xE2\x82\xAC\"}", &m);
+
+    /* ta_str_check: the rule for values outside a descriptor (api_key) */
+    assert_int_equal(ta_str_check("api_key", "sk-a\r\nX-Injected: 1", 20, 0, &e), TA_EINVAL);
+    assert_string_equal(e.field, "api_key");
+    assert_string_equal(e.rule, "control");
+    assert_string_equal(e.message, "api_key: must not contain control characters (byte 0x0d at offset 4)");
+    assert_int_equal(ta_str_check("k", "a\0b", 3, TA_FF_TEXT, &e), TA_EINVAL);
+    assert_string_equal(e.rule, "control");
+    assert_int_equal(ta_str_check("k", "\x7f", 1, 0, &e), TA_EINVAL);
+    assert_int_equal(ta_str_check("k", "a\tb\r\n", 5, TA_FF_TEXT, &e), 0);
+    assert_int_equal(ta_str_check("k", "a\tb", 3, 0, &e), TA_EINVAL);
+    assert_int_equal(ta_str_check("k", "ab\xFF", 3, 0, &e), TA_EINVAL);
+    assert_string_equal(e.rule, "utf8");
+    assert_int_equal(ta_str_check("k", "sk-\xC3\xA9 ~", 7, 0, &e), 0);
+}
+
+/* A provider URL is http(s) with a host, and carries no credentials: it is
+ * shown in lists and the dump, the key has a write-only field of its own. */
+static void test_url_rules(void **state)
+{
+    (void)state;
+    ta_provider_t p;
+#define URL(u) "{\"name\":\"p\",\"type\":\"openai\",\"base_url\":\"" u "\"}"
+    EXPECT_ERR(&ta_desc_provider, URL("http://user:pass@api.example.com/v1"), "base_url", "credentials");
+    EXPECT_ERR(&ta_desc_provider, URL("https://key@api.example.com"), "base_url", "credentials");
+    EXPECT_ERR(&ta_desc_provider, URL("https://:pw@api.example.com?x"), "base_url", "credentials");
+    EXPECT_ERR(&ta_desc_provider, URL("https://api.example.com\\\\@evil.example/"), "base_url", "credentials");
+    EXPECT_ERR(&ta_desc_provider, URL("https://api.example.com\\\\x/v1"), "base_url", "format");
+    EXPECT_ERR(&ta_desc_provider, URL("file:///etc/passwd"), "base_url", "format");
+    EXPECT_ERR(&ta_desc_provider, URL("gopher://api.example.com/"), "base_url", "format");
+    EXPECT_ERR(&ta_desc_provider, URL("javascript:alert(1)"), "base_url", "format");
+    EXPECT_ERR(&ta_desc_provider, URL("//api.example.com/v1"), "base_url", "format");
+    /* an @ after the host (path, query) is not userinfo */
+    EXPECT_OK(&ta_desc_provider, URL("https://api.example.com/v1/@team?a=b@c"), &p);
+    EXPECT_OK(&ta_desc_provider, URL("http://127.0.0.1:8080/v1"), &p);
+    EXPECT_OK(&ta_desc_provider, URL("https://[::1]:8443/v1"), &p);
+    assert_string_equal(p.base_url, "https://[::1]:8443/v1");
+#undef URL
 }
 
 static void test_json_input_semantics(void **state)
@@ -1440,6 +1537,8 @@ int main(void)
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_json_internal_records),
         cmocka_unit_test(test_validation_rules),
+        cmocka_unit_test(test_control_characters),
+        cmocka_unit_test(test_url_rules),
         cmocka_unit_test(test_json_input_semantics),
         cmocka_unit_test(test_defaults_and_lookup),
         cmocka_unit_test(test_time),
