@@ -20,6 +20,7 @@
  *                               "stream": true Anthropic's event stream (message_start,
  *                               content_block_start, ping, text_delta per chunk,
  *                               content_block_stop, message_delta, message_stop)
+ *   POST /v1/messages/count_tokens  {"input_tokens": <usage prompt>} (x-api-key, anthropic-version)
  *   GET  /v1/models             OpenAI list of --models
  *   POST /_fake/control         {"scenario": "...", "usage": "p,c,k", "chunks": N,
  *                                "times": K} applies to the next K /v1 POSTs (0 = until
@@ -752,6 +753,22 @@ static int anth_check(struct fake_req *fr, json_t *body)
     return 0;
 }
 
+/* POST /v1/messages/count_tokens: {"input_tokens": prompt} (the usage's
+ * prompt), after Anthropic's header checks. */
+static void answer_count_tokens(struct fake_req *fr, json_t *body)
+{
+    char v[64];
+    if (!header_str(fr->req, "x-api-key", v, sizeof(v)) || !header_str(fr->req, "anthropic-version", v, sizeof(v))) {
+        send_anth_error(fr->req, 401, "x-api-key and anthropic-version are required");
+        return;
+    }
+    if (!json_is_array(json_object_get(body, "messages"))) {
+        send_anth_error(fr->req, 400, "messages: Field required");
+        return;
+    }
+    send_json(fr->req, 200, "OK", json_iov(fr->req, json_pack("{s:I}", "input_tokens", (json_int_t)fr->s.prompt)));
+}
+
 static void dispatch(struct fake_req *fr)
 {
     if (fr->anth && fr->stream) {
@@ -853,7 +870,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         kind = C_EMBEDDINGS;
     else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/models")))
         kind = C_MODELS;
-    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages")))
+    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages")) ||
+             h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens")))
         kind = C_MESSAGES;
 
     char auth[8] = "";
@@ -1009,6 +1027,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         }
         if (fr->s.status >= 400) {
             send_anth_error(req, fr->s.status, "fake upstream error");
+            goto Exit;
+        }
+        if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens"))) {
+            answer_count_tokens(fr, body);
             goto Exit;
         }
         if (anth_check(fr, body) != 0)
