@@ -215,13 +215,16 @@ static int64_t ns_to_ms_ceil(int64_t ns)
 
 /* ---- hold -------------------------------------------------------------- */
 
-/* The output limit the request would run with before any budget clamp. */
+/* The output limit the request would run with before any budget clamp: the
+ * client's, never above the model's max output; the model's when the client
+ * gave none; else DEFAULT_MAX_OUTPUT. */
 static int64_t wanted_output(const ta_hold_req_t *req)
 {
+    int64_t model_max = req->model->max_output_tokens;
     if (req->max_output_tokens > 0)
-        return req->max_output_tokens;
-    if (req->model->max_output_tokens > 0)
-        return req->model->max_output_tokens;
+        return model_max > 0 && req->max_output_tokens > model_max ? model_max : req->max_output_tokens;
+    if (model_max > 0)
+        return model_max;
     return DEFAULT_MAX_OUTPUT;
 }
 

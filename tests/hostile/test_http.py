@@ -208,11 +208,13 @@ def h2_get_ok(w, h, what):
 
 
 def h2_over_limit_case(w, declared):
+    """A body just over max_body_size (inside h2o's margin, docs/ARCHITECTURE.md
+    "Bodies over the limit"): the proxy answers 413 in the API's error shape."""
     snap = Snapshot(w.gw, ignore=AUDIT)
     calls = w.upstream_calls()
     h = H2(w.tls_port, w.cert)
     try:
-        body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "' + b"a" * (MAX_BODY * 2) + b'"}]}'
+        body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "' + b"a" * (MAX_BODY + 1000) + b'"}]}'
         extra = [("content-type", "application/json")]
         if declared:
             extra.append(("content-length", str(len(body))))
@@ -225,10 +227,36 @@ def h2_over_limit_case(w, declared):
               "instead of answered 413" % what)
         check(s["status"] == 413, "%s: status expected 413, got %r (reset %r, connection %r); body: %s" %
               (what, s["status"], s["reset"], h.terminated, excerpt(s["body"])))
+        err = json.loads(s["body"] or b"{}").get("error", {})
+        check(err.get("code") == "request_too_large", "%s: error body %s" % (what, excerpt(s["body"])))
     finally:
         h.close()
     check(w.upstream_calls() == calls, "an over-limit HTTP/2 body reached the upstream")
     snap.assert_unchanged("an over-limit HTTP/2 body")
+
+
+def h2_far_over_limit_case(w):
+    """A body beyond h2o's own limit (max_body_size + max(64 KiB, 1/16)): h2o
+    2.2.5 resets the stream with REFUSED_STREAM before any handler runs and
+    offers no hook to answer 413 instead (docs/ARCHITECTURE.md "Bodies over the
+    limit"). What must hold: nothing reaches the upstream, nothing is charged,
+    and the connection and the server keep serving."""
+    snap = Snapshot(w.gw, ignore=AUDIT)
+    calls = w.upstream_calls()
+    h = H2(w.tls_port, w.cert)
+    try:
+        body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "' + b"a" * (MAX_BODY * 4) + b'"}]}'
+        sid = h.headers("POST", "/v1/chat/completions", [("content-type", "application/json")], token=w.t.key)
+        h.send_body(sid, body)
+        s = h.wait(sid)
+        check(s["status"] == 413 or s["reset"] == 7,
+              "HTTP/2 body of %d bytes: want 413 or the documented REFUSED_STREAM, got status %r reset %r" %
+              (len(body), s["status"], s["reset"]))
+        h2_get_ok(w, h, "after a body far over the limit")
+    finally:
+        h.close()
+    check(w.upstream_calls() == calls, "a body far over the limit reached the upstream")
+    snap.assert_unchanged("a body far over the limit")
 
 
 def h2_reset_mid_body_case(w):
@@ -391,6 +419,7 @@ def main():
             else:
                 cases.run("h2.over_limit_body_declared", h2_over_limit_case, w, True)
                 cases.run("h2.over_limit_body_not_declared", h2_over_limit_case, w, False)
+                cases.run("h2.far_over_limit_body", h2_far_over_limit_case, w)
                 cases.run("h2.reset_mid_body", h2_reset_mid_body_case, w)
                 cases.run("h2.reset_mid_answer", h2_reset_mid_answer_case, w)
                 cases.run("h2.oversized_frame", h2_oversized_frame_case, w)

@@ -647,6 +647,11 @@ static void test_strict_token_clamp(void **state)
     assert_int_equal(r.refusal, TA_HOLD_OK);
     assert_int_equal(r.max_output_tokens, 4000);
     assert_int_equal(r.held_tokens, 10 + 4000);
+    /* a client limit above the model's max output is held and sent as the
+     * model's (an upstream cannot write more, and must not be asked to) */
+    r = hold(f, &e, &m, 4, now, (holdargs_t){.prompt_est = 1, .prompt_max = 1, .max_out = 100000});
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 4000);
 }
 
 /* With reserve = strict, holds at the worst case settled at the worst case
