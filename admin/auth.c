@@ -2,7 +2,7 @@
  * auth.c - authentication of /api/... requests, and the "Auth and self"
  * endpoints: login, logout, me, password, the caller's own quotas.
  *
- * LMDB (ledger env): auth_check reads revoked_jwt, users, keys and quotas in
+ * LMDB (ledger env): ta_admin_auth_check reads revoked_jwt, users, keys and quotas in
  * one read transaction of its own. Logout writes one revoked_jwt row (key =
  * jti, value = the token's exp) and prunes a few expired rows in the same
  * write transaction; every worker checks revoked_jwt on every request, so a
@@ -43,7 +43,7 @@
 
 static void reply_401(actx_t *c, const char *code, const char *msg)
 {
-    reply_error(c, 401, "authentication_error", code, NULL, "%s", msg);
+    ta_admin_reply_error(c, 401, "authentication_error", code, NULL, "%s", msg);
 }
 
 static int auth_apikey(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
@@ -66,7 +66,7 @@ static int auth_apikey(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
         return TA_EAUTH;
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "key");
+        ta_admin_reply_store_error(c, rc, "key");
         return rc;
     }
     if (!q.is_active) {
@@ -79,7 +79,7 @@ static int auth_apikey(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
         return TA_EAUTH;
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return rc;
     }
     c->via_apikey = true;
@@ -98,7 +98,7 @@ static int jwt_not_revoked(actx_t *c, MDB_txn *txn)
         return TA_EAUTH;
     }
     if (rc != TA_ENOTFOUND) {
-        reply_store_error(c, rc, "token");
+        ta_admin_reply_store_error(c, rc, "token");
         return rc;
     }
     return 0;
@@ -113,7 +113,7 @@ static int load_active_user(actx_t *c, MDB_txn *txn, uint64_t id)
         return TA_EAUTH;
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return rc;
     }
     return 0;
@@ -149,7 +149,7 @@ static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
     return load_session_user(c, txn, c->claims.user_id);
 }
 
-int auth_check(actx_t *c, int mode)
+int ta_admin_auth_check(actx_t *c, int mode)
 {
     const char *h = NULL, *end;
     size_t len = 0;
@@ -167,7 +167,7 @@ int auth_check(actx_t *c, int mode)
     }
     end = h + len;
     if ((rc = ta_txn_begin(c->st, TA_ENV_LEDGER, false, &txn)) != 0) {
-        reply_store_error(c, rc, "transaction");
+        ta_admin_reply_store_error(c, rc, "transaction");
         return rc;
     }
     if (end - h >= 3 && memcmp(h, "sk-", 3) == 0) {
@@ -182,8 +182,8 @@ int auth_check(actx_t *c, int mode)
         rc = auth_jwt(c, txn, h, (size_t)(end - h));
     }
     if (rc == 0 && mode == AUTH_ADMIN && c->caller.role != TA_ROLE_SUPERADMIN) {
-        reply_error(c, 403, "permission_error", "permission_denied", NULL,
-                    "this endpoint needs a superadmin");
+        ta_admin_reply_error(c, 403, "permission_error", "permission_denied", NULL,
+                             "this endpoint needs a superadmin");
         rc = TA_EAUTH;
     }
 Exit:
@@ -191,7 +191,7 @@ Exit:
     return rc;
 }
 
-int auth_recheck(actx_t *c, int mode)
+int ta_admin_auth_recheck(actx_t *c, int mode)
 {
     ta_quota_t q;
     int rc;
@@ -204,7 +204,7 @@ int auth_recheck(actx_t *c, int mode)
             return TA_EAUTH;
         }
         if (rc != 0) {
-            reply_store_error(c, rc, "key");
+            ta_admin_reply_store_error(c, rc, "key");
             return rc;
         }
         if (mode != AUTH_USER) {
@@ -226,8 +226,8 @@ int auth_recheck(actx_t *c, int mode)
     if (rc != 0)
         return rc;
     if (mode == AUTH_ADMIN && c->caller.role != TA_ROLE_SUPERADMIN) {
-        reply_error(c, 403, "permission_error", "permission_denied", NULL,
-                    "this endpoint needs a superadmin");
+        ta_admin_reply_error(c, 403, "permission_error", "permission_denied", NULL,
+                             "this endpoint needs a superadmin");
         return TA_EAUTH;
     }
     return 0;
@@ -235,18 +235,18 @@ int auth_recheck(actx_t *c, int mode)
 
 /* ---- passwords ------------------------------------------------------------ */
 
-int password_take(actx_t *c, const char *field, const char **out)
+int ta_admin_password_take(actx_t *c, const char *field, const char **out)
 {
     json_t *v = json_object_get(c->body, field);
     const char *s;
     size_t n, chars = 0;
 
     if (v == NULL || json_is_null(v)) {
-        reply_field(c, field, "required", "is required");
+        ta_admin_reply_field(c, field, "required", "is required");
         return TA_EINVAL;
     }
     if (!json_is_string(v)) {
-        reply_field(c, field, "type", "must be a string");
+        ta_admin_reply_field(c, field, "type", "must be a string");
         return TA_EINVAL;
     }
     s = json_string_value(v);
@@ -254,11 +254,11 @@ int password_take(actx_t *c, const char *field, const char **out)
     for (size_t i = 0; i < n; i++)
         chars += ((unsigned char)s[i] & 0xC0) != 0x80;
     if (chars < TA_PASSWORD_MIN) {
-        reply_field(c, field, "min_length", "must have at least %d characters", TA_PASSWORD_MIN);
+        ta_admin_reply_field(c, field, "min_length", "must have at least %d characters", TA_PASSWORD_MIN);
         return TA_EINVAL;
     }
     if (n > TA_PASSWORD_MAX || strlen(s) != n) {
-        reply_field(c, field, "max_length", "must have at most %d bytes", TA_PASSWORD_MAX);
+        ta_admin_reply_field(c, field, "max_length", "must have at most %d bytes", TA_PASSWORD_MAX);
         return TA_EINVAL;
     }
     *out = s;
@@ -272,11 +272,11 @@ static const char *body_str(actx_t *c, const char *field)
     json_t *v = json_object_get(c->body, field);
 
     if (v == NULL || json_is_null(v)) {
-        reply_field(c, field, "required", "is required");
+        ta_admin_reply_field(c, field, "required", "is required");
         return NULL;
     }
     if (!json_is_string(v)) {
-        reply_field(c, field, "type", "must be a string");
+        ta_admin_reply_field(c, field, "type", "must be a string");
         return NULL;
     }
     return json_string_value(v);
@@ -293,12 +293,12 @@ static void reply_token(actx_t *c, const ta_user_t *u)
     rc = ta_jwt_issue(c->a->conf.jwt_secret, c->a->conf.jwt_secret_len, u->id, u->role,
                       u->token_gen, c->a->conf.jwt_ttl_s, &token, &claims);
     if (rc != 0) {
-        reply_store_error(c, rc, "token");
+        ta_admin_reply_store_error(c, rc, "token");
         return;
     }
-    reply_json(c, 200,
-               json_pack("{s:s,s:s,s:I,s:o}", "access_token", token, "token_type", "Bearer",
-                         "expires_in", (json_int_t)c->a->conf.jwt_ttl_s, "user", user_json(u)));
+    ta_admin_reply_json(c, 200,
+                        json_pack("{s:s,s:s,s:I,s:o}", "access_token", token, "token_type", "Bearer",
+                         "expires_in", (json_int_t)c->a->conf.jwt_ttl_s, "user", ta_admin_user_json(u)));
     OPENSSL_cleanse(token, strlen(token));
     free(token);
 }
@@ -320,7 +320,7 @@ static void login_finish(actx_t *c, pwjob_t *j)
         reply_401(c, "invalid_credentials", "invalid email or password");
         return;
     }
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_user, j->user.id, &u);
     if (rc == TA_ENOTFOUND ||
@@ -329,7 +329,7 @@ static void login_finish(actx_t *c, pwjob_t *j)
         return;
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
     if (!u.is_active) {
@@ -342,7 +342,7 @@ static void login_finish(actx_t *c, pwjob_t *j)
                              j->address, &j->attempt);
 }
 
-void h_login(actx_t *c)
+void ta_admin_login(actx_t *c)
 {
     const char *email, *pw, *client = c->req->client_ip != NULL ? c->req->client_ip : "unknown";
     char lemail[sizeof(((ta_user_t *)0)->email)];
@@ -356,24 +356,24 @@ void h_login(actx_t *c)
     memset(&u, 0, sizeof(u));
     if ((email = body_str(c, "email")) == NULL || (pw = body_str(c, "password")) == NULL)
         return;
-    lower_copy(lemail, sizeof(lemail), email);
+    ta_admin_lower_copy(lemail, sizeof(lemail), email);
     /* Before anything costly: a throttled login reads nothing and hashes nothing. */
     rc = ta_throttle_login_begin(c->a->conf.login_throttle, &c->a->conf.login_limits, lemail,
                                  client, mono_ms(), &attempt);
     if (rc > 0) {
         c->res->retry_after = rc;
-        reply_error(c, 429, "rate_limit_error", "login_throttled", NULL,
-                    "too many failed logins for this account or from this address; retry in %d s",
+        ta_admin_reply_error(c, 429, "rate_limit_error", "login_throttled", NULL,
+                             "too many failed logins for this account or from this address; retry in %d s",
                     rc);
         return;
     }
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, lemail, &uid);
     if (rc == 0)
         rc = ta_rec_get(c->st, c->txn, &ta_desc_user, uid, &u);
     if (rc != 0 && rc != TA_ENOTFOUND) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
     found = rc == 0 && strlen(email) < sizeof(lemail) && u.pwhash_len > 0 &&
@@ -382,10 +382,10 @@ void h_login(actx_t *c)
     ta_txn_abort(c->txn);
     c->txn = NULL;
 
-    if ((j = pwjob_new(c, login_finish)) == NULL)
+    if ((j = ta_admin_pwjob_new(c, login_finish)) == NULL)
         return;
     j->verify = true;
-    pwjob_copy_pw(j->pw, pw);
+    ta_admin_pwjob_copy_pw(j->pw, pw);
     snprintf(j->account, sizeof(j->account), "%s", lemail);
     snprintf(j->address, sizeof(j->address), "%s", client);
     j->attempt = attempt;
@@ -400,7 +400,7 @@ void h_login(actx_t *c)
         j->hash_len = c->a->dummy_hash_len;
     }
     OPENSSL_cleanse(&u, sizeof(u));
-    pwjob_submit(c, j);
+    ta_admin_pwjob_submit(c, j);
 }
 
 /* Delete a few expired revoked_jwt rows, starting at a random key so that
@@ -449,31 +449,31 @@ static int prune_revoked(actx_t *c, int64_t now)
     return 0;
 }
 
-void h_logout(actx_t *c)
+void ta_admin_logout(actx_t *c)
 {
     ta_revoked_t rv;
     int rc;
 
     memset(&rv, 0, sizeof(rv));
     rv.expires_at = c->claims.exp;
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_put_k(c->st, c->txn, &ta_desc_revoked, TA_DB_REVOKED_JWT, c->claims.jti,
                       strlen(c->claims.jti), &rv);
     if (rc == 0)
         rc = prune_revoked(c, ta_now_s());
     if (rc != 0) {
-        reply_store_error(c, rc, "logout");
+        ta_admin_reply_store_error(c, rc, "logout");
         return;
     }
-    reply_204(c);
+    ta_admin_reply_204(c);
 }
 
 /* ---- self ------------------------------------------------------------------ */
 
-void h_me(actx_t *c)
+void ta_admin_me(actx_t *c)
 {
-    reply_json(c, 200, user_json(&c->caller));
+    ta_admin_reply_json(c, 200, ta_admin_user_json(&c->caller));
 }
 
 /* Loop thread, after the old password was verified and the new one hashed
@@ -484,13 +484,13 @@ static void password_finish(actx_t *c, pwjob_t *j)
     int rc;
 
     if (j->verify_rc != 0) {
-        reply_field(c, "old_password", "mismatch", "does not match the current password");
+        ta_admin_reply_field(c, "old_password", "mismatch", "does not match the current password");
         return;
     }
     memset(&nu, 0, sizeof(nu));
-    if (pwjob_hash_into(c, j, &nu) != 0)
+    if (ta_admin_pwjob_hash_into(c, j, &nu) != 0)
         return;
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->caller.id, &cur);
     if (rc == 0 && !cur.is_active) {
@@ -498,14 +498,14 @@ static void password_finish(actx_t *c, pwjob_t *j)
         return;
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
     /* A concurrent change of the password wins over this one only if it
      * committed first and the old password no longer matches. */
     if (cur.pwhash_len != j->hash_len || memcmp(cur.pwhash, j->hash, j->hash_len) != 0) {
-        reply_error(c, 409, "conflict_error", "conflict", NULL,
-                    "the password was changed meanwhile; try again");
+        ta_admin_reply_error(c, 409, "conflict_error", "conflict", NULL,
+                             "the password was changed meanwhile; try again");
         return;
     }
     memcpy(cur.pwhash, nu.pwhash, nu.pwhash_len);
@@ -514,7 +514,7 @@ static void password_finish(actx_t *c, pwjob_t *j)
     cur.token_gen++; /* every earlier session ends, this caller's token included */
     rc = ta_rec_put(c->st, c->txn, &ta_desc_user, cur.id, &cur);
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
     /* ... and this session goes on with a token of the new generation (a
@@ -522,25 +522,25 @@ static void password_finish(actx_t *c, pwjob_t *j)
     reply_token(c, &cur);
 }
 
-void h_password(actx_t *c)
+void ta_admin_password(actx_t *c)
 {
     const char *oldpw, *newpw;
     pwjob_t *j;
 
     if ((oldpw = body_str(c, "old_password")) == NULL)
         return;
-    if (password_take(c, "new_password", &newpw) != 0)
+    if (ta_admin_password_take(c, "new_password", &newpw) != 0)
         return;
-    if ((j = pwjob_new(c, password_finish)) == NULL)
+    if ((j = ta_admin_pwjob_new(c, password_finish)) == NULL)
         return;
     j->verify = true;
-    pwjob_copy_pw(j->pw, oldpw);
-    pwjob_copy_pw(j->new_pw, newpw);
+    ta_admin_pwjob_copy_pw(j->pw, oldpw);
+    ta_admin_pwjob_copy_pw(j->new_pw, newpw);
     /* A stored hash too long to copy cannot be valid (crypto.h); an empty
      * one verifies as malformed: both answer "mismatch" as before. */
     j->hash_len = c->caller.pwhash_len <= sizeof(j->hash) ? c->caller.pwhash_len : 0;
     memcpy(j->hash, c->caller.pwhash, j->hash_len);
-    pwjob_submit(c, j);
+    ta_admin_pwjob_submit(c, j);
 }
 
 static bool mine(actx_t *c, const void *rec, void *arg)
@@ -551,10 +551,10 @@ static bool mine(actx_t *c, const void *rec, void *arg)
 
 static json_t *render_quota(actx_t *c, const void *rec)
 {
-    return quota_json(c, rec);
+    return ta_admin_quota_json(c, rec);
 }
 
-void h_my_quotas(actx_t *c)
+void ta_admin_my_quotas(actx_t *c)
 {
-    reply_list(c, &ta_desc_quota, mine, NULL, render_quota);
+    ta_admin_reply_list(c, &ta_desc_quota, mine, NULL, render_quota);
 }

@@ -298,8 +298,20 @@ static bool matches(const ta_audit_filter_t *f, const ta_audit_t *r)
     return true;
 }
 
+void ta_audit_key(const ta_audit_t *rec, uint8_t key[TA_AUDIT_KEY_LEN])
+{
+    audit_key(key, rec->t_received_ns, rec->request_id);
+}
+
 int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
                   size_t limit, ta_audit_cb cb, void *arg, size_t *total)
+{
+    return ta_audit_list_capped(st, txn, f, offset, limit, 0, cb, arg, total, NULL);
+}
+
+int ta_audit_list_capped(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
+                         size_t limit, size_t count_max, ta_audit_cb cb, void *arg,
+                         size_t *total, bool *capped)
 {
     /* With a quota filter walk that quota's index, else the time-ordered table. */
     bool byq = f->quota_id != 0;
@@ -316,6 +328,21 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
         ta_be64_put(hi + pre, (uint64_t)f->until_ns);
         memset(hi + pre + 8, 0, 16);
     }
+    if (f->has_cursor) { /* the keyset position narrows the range, exclusive */
+        uint8_t *edge = f->ascending ? lo : hi;
+        if (f->ascending ? memcmp(f->cursor, lo + pre, TA_AUDIT_KEY_LEN) >= 0
+                         : memcmp(f->cursor, hi + pre, TA_AUDIT_KEY_LEN) < 0) {
+            memcpy(edge + pre, f->cursor, TA_AUDIT_KEY_LEN);
+            if (f->ascending) /* lo is inclusive: the key right after the cursor */
+                for (int i = (int)(pre + TA_AUDIT_KEY_LEN) - 1; i >= (int)pre && ++lo[i] == 0; i--)
+                    ;
+        }
+    }
+    /* counting needs the record only for the filters the keys do not carry */
+    bool need_rec = f->user_id || f->model_id || f->status || (f->model && *f->model);
+    size_t read_past = 0;
+    if (capped)
+        *capped = false;
     size_t klen = pre + TA_AUDIT_KEY_LEN;
     MDB_cursor *cur = NULL;
     MDB_val k, v;
@@ -340,6 +367,24 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
             continue;
         if (memcmp(k.mv_data, lo, klen) < 0 || memcmp(k.mv_data, hi, klen) >= 0)
             break;
+        bool on_page = n >= offset && (limit == 0 || n < offset + limit) && cb;
+        if (!on_page && !need_rec) { /* counted from the key alone */
+            if (n >= offset + limit && count_max > 0 && ++read_past > count_max) {
+                if (capped)
+                    *capped = true;
+                break;
+            }
+            n++;
+            if (!total && limit != 0 && n >= offset + limit)
+                break;
+            continue;
+        }
+        if (!on_page && count_max > 0 && limit != 0 && n >= offset + limit &&
+            ++read_past > count_max) {
+            if (capped)
+                *capped = true;
+            break;
+        }
         ta_audit_t r;
         if (byq) {
             MDB_val rk = {TA_AUDIT_KEY_LEN, (uint8_t *)k.mv_data + 8}, rv;
@@ -361,7 +406,7 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
         }
         if (!matches(f, &r))
             continue;
-        if (n >= offset && (limit == 0 || n < offset + limit) && cb) {
+        if (on_page) {
             rc = cb(&r, arg);
             if (rc < 0)
                 goto Exit;

@@ -61,6 +61,10 @@ typedef struct ta_audit_filter {
     const char *model;           /* requested or served model name; NULL = any */
     int32_t status;              /* 0 = any */
     bool ascending;              /* oldest first (export, tail); default newest first */
+    /* keyset position: only records whose key is below (newest first) or
+     * above (ascending) this TA_AUDIT_KEY_LEN key; found in O(log n) */
+    bool has_cursor;
+    uint8_t cursor[TA_AUDIT_KEY_LEN];
 } ta_audit_filter_t;
 
 /** cb gets each matching record of the page (valid during the call only);
@@ -69,9 +73,18 @@ typedef int (*ta_audit_cb)(const ta_audit_t *rec, void *arg);
 
 /** Walk matching records in time order (filter->ascending) and call cb for
  *  those at positions [offset, offset + limit) (limit 0 = all). *total (may
- *  be NULL) gets the number of matching records. Read txn on TA_ENV_AUDIT. */
+ *  be NULL) gets the number of matching records; with count_max > 0 the walk
+ *  reads at most count_max records past the page, and *total is then a lower
+ *  bound (*capped true, may be NULL). Without a filter that needs the record
+ *  (user_id, model, status) records are not decoded to be counted. Read txn
+ *  on TA_ENV_AUDIT. */
 int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
                   size_t limit, ta_audit_cb cb, void *arg, size_t *total);
+int ta_audit_list_capped(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
+                         size_t limit, size_t count_max, ta_audit_cb cb, void *arg,
+                         size_t *total, bool *capped);
+/** The key of a record (the keyset cursor of ta_audit_filter_t). */
+void ta_audit_key(const ta_audit_t *rec, uint8_t key[TA_AUDIT_KEY_LEN]);
 
 enum ta_audit_group { TA_GROUP_NONE = 0, TA_GROUP_DAY, TA_GROUP_MODEL, TA_GROUP_USER };
 /** Statistics from the daily aggregates (day granularity: since/until are

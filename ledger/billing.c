@@ -1162,9 +1162,13 @@ int ta_billing_step(ta_billing_t *b, int wait_ms)
     n += gather(b, n, max);
     int rc = 0;
     if (b->cursor != start) {
+        uint64_t warnings0 = b->stats.warnings;
         b->stats.skipped = ta_ring_skipped(b->ring);
         rc = apply_batch(b, n, b->cursor);
+        if (rc != 0)
+            b->stats.warnings = warnings0; /* rolled back with the batch */
         if (rc == 0) {
+            ta_heartbeat_billing_progress(n, b->stats.warnings - warnings0);
             ta_ring_release(b->ring, b->cursor);
             b->stats.batches++;
             b->stats.events += n;

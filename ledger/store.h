@@ -121,6 +121,13 @@ int ta_kv_del(ta_store_t *st, MDB_txn *txn, ta_db_t db, const void *key, size_t 
  *  rec points to a decoded copy valid during the callback only. */
 typedef int (*ta_rec_walk_cb)(uint64_t id, const void *rec, void *arg);
 int ta_rec_walk(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_rec_walk_cb cb, void *arg);
+/** The same walk from a position, found in O(log n) without reading what
+ *  precedes it: ids above from in ascending order, or (backward) ids below
+ *  from in descending order; from == 0 starts at the first (last) record. */
+int ta_rec_walk_from(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, uint64_t from,
+                     bool backward, ta_rec_walk_cb cb, void *arg);
+/** The number of entries of a table (LMDB keeps it: O(1)). Any txn on its env. */
+int ta_rec_count(ta_store_t *st, MDB_txn *txn, ta_db_t db, uint64_t *n);
 
 /* ---- unique string indexes (users_by_email, models_by_name) ----------- */
 

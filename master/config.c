@@ -7,6 +7,7 @@
  * applies it, and its help text.
  */
 #include "master/config.h"
+#include "master/man.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -551,6 +552,17 @@ static void print_escaped(FILE *out, const char *s)
     }
 }
 
+/* A default shown in the docs: the two secret paths default to files in
+ * data_dir (resolved by ta_config_finish), an empty string says so. */
+static const char *default_text(const setting_t *s)
+{
+    if (s->def[0] != '\0')
+        return NULL;
+    return strcmp(s->name, "jwt_secret_file") == 0   ? "DATA_DIR/jwt.secret"
+           : strcmp(s->name, "master_key_file") == 0 ? "DATA_DIR/master.key"
+                                                     : "(empty)";
+}
+
 void ta_config_print_docs(FILE *out)
 {
     char var[96], lo[32], hi[32];
@@ -579,11 +591,8 @@ void ta_config_print_docs(FILE *out)
         const setting_t *s = &settings[i];
         env_name(s->name, var, sizeof(var));
         fprintf(out, "| `%s` | %s | ", s->name, type_name(s->type));
-        if (s->def[0] == '\0')
-            fputs(strcmp(s->name, "jwt_secret_file") == 0   ? "`DATA_DIR/jwt.secret`"
-                  : strcmp(s->name, "master_key_file") == 0 ? "`DATA_DIR/master.key`"
-                                                            : "(empty)",
-                  out);
+        if (default_text(s) != NULL)
+            fprintf(out, strcmp(default_text(s), "(empty)") == 0 ? "%s" : "`%s`", default_text(s));
         else
             fprintf(out, "`%s`", s->def);
         fputs(" | ", out);
@@ -598,5 +607,44 @@ void ta_config_print_docs(FILE *out)
         fprintf(out, " | `%s` | %s | ", var, s->reload ? "yes" : "no");
         print_escaped(out, s->help);
         fputs(" |\n", out);
+    }
+}
+
+void ta_config_print_man(FILE *out)
+{
+    char var[96], lo[32], hi[32], line[256];
+    ta_man_text(out, "`tokenauditd -c FILE` reads a flat file of `name value` lines; `#` starts a "
+                     "comment, each setting may appear once, and a value may be wrapped in double "
+                     "quotes. The environment variable shown with each setting wins over the "
+                     "file. Sizes accept k, M, G (binary); durations are milliseconds or take ms, "
+                     "s, m, h; booleans are on/off, true/false, yes/no, 1/0. Settings marked "
+                     "reload: yes take effect at SIGHUP; the others need a restart.\n");
+    for (size_t i = 0; i < TA_ARRAY_SIZE(settings); i++) {
+        const setting_t *s = &settings[i];
+        env_name(s->name, var, sizeof(var));
+        fprintf(out, ".TP\n\\fB%s\\fR \\fI%s\\fR\n", s->name, type_name(s->type));
+        ta_man_text(out, s->help);
+        fputs("\n.br\n", out);
+        if (default_text(s) != NULL)
+            snprintf(line, sizeof(line), "Default: %s.", default_text(s));
+        else
+            snprintf(line, sizeof(line), "Default: `%s`.", s->def);
+        ta_man_text(out, line);
+        if (s->type == CT_ENUM) {
+            fputs(" Choices:", out);
+            for (int j = 0; s->choices[j] != NULL; j++) {
+                snprintf(line, sizeof(line), "%s `%s`", j ? "," : "", s->choices[j]);
+                ta_man_text(out, line);
+            }
+            fputc('.', out);
+        } else if (s->type == CT_INT || s->type == CT_SIZE || s->type == CT_DURATION_MS) {
+            format_bound(s, s->min, lo, sizeof(lo));
+            format_bound(s, s->max, hi, sizeof(hi));
+            snprintf(line, sizeof(line), " Range: %s to %s.", lo, hi);
+            ta_man_text(out, line);
+        }
+        snprintf(line, sizeof(line), " Environment: `%s`. Reload: %s.\n", var,
+                 s->reload ? "yes" : "no");
+        ta_man_text(out, line);
     }
 }

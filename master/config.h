@@ -114,6 +114,10 @@ int ta_config_keep_fixed(const ta_config_t *old, ta_config_t *next);
 /** Markdown reference of every setting (docs/CONFIG.md). */
 void ta_config_print_docs(FILE *out);
 
+/** The SETTINGS section of tokenauditd(8) (roff, master/man.h): the same
+ *  rows as the markdown, one .TP paragraph each. */
+void ta_config_print_man(FILE *out);
+
 /** Parse a comma-separated listen list into out[cap]. */
 int ta_listen_parse(const char *spec, const char *setting, ta_listen_addr_t *out, size_t cap,
                     size_t *n, ta_err_t *err);

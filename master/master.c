@@ -27,6 +27,7 @@
  * workers, wait up to shutdown_timeout_ms (then SIGKILL), then SIGTERM
  * billing (it drains the ring and syncs), wait, exit 0.
  */
+#include "master/man.h"
 #include "master/master.h"
 
 #include <errno.h>
@@ -795,13 +796,10 @@ static int supervise(void)
 
 static void usage(FILE *out)
 {
-    fputs("usage: tokenauditd [-c FILE] [--check-config] [--print-config-docs] [--version]\n"
-          "  -c, --config FILE     settings file (see docs/CONFIG.md); environment variables\n"
-          "                        TOKENAUDIT_<SETTING> override it\n"
-          "  --check-config        validate the settings and exit (0 = valid)\n"
-          "  --print-config-docs   print the settings reference (markdown) and exit\n"
-          "  --version             print the version and exit\n",
-          out);
+    fputs("usage: tokenauditd [-c FILE] [--check-config] [--print-config-docs] [--print-man] "
+          "[--version]\n", out);
+    for (const ta_man_opt_t *o = ta_tokenauditd_opts; o->flag != NULL; o++)
+        fprintf(out, "  %-21s %s\n", o->flag, o->help);
 }
 
 static int read_secret(const char *what, const char *path, uint8_t *out, const char *data_dir)
@@ -821,6 +819,7 @@ int ta_master_main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 'C'},
         {"print-config-docs", no_argument, NULL, 'D'},
+        {"print-man", no_argument, NULL, 'M'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -833,6 +832,7 @@ int ta_master_main(int argc, char **argv)
         case 'c': path = optarg; break;
         case 'C': check = true; break;
         case 'D': ta_config_print_docs(stdout); return 0;
+        case 'M': ta_man_tokenauditd(stdout); return 0;
         case 'V': printf("tokenauditd %s\n", TA_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -885,6 +885,7 @@ int ta_master_main(int argc, char **argv)
         ta_log(TA_LOG_ERROR, "cannot map the metrics page: %s", ta_strerror(rc));
         return 1;
     }
+    ta_metrics_set_data_dir(cur->cfg.data_dir);
     if ((rc = ta_throttle_create(&login_throttle)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot map the login throttle table: %s", ta_strerror(rc));
         return 1;

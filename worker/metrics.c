@@ -64,6 +64,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ledger/heartbeat.h"
@@ -125,6 +126,7 @@ struct mpage {
 
 static struct mpage *page;
 static ta_ring_t *ring;
+static char data_dir[1024]; /* for tokenaudit_data_dir_*_bytes; "" = not reported */
 /* This process's own slot and gauge entry (both -1 until worker_start). */
 static int my_slot = -1;
 static int my_proc = -1;
@@ -140,6 +142,11 @@ static int map_page(void)
     page->magic = M_MAGIC;
     page->version = M_VERSION;
     return 0;
+}
+
+void ta_metrics_set_data_dir(const char *dir)
+{
+    snprintf(data_dir, sizeof(data_dir), "%s", dir);
 }
 
 int ta_metrics_create(ta_ring_t *r)
@@ -395,6 +402,32 @@ static void family(struct tb *b, const char *name, const char *type, const char 
     out(b, "# HELP tokenaudit_%s %s\n# TYPE tokenaudit_%s %s\n", name, help, name, type);
 }
 
+/* What etc/tokenaudit-alerts.yml needs beyond the families above: the ring's
+ * size (how full it is), billing's progress and warnings (from the heartbeat
+ * page), and the space left where the data directory lives (one statvfs per
+ * scrape: a local, non-blocking call). */
+static void alerting_families(struct tb *b)
+{
+    uint64_t events, warnings;
+    ta_heartbeat_billing_counts(&events, &warnings);
+    family(b, "ring_slots", "gauge", "Slots in the event ring (ring_depth can reach this).");
+    out(b, "tokenaudit_ring_slots %u\n", ring != NULL ? ta_ring_nslots(ring) : 0u);
+    family(b, "billing_events_total", "counter", "Ring events billing applied to both books.");
+    out(b, "tokenaudit_billing_events_total %llu\n", (unsigned long long)events);
+    family(b, "quota_warnings_total", "counter", "Quota warning thresholds crossed (warn_at).");
+    out(b, "tokenaudit_quota_warnings_total %llu\n", (unsigned long long)warnings);
+    struct statvfs vs;
+    if (data_dir[0] != '\0' && statvfs(data_dir, &vs) == 0) {
+        family(b, "data_dir_free_bytes", "gauge",
+               "Bytes available to the gateway on the data directory's filesystem.");
+        out(b, "tokenaudit_data_dir_free_bytes %llu\n",
+            (unsigned long long)vs.f_bavail * (unsigned long long)vs.f_frsize);
+        family(b, "data_dir_size_bytes", "gauge", "Size of the data directory's filesystem.");
+        out(b, "tokenaudit_data_dir_size_bytes %llu\n",
+            (unsigned long long)vs.f_blocks * (unsigned long long)vs.f_frsize);
+    }
+}
+
 /* A label value in the text format 0.0.4: backslash, double quote and
  * newline escaped (\\, \", \n), the only escapes the format has. Any other
  * control character (C0, DEL: a CR would end the line for some parsers) is
@@ -531,5 +564,6 @@ size_t ta_metrics_text(char *buf, size_t cap)
     family(&b, "config_generation", "gauge", "Config generation (1 at start, +1 per reload).");
     out(&b, "tokenaudit_config_generation %llu\n",
         (unsigned long long)ta_heartbeat_generation());
+    alerting_families(&b);
     return b.n;
 }
