@@ -70,7 +70,7 @@ void ta_audit_from_event(const ta_event_t *ev, uint64_t ticket, int64_t period_s
     o->model_id = ev->model_id;
     o->provider_id = ev->provider_id;
     snprintf(o->key_prefix, sizeof(o->key_prefix), "%.*s", (int)sizeof(ev->key_prefix), ev->key_prefix);
-    o->endpoint = ev->endpoint <= TA_EP_OTHER ? ev->endpoint : TA_EP_OTHER;
+    o->endpoint = ev->endpoint <= TA_EP_LAST ? ev->endpoint : TA_EP_OTHER;
     snprintf(o->model, sizeof(o->model), "%.*s", (int)sizeof(ev->model), ev->model);
     snprintf(o->served_model, sizeof(o->served_model), "%.*s", (int)sizeof(ev->served_model),
              ev->served_model);

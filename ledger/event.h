@@ -20,7 +20,10 @@ enum ta_event_kind {
 };
 
 enum ta_endpoint {
-    TA_EP_CHAT = 1, TA_EP_COMPLETIONS, TA_EP_EMBEDDINGS, TA_EP_MODELS, TA_EP_USAGE, TA_EP_OTHER
+    TA_EP_CHAT = 1, TA_EP_COMPLETIONS, TA_EP_EMBEDDINGS, TA_EP_MODELS, TA_EP_USAGE, TA_EP_OTHER,
+    TA_EP_MESSAGES,     /* POST /v1/messages (Anthropic's Messages API) */
+    TA_EP_COUNT_TOKENS, /* POST /v1/messages/count_tokens */
+    TA_EP_LAST = TA_EP_COUNT_TOKENS
 };
 
 enum ta_event_flags {

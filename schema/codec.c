@@ -541,19 +541,49 @@ static bool presence_of(const ta_recdesc_t *d, const uint8_t *base)
     return true;
 }
 
+/* d's TA_FF_PRESENCE_BITS field, NULL when it has none. */
+static const ta_field_t *presence_bits_field(const ta_recdesc_t *d)
+{
+    for (size_t i = 0; i < d->nfields; i++)
+        if ((d->fields[i].flags & TA_FF_PRESENCE_BITS) && d->fields[i].type == TA_FT_FLAGS)
+            return &d->fields[i];
+    return NULL;
+}
+
+/* The bit of marked field `name` in the presence bits (0: not listed). */
+static uint32_t presence_bit(const ta_field_t *bits, const char *name)
+{
+    for (uint32_t i = 0; bits != NULL && bits->names[i] != NULL && i < 32; i++)
+        if (strcmp(bits->names[i], name) == 0)
+            return 1u << i;
+    return 0;
+}
+
+/* Is the marked field f set? (see TA_FF_PRESENCE_BITS) */
+static bool marked_set(const ta_recdesc_t *d, const ta_field_t *f, const uint8_t *base)
+{
+    if (!presence_of(d, base))
+        return false;
+    const ta_field_t *bits = presence_bits_field(d);
+    uint32_t b = presence_bit(bits, f->name);
+    if (b == 0)
+        return true;
+    uint32_t v = get_u32(base + bits->offset);
+    return v == 0 || (v & b) != 0;
+}
+
 static json_t *obj_to_json(const ta_recdesc_t *d, const uint8_t *base, int mode)
 {
     json_t *o = json_object();
     if (!o)
         return NULL;
-    bool present = presence_of(d, base);
     for (size_t i = 0; i < d->nfields; i++) {
         const ta_field_t *f = &d->fields[i];
         if ((f->flags & TA_FF_SECRET) || f->type == TA_FT_BYTES)
             continue;
         /* an unset price is "not priced" (null), not "free" ("0") */
-        json_t *v = (f->flags & TA_FF_MARKS_PRESENCE) && !present ? json_null()
-                                                                   : field_to_json(f, base, mode);
+        json_t *v = (f->flags & TA_FF_MARKS_PRESENCE) && !marked_set(d, f, base) ? json_null()
+                                                                                 : field_to_json(f, base, mode);
         if (!v || json_object_set_new(o, f->name, v) != 0) {
             json_decref(o);
             return NULL;
@@ -1137,6 +1167,14 @@ static int apply_obj(const ta_recdesc_t *d, const json_t *in, uint8_t *base, int
     bool marked = false;
     size_t nulls = 0;
     int rc;
+    const ta_field_t *bits = presence_bits_field(d);
+    uint32_t set = 0;
+    if (bits != NULL) {
+        set = get_u32(base + bits->offset);
+        if (set == 0 && presence_of(d, base)) /* written before the bits: every one set */
+            for (uint32_t i = 0; bits->names[i] != NULL && i < 32; i++)
+                set |= 1u << i;
+    }
     for (size_t i = 0; i < d->nfields; i++) {
         const ta_field_t *f = &d->fields[i];
         if ((f->flags & (TA_FF_READONLY | TA_FF_INTERNAL | TA_FF_SECRET)) || f->type == TA_FT_BYTES)
@@ -1151,14 +1189,19 @@ static int apply_obj(const ta_recdesc_t *d, const json_t *in, uint8_t *base, int
         if ((f->flags & TA_FF_MARKS_PRESENCE) && json_is_null(v)) {
             /* null = not set: clears the value; all of them null clears presence */
             scalar_set(f, base, 0);
+            set &= ~presence_bit(bits, f->name);
             nulls++;
             continue;
         }
-        if (f->flags & TA_FF_MARKS_PRESENCE)
+        if (f->flags & TA_FF_MARKS_PRESENCE) {
             marked = true;
+            set |= presence_bit(bits, f->name);
+        }
         if ((rc = apply_value(f, v, base, merge, path, err)) != 0)
             return rc;
     }
+    if (bits != NULL && (marked || nulls > 0))
+        set_u32(base + bits->offset, set);
     if (marked || nulls > 0)
         for (size_t i = 0; i < d->nfields; i++)
             if ((d->fields[i].flags & TA_FF_PRESENCE) && d->fields[i].type == TA_FT_BOOL) {

@@ -47,6 +47,8 @@
 static const char *const role_names[] = {"user", "superadmin", NULL};
 static const char *const provider_type_names[] = {"openai", "anthropic", NULL};
 static const char *const period_names[] = {"day", "week", "month", "none", NULL};
+static const char *const price_names[] = {"input_price", "output_price", "cache_read_price",
+                                          "cache_write_price", NULL}; /* TA_PRICE_* order */
 static const char *const cap_names[] = {"chat",      "embeddings", "vision",      "tools",
                                         "streaming", "completions", NULL};
 
@@ -114,6 +116,8 @@ static const ta_field_t model_fields[] = {
     F_BOOL("is_active", 12, 0, ta_model_t, is_active, 1),
     F_TIME("created_at", 13, RO, ta_model_t, created_at),
     F_TIME("updated_at", 14, RO, ta_model_t, updated_at),
+    {.name = "prices_set", .tag = 15, .type = TA_FT_FLAGS, .flags = IN | TA_FF_PRESENCE_BITS,
+     .offset = offsetof(ta_model_t, prices_set), .size = MSIZE(ta_model_t, prices_set), .names = price_names},
 };
 const ta_recdesc_t ta_desc_model = DESC("model", TA_REC_MODEL, ta_model_t, model_fields);
 

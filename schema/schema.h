@@ -81,6 +81,14 @@ enum {
      * a record read and written back keeps its meaning. */
     TA_FF_PRESENCE = 1u << 10,
     TA_FF_MARKS_PRESENCE = 1u << 11,
+    /* Presence per field (model.prices_set): a FLAGS field flagged
+     * TA_FF_PRESENCE_BITS whose `names` are names of TA_FF_MARKS_PRESENCE
+     * fields of the same descriptor. ta_rec_from_json sets a field's bit when
+     * the input gives it a non-null value ("0" included) and clears it on
+     * null; ta_rec_to_json prints an unset field as null. A record whose
+     * TA_FF_PRESENCE flag is true but whose bits are all 0 was written before
+     * the bits existed: every marked field counts as set (its old meaning). */
+    TA_FF_PRESENCE_BITS = 1u << 13,
     TA_FF_ASCENDING = 1u << 12, /* I32_LIST/ID_LIST elements strictly ascending (rule "order") */
     /* Every STR refuses control characters (C0 and DEL, rule "control"): its
      * value may reach an HTTP header, a /metrics label, a log line or a CSV
@@ -185,10 +193,25 @@ typedef struct ta_model {
     ta_nano_t input_price, output_price, cache_read_price, cache_write_price; /* per 1M tokens; 0 = not priced */
     bool has_prices;       /* INTERNAL: true once any price was set explicitly (fail-closed pricing) */
     uint32_t capabilities; /* TA_CAP_* */
+    uint32_t prices_set;   /* INTERNAL: TA_PRICE_* of the prices set explicitly (see ta_model_prices_set) */
     int64_t context_window, max_output_tokens;
     bool is_active;
     int64_t created_at, updated_at;
 } ta_model_t;
+
+/* Bits of ta_model_t.prices_set, in the order of the price fields. */
+enum { TA_PRICE_INPUT = 1u << 0, TA_PRICE_OUTPUT = 1u << 1, TA_PRICE_CACHE_READ = 1u << 2,
+       TA_PRICE_CACHE_WRITE = 1u << 3, TA_PRICE_ALL = 0xfu };
+
+/** Which prices of m were set explicitly (TA_PRICE_*): none while has_prices
+ *  is false; all of them for a record written before prices_set existed (its
+ *  zero cache prices meant "free" then and keep that meaning). An unset cache
+ *  price is charged at the input price (ledger/quota.c, ta_cost); an explicit
+ *  0 is free. */
+static inline uint32_t ta_model_prices_set(const ta_model_t *m)
+{
+    return !m->has_prices ? 0 : m->prices_set != 0 ? m->prices_set : TA_PRICE_ALL;
+}
 
 /* Limits shared by quotas and a group's default_quota. 0 = no limit. */
 enum { TA_PERIOD_DAY = 0, TA_PERIOD_WEEK, TA_PERIOD_MONTH, TA_PERIOD_NONE };

@@ -73,6 +73,7 @@
 #include "ledger/quota.h"
 #include "schema/apierror.h"
 #include "worker/anthropic.h"
+#include "worker/messages.h"
 #include "worker/metrics.h"
 #include "worker/sse.h"
 #include "worker/tokens.h"
@@ -154,7 +155,10 @@ typedef struct preq {
     int up_err;
     ta_bytes_t resp; /* buffered answer (non-stream, or an error) */
     ta_sse_t sse;
-    ta_anth_stream_t *anth; /* anthropic route, streaming: the event translator */
+    ta_anth_stream_t *anth; /* anthropic route, streaming: the event translator (on /v1/messages: the usage reader) */
+    ta_msg_stream_t *msgs;  /* /v1/messages on an openai route, streaming: the chunk translator */
+    ta_bytes_t scratch;     /* /v1/messages pass-through: the discarded output of the usage reader */
+    char anth_version[40];  /* /v1/messages: the client's anthropic-version ("" = ours) */
     ta_usage_t anth_usage;  /* anthropic route, non-streaming: usage of the translated answer */
     ta_bytes_t out;  /* bytes handed to h2o (stream) */
     uint64_t drained;
@@ -201,6 +205,15 @@ typedef struct front {
     json_t *body;
 } front_t;
 
+/* /v1/messages (below, "/v1/messages"): the route's readers and answers */
+static int msg_check(const preq_t *pr, const json_t *body, ta_err_t *err);
+static void msg_route(preq_t *pr, const route_info_t *r);
+static int msg_feed(preq_t *pr, const char *p, size_t n);
+static bool msg_answer_failed(preq_t *pr);
+static bool msg_error_answered(preq_t *pr, int st);
+static void msg_shape(preq_t *pr, front_t *f);
+static bool no_output(int ep);
+
 /* ---- small helpers --------------------------------------------------------- */
 
 static int refused(refusal_t *rf, int status, int et, const char *code, const char *param, const char *fmt, ...)
@@ -218,8 +231,19 @@ static int refused(refusal_t *rf, int status, int et, const char *code, const ch
     return -1;
 }
 
+/* Anthropic's paths (/v1/messages...), and /v1/models asked with
+ * anthropic-version: answered in Anthropic's shapes. */
+static bool anth_shaped(h2o_req_t *req)
+{
+    h2o_iovec_t p = req->path_normalized;
+    if (p.len >= 12 && memcmp(p.base, "/v1/messages", 12) == 0 && (p.len == 12 || p.base[12] == '/'))
+        return true;
+    return p.len >= 10 && memcmp(p.base, "/v1/models", 10) == 0 &&
+           h2o_find_header_by_str(&req->headers, H2O_STRLIT("anthropic-version"), -1) != -1;
+}
+
 /* The one error body of API.md (schema/apierror.h); the type names the kind
- * exactly as the audit record does. */
+ * exactly as the audit record does. On Anthropic's paths, its error shape. */
 static void send_err(h2o_req_t *req, int status, int et, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 static void send_err(h2o_req_t *req, int status, int et, const char *code, const char *param, const char *fmt, ...)
@@ -229,6 +253,15 @@ static void send_err(h2o_req_t *req, int status, int et, const char *code, const
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    if (anth_shaped(req)) { /* Anthropic's error shape on its paths */
+        ta_bytes_t b = {0};
+        if (ta_msg_error_body(status, msg, &b) == 0) {
+            ta_worker_send(req, status, NULL, b.p, b.len);
+            ta_bytes_free(&b);
+            return;
+        }
+        ta_bytes_free(&b);
+    }
     size_t len = 0;
     char *s = ta_error_body(ta_errtype_name(et), code, param, msg, &len);
     if (s == NULL) {
@@ -253,17 +286,47 @@ static void add_hdr(h2o_req_t *req, const char *name, const char *fmt, ...)
     h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, val.base, val.len);
 }
 
+/* A duration as OpenAI writes x-ratelimit-reset-* (Go's time.Duration
+ * form): "20ms" below a second, else hours and minutes as needed and the
+ * seconds with their fraction, trailing zeros dropped: "6.5s", "1m0s",
+ * "1h2m3.25s". */
+void ta_proxy_duration(int64_t ms, char *out, size_t cap)
+{
+    if (ms < 0)
+        ms = 0;
+    if (ms < 1000) {
+        snprintf(out, cap, "%lldms", (long long)ms);
+        return;
+    }
+    long long h = ms / 3600000, m = ms / 60000 % 60, sec = ms / 1000 % 60, frac = ms % 1000;
+    char fs[8] = "";
+    if (frac > 0) {
+        snprintf(fs, sizeof(fs), ".%03lld", frac);
+        for (size_t n = strlen(fs); fs[n - 1] == '0'; n--)
+            fs[n - 1] = '\0';
+    }
+    if (h > 0)
+        snprintf(out, cap, "%lldh%lldm%lld%ss", h, m, sec, fs);
+    else if (m > 0)
+        snprintf(out, cap, "%lldm%lld%ss", m, sec, fs);
+    else
+        snprintf(out, cap, "%lld%ss", sec, fs);
+}
+
 static void ratelimit_headers(h2o_req_t *req, const ta_hold_res_t *r)
 {
+    char d[40];
     if (r->rpm_limit > 0) {
         add_hdr(req, "x-ratelimit-limit-requests", "%lld", (long long)r->rpm_limit);
         add_hdr(req, "x-ratelimit-remaining-requests", "%lld", (long long)r->rpm_remaining);
-        add_hdr(req, "x-ratelimit-reset-requests", "%lldms", (long long)r->rpm_reset_ms);
+        ta_proxy_duration(r->rpm_reset_ms, d, sizeof(d));
+        add_hdr(req, "x-ratelimit-reset-requests", "%s", d);
     }
     if (r->tpm_limit > 0) {
         add_hdr(req, "x-ratelimit-limit-tokens", "%lld", (long long)r->tpm_limit);
         add_hdr(req, "x-ratelimit-remaining-tokens", "%lld", (long long)r->tpm_remaining);
-        add_hdr(req, "x-ratelimit-reset-tokens", "%lldms", (long long)r->tpm_reset_ms);
+        ta_proxy_duration(r->tpm_reset_ms, d, sizeof(d));
+        add_hdr(req, "x-ratelimit-reset-tokens", "%s", d);
     }
 }
 
@@ -323,6 +386,10 @@ static void preq_free(preq_t *pr)
     if (pr->anth != NULL)
         ta_anth_stream_dispose(pr->anth);
     free(pr->anth);
+    if (pr->msgs != NULL)
+        ta_msg_stream_dispose(pr->msgs);
+    free(pr->msgs);
+    ta_bytes_free(&pr->scratch);
     free(pr);
 }
 
@@ -342,8 +409,8 @@ static void usage_of(preq_t *pr, ta_event_t *ev)
         u = pr->sse.usage;
         delivered = pr->sse.content_events > 0;
     } else if (ok && pr->up_err == TA_UP_OK) {
-        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC)
-            u = pr->anth_usage; /* normalized by ta_anth_response (cache writes included) */
+        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC || pr->endpoint == TA_EP_MESSAGES)
+            u = pr->anth_usage; /* normalized by ta_anth_response / ta_anth_usage, or ta_msg_from_chat */
         else
             ta_usage_parse(pr->resp.p, pr->resp.len, &u);
         delivered = true;
@@ -355,6 +422,8 @@ static void usage_of(preq_t *pr, ta_event_t *ev)
         ev->completion_tokens = u.completion_tokens;
         ev->cached_tokens = u.cached_tokens;
         ev->cache_write_tokens = u.cache_write_tokens;
+    } else if (pr->endpoint == TA_EP_COUNT_TOKENS) {
+        /* counting tokens is free at the provider: nothing to charge */
     } else if (delivered || (ev->flags & TA_EVF_CLIENT_GONE && ok)) {
         /* the provider's answer (or part of it) went out without usage: charge
          * our estimate, marked as such */
@@ -570,13 +639,15 @@ static int up_on_head(void *ctx, int status)
  * the end and the content count from pr->sse as for OpenAI streams. Between
  * message_start and message_delta the usage has the real prompt but only a
  * lower bound of the output (anthropic.h): estimated, should it end there. */
-static int anth_feed(preq_t *pr, const char *p, size_t n)
+static int anth_feed(preq_t *pr, const char *p, size_t n, ta_bytes_t *out)
 {
-    int rc = ta_anth_stream_feed(pr->anth, p, n, &pr->out);
+    int rc = ta_anth_stream_feed(pr->anth, p, n, out);
     pr->sse.usage = pr->anth->usage;
     pr->sse.done = pr->anth->done;
     pr->sse.content_events = pr->anth->content_events;
     pr->sse.events = pr->anth->events;
+    pr->sse.error_event = pr->anth->failed;
+    pr->sse.error_rate_limit = pr->anth->failed_rate_limit;
     if (pr->anth->usage.present && !pr->anth->final_usage)
         pr->ev.flags |= TA_EVF_USAGE_ESTIMATED;
     else
@@ -597,7 +668,9 @@ static int up_on_data(void *ctx, const char *p, size_t n)
     }
     if (pr->sending)
         return TA_UP_PAUSE;
-    int rc = pr->anth != NULL ? anth_feed(pr, p, n) : ta_sse_feed(&pr->sse, p, n, &pr->out);
+    int rc = pr->endpoint == TA_EP_MESSAGES ? msg_feed(pr, p, n)
+             : pr->anth != NULL             ? anth_feed(pr, p, n, &pr->out)
+                                            : ta_sse_feed(&pr->sse, p, n, &pr->out);
     if (rc != 0) {
         ta_log(TA_LOG_WARN, "provider stream refused: %s", ta_strerror(rc));
         return -1;
@@ -612,8 +685,18 @@ static int up_on_data(void *ctx, const char *p, size_t n)
     return TA_UP_CONSUMED;
 }
 
+/* The provider's retry-after and x-ratelimit-* on an error passed through:
+ * they replace the gateway's own of the same name (hold_go wrote the
+ * quota's), so each field appears once. */
 static void pass_headers(preq_t *pr)
 {
+    h2o_headers_t *hs = &pr->req->res.headers;
+    for (int i = 0; i < pr->npass; i++) {
+        size_t l = strlen(pr->pass[i].name);
+        ssize_t at;
+        while ((at = h2o_find_header_by_str(hs, pr->pass[i].name, l, -1)) != -1)
+            h2o_delete_header(hs, at);
+    }
     for (int i = 0; i < pr->npass; i++) {
         h2o_iovec_t v = h2o_strdup(&pr->req->pool, pr->pass[i].value, SIZE_MAX);
         h2o_iovec_t nm = h2o_strdup(&pr->req->pool, pr->pass[i].name, SIZE_MAX);
@@ -642,6 +725,8 @@ static bool next_route(preq_t *pr)
  * charges the estimate. Returns true when it answered the client. */
 static bool anth_answer_failed(preq_t *pr)
 {
+    if (pr->endpoint == TA_EP_MESSAGES || pr->endpoint == TA_EP_COUNT_TOKENS)
+        return msg_answer_failed(pr);
     if (pr->routes[pr->route_i].type != TA_PROVIDER_ANTHROPIC)
         return false;
     ta_bytes_t oai = {0};
@@ -686,6 +771,10 @@ static void anth_route(preq_t *pr, const route_info_t *r)
         pr->anth = NULL;
     }
     memset(&pr->anth_usage, 0, sizeof(pr->anth_usage));
+    if (pr->endpoint == TA_EP_MESSAGES || pr->endpoint == TA_EP_COUNT_TOKENS) {
+        msg_route(pr, r);
+        return;
+    }
     if (r->type != TA_PROVIDER_ANTHROPIC)
         return;
     free(pr->up_body);
@@ -715,6 +804,8 @@ static void anth_route(preq_t *pr, const route_info_t *r)
  * client's 400, not a charge. */
 static int anth_check(const preq_t *pr, const json_t *body, ta_err_t *err)
 {
+    if (pr->endpoint != TA_EP_CHAT)
+        return 0;
     for (int i = 0; i < pr->nroutes; i++) {
         if (pr->routes[i].type != TA_PROVIDER_ANTHROPIC)
             continue;
@@ -724,6 +815,138 @@ static int anth_check(const preq_t *pr, const json_t *body, ta_err_t *err)
         return rc;
     }
     return 0;
+}
+
+/* ---- /v1/messages (worker/messages.h) ------------------------------------------------ */
+
+/* Before the hold: a Messages request an openai route cannot express is the
+ * client's 400, not a charge. */
+static int msg_check(const preq_t *pr, const json_t *body, ta_err_t *err)
+{
+    if (pr->endpoint != TA_EP_MESSAGES)
+        return 0;
+    for (int i = 0; i < pr->nroutes; i++) {
+        if (pr->routes[i].type != TA_PROVIDER_OPENAI)
+            continue;
+        json_t *c = NULL;
+        int rc = ta_msg_to_chat(body, &c, err);
+        json_decref(c);
+        return rc;
+    }
+    return 0;
+}
+
+/* The route's body and stream readers for /v1/messages: an anthropic route
+ * gets the client's body (start_route) and its stream is passed through,
+ * read for the usage only; an openai route gets the chat translation and its
+ * chunks are translated back. */
+static void msg_route(preq_t *pr, const route_info_t *r)
+{
+    if (pr->msgs != NULL) {
+        ta_msg_stream_dispose(pr->msgs);
+        free(pr->msgs);
+        pr->msgs = NULL;
+    }
+    if (pr->endpoint != TA_EP_MESSAGES && pr->endpoint != TA_EP_COUNT_TOKENS)
+        return;
+    if (r->type == TA_PROVIDER_ANTHROPIC) {
+        if (pr->stream && (pr->anth = malloc(sizeof(*pr->anth))) != NULL)
+            ta_anth_stream_init(pr->anth, false, r->upstream_name, 0);
+        return;
+    }
+    free(pr->up_body);
+    pr->up_body = NULL;
+    json_t *c = NULL;
+    ta_err_t e;
+    if (ta_msg_to_chat(pr->body, &c, &e) != 0) /* checked before the hold: only -ENOMEM gets here */
+        return;
+    json_object_set_new(c, "model", json_string(r->upstream_name));
+    pr->up_body = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    if (pr->stream && (pr->msgs = malloc(sizeof(*pr->msgs))) != NULL)
+        ta_msg_stream_init(pr->msgs, r->upstream_name, 0);
+}
+
+/* A Messages stream's bytes: passed through (anthropic route, the usage
+ * read on the side) or translated (openai route); pr->sse carries the
+ * usage, the end and the content count as for chat streams. */
+static int msg_feed(preq_t *pr, const char *p, size_t n)
+{
+    if (pr->msgs != NULL) {
+        int rc = ta_msg_stream_feed(pr->msgs, p, n, &pr->out);
+        pr->sse.usage = pr->msgs->usage;
+        pr->sse.done = pr->msgs->done;
+        pr->sse.content_events = pr->msgs->content_events;
+        pr->sse.events = pr->msgs->events;
+        pr->sse.error_event = pr->msgs->failed;
+        pr->sse.error_rate_limit = pr->msgs->failed_rate_limit;
+        return rc;
+    }
+    pr->scratch.len = 0;
+    int rc = anth_feed(pr, p, n, &pr->scratch);
+    if (rc == 0)
+        rc = ta_bytes_append(&pr->out, p, n, SIZE_MAX);
+    return rc;
+}
+
+/* A Messages answer: an anthropic route's passes as it is (its usage read),
+ * an openai route's chat.completion becomes a Message. Returns true when it
+ * answered the client (a 502: the answer could not be read). */
+static bool msg_answer_failed(preq_t *pr)
+{
+    const route_info_t *r = &pr->routes[pr->route_i];
+    int rc;
+    if (r->type == TA_PROVIDER_ANTHROPIC) {
+        json_t *j = json_loadb(pr->resp.p, pr->resp.len, 0, NULL);
+        rc = json_is_object(j) ? 0 : TA_EINVAL;
+        if (pr->endpoint == TA_EP_MESSAGES)
+            ta_anth_usage(json_object_get(j, "usage"), &pr->anth_usage);
+        json_decref(j);
+    } else {
+        ta_bytes_t m = {0};
+        rc = ta_msg_from_chat(pr->resp.p, pr->resp.len, &m, pr->p->conf.max_response_size, &pr->anth_usage);
+        if (rc == 0) {
+            ta_bytes_free(&pr->resp);
+            pr->resp = m;
+        } else {
+            ta_bytes_free(&m);
+        }
+    }
+    if (rc == 0)
+        return false;
+    ta_log(TA_LOG_WARN, "provider %llu: its answer could not be read: %s", (unsigned long long)r->provider_id,
+           ta_strerror(rc));
+    end(pr, 502, TA_ET_UPSTREAM);
+    send_err(pr->req, 502, TA_ET_UPSTREAM, "upstream_error", NULL, "the provider's answer could not be read");
+    return true;
+}
+
+/* An error answer on /v1/messages: an anthropic route's passes as it is
+ * (already Anthropic's shape), an openai route's is put in that shape. */
+static bool msg_error_answered(preq_t *pr, int st)
+{
+    if (pr->endpoint != TA_EP_MESSAGES && pr->endpoint != TA_EP_COUNT_TOKENS)
+        return false;
+    int et = st == 429 ? TA_ET_RATE_LIMIT : st >= 500 ? TA_ET_UPSTREAM : TA_ET_INVALID_REQUEST;
+    pr->up_status = st;
+    end(pr, st, et);
+    pass_headers(pr);
+    if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC) {
+        json_t *j = json_loadb(pr->resp.p, pr->resp.len, 0, NULL);
+        bool shaped = json_is_object(json_object_get(j, "error"));
+        json_decref(j);
+        if (shaped) {
+            ta_worker_send(pr->req, st, NULL, pr->resp.p, pr->resp.len);
+            return true;
+        }
+    }
+    ta_bytes_t b = {0};
+    if (ta_msg_error_from_oai(st, pr->resp.p, pr->resp.len, &b) == 0)
+        ta_worker_send(pr->req, st, NULL, b.p, b.len);
+    else
+        send_err(pr->req, st, et, "upstream_error", NULL, "the provider answered HTTP %d", st);
+    ta_bytes_free(&b);
+    return true;
 }
 
 /* The call is over (pr->call already gone). By state: a stream ends (cut if
@@ -744,8 +967,14 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
 
     bool cut = err != TA_UP_OK || !pr->sse.done;
     if (pr->state == ST_STREAMING) { /* the client has the head: end the stream */
-        end(pr, 200, cut ? TA_ET_UPSTREAM : TA_ET_NONE);
-        pr->final = cut ? FINAL_CUT : FINAL_OK; /* pr->req != NULL while streaming */
+        /* The provider's error event reached the client: the body ends
+         * cleanly after it (a client reads an error, not a broken stream),
+         * recorded with the error's type. Only a stream cut without one
+         * ends cut. */
+        bool told = pr->sse.error_event;
+        end(pr, 200, told ? (pr->sse.error_rate_limit ? TA_ET_RATE_LIMIT : TA_ET_UPSTREAM)
+                     : cut ? TA_ET_UPSTREAM : TA_ET_NONE);
+        pr->final = cut && !told ? FINAL_CUT : FINAL_OK; /* pr->req != NULL while streaming */
         if (!pr->sending)
             send_final(pr);
         return;
@@ -771,7 +1000,7 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         /* an answer from the provider that is an error */
         if ((st >= 500 || st == 429) && next_route(pr))
             return;
-        if (anth_error_answered(pr, st))
+        if (msg_error_answered(pr, st) || anth_error_answered(pr, st))
             return;
         int out = st;
         int et = st == 429 ? TA_ET_RATE_LIMIT : st >= 500 ? TA_ET_UPSTREAM : TA_ET_INVALID_REQUEST;
@@ -807,6 +1036,7 @@ static const char *ep_suffix(int ep)
     case TA_EP_CHAT: return "/chat/completions";
     case TA_EP_COMPLETIONS: return "/completions";
     case TA_EP_EMBEDDINGS: return "/embeddings";
+    case TA_EP_MESSAGES: return "/chat/completions"; /* translated (worker/messages.h) */
     default: return "/models";
     }
 }
@@ -903,7 +1133,9 @@ static void start_route(preq_t *pr)
     while (bl > 0 && r->base_url[bl - 1] == '/')
         bl--;
     snprintf(url, sizeof(url), "%.*s%s", (int)bl, r->base_url,
-             r->type == TA_PROVIDER_ANTHROPIC ? "/v1/messages" : ep_suffix(pr->endpoint));
+             r->type != TA_PROVIDER_ANTHROPIC       ? ep_suffix(pr->endpoint)
+             : pr->endpoint == TA_EP_COUNT_TOKENS ? "/v1/messages/count_tokens"
+                                                  : "/v1/messages");
 
     char key[MEMBER_SIZE(ta_provider_t, key_sealed)], auth[sizeof(key) + 32];
     int kl = provider_key(p, r, key, sizeof(key));
@@ -939,9 +1171,11 @@ static void start_route(preq_t *pr)
         spec.nheaders = 1;
     }
     const char *ahdrs[4];
+    char aver[64];
     if (r->type == TA_PROVIDER_ANTHROPIC) {
         memcpy(ahdrs, spec.headers, spec.nheaders * sizeof(*ahdrs));
-        ahdrs[spec.nheaders++] = "anthropic-version: " TA_ANTH_VERSION;
+        snprintf(aver, sizeof(aver), "anthropic-version: %s", pr->anth_version[0] ? pr->anth_version : TA_ANTH_VERSION);
+        ahdrs[spec.nheaders++] = aver;
         spec.headers = ahdrs;
     }
     int rc = ensure_upstream(p);
@@ -976,8 +1210,14 @@ static void answer_models(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, const ta_
             continue;
         if (one != NULL && !(strlen(m->name) == one_len && memcmp(m->name, one, one_len) == 0))
             continue;
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
-                                              (json_int_t)m->created_at, "owned_by", "tokenaudit"));
+        if (anth_shaped(req)) {
+            char t[32];
+            json_array_append_new(data, json_pack("{s:s,s:s,s:s,s:s}", "type", "model", "id", m->name, "display_name",
+                                                  m->name, "created_at", ta_time_format(m->created_at, t)));
+        } else {
+            json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+                                                  (json_int_t)m->created_at, "owned_by", "tokenaudit"));
+        }
     }
     free(m);
     if (one != NULL) {
@@ -993,7 +1233,12 @@ static void answer_models(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, const ta_
         json_decref(data);
         return;
     }
-    json_t *j = json_pack("{s:s,s:o}", "object", "list", "data", data);
+    size_t nd = json_array_size(data);
+    json_t *j = !anth_shaped(req) ? json_pack("{s:s,s:o}", "object", "list", "data", data)
+                                  : json_pack("{s:o,s:b,s:O,s:O}", "data", data, "has_more", 0, "first_id",
+                                              nd > 0 ? json_object_get(json_array_get(data, 0), "id") : json_null(),
+                                              "last_id",
+                                              nd > 0 ? json_object_get(json_array_get(data, nd - 1), "id") : json_null());
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     ta_worker_send(req, 200, NULL, s, strlen(s));
@@ -1264,6 +1509,8 @@ static void hold_refused(preq_t *pr)
     refuse(pr->p, pr->req, NULL, pr, &rf);
 }
 
+static bool no_output(int ep) { return ep == TA_EP_EMBEDDINGS || ep == TA_EP_COUNT_TOKENS; }
+
 /* pr's hold inside txn (quota re-read there); the result in pr->hr */
 static int hold_one(preq_t *pr, MDB_txn *txn)
 {
@@ -1279,9 +1526,9 @@ static int hold_one(preq_t *pr, MDB_txn *txn)
         .model = &pr->model,
         .prompt_tokens_est = pr->tok.estimate,
         .prompt_tokens_max = pr->tok.upper,
-        .max_output_tokens = pr->endpoint == TA_EP_EMBEDDINGS ? 0 : pr->max_out,
+        .max_output_tokens = no_output(pr->endpoint) ? 0 : pr->max_out,
         .output_choices = pr->choices,
-        .no_output = pr->endpoint == TA_EP_EMBEDDINGS,
+        .no_output = no_output(pr->endpoint),
         .extra_output_tokens = pr->extra_out,
         .reserve = p->conf.reserve,
         .timezone = p->timezone,
@@ -1313,7 +1560,7 @@ static void hold_go(preq_t *pr)
     /* The upstream sees exactly one output limit, the one the hold covers
      * (ledger/quota.h): a second field or a larger value would let it bill
      * more than was held. */
-    if (pr->endpoint != TA_EP_EMBEDDINGS && hr->max_output_tokens > 0) {
+    if (!no_output(pr->endpoint) && hr->max_output_tokens > 0) {
         if (pr->mt_both)
             json_object_del(pr->body, pr->mt_other);
         if (pr->mt_both || hr->max_output_tokens != pr->max_out) {
@@ -1446,6 +1693,10 @@ static int endpoint_of(h2o_iovec_t path, const char **model_id)
     }
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/usage")))
         return TA_EP_USAGE;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages")))
+        return TA_EP_MESSAGES;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens")))
+        return TA_EP_COUNT_TOKENS;
     return 0;
 }
 
@@ -1488,10 +1739,22 @@ static int front_auth(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, r
     const char *key = NULL;
     size_t klen = 0;
     ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    if (ai == -1 || !ta_bearer_token(req->headers.entries[ai].value.base, req->headers.entries[ai].value.len, &key,
-                                     &klen))
+    ssize_t xi = ai == -1 ? h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-api-key"), -1) : -1;
+    if (xi != -1) { /* Anthropic's clients: the key alone, spaces around it ignored as for Bearer */
+        h2o_iovec_t v = req->headers.entries[xi].value;
+        while (v.len > 0 && (v.base[0] == ' ' || v.base[0] == '\t')) {
+            v.base++;
+            v.len--;
+        }
+        while (v.len > 0 && (v.base[v.len - 1] == ' ' || v.base[v.len - 1] == '\t'))
+            v.len--;
+        key = v.base;
+        klen = v.len;
+    } else if (ai == -1 || !ta_bearer_token(req->headers.entries[ai].value.base, req->headers.entries[ai].value.len,
+                                            &key, &klen)) {
         return refused(rf, 401, TA_ET_AUTH, "invalid_api_key", NULL,
-                       "You didn't provide an API key. Use 'Authorization: Bearer sk-...'.");
+                       "You didn't provide an API key. Use 'Authorization: Bearer sk-...' (or 'x-api-key').");
+    }
     uint8_t hash[32];
     ta_keyrec_t kr;
     if (!ta_apikey_wellformed(key, klen))
@@ -1539,9 +1802,31 @@ static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
                        "We could not parse the JSON body of your request: %s", jerr.text);
     const char *param = NULL;
     char msg[256];
+    if (f->ep == TA_EP_MESSAGES || f->ep == TA_EP_COUNT_TOKENS) {
+        ta_err_t e = {0};
+        if (ta_msg_validate(f->body, f->ep == TA_EP_COUNT_TOKENS, &e) != 0)
+            return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", e.field[0] ? e.field : NULL, "%s",
+                           e.message);
+        return 0;
+    }
     if (validate(f->ep, f->body, &param, msg, sizeof(msg)) != 0)
         return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", param, "%s", msg);
     return 0;
+}
+
+/* The capability an endpoint needs of a model (schema.h TA_CAP_*): a model
+ * without it is the client's 400, refused before anything is held. */
+static int model_capable(const ta_model_t *m, int ep, refusal_t *rf)
+{
+    uint32_t need = ep == TA_EP_EMBEDDINGS                                                    ? TA_CAP_EMBEDDINGS
+                    : ep == TA_EP_CHAT || ep == TA_EP_MESSAGES || ep == TA_EP_COUNT_TOKENS ? TA_CAP_CHAT
+                                                                                            : 0;
+    if ((m->capabilities & need) == need)
+        return 0;
+    return refused(rf, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model",
+                   "The model '%s' does not support %s (it lacks the '%s' capability).", m->name,
+                   ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat completions",
+                   ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat");
 }
 
 /* The model (by name, active, in the caller's group) and its usable routes
@@ -1561,6 +1846,8 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
     if (!group_has(f->grp, mid))
         return refused(rf, 403, TA_ET_PERMISSION, "model_not_allowed", "model", "This API key may not use the model '%s'.",
                        mname);
+    if (model_capable(&pr->model, f->ep, rf) != 0)
+        return -1;
     bool anth_skipped = false; /* an anthropic route, and the endpoint is not chat */
     int order[TA_MODEL_MAX_ROUTES], n = pr->model.nroutes < TA_MODEL_MAX_ROUTES ? pr->model.nroutes : TA_MODEL_MAX_ROUTES;
     for (int i = 0; i < n; i++)
@@ -1578,7 +1865,8 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
         const ta_route_t *rt = &pr->model.routes[order[i]];
         if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
             continue;
-        if (prov->type == TA_PROVIDER_ANTHROPIC && f->ep != TA_EP_CHAT) {
+        if (prov->type == TA_PROVIDER_ANTHROPIC && f->ep != TA_EP_CHAT && f->ep != TA_EP_MESSAGES &&
+            f->ep != TA_EP_COUNT_TOKENS) {
             anth_skipped = true; /* the Messages API has no completions or embeddings */
             continue;
         }
@@ -1603,12 +1891,62 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
                        "The model '%s' does not support %.*s.", mname, (int)req->path_normalized.len,
                        req->path_normalized.base);
     ta_err_t aerr = {0};
-    if (anth_check(pr, f->body, &aerr) != 0)
+    if (anth_check(pr, f->body, &aerr) != 0 || msg_check(pr, f->body, &aerr) != 0)
         return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", aerr.field[0] ? aerr.field : NULL,
                        "%s", aerr.message);
     if (pr->nroutes == 0)
         return refused(rf, 503, TA_ET_UPSTREAM, "no_route", NULL, "No active provider serves this model.");
     return 0;
+}
+
+/* /v1/messages: nothing is added to the client's body (Anthropic refuses
+ * unknown fields; its streams always carry usage); the prompt is estimated
+ * on the chat translation (system, tools and blocks counted), else bounded
+ * by the body's bytes; the output limit is max_tokens (output_bounds). */
+static void msg_shape(preq_t *pr, front_t *f)
+{
+    json_t *body = f->body, *chat = NULL;
+    ta_err_t e;
+    if (pr->stream) {
+        pr->ev.flags |= TA_EVF_STREAM;
+        ta_sse_init(&pr->sse, false, 0);
+    }
+    if (pr->req != NULL) {
+        ssize_t vi = h2o_find_header_by_str(&pr->req->headers, H2O_STRLIT("anthropic-version"), -1);
+        if (vi != -1)
+            snprintf(pr->anth_version, sizeof(pr->anth_version), "%.*s",
+                     (int)pr->req->headers.entries[vi].value.len, pr->req->headers.entries[vi].value.base);
+        for (char *c = pr->anth_version; *c; c++)
+            if (*c == '\r' || *c == '\n')
+                *c = ' ';
+    }
+    if (ta_msg_to_chat(body, &chat, &e) == 0) {
+        ta_tokens_prompt(chat, &pr->tok);
+    } else {
+        int64_t bytes = pr->req != NULL ? (int64_t)pr->req->entity.len : 0;
+        pr->tok.upper = bytes + 3;
+        pr->tok.estimate = bytes / 3 + 3;
+    }
+    json_decref(chat);
+    output_bounds(pr, body);
+    if (f->ep == TA_EP_COUNT_TOKENS) {
+        pr->max_out = 0;
+        pr->mt_both = false;
+    }
+    pr->quota_id = f->q.id;
+    pr->body = body;
+    f->body = NULL;
+}
+
+/* count_tokens for a model whose first route is an openai one (which has no
+ * such call): the gateway's own estimate, recorded, nothing held or charged. */
+static void count_tokens_here(preq_t *pr)
+{
+    h2o_req_t *req = pr->req;
+    char b[64];
+    int n = snprintf(b, sizeof(b), "{\"input_tokens\":%lld}", (long long)pr->tok.estimate);
+    end(pr, 200, TA_ET_NONE);
+    ta_worker_send(req, 200, NULL, b, (size_t)n);
 }
 
 /* What goes upstream besides the client's body: usage in every stream (the
@@ -1618,6 +1956,10 @@ static void front_shape(preq_t *pr, front_t *f)
 {
     json_t *body = f->body;
     pr->stream = json_is_true(json_object_get(body, "stream"));
+    if (f->ep == TA_EP_MESSAGES || f->ep == TA_EP_COUNT_TOKENS) {
+        msg_shape(pr, f);
+        return;
+    }
     if (pr->stream) {
         pr->ev.flags |= TA_EVF_STREAM;
         json_t *so = json_object_get(body, "stream_options");
@@ -1694,6 +2036,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     if ((rc = front_model(p, req, txn, &f, pr, &rf)) != 0)
         goto Exit;
     front_shape(pr, &f);
+    if (pr->endpoint == TA_EP_COUNT_TOKENS && pr->routes[0].type != TA_PROVIDER_ANTHROPIC) {
+        count_tokens_here(pr);
+        goto Exit;
+    }
     queue_hold(pr); /* the hold, at the end of this loop pass (run_holds), then upstream */
 
 Exit:

@@ -68,4 +68,8 @@ int ta_proxy_ready(ta_proxy_t *p);
  *  clear provider keys. The worker process that set the proxy up owns it. */
 void ta_proxy_destroy(ta_proxy_t *p);
 
+/** ms as OpenAI writes durations in x-ratelimit-reset-*: "20ms", "6.5s",
+ *  "1m0s", "1h2m3.25s" (negative reads as 0). Any process. */
+void ta_proxy_duration(int64_t ms, char *out, size_t cap);
+
 #endif

@@ -644,7 +644,7 @@ static void test_json_shape(void **state)
     static const char *const mkeys[] = {"id", "name", "routes", "input_price", "output_price",
                                         "cache_read_price", "cache_write_price", "has_prices",
                                         "capabilities", "context_window", "max_output_tokens",
-                                        "is_active", "created_at", "updated_at", NULL};
+                                        "is_active", "created_at", "updated_at", "prices_set", NULL};
     static const char *const gkeys[] = {"id", "name", "description", "model_ids", "default_quota",
                                         "created_at", "updated_at", NULL};
     static const char *const lkeys[] = {"period", "cost_limit", "token_limit", "request_limit",
@@ -1078,6 +1078,23 @@ static void test_json_input_semantics(void **state)
     EXPECT_OK(&ta_desc_model, M(",\"cache_write_price\":\"0\""), &m);
     assert_true(m.has_prices);
     assert_int_equal(m.cache_write_price, 0);
+    assert_int_equal(m.prices_set, TA_PRICE_CACHE_WRITE);
+    /* each price's own presence: unset prints null, "0" prints "0" */
+    ta_rec_defaults(&ta_desc_model, &m);
+    EXPECT_OK(&ta_desc_model, M(",\"input_price\":\"2\",\"cache_read_price\":\"0\""), &m);
+    assert_int_equal(ta_model_prices_set(&m), TA_PRICE_INPUT | TA_PRICE_CACHE_READ);
+    json_t *pj = ta_rec_to_json(&ta_desc_model, &m, TA_JSON_API);
+    assert_string_equal(json_string_value(json_object_get(pj, "cache_read_price")), "0");
+    assert_true(json_is_null(json_object_get(pj, "cache_write_price")));
+    assert_true(json_is_null(json_object_get(pj, "output_price")));
+    json_decref(pj);
+    assert_int_equal(from_text(&ta_desc_model, "{\"cache_read_price\":null}", &m, TA_MERGE_PATCH, &e), 0);
+    assert_int_equal(ta_model_prices_set(&m), TA_PRICE_INPUT);
+    /* a record from before prices_set: every price counts as set, a later PATCH keeps them */
+    m.prices_set = 0;
+    assert_int_equal(ta_model_prices_set(&m), TA_PRICE_ALL);
+    assert_int_equal(from_text(&ta_desc_model, "{\"output_price\":1}", &m, TA_MERGE_PATCH, &e), 0);
+    assert_int_equal(ta_model_prices_set(&m), TA_PRICE_ALL);
     ta_rec_defaults(&ta_desc_model, &m);
     /* PATCH validates the whole result: a stored record without a name is refused */
     assert_int_equal(from_text(&ta_desc_model, "{\"context_window\":5}", &m, TA_MERGE_PATCH, &e), TA_EINVAL);
