@@ -3,9 +3,9 @@
  * answers and errors in API.md's shape, request bodies, query strings and
  * pagination.
  *
- * LMDB: the router itself opens no transaction. auth_check() runs in a read
+ * LMDB: the router itself opens no transaction. ta_admin_auth_check() runs in a read
  * transaction of its own; each handler opens at most one transaction
- * (ctx_txn) on the ledger environment, which the router commits (write, the
+ * (ta_admin_txn) on the ledger environment, which the router commits (write, the
  * answer < 400) or aborts (anything else) after the handler returns, so a
  * rejected request never leaves a partial write. Writers serialize on LMDB's
  * process-shared write lock; readers see the last committed state, so a
@@ -26,74 +26,176 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "schema/apierror.h"
+
 /* ---- the route table --------------------------------------------------------
- * One line per route. "{id}" matches a positive decimal integer (no sign, no
+ * One row per operation; the columns are explained at ta_admin_route_t
+ * (admin_internal.h). "{id}" matches a positive decimal integer (no sign, no
  * leading zero); every pattern matches with and without its trailing slash.
  * A path that matches some pattern under another method answers 405 with
- * Allow. Routes added later (quota requests/statistics, the audit section,
- * provider test/sync-models) go in as one more line each. */
-enum {
-    R_BODY = 1u << 0,  /* a JSON object body is required */
-    R_WRITE = 1u << 1, /* documentation only: the handler writes */
-};
+ * Allow. Rows of one resource stay together: the reference lists them in
+ * this order. */
+static const ta_admin_route_t routes[] = {
+    {"POST", "/api/auth/login/", AUTH_NONE, TA_ROUTE_BODY, ta_admin_login,
+     "login", "auth", "Log in: a JWT for /api",
+     "LoginRequest", 200, "LoginResponse", "", "400,401,413,429"},
+    {"POST", "/api/auth/logout/", AUTH_JWT, TA_ROUTE_WRITE, ta_admin_logout,
+     "logout", "auth", "Log out: the token is revoked at once",
+     NULL, 204, NULL, "", "401"},
+    {"GET", "/api/auth/me/", AUTH_USER, 0, ta_admin_me,
+     "me", "auth", "The caller",
+     NULL, 200, "User", "", "401"},
+    {"POST", "/api/auth/password/", AUTH_JWT, TA_ROUTE_BODY | TA_ROUTE_WRITE, ta_admin_password,
+     "changePassword", "auth",
+     "Change the caller's password: every earlier session ends, the answer carries a "
+     "new token",
+     "PasswordChange", 200, "LoginResponse", "", "400,401,413"},
 
-typedef struct route {
-    const char *method;
-    const char *pattern;
-    int auth;
-    unsigned flags;
-    handler_fn fn;
-} route_t;
+    {"GET", "/api/quotas/", AUTH_USER, 0, ta_admin_my_quotas,
+     "listMyQuotas", "self", "The caller's quotas with their usage",
+     NULL, 200, "QuotaPage", "page,page_size,after,before", "400,401"},
 
-static const route_t routes[] = {
-    {"POST", "/api/auth/login/", AUTH_NONE, R_BODY, h_login},
-    {"POST", "/api/auth/logout/", AUTH_JWT, R_WRITE, h_logout},
-    {"GET", "/api/auth/me/", AUTH_USER, 0, h_me},
-    {"POST", "/api/auth/password/", AUTH_JWT, R_BODY | R_WRITE, h_password},
-    {"GET", "/api/quotas/", AUTH_USER, 0, h_my_quotas},
+    {"GET", "/api/admin/users/", AUTH_ADMIN, 0, ta_admin_users_list,
+     "listUsers", "users", "List users",
+     NULL, 200, "UserPage", "page,page_size,after,before,search,role,is_active", "400,401,403"},
+    {"POST", "/api/admin/users/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, ta_admin_users_create,
+     "createUser", "users", "Create a user",
+     "User", 201, "User", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/users/{id}/", AUTH_ADMIN, 0, ta_admin_users_get,
+     "getUser", "users", "Get a user",
+     NULL, 200, "User", "", "401,403,404"},
+    {"PUT", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_users_update,
+     "replaceUser", "users", "Replace (every writable field) of a user",
+     "User", 200, "User", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_users_update,
+     "updateUser", "users", "Update (the fields given) of a user",
+     "User", 200, "User", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_users_delete,
+     "deleteUser", "users", "Deactivate a user and revoke every key (records stay for audit)",
+     NULL, 204, NULL, "", "401,403,404,409"},
+    {"POST", "/api/admin/users/{id}/reset-all-keys/", AUTH_ADMIN, TA_ROUTE_WRITE,
+     ta_admin_users_reset_keys,
+     "resetUserKeys", "users", "New keys for every quota of a user",
+     NULL, 200, "KeysReset", "", "401,403,404"},
 
-    {"GET", "/api/admin/users/", AUTH_ADMIN, 0, h_users_list},
-    {"POST", "/api/admin/users/", AUTH_ADMIN, R_BODY | R_WRITE, h_users_create},
-    {"GET", "/api/admin/users/{id}/", AUTH_ADMIN, 0, h_users_get},
-    {"PUT", "/api/admin/users/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_users_update},
-    {"PATCH", "/api/admin/users/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_users_update},
-    {"DELETE", "/api/admin/users/{id}/", AUTH_ADMIN, R_WRITE, h_users_delete},
-    {"POST", "/api/admin/users/{id}/reset-all-keys/", AUTH_ADMIN, R_WRITE, h_users_reset_keys},
+    {"GET", "/api/admin/providers/", AUTH_ADMIN, 0, ta_admin_providers_list,
+     "listProviders", "providers", "List providers",
+     NULL, 200, "ProviderPage", "page,page_size,after,before", "400,401,403"},
+    {"POST", "/api/admin/providers/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_providers_create,
+     "createProvider", "providers", "Create a provider",
+     "Provider", 201, "Provider", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/providers/{id}/", AUTH_ADMIN, 0, ta_admin_providers_get,
+     "getProvider", "providers", "Get a provider",
+     NULL, 200, "Provider", "", "401,403,404"},
+    {"PUT", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_providers_update,
+     "replaceProvider", "providers", "Replace (every writable field) of a provider",
+     "Provider", 200, "Provider", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_providers_update,
+     "updateProvider", "providers", "Update (the fields given) of a provider",
+     "Provider", 200, "Provider", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_providers_delete,
+     "deleteProvider", "providers", "Delete a provider",
+     NULL, 204, NULL, "", "401,403,404,409"},
+    {"POST", "/api/admin/providers/{id}/test/", AUTH_ADMIN, 0, ta_admin_providers_test,
+     "testProvider", "providers", "Try the provider's upstream",
+     NULL, 200, "ProviderTest", "", "400,401,403,404"},
+    {"POST", "/api/admin/providers/{id}/sync-models/", AUTH_ADMIN, TA_ROUTE_WRITE,
+     ta_admin_providers_sync_models,
+     "syncProviderModels", "providers", "Create models from the upstream's model list",
+     NULL, 200, "SyncModels", "", "400,401,403,404,502,504"},
 
-    {"GET", "/api/admin/providers/", AUTH_ADMIN, 0, h_providers_list},
-    {"POST", "/api/admin/providers/", AUTH_ADMIN, R_BODY | R_WRITE, h_providers_create},
-    {"GET", "/api/admin/providers/{id}/", AUTH_ADMIN, 0, h_providers_get},
-    {"PUT", "/api/admin/providers/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_providers_update},
-    {"PATCH", "/api/admin/providers/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_providers_update},
-    {"DELETE", "/api/admin/providers/{id}/", AUTH_ADMIN, R_WRITE, h_providers_delete},
-    {"POST", "/api/admin/providers/{id}/test/", AUTH_ADMIN, 0, h_providers_test},
-    {"POST", "/api/admin/providers/{id}/sync-models/", AUTH_ADMIN, R_WRITE, h_providers_sync_models},
+    {"GET", "/api/admin/models/", AUTH_ADMIN, 0, ta_admin_models_list,
+     "listModels", "models", "List models",
+     NULL, 200, "ModelPage", "page,page_size,after,before,search,provider_id", "400,401,403"},
+    {"POST", "/api/admin/models/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_models_create,
+     "createModel", "models", "Create a model",
+     "Model", 201, "Model", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/models/{id}/", AUTH_ADMIN, 0, ta_admin_models_get,
+     "getModel", "models", "Get a model",
+     NULL, 200, "Model", "", "401,403,404"},
+    {"PUT", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_models_update,
+     "replaceModel", "models", "Replace (every writable field) of a model",
+     "Model", 200, "Model", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_models_update,
+     "updateModel", "models", "Update (the fields given) of a model",
+     "Model", 200, "Model", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_models_delete,
+     "deleteModel", "models", "Delete a model",
+     NULL, 204, NULL, "", "401,403,404,409"},
 
-    {"GET", "/api/admin/models/", AUTH_ADMIN, 0, h_models_list},
-    {"POST", "/api/admin/models/", AUTH_ADMIN, R_BODY | R_WRITE, h_models_create},
-    {"GET", "/api/admin/models/{id}/", AUTH_ADMIN, 0, h_models_get},
-    {"PUT", "/api/admin/models/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_models_update},
-    {"PATCH", "/api/admin/models/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_models_update},
-    {"DELETE", "/api/admin/models/{id}/", AUTH_ADMIN, R_WRITE, h_models_delete},
+    {"GET", "/api/admin/groups/", AUTH_ADMIN, 0, ta_admin_groups_list,
+     "listGroups", "groups", "List groups",
+     NULL, 200, "GroupPage", "page,page_size,after,before", "400,401,403"},
+    {"POST", "/api/admin/groups/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_groups_create,
+     "createGroup", "groups", "Create a group",
+     "Group", 201, "Group", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/groups/{id}/", AUTH_ADMIN, 0, ta_admin_groups_get,
+     "getGroup", "groups", "Get a group",
+     NULL, 200, "Group", "", "401,403,404"},
+    {"PUT", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_groups_update,
+     "replaceGroup", "groups", "Replace (every writable field) of a group",
+     "Group", 200, "Group", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_groups_update,
+     "updateGroup", "groups", "Update (the fields given) of a group",
+     "Group", 200, "Group", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_groups_delete,
+     "deleteGroup", "groups", "Delete a group",
+     NULL, 204, NULL, "", "401,403,404,409"},
 
-    {"GET", "/api/admin/groups/", AUTH_ADMIN, 0, h_groups_list},
-    {"POST", "/api/admin/groups/", AUTH_ADMIN, R_BODY | R_WRITE, h_groups_create},
-    {"GET", "/api/admin/groups/{id}/", AUTH_ADMIN, 0, h_groups_get},
-    {"PUT", "/api/admin/groups/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_groups_update},
-    {"PATCH", "/api/admin/groups/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_groups_update},
-    {"DELETE", "/api/admin/groups/{id}/", AUTH_ADMIN, R_WRITE, h_groups_delete},
+    {"GET", "/api/admin/quotas/", AUTH_ADMIN, 0, ta_admin_quotas_list,
+     "listQuotas", "quotas", "List quotas",
+     NULL, 200, "QuotaPage", "page,page_size,after,before,user_id,group_id", "400,401,403"},
+    {"POST", "/api/admin/quotas/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_quotas_create,
+     "createQuota", "quotas", "Create a quota and its API key (shown once)",
+     "Quota", 201, "Quota", "", "400,401,403,409,413"},
+    {"GET", "/api/admin/quotas/{id}/", AUTH_ADMIN, 0, ta_admin_quotas_get,
+     "getQuota", "quotas", "Get a quota",
+     NULL, 200, "Quota", "", "401,403,404"},
+    {"PUT", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_quotas_update,
+     "replaceQuota", "quotas", "Replace (every writable field) of a quota",
+     "Quota", 200, "Quota", "", "400,401,403,404,409,413"},
+    {"PATCH", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
+     ta_admin_quotas_update,
+     "updateQuota", "quotas", "Update (the fields given) of a quota",
+     "Quota", 200, "Quota", "", "400,401,403,404,409,413"},
+    {"DELETE", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_quotas_delete,
+     "deleteQuota", "quotas", "Delete a quota; its key is revoked, records stay",
+     NULL, 204, NULL, "", "401,403,404,409"},
+    {"POST", "/api/admin/quotas/{id}/reset_api_key/", AUTH_ADMIN, TA_ROUTE_WRITE,
+     ta_admin_quotas_reset_key,
+     "resetQuotaKey", "quotas", "A new API key for the quota",
+     NULL, 200, "ApiKeyReset", "", "401,403,404"},
+    {"GET", "/api/admin/quotas/{id}/requests/", AUTH_ADMIN, 0, ta_admin_quota_requests,
+     "listQuotaRequests", "quotas", "Audit records of a quota, newest first",
+     NULL, 200, "AuditRecordPage", "page,page_size,cursor,since,until,status,model", "400,401,403,404"},
+    {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, ta_admin_quota_statistics,
+     "quotaStatistics", "quotas", "Statistics of a quota",
+     NULL, 200, "Statistics", "since,until,group_by_quota", "400,401,403,404"},
 
-    {"GET", "/api/admin/quotas/", AUTH_ADMIN, 0, h_quotas_list},
-    {"POST", "/api/admin/quotas/", AUTH_ADMIN, R_BODY | R_WRITE, h_quotas_create},
-    {"GET", "/api/admin/quotas/{id}/", AUTH_ADMIN, 0, h_quotas_get},
-    {"PUT", "/api/admin/quotas/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_quotas_update},
-    {"PATCH", "/api/admin/quotas/{id}/", AUTH_ADMIN, R_BODY | R_WRITE, h_quotas_update},
-    {"DELETE", "/api/admin/quotas/{id}/", AUTH_ADMIN, R_WRITE, h_quotas_delete},
-    {"POST", "/api/admin/quotas/{id}/reset_api_key/", AUTH_ADMIN, R_WRITE, h_quotas_reset_key},
-    {"GET", "/api/admin/quotas/{id}/requests/", AUTH_ADMIN, 0, h_quota_requests},
-    {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, h_quota_statistics},
-    {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, h_requests_list},
-    {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, h_statistics},
+    {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, ta_admin_requests_list,
+     "listRequests", "audit", "Audit records, newest first",
+     NULL, 200, "AuditRecordPage", "page,page_size,cursor,user_id,quota_id,model,status,since,until",
+     "400,401,403"},
+    {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, ta_admin_statistics,
+     "statistics", "audit", "Statistics",
+     NULL, 200, "Statistics", "since,until,group_by,user_id,quota_id", "400,401,403"},
+
+    {"GET", "/api/openapi.json", AUTH_NONE, 0, ta_admin_openapi,
+     "openapi", "reference", "This document, as JSON (what `tokenaudit openapi --json` prints)",
+     NULL, 200, "OpenApiDocument", "", ""},
 };
 
 /* ---- create / destroy ----------------------------------------------------- */
@@ -107,6 +209,11 @@ int ta_admin_create(ta_admin_t **out, const ta_admin_conf_t *conf)
 
     *out = NULL;
     if (conf == NULL || conf->store == NULL || conf->jwt_secret == NULL || conf->master_key == NULL)
+        return TA_EINVAL;
+    if (conf->login_throttle != NULL &&
+        (conf->login_limits.account_failures < 1 || conf->login_limits.address_failures < 1 ||
+         conf->login_limits.backoff_ms < 1 || conf->login_limits.account_max_ms < 1 ||
+         conf->login_limits.address_max_ms < 1))
         return TA_EINVAL;
     a = calloc(1, sizeof(*a));
     if (a == NULL)
@@ -147,25 +254,34 @@ static void set_body(actx_t *c, int status, char *body)
     c->res->content_type = NULL;
 }
 
-void reply_json(actx_t *c, int status, json_t *v)
+static json_t *error_obj(const char *type, const char *code, const char *param, const char *msg);
+
+/* v == NULL means a handler could not build its answer: a json_pack whose
+ * argument was NULL (a string jansson refused, an allocation that failed)
+ * looks the same from here, so the answer says no more than "internal
+ * error" and the log keeps the request id to find it. */
+void ta_admin_reply_json(actx_t *c, int status, json_t *v)
 {
     char *s;
 
     if (v == NULL) {
-        reply_error(c, 500, "server_error", "internal_error", NULL, "out of memory");
-        return;
+        ta_log(TA_LOG_ERROR, "admin %s %.*s: the %d answer could not be built (%s)",
+               c->req->method, (int)c->req->path_len, c->req->path, status,
+               c->req->request_id != NULL ? c->req->request_id : "-");
+        v = error_obj("server_error", "internal_error", NULL,
+                      "internal error: the answer could not be built");
+        status = 500;
     }
-    s = json_dumps(v, JSON_COMPACT);
+    s = v != NULL ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
     if (s == NULL) {
-        set_body(c, 500, strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
-                                "\"code\":\"internal_error\",\"param\":null}}"));
+        set_body(c, 500, strdup(ta_error_body_oom));
         return;
     }
     set_body(c, status, s);
 }
 
-void reply_204(actx_t *c)
+void ta_admin_reply_204(actx_t *c)
 {
     set_body(c, 204, NULL);
 }
@@ -174,14 +290,11 @@ void reply_204(actx_t *c)
  * a byte bound), so they are made valid UTF-8 rather than refused by jansson. */
 static json_t *error_obj(const char *type, const char *code, const char *param, const char *msg)
 {
-    return json_pack("{s:{s:o,s:s,s:s,s:o}}", "error", "message",
-                     ta_json_string_lossy(msg, strlen(msg)), "type", type, "code", code, "param",
-                     param != NULL && param[0] != '\0' ? ta_json_string_lossy(param, strlen(param))
-                                                        : json_null());
+    return ta_error_json(type, code, param, msg); /* the one error body (schema/apierror.h) */
 }
 
-void reply_error(actx_t *c, int status, const char *type, const char *code, const char *param,
-                 const char *fmt, ...)
+void ta_admin_reply_error(actx_t *c, int status, const char *type, const char *code, const char *param,
+                          const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -189,10 +302,10 @@ void reply_error(actx_t *c, int status, const char *type, const char *code, cons
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    reply_json(c, status, error_obj(type, code, param, msg));
+    ta_admin_reply_json(c, status, error_obj(type, code, param, msg));
 }
 
-void reply_invalid(actx_t *c, const ta_err_t *err)
+void ta_admin_reply_invalid(actx_t *c, const ta_err_t *err)
 {
     const char *field = err->field[0] != '\0' ? err->field : NULL;
     const char *msg = err->message[0] != '\0' ? err->message : "invalid request";
@@ -202,10 +315,10 @@ void reply_invalid(actx_t *c, const ta_err_t *err)
     if (v != NULL && field != NULL)
         json_object_set_new(json_object_get(v, "error"), "fields",
                             json_pack("{s:o}", field, ta_json_string_lossy(msg, strlen(msg))));
-    reply_json(c, 400, v);
+    ta_admin_reply_json(c, 400, v);
 }
 
-void reply_field(actx_t *c, const char *field, const char *rule, const char *fmt, ...)
+void ta_admin_reply_field(actx_t *c, const char *field, const char *rule, const char *fmt, ...)
 {
     ta_err_t err;
     char msg[200];
@@ -215,45 +328,55 @@ void reply_field(actx_t *c, const char *field, const char *rule, const char *fmt
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     ta_err_set(&err, field, rule, "%s: %s", field, msg);
-    reply_invalid(c, &err);
+    ta_admin_reply_invalid(c, &err);
 }
 
-void reply_not_found(actx_t *c, const char *what)
+static void reply_not_found(actx_t *c, const char *what)
 {
     if (c->id != 0)
-        reply_error(c, 404, "not_found_error", "not_found", NULL, "%s %llu not found", what,
-                    (unsigned long long)c->id);
+        ta_admin_reply_error(c, 404, "not_found_error", "not_found", NULL, "%s %llu not found", what,
+                             (unsigned long long)c->id);
     else
-        reply_error(c, 404, "not_found_error", "not_found", NULL, "%s not found", what);
+        ta_admin_reply_error(c, 404, "not_found_error", "not_found", NULL, "%s not found", what);
 }
 
-void reply_store_error(actx_t *c, int rc, const char *what)
+void ta_admin_reply_store_error(actx_t *c, int rc, const char *what)
 {
     if (rc == TA_ENOTFOUND) {
         reply_not_found(c, what);
     } else if (rc == TA_EFULL) {
-        reply_error(c, 507, "server_error", "storage_full", NULL, "the ledger is full");
+        ta_admin_reply_error(c, 507, "server_error", "storage_full", NULL, "the ledger is full");
     } else {
         ta_log(TA_LOG_ERROR, "admin %s %s: %s (%s)", c->req->method, what, ta_strerror(rc),
                c->req->request_id != NULL ? c->req->request_id : "-");
-        reply_error(c, 500, "server_error", "internal_error", NULL, "internal error: %s",
-                    ta_strerror(rc));
+        ta_admin_reply_error(c, 500, "server_error", "internal_error", NULL, "internal error: %s",
+                             ta_strerror(rc));
     }
 }
 
 /* ---- transactions --------------------------------------------------------- */
 
-int ctx_txn(actx_t *c, bool write)
+int ta_admin_txn(actx_t *c, bool write)
 {
     int rc;
 
     if (c->txn_kept && c->txn != NULL)
         return 0; /* the continuation's write transaction (pwjob_cont) */
     TA_BUG_ON(c->txn != NULL);
+    if (write && !c->may_write) {
+        /* a handler writing on a route the table does not mark TA_ROUTE_WRITE:
+         * refused, so the table's flag is the truth about which routes write */
+        ta_log(TA_LOG_ERROR, "admin %s %.*s: a write on a route without TA_ROUTE_WRITE (%s)",
+               c->req->method, (int)c->req->path_len, c->req->path,
+               c->req->request_id != NULL ? c->req->request_id : "-");
+        ta_admin_reply_error(c, 500, "server_error", "internal_error", NULL,
+                             "internal error: this route does not write");
+        return TA_EINVAL;
+    }
     rc = ta_txn_begin(c->st, TA_ENV_LEDGER, write, &c->txn);
     if (rc != 0) {
         c->txn = NULL;
-        reply_store_error(c, rc, "transaction");
+        ta_admin_reply_store_error(c, rc, "transaction");
         return rc;
     }
     c->txn_write = write;
@@ -272,7 +395,7 @@ static void ctx_end(actx_t *c)
         rc = ta_txn_commit(c->txn);
         c->txn = NULL;
         if (rc != 0)
-            reply_store_error(c, rc, "commit");
+            ta_admin_reply_store_error(c, rc, "commit");
     } else {
         ta_txn_abort(c->txn);
         c->txn = NULL;
@@ -286,6 +409,7 @@ static void pwjob_work(void *arg)
 {
     pwjob_t *j = arg;
 
+    j->worked = true;
     j->verify_rc = 0;
     j->hash_rc = 0;
     if (j->verify)
@@ -294,8 +418,8 @@ static void pwjob_work(void *arg)
         j->hash_rc = ta_password_hash(j->new_pw, j->iterations, j->new_hash);
 }
 
-void ctx_rebuild(actx_t *c, ta_apireq_t *req, ta_admin_t *a, ta_apires_t *res, const char *method,
-                 const char *path, const char *request_id, uint64_t id)
+void ta_admin_ctx_rebuild(actx_t *c, ta_apireq_t *req, ta_admin_t *a, ta_apires_t *res, const char *method,
+                          const char *path, const char *request_id, uint64_t id)
 {
     memset(res, 0, sizeof(*res));
     memset(req, 0, sizeof(*req));
@@ -320,23 +444,24 @@ static void pwjob_cont(void *ctx, void *arg, ta_apires_t *res)
     ta_apireq_t req;
     actx_t c;
 
-    ctx_rebuild(&c, &req, ctx, res, j->method, j->path, j->request_id, j->id);
+    ta_admin_ctx_rebuild(&c, &req, ctx, res, j->method, j->path, j->request_id, j->id);
     c.body = j->body;
     c.caller = j->caller;
     c.auth = j->auth;
     c.via_apikey = j->via_apikey;
     c.claims = j->claims;
     c.key_quota_id = j->key_quota_id;
+    c.may_write = j->may_write;
     /* The caller may have logged out, been disabled or demoted while the
      * hash ran: authenticate again, in the write transaction that finish
      * then uses, so a logout or demotion committed by another worker either
      * precedes this check or follows the write. A refusal writes nothing
      * (ctx_end aborts). Login (AUTH_NONE) has no caller to check. */
     if (c.auth != AUTH_NONE) {
-        if (ctx_txn(&c, true) != 0)
+        if (ta_admin_txn(&c, true) != 0)
             goto Exit;
         c.txn_kept = true;
-        if (auth_recheck(&c, c.auth) != 0)
+        if (ta_admin_auth_recheck(&c, c.auth) != 0)
             goto Exit;
     }
     j->finish(&c, j);
@@ -363,18 +488,24 @@ static void pwjob_release(ta_api_job_t *job)
 
     if (j == NULL)
         return;
+    /* A login that never ran (the queue was full: 503) was no guess; one
+     * whose client left after the hash stays counted. The work has ended
+     * before release runs, so worked is settled. */
+    if (!j->worked && j->account[0] != '\0')
+        ta_throttle_login_cancel(j->admin->conf.login_throttle, &j->admin->conf.login_limits,
+                                 j->account, j->address, &j->attempt);
     body_cleanse(j->body);
     json_decref(j->body);
     OPENSSL_cleanse(j, sizeof(*j));
     free(j);
 }
 
-pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
+pwjob_t *ta_admin_pwjob_new(actx_t *c, pwjob_finish_fn finish)
 {
     pwjob_t *j = calloc(1, sizeof(*j));
 
     if (j == NULL) {
-        reply_store_error(c, -ENOMEM, "request");
+        ta_admin_reply_store_error(c, -ENOMEM, "request");
         return NULL;
     }
     j->job.work = pwjob_work;
@@ -382,6 +513,7 @@ pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
     j->job.arg = j;
     j->job.release = pwjob_release;
     j->finish = finish;
+    j->admin = c->a;
     snprintf(j->method, sizeof(j->method), "%s", c->req->method);
     snprintf(j->path, sizeof(j->path), "%.*s",
              (int)(c->req->path_len < sizeof(j->path) ? c->req->path_len : sizeof(j->path) - 1),
@@ -394,12 +526,13 @@ pwjob_t *pwjob_new(actx_t *c, pwjob_finish_fn finish)
     j->via_apikey = c->via_apikey;
     j->claims = c->claims;
     j->key_quota_id = c->key_quota_id;
+    j->may_write = c->may_write;
     j->body = json_incref(c->body);
     j->iterations = c->a->conf.pbkdf2_iterations;
     return j;
 }
 
-void pwjob_copy_pw(char *dst, const char *src)
+void ta_admin_pwjob_copy_pw(char *dst, const char *src)
 {
     size_t n = strnlen(src, TA_PASSWORD_MAX + 1);
 
@@ -407,18 +540,18 @@ void pwjob_copy_pw(char *dst, const char *src)
     dst[n] = '\0';
 }
 
-void pwjob_submit(actx_t *c, pwjob_t *j)
+void ta_admin_pwjob_submit(actx_t *c, pwjob_t *j)
 {
     TA_BUG_ON(c->res->job != NULL || c->res->fetch != NULL);
     c->res->job = &j->job;
 }
 
-int pwjob_hash_into(actx_t *c, const pwjob_t *j, ta_user_t *u)
+int ta_admin_pwjob_hash_into(actx_t *c, const pwjob_t *j, ta_user_t *u)
 {
     int n = j->hash_rc;
 
     if (n <= 0 || (size_t)n > sizeof(u->pwhash)) {
-        reply_store_error(c, n < 0 ? n : TA_ETOOBIG, "password");
+        ta_admin_reply_store_error(c, n < 0 ? n : TA_ETOOBIG, "password");
         return n < 0 ? n : TA_ETOOBIG;
     }
     memcpy(u->pwhash, j->new_hash, (size_t)n);
@@ -428,7 +561,7 @@ int pwjob_hash_into(actx_t *c, const pwjob_t *j, ta_user_t *u)
 
 /* ---- small helpers -------------------------------------------------------- */
 
-void lower_copy(char *out, size_t cap, const char *in)
+void ta_admin_lower_copy(char *out, size_t cap, const char *in)
 {
     size_t i = 0;
 
@@ -439,17 +572,17 @@ void lower_copy(char *out, size_t cap, const char *in)
     out[i] = '\0';
 }
 
-bool icontains(const char *hay, const char *needle)
+bool ta_admin_icontains(const char *hay, const char *needle)
 {
     return needle[0] == '\0' || strcasestr(hay, needle) != NULL;
 }
 
-bool body_has(actx_t *c, const char *k)
+bool ta_admin_body_has(actx_t *c, const char *k)
 {
     return c->body != NULL && json_object_get(c->body, k) != NULL;
 }
 
-int merge_mode(actx_t *c)
+int ta_admin_merge_mode(actx_t *c)
 {
     if (strcmp(c->req->method, "PATCH") == 0)
         return TA_MERGE_PATCH;
@@ -458,7 +591,7 @@ int merge_mode(actx_t *c)
     return TA_MERGE_CREATE;
 }
 
-int body_apply(actx_t *c, const ta_recdesc_t *d, void *rec, int mode)
+int ta_admin_body_apply(actx_t *c, const ta_recdesc_t *d, void *rec, int mode)
 {
     ta_err_t err;
     int rc;
@@ -468,7 +601,7 @@ int body_apply(actx_t *c, const ta_recdesc_t *d, void *rec, int mode)
     if (rc != 0) {
         if (err.message[0] == '\0')
             ta_err_set(&err, err.field, "invalid", "invalid %s", d->name);
-        reply_invalid(c, &err);
+        ta_admin_reply_invalid(c, &err);
         return rc < 0 ? rc : TA_EINVAL;
     }
     return 0;
@@ -543,7 +676,7 @@ static bool query_find(const ta_apireq_t *req, const char *name, const char **va
     return false;
 }
 
-int query_get(actx_t *c, const char *name, char *buf, size_t cap)
+int ta_admin_query_get(actx_t *c, const char *name, char *buf, size_t cap)
 {
     const char *v;
     size_t vlen;
@@ -553,11 +686,11 @@ int query_get(actx_t *c, const char *name, char *buf, size_t cap)
         return 0;
     n = url_decode(v, vlen, buf, cap);
     if (n == -2) {
-        reply_field(c, name, "max_length", "too long (at most %zu bytes)", cap - 1);
+        ta_admin_reply_field(c, name, "max_length", "too long (at most %zu bytes)", cap - 1);
         return TA_EINVAL;
     }
     if (n < 0) {
-        reply_field(c, name, "format", "bad percent-encoding or invalid UTF-8");
+        ta_admin_reply_field(c, name, "format", "bad percent-encoding or invalid UTF-8");
         return TA_EINVAL;
     }
     return n > 0 ? 1 : 0;
@@ -580,24 +713,24 @@ static bool parse_posint(const char *s, size_t len, uint64_t *out)
     return true;
 }
 
-int query_id(actx_t *c, const char *name, uint64_t *out)
+int ta_admin_query_id(actx_t *c, const char *name, uint64_t *out)
 {
     char buf[32];
-    int rc = query_get(c, name, buf, sizeof(buf));
+    int rc = ta_admin_query_get(c, name, buf, sizeof(buf));
 
     if (rc <= 0)
         return rc;
     if (!parse_posint(buf, strlen(buf), out)) {
-        reply_field(c, name, "type", "must be a positive integer");
+        ta_admin_reply_field(c, name, "type", "must be a positive integer");
         return TA_EINVAL;
     }
     return 1;
 }
 
-int query_bool(actx_t *c, const char *name, bool *out)
+int ta_admin_query_bool(actx_t *c, const char *name, bool *out)
 {
     char buf[16];
-    int rc = query_get(c, name, buf, sizeof(buf));
+    int rc = ta_admin_query_get(c, name, buf, sizeof(buf));
 
     if (rc <= 0)
         return rc;
@@ -606,7 +739,7 @@ int query_bool(actx_t *c, const char *name, bool *out)
     } else if (strcasecmp(buf, "false") == 0 || strcmp(buf, "0") == 0) {
         *out = false;
     } else {
-        reply_field(c, name, "type", "must be true or false");
+        ta_admin_reply_field(c, name, "type", "must be true or false");
         return TA_EINVAL;
     }
     return 1;
@@ -614,14 +747,32 @@ int query_bool(actx_t *c, const char *name, bool *out)
 
 /* ---- pagination ----------------------------------------------------------- */
 
+/* Lists scale with the table, not with the page's position:
+ *   - ?after=ID / ?before=ID (keyset) start the walk at that id with
+ *     MDB_SET_RANGE, O(log n); the page's next/previous links use them.
+ *   - ?page=N still works and reads the N * page_size records before it.
+ *   - count: without a filter, the table's entry count (O(1), exact). With a
+ *     filter, the matches among the first TA_ADMIN_COUNT_SCAN records read;
+ *     a bigger table gets count scaled from that sample and
+ *     "count_estimated": true.
+ *   - a filtered page stops after TA_ADMIN_LIST_SCAN records read; its next
+ *     link continues after the last one read, so a short page is possible. */
 typedef struct list_state {
     actx_t *c;
     list_filter_fn filter;
     void *farg;
     list_render_fn render;
-    uint64_t first, last; /* 0-based index range [first, last) of the page */
-    uint64_t count;
+    uint64_t first, last; /* 0-based match range [first, last) of the page */
+    uint64_t want;        /* matches to collect (keyset: size + 1); 0: page mode */
+    uint64_t count;       /* matches seen */
+    uint64_t read;        /* records read */
+    uint64_t read_max;    /* stop after this many (0: no bound) */
+    uint64_t last_read;   /* id of the last record read */
+    uint64_t tail_scan;   /* page mode: once the page is full, read at most this many more */
+    uint64_t read_at_fill; /* records read when the page filled */
     json_t *results;
+    uint64_t *ids;        /* ids of the results (keyset) */
+    bool cut;             /* stopped at read_max */
     int err;
 } list_state_t;
 
@@ -630,33 +781,70 @@ static int list_cb(uint64_t id, const void *rec, void *arg)
     list_state_t *ls = arg;
     json_t *j;
 
-    (void)id;
+    if (ls->read_max != 0 && ls->read >= ls->read_max) {
+        ls->cut = true;
+        return 1;
+    }
+    ls->read++;
+    ls->last_read = id;
     if (ls->filter != NULL && !ls->filter(ls->c, rec, ls->farg))
         return 0;
-    if (ls->count >= ls->first && ls->count < ls->last) {
+    if (ls->results != NULL && ls->count >= ls->first && ls->count < ls->last) {
         j = ls->render(ls->c, rec);
         if (j == NULL) {
             ls->err = -ENOMEM;
             return -ENOMEM;
         }
+        if (ls->ids != NULL)
+            ls->ids[json_array_size(ls->results)] = id;
         json_array_append_new(ls->results, j);
     }
     ls->count++;
+    if (ls->tail_scan != 0 && ls->count == ls->last) {
+        ls->read_at_fill = ls->read;
+        ls->read_max = ls->read + ls->tail_scan;
+    }
+    if (ls->want != 0 && ls->count >= ls->want)
+        return 1;
     return 0;
 }
 
-/* base_url + path + "?" + the query without `page` + "page=N", or null. */
-json_t *admin_page_url(actx_t *c, uint64_t page)
+/* Append s[0..n) to p percent-encoded: only RFC 3986 unreserved characters
+ * stay as they are. Returns the new end. */
+static char *url_encode_to(char *p, const char *s, size_t n)
+{
+    static const char hx[] = "0123456789ABCDEF";
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            *p++ = (char)ch;
+        } else {
+            *p++ = '%';
+            *p++ = hx[ch >> 4];
+            *p++ = hx[ch & 15];
+        }
+    }
+    return p;
+}
+
+/* base_url + path + "?" + the query without its position (page, after,
+ * before) + extra ("page=2", "after=17"), or NULL when out of memory. The query is rebuilt from its decoded parameters, each
+ * percent-encoded again: a parameter whose name or value does not decode to
+ * UTF-8 without NUL (no handler reads such a one: ta_admin_query_get refuses it) is
+ * left out, so the links are always valid JSON and valid URLs. */
+json_t *ta_admin_link(actx_t *c, const char *extra)
 {
     const ta_apireq_t *req = c->req;
     const char *base = req->base_url != NULL ? req->base_url : "";
-    size_t cap = strlen(base) + req->path_len + req->query_len + 48;
-    char *buf = malloc(cap), *p;
+    size_t cap = strlen(base) + req->path_len + 3 * req->query_len + strlen(extra) + 8;
+    char *buf = malloc(cap), *dec = malloc(req->query_len + 1), *p;
     const char *q, *end;
-    json_t *j;
+    json_t *j = NULL;
 
-    if (buf == NULL)
-        return NULL;
+    if (buf == NULL || dec == NULL)
+        goto Exit;
     p = buf;
     p += snprintf(p, cap, "%s%.*s?", base, (int)req->path_len, req->path);
     if (req->query != NULL) {
@@ -665,77 +853,209 @@ json_t *admin_page_url(actx_t *c, uint64_t page)
         while (q < end) {
             const char *amp = memchr(q, '&', (size_t)(end - q));
             const char *seg_end = amp != NULL ? amp : end;
-            size_t seglen = (size_t)(seg_end - q);
-            bool is_page = (seglen == 4 && memcmp(q, "page", 4) == 0) ||
-                           (seglen >= 5 && memcmp(q, "page=", 5) == 0);
-            if (seglen > 0 && !is_page) {
-                memcpy(p, q, seglen);
-                p += seglen;
-                *p++ = '&';
+            const char *eq = memchr(q, '=', (size_t)(seg_end - q));
+            const char *name_end = eq != NULL ? eq : seg_end;
+            int n = url_decode(q, (size_t)(name_end - q), dec, req->query_len + 1);
+            if (n > 0 && strcmp(dec, "page") != 0 && strcmp(dec, "after") != 0 &&
+                strcmp(dec, "before") != 0) {
+                char *mark = p;
+                p = url_encode_to(p, dec, (size_t)n);
+                if (eq != NULL) {
+                    int vn = url_decode(eq + 1, (size_t)(seg_end - eq - 1), dec, req->query_len + 1);
+                    if (vn >= 0) {
+                        *p++ = '=';
+                        p = url_encode_to(p, dec, (size_t)vn);
+                    } else {
+                        p = mark; /* a malformed value: the whole parameter goes */
+                    }
+                }
+                if (p != mark)
+                    *p++ = '&';
             }
             q = seg_end + 1;
         }
     }
-    snprintf(p, cap - (size_t)(p - buf), "page=%llu", (unsigned long long)page);
-    j = json_string(buf);
+    snprintf(p, cap - (size_t)(p - buf), "%s", extra);
+    j = ta_json_string_lossy(buf, strlen(buf));
+Exit:
     free(buf);
+    free(dec);
     return j;
 }
 
-void reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,
-                list_render_fn render)
+json_t *ta_admin_page_url(actx_t *c, uint64_t page)
 {
-    char buf[32];
-    uint64_t page = 1, size = TA_ADMIN_PAGE_SIZE_DEFAULT, pages;
+    char extra[32];
+
+    snprintf(extra, sizeof(extra), "page=%llu", (unsigned long long)page);
+    return ta_admin_link(c, extra);
+}
+
+/* The table's count (filter NULL), or the filtered count from a sample of
+ * TA_ADMIN_COUNT_SCAN records (*estimated when the table is bigger). */
+static int list_count(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,
+                      uint64_t entries, uint64_t *count, bool *estimated)
+{
     list_state_t ls;
-    json_t *out;
     int rc;
 
-    if ((rc = query_get(c, "page", buf, sizeof(buf))) < 0)
+    *estimated = false;
+    *count = entries;
+    if (filter == NULL)
+        return 0;
+    memset(&ls, 0, sizeof(ls));
+    ls.c = c;
+    ls.filter = filter;
+    ls.farg = farg;
+    ls.read_max = TA_ADMIN_COUNT_SCAN;
+    rc = ta_rec_walk(c->st, c->txn, d, list_cb, &ls);
+    if (rc < 0)
+        return rc;
+    *count = ls.count;
+    if (ls.cut && ls.read > 0) {
+        *count = (uint64_t)((unsigned __int128)ls.count * entries / ls.read);
+        *estimated = true;
+    }
+    return 0;
+}
+
+/* base_url + path + the query without page/after/before + "NAME=ID". */
+static json_t *cursor_url(actx_t *c, const char *name, uint64_t id)
+{
+    char extra[48];
+
+    snprintf(extra, sizeof(extra), "%s=%llu", name, (unsigned long long)id);
+    return ta_admin_link(c, extra);
+}
+
+void ta_admin_reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter, void *farg,
+                         list_render_fn render)
+{
+    char buf[32];
+    uint64_t page = 1, size = TA_ADMIN_PAGE_SIZE_DEFAULT, pages, after = 0, before = 0;
+    uint64_t entries = 0, count = 0, ids[TA_ADMIN_PAGE_SIZE_MAX + 1];
+    bool estimated = false, keyset;
+    json_t *out, *next = NULL, *prev = NULL;
+    list_state_t ls;
+    int rc;
+
+    if ((rc = ta_admin_query_get(c, "page", buf, sizeof(buf))) < 0)
         return;
     if (rc > 0 && !parse_posint(buf, strlen(buf), &page)) {
-        reply_field(c, "page", "min", "must be a positive integer");
+        ta_admin_reply_field(c, "page", "min", "must be a positive integer");
         return;
     }
-    if ((rc = query_get(c, "page_size", buf, sizeof(buf))) < 0)
+    if ((rc = ta_admin_query_get(c, "page_size", buf, sizeof(buf))) < 0)
         return;
     if (rc > 0 && (!parse_posint(buf, strlen(buf), &size) || size > TA_ADMIN_PAGE_SIZE_MAX)) {
-        reply_field(c, "page_size", "max", "must be an integer from 1 to %d",
-                    TA_ADMIN_PAGE_SIZE_MAX);
+        ta_admin_reply_field(c, "page_size", "max", "must be an integer from 1 to %d",
+                             TA_ADMIN_PAGE_SIZE_MAX);
         return;
     }
     if (page > UINT64_MAX / size - 1) {
-        reply_field(c, "page", "max", "too large");
+        ta_admin_reply_field(c, "page", "max", "too large");
         return;
     }
-    if (c->txn == NULL && ctx_txn(c, false) != 0)
+    if (ta_admin_query_id(c, "after", &after) < 0 || ta_admin_query_id(c, "before", &before) < 0)
         return;
+    if (after != 0 && before != 0) {
+        ta_admin_reply_field(c, "before", "exclusive", "give after or before, not both");
+        return;
+    }
+    keyset = after != 0 || before != 0;
+    if (keyset && page != 1) {
+        ta_admin_reply_field(c, "page", "exclusive", "page does not go with after or before");
+        return;
+    }
+    if (c->txn == NULL && ta_admin_txn(c, false) != 0)
+        return;
+    if ((rc = ta_rec_count(c->st, c->txn, ta_rec_db(d), &entries)) != 0) {
+        ta_admin_reply_store_error(c, rc, d->name);
+        return;
+    }
 
     memset(&ls, 0, sizeof(ls));
     ls.c = c;
     ls.filter = filter;
     ls.farg = farg;
     ls.render = render;
-    ls.first = (page - 1) * size;
-    ls.last = ls.first + size;
+    if (keyset) {
+        ls.first = 0;
+        ls.last = size; /* render size, see one more */
+        ls.want = size + 1;
+        ls.ids = ids;
+        ls.read_max = filter != NULL ? TA_ADMIN_LIST_SCAN : 0;
+    } else {
+        ls.first = (page - 1) * size;
+        ls.last = ls.first + size;
+        if (filter == NULL)
+            ls.want = ls.last + 1; /* the count comes from the table */
+        else /* read on past the page for the count, up to the sample */
+            ls.tail_scan = TA_ADMIN_COUNT_SCAN;
+    }
     ls.results = json_array();
     if (ls.results == NULL) {
-        reply_store_error(c, -ENOMEM, d->name);
+        ta_admin_reply_store_error(c, -ENOMEM, d->name);
         return;
     }
-    rc = ta_rec_walk(c->st, c->txn, d, list_cb, &ls);
+    rc = keyset ? ta_rec_walk_from(c->st, c->txn, d, after != 0 ? after : before, before != 0,
+                                   list_cb, &ls)
+                : ta_rec_walk(c->st, c->txn, d, list_cb, &ls);
     if (rc < 0 || ls.err != 0) {
         json_decref(ls.results);
-        reply_store_error(c, rc < 0 ? rc : ls.err, d->name);
+        ta_admin_reply_store_error(c, rc < 0 ? rc : ls.err, d->name);
         return;
     }
-    pages = (ls.count + size - 1) / size;
-    out = json_pack("{s:I,s:o,s:o,s:o}", "count", (json_int_t)ls.count, "next",
-                    page < pages ? admin_page_url(c, page + 1) : json_null(), "previous",
-                    page > 1 ? admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
-                             : json_null(),
-                    "results", ls.results);
-    reply_json(c, 200, out);
+
+    if (keyset) {
+        size_t n = json_array_size(ls.results);
+        bool more = ls.count > size || ls.cut; /* beyond the page, in the walk's direction */
+        if (before != 0) { /* walked down: the page reads upwards */
+            for (size_t i = 0; i < n / 2; i++) {
+                json_t *x = json_incref(json_array_get(ls.results, i));
+                uint64_t t = ids[i];
+                json_array_set(ls.results, i, json_array_get(ls.results, n - 1 - i));
+                json_array_set_new(ls.results, n - 1 - i, x);
+                ids[i] = ids[n - 1 - i];
+                ids[n - 1 - i] = t;
+            }
+            next = n > 0 ? cursor_url(c, "after", ids[n - 1]) : cursor_url(c, "after", before - 1);
+            prev = more ? cursor_url(c, "before", n > 0 && !ls.cut ? ids[0] : ls.last_read)
+                        : json_null();
+        } else {
+            next = more ? cursor_url(c, "after", n > 0 && !ls.cut ? ids[n - 1] : ls.last_read)
+                        : json_null();
+            prev = n > 0 ? cursor_url(c, "before", ids[0]) : cursor_url(c, "before", after + 1);
+        }
+        rc = list_count(c, d, filter, farg, entries, &count, &estimated);
+    } else {
+        if (filter == NULL) {
+            count = entries;
+        } else {
+            count = ls.count;
+            if (ls.cut && ls.read > ls.read_at_fill) { /* scale what follows the page */
+                uint64_t tail_read = ls.read - ls.read_at_fill, seen = ls.count - ls.last;
+                count = ls.count +
+                        (uint64_t)((unsigned __int128)seen * (entries - ls.read) / tail_read);
+                estimated = true;
+            }
+        }
+        pages = (count + size - 1) / size;
+        next = page < pages || (ls.cut && ls.count > ls.last) ? ta_admin_page_url(c, page + 1)
+                                                               : json_null();
+        prev = page > 1 ? ta_admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
+                        : json_null();
+    }
+    if (rc < 0) {
+        json_decref(ls.results);
+        json_decref(next);
+        json_decref(prev);
+        ta_admin_reply_store_error(c, rc, d->name);
+        return;
+    }
+    out = json_pack("{s:I,s:b,s:o,s:o,s:o}", "count", (json_int_t)count, "count_estimated",
+                    estimated, "next", next, "previous", prev, "results", ls.results);
+    ta_admin_reply_json(c, 200, out);
 }
 
 /* ---- routing ------------------------------------------------------------- */
@@ -784,7 +1104,7 @@ static void add_allow(char *allow, size_t cap, const char *method)
 void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
 {
     actx_t c;
-    const route_t *r = NULL;
+    const ta_admin_route_t *r = NULL;
     char allow[64] = "";
     uint64_t id = 0;
 
@@ -802,51 +1122,52 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
             r = &routes[i];
             c.id = id;
             c.auth = r->auth;
+            c.may_write = (r->flags & TA_ROUTE_WRITE) != 0;
             break;
         }
         add_allow(allow, sizeof(allow), routes[i].method);
     }
     if (r == NULL) {
         if (allow[0] != '\0') {
-            reply_error(&c, 405, "invalid_request_error", "method_not_allowed", NULL,
-                        "method %s not allowed here; allowed: %s", req->method, allow);
+            ta_admin_reply_error(&c, 405, "invalid_request_error", "method_not_allowed", NULL,
+                                 "method %s not allowed here; allowed: %s", req->method, allow);
             snprintf(res->allow, sizeof(res->allow), "%s", allow);
         } else {
-            reply_error(&c, 404, "not_found_error", "not_found", NULL, "no such endpoint: %.*s",
-                        (int)(req->path_len > 200 ? 200 : req->path_len), req->path);
+            ta_admin_reply_error(&c, 404, "not_found_error", "not_found", NULL, "no such endpoint: %.*s",
+                                 (int)(req->path_len > 200 ? 200 : req->path_len), req->path);
         }
         return;
     }
     if (req->body_len > c.a->conf.max_body) {
-        reply_error(&c, 413, "request_too_large", "request_too_large", NULL,
-                    "request body is %zu bytes; the limit is %zu", req->body_len,
+        ta_admin_reply_error(&c, 413, "request_too_large", "request_too_large", NULL,
+                             "request body is %zu bytes; the limit is %zu", req->body_len,
                     c.a->conf.max_body);
         return;
     }
-    if (r->auth != AUTH_NONE && auth_check(&c, r->auth) != 0)
+    if (r->auth != AUTH_NONE && ta_admin_auth_check(&c, r->auth) != 0)
         return;
-    if (r->flags & R_BODY) {
+    if (r->flags & TA_ROUTE_BODY) {
         json_error_t jerr;
         if (req->body_len == 0 || req->body == NULL) {
-            reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
-                        "a JSON object body is required");
+            ta_admin_reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
+                                 "a JSON object body is required");
             return;
         }
         if (!ta_utf8_valid(req->body, req->body_len)) {
-            reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
-                        "the body is not valid UTF-8");
+            ta_admin_reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
+                                 "the body is not valid UTF-8");
             return;
         }
         c.body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
         if (c.body == NULL) {
-            reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
-                        "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
+            ta_admin_reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
+                                 "malformed JSON at line %d, column %d: %s", jerr.line, jerr.column,
                         jerr.text);
             return;
         }
         if (!json_is_object(c.body)) {
-            reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
-                        "the body must be a JSON object");
+            ta_admin_reply_error(&c, 400, "invalid_request_error", "invalid_json", NULL,
+                                 "the body must be a JSON object");
             goto Exit;
         }
     }
@@ -862,13 +1183,7 @@ Exit:
 
 /* ---- the table, read-only, for the OpenAPI generator (openapi.c) ---------- */
 
-bool ta_admin_route(size_t i, ta_admin_route_info_t *out)
+const ta_admin_route_t *ta_admin_route(size_t i)
 {
-    if (i >= TA_ARRAY_SIZE(routes))
-        return false;
-    out->method = routes[i].method;
-    out->pattern = routes[i].pattern;
-    out->auth = routes[i].auth;
-    out->body = (routes[i].flags & R_BODY) != 0;
-    return true;
+    return i < TA_ARRAY_SIZE(routes) ? &routes[i] : NULL;
 }

@@ -13,8 +13,10 @@
 #ifndef TA_ADMIN_H
 #define TA_ADMIN_H
 
+#include <jansson.h>
 #include <stdio.h>
 
+#include "admin/throttle.h"
 #include "ledger/store.h"
 #include "schema/api.h"
 
@@ -26,6 +28,8 @@ typedef struct ta_admin_conf {
     int64_t jwt_ttl_s;           /* token lifetime */
     unsigned pbkdf2_iterations;  /* 0 = default */
     size_t max_body;             /* bytes; larger bodies -> 413 (the worker also enforces it) */
+    ta_throttle_t *login_throttle; /* borrowed, shared by all workers; NULL = logins not throttled */
+    ta_throttle_conf_t login_limits; /* when login_throttle: every field >= 1 (else TA_EINVAL) */
 } ta_admin_conf_t;
 
 typedef struct ta_admin ta_admin_t; /* opaque */
@@ -41,25 +45,24 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res);
 int ta_admin_create_superadmin(ta_store_t *st, const char *email, const char *password,
                                unsigned pbkdf2_iterations, ta_err_t *err);
 
-/** One row of the /api router table (admin.c), for the OpenAPI generator. */
-typedef struct ta_admin_route_info {
-    const char *method;  /* "GET", "POST", ... */
-    const char *pattern; /* "/api/admin/users/{id}/"; {id} is a positive integer */
-    int auth;            /* who may call it (AUTH_* of admin_internal.h) */
-    bool body;           /* a JSON object body is required */
-} ta_admin_route_info_t;
-
-/** The i-th route of the router table, in table order; false past the end.
- *  Pointers are static. Any process. */
-bool ta_admin_route(size_t i, ta_admin_route_info_t *out);
-
 /** Write the OpenAPI 3.0 document of the HTTP API (docs/openapi.yaml),
  *  built from the route table and the schema descriptors, to out: YAML, or
  *  JSON when json. Deterministic. Returns 0, -ENOMEM, -EIO, or -EINVAL when
  *  a field the generator names is gone from a descriptor. Any process. */
 int ta_openapi_write(FILE *out, bool json);
 
-/** `tokenaudit openapi [--json]`: argv[0] is "openapi". Exit code 0/1/2. */
+/** The same document as a jansson tree (new reference), or NULL when it
+ *  cannot be built. Any process (GET /api/openapi.json serves it). */
+json_t *ta_openapi_json(void);
+
+/** Build the document and check the route table against it: every row has
+ *  its documentation columns, names existing schemas, parameters and error
+ *  statuses, and lists the statuses the router answers. Returns 0, or
+ *  -EINVAL with the first problem in why (cap bytes), or -ENOMEM. */
+int ta_openapi_check(char *why, size_t cap);
+
+/** `tokenaudit openapi [--json | --routes]`: argv[0] is "openapi". --routes
+ *  prints the route table itself as JSON. Exit code 0/1/2. */
 int ta_openapi_cli(int argc, char **argv);
 
 #endif

@@ -192,51 +192,7 @@ Exit:
     return rc;
 }
 
-/* ---- API keys --------------------------------------------------------- */
-
-#define KEY_BODY_LEN (TA_APIKEY_LEN - 3)
-static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-int ta_apikey_generate(char *out)
-{
-    uint8_t num[32];
-    int rc;
-
-    if ((rc = ta_random(num, sizeof(num))) < 0)
-        return rc;
-    memcpy(out, "sk-", 3);
-    /* 62^43 > 2^256, so 43 digits always suffice; taking every digit (zeros
-     * included) from the least significant end gives the fixed width. */
-    for (int pos = TA_APIKEY_LEN - 1; pos >= 3; pos--) {
-        unsigned rem = 0;
-        for (size_t i = 0; i < sizeof(num); i++) {
-            unsigned cur = (rem << 8) | num[i];
-            num[i] = (uint8_t)(cur / 62);
-            rem = cur % 62;
-        }
-        out[pos] = b62[rem];
-    }
-    out[TA_APIKEY_LEN] = '\0';
-    OPENSSL_cleanse(num, sizeof(num));
-    return 0;
-}
-
-void ta_apikey_hash(const char *key, size_t len, uint8_t out[32])
-{
-    SHA256((const unsigned char *)key, len, out);
-}
-
-bool ta_apikey_wellformed(const char *key, size_t len)
-{
-    if (!key || len != TA_APIKEY_LEN || memcmp(key, "sk-", 3) != 0)
-        return false;
-    for (size_t i = 3; i < len; i++) {
-        char c = key[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
-            return false;
-    }
-    return true;
-}
+/* API keys: ledger/apikey.c (the one rule for /v1 and /api). */
 
 /* ---- sealing ---------------------------------------------------------- */
 
@@ -340,8 +296,8 @@ static int jwt_secret_ok(const uint8_t *secret, size_t secret_len)
     return secret && secret_len >= TA_JWT_SECRET_MIN && secret_len <= TA_JWT_SECRET_MAX;
 }
 
-int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int role, int64_t ttl_s,
-                 char **token, ta_jwt_claims_t *claims)
+int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int role, int64_t gen,
+                 int64_t ttl_s, char **token, ta_jwt_claims_t *claims)
 {
     jwt_t *j = NULL;
     char *enc = NULL, sub[24];
@@ -353,11 +309,12 @@ int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int
     if (!token || !jwt_secret_ok(secret, secret_len))
         return TA_EINVAL;
     *token = NULL;
-    if (role != TA_ROLE_USER && role != TA_ROLE_SUPERADMIN)
+    if ((role != TA_ROLE_USER && role != TA_ROLE_SUPERADMIN) || gen < 0 || gen > (int64_t)LONG_MAX)
         return TA_EINVAL;
     memset(&c, 0, sizeof(c));
     c.user_id = user_id;
     c.role = role;
+    c.gen = gen;
     now = ta_now_s();
     c.iat = now;
     /* exp and iat go through jwt_add_grant_int's long; keep them in range. */
@@ -373,7 +330,8 @@ int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int
         goto Exit;
     if (jwt_set_alg(j, JWT_ALG_HS256, secret, (int)secret_len) != 0 || jwt_add_grant(j, "sub", sub) != 0 ||
         jwt_add_grant_int(j, "role", role) != 0 || jwt_add_grant(j, "jti", c.jti) != 0 ||
-        jwt_add_grant_int(j, "iat", (long)c.iat) != 0 || jwt_add_grant_int(j, "exp", (long)c.exp) != 0)
+        jwt_add_grant_int(j, "iat", (long)c.iat) != 0 || jwt_add_grant_int(j, "exp", (long)c.exp) != 0 ||
+        jwt_add_grant_int(j, "gen", (long)c.gen) != 0)
         goto Exit;
     /* libjwt 1.10 has no allocator hooks: the string is malloc'd, free() it. */
     if (!(enc = jwt_encode_str(j)))
@@ -419,7 +377,7 @@ int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, s
     json_t *grants = NULL;
     const char *sub, *jti;
     size_t sub_len = 0, jti_len = 0;
-    int64_t role, iat, exp;
+    int64_t role, iat, exp, gen;
     ta_jwt_claims_t c;
     int rc = TA_EAUTH;
 
@@ -462,6 +420,9 @@ int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, s
         goto Exit;
     if (iat < 0 || exp < iat)
         goto Exit;
+    if (claim_int(grants, "gen", &gen) < 0 || gen < 0)
+        goto Exit;
+    c.gen = gen;
     /* libjwt 1.10 never looks at exp. */
     if (exp <= ta_now_s())
         goto Exit;

@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ledger/apikey.h"
 #include "schema/ta.h"
 
 /* ---- passwords: PBKDF2-HMAC-SHA256 ------------------------------------ */
@@ -24,17 +25,7 @@ int ta_password_hash(const char *password, unsigned iterations, char *out);
  *  mismatch, TA_EINVAL on a malformed hash. */
 int ta_password_verify(const char *password, const char *hash, size_t hash_len);
 
-/* ---- API keys ---------------------------------------------------------- */
-/* "sk-" + base62 of 32 random bytes (43 chars) = 46 chars. */
-#define TA_APIKEY_LEN 46
-#define TA_KEY_PREFIX_LEN 11 /* "sk-" + 8 chars: shown to humans and in logs */
-
-/** Generate a key (NUL-terminated, out >= TA_APIKEY_LEN+1) with RAND_bytes. */
-int ta_apikey_generate(char *out);
-/** SHA-256 of the key string. */
-void ta_apikey_hash(const char *key, size_t len, uint8_t out[32]);
-/** Does this look like one of our keys (prefix, length, alphabet)? */
-bool ta_apikey_wellformed(const char *key, size_t len);
+/* ---- API keys: ledger/apikey.h (form, Bearer presentation, hash) ------ */
 
 /* ---- sealing (AES-256-GCM under the master key) ------------------------ */
 /* Sealed blob: version u8 (1) | nonce 12 | ciphertext | tag 16. */
@@ -54,15 +45,17 @@ typedef struct ta_jwt_claims {
     int role;              /* "role": TA_ROLE_* */
     char jti[40];          /* 32 hex chars */
     int64_t iat, exp;      /* unix s */
+    int64_t gen;           /* "gen": the user's token_gen when issued (schema.h), >= 0 */
 } ta_jwt_claims_t;
 
-/** Issue a token for user_id/role valid ttl_s seconds; fills claims (jti, exp).
- *  *token is malloc'd (free()). */
-int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int role, int64_t ttl_s,
-                 char **token, ta_jwt_claims_t *claims);
+/** Issue a token for user_id/role/gen (gen >= 0, else TA_EINVAL) valid ttl_s
+ *  seconds; fills claims (jti, exp). *token is malloc'd (free()). */
+int ta_jwt_issue(const uint8_t *secret, size_t secret_len, uint64_t user_id, int role, int64_t gen,
+                 int64_t ttl_s, char **token, ta_jwt_claims_t *claims);
 /** Verify signature (key always passed), algorithm == HS256, exp > now, and the
- *  claims' presence. Revocation is checked by the caller against revoked_jwt.
- *  Returns 0 or TA_EAUTH. */
+ *  claims' presence (a token without an integer "gen" >= 0 is refused).
+ *  Revocation and the session generation are checked by the caller against
+ *  revoked_jwt and the user record. Returns 0 or TA_EAUTH. */
 int ta_jwt_verify(const uint8_t *secret, size_t secret_len, const char *token, size_t len,
                   ta_jwt_claims_t *claims);
 

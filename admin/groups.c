@@ -30,17 +30,17 @@ static json_t *render_group(actx_t *c, const void *rec)
 static bool group_match(actx_t *c, const void *rec, void *arg)
 {
     (void)c;
-    return icontains(((const ta_group_t *)rec)->name, arg);
+    return ta_admin_icontains(((const ta_group_t *)rec)->name, arg);
 }
 
-void h_groups_list(actx_t *c)
+void ta_admin_groups_list(actx_t *c)
 {
     char search[128];
     int rc;
 
-    if ((rc = query_get(c, "search", search, sizeof(search))) < 0)
+    if ((rc = ta_admin_query_get(c, "search", search, sizeof(search))) < 0)
         return;
-    reply_list(c, &ta_desc_group, rc > 0 ? group_match : NULL, search, render_group);
+    ta_admin_reply_list(c, &ta_desc_group, rc > 0 ? group_match : NULL, search, render_group);
 }
 
 /* Every listed model must exist and appear once (in c->txn). */
@@ -54,26 +54,26 @@ static int check_models(actx_t *c, const ta_group_t *g)
         snprintf(field, sizeof(field), "model_ids[%u]", (unsigned)i);
         for (uint16_t j = 0; j < i; j++) {
             if (g->model_ids[j] == g->model_ids[i]) {
-                reply_field(c, field, "unique", "model %llu is listed twice",
-                            (unsigned long long)g->model_ids[i]);
+                ta_admin_reply_field(c, field, "unique", "model %llu is listed twice",
+                                     (unsigned long long)g->model_ids[i]);
                 return TA_EINVAL;
             }
         }
         rc = ta_rec_get(c->st, c->txn, &ta_desc_model, g->model_ids[i], &m);
         if (rc == TA_ENOTFOUND) {
-            reply_field(c, field, "exists", "model %llu does not exist",
-                        (unsigned long long)g->model_ids[i]);
+            ta_admin_reply_field(c, field, "exists", "model %llu does not exist",
+                                 (unsigned long long)g->model_ids[i]);
             return TA_EINVAL;
         }
         if (rc != 0) {
-            reply_store_error(c, rc, "model");
+            ta_admin_reply_store_error(c, rc, "model");
             return rc;
         }
     }
     return 0;
 }
 
-void h_groups_create(actx_t *c)
+void ta_admin_groups_create(actx_t *c)
 {
     ta_group_t *g = NULL;
     int rc;
@@ -81,13 +81,13 @@ void h_groups_create(actx_t *c)
     /* ta_group_t is a few KB (256 model ids): keep it off the loop's stack. */
     g = calloc(1, sizeof(*g));
     if (g == NULL) {
-        reply_store_error(c, -ENOMEM, "group");
+        ta_admin_reply_store_error(c, -ENOMEM, "group");
         return;
     }
     ta_rec_defaults(&ta_desc_group, g);
-    if (body_apply(c, &ta_desc_group, g, TA_MERGE_CREATE) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_group, g, TA_MERGE_CREATE) != 0)
         goto Exit;
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         goto Exit;
     if (check_models(c, g) != 0)
         goto Exit;
@@ -97,36 +97,36 @@ void h_groups_create(actx_t *c)
         rc = ta_rec_put(c->st, c->txn, &ta_desc_group, g->id, g);
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "group");
+        ta_admin_reply_store_error(c, rc, "group");
         goto Exit;
     }
-    reply_json(c, 201, group_json(g));
+    ta_admin_reply_json(c, 201, group_json(g));
 Exit:
     free(g);
 }
 
-void h_groups_get(actx_t *c)
+void ta_admin_groups_get(actx_t *c)
 {
     ta_group_t *g = calloc(1, sizeof(*g));
     int rc;
 
     if (g == NULL) {
-        reply_store_error(c, -ENOMEM, "group");
+        ta_admin_reply_store_error(c, -ENOMEM, "group");
         return;
     }
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         goto Exit;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_group, c->id, g);
     if (rc != 0) {
-        reply_store_error(c, rc, "group");
+        ta_admin_reply_store_error(c, rc, "group");
         goto Exit;
     }
-    reply_json(c, 200, group_json(g));
+    ta_admin_reply_json(c, 200, group_json(g));
 Exit:
     free(g);
 }
 
-void h_groups_update(actx_t *c)
+void ta_admin_groups_update(actx_t *c)
 {
     ta_group_t *g = calloc(1, sizeof(*g));
     uint64_t id;
@@ -134,19 +134,19 @@ void h_groups_update(actx_t *c)
     int rc;
 
     if (g == NULL) {
-        reply_store_error(c, -ENOMEM, "group");
+        ta_admin_reply_store_error(c, -ENOMEM, "group");
         return;
     }
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         goto Exit;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_group, c->id, g);
     if (rc != 0) {
-        reply_store_error(c, rc, "group");
+        ta_admin_reply_store_error(c, rc, "group");
         goto Exit;
     }
     id = g->id;
     created = g->created_at;
-    if (body_apply(c, &ta_desc_group, g, merge_mode(c)) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_group, g, ta_admin_merge_mode(c)) != 0)
         goto Exit;
     if (check_models(c, g) != 0)
         goto Exit;
@@ -155,10 +155,10 @@ void h_groups_update(actx_t *c)
     g->updated_at = ta_now_s();
     rc = ta_rec_put(c->st, c->txn, &ta_desc_group, g->id, g);
     if (rc != 0) {
-        reply_store_error(c, rc, "group");
+        ta_admin_reply_store_error(c, rc, "group");
         goto Exit;
     }
-    reply_json(c, 200, group_json(g));
+    ta_admin_reply_json(c, 200, group_json(g));
 Exit:
     free(g);
 }
@@ -178,36 +178,36 @@ static int quota_uses_cb(uint64_t id, const void *rec, void *arg)
     return 0;
 }
 
-void h_groups_delete(actx_t *c)
+void ta_admin_groups_delete(actx_t *c)
 {
     ta_group_t *g = calloc(1, sizeof(*g));
     quota_users_t u = {.group_id = c->id};
     int rc;
 
     if (g == NULL) {
-        reply_store_error(c, -ENOMEM, "group");
+        ta_admin_reply_store_error(c, -ENOMEM, "group");
         return;
     }
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         goto Exit;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_group, c->id, g);
     if (rc == 0)
         rc = ta_rec_walk(c->st, c->txn, &ta_desc_quota, quota_uses_cb, &u);
     if (rc < 0) {
-        reply_store_error(c, rc, "group");
+        ta_admin_reply_store_error(c, rc, "group");
         goto Exit;
     }
     if (u.n > 0) {
-        reply_error(c, 409, "conflict_error", "in_use", NULL,
-                    "group %s is used by %zu quota(s)", g->name, u.n);
+        ta_admin_reply_error(c, 409, "conflict_error", "in_use", NULL,
+                             "group %s is used by %zu quota(s)", g->name, u.n);
         goto Exit;
     }
     rc = ta_rec_del(c->st, c->txn, &ta_desc_group, c->id);
     if (rc != 0) {
-        reply_store_error(c, rc, "group");
+        ta_admin_reply_store_error(c, rc, "group");
         goto Exit;
     }
-    reply_204(c);
+    ta_admin_reply_204(c);
 Exit:
     free(g);
 }

@@ -44,7 +44,7 @@ static bool model_match(actx_t *c, const void *rec, void *arg)
     bool found;
 
     (void)c;
-    if (f->has_search && !icontains(m->name, f->search))
+    if (f->has_search && !ta_admin_icontains(m->name, f->search))
         return false;
     if (f->provider_id != 0) {
         found = false;
@@ -56,18 +56,18 @@ static bool model_match(actx_t *c, const void *rec, void *arg)
     return true;
 }
 
-void h_models_list(actx_t *c)
+void ta_admin_models_list(actx_t *c)
 {
     model_filter_t f;
     int rc;
 
     memset(&f, 0, sizeof(f));
-    if ((rc = query_get(c, "search", f.search, sizeof(f.search))) < 0)
+    if ((rc = ta_admin_query_get(c, "search", f.search, sizeof(f.search))) < 0)
         return;
     f.has_search = rc > 0;
-    if (query_id(c, "provider_id", &f.provider_id) < 0)
+    if (ta_admin_query_id(c, "provider_id", &f.provider_id) < 0)
         return;
-    reply_list(c, &ta_desc_model, model_match, &f, render_model);
+    ta_admin_reply_list(c, &ta_desc_model, model_match, &f, render_model);
 }
 
 
@@ -82,12 +82,12 @@ static int check_routes(actx_t *c, const ta_model_t *m)
         rc = ta_rec_get(c->st, c->txn, &ta_desc_provider, m->routes[i].provider_id, &p);
         if (rc == TA_ENOTFOUND) {
             snprintf(field, sizeof(field), "routes[%u].provider_id", (unsigned)i);
-            reply_field(c, field, "exists", "provider %llu does not exist",
-                        (unsigned long long)m->routes[i].provider_id);
+            ta_admin_reply_field(c, field, "exists", "provider %llu does not exist",
+                                 (unsigned long long)m->routes[i].provider_id);
             return TA_EINVAL;
         }
         if (rc != 0) {
-            reply_store_error(c, rc, "provider");
+            ta_admin_reply_store_error(c, rc, "provider");
             return rc;
         }
     }
@@ -96,11 +96,11 @@ static int check_routes(actx_t *c, const ta_model_t *m)
 
 static void reply_dup_name(actx_t *c, const char *name)
 {
-    reply_error(c, 409, "conflict_error", "duplicate", "name", "a model named %s already exists",
-                name);
+    ta_admin_reply_error(c, 409, "conflict_error", "duplicate", "name", "a model named %s already exists",
+                         name);
 }
 
-void h_models_create(actx_t *c)
+void ta_admin_models_create(actx_t *c)
 {
     ta_model_t m;
     uint64_t other;
@@ -108,9 +108,9 @@ void h_models_create(actx_t *c)
 
     memset(&m, 0, sizeof(m));
     ta_rec_defaults(&ta_desc_model, &m);
-    if (body_apply(c, &ta_desc_model, &m, TA_MERGE_CREATE) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_model, &m, TA_MERGE_CREATE) != 0)
         return;
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     if (check_routes(c, &m) != 0)
         return;
@@ -132,42 +132,42 @@ void h_models_create(actx_t *c)
         return;
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "model");
+        ta_admin_reply_store_error(c, rc, "model");
         return;
     }
-    reply_json(c, 201, model_json(&m));
+    ta_admin_reply_json(c, 201, model_json(&m));
 }
 
-void h_models_get(actx_t *c)
+void ta_admin_models_get(actx_t *c)
 {
     ta_model_t m;
     int rc;
 
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_model, c->id, &m);
     if (rc != 0) {
-        reply_store_error(c, rc, "model");
+        ta_admin_reply_store_error(c, rc, "model");
         return;
     }
-    reply_json(c, 200, model_json(&m));
+    ta_admin_reply_json(c, 200, model_json(&m));
 }
 
-void h_models_update(actx_t *c)
+void ta_admin_models_update(actx_t *c)
 {
     ta_model_t m, old;
     uint64_t other;
     int rc;
 
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_model, c->id, &m);
     if (rc != 0) {
-        reply_store_error(c, rc, "model");
+        ta_admin_reply_store_error(c, rc, "model");
         return;
     }
     old = m;
-    if (body_apply(c, &ta_desc_model, &m, merge_mode(c)) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_model, &m, ta_admin_merge_mode(c)) != 0)
         return;
     if (check_routes(c, &m) != 0)
         return;
@@ -178,14 +178,14 @@ void h_models_update(actx_t *c)
             return;
         }
         if (rc != 0 && rc != TA_ENOTFOUND) {
-            reply_store_error(c, rc, "model");
+            ta_admin_reply_store_error(c, rc, "model");
             return;
         }
         rc = ta_idx_del(c->st, c->txn, TA_DB_MODELS_BY_NAME, old.name);
         if (rc == 0 || rc == TA_ENOTFOUND)
             rc = ta_idx_put(c->st, c->txn, TA_DB_MODELS_BY_NAME, m.name, m.id);
         if (rc != 0) {
-            reply_store_error(c, rc, "model");
+            ta_admin_reply_store_error(c, rc, "model");
             return;
         }
     }
@@ -194,10 +194,10 @@ void h_models_update(actx_t *c)
     m.updated_at = ta_now_s();
     rc = ta_rec_put(c->st, c->txn, &ta_desc_model, m.id, &m);
     if (rc != 0) {
-        reply_store_error(c, rc, "model");
+        ta_admin_reply_store_error(c, rc, "model");
         return;
     }
-    reply_json(c, 200, model_json(&m));
+    ta_admin_reply_json(c, 200, model_json(&m));
 }
 
 typedef struct groups_of {
@@ -227,7 +227,7 @@ static int group_uses_cb(uint64_t id, const void *rec, void *arg)
     return 0;
 }
 
-void h_models_delete(actx_t *c)
+void ta_admin_models_delete(actx_t *c)
 {
     ta_model_t m;
     groups_of_t u;
@@ -235,26 +235,26 @@ void h_models_delete(actx_t *c)
 
     memset(&u, 0, sizeof(u));
     u.model_id = c->id;
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_model, c->id, &m);
     if (rc == 0)
         rc = ta_rec_walk(c->st, c->txn, &ta_desc_group, group_uses_cb, &u);
     if (rc < 0) {
-        reply_store_error(c, rc, "model");
+        ta_admin_reply_store_error(c, rc, "model");
         return;
     }
     if (u.n > 0) {
-        reply_error(c, 409, "conflict_error", "in_use", NULL,
-                    "model %s is listed by %zu group(s): %s", m.name, u.n, u.names);
+        ta_admin_reply_error(c, 409, "conflict_error", "in_use", NULL,
+                             "model %s is listed by %zu group(s): %s", m.name, u.n, u.names);
         return;
     }
     rc = ta_idx_del(c->st, c->txn, TA_DB_MODELS_BY_NAME, m.name);
     if (rc == 0 || rc == TA_ENOTFOUND)
         rc = ta_rec_del(c->st, c->txn, &ta_desc_model, c->id);
     if (rc != 0) {
-        reply_store_error(c, rc, "model");
+        ta_admin_reply_store_error(c, rc, "model");
         return;
     }
-    reply_204(c);
+    ta_admin_reply_204(c);
 }

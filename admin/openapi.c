@@ -1,7 +1,8 @@
 /*
  * openapi.c - the OpenAPI 3.0 document of the HTTP API, generated from the
  * code (`tokenaudit openapi` prints it; docs/openapi.yaml is that output,
- * and tests/integration/test_openapi.py fails when the two differ).
+ * and tests/integration/test_openapi.py fails when the two differ; workers
+ * serve it as JSON at GET /api/openapi.json).
  *
  * Where each part comes from:
  *   - component schemas of the stored records: the schema descriptors
@@ -12,10 +13,12 @@
  *     SECRET and BYTES fields are skipped, as ta_rec_to_json skips them.
  *     What the handlers add around a record (provider api_key, user
  *     password, quota usage and api_key) is listed here, next to it.
- *   - /api paths: the router table of admin.c (ta_admin_route), so a route
- *     added there appears here without an edit; the table below (ops[])
- *     only refines answers and query parameters of routes whose answer is
- *     not the plain record of their resource.
+ *   - /api paths: the route table of admin.c (ta_admin_route_t), one row per
+ *     operation with its documentation as columns: operation id, tag,
+ *     summary, request and answer schemas, statuses and query parameters.
+ *     Nothing here is keyed by a route's method or pattern; a row whose
+ *     columns are missing or name what the components lack stops the
+ *     generator (check_route, ta_openapi_check).
  *   - /v1, /healthz, /metrics: a small static list (worker/ has no table).
  *
  * The document is built as a jansson tree (objects keep insertion order) and
@@ -44,7 +47,8 @@
 
 typedef struct gen {
     bool oom;    /* some allocation failed: the tree is incomplete */
-    bool broken; /* a table here names something the code lacks (logged) */
+    bool broken; /* a table names something the code lacks (logged) */
+    char why[256]; /* the first such thing */
 } gen_t;
 
 /* ---- tree helpers ---------------------------------------------------------- */
@@ -458,7 +462,10 @@ static json_t *schemas(gen_t *g)
               NULL));
     put(g, s, "Page",
         t_obj(g, "one page of a list (?page=1&page_size=50, at most 500)",
-              "count,next,previous,results", "count", t_int(g, "matching items on all pages"),
+              "count,count_estimated,next,previous,results", "count",
+              t_int(g, "matching items on all pages (see count_estimated)"), "count_estimated",
+              t_bool(g, "true when count comes from a bounded sample (an estimate, or for "
+                        "audit records a lower bound) instead of an exact count; docs/API.md"),
               "next", t_nullable(g, t_basic(g, "string", "uri", NULL)), "previous",
               t_nullable(g, t_basic(g, "string", "uri", NULL)), "results",
               t_arr(g, json_object()), NULL));
@@ -618,6 +625,9 @@ static json_t *schemas(gen_t *g)
     for (size_t i = 0; i < TA_ARRAY_SIZE(v1_limits); i++)
         put(g, p, v1_limits[i], field_schema(g, ta_rec_field(&ta_desc_quota, v1_limits[i]), false));
     put(g, s, "V1Usage", o);
+    o = t_basic(g, "object", NULL, "the OpenAPI 3.0 document of this API (this one)");
+    put(g, o, "additionalProperties", json_true());
+    put(g, s, "OpenApiDocument", o);
     put(g, s, "Health",
         t_obj(g, NULL, "status", "status", t_str(g, "ok, or unavailable (503)"), "reason",
               t_str(g, "why not ok"), "generation", t_int(g, NULL), "pid", t_int(g, NULL),
@@ -661,6 +671,14 @@ static json_t *parameters(gen_t *g)
     ps = t_pos(g, TA_ADMIN_PAGE_SIZE_MAX);
     put(g, ps, "default", json_integer(TA_ADMIN_PAGE_SIZE_DEFAULT));
     put(g, p, "page_size", param(g, "page_size", "query", ps, NULL));
+    put(g, p, "after",
+        param(g, "after", "query", t_pos(g, 0), "keyset: the records after this id (next links)"));
+    put(g, p, "before",
+        param(g, "before", "query", t_pos(g, 0),
+              "keyset: the records before this id (previous links)"));
+    put(g, p, "cursor",
+        param(g, "before", "query", t_str(g, NULL),
+              "keyset: the records older than this cursor (from a next link)"));
     put(g, p, "search", param(g, "search", "query", t_str(g, NULL), "case-insensitive substring"));
     put(g, p, "role",
         param(g, "role", "query", field_schema(g, ta_rec_field(&ta_desc_user, "role"), false),
@@ -716,7 +734,8 @@ static const struct {
     {"404", "NotFound", "not found"},
     {"409", "Conflict", "conflict: duplicate name or e-mail, or still in use"},
     {"413", "TooLarge", "body too large"},
-    {"429", "TooManyRequests", "limits: insufficient_quota or rate_limit_exceeded"},
+    {"429", "TooManyRequests",
+     "limits: insufficient_quota or rate_limit_exceeded; login_throttled on login"},
     {"502", "BadGateway", "upstream failure (type upstream_error)"},
     {"503", "Unavailable", "upstream unavailable (type upstream_error)"},
     {"504", "GatewayTimeout", "upstream timeout (type upstream_error)"},
@@ -790,122 +809,126 @@ static json_t *security(gen_t *g, ...)
     return a;
 }
 
-/* ---- /api paths from the router table -------------------------------------- */
+/* ---- /api paths from the route table ----------------------------------------
+ * Each operation is its row of the table (ta_admin_route_t), nothing else:
+ * check_route() refuses a row whose columns are missing, name a schema,
+ * parameter or error status the components lack, or leave out a status the
+ * router itself answers (401 for a route that authenticates, 403 for an
+ * admin route, 404 for an {id}, 400 and 413 for a body, 400 for query
+ * parameters). */
 
-/* Resources of /api/admin/: the record each serves. */
-static const struct {
-    const char *prefix, *tag, *one, *schema;
-} resources[] = {
-    {"/api/admin/users/", "users", "user", "User"},
-    {"/api/admin/providers/", "providers", "provider", "Provider"},
-    {"/api/admin/models/", "models", "model", "Model"},
-    {"/api/admin/groups/", "groups", "group", "Group"},
-    {"/api/admin/quotas/", "quotas", "quota", "Quota"},
-};
+static void broken(gen_t *g, const ta_admin_route_t *r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-/* Routes whose answer is not the plain record of their resource. Any field
- * left NULL/0 falls back to the resource's default. params: parameter
- * component names, comma-separated. */
-typedef struct op_spec {
-    const char *method, *pattern;
-    const char *op_id, *summary;
-    const char *req;  /* request body schema */
-    int status;       /* success status */
-    const char *resp; /* success schema; NULL with 204 */
-    const char *params;
-    const char *errs; /* more error statuses than the route's flags imply */
-} op_spec_t;
-
-static const op_spec_t ops[] = {
-    {"POST", "/api/auth/login/", "login", "Log in: a JWT for /api", "LoginRequest", 200,
-     "LoginResponse", NULL, NULL},
-    {"POST", "/api/auth/logout/", "logout", "Log out: the token is revoked at once", NULL, 204,
-     NULL, NULL, NULL},
-    {"GET", "/api/auth/me/", "me", "The caller", NULL, 200, "User", NULL, NULL},
-    {"POST", "/api/auth/password/", "changePassword", "Change the caller's password",
-     "PasswordChange", 204, NULL, NULL, NULL},
-    {"GET", "/api/quotas/", "listMyQuotas", "The caller's quotas with their usage", NULL, 200,
-     "QuotaPage", "page,page_size", NULL},
-    {"GET", "/api/admin/users/", NULL, NULL, NULL, 0, NULL,
-     "page,page_size,search,role,is_active", NULL},
-    {"DELETE", "/api/admin/users/{id}/", NULL,
-     "Deactivate a user and revoke every key (records stay for audit)", NULL, 0, NULL, NULL, NULL},
-    {"POST", "/api/admin/users/{id}/reset-all-keys/", "resetUserKeys",
-     "New keys for every quota of a user", NULL, 200, "KeysReset", NULL, NULL},
-    {"POST", "/api/admin/providers/{id}/test/", "testProvider", "Try the provider's upstream",
-     NULL, 200, "ProviderTest", NULL, "400"},
-    {"POST", "/api/admin/providers/{id}/sync-models/", "syncProviderModels",
-     "Create models from the upstream's model list", NULL, 200, "SyncModels", NULL,
-     "400,502,504"},
-    {"GET", "/api/admin/models/", NULL, NULL, NULL, 0, NULL, "page,page_size,search,provider_id",
-     NULL},
-    {"GET", "/api/admin/quotas/", NULL, NULL, NULL, 0, NULL, "page,page_size,user_id,group_id",
-     NULL},
-    {"POST", "/api/admin/quotas/", NULL, "Create a quota and its API key (shown once)", NULL, 0,
-     NULL, NULL, NULL},
-    {"DELETE", "/api/admin/quotas/{id}/", NULL, "Delete a quota; its key is revoked, records stay",
-     NULL, 0, NULL, NULL, NULL},
-    {"POST", "/api/admin/quotas/{id}/reset_api_key/", "resetQuotaKey",
-     "A new API key for the quota", NULL, 200, "ApiKeyReset", NULL, NULL},
-    {"GET", "/api/admin/quotas/{id}/requests/", "listQuotaRequests",
-     "Audit records of a quota, newest first", NULL, 200, "AuditRecordPage",
-     "page,page_size,since,until,status,model", NULL},
-    {"GET", "/api/admin/quotas/{id}/statistics/", "quotaStatistics", "Statistics of a quota", NULL,
-     200, "Statistics", "since,until,group_by_quota", NULL},
-    {"GET", "/api/admin/requests/", "listRequests", "Audit records, newest first", NULL, 200,
-     "AuditRecordPage", "page,page_size,user_id,quota_id,model,status,since,until", NULL},
-    {"GET", "/api/admin/statistics/", "statistics", "Statistics", NULL, 200, "Statistics",
-     "since,until,group_by,user_id,quota_id", NULL},
-};
-
-static const op_spec_t *find_op(const char *method, const char *pattern)
+static void broken(gen_t *g, const ta_admin_route_t *r, const char *fmt, ...)
 {
-    for (size_t i = 0; i < TA_ARRAY_SIZE(ops); i++)
-        if (strcmp(ops[i].method, method) == 0 && strcmp(ops[i].pattern, pattern) == 0)
-            return &ops[i];
-    return NULL;
-}
-
-/* "get" + "Users" style ids: verb + capitalised word. */
-static void op_id_join(char *out, size_t cap, const char *verb, const char *word)
-{
-    snprintf(out, cap, "%s%c%s", verb, word[0] - 'a' + 'A', word + 1);
-}
-
-/* A fallback id from the route: method and the pattern's words. */
-static void op_id_route(char *out, size_t cap, const char *method, const char *pattern)
-{
-    size_t o;
-
-    lower_copy(out, cap, method);
-    o = strlen(out);
-    for (const char *p = pattern + strlen("/api"); *p != '\0' && o + 1 < cap; p++) {
-        char ch = *p;
-        if (ch == '{' || ch == '}')
-            continue;
-        if (ch == '/' || ch == '-')
-            ch = '_';
-        if (ch == '_' && o > 0 && out[o - 1] == '_')
-            continue;
-        out[o++] = ch;
-    }
-    while (o > 0 && out[o - 1] == '_')
-        o--;
-    out[o] = '\0';
-}
-
-static void add_error_refs(gen_t *g, json_t *resp, ...)
-{
-    const char *st;
+    char msg[200];
     va_list ap;
 
-    va_start(ap, resp);
-    while ((st = va_arg(ap, const char *)) != NULL) {
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (!g->broken)
+        snprintf(g->why, sizeof(g->why), "route %s %s: %s", r->method != NULL ? r->method : "?",
+                 r->pattern != NULL ? r->pattern : "?", msg);
+    ta_log(TA_LOG_ERROR, "openapi: route %s %s: %s", r->method != NULL ? r->method : "?",
+           r->pattern != NULL ? r->pattern : "?", msg);
+    g->broken = true;
+}
+
+static bool is_error_status(const char *st)
+{
+    for (size_t i = 0; i < TA_ARRAY_SIZE(errors); i++)
+        if (strcmp(errors[i].status, st) == 0)
+            return true;
+    return false;
+}
+
+/* Is st in the comma-separated list? */
+static bool in_list(const char *list, const char *st)
+{
+    char item[32];
+
+    for (const char *p = list; (p = list_next(p, item, sizeof(item))) != NULL;)
+        if (strcmp(item, st) == 0)
+            return true;
+    return false;
+}
+
+static bool nonempty(const char *s)
+{
+    return s != NULL && s[0] != '\0';
+}
+
+/* Row i against the table and the components (comp: "schemas", "parameters"). */
+static void check_route(gen_t *g, size_t i, const ta_admin_route_t *r, const json_t *comp)
+{
+    static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+    const json_t *schemas = json_object_get(comp, "schemas"), *params = json_object_get(comp, "parameters");
+    const ta_admin_route_t *o;
+    char item[64], prev[64] = "";
+    bool known = false;
+
+    for (size_t m = 0; m < TA_ARRAY_SIZE(methods); m++)
+        known = known || (r->method != NULL && strcmp(r->method, methods[m]) == 0);
+    if (!known)
+        return broken(g, r, "method must be one of GET, POST, PUT, PATCH, DELETE");
+    if (r->pattern == NULL || strncmp(r->pattern, "/api/", 5) != 0)
+        return broken(g, r, "the pattern must start with /api/");
+    if (r->fn == NULL)
+        return broken(g, r, "no handler");
+    if (!nonempty(r->op_id) || !nonempty(r->tag) || !nonempty(r->summary))
+        return broken(g, r, "op_id, tag and summary are required");
+    if (r->params == NULL || r->errors == NULL)
+        return broken(g, r, "params and errors are required (\"\" for none)");
+    if (r->status != 200 && r->status != 201 && r->status != 204)
+        return broken(g, r, "status %d: the success status is 200, 201 or 204", r->status);
+    if ((r->resp == NULL) != (r->status == 204))
+        return broken(g, r, "resp: a schema for 200/201, NULL for 204");
+    if ((r->req != NULL) != ((r->flags & TA_ROUTE_BODY) != 0))
+        return broken(g, r, "req: a schema exactly when the row has TA_ROUTE_BODY");
+    if (r->req != NULL && json_object_get(schemas, r->req) == NULL)
+        return broken(g, r, "req names no schema %s", r->req);
+    if (r->resp != NULL && json_object_get(schemas, r->resp) == NULL)
+        return broken(g, r, "resp names no schema %s", r->resp);
+    for (const char *p = r->params; (p = list_next(p, item, sizeof(item))) != NULL;)
+        if (json_object_get(params, item) == NULL)
+            return broken(g, r, "params names no parameter %s", item);
+    for (const char *p = r->errors; (p = list_next(p, item, sizeof(item))) != NULL;) {
+        if (!is_error_status(item))
+            return broken(g, r, "errors: %s is not an error status of the reference", item);
+        if (prev[0] != '\0' && strcmp(prev, item) >= 0)
+            return broken(g, r, "errors: ascending, each once (%s after %s)", item, prev);
+        snprintf(prev, sizeof(prev), "%s", item);
+    }
+    if (r->auth != AUTH_NONE && !in_list(r->errors, "401"))
+        return broken(g, r, "errors: 401 missing (the route authenticates)");
+    if (r->auth == AUTH_ADMIN && !in_list(r->errors, "403"))
+        return broken(g, r, "errors: 403 missing (an admin route)");
+    if (strstr(r->pattern, "{id}") != NULL && !in_list(r->errors, "404"))
+        return broken(g, r, "errors: 404 missing (the pattern has {id})");
+    if ((r->flags & TA_ROUTE_BODY) && (!in_list(r->errors, "400") || !in_list(r->errors, "413")))
+        return broken(g, r, "errors: 400 and 413 missing (the route takes a body)");
+    if (r->params[0] != '\0' && !in_list(r->errors, "400"))
+        return broken(g, r, "errors: 400 missing (the route takes query parameters)");
+    for (size_t j = 0; j < i && (o = ta_admin_route(j)) != NULL; j++) {
+        if (o->op_id != NULL && strcmp(o->op_id, r->op_id) == 0)
+            return broken(g, r, "op_id %s is taken by %s %s", r->op_id, o->method, o->pattern);
+        if (strcmp(o->method, r->method) == 0 && o->pattern != NULL &&
+            strcmp(o->pattern, r->pattern) == 0)
+            return broken(g, r, "a second row for the same method and pattern");
+    }
+}
+
+static void add_error_refs(gen_t *g, json_t *resp, const char *list)
+{
+    char st[8];
+
+    for (const char *p = list; (p = list_next(p, st, sizeof(st))) != NULL;) {
         for (size_t i = 0; i < TA_ARRAY_SIZE(errors); i++)
             if (strcmp(errors[i].status, st) == 0)
                 put(g, resp, st, t_ref(g, REF_RESP, errors[i].name));
     }
-    va_end(ap);
 }
 
 static json_t *json_body(gen_t *g, json_t *schema, const char *desc)
@@ -921,144 +944,47 @@ static json_t *json_body(gen_t *g, json_t *schema, const char *desc)
     return o;
 }
 
-/* One operation of the router table. */
-static json_t *api_operation(gen_t *g, const ta_admin_route_info_t *r)
+static json_t *security_of(gen_t *g, int auth)
 {
-    const op_spec_t *spec = find_op(r->method, r->pattern);
-    const char *tag = "auth", *one = NULL, *schema = NULL, *summary = NULL, *op_id = NULL;
-    const char *req = NULL, *resp = NULL, *params = NULL, *rest = NULL;
-    char idbuf[96], sumbuf[128], pagebuf[64], stbuf[8];
-    bool has_id = strstr(r->pattern, "{id}") != NULL, write;
+    switch (auth) {
+    case AUTH_NONE: return security(g, NULL);
+    case AUTH_USER: return security(g, "jwt", "apiKey", NULL);
+    default: return security(g, "jwt", NULL);
+    }
+}
+
+/* One operation: its row of the route table. */
+static json_t *api_operation(gen_t *g, const ta_admin_route_t *r)
+{
     json_t *op = json_object(), *tags = json_array(), *rs = json_object();
-    int status = 200;
+    char stbuf[8], name[32];
 
-    for (size_t i = 0; i < TA_ARRAY_SIZE(resources); i++) {
-        size_t n = strlen(resources[i].prefix);
-        if (strncmp(r->pattern, resources[i].prefix, n) == 0) {
-            tag = resources[i].tag;
-            one = resources[i].one;
-            schema = resources[i].schema;
-            rest = r->pattern + n;
-            break;
-        }
-    }
-    if (one == NULL && strncmp(r->pattern, "/api/admin/", 11) == 0)
-        tag = "audit";
-    else if (one == NULL && strncmp(r->pattern, "/api/auth/", 10) != 0)
-        tag = "self";
-
-    /* the resource's defaults: collection and item routes */
-    if (rest != NULL && rest[0] == '\0') {
-        if (strcmp(r->method, "GET") == 0) {
-            snprintf(sumbuf, sizeof(sumbuf), "List %s", tag);
-            op_id_join(idbuf, sizeof(idbuf), "list", tag);
-            snprintf(pagebuf, sizeof(pagebuf), "%sPage", schema);
-            resp = pagebuf;
-            params = "page,page_size";
-        } else if (strcmp(r->method, "POST") == 0) {
-            snprintf(sumbuf, sizeof(sumbuf), "Create a %s", one);
-            op_id_join(idbuf, sizeof(idbuf), "create", one);
-            status = 201;
-            req = resp = schema;
-        }
-    } else if (rest != NULL && strcmp(rest, "{id}/") == 0) {
-        static const struct {
-            const char *method, *verb, *word;
-            int status;
-        } item[] = {
-            {"GET", "get", "Get", 200},
-            {"PUT", "replace", "Replace (every writable field) of", 200},
-            {"PATCH", "update", "Update (the fields given) of", 200},
-            {"DELETE", "delete", "Delete", 204},
-        };
-        for (size_t i = 0; i < TA_ARRAY_SIZE(item); i++) {
-            if (strcmp(item[i].method, r->method) != 0)
-                continue;
-            snprintf(sumbuf, sizeof(sumbuf), "%s a %s", item[i].word, one);
-            op_id_join(idbuf, sizeof(idbuf), item[i].verb, one);
-            status = item[i].status;
-            if (status == 200)
-                resp = schema;
-            if (strcmp(r->method, "PUT") == 0 || strcmp(r->method, "PATCH") == 0)
-                req = schema;
-        }
-    }
-    if (resp != NULL || status == 204) {
-        summary = sumbuf;
-        op_id = idbuf;
-    }
-    if (spec != NULL) {
-        if (spec->op_id != NULL)
-            op_id = spec->op_id;
-        if (spec->summary != NULL)
-            summary = spec->summary;
-        if (spec->req != NULL)
-            req = spec->req;
-        if (spec->status != 0) {
-            status = spec->status;
-            resp = spec->resp;
-        }
-        if (spec->params != NULL)
-            params = spec->params;
-    }
-    if (op_id == NULL) {
-        /* a route this file does not know yet: still listed, answer generic */
-        op_id_route(idbuf, sizeof(idbuf), r->method, r->pattern);
-        op_id = idbuf;
-    }
-
-    push(g, tags, json_string(tag));
+    push(g, tags, json_string(r->tag));
     put(g, op, "tags", tags);
-    if (summary != NULL)
-        put_str(g, op, "summary", summary);
-    put_str(g, op, "operationId", op_id);
-    switch (r->auth) {
-    case AUTH_NONE: put(g, op, "security", security(g, NULL)); break;
-    case AUTH_USER: put(g, op, "security", security(g, "jwt", "apiKey", NULL)); break;
-    default: put(g, op, "security", security(g, "jwt", NULL)); break;
-    }
-    if (params != NULL) {
+    put_str(g, op, "summary", r->summary);
+    put_str(g, op, "operationId", r->op_id);
+    put(g, op, "security", security_of(g, r->auth));
+    if (r->params[0] != '\0') {
         json_t *pa = json_array();
-        char name[32];
-        for (const char *p = params; (p = list_next(p, name, sizeof(name))) != NULL;)
+        for (const char *p = r->params; (p = list_next(p, name, sizeof(name))) != NULL;)
             push(g, pa, t_ref(g, REF_PARAM, name));
         put(g, op, "parameters", pa);
     }
-    if (r->body) {
+    if (r->req != NULL) {
         const char *how = NULL;
         if (strcmp(r->method, "PATCH") == 0)
             how = "only the fields present change";
         else if (strcmp(r->method, "PUT") == 0)
             how = "every writable field; required ones must be present";
-        put(g, op, "requestBody",
-            json_body(g, req != NULL ? t_ref(g, REF_SCHEMA, req) : t_basic(g, "object", NULL, NULL),
-                      how));
+        put(g, op, "requestBody", json_body(g, t_ref(g, REF_SCHEMA, r->req), how));
     }
-
-    snprintf(stbuf, sizeof(stbuf), "%d", status);
-    if (status == 204)
+    snprintf(stbuf, sizeof(stbuf), "%d", r->status);
+    if (r->resp == NULL)
         put(g, rs, stbuf, response(g, "done", NULL));
     else
         put(g, rs, stbuf,
-            response(g, status == 201 ? "created" : "ok",
-                     resp != NULL ? t_ref(g, REF_SCHEMA, resp) : t_basic(g, "object", NULL, NULL)));
-    write = strcmp(r->method, "GET") != 0;
-    if (r->body || params != NULL)
-        add_error_refs(g, rs, "400", NULL);
-    if (r->auth != AUTH_NONE || r->body)
-        add_error_refs(g, rs, "401", NULL);
-    if (r->auth == AUTH_ADMIN)
-        add_error_refs(g, rs, "403", NULL);
-    if (has_id)
-        add_error_refs(g, rs, "404", NULL);
-    if (write && one != NULL && (r->body || strcmp(r->method, "DELETE") == 0))
-        add_error_refs(g, rs, "409", NULL);
-    if (r->body)
-        add_error_refs(g, rs, "413", NULL);
-    if (spec != NULL && spec->errs != NULL) {
-        for (const char *p = spec->errs; (p = list_next(p, stbuf, sizeof(stbuf))) != NULL;)
-            add_error_refs(g, rs, stbuf, NULL);
-    }
+            response(g, r->status == 201 ? "created" : "ok", t_ref(g, REF_SCHEMA, r->resp)));
+    add_error_refs(g, rs, r->errors);
     put(g, op, "responses", rs);
     return op;
 }
@@ -1084,7 +1010,7 @@ static void add_operation(gen_t *g, json_t *paths, const char *pattern, const ch
             return;
         }
     }
-    lower_copy(lm, sizeof(lm), method);
+    ta_admin_lower_copy(lm, sizeof(lm), method);
     put(g, item, lm, op);
 }
 
@@ -1116,19 +1042,19 @@ static json_t *v1_operation(gen_t *g, const char *op_id, const char *summary, co
     }
     put(g, rs, "200", ok);
     if (req != NULL)
-        add_error_refs(g, rs, "400", NULL);
-    add_error_refs(g, rs, "401", NULL);
+        add_error_refs(g, rs, "400");
+    add_error_refs(g, rs, "401");
     if (req != NULL)
-        add_error_refs(g, rs, "403", NULL);
+        add_error_refs(g, rs, "403");
     if (model_404)
-        add_error_refs(g, rs, "404", NULL);
+        add_error_refs(g, rs, "404");
     if (req != NULL) {
         json_t *tm = error_response(g, "limits: insufficient_quota or rate_limit_exceeded");
         h = json_object();
         put(g, h, "Retry-After", t_ref(g, REF_HEADER, "Retry-After"));
         put(g, tm, "headers", h);
         put(g, rs, "429", tm);
-        add_error_refs(g, rs, "502", "503", "504", NULL);
+        add_error_refs(g, rs, "502,503,504");
     }
     put(g, op, "responses", rs);
     return op;
@@ -1214,31 +1140,32 @@ static json_t *document(gen_t *g)
 {
     json_t *doc = json_object(), *info = json_object(), *paths = json_object(),
            *comp = json_object();
-    ta_admin_route_info_t r;
+    const ta_admin_route_t *r;
 
     put_str(g, doc, "openapi", "3.0.3");
     put_str(g, info, "title", "tokenaudit");
     put_str(g, info, "version", TA_VERSION);
     put_str(g, info, "description",
             "OpenAI-compatible AI API gateway with quotas and an audit trail. Generated by "
-            "`tokenaudit openapi` from the router table and the schema descriptors; see "
+            "`tokenaudit openapi` from the route table and the schema descriptors; see "
             "docs/API.md. /api paths are served with and without the trailing slash; every "
             "answer carries X-Request-Id; money is a decimal string; times are RFC 3339 UTC.");
     put(g, doc, "info", info);
 
-    for (size_t i = 0; ta_admin_route(i, &r); i++) {
-        add_operation(g, paths, r.pattern, r.method, api_operation(g, &r));
-        if (g->oom)
-            break;
-    }
-    static_paths(g, paths);
-    put(g, doc, "paths", paths);
-
+    /* the components first: each route is checked against them */
     put(g, comp, "securitySchemes", security_schemes(g));
     put(g, comp, "parameters", parameters(g));
     put(g, comp, "headers", headers(g));
     put(g, comp, "responses", responses(g));
     put(g, comp, "schemas", schemas(g));
+    for (size_t i = 0; (r = ta_admin_route(i)) != NULL && !g->oom; i++) {
+        check_route(g, i, r, comp);
+        if (g->broken)
+            break;
+        add_operation(g, paths, r->pattern, r->method, api_operation(g, r));
+    }
+    static_paths(g, paths);
+    put(g, doc, "paths", paths);
     put(g, doc, "components", comp);
     return doc;
 }
@@ -1402,15 +1329,61 @@ static int y_node(FILE *out, const json_t *v, int indent, bool inline_first)
     return json_is_object(v) ? y_map(out, v, indent, inline_first) : y_seq(out, v, indent);
 }
 
+/* The document, or NULL (why says why when the table is at fault). */
+static json_t *build(char *why, size_t cap)
+{
+    gen_t g;
+    json_t *doc;
+
+    memset(&g, 0, sizeof(g));
+    doc = document(&g);
+    if (doc == NULL || g.oom || g.broken) {
+        snprintf(why, cap, "%s", g.broken ? g.why : "out of memory");
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+int ta_openapi_check(char *why, size_t cap)
+{
+    json_t *doc = build(why, cap);
+
+    if (doc == NULL)
+        return strcmp(why, "out of memory") == 0 ? -ENOMEM : -EINVAL;
+    json_decref(doc);
+    why[0] = '\0';
+    return 0;
+}
+
+json_t *ta_openapi_json(void)
+{
+    char why[256];
+
+    return build(why, sizeof(why));
+}
+
+void ta_admin_openapi(actx_t *c)
+{
+    json_t *doc = ta_openapi_json();
+
+    if (doc == NULL) {
+        ta_admin_reply_error(c, 500, "server_error", "internal_error", NULL,
+                             "internal error: the document could not be built");
+        return;
+    }
+    ta_admin_reply_json(c, 200, doc);
+}
+
 int ta_openapi_write(FILE *out, bool json)
 {
-    gen_t g = {.oom = false, .broken = false};
-    json_t *doc = document(&g);
+    char why[256];
+    json_t *doc = build(why, sizeof(why));
     int rc = 0;
 
-    if (doc == NULL || g.oom || g.broken) {
-        rc = g.broken ? -EINVAL : -ENOMEM;
-        goto Exit;
+    if (doc == NULL) {
+        ta_log(TA_LOG_ERROR, "openapi: %s", why);
+        return strcmp(why, "out of memory") == 0 ? -ENOMEM : -EINVAL;
     }
     if (json) {
         if (json_dumpf(doc, out, JSON_INDENT(2)) != 0)
@@ -1425,29 +1398,88 @@ int ta_openapi_write(FILE *out, bool json)
     }
     if (rc == 0 && (fflush(out) != 0 || ferror(out)))
         rc = -EIO;
-Exit:
     json_decref(doc);
+    return rc;
+}
+
+static const char *auth_name(int auth)
+{
+    switch (auth) {
+    case AUTH_NONE: return "none";
+    case AUTH_JWT: return "jwt";
+    case AUTH_USER: return "user";
+    case AUTH_ADMIN: return "admin";
+    default: return "?";
+    }
+}
+
+static json_t *list_json(const char *list)
+{
+    json_t *a = json_array();
+    char item[64];
+
+    for (const char *p = list; a != NULL && (p = list_next(p, item, sizeof(item))) != NULL;)
+        if (json_array_append_new(a, json_string(item)) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    return a;
+}
+
+/* `--routes`: the route table as a JSON array, one object per row. */
+static int write_routes(FILE *out)
+{
+    const ta_admin_route_t *r;
+    json_t *a = json_array();
+    int rc = 0;
+
+    for (size_t i = 0; a != NULL && (r = ta_admin_route(i)) != NULL; i++) {
+        json_t *o = json_pack(
+            "{s:s,s:s,s:s,s:b,s:b,s:s?,s:s?,s:s?,s:s?,s:i,s:s?,s:o,s:o}", "method", r->method,
+            "pattern", r->pattern, "auth", auth_name(r->auth), "body",
+            (r->flags & TA_ROUTE_BODY) != 0, "write", (r->flags & TA_ROUTE_WRITE) != 0,
+            "operation_id", r->op_id, "tag", r->tag, "summary", r->summary, "request", r->req,
+            "status", r->status, "response", r->resp, "params",
+            list_json(r->params != NULL ? r->params : ""), "errors",
+            list_json(r->errors != NULL ? r->errors : ""));
+        if (o == NULL || json_array_append_new(a, o) != 0) {
+            json_decref(a);
+            a = NULL;
+        }
+    }
+    if (a == NULL)
+        return -ENOMEM;
+    if (json_dumpf(a, out, JSON_INDENT(2)) != 0 || fputc('\n', out) == EOF || fflush(out) != 0)
+        rc = -EIO;
+    json_decref(a);
     return rc;
 }
 
 int ta_openapi_cli(int argc, char **argv)
 {
-    bool json = false;
+    bool json = false, routes = false;
     int rc;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) {
             json = true;
+        } else if (strcmp(argv[i], "--routes") == 0) {
+            routes = true;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            puts("usage: tokenaudit openapi [--json]\n"
-                 "  print the OpenAPI 3.0 document of the HTTP API (YAML; JSON with --json)");
+            puts("usage: tokenaudit openapi [--json | --routes]\n"
+                 "  print the OpenAPI 3.0 document of the HTTP API (YAML; JSON with --json),\n"
+                 "  or the /api route table it is built from as JSON (--routes)");
             return 0;
         } else {
             fprintf(stderr, "tokenaudit: openapi: unknown argument '%s'\n", argv[i]);
             return 2;
         }
     }
-    rc = ta_openapi_write(stdout, json);
+    if (json && routes) {
+        fprintf(stderr, "tokenaudit: openapi: --json and --routes exclude each other\n");
+        return 2;
+    }
+    rc = routes ? write_routes(stdout) : ta_openapi_write(stdout, json);
     if (rc != 0) {
         fprintf(stderr, "tokenaudit: openapi: %s\n", ta_strerror(rc));
         return 1;

@@ -64,6 +64,7 @@ typedef struct call_arg {
     uint64_t provider_id;
     char request_id[48];
     char path[160];
+    bool may_write; /* the route's TA_ROUTE_WRITE (sync-models) */
 } call_arg_t;
 
 static void fetch_release(ta_api_fetch_t *f)
@@ -155,7 +156,7 @@ static void answer_test(actx_t *c, const ta_api_fetch_result_t *r)
                     ids != NULL ? json_integer((json_int_t)json_array_size(ids)) : json_null(),
                     "error", ids != NULL ? json_null() : json_string(why));
     json_decref(ids);
-    reply_json(c, 200, out);
+    ta_admin_reply_json(c, 200, out);
 }
 
 static int skip(json_t *skipped, const char *name, const char *reason)
@@ -179,7 +180,7 @@ static void sync_store(actx_t *c, json_t *ids)
         rc = -ENOMEM;
         goto Fail;
     }
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         goto Exit;
     /* The provider may have been deleted while its answer was awaited. */
     rc = ta_rec_get(c->st, c->txn, &ta_desc_provider, c->id, &p);
@@ -227,11 +228,11 @@ static void sync_store(actx_t *c, json_t *ids)
             goto Fail;
         json_array_append(created, v);
     }
-    reply_json(c, 200, json_pack("{s:O,s:O,s:O}", "created", created, "existing", existing,
+    ta_admin_reply_json(c, 200, json_pack("{s:O,s:O,s:O}", "created", created, "existing", existing,
                                  "skipped", skipped));
     goto Exit;
 Fail:
-    reply_store_error(c, rc, rc == TA_ENOTFOUND ? "provider" : "model");
+    ta_admin_reply_store_error(c, rc, rc == TA_ENOTFOUND ? "provider" : "model");
 Exit:
     json_decref(created);
     json_decref(existing);
@@ -244,25 +245,25 @@ static void answer_sync(actx_t *c, const ta_api_fetch_result_t *r)
     json_t *ids;
 
     if (r->err != 0) {
-        reply_error(c, r->timeout ? 504 : 502, "upstream_error",
-                    r->timeout ? "upstream_timeout" : "upstream_unavailable", NULL,
+        ta_admin_reply_error(c, r->timeout ? 504 : 502, "upstream_error",
+                             r->timeout ? "upstream_timeout" : "upstream_unavailable", NULL,
                     "the provider could not be reached: %s", r->error);
         return;
     }
     if (!status_ok(r)) {
         provider_message(r, msg, sizeof(msg));
-        reply_error(c, 502, "upstream_error", "upstream_status", NULL,
-                    "the provider answered %d%s%s", r->status, msg[0] != '\0' ? ": " : "", msg);
+        ta_admin_reply_error(c, 502, "upstream_error", "upstream_status", NULL,
+                             "the provider answered %d%s%s", r->status, msg[0] != '\0' ? ": " : "", msg);
         return;
     }
     ids = parse_model_ids(r, why, sizeof(why));
     if (ids == NULL) {
-        reply_error(c, 502, "upstream_error", "upstream_invalid_response", NULL, "%s", why);
+        ta_admin_reply_error(c, 502, "upstream_error", "upstream_invalid_response", NULL, "%s", why);
         return;
     }
     if (json_array_size(ids) > SYNC_MAX_MODELS)
-        reply_error(c, 502, "upstream_error", "upstream_invalid_response", NULL,
-                    "the provider lists %zu models; at most %d are synced at once",
+        ta_admin_reply_error(c, 502, "upstream_error", "upstream_invalid_response", NULL,
+                             "the provider lists %zu models; at most %d are synced at once",
                     json_array_size(ids), SYNC_MAX_MODELS);
     else
         sync_store(c, ids);
@@ -278,7 +279,8 @@ static void models_cont(void *ctx, void *arg, const ta_api_fetch_result_t *r, ta
     actx_t c;
     int rc;
 
-    ctx_rebuild(&c, &req, ctx, res, "POST", ca->path, ca->request_id, ca->provider_id);
+    ta_admin_ctx_rebuild(&c, &req, ctx, res, "POST", ca->path, ca->request_id, ca->provider_id);
+    c.may_write = ca->may_write;
 
     if (ca->kind == CALL_TEST)
         answer_test(&c, r);
@@ -290,7 +292,7 @@ static void models_cont(void *ctx, void *arg, const ta_api_fetch_result_t *r, ta
             rc = ta_txn_commit(c.txn);
             c.txn = NULL;
             if (rc != 0)
-                reply_store_error(&c, rc, "commit");
+                ta_admin_reply_store_error(&c, rc, "commit");
         } else {
             ta_txn_abort(c.txn);
             c.txn = NULL;
@@ -327,17 +329,17 @@ static void start_models_call(actx_t *c, int kind)
     size_t bl, nh = 0;
     int64_t total;
 
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_provider, c->id, &p);
     if (rc != 0) {
-        reply_store_error(c, rc, "provider");
+        ta_admin_reply_store_error(c, rc, "provider");
         return;
     }
     f = calloc(1, sizeof(*f));
     ca = calloc(1, sizeof(*ca));
     if (f == NULL || ca == NULL) {
-        reply_store_error(c, -ENOMEM, "provider");
+        ta_admin_reply_store_error(c, -ENOMEM, "provider");
         goto Exit;
     }
     if (p.key_sealed_len > 0) {
@@ -346,14 +348,14 @@ static void start_models_call(actx_t *c, int kind)
             ta_log(TA_LOG_ERROR, "provider %llu: cannot unseal its API key: %s (%s)",
                    (unsigned long long)p.id, ta_strerror(kl),
                    c->req->request_id != NULL ? c->req->request_id : "-");
-            reply_error(c, 500, "server_error", "provider_key_unavailable", NULL,
-                        "the provider's API key cannot be decrypted (was the master key changed?)");
+            ta_admin_reply_error(c, 500, "server_error", "provider_key_unavailable", NULL,
+                                 "the provider's API key cannot be decrypted (was the master key changed?)");
             goto Exit;
         }
         /* A CR/LF in the key would inject header lines. */
         if (has_ctl(key, (size_t)kl)) {
-            reply_error(c, 400, "invalid_request_error", "invalid_api_key", "api_key",
-                        "the provider's API key contains control characters");
+            ta_admin_reply_error(c, 400, "invalid_request_error", "invalid_api_key", "api_key",
+                                 "the provider's API key contains control characters");
             goto Exit;
         }
     }
@@ -380,6 +382,7 @@ static void start_models_call(actx_t *c, int kind)
     f->max_response = MODELS_MAX_RESPONSE;
 
     ca->kind = kind;
+    ca->may_write = c->may_write;
     ca->provider_id = p.id;
     snprintf(ca->request_id, sizeof(ca->request_id), "%s",
              c->req->request_id != NULL ? c->req->request_id : "-");
@@ -398,12 +401,12 @@ Exit:
     fetch_release(f);
 }
 
-void h_providers_test(actx_t *c)
+void ta_admin_providers_test(actx_t *c)
 {
     start_models_call(c, CALL_TEST);
 }
 
-void h_providers_sync_models(actx_t *c)
+void ta_admin_providers_sync_models(actx_t *c)
 {
     start_models_call(c, CALL_SYNC);
 }

@@ -33,23 +33,26 @@ static json_t *render_provider(actx_t *c, const void *rec)
 static bool provider_match(actx_t *c, const void *rec, void *arg)
 {
     (void)c;
-    return icontains(((const ta_provider_t *)rec)->name, arg);
+    return ta_admin_icontains(((const ta_provider_t *)rec)->name, arg);
 }
 
-void h_providers_list(actx_t *c)
+void ta_admin_providers_list(actx_t *c)
 {
     char search[128];
     int rc;
 
-    if ((rc = query_get(c, "search", search, sizeof(search))) < 0)
+    if ((rc = ta_admin_query_get(c, "search", search, sizeof(search))) < 0)
         return;
-    reply_list(c, &ta_desc_provider, rc > 0 ? provider_match : NULL, search, render_provider);
+    ta_admin_reply_list(c, &ta_desc_provider, rc > 0 ? provider_match : NULL, search, render_provider);
 }
 
-/* Apply body "api_key" (if present) to p: seal it, or clear on null / "". */
+/* Apply body "api_key" (if present) to p: seal it, or clear on null / "".
+ * Refused (400 naming api_key, nothing written): not a string, a control
+ * character (rule "control", ta_str_check), too long. */
 static int apply_api_key(actx_t *c, ta_provider_t *p)
 {
     json_t *v = json_object_get(c->body, "api_key");
+    ta_err_t err;
     const char *s;
     size_t n;
     int rc;
@@ -63,19 +66,25 @@ static int apply_api_key(actx_t *c, ta_provider_t *p)
         return 0;
     }
     if (!json_is_string(v)) {
-        reply_field(c, "api_key", "type", "must be a string");
+        ta_admin_reply_field(c, "api_key", "type", "must be a string");
         return TA_EINVAL;
     }
     s = json_string_value(v);
     n = json_string_length(v);
-    if (n + TA_SEAL_OVERHEAD > sizeof(p->key_sealed) || strlen(s) != n) {
-        reply_field(c, "api_key", "max_length", "must have at most %zu bytes",
-                    sizeof(p->key_sealed) - TA_SEAL_OVERHEAD);
+    /* The key goes out as a header value on every upstream call: a CR or LF
+     * in it would add header lines of the caller's choosing. */
+    if (ta_str_check("api_key", s, n, 0, &err) != 0) {
+        ta_admin_reply_invalid(c, &err);
+        return TA_EINVAL;
+    }
+    if (n + TA_SEAL_OVERHEAD > sizeof(p->key_sealed)) {
+        ta_admin_reply_field(c, "api_key", "max_length", "must have at most %zu bytes",
+                             sizeof(p->key_sealed) - TA_SEAL_OVERHEAD);
         return TA_EINVAL;
     }
     rc = ta_seal(c->a->conf.master_key, s, n, p->key_sealed, sizeof(p->key_sealed));
     if (rc < 0) {
-        reply_store_error(c, rc, "provider");
+        ta_admin_reply_store_error(c, rc, "provider");
         return rc;
     }
     p->key_sealed_len = (uint16_t)rc;
@@ -89,18 +98,18 @@ static int apply_api_key(actx_t *c, ta_provider_t *p)
     return 0;
 }
 
-void h_providers_create(actx_t *c)
+void ta_admin_providers_create(actx_t *c)
 {
     ta_provider_t p;
     int rc;
 
     memset(&p, 0, sizeof(p));
     ta_rec_defaults(&ta_desc_provider, &p);
-    if (body_apply(c, &ta_desc_provider, &p, TA_MERGE_CREATE) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_provider, &p, TA_MERGE_CREATE) != 0)
         return;
     if (apply_api_key(c, &p) != 0)
         return;
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_next_id(c->st, c->txn, &ta_desc_provider, &p.id);
     if (rc == 0) {
@@ -108,41 +117,41 @@ void h_providers_create(actx_t *c)
         rc = ta_rec_put(c->st, c->txn, &ta_desc_provider, p.id, &p);
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "provider");
+        ta_admin_reply_store_error(c, rc, "provider");
         return;
     }
-    reply_json(c, 201, provider_json(&p));
+    ta_admin_reply_json(c, 201, provider_json(&p));
 }
 
-void h_providers_get(actx_t *c)
+void ta_admin_providers_get(actx_t *c)
 {
     ta_provider_t p;
     int rc;
 
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_provider, c->id, &p);
     if (rc != 0) {
-        reply_store_error(c, rc, "provider");
+        ta_admin_reply_store_error(c, rc, "provider");
         return;
     }
-    reply_json(c, 200, provider_json(&p));
+    ta_admin_reply_json(c, 200, provider_json(&p));
 }
 
-void h_providers_update(actx_t *c)
+void ta_admin_providers_update(actx_t *c)
 {
     ta_provider_t p, old;
     int rc;
 
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_provider, c->id, &p);
     if (rc != 0) {
-        reply_store_error(c, rc, "provider");
+        ta_admin_reply_store_error(c, rc, "provider");
         return;
     }
     old = p;
-    if (body_apply(c, &ta_desc_provider, &p, merge_mode(c)) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_provider, &p, ta_admin_merge_mode(c)) != 0)
         return;
     if (apply_api_key(c, &p) != 0)
         return;
@@ -151,10 +160,10 @@ void h_providers_update(actx_t *c)
     p.updated_at = ta_now_s();
     rc = ta_rec_put(c->st, c->txn, &ta_desc_provider, p.id, &p);
     if (rc != 0) {
-        reply_store_error(c, rc, "provider");
+        ta_admin_reply_store_error(c, rc, "provider");
         return;
     }
-    reply_json(c, 200, provider_json(&p));
+    ta_admin_reply_json(c, 200, provider_json(&p));
 }
 
 typedef struct users_of {
@@ -184,7 +193,7 @@ static int model_uses_cb(uint64_t id, const void *rec, void *arg)
     return 0;
 }
 
-void h_providers_delete(actx_t *c)
+void ta_admin_providers_delete(actx_t *c)
 {
     ta_provider_t p;
     users_of_t u;
@@ -192,25 +201,25 @@ void h_providers_delete(actx_t *c)
 
     memset(&u, 0, sizeof(u));
     u.provider_id = c->id;
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_provider, c->id, &p);
     if (rc == 0)
         rc = ta_rec_walk(c->st, c->txn, &ta_desc_model, model_uses_cb, &u);
     if (rc < 0) {
-        reply_store_error(c, rc, "provider");
+        ta_admin_reply_store_error(c, rc, "provider");
         return;
     }
     if (u.n > 0) {
-        reply_error(c, 409, "conflict_error", "in_use", NULL,
-                    "provider %llu is used by %zu model(s): %s", (unsigned long long)c->id, u.n,
+        ta_admin_reply_error(c, 409, "conflict_error", "in_use", NULL,
+                             "provider %llu is used by %zu model(s): %s", (unsigned long long)c->id, u.n,
                     u.names);
         return;
     }
     rc = ta_rec_del(c->st, c->txn, &ta_desc_provider, c->id);
     if (rc != 0) {
-        reply_store_error(c, rc, "provider");
+        ta_admin_reply_store_error(c, rc, "provider");
         return;
     }
-    reply_204(c);
+    ta_admin_reply_204(c);
 }

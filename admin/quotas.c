@@ -8,11 +8,10 @@
  *   keys      SHA-256(key) -> ta_keyrec_t  {quota_id, user_id}
  *   balances  id -> ta_balance_t           (read here through ta_quota_usage only)
  *
- * A quota has at most one keys row, the one whose hash the quota carries.
- * Creating, resetting and revoking change the quota and its keys row in the
- * same transaction, so the old key stops working in the very commit that
- * makes the new one work, and a rejected request changes neither. The key
- * itself is never stored: it is answered once.
+ * A quota has at most one keys row, the one whose hash the quota carries;
+ * create mints it and DELETE revokes it in the same transaction as the
+ * quota's own change (admin/keys.c mints and revokes, and answers
+ * reset_api_key).
  *
  * DELETE removes the quota and its keys row; its balance row stays so the
  * audit records of that quota still reconcile with the ledger (ledger
@@ -45,7 +44,7 @@ static json_t *nano_json(ta_nano_t v)
     return json_string(ta_nano_format(v, buf));
 }
 
-json_t *quota_json(actx_t *c, const ta_quota_t *q)
+json_t *ta_admin_quota_json(actx_t *c, const ta_quota_t *q)
 {
     ta_balance_t bal;
     int64_t ps = 0, pe = INT64_MAX;
@@ -83,33 +82,7 @@ json_t *quota_json(actx_t *c, const ta_quota_t *q)
 
 static json_t *render_quota(actx_t *c, const void *rec)
 {
-    return quota_json(c, rec);
-}
-
-int quota_new_key(ta_store_t *st, MDB_txn *txn, ta_quota_t *q, char *key)
-{
-    ta_keyrec_t kr;
-    uint8_t hash[32];
-    int rc;
-
-    if (q->key_hash_len > 0) {
-        rc = ta_kv_del(st, txn, TA_DB_KEYS, q->key_hash, q->key_hash_len);
-        if (rc != 0 && rc != TA_ENOTFOUND)
-            return rc;
-    }
-    if ((rc = ta_apikey_generate(key)) != 0)
-        return rc;
-    ta_apikey_hash(key, strlen(key), hash);
-    memset(&kr, 0, sizeof(kr));
-    kr.quota_id = q->id;
-    kr.user_id = q->user_id;
-    kr.created_at = ta_now_s();
-    if ((rc = ta_rec_put_k(st, txn, &ta_desc_keyrec, TA_DB_KEYS, hash, sizeof(hash), &kr)) != 0)
-        return rc;
-    memcpy(q->key_hash, hash, sizeof(hash));
-    q->key_hash_len = sizeof(hash);
-    snprintf(q->key_prefix, sizeof(q->key_prefix), "%.*s", TA_KEY_PREFIX_LEN, key);
-    return 0;
+    return ta_admin_quota_json(c, rec);
 }
 
 typedef struct quota_filter {
@@ -126,13 +99,13 @@ static bool quota_match(actx_t *c, const void *rec, void *arg)
            (f->group_id == 0 || q->group_id == f->group_id);
 }
 
-void h_quotas_list(actx_t *c)
+void ta_admin_quotas_list(actx_t *c)
 {
     quota_filter_t f = {0, 0};
 
-    if (query_id(c, "user_id", &f.user_id) < 0 || query_id(c, "group_id", &f.group_id) < 0)
+    if (ta_admin_query_id(c, "user_id", &f.user_id) < 0 || ta_admin_query_id(c, "group_id", &f.group_id) < 0)
         return;
-    reply_list(c, &ta_desc_quota, quota_match, &f, render_quota);
+    ta_admin_reply_list(c, &ta_desc_quota, quota_match, &f, render_quota);
 }
 
 /* The group must exist; reply 400 naming group_id otherwise. g may be NULL. */
@@ -142,24 +115,24 @@ static int check_group(actx_t *c, uint64_t id, ta_group_t *g)
     int rc;
 
     if (tmp == NULL) {
-        reply_store_error(c, -ENOMEM, "group");
+        ta_admin_reply_store_error(c, -ENOMEM, "group");
         return -ENOMEM;
     }
     rc = ta_rec_get(c->st, c->txn, &ta_desc_group, id, tmp);
     if (tmp != g)
         free(tmp);
     if (rc == TA_ENOTFOUND) {
-        reply_field(c, "group_id", "exists", "group %llu does not exist", (unsigned long long)id);
+        ta_admin_reply_field(c, "group_id", "exists", "group %llu does not exist", (unsigned long long)id);
         return TA_EINVAL;
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "group");
+        ta_admin_reply_store_error(c, rc, "group");
         return rc;
     }
     return 0;
 }
 
-void h_quotas_create(actx_t *c)
+void ta_admin_quotas_create(actx_t *c)
 {
     ta_quota_t q;
     ta_group_t *g = NULL;
@@ -170,7 +143,7 @@ void h_quotas_create(actx_t *c)
 
     memset(&q, 0, sizeof(q));
     ta_rec_defaults(&ta_desc_quota, &q);
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     /* The group's default_quota is the starting point; fields present in the
      * request then replace it one by one. A bad or missing group_id is left
@@ -178,77 +151,77 @@ void h_quotas_create(actx_t *c)
     if (json_is_integer(gid) && json_integer_value(gid) > 0) {
         g = calloc(1, sizeof(*g));
         if (g == NULL) {
-            reply_store_error(c, -ENOMEM, "group");
+            ta_admin_reply_store_error(c, -ENOMEM, "group");
             return;
         }
         if (check_group(c, (uint64_t)json_integer_value(gid), g) != 0)
             goto Exit;
         q.limits = g->default_quota;
     }
-    if (body_apply(c, &ta_desc_quota, &q, TA_MERGE_CREATE) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_quota, &q, TA_MERGE_CREATE) != 0)
         goto Exit;
     if (g == NULL && check_group(c, q.group_id, NULL) != 0)
         goto Exit;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_user, q.user_id, &u);
     if (rc == TA_ENOTFOUND) {
-        reply_field(c, "user_id", "exists", "user %llu does not exist",
-                    (unsigned long long)q.user_id);
+        ta_admin_reply_field(c, "user_id", "exists", "user %llu does not exist",
+                             (unsigned long long)q.user_id);
         goto Exit;
     }
     if (rc == 0)
         rc = ta_rec_next_id(c->st, c->txn, &ta_desc_quota, &q.id);
     if (rc == 0) {
         q.key_hash_len = 0;
-        rc = quota_new_key(c->st, c->txn, &q, key);
+        rc = ta_admin_key_mint(c->st, c->txn, &q, key);
     }
     if (rc == 0) {
         q.created_at = q.updated_at = ta_now_s();
         rc = ta_rec_put(c->st, c->txn, &ta_desc_quota, q.id, &q);
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "quota");
+        ta_admin_reply_store_error(c, rc, "quota");
         goto Exit;
     }
-    out = quota_json(c, &q);
+    out = ta_admin_quota_json(c, &q);
     if (out != NULL)
         json_object_set_new(out, "api_key", json_string(key));
-    reply_json(c, 201, out);
+    ta_admin_reply_json(c, 201, out);
 Exit:
     free(g);
 }
 
-void h_quotas_get(actx_t *c)
+void ta_admin_quotas_get(actx_t *c)
 {
     ta_quota_t q;
     int rc;
 
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, c->id, &q);
     if (rc != 0) {
-        reply_store_error(c, rc, "quota");
+        ta_admin_reply_store_error(c, rc, "quota");
         return;
     }
-    reply_json(c, 200, quota_json(c, &q));
+    ta_admin_reply_json(c, 200, ta_admin_quota_json(c, &q));
 }
 
-void h_quotas_update(actx_t *c)
+void ta_admin_quotas_update(actx_t *c)
 {
     ta_quota_t q, old;
     int rc;
 
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, c->id, &q);
     if (rc != 0) {
-        reply_store_error(c, rc, "quota");
+        ta_admin_reply_store_error(c, rc, "quota");
         return;
     }
     old = q;
-    if (body_apply(c, &ta_desc_quota, &q, merge_mode(c)) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_quota, &q, ta_admin_merge_mode(c)) != 0)
         return;
     if (q.user_id != old.user_id) {
-        reply_field(c, "user_id", "readonly", "cannot be changed; create a quota for the other user");
+        ta_admin_reply_field(c, "user_id", "readonly", "cannot be changed; create a quota for the other user");
         return;
     }
     if (q.group_id != old.group_id && check_group(c, q.group_id, NULL) != 0)
@@ -261,52 +234,27 @@ void h_quotas_update(actx_t *c)
     q.updated_at = ta_now_s();
     rc = ta_rec_put(c->st, c->txn, &ta_desc_quota, q.id, &q);
     if (rc != 0) {
-        reply_store_error(c, rc, "quota");
+        ta_admin_reply_store_error(c, rc, "quota");
         return;
     }
-    reply_json(c, 200, quota_json(c, &q));
+    ta_admin_reply_json(c, 200, ta_admin_quota_json(c, &q));
 }
 
-void h_quotas_delete(actx_t *c)
+void ta_admin_quotas_delete(actx_t *c)
 {
     ta_quota_t q;
     int rc;
 
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, c->id, &q);
-    if (rc == 0 && q.key_hash_len > 0) {
-        rc = ta_kv_del(c->st, c->txn, TA_DB_KEYS, q.key_hash, q.key_hash_len);
-        if (rc == TA_ENOTFOUND)
-            rc = 0;
-    }
+    if (rc == 0)
+        rc = ta_admin_key_revoke(c->st, c->txn, &q);
     if (rc == 0)
         rc = ta_rec_del(c->st, c->txn, &ta_desc_quota, q.id);
     if (rc != 0) {
-        reply_store_error(c, rc, "quota");
+        ta_admin_reply_store_error(c, rc, "quota");
         return;
     }
-    reply_204(c);
-}
-
-void h_quotas_reset_key(actx_t *c)
-{
-    ta_quota_t q;
-    char key[TA_APIKEY_LEN + 1];
-    int rc;
-
-    if (ctx_txn(c, true) != 0)
-        return;
-    rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, c->id, &q);
-    if (rc == 0)
-        rc = quota_new_key(c->st, c->txn, &q, key);
-    if (rc == 0) {
-        q.updated_at = ta_now_s();
-        rc = ta_rec_put(c->st, c->txn, &ta_desc_quota, q.id, &q);
-    }
-    if (rc != 0) {
-        reply_store_error(c, rc, "quota");
-        return;
-    }
-    reply_json(c, 200, json_pack("{s:s,s:s}", "api_key", key, "key_prefix", q.key_prefix));
+    ta_admin_reply_204(c);
 }

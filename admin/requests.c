@@ -8,7 +8,7 @@
  *                                           (also ?user_id=&quota_id=)
  *
  * LMDB: read transactions only. The handler's ledger read transaction
- * (ctx_txn) answers "does the quota exist" and model names; a second read
+ * (ta_admin_txn) answers "does the quota exist" and model names; a second read
  * transaction of this file's own on the audit environment (never written
  * here; billing is its only writer, see ledger/audit.c for its layout) is
  * opened and aborted within the handler. The two snapshots are taken a few
@@ -20,9 +20,12 @@
  * (?page=&page_size=, at most 500). since is inclusive, until exclusive, to
  * the nanosecond; each takes RFC 3339 ("2026-11-26T13:09:17Z") or a date
  * ("2026-11-26", midnight UTC). model matches the requested or the served
- * model name; status is the HTTP status the client got. The "count" of a page
- * is exact: it walks every record in [since, until) of the quota (or of the
- * whole table without a quota filter), so narrow big tables with since/until.
+ * model name; status is the HTTP status the client got. ?before=CURSOR (the
+ * hex key of a record, from a next link) starts the page below that record,
+ * positioned in O(log n). The "count" reads at most TA_ADMIN_COUNT_SCAN
+ * records past the page (keys only, unless user_id, model or status need the
+ * record) and is then a lower bound ("count_estimated": true); the whole
+ * table's count comes from LMDB's entry count.
  *
  * Statistics (ta_audit_stats) come from the per quota, day and model
  * aggregates (audit "daily"), never from a scan of the records, so they stay
@@ -99,18 +102,18 @@ static int query_time(actx_t *c, const char *name, int64_t *ns)
 {
     char buf[64];
     int64_t s;
-    int rc = query_get(c, name, buf, sizeof(buf));
+    int rc = ta_admin_query_get(c, name, buf, sizeof(buf));
 
     if (rc <= 0)
         return rc;
     if (ta_time_parse(buf, strlen(buf), &s) != 0) {
-        reply_field(c, name, "format",
-                    "must be an RFC 3339 time (2026-11-26T13:09:17Z) or a date (2026-11-26)");
+        ta_admin_reply_field(c, name, "format",
+                             "must be an RFC 3339 time (2026-11-26T13:09:17Z) or a date (2026-11-26)");
         return TA_EINVAL;
     }
     /* the records' clock is int64 ns: 1970 .. 2262 */
     if (s < 0 || s > INT64_MAX / 1000000000LL - 1) {
-        reply_field(c, name, "range", "must be between 1970-01-01 and 2262-01-01");
+        ta_admin_reply_field(c, name, "range", "must be between 1970-01-01 and 2262-01-01");
         return TA_EINVAL;
     }
     *ns = s * 1000000000LL + frac_ns(buf);
@@ -121,7 +124,7 @@ static int query_time(actx_t *c, const char *name, int64_t *ns)
 static int query_status(actx_t *c, int32_t *out)
 {
     char buf[8];
-    int rc = query_get(c, "status", buf, sizeof(buf)), v = 0;
+    int rc = ta_admin_query_get(c, "status", buf, sizeof(buf)), v = 0;
     size_t n;
 
     if (rc < 0) /* too long is not a status either */
@@ -137,7 +140,7 @@ static int query_status(actx_t *c, int32_t *out)
         v = v * 10 + (buf[i] - '0');
     }
     if (v < 100 || v > 599) {
-        reply_field(c, "status", "type", "must be an HTTP status code (100 to 599)");
+        ta_admin_reply_field(c, "status", "type", "must be an HTTP status code (100 to 599)");
         return TA_EINVAL;
     }
     *out = v;
@@ -152,17 +155,17 @@ static int parse_filters(actx_t *c, audit_q_t *q, unsigned which)
     if (query_time(c, "since", &q->f.since_ns) < 0 || query_time(c, "until", &q->f.until_ns) < 0)
         return TA_EINVAL;
     if (q->f.since_ns > 0 && q->f.until_ns > 0 && q->f.until_ns <= q->f.since_ns) {
-        reply_field(c, "until", "min", "must be later than since");
+        ta_admin_reply_field(c, "until", "min", "must be later than since");
         return TA_EINVAL;
     }
-    if ((which & Q_USER) && query_id(c, "user_id", &q->f.user_id) < 0)
+    if ((which & Q_USER) && ta_admin_query_id(c, "user_id", &q->f.user_id) < 0)
         return TA_EINVAL;
-    if ((which & Q_QUOTA) && query_id(c, "quota_id", &q->f.quota_id) < 0)
+    if ((which & Q_QUOTA) && ta_admin_query_id(c, "quota_id", &q->f.quota_id) < 0)
         return TA_EINVAL;
     if ((which & Q_STATUS) && query_status(c, &q->f.status) < 0)
         return TA_EINVAL;
     if (which & Q_MODEL) {
-        if ((rc = query_get(c, "model", q->model, sizeof(q->model))) < 0)
+        if ((rc = ta_admin_query_get(c, "model", q->model, sizeof(q->model))) < 0)
             return rc;
         if (rc > 0)
             q->f.model = q->model;
@@ -174,7 +177,7 @@ static int parse_filters(actx_t *c, audit_q_t *q, unsigned which)
 static int parse_group(actx_t *c, bool allow_user, int *group)
 {
     char buf[16];
-    int rc = query_get(c, "group_by", buf, sizeof(buf));
+    int rc = ta_admin_query_get(c, "group_by", buf, sizeof(buf));
 
     *group = TA_GROUP_DAY;
     if (rc <= 0) /* absent, or too long and answered */
@@ -189,27 +192,27 @@ static int parse_group(actx_t *c, bool allow_user, int *group)
         *group = TA_GROUP_USER;
         return 0;
     }
-    reply_field(c, "group_by", "enum", "must be one of day, model%s", allow_user ? ", user" : "");
+    ta_admin_reply_field(c, "group_by", "enum", "must be one of day, model%s", allow_user ? ", user" : "");
     return TA_EINVAL;
 }
 
-/* ?page= and ?page_size= with the bounds and messages of reply_list. */
+/* ?page= and ?page_size= with the bounds and messages of ta_admin_reply_list. */
 static int parse_page(actx_t *c, uint64_t *page, uint64_t *size)
 {
     *page = 1;
     *size = TA_ADMIN_PAGE_SIZE_DEFAULT;
-    if (query_id(c, "page", page) < 0)
+    if (ta_admin_query_id(c, "page", page) < 0)
         return TA_EINVAL;
-    if (query_id(c, "page_size", size) < 0)
+    if (ta_admin_query_id(c, "page_size", size) < 0)
         return TA_EINVAL;
     if (*size > TA_ADMIN_PAGE_SIZE_MAX) {
-        reply_field(c, "page_size", "max", "must be an integer from 1 to %d",
-                    TA_ADMIN_PAGE_SIZE_MAX);
+        ta_admin_reply_field(c, "page_size", "max", "must be an integer from 1 to %d",
+                             TA_ADMIN_PAGE_SIZE_MAX);
         return TA_EINVAL;
     }
     /* the offset must fit size_t (ta_audit_list) */
     if (*page > SIZE_MAX / *size - 1) {
-        reply_field(c, "page", "max", "too large");
+        ta_admin_reply_field(c, "page", "max", "too large");
         return TA_EINVAL;
     }
     return 0;
@@ -224,7 +227,7 @@ static int audit_txn(actx_t *c, MDB_txn **atxn)
 
     if (rc != 0) {
         *atxn = NULL;
-        reply_store_error(c, rc, "audit transaction");
+        ta_admin_reply_store_error(c, rc, "audit transaction");
     }
     return rc;
 }
@@ -249,7 +252,7 @@ static int quota_known(actx_t *c, MDB_txn *atxn)
         json_decref(st);
     }
     if (rc != 0)
-        reply_store_error(c, rc, "quota");
+        ta_admin_reply_store_error(c, rc, "quota");
     return rc;
 }
 
@@ -275,61 +278,129 @@ static json_t *record_json(const ta_audit_t *r)
     return o;
 }
 
+typedef struct page_arg {
+    json_t *results;
+    uint8_t last_key[TA_AUDIT_KEY_LEN]; /* of the last record on the page */
+} page_arg_t;
+
 static int page_cb(const ta_audit_t *rec, void *arg)
 {
+    page_arg_t *pa = arg;
     json_t *j = record_json(rec);
 
-    if (j == NULL || json_array_append_new(arg, j) != 0)
+    if (j == NULL || json_array_append_new(pa->results, j) != 0)
         return -ENOMEM;
+    ta_audit_key(rec, pa->last_key);
     return 0;
+}
+
+static int hexdigit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* ?before=: a keyset cursor (the hex key of a record, as the next links
+ * carry it). 1 found, 0 absent, <0 replied 400. */
+static int query_cursor(actx_t *c, ta_audit_filter_t *f)
+{
+    char buf[TA_AUDIT_KEY_LEN * 2 + 2];
+    int rc = ta_admin_query_get(c, "before", buf, sizeof(buf));
+
+    if (rc <= 0)
+        return rc;
+    for (size_t i = 0; i < TA_AUDIT_KEY_LEN * 2; i++) {
+        int h = hexdigit(buf[i]);
+        if (h < 0 || strlen(buf) != TA_AUDIT_KEY_LEN * 2) {
+            ta_admin_reply_field(c, "before", "format", "must be a cursor from a next link");
+            return TA_EINVAL;
+        }
+        if (i % 2 == 0)
+            f->cursor[i / 2] = (uint8_t)(h << 4);
+        else
+            f->cursor[i / 2] |= (uint8_t)h;
+    }
+    f->has_cursor = true;
+    return 1;
 }
 
 static void reply_records(actx_t *c, unsigned which)
 {
     audit_q_t q;
     MDB_txn *atxn = NULL;
-    uint64_t page, size, pages;
+    uint64_t page, size, pages, entries = 0;
     size_t total = 0;
-    json_t *results = NULL, *out;
+    bool capped = false, keyset, whole;
+    page_arg_t pa;
+    json_t *out, *next;
+    char link[TA_AUDIT_KEY_LEN * 2 + 16];
     int rc;
 
     memset(&q, 0, sizeof(q));
+    memset(&pa, 0, sizeof(pa));
     q.f.quota_id = c->id;
     if (parse_filters(c, &q, which) != 0 || parse_page(c, &page, &size) != 0)
         return;
-    if (ctx_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
+    if ((rc = query_cursor(c, &q.f)) < 0)
+        return;
+    keyset = rc > 0;
+    if (keyset && page != 1) {
+        ta_admin_reply_field(c, "page", "exclusive", "page does not go with before");
+        return;
+    }
+    if (ta_admin_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
         return;
     if (c->id != 0 && quota_known(c, atxn) != 0)
         goto Exit;
-    if ((results = json_array()) == NULL) {
-        reply_store_error(c, -ENOMEM, "requests");
+    if ((pa.results = json_array()) == NULL) {
+        ta_admin_reply_store_error(c, -ENOMEM, "requests");
         goto Exit;
     }
-    rc = ta_audit_list(c->st, atxn, &q.f, (size_t)((page - 1) * size), (size_t)size, page_cb,
-                       results, &total);
+    /* counting reads at most TA_ADMIN_COUNT_SCAN records past the page */
+    rc = ta_audit_list_capped(c->st, atxn, &q.f, (size_t)((page - 1) * size), (size_t)size,
+                              TA_ADMIN_COUNT_SCAN, page_cb, &pa, &total, &capped);
+    whole = !keyset && q.f.quota_id == 0 && q.f.user_id == 0 && q.f.model == NULL &&
+            q.f.status == 0 && q.f.since_ns == 0 && q.f.until_ns == 0;
+    if (rc == 0 && capped && whole) { /* the whole table: its entry count is exact */
+        rc = ta_rec_count(c->st, atxn, TA_DB_AUDIT_REQUESTS, &entries);
+        total = (size_t)entries;
+        capped = false;
+    }
     if (rc != 0) {
-        reply_store_error(c, rc, "requests");
+        ta_admin_reply_store_error(c, rc, "requests");
         goto Exit;
     }
     pages = (total + size - 1) / size;
-    out = json_pack("{s:I,s:o,s:o,s:O}", "count", (json_int_t)total, "next",
-                    page < pages ? admin_page_url(c, page + 1) : json_null(), "previous",
-                    page > 1 ? admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
+    if (keyset || capped) {
+        /* past the counted part, or from a cursor: the next page starts below the last record */
+        bool more = capped || total > (page - 1) * size + json_array_size(pa.results);
+        memcpy(link, "before=", 7);
+        ta_hex(pa.last_key, TA_AUDIT_KEY_LEN, link + 7);
+        next = more && json_array_size(pa.results) > 0 ? ta_admin_link(c, link) : json_null();
+    } else {
+        next = page < pages ? ta_admin_page_url(c, page + 1) : json_null();
+    }
+    out = json_pack("{s:I,s:b,s:o,s:o,s:O}", "count", (json_int_t)total, "count_estimated",
+                    capped, "next", next, "previous",
+                    page > 1 ? ta_admin_page_url(c, page - 1 < pages ? page - 1 : (pages > 0 ? pages : 1))
                              : json_null(),
-                    "results", results);
-    reply_json(c, 200, out);
+                    "results", pa.results);
+    ta_admin_reply_json(c, 200, out);
 Exit:
-    json_decref(results);
+    json_decref(pa.results);
     if (atxn != NULL)
         ta_txn_abort(atxn);
 }
 
-void h_quota_requests(actx_t *c)
+void ta_admin_quota_requests(actx_t *c)
 {
     reply_records(c, Q_MODEL | Q_STATUS);
 }
 
-void h_requests_list(actx_t *c)
+void ta_admin_requests_list(actx_t *c)
 {
     reply_records(c, Q_USER | Q_QUOTA | Q_MODEL | Q_STATUS);
 }
@@ -385,7 +456,7 @@ static void reply_stats(actx_t *c, unsigned which, bool allow_user)
     q.f.quota_id = c->id;
     if (parse_filters(c, &q, which) != 0 || parse_group(c, allow_user, &group) != 0)
         return;
-    if (ctx_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
+    if (ta_admin_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
         return;
     if (c->id != 0 && quota_known(c, atxn) != 0)
         goto Exit;
@@ -394,21 +465,21 @@ static void reply_stats(actx_t *c, unsigned which, bool allow_user)
         rc = series_keys(c, json_object_get(out, "series"), group);
     if (rc != 0) {
         json_decref(out);
-        reply_store_error(c, rc, "statistics");
+        ta_admin_reply_store_error(c, rc, "statistics");
         goto Exit;
     }
-    reply_json(c, 200, out);
+    ta_admin_reply_json(c, 200, out);
 Exit:
     if (atxn != NULL)
         ta_txn_abort(atxn);
 }
 
-void h_quota_statistics(actx_t *c)
+void ta_admin_quota_statistics(actx_t *c)
 {
     reply_stats(c, 0, false);
 }
 
-void h_statistics(actx_t *c)
+void ta_admin_statistics(actx_t *c)
 {
     reply_stats(c, Q_USER | Q_QUOTA, true);
 }

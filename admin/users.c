@@ -5,8 +5,8 @@
  *
  *   users           id (u64 BE) -> ta_user_t
  *   users_by_email  lower-cased email -> id        (kept equal to users.email)
- *   quotas / keys   touched by DELETE (keys rows of the user's quotas deleted)
- *                   and reset-all-keys (old rows deleted, new rows stored)
+ *   quotas / keys   touched by DELETE (the keys of the user's quotas revoked,
+ *                   admin/keys.c; reset-all-keys lives there too)
  *
  * The index and the record change in the same transaction, so no reader
  * ever sees one without the other; a rejection aborts both. A create, or
@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-json_t *user_json(const ta_user_t *u)
+json_t *ta_admin_user_json(const ta_user_t *u)
 {
     return ta_rec_to_json(&ta_desc_user, u, TA_JSON_API);
 }
@@ -32,7 +32,7 @@ json_t *user_json(const ta_user_t *u)
 static json_t *render_user(actx_t *c, const void *rec)
 {
     (void)c;
-    return user_json(rec);
+    return ta_admin_user_json(rec);
 }
 
 typedef struct user_filter {
@@ -52,22 +52,22 @@ static bool user_match(actx_t *c, const void *rec, void *arg)
         return false;
     if (f->active >= 0 && u->is_active != (bool)f->active)
         return false;
-    if (f->has_search && !icontains(u->email, f->search) && !icontains(u->name, f->search))
+    if (f->has_search && !ta_admin_icontains(u->email, f->search) && !ta_admin_icontains(u->name, f->search))
         return false;
     return true;
 }
 
-void h_users_list(actx_t *c)
+void ta_admin_users_list(actx_t *c)
 {
     user_filter_t f = {.role = -1, .active = -1};
     char role[32];
     bool b;
     int rc;
 
-    if ((rc = query_get(c, "search", f.search, sizeof(f.search))) < 0)
+    if ((rc = ta_admin_query_get(c, "search", f.search, sizeof(f.search))) < 0)
         return;
     f.has_search = rc > 0;
-    if ((rc = query_get(c, "role", role, sizeof(role))) < 0)
+    if ((rc = ta_admin_query_get(c, "role", role, sizeof(role))) < 0)
         return;
     if (rc > 0) {
         if (strcmp(role, "user") == 0) {
@@ -75,15 +75,15 @@ void h_users_list(actx_t *c)
         } else if (strcmp(role, "superadmin") == 0) {
             f.role = TA_ROLE_SUPERADMIN;
         } else {
-            reply_field(c, "role", "enum", "must be one of user, superadmin");
+            ta_admin_reply_field(c, "role", "enum", "must be one of user, superadmin");
             return;
         }
     }
-    if ((rc = query_bool(c, "is_active", &b)) < 0)
+    if ((rc = ta_admin_query_bool(c, "is_active", &b)) < 0)
         return;
     if (rc > 0)
         f.active = b;
-    reply_list(c, &ta_desc_user, user_match, &f, render_user);
+    ta_admin_reply_list(c, &ta_desc_user, user_match, &f, render_user);
 }
 
 /* Insert a new user (id assigned) with its e-mail index entry, in txn. */
@@ -92,7 +92,7 @@ static int user_insert(ta_store_t *st, MDB_txn *txn, ta_user_t *u)
     uint64_t other;
     int rc;
 
-    lower_copy(u->email, sizeof(u->email), u->email);
+    ta_admin_lower_copy(u->email, sizeof(u->email), u->email);
     rc = ta_idx_get(st, txn, TA_DB_USERS_BY_EMAIL, u->email, &other);
     if (rc == 0)
         return TA_EEXIST;
@@ -113,24 +113,24 @@ static void users_create_finish(actx_t *c, pwjob_t *j)
     ta_user_t *u = &j->user;
     int rc;
 
-    if (pwjob_hash_into(c, j, u) != 0)
+    if (ta_admin_pwjob_hash_into(c, j, u) != 0)
         return;
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = user_insert(c->st, c->txn, u);
     if (rc == TA_EEXIST) {
-        reply_error(c, 409, "conflict_error", "duplicate", "email",
-                    "a user with email %s already exists", u->email);
+        ta_admin_reply_error(c, 409, "conflict_error", "duplicate", "email",
+                             "a user with email %s already exists", u->email);
         return;
     }
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
-    reply_json(c, 201, user_json(u));
+    ta_admin_reply_json(c, 201, ta_admin_user_json(u));
 }
 
-void h_users_create(actx_t *c)
+void ta_admin_users_create(actx_t *c)
 {
     const char *pw;
     ta_user_t u;
@@ -140,46 +140,46 @@ void h_users_create(actx_t *c)
 
     memset(&u, 0, sizeof(u));
     ta_rec_defaults(&ta_desc_user, &u);
-    if (body_apply(c, &ta_desc_user, &u, TA_MERGE_CREATE) != 0)
+    if (ta_admin_body_apply(c, &ta_desc_user, &u, TA_MERGE_CREATE) != 0)
         return;
-    if (password_take(c, "password", &pw) != 0)
+    if (ta_admin_password_take(c, "password", &pw) != 0)
         return;
     /* A taken e-mail is refused before the hash is spent on it. */
-    lower_copy(u.email, sizeof(u.email), u.email);
-    if (ctx_txn(c, false) != 0)
+    ta_admin_lower_copy(u.email, sizeof(u.email), u.email);
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u.email, &other);
     ta_txn_abort(c->txn);
     c->txn = NULL;
     if (rc == 0) {
-        reply_error(c, 409, "conflict_error", "duplicate", "email",
-                    "a user with email %s already exists", u.email);
+        ta_admin_reply_error(c, 409, "conflict_error", "duplicate", "email",
+                             "a user with email %s already exists", u.email);
         return;
     }
     if (rc != TA_ENOTFOUND) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
-    if ((j = pwjob_new(c, users_create_finish)) == NULL)
+    if ((j = ta_admin_pwjob_new(c, users_create_finish)) == NULL)
         return;
     j->user = u;
-    pwjob_copy_pw(j->new_pw, pw);
-    pwjob_submit(c, j);
+    ta_admin_pwjob_copy_pw(j->new_pw, pw);
+    ta_admin_pwjob_submit(c, j);
 }
 
-void h_users_get(actx_t *c)
+void ta_admin_users_get(actx_t *c)
 {
     ta_user_t u;
     int rc;
 
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
-    reply_json(c, 200, user_json(&u));
+    ta_admin_reply_json(c, 200, ta_admin_user_json(&u));
 }
 
 /* In c->txn: read user c->id into *old, merge the body into *u and check
@@ -193,20 +193,20 @@ static int user_update_check(actx_t *c, ta_user_t *u, ta_user_t *old)
 
     rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, u);
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return rc;
     }
     *old = *u;
-    if ((rc = body_apply(c, &ta_desc_user, u, merge_mode(c))) != 0)
+    if ((rc = ta_admin_body_apply(c, &ta_desc_user, u, ta_admin_merge_mode(c))) != 0)
         return rc;
-    lower_copy(u->email, sizeof(u->email), u->email);
+    ta_admin_lower_copy(u->email, sizeof(u->email), u->email);
     if (self && old->role == TA_ROLE_SUPERADMIN) {
         if (!u->is_active) {
-            reply_field(c, "is_active", "self", "a superadmin cannot deactivate themselves");
+            ta_admin_reply_field(c, "is_active", "self", "a superadmin cannot deactivate themselves");
             return TA_EINVAL;
         }
         if (u->role != TA_ROLE_SUPERADMIN) {
-            reply_field(c, "role", "self", "a superadmin cannot demote themselves");
+            ta_admin_reply_field(c, "role", "self", "a superadmin cannot demote themselves");
             return TA_EINVAL;
         }
     }
@@ -214,12 +214,12 @@ static int user_update_check(actx_t *c, ta_user_t *u, ta_user_t *old)
         uint64_t other;
         rc = ta_idx_get(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u->email, &other);
         if (rc == 0 && other != u->id) {
-            reply_error(c, 409, "conflict_error", "duplicate", "email",
-                        "a user with email %s already exists", u->email);
+            ta_admin_reply_error(c, 409, "conflict_error", "duplicate", "email",
+                                 "a user with email %s already exists", u->email);
             return TA_EEXIST;
         }
         if (rc != 0 && rc != TA_ENOTFOUND) {
-            reply_store_error(c, rc, "user");
+            ta_admin_reply_store_error(c, rc, "user");
             return rc;
         }
     }
@@ -234,7 +234,7 @@ static void user_update_store(actx_t *c, const pwjob_t *j)
     ta_user_t u, old;
     int rc;
 
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     if (user_update_check(c, &u, &old) != 0)
         return;
@@ -243,21 +243,26 @@ static void user_update_store(actx_t *c, const pwjob_t *j)
         if (rc == 0 || rc == TA_ENOTFOUND)
             rc = ta_idx_put(c->st, c->txn, TA_DB_USERS_BY_EMAIL, u.email, u.id);
         if (rc != 0) {
-            reply_store_error(c, rc, "user");
+            ta_admin_reply_store_error(c, rc, "user");
             return;
         }
     }
-    if (j != NULL && pwjob_hash_into(c, j, &u) != 0)
+    if (j != NULL && ta_admin_pwjob_hash_into(c, j, &u) != 0)
         return;
+    /* A new password, a deactivation (or reactivation) or a new role ends
+     * every session of the user (auth.c): their tokens carry the old
+     * generation. The caller's own, too, when it is their own record. */
+    if (j != NULL || u.role != old.role || u.is_active != old.is_active)
+        u.token_gen = old.token_gen + 1;
     u.id = old.id;
     u.created_at = old.created_at;
     u.updated_at = ta_now_s();
     rc = ta_rec_put(c->st, c->txn, &ta_desc_user, u.id, &u);
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
-    reply_json(c, 200, user_json(&u));
+    ta_admin_reply_json(c, 200, ta_admin_user_json(&u));
 }
 
 /* Loop thread, after the new password was hashed on a pool thread. */
@@ -265,176 +270,64 @@ static void users_update_finish(actx_t *c, pwjob_t *j)
 {
     if (j->hash_rc <= 0) {
         ta_user_t scratch;
-        pwjob_hash_into(c, j, &scratch); /* replies 500 */
+        ta_admin_pwjob_hash_into(c, j, &scratch); /* replies 500 */
         return;
     }
     user_update_store(c, j);
 }
 
-void h_users_update(actx_t *c)
+void ta_admin_users_update(actx_t *c)
 {
     const char *pw = NULL;
     ta_user_t u, old;
     pwjob_t *j;
     int rc;
 
-    if (!body_has(c, "password") || json_is_null(json_object_get(c->body, "password"))) {
+    if (!ta_admin_body_has(c, "password") || json_is_null(json_object_get(c->body, "password"))) {
         user_update_store(c, NULL);
         return;
     }
-    if (password_take(c, "password", &pw) != 0)
+    if (ta_admin_password_take(c, "password", &pw) != 0)
         return;
     /* 404, 400 and 409 answer before the hash is spent. */
-    if (ctx_txn(c, false) != 0)
+    if (ta_admin_txn(c, false) != 0)
         return;
     rc = user_update_check(c, &u, &old);
     ta_txn_abort(c->txn);
     c->txn = NULL;
     if (rc != 0)
         return;
-    if ((j = pwjob_new(c, users_update_finish)) == NULL)
+    if ((j = ta_admin_pwjob_new(c, users_update_finish)) == NULL)
         return;
-    pwjob_copy_pw(j->new_pw, pw);
-    pwjob_submit(c, j);
+    ta_admin_pwjob_copy_pw(j->new_pw, pw);
+    ta_admin_pwjob_submit(c, j);
 }
 
-/* ---- keys of a user ------------------------------------------------------- */
-
-typedef struct idcollect {
-    uint64_t user_id;
-    uint64_t *ids;
-    size_t n, cap;
-} idcollect_t;
-
-static int collect_cb(uint64_t id, const void *rec, void *arg)
-{
-    idcollect_t *ic = arg;
-    const ta_quota_t *q = rec;
-
-    if (q->user_id != ic->user_id)
-        return 0;
-    if (ic->n == ic->cap) {
-        size_t ncap = ic->cap ? ic->cap * 2 : 16;
-        uint64_t *p = realloc(ic->ids, ncap * sizeof(*p));
-        if (p == NULL)
-            return -ENOMEM;
-        ic->ids = p;
-        ic->cap = ncap;
-    }
-    ic->ids[ic->n++] = id;
-    return 0;
-}
-
-int user_quota_ids(ta_store_t *st, MDB_txn *txn, uint64_t user_id, uint64_t **ids, size_t *n)
-{
-    idcollect_t ic = {.user_id = user_id};
-    int rc = ta_rec_walk(st, txn, &ta_desc_quota, collect_cb, &ic);
-
-    if (rc < 0) {
-        free(ic.ids);
-        return rc;
-    }
-    *ids = ic.ids;
-    *n = ic.n;
-    return 0;
-}
-
-int revoke_user_keys(actx_t *c, uint64_t user_id)
-{
-    uint64_t *ids = NULL;
-    size_t n = 0;
-    ta_quota_t q;
-    int rc;
-
-    /* Collect first, then write: no puts under the walk's cursor. */
-    if ((rc = user_quota_ids(c->st, c->txn, user_id, &ids, &n)) != 0)
-        return rc;
-    for (size_t i = 0; i < n; i++) {
-        if ((rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, ids[i], &q)) != 0)
-            goto Exit;
-        if (q.key_hash_len == 0)
-            continue;
-        rc = ta_kv_del(c->st, c->txn, TA_DB_KEYS, q.key_hash, q.key_hash_len);
-        if (rc != 0 && rc != TA_ENOTFOUND)
-            goto Exit;
-        q.key_hash_len = 0;
-        memset(q.key_hash, 0, sizeof(q.key_hash));
-        q.updated_at = ta_now_s();
-        if ((rc = ta_rec_put(c->st, c->txn, &ta_desc_quota, q.id, &q)) != 0)
-            goto Exit;
-    }
-    rc = 0;
-Exit:
-    free(ids);
-    return rc;
-}
-
-void h_users_delete(actx_t *c)
+void ta_admin_users_delete(actx_t *c)
 {
     ta_user_t u;
     int rc;
 
     if (c->id == c->caller.id) {
-        reply_field(c, "id", "self", "a superadmin cannot delete themselves");
+        ta_admin_reply_field(c, "id", "self", "a superadmin cannot delete themselves");
         return;
     }
-    if (ctx_txn(c, true) != 0)
+    if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
     if (rc == 0) {
         u.is_active = false;
+        u.token_gen++; /* ends every session of the user (auth.c) */
         u.updated_at = ta_now_s();
         rc = ta_rec_put(c->st, c->txn, &ta_desc_user, u.id, &u);
     }
     if (rc == 0)
-        rc = revoke_user_keys(c, u.id);
+        rc = ta_admin_keys_revoke_user(c, u.id);
     if (rc != 0) {
-        reply_store_error(c, rc, "user");
+        ta_admin_reply_store_error(c, rc, "user");
         return;
     }
-    reply_204(c);
-}
-
-void h_users_reset_keys(actx_t *c)
-{
-    ta_user_t u;
-    uint64_t *ids = NULL;
-    size_t n = 0;
-    json_t *arr = NULL;
-    ta_quota_t q;
-    char key[TA_APIKEY_LEN + 1];
-    int rc;
-
-    if (ctx_txn(c, true) != 0)
-        return;
-    rc = ta_rec_get(c->st, c->txn, &ta_desc_user, c->id, &u);
-    if (rc == 0)
-        rc = user_quota_ids(c->st, c->txn, u.id, &ids, &n);
-    if (rc != 0)
-        goto Exit;
-    arr = json_array();
-    if (arr == NULL) {
-        rc = -ENOMEM;
-        goto Exit;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if ((rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, ids[i], &q)) != 0)
-            goto Exit;
-        if ((rc = quota_new_key(c->st, c->txn, &q, key)) != 0)
-            goto Exit;
-        q.updated_at = ta_now_s();
-        if ((rc = ta_rec_put(c->st, c->txn, &ta_desc_quota, q.id, &q)) != 0)
-            goto Exit;
-        json_array_append_new(arr, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)q.id, "api_key",
-                                             key, "key_prefix", q.key_prefix));
-    }
-    reply_json(c, 200, json_pack("{s:o}", "quotas", arr));
-    arr = NULL;
-Exit:
-    if (rc != 0)
-        reply_store_error(c, rc, "user");
-    json_decref(arr);
-    free(ids);
+    ta_admin_reply_204(c);
 }
 
 /* ---- CLI --------------------------------------------------------------------- */

@@ -3,8 +3,8 @@
 # Only packages that are missing are installed; run as root (or with sudo).
 set -eu
 pkgs="build-essential cmake pkg-config libh2o-evloop-dev libcurl4-openssl-dev liblmdb-dev
-      libjansson-dev libjwt-dev libssl-dev libcmocka-dev lmdb-utils python3 curl ca-certificates
-      chromium"
+      libjansson-dev libjwt-dev libssl-dev libcmocka-dev lmdb-utils python3 python3-h2 openssl curl
+      ca-certificates chromium"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -5,7 +5,11 @@
  *   requests_by_quota   [ quota id BE 8 | t_received_ns BE 8 | rid 16 ]   -> (empty)
  *   daily               [ quota id BE 8 | UTC day BE 4 | model id BE 8 ]  -> ta_daily_t
  *   warnings            [ quota id BE 8 | period start BE 8 | pct BE 4 ]  -> ta_warning_t
- *   meta                "applied_ticket", "ring_id" (billing)
+ *   meta                "applied_ticket", "ring_id" (billing);
+ *                       "pruned_cost.<quota id %020>.<period start %020>" ->
+ *                       [ cost BE 8 | records BE 8 ]: what pruning deleted, per
+ *                       the balance period the cost went to, so `ledger verify`
+ *                       still adds up a period whose first records were pruned
  *
  * Writer: billing alone, in its batch transaction (records, index and daily
  * aggregate of a request are written together, so they never disagree) and
@@ -66,7 +70,7 @@ void ta_audit_from_event(const ta_event_t *ev, uint64_t ticket, int64_t period_s
     o->model_id = ev->model_id;
     o->provider_id = ev->provider_id;
     snprintf(o->key_prefix, sizeof(o->key_prefix), "%.*s", (int)sizeof(ev->key_prefix), ev->key_prefix);
-    o->endpoint = ev->endpoint <= TA_EP_OTHER ? ev->endpoint : TA_EP_OTHER;
+    o->endpoint = ev->endpoint <= TA_EP_LAST ? ev->endpoint : TA_EP_OTHER;
     snprintf(o->model, sizeof(o->model), "%.*s", (int)sizeof(ev->model), ev->model);
     snprintf(o->served_model, sizeof(o->served_model), "%.*s", (int)sizeof(ev->served_model),
              ev->served_model);
@@ -237,6 +241,64 @@ int ta_audit_warning_scan(ta_store_t *st, MDB_txn *txn, int state, ta_warning_cb
     return rc;
 }
 
+#define PRUNED_PREFIX "pruned_cost."
+
+static int pruned_key(char *buf, size_t cap, uint64_t quota_id, int64_t period_start)
+{
+    return snprintf(buf, cap, PRUNED_PREFIX "%020" PRIu64 ".%020" PRId64, quota_id, period_start);
+}
+
+/* Carry a pruned record's cost into its (quota, period) total, in txn. */
+static int pruned_add(ta_store_t *st, MDB_txn *txn, const ta_audit_t *r)
+{
+    char key[80];
+    uint8_t val[16] = {0};
+    MDB_dbi dbi = ta_store_dbi(st, TA_DB_AUDIT_META);
+    MDB_val k = {(size_t)pruned_key(key, sizeof(key), r->quota_id, r->period_start), key}, v;
+    int mrc = mdb_get(txn, dbi, &k, &v);
+    if (mrc == 0 && v.mv_size == sizeof(val))
+        memcpy(val, v.mv_data, sizeof(val));
+    else if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return lmdb_fail(mrc, "get pruned cost");
+    ta_be64_put(val, ta_be64_get(val) + (uint64_t)r->cost);
+    ta_be64_put(val + 8, ta_be64_get(val + 8) + 1);
+    v.mv_size = sizeof(val), v.mv_data = val;
+    if ((mrc = mdb_put(txn, dbi, &k, &v, 0)) != 0)
+        return lmdb_fail(mrc, "put pruned cost");
+    return 0;
+}
+
+/* Add the pruned totals of quota_id (one period, or all) to *sum and *count. */
+static int pruned_sum(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t period_start,
+                      bool all, ta_nano_t *sum, uint64_t *count)
+{
+    char key[80];
+    int klen = pruned_key(key, sizeof(key), quota_id, period_start);
+    size_t plen = all ? strlen(PRUNED_PREFIX) + 21 : (size_t)klen; /* "<quota>." */
+    MDB_cursor *cur;
+    MDB_val k = {(size_t)klen, key}, v;
+    if (all)
+        k.mv_size = plen;
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_META), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "pruned cursor");
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, key, plen) != 0 || (!all && k.mv_size != plen))
+            break;
+        if (v.mv_size == 16) {
+            *sum += (ta_nano_t)ta_be64_get(v.mv_data);
+            *count += ta_be64_get((const uint8_t *)v.mv_data + 8);
+        }
+        if (!all)
+            break;
+    }
+    mdb_cursor_close(cur);
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return lmdb_fail(mrc, "pruned walk");
+    return 0;
+}
+
 int ta_audit_prune(ta_store_t *st, MDB_txn *txn, int64_t before_ns, size_t max, size_t *deleted,
                    bool *more)
 {
@@ -259,6 +321,8 @@ int ta_audit_prune(ta_store_t *st, MDB_txn *txn, int64_t before_ns, size_t max, 
         ta_audit_t r;
         uint8_t qk[TA_AUDIT_QKEY_LEN];
         if (ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &r) == 0) {
+            if (r.cost != 0 && (rc = pruned_add(st, txn, &r)) != 0)
+                goto Exit;
             ta_be64_put(qk, r.quota_id);
             memcpy(qk + 8, k.mv_data, TA_AUDIT_KEY_LEN);
             MDB_val qkey = {sizeof(qk), qk};
@@ -298,8 +362,20 @@ static bool matches(const ta_audit_filter_t *f, const ta_audit_t *r)
     return true;
 }
 
+void ta_audit_key(const ta_audit_t *rec, uint8_t key[TA_AUDIT_KEY_LEN])
+{
+    audit_key(key, rec->t_received_ns, rec->request_id);
+}
+
 int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
                   size_t limit, ta_audit_cb cb, void *arg, size_t *total)
+{
+    return ta_audit_list_capped(st, txn, f, offset, limit, 0, cb, arg, total, NULL);
+}
+
+int ta_audit_list_capped(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
+                         size_t limit, size_t count_max, ta_audit_cb cb, void *arg,
+                         size_t *total, bool *capped)
 {
     /* With a quota filter walk that quota's index, else the time-ordered table. */
     bool byq = f->quota_id != 0;
@@ -316,6 +392,21 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
         ta_be64_put(hi + pre, (uint64_t)f->until_ns);
         memset(hi + pre + 8, 0, 16);
     }
+    if (f->has_cursor) { /* the keyset position narrows the range, exclusive */
+        uint8_t *edge = f->ascending ? lo : hi;
+        if (f->ascending ? memcmp(f->cursor, lo + pre, TA_AUDIT_KEY_LEN) >= 0
+                         : memcmp(f->cursor, hi + pre, TA_AUDIT_KEY_LEN) < 0) {
+            memcpy(edge + pre, f->cursor, TA_AUDIT_KEY_LEN);
+            if (f->ascending) /* lo is inclusive: the key right after the cursor */
+                for (int i = (int)(pre + TA_AUDIT_KEY_LEN) - 1; i >= (int)pre && ++lo[i] == 0; i--)
+                    ;
+        }
+    }
+    /* counting needs the record only for the filters the keys do not carry */
+    bool need_rec = f->user_id || f->model_id || f->status || (f->model && *f->model);
+    size_t read_past = 0;
+    if (capped)
+        *capped = false;
     size_t klen = pre + TA_AUDIT_KEY_LEN;
     MDB_cursor *cur = NULL;
     MDB_val k, v;
@@ -340,6 +431,24 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
             continue;
         if (memcmp(k.mv_data, lo, klen) < 0 || memcmp(k.mv_data, hi, klen) >= 0)
             break;
+        bool on_page = n >= offset && (limit == 0 || n < offset + limit) && cb;
+        if (!on_page && !need_rec) { /* counted from the key alone */
+            if (n >= offset + limit && count_max > 0 && ++read_past > count_max) {
+                if (capped)
+                    *capped = true;
+                break;
+            }
+            n++;
+            if (!total && limit != 0 && n >= offset + limit)
+                break;
+            continue;
+        }
+        if (!on_page && count_max > 0 && limit != 0 && n >= offset + limit &&
+            ++read_past > count_max) {
+            if (capped)
+                *capped = true;
+            break;
+        }
         ta_audit_t r;
         if (byq) {
             MDB_val rk = {TA_AUDIT_KEY_LEN, (uint8_t *)k.mv_data + 8}, rv;
@@ -361,7 +470,7 @@ int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size
         }
         if (!matches(f, &r))
             continue;
-        if (n >= offset && (limit == 0 || n < offset + limit) && cb) {
+        if (on_page) {
             rc = cb(&r, arg);
             if (rc < 0)
                 goto Exit;
@@ -523,6 +632,8 @@ int ta_audit_sum_cost(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t p
     ta_audit_filter_t f = {.quota_id = quota_id, .since_ns = since_ns, .ascending = true};
     sum_arg_t a = {.period_start = period_start, .all = all_periods};
     int rc = ta_audit_list(st, txn, &f, 0, 0, sum_cb, &a, NULL);
+    if (rc == 0) /* records pruned (audit_retention_days) count with their totals */
+        rc = pruned_sum(st, txn, quota_id, period_start, all_periods, &a.sum, &a.count);
     *sum = a.sum;
     *count = a.count;
     return rc;
@@ -543,11 +654,20 @@ typedef struct out_arg {
     int err;
 } out_arg_t;
 
-static void csv_field(FILE *out, const json_t *v)
+/* The characters that make a spreadsheet (Excel, LibreOffice, Sheets) read
+ * a cell as a formula: OWASP's "CSV injection" list. */
+static bool csv_formula_start(const char *s)
+{
+    return s[0] != '\0' && strchr("=+-@\t\r", s[0]) != NULL;
+}
+
+static void csv_field(FILE *out, const json_t *v, bool text)
 {
     if (json_is_string(v)) {
         const char *s = json_string_value(v);
         fputc('"', out);
+        if (text && csv_formula_start(s))
+            fputc('\'', out);
         for (; *s; s++) {
             if (*s == '"')
                 fputc('"', out);
@@ -563,6 +683,24 @@ static void csv_field(FILE *out, const json_t *v)
     }
 }
 
+int ta_audit_csv_line(FILE *out, const ta_audit_t *rec)
+{
+    json_t *j = ta_audit_to_json(rec);
+    if (!j)
+        return -ENOMEM;
+    /* only free text is neutralized: money, times and ids are ours, and a
+     * negative amount must stay a number */
+    for (size_t i = 0; i < ta_desc_audit.nfields; i++) {
+        const ta_field_t *f = &ta_desc_audit.fields[i];
+        if (i)
+            fputc(',', out);
+        csv_field(out, json_object_get(j, f->name), f->type == TA_FT_STR);
+    }
+    fputc('\n', out);
+    json_decref(j);
+    return ferror(out) ? -EIO : 0;
+}
+
 static int print_cb(const ta_audit_t *r, void *arg)
 {
     out_arg_t *a = arg;
@@ -570,23 +708,16 @@ static int print_cb(const ta_audit_t *r, void *arg)
         return 0;
     if (r->ticket > a->max_ticket_seen)
         a->max_ticket_seen = r->ticket;
+    if (a->csv)
+        return ta_audit_csv_line(a->out, r);
     json_t *j = ta_audit_to_json(r);
     if (!j)
         return -ENOMEM;
-    if (a->csv) {
-        for (size_t i = 0; i < ta_desc_audit.nfields; i++) {
-            if (i)
-                fputc(',', a->out);
-            csv_field(a->out, json_object_get(j, ta_desc_audit.fields[i].name));
-        }
+    char *s = json_dumps(j, JSON_COMPACT);
+    if (s) {
+        fputs(s, a->out);
         fputc('\n', a->out);
-    } else {
-        char *s = json_dumps(j, JSON_COMPACT);
-        if (s) {
-            fputs(s, a->out);
-            fputc('\n', a->out);
-            free(s);
-        }
+        free(s);
     }
     json_decref(j);
     if (ferror(a->out))

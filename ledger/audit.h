@@ -10,6 +10,8 @@
 #ifndef TA_AUDIT_H
 #define TA_AUDIT_H
 
+#include <stdio.h>
+
 #include "ledger/event.h"
 #include "ledger/store.h"
 #include "schema/audit_records.h"
@@ -46,7 +48,9 @@ typedef int (*ta_warning_cb)(const ta_warning_t *w, void *arg);
 int ta_audit_warning_scan(ta_store_t *st, MDB_txn *txn, int state, ta_warning_cb cb, void *arg);
 
 /** Delete up to max records (requests + requests_by_quota) received before
- *  before_ns; daily aggregates stay. *more tells whether older ones remain.
+ *  before_ns; daily aggregates stay, and each deleted record's cost is added
+ *  to its (quota, period) pruned total in meta, which ta_audit_sum_cost()
+ *  counts. *more tells whether older ones remain.
  *  Billing, small audit write txns. */
 int ta_audit_prune(ta_store_t *st, MDB_txn *txn, int64_t before_ns, size_t max, size_t *deleted,
                    bool *more);
@@ -59,6 +63,10 @@ typedef struct ta_audit_filter {
     const char *model;           /* requested or served model name; NULL = any */
     int32_t status;              /* 0 = any */
     bool ascending;              /* oldest first (export, tail); default newest first */
+    /* keyset position: only records whose key is below (newest first) or
+     * above (ascending) this TA_AUDIT_KEY_LEN key; found in O(log n) */
+    bool has_cursor;
+    uint8_t cursor[TA_AUDIT_KEY_LEN];
 } ta_audit_filter_t;
 
 /** cb gets each matching record of the page (valid during the call only);
@@ -67,9 +75,18 @@ typedef int (*ta_audit_cb)(const ta_audit_t *rec, void *arg);
 
 /** Walk matching records in time order (filter->ascending) and call cb for
  *  those at positions [offset, offset + limit) (limit 0 = all). *total (may
- *  be NULL) gets the number of matching records. Read txn on TA_ENV_AUDIT. */
+ *  be NULL) gets the number of matching records; with count_max > 0 the walk
+ *  reads at most count_max records past the page, and *total is then a lower
+ *  bound (*capped true, may be NULL). Without a filter that needs the record
+ *  (user_id, model, status) records are not decoded to be counted. Read txn
+ *  on TA_ENV_AUDIT. */
 int ta_audit_list(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
                   size_t limit, ta_audit_cb cb, void *arg, size_t *total);
+int ta_audit_list_capped(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, size_t offset,
+                         size_t limit, size_t count_max, ta_audit_cb cb, void *arg,
+                         size_t *total, bool *capped);
+/** The key of a record (the keyset cursor of ta_audit_filter_t). */
+void ta_audit_key(const ta_audit_t *rec, uint8_t key[TA_AUDIT_KEY_LEN]);
 
 enum ta_audit_group { TA_GROUP_NONE = 0, TA_GROUP_DAY, TA_GROUP_MODEL, TA_GROUP_USER };
 /** Statistics from the daily aggregates (day granularity: since/until are
@@ -82,12 +99,21 @@ int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int
 
 /** Sum of cost over the quota's records whose period_start == period_start
  *  (every record when all_periods), looking at records received since
- *  since_ns. For `ledger verify`. Read txn on TA_ENV_AUDIT. */
+ *  since_ns, plus the pruned totals of that period (all periods), so a
+ *  retention shorter than the period does not make the books differ. For `ledger verify`. Read txn on TA_ENV_AUDIT. */
 int ta_audit_sum_cost(ta_store_t *st, MDB_txn *txn, uint64_t quota_id, int64_t period_start,
                       bool all_periods, int64_t since_ns, ta_nano_t *sum, uint64_t *count);
 
 /** JSON of a record (API shape + latency fields). New reference. */
 json_t *ta_audit_to_json(const ta_audit_t *rec);
+
+/** One record as a CSV line (RFC 4180: every string quoted, quotes doubled),
+ *  the columns of ta_desc_audit in order, as `audit export --format csv`
+ *  writes them. A text cell (model, served_model, key_prefix, client_ip)
+ *  that a spreadsheet would run as a formula, one starting with =, +, -, @,
+ *  tab or CR, is written with a leading single quote ('=1+2). Returns 0,
+ *  -ENOMEM or -EIO. Any process. */
+int ta_audit_csv_line(FILE *out, const ta_audit_t *rec);
 
 /** `tokenaudit audit tail|export|warnings ...`; argv[0] is "tail", "export"
  *  or "warnings" (every warning record as a JSON line, webhook state

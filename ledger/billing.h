@@ -1,5 +1,6 @@
 /*
- * billing.h - the billing process's entry point (DESIGN.md section 1): the
+ * billing.h - the billing process's entry point (docs/ARCHITECTURE.md,
+ * "Processes" and "The ring and billing"): the
  * ring's only consumer and the audit environment's only writer.
  *
  * The master forks one billing process and, in it, calls
@@ -26,12 +27,32 @@
 #include "ledger/event.h"
 #include "ledger/store.h"
 
+/** The warning webhook's transport (the seam that keeps libcurl out of
+ *  ledger/, like schema/api.h's for /api): POST body (JSON) to url with an
+ *  `Idempotency-Key: idempotency_key` header, giving up after timeout_ms.
+ *  Returns the HTTP status (> 0), or < 0 when no answer came, with err
+ *  (NUL-terminated, errcap bytes) saying why. Called on billing's webhook
+ *  thread only, one call at a time; it must not touch LMDB. The master's is
+ *  ta_webhook_post_curl() (master/webhook.h). */
+typedef int (*ta_webhook_post_fn)(const char *url, const char *body, const char *idempotency_key,
+                                  int64_t timeout_ms, char *err, size_t errcap);
+
+/* Test hooks: tests point ta_billing_conf_t.hooks at one of these and set a
+ * field between steps; production leaves hooks NULL. */
+typedef struct ta_billing_hooks {
+    /* when set, the next batch commits the ledger side and then returns
+     * -EINTR before the audit side (cleared), as if billing had been killed
+     * between the two commits */
+    volatile int stop_after_ledger;
+} ta_billing_hooks_t;
+
 typedef struct ta_billing_conf {
     const char *data_dir;
     ta_store_opts_t store_opts;       /* create = false */
     int64_t sync_interval_ms;         /* ta_store_sync() period */
     int64_t audit_retention_days;     /* 0 = keep forever */
     const char *warning_webhook_url;  /* "" = none */
+    ta_webhook_post_fn webhook_post;  /* required with a URL (else warnings stay pending) */
     const char *quota_timezone;       /* "UTC", "Europe/Paris" ... */
     uint32_t ring_slots;              /* setting ring_slots */
     void *ring;                       /* the master's ring mapping (ledger/ring.h), or NULL:
@@ -45,6 +66,7 @@ typedef struct ta_billing_conf {
     int64_t batch_linger_us;          /* while events keep arriving, wait up to this long after
                                        * an event was published for more to share its batch
                                        * (default 1000; < 0 = never wait) */
+    ta_billing_hooks_t *hooks;        /* tests only; NULL in production */
 } ta_billing_conf_t;
 
 /* What one billing batch did (tests and the bench). */
@@ -66,11 +88,6 @@ int ta_billing_step(ta_billing_t *b, int wait_ms);
 void ta_billing_close(ta_billing_t *b);
 const ta_billing_stats_t *ta_billing_stats(const ta_billing_t *b);
 ta_store_t *ta_billing_store(ta_billing_t *b);
-
-/* Test hook: when set, the next batch commits the ledger side and then
- * returns -EINTR before the audit side, as if billing had been killed
- * between the two commits. */
-extern volatile int ta_billing_test_stop_after_ledger;
 
 /* Dead letters. An event that fails on its own with an error that is the
  * event's (or its records') fault -- TA_EINVAL, TA_ENOTFOUND, TA_EEXIST,

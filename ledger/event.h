@@ -1,6 +1,7 @@
 /*
  * event.h - the one fixed-size record a worker hands to billing for every
- * finished or refused /v1 request (DESIGN.md section 6), and the control
+ * finished or refused /v1 request (docs/ARCHITECTURE.md, "The ring and
+ * billing"), and the control
  * events the master sends through the same ring.
  *
  * Plain data: no pointers, so it can be copied into a MAP_SHARED slot and read
@@ -19,7 +20,10 @@ enum ta_event_kind {
 };
 
 enum ta_endpoint {
-    TA_EP_CHAT = 1, TA_EP_COMPLETIONS, TA_EP_EMBEDDINGS, TA_EP_MODELS, TA_EP_USAGE, TA_EP_OTHER
+    TA_EP_CHAT = 1, TA_EP_COMPLETIONS, TA_EP_EMBEDDINGS, TA_EP_MODELS, TA_EP_USAGE, TA_EP_OTHER,
+    TA_EP_MESSAGES,     /* POST /v1/messages (Anthropic's Messages API) */
+    TA_EP_COUNT_TOKENS, /* POST /v1/messages/count_tokens */
+    TA_EP_LAST = TA_EP_COUNT_TOKENS
 };
 
 enum ta_event_flags {

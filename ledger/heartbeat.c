@@ -22,6 +22,8 @@ struct hb_page {
     _Atomic int32_t billing_pid;
     _Atomic int64_t billing_beat_ns; /* CLOCK_MONOTONIC; 0 = not yet */
     _Atomic uint64_t generation;
+    _Atomic uint64_t billing_events;   /* events applied to both envs, all billings */
+    _Atomic uint64_t billing_warnings; /* quota warnings committed, all billings */
 };
 
 static struct hb_page *page;
@@ -85,6 +87,21 @@ bool ta_heartbeat_billing_alive(void)
         return false;
     int64_t beat = atomic_load_explicit(&page->billing_beat_ns, memory_order_acquire);
     return beat != 0 && mono_ns() - beat < TA_HEARTBEAT_STALE_NS;
+}
+
+void ta_heartbeat_billing_progress(uint64_t events, uint64_t warnings)
+{
+    if (page == NULL)
+        return;
+    atomic_fetch_add_explicit(&page->billing_events, events, memory_order_relaxed);
+    atomic_fetch_add_explicit(&page->billing_warnings, warnings, memory_order_relaxed);
+}
+
+void ta_heartbeat_billing_counts(uint64_t *events, uint64_t *warnings)
+{
+    *events = page == NULL ? 0 : atomic_load_explicit(&page->billing_events, memory_order_relaxed);
+    *warnings = page == NULL ? 0
+                             : atomic_load_explicit(&page->billing_warnings, memory_order_relaxed);
 }
 
 pid_t ta_heartbeat_billing_pid(void)

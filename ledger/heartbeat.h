@@ -10,6 +10,7 @@
  *   | magic  | version | billing_pid | billing_beat | generation ... |
  *   | u32    | u32     | i32 (atomic)| i64 mono ns  | u64            |
  *   +--------+---------+-------------+--------------+----------------+
+ *   | billing_events u64 | billing_warnings u64 |   (counters, relaxed adds)
  *
  * Writers: the master writes billing_pid (when it forks / reaps billing) and
  * generation (on each SIGHUP reload); billing writes billing_beat with
@@ -53,6 +54,13 @@ void ta_heartbeat_beat(void);
 /** Workers: billing forked, not reaped, and beat within TA_HEARTBEAT_STALE_NS.
  *  True when there is no page at all (a process not started by the master). */
 bool ta_heartbeat_billing_alive(void);
+/** Billing, after a batch committed on both sides: add the events it applied
+ *  and the quota warnings it raised to the page's counters (they live as long
+ *  as the master, across billing restarts: /metrics shows them as
+ *  tokenaudit_billing_events_total and tokenaudit_quota_warnings_total). */
+void ta_heartbeat_billing_progress(uint64_t events, uint64_t warnings);
+/** Workers (/metrics): read those counters (0 without a page). */
+void ta_heartbeat_billing_counts(uint64_t *events, uint64_t *warnings);
 /** Pid of the current billing process (0 = none / no page). */
 pid_t ta_heartbeat_billing_pid(void);
 

@@ -85,19 +85,32 @@ static ta_nano_t per_million_ceil(u128 num)
  *   cached                                                    at cache_read_price
  *   cache_write                                               at cache_write_price
  *   completion                                                at output_price
+ * A cache price that was never set (schema.h, ta_model_prices_set) is the
+ * input price: a price list copied without its cache rows must not make
+ * cached tokens free by accident; an explicit "0" is free.
  * summed exactly in 128 bits and divided by 1e6 ONCE, rounding up, so the
  * rounding error of a request is below one nano-unit. Each product is below
  * 2^126, so the sum of four cannot wrap. ta_nano_price() rounds per class,
  * which would round up to four times; that is why it is not used here.
  */
+static uint64_t cache_read_price(const ta_model_t *m)
+{
+    return ta_model_prices_set(m) & TA_PRICE_CACHE_READ ? unsig(m->cache_read_price) : unsig(m->input_price);
+}
+
+static uint64_t cache_write_price(const ta_model_t *m)
+{
+    return ta_model_prices_set(m) & TA_PRICE_CACHE_WRITE ? unsig(m->cache_write_price) : unsig(m->input_price);
+}
+
 static u128 cost_numerator(const ta_model_t *m, int64_t prompt, int64_t completion, int64_t cached,
                            int64_t cache_write)
 {
     uint64_t p = unsig(prompt), c = unsig(cached), w = unsig(cache_write);
     uint64_t in = p > c ? p - c : 0;
     in = in > w ? in - w : 0;
-    return (u128)in * unsig(m->input_price) + (u128)c * unsig(m->cache_read_price) +
-           (u128)w * unsig(m->cache_write_price) + (u128)unsig(completion) * unsig(m->output_price);
+    return (u128)in * unsig(m->input_price) + (u128)c * cache_read_price(m) + (u128)w * cache_write_price(m) +
+           (u128)unsig(completion) * unsig(m->output_price);
 }
 
 ta_nano_t ta_cost(const ta_model_t *m, int64_t prompt_tokens, int64_t completion_tokens,
@@ -202,13 +215,16 @@ static int64_t ns_to_ms_ceil(int64_t ns)
 
 /* ---- hold -------------------------------------------------------------- */
 
-/* The output limit the request would run with before any budget clamp. */
+/* The output limit the request would run with before any budget clamp: the
+ * client's, never above the model's max output; the model's when the client
+ * gave none; else DEFAULT_MAX_OUTPUT. */
 static int64_t wanted_output(const ta_hold_req_t *req)
 {
+    int64_t model_max = req->model->max_output_tokens;
     if (req->max_output_tokens > 0)
-        return req->max_output_tokens;
-    if (req->model->max_output_tokens > 0)
-        return req->model->max_output_tokens;
+        return model_max > 0 && req->max_output_tokens > model_max ? model_max : req->max_output_tokens;
+    if (model_max > 0)
+        return model_max;
     return DEFAULT_MAX_OUTPUT;
 }
 
@@ -217,10 +233,10 @@ static int64_t wanted_output(const ta_hold_req_t *req)
 static uint64_t worst_prompt_price(const ta_model_t *m)
 {
     uint64_t p = unsig(m->input_price);
-    if (unsig(m->cache_write_price) > p)
-        p = unsig(m->cache_write_price);
-    if (unsig(m->cache_read_price) > p)
-        p = unsig(m->cache_read_price);
+    if (cache_write_price(m) > p)
+        p = cache_write_price(m);
+    if (cache_read_price(m) > p)
+        p = cache_read_price(m);
     return p;
 }
 

@@ -109,7 +109,8 @@ int64_t ta_period_end(int period, int64_t start_s, const char *tz);
  *    prompt_tokens_est) priced at the model's dearest prompt class (a cache
  *    write can cost more than input), plus output_choices x output at
  *    output_price, plus extra_output_tokens at output_price; output = client
- *    limit, else the model's max_output_tokens, else 4096 (0 with no_output).
+ *    limit capped at the model's max_output_tokens, else the model's
+ *    max_output_tokens, else 4096 (0 with no_output).
  *    res->max_output_tokens is the output limit per choice that must go
  *    upstream, whatever the mode: the hold covers nothing beyond it.
  *  - strict: the output is clamped down to the tokens and cost left; refused

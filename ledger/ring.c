@@ -64,7 +64,7 @@
  *  - master dies: the mapping lives in the file; a new master attaches to
  *    the same file and every published event is still there.
  *  - power loss: the ring is not msync'ed; like LMDB under MDB_NOSYNC the
- *    last moments may be lost (DESIGN.md section 9).
+ *    last moments may be lost (docs/ARCHITECTURE.md, "Durability").
  *
  * The file is created under a temporary name and renamed into place, so an
  * attaching process never sees a half-written header. A file with another
@@ -433,6 +433,12 @@ int ta_ring_push_control(ta_ring_t *r, uint32_t kind, int32_t pid)
 void ta_ring_set_pending_max(ta_ring_t *r, size_t max) { r->pend_max = max ? max : 1; }
 bool ta_ring_has_pending(const ta_ring_t *r) { return r->pend_count != 0; }
 size_t ta_ring_pending_count(const ta_ring_t *r) { return r->pend_count; }
+
+const ta_event_t *ta_ring_pending_at(const ta_ring_t *r, size_t i)
+{
+    TA_BUG_ON(i >= r->pend_count);
+    return &r->pend[(r->pend_head + i) % r->pend_cap];
+}
 
 void ta_ring_pending_clear(ta_ring_t *r)
 {

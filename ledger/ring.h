@@ -1,7 +1,7 @@
 /*
  * ring.h - the event ring: a file-backed MAP_SHARED array of fixed-size slots
  * through which workers (and the master, for control events) hand finished
- * requests to billing (DESIGN.md section 6). The layout, the ordering
+ * requests to billing (docs/ARCHITECTURE.md, "The ring and billing"). The layout, the ordering
  * argument and the crash behaviour are described at the top of ring.c.
  *
  * Tickets start at 1 and only grow; ticket t lives in slot t & (nslots - 1).
@@ -102,6 +102,9 @@ bool ta_ring_has_pending(const ta_ring_t *r);
 size_t ta_ring_pending_count(const ta_ring_t *r);
 /** Bound of the pending queue (default TA_RING_PENDING_MAX_DEFAULT). */
 void ta_ring_set_pending_max(ta_ring_t *r, size_t max);
+/** The i-th pending event, oldest first (i < ta_ring_pending_count()), valid
+ *  until the queue next changes. Worker (its spool at exit, ledger/spool.h). */
+const ta_event_t *ta_ring_pending_at(const ta_ring_t *r, size_t i);
 /** Drop the pending queue (a child of the master right after fork). */
 void ta_ring_pending_clear(ta_ring_t *r);
 

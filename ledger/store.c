@@ -665,9 +665,13 @@ int ta_rec_del(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, uint64_t id)
     return ta_kv_del(st, txn, db, key, 8);
 }
 
-/* One cursor walk shared by the id-keyed and the binary-keyed variants. */
-static int walk(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_db_t db, bool by_id,
-                ta_rec_walk_cb id_cb, ta_rec_walk_k_cb k_cb, void *arg)
+/* One cursor walk shared by the id-keyed and the binary-keyed variants.
+ * by_id walks may start past an id (from > 0: ids above it, or below it when
+ * backward) without reading what comes before: MDB_SET_RANGE positions the
+ * cursor in O(log n). */
+static int walk_from(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_db_t db, bool by_id,
+                     uint64_t from, bool backward, ta_rec_walk_cb id_cb, ta_rec_walk_k_cb k_cb,
+                     void *arg)
 {
     MDB_cursor *cur = NULL;
     MDB_val k, v;
@@ -682,8 +686,18 @@ static int walk(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_db_t db,
         ret = lmdb_err(rc, "cursor_open", db_names[db]);
         goto Exit;
     }
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (from == 0) {
+        rc = mdb_cursor_get(cur, &k, &v, backward ? MDB_LAST : MDB_FIRST);
+    } else {
+        uint8_t start[8];
+        ta_be64_put(start, backward ? from : from + 1); /* from + 1: no wrap, ids < UINT64_MAX */
+        k.mv_size = sizeof(start);
+        k.mv_data = start;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (backward) /* the first key >= from, or none: step to the one before */
+            rc = mdb_cursor_get(cur, &k, &v, rc == MDB_NOTFOUND ? MDB_LAST : MDB_PREV);
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, backward ? MDB_PREV : MDB_NEXT)) {
         if (by_id && k.mv_size != 8) {
             ta_log(TA_LOG_ERROR, "store: %s has a %zu-byte key where an id belongs", db_names[db],
                    k.mv_size);
@@ -718,7 +732,30 @@ int ta_rec_walk(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_rec_walk
     int ret = rec_table(st, txn, d, &db);
     if (ret)
         return ret;
-    return walk(st, txn, d, db, true, cb, NULL, arg);
+    return walk_from(st, txn, d, db, true, 0, false, cb, NULL, arg);
+}
+
+int ta_rec_walk_from(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, uint64_t from,
+                     bool backward, ta_rec_walk_cb cb, void *arg)
+{
+    ta_db_t db;
+    int ret = rec_table(st, txn, d, &db);
+    if (ret)
+        return ret;
+    return walk_from(st, txn, d, db, true, from, backward, cb, NULL, arg);
+}
+
+int ta_rec_count(ta_store_t *st, MDB_txn *txn, ta_db_t db, uint64_t *n)
+{
+    MDB_stat ms;
+    int rc, ret;
+
+    if ((ret = check_txn_db(st, txn, db)) != 0)
+        return ret;
+    if ((rc = mdb_stat(txn, st->dbi[db], &ms)) != 0)
+        return lmdb_err(rc, "stat", db_names[db]);
+    *n = ms.ms_entries;
+    return 0;
 }
 
 int ta_rec_walk_k(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_db_t db,
@@ -726,7 +763,7 @@ int ta_rec_walk_k(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_db_t d
 {
     if (!d)
         return TA_EINVAL;
-    return walk(st, txn, d, db, false, NULL, cb, arg);
+    return walk_from(st, txn, d, db, false, 0, false, NULL, cb, arg);
 }
 
 /* ---- unique string indexes ------------------------------------------------- */
@@ -750,8 +787,10 @@ int ta_idx_get(ta_store_t *st, MDB_txn *txn, ta_db_t db, const char *name, uint6
 
     if ((ret = check_txn_db(st, txn, db)) != 0)
         return ret;
+    /* an empty name or one too long for a key was never stored: a lookup
+     * (a login with "email": "") finds nothing rather than failing */
     if ((ret = idx_key(st, db, name, &k)) != 0)
-        return ret == TA_ETOOBIG ? TA_ENOTFOUND : ret; /* too long to have been stored */
+        return ret == TA_ETOOBIG || ret == TA_EINVAL ? TA_ENOTFOUND : ret;
     rc = mdb_get(txn, st->dbi[db], &k, &v);
     if (rc == MDB_NOTFOUND)
         return TA_ENOTFOUND;

@@ -10,7 +10,7 @@
  *     jwt.secret        32 random bytes, mode 0600
  *     master.key        32 random bytes (AES-256-GCM for provider keys), mode 0600
  *
- * Named databases (DESIGN.md section 3):
+ * Named databases (docs/ARCHITECTURE.md, "Data"):
  *   ledger: users, users_by_email, providers, models, models_by_name, groups,
  *           quotas, keys, balances, holds, revoked_jwt, meta
  *   audit:  requests, requests_by_quota, daily, warnings, meta
@@ -121,10 +121,18 @@ int ta_kv_del(ta_store_t *st, MDB_txn *txn, ta_db_t db, const void *key, size_t 
  *  rec points to a decoded copy valid during the callback only. */
 typedef int (*ta_rec_walk_cb)(uint64_t id, const void *rec, void *arg);
 int ta_rec_walk(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, ta_rec_walk_cb cb, void *arg);
+/** The same walk from a position, found in O(log n) without reading what
+ *  precedes it: ids above from in ascending order, or (backward) ids below
+ *  from in descending order; from == 0 starts at the first (last) record. */
+int ta_rec_walk_from(ta_store_t *st, MDB_txn *txn, const ta_recdesc_t *d, uint64_t from,
+                     bool backward, ta_rec_walk_cb cb, void *arg);
+/** The number of entries of a table (LMDB keeps it: O(1)). Any txn on its env. */
+int ta_rec_count(ta_store_t *st, MDB_txn *txn, ta_db_t db, uint64_t *n);
 
 /* ---- unique string indexes (users_by_email, models_by_name) ----------- */
 
-/** idx_get: 0 with *id, or TA_ENOTFOUND. idx_put with unique=true fails TA_EEXIST
+/** idx_get: 0 with *id, or TA_ENOTFOUND (also for "" and names too long to
+ *  be a key, which were never stored). idx_put with unique=true fails TA_EEXIST
  *  if the name maps to another id. */
 int ta_idx_get(ta_store_t *st, MDB_txn *txn, ta_db_t db, const char *name, uint64_t *id);
 int ta_idx_put(ta_store_t *st, MDB_txn *txn, ta_db_t db, const char *name, uint64_t id);

@@ -9,6 +9,7 @@
 #include "ledger/billing.h"
 #include "ledger/heartbeat.h"
 #include "master/master.h"
+#include "master/webhook.h"
 
 static volatile sig_atomic_t billing_stop;
 
@@ -43,6 +44,7 @@ int ta_master_billing_child(const ta_config_t *cfg, void *ring)
     bc.sync_interval_ms = cfg->sync_interval_ms;
     bc.audit_retention_days = cfg->audit_retention_days;
     bc.warning_webhook_url = cfg->warning_webhook_url;
+    bc.webhook_post = ta_webhook_post_curl;
     bc.webhook_timeout_ms = cfg->warning_webhook_timeout_ms;
     bc.webhook_attempts = (uint32_t)cfg->warning_webhook_attempts;
     bc.quota_timezone = cfg->quota_timezone;

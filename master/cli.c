@@ -4,9 +4,13 @@
  *   tokenaudit init --data-dir DIR --admin-email EMAIL [--admin-password PASS] [-c FILE]
  *   tokenaudit create-superadmin --data-dir DIR --email EMAIL [--password PASS] [-c FILE]
  *   tokenaudit ledger dump --data-dir DIR [--json] [-c FILE]
+ *   tokenaudit backup --data-dir DIR --to DEST [-c FILE]
+ *   ... (the table)
  *
  * Commands live in one table (commands[] below): a new one is a function
- * and one line. Every command honours the same settings as the server
+ * and one entry, whose usage line, description and options are also its
+ * `--help` and its part of tokenaudit(1) (`tokenaudit --print-man`,
+ * man/tokenaudit.1). Every command honours the same settings as the server
  * (-c FILE, then TOKENAUDIT_* variables; --data-dir wins over both), e.g.
  * pbkdf2_iterations and the map sizes. Exit codes: 0 ok, 1 failure,
  * 2 usage error.
@@ -24,18 +28,26 @@
 #include "admin/admin.h"
 #include "admin/crypto.h"
 #include "ledger/audit.h"
+#include "ledger/backup.h"
 #include "ledger/dump.h"
 #include "ledger/verify.h"
 #include "ledger/store.h"
 #include "master/config.h"
+#include "master/man.h"
 #include "master/master.h"
+
+#ifndef TA_VERSION
+#define TA_VERSION "0.1.0"
+#endif
 
 typedef struct cli_opts {
     const char *config;
     const char *data_dir;
     const char *email;
     const char *password;
+    const char *to;
     bool json;
+    bool compact;
 } cli_opts_t;
 
 typedef struct cli_cmd {
@@ -45,7 +57,9 @@ typedef struct cli_cmd {
     /* commands that parse their own options get argv from the command word on */
     int (*run_raw)(int argc, char **argv);
     const char *args; /* usage line after the command */
-    const char *help;
+    const char *help; /* what it does: --help, the command list and the man page */
+    const ta_man_opt_t *opts; /* its own options, ending with {NULL, NULL} */
+    bool settings;    /* honours -c FILE and TOKENAUDIT_* (the common parser) */
 } cli_cmd_t;
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -222,38 +236,226 @@ static int cmd_ledger_dump(const cli_opts_t *o, ta_config_t *cfg)
     return 0;
 }
 
+static int cmd_backup(const cli_opts_t *o, ta_config_t *cfg)
+{
+    if (o->to == NULL)
+        return usage_error("backup needs --to DEST");
+    return ta_backup_cli(cfg->data_dir, o->to, cfg->jwt_secret_file, cfg->master_key_file);
+}
+
+#define OPT_DATA_DIR {"--data-dir DIR", "The data directory (the `data_dir` setting)."}
+
 static const cli_cmd_t commands[] = {
     {"init", NULL, cmd_init, NULL, "--data-dir DIR --admin-email EMAIL [--admin-password PASS]",
-     "create the data directory, its secrets and the first superadmin (a password is "
-     "generated and printed once when none is given)"},
+     "Create the data directory (mode 0700), its secrets `jwt.secret` and `master.key` (mode "
+     "0600) and the first superadmin. Refuses a directory that exists and is not empty. When no "
+     "password is given one is generated and printed once on standard output.",
+     (const ta_man_opt_t[]){
+         {"--data-dir DIR", "The data directory to create (missing or empty)."},
+         {"--admin-email EMAIL", "Email (login) of the first superadmin."},
+         {"--admin-password PASS", "Its password; default: 20 random characters, printed once."},
+         {NULL, NULL}},
+     true},
     {"create-superadmin", NULL, cmd_create_superadmin, NULL,
-     "--data-dir DIR --email EMAIL [--password PASS]", "add a superadmin to an existing ledger"},
+     "--data-dir DIR --email EMAIL [--password PASS]",
+     "Add a superadmin to an existing ledger (for a lost password, say).",
+     (const ta_man_opt_t[]){OPT_DATA_DIR,
+                            {"--email EMAIL", "Email (login) of the new superadmin."},
+                            {"--password PASS", "Its password; default: generated, printed once."},
+                            {NULL, NULL}},
+     true},
     {"ledger", "dump", cmd_ledger_dump, NULL, "--data-dir DIR [--json]",
-     "print the ledger (read-only; safe while the server runs)"},
-    {"ledger", "verify", NULL, ta_ledger_verify_cli, "--data-dir DIR",
-     "check that every quota's used cost equals the sum of its audit records and that no hold "
-     "is stale; exit 1 listing each difference"},
-    {"audit", "tail", NULL, ta_audit_cli, "--data-dir DIR [-n N]", "follow new audit records"},
+     "Print the ledger: users, providers (never their keys), models, groups, quotas with "
+     "balances, holds, dead letters and the ticket each environment applied. Read-only; safe "
+     "while the server runs.",
+     (const ta_man_opt_t[]){OPT_DATA_DIR, {"--json", "One JSON document instead of text."},
+                            {NULL, NULL}},
+     true},
+    {"ledger", "verify", NULL, ta_ledger_verify_cli,
+     "--data-dir DIR [--max-hold-age SECONDS] [--lookback-days DAYS]",
+     "Check that every quota's used cost equals the sum of its audit records to the nano-unit, "
+     "that both environments applied the same ring ticket, and that no hold is stale. Exit 0 "
+     "when the books agree, 1 listing each difference, 2 on a usage or store error. Read-only; "
+     "safe while the server runs.",
+     (const ta_man_opt_t[]){
+         {"--data-dir DIR", "The data directory (default: `TOKENAUDIT_DATA_DIR`)."},
+         {"--max-hold-age SECONDS", "A hold older than this is stale (default 3900)."},
+         {"--lookback-days DAYS",
+          "Records received this long before a period's start are still summed (late "
+          "settlement; default 35)."},
+         {NULL, NULL}},
+     false},
+    {"backup", NULL, cmd_backup, NULL, "--data-dir DIR --to DEST [--compact]",
+     "Copy the data directory to DEST while the server runs: both LMDB environments as of one "
+     "applied ring ticket (`ledger verify` passes on the copy), `jwt.secret` and `master.key` "
+     "(mode 0600), no ring. DEST must not exist; it appears only when the copy is complete. "
+     "Holds of requests in flight are released when a gateway starts on the copy.",
+     (const ta_man_opt_t[]){
+         OPT_DATA_DIR,
+         {"--to DEST", "Where the copy goes (a new directory; its parent must exist)."},
+         {"--compact", "Accepted for scripts written for `mdb_copy -c`: every copy is written "
+                       "fresh from a snapshot, so it is always compact."},
+         {NULL, NULL}},
+     true},
+    {"audit", "tail", NULL, ta_audit_cli, "--data-dir DIR [--lines N] [--lookback SECONDS] "
+                                          "[--format jsonl|csv]",
+     "Print the last audit records and follow new ones until interrupted.",
+     (const ta_man_opt_t[]){
+         {"--data-dir DIR", "The data directory (default: `TOKENAUDIT_DATA_DIR`)."},
+         {"--lines N", "Records printed before following (default 10)."},
+         {"--lookback SECONDS", "How far back to look for them (default 600)."},
+         {"--format jsonl|csv", "Output format (default jsonl)."},
+         {NULL, NULL}},
+     false},
     {"audit", "export", NULL, ta_audit_cli,
-     "--data-dir DIR --format jsonl|csv [--since T] [--until T]", "export audit records"},
-    {"audit", "warnings", NULL, ta_audit_cli, "--data-dir DIR [--state pending|delivered|failed|none]",
-     "list the raised quota warnings with their webhook delivery state"},
-    {"openapi", NULL, NULL, ta_openapi_cli, "[--json]",
-     "print the OpenAPI 3.0 document of the HTTP API (docs/openapi.yaml)"},
+     "--data-dir DIR --format jsonl|csv [--since T] [--until T]",
+     "Export audit records received in [since, until), oldest first.",
+     (const ta_man_opt_t[]){
+         {"--data-dir DIR", "The data directory (default: `TOKENAUDIT_DATA_DIR`)."},
+         {"--format jsonl|csv", "Output format (default jsonl)."},
+         {"--since T", "RFC 3339 time, a date (YYYY-MM-DD) or unix seconds; default: the first."},
+         {"--until T", "The same; default: now."},
+         {NULL, NULL}},
+     false},
+    {"audit", "warnings", NULL, ta_audit_cli,
+     "--data-dir DIR [--state none|pending|delivered|failed]",
+     "List the raised quota warnings with their webhook delivery state.",
+     (const ta_man_opt_t[]){
+         {"--data-dir DIR", "The data directory (default: `TOKENAUDIT_DATA_DIR`)."},
+         {"--state STATE", "Only warnings in that state."},
+         {NULL, NULL}},
+     false},
+    {"openapi", NULL, NULL, ta_openapi_cli, "[--json | --routes]",
+     "Print the OpenAPI 3.0 document of the HTTP API (docs/openapi.yaml; workers serve it as "
+     "JSON at GET /api/openapi.json), or the /api route table it is built from.",
+     (const ta_man_opt_t[]){{"--json", "JSON instead of YAML."},
+                            {"--routes", "The route table as JSON, one object per operation."},
+                            {NULL, NULL}},
+     false},
 };
+
+static const ta_man_opt_t common_opts[] = {
+    {"-c, --config FILE", "Read settings from FILE (as `tokenauditd -c FILE`); `TOKENAUDIT_*` "
+                          "variables override it and --data-dir overrides both."},
+    {NULL, NULL},
+};
+static const ta_man_opt_t help_opt[] = {{"-h, --help", "Print the usage of the command."},
+                                        {NULL, NULL}};
+
+/* text wrapped at 100 columns, continuation lines indented by indent */
+static void wrap(FILE *out, const char *s, int indent, int col)
+{
+    while (*s != '\0') {
+        size_t n = strlen(s);
+        if (col + (int)n <= 100) {
+            fputs(s, out);
+            break;
+        }
+        size_t cut = 0;
+        for (size_t i = 0; i < n && col + (int)i <= 100; i++)
+            if (s[i] == ' ')
+                cut = i;
+        if (cut == 0) /* one long word */
+            cut = strcspn(s, " ");
+        fprintf(out, "%.*s\n%*s", (int)cut, s, indent, "");
+        s += cut + (s[cut] == ' ');
+        col = indent;
+    }
+    fputc('\n', out);
+}
+
+static void cmd_name(const cli_cmd_t *c, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s%s%s", c->name, c->sub ? " " : "", c->sub ? c->sub : "");
+}
+
+static void print_opts(FILE *out, const ta_man_opt_t *o)
+{
+    for (; o->flag != NULL; o++) {
+        fprintf(out, "  %-24s ", o->flag);
+        wrap(out, o->help, 27, 27);
+    }
+}
+
+static void cmd_usage(FILE *out, const cli_cmd_t *c)
+{
+    char name[64];
+    cmd_name(c, name, sizeof(name));
+    fprintf(out, "usage: tokenaudit %s %s%s\n\n", name, c->args, c->settings ? " [-c FILE]" : "");
+    wrap(out, c->help, 0, 0);
+    fputs("\noptions:\n", out);
+    print_opts(out, c->opts);
+    if (c->settings)
+        print_opts(out, common_opts);
+    print_opts(out, help_opt);
+}
 
 static void usage(FILE *out)
 {
-    fputs("usage: tokenaudit COMMAND [OPTIONS]\n\ncommands:\n", out);
-    for (size_t i = 0; i < TA_ARRAY_SIZE(commands); i++) {
-        fprintf(out, "  %s%s%s %s\n      %s\n", commands[i].name, commands[i].sub ? " " : "",
-                commands[i].sub ? commands[i].sub : "", commands[i].args, commands[i].help);
-    }
-    fputs("\ncommon options:\n"
-          "  -c, --config FILE   read settings from FILE (TOKENAUDIT_* variables override it;\n"
-          "                      --data-dir overrides both)\n"
-          "  -h, --help          this text\n",
+    char name[64];
+    fputs("usage: tokenaudit COMMAND [OPTIONS]\n"
+          "       tokenaudit COMMAND --help     (the options of one command)\n\ncommands:\n",
           out);
+    for (size_t i = 0; i < TA_ARRAY_SIZE(commands); i++) {
+        cmd_name(&commands[i], name, sizeof(name));
+        fprintf(out, "  %s %s\n      ", name, commands[i].args);
+        wrap(out, commands[i].help, 6, 6);
+    }
+    fputs("\ncommon options:\n", out);
+    print_opts(out, common_opts);
+    print_opts(out, help_opt);
+    fputs("  --print-man              Print the tokenaudit(1) manual page (roff).\n", out);
+}
+
+/* tokenaudit(1): the same table as --help, as roff */
+static void print_man(FILE *out)
+{
+    char name[64];
+    fputs(".\\\" Generated by `tokenaudit --print-man` from the command table in master/cli.c.\n"
+          ".\\\" Do not edit by hand.\n"
+          ".TH TOKENAUDIT 1 \"\" \"tokenaudit " TA_VERSION "\" \"User Commands\"\n"
+          ".SH NAME\n"
+          "tokenaudit \\- the operator's command line of the tokenaudit gateway\n"
+          ".SH SYNOPSIS\n"
+          ".B tokenaudit\n"
+          ".I COMMAND\n"
+          "[\\fIOPTIONS\\fR]\n"
+          ".br\n"
+          ".B tokenaudit\n"
+          ".I COMMAND\n"
+          ".B \\-\\-help\n"
+          ".SH DESCRIPTION\n",
+          out);
+    ta_man_text(out, "`tokenaudit` creates a data directory, adds administrators, reads and "
+                     "checks the books, exports the audit log and backs the data directory up. "
+                     "The read-only commands and `backup` are safe while tokenauditd(8) "
+                     "runs.\n");
+    fputs(".SH COMMANDS\n", out);
+    for (size_t i = 0; i < TA_ARRAY_SIZE(commands); i++) {
+        const cli_cmd_t *c = &commands[i];
+        cmd_name(c, name, sizeof(name));
+        fputs(".TP\n\\fBtokenaudit ", out);
+        ta_man_text(out, name);
+        fputs("\\fR ", out);
+        ta_man_text(out, c->args);
+        fputc('\n', out);
+        ta_man_text(out, c->help);
+        fputs("\n.RS\n", out);
+        ta_man_opts(out, c->opts);
+        if (c->settings)
+            fputs(".TP\n\\fB\\-c, \\-\\-config FILE\\fR\nSee COMMON OPTIONS.\n", out);
+        fputs(".RE\n", out);
+    }
+    fputs(".SH COMMON OPTIONS\n", out);
+    ta_man_opts(out, common_opts);
+    ta_man_opts(out, help_opt);
+    fputs(".SH EXIT STATUS\n", out);
+    ta_man_text(out, "0 on success; 1 when the command failed (`ledger verify`: the books "
+                     "differ); 2 on a usage error (`ledger verify`: also a store error).\n");
+    fputs(".SH ENVIRONMENT\n.TP\n.B TOKENAUDIT_\\fISETTING\\fR\n", out);
+    ta_man_text(out, "Any setting of tokenauditd(8), e.g. `TOKENAUDIT_DATA_DIR`, "
+                     "`TOKENAUDIT_PBKDF2_ITERATIONS`.\n");
+    fputs(".SH SEE ALSO\n.BR tokenauditd (8)\n", out);
 }
 
 int ta_cli_main(int argc, char **argv)
@@ -263,6 +465,10 @@ int ta_cli_main(int argc, char **argv)
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
         strcmp(argv[1], "help") == 0) {
         usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--print-man") == 0) {
+        print_man(stdout);
         return 0;
     }
     const cli_cmd_t *cmd = NULL;
@@ -275,6 +481,22 @@ int ta_cli_main(int argc, char **argv)
             cmd = &commands[i];
             break;
         }
+    }
+    bool want_help = false;
+    for (int i = 2; i < argc; i++)
+        want_help |= strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0;
+    if (cmd == NULL && name_known && argc > 2 && want_help &&
+        (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+        for (size_t i = 0; i < TA_ARRAY_SIZE(commands); i++) /* `tokenaudit ledger --help` */
+            if (strcmp(commands[i].name, argv[1]) == 0) {
+                cmd_usage(stdout, &commands[i]);
+                fputc('\n', stdout);
+            }
+        return 0;
+    }
+    if (cmd != NULL && want_help) {
+        cmd_usage(stdout, cmd);
+        return 0;
     }
     if (cmd == NULL)
         return name_known ? usage_error("unknown or missing subcommand for '%s'", argv[1])
@@ -291,6 +513,8 @@ int ta_cli_main(int argc, char **argv)
         {"admin-password", required_argument, NULL, 'p'},
         {"password", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
+        {"to", required_argument, NULL, 't'},
+        {"compact", no_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -307,7 +531,8 @@ int ta_cli_main(int argc, char **argv)
         case 'e': o.email = optarg; break;
         case 'p': o.password = optarg; break;
         case 'j': o.json = true; break;
-        case 'h': usage(stdout); return 0;
+        case 't': o.to = optarg; break;
+        case 'k': o.compact = true; break;
         case ':': return usage_error("option %s needs a value", sub_argv[optind - 1]);
         default: return usage_error("unknown option '%s'", sub_argv[optind - 1]);
         }

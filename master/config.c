@@ -7,6 +7,7 @@
  * applies it, and its help text.
  */
 #include "master/config.h"
+#include "master/man.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -118,6 +119,25 @@ static const setting_t settings[] = {
     {"password_queue", CT_INT, NUM(password_queue), "16", 1, 4096, NULL, true,
      "Password jobs a worker lets wait for a free `password_threads` thread; while that many "
      "wait, a new one is answered 503 `server_busy` with `Retry-After` at once."},
+    {"login_max_failures", CT_INT, NUM(login_max_failures), "5", 1, 1000000, NULL, true,
+     "Failed logins in a row for one account (from any address) before its logins must wait: "
+     "429 `login_throttled` with `Retry-After`, answered before any password hash runs. A "
+     "successful login clears the count."},
+    {"login_address_max_failures", CT_INT, NUM(login_address_max_failures), "20", 1, 1000000, NULL,
+     true,
+     "Failed logins in a row from one client address (all accounts; IPv6 per /64) before logins "
+     "from it must wait. Its own successful logins do not clear it."},
+    {"login_backoff_ms", CT_DURATION_MS, NUM(login_backoff_ms), "1000", 1, 3600000, NULL, true,
+     "The first wait once an account or an address reached its failures; each further failure "
+     "doubles it."},
+    {"login_backoff_max_ms", CT_DURATION_MS, NUM(login_backoff_max_ms), "60000", 1, 86400000, NULL,
+     true,
+     "The longest wait of an account, so nobody can lock a user out for longer per failure. "
+     "Failures are forgotten after this long without one once the wait is over."},
+    {"login_address_backoff_max_ms", CT_DURATION_MS, NUM(login_address_backoff_max_ms), "900000", 1,
+     86400000, NULL, true,
+     "The longest wait of a client address. Longer than `login_backoff_max_ms`, so one address "
+     "keeps an account waiting a small part of the time at most."},
     {"console", CT_BOOL, NUM(console), "on", 0, 0, NULL, true,
      "Serve the web console under `/console/` (and redirect `/` there) on the listeners that "
      "serve `/api`; `off` for API-only hosts."},
@@ -577,6 +597,17 @@ static void print_escaped(FILE *out, const char *s)
     }
 }
 
+/* A default shown in the docs: the two secret paths default to files in
+ * data_dir (resolved by ta_config_finish), an empty string says so. */
+static const char *default_text(const setting_t *s)
+{
+    if (s->def[0] != '\0')
+        return NULL;
+    return strcmp(s->name, "jwt_secret_file") == 0   ? "DATA_DIR/jwt.secret"
+           : strcmp(s->name, "master_key_file") == 0 ? "DATA_DIR/master.key"
+                                                     : "(empty)";
+}
+
 void ta_config_print_docs(FILE *out)
 {
     char var[96], lo[32], hi[32];
@@ -605,11 +636,8 @@ void ta_config_print_docs(FILE *out)
         const setting_t *s = &settings[i];
         env_name(s->name, var, sizeof(var));
         fprintf(out, "| `%s` | %s | ", s->name, type_name(s->type));
-        if (s->def[0] == '\0')
-            fputs(strcmp(s->name, "jwt_secret_file") == 0   ? "`DATA_DIR/jwt.secret`"
-                  : strcmp(s->name, "master_key_file") == 0 ? "`DATA_DIR/master.key`"
-                                                            : "(empty)",
-                  out);
+        if (default_text(s) != NULL)
+            fprintf(out, strcmp(default_text(s), "(empty)") == 0 ? "%s" : "`%s`", default_text(s));
         else
             fprintf(out, "`%s`", s->def);
         fputs(" | ", out);
@@ -624,5 +652,44 @@ void ta_config_print_docs(FILE *out)
         fprintf(out, " | `%s` | %s | ", var, s->reload ? "yes" : "no");
         print_escaped(out, s->help);
         fputs(" |\n", out);
+    }
+}
+
+void ta_config_print_man(FILE *out)
+{
+    char var[96], lo[32], hi[32], line[256];
+    ta_man_text(out, "`tokenauditd -c FILE` reads a flat file of `name value` lines; `#` starts a "
+                     "comment, each setting may appear once, and a value may be wrapped in double "
+                     "quotes. The environment variable shown with each setting wins over the "
+                     "file. Sizes accept k, M, G (binary); durations are milliseconds or take ms, "
+                     "s, m, h; booleans are on/off, true/false, yes/no, 1/0. Settings marked "
+                     "reload: yes take effect at SIGHUP; the others need a restart.\n");
+    for (size_t i = 0; i < TA_ARRAY_SIZE(settings); i++) {
+        const setting_t *s = &settings[i];
+        env_name(s->name, var, sizeof(var));
+        fprintf(out, ".TP\n\\fB%s\\fR \\fI%s\\fR\n", s->name, type_name(s->type));
+        ta_man_text(out, s->help);
+        fputs("\n.br\n", out);
+        if (default_text(s) != NULL)
+            snprintf(line, sizeof(line), "Default: %s.", default_text(s));
+        else
+            snprintf(line, sizeof(line), "Default: `%s`.", s->def);
+        ta_man_text(out, line);
+        if (s->type == CT_ENUM) {
+            fputs(" Choices:", out);
+            for (int j = 0; s->choices[j] != NULL; j++) {
+                snprintf(line, sizeof(line), "%s `%s`", j ? "," : "", s->choices[j]);
+                ta_man_text(out, line);
+            }
+            fputc('.', out);
+        } else if (s->type == CT_INT || s->type == CT_SIZE || s->type == CT_DURATION_MS) {
+            format_bound(s, s->min, lo, sizeof(lo));
+            format_bound(s, s->max, hi, sizeof(hi));
+            snprintf(line, sizeof(line), " Range: %s to %s.", lo, hi);
+            ta_man_text(out, line);
+        }
+        snprintf(line, sizeof(line), " Environment: `%s`. Reload: %s.\n", var,
+                 s->reload ? "yes" : "no");
+        ta_man_text(out, line);
     }
 }

@@ -65,6 +65,11 @@ typedef struct ta_config {
     int64_t pbkdf2_iterations;
     int64_t password_threads;   /* per worker, /api offloaded password jobs */
     int64_t password_queue;     /* per worker, jobs waiting beyond those running */
+    int64_t login_max_failures;          /* login throttle (admin/throttle.h) */
+    int64_t login_address_max_failures;
+    int64_t login_backoff_ms;
+    int64_t login_backoff_max_ms;
+    int64_t login_address_backoff_max_ms;
     int64_t test_clock_offset_s;
     bool console;               /* serve the web console (worker/console.h) */
     char console_dir[TA_CONF_STR]; /* resolved: "" -> beside the executable, or /usr/share */
@@ -110,6 +115,10 @@ int ta_config_keep_fixed(const ta_config_t *old, ta_config_t *next);
 
 /** Markdown reference of every setting (docs/CONFIG.md). */
 void ta_config_print_docs(FILE *out);
+
+/** The SETTINGS section of tokenauditd(8) (roff, master/man.h): the same
+ *  rows as the markdown, one .TP paragraph each. */
+void ta_config_print_man(FILE *out);
 
 /** Parse a comma-separated listen list into out[cap]. */
 int ta_listen_parse(const char *spec, const char *setting, ta_listen_addr_t *out, size_t cap,

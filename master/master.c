@@ -27,6 +27,7 @@
  * workers, wait up to shutdown_timeout_ms (then SIGKILL), then SIGTERM
  * billing (it drains the ring and syncs), wait, exit 0.
  */
+#include "master/man.h"
 #include "master/master.h"
 
 #include <errno.h>
@@ -52,6 +53,7 @@
 #include "ledger/heartbeat.h"
 #include "ledger/quota.h"
 #include "ledger/ring.h"
+#include "ledger/spool.h"
 #include "worker/console.h"
 #include "worker/metrics.h"
 #include "worker/proxy.h"
@@ -108,6 +110,7 @@ static slot_t billing;
 static pid_t master_pid;
 static int ready_pipe[2] = {-1, -1};
 static uint8_t jwt_secret[32], master_key[32];
+static ta_throttle_t *login_throttle; /* shared by every worker (admin/throttle.h) */
 static ta_ring_t *ring;
 static bool stopping;
 
@@ -290,6 +293,7 @@ typedef struct worker_env {
     ta_store_t *store;
     const uint8_t *master_key;
     ta_ring_t *ring;
+    ta_proxy_t *proxy; /* set up by worker_setup; destroyed by run_worker before the store closes */
 } worker_env_t;
 
 static int worker_setup(ta_worker_t *w, void *arg)
@@ -309,8 +313,7 @@ static int worker_setup(ta_worker_t *w, void *arg)
         .max_body_size = (size_t)env->cfg->max_body_size,
         .upstream_max_connections = (long)env->cfg->upstream_max_connections,
     };
-    ta_proxy_t *proxy; /* lives as long as the worker process */
-    return ta_proxy_setup(w, &pc, &proxy);
+    return ta_proxy_setup(w, &pc, &env->proxy);
 }
 
 static void run_worker(generation_t *g, int slot)
@@ -319,6 +322,7 @@ static void run_worker(generation_t *g, int slot)
     ta_store_t *st = NULL;
     ta_admin_t *admin = NULL;
     ta_worker_t *w = NULL;
+    worker_env_t env = {cfg, NULL, master_key, ring, NULL};
     int rc, code = 1;
 
     child_common('W', cfg);
@@ -338,15 +342,21 @@ static void run_worker(generation_t *g, int slot)
         .jwt_ttl_s = cfg->jwt_ttl_s,
         .pbkdf2_iterations = (unsigned)cfg->pbkdf2_iterations,
         .max_body = (size_t)cfg->max_body_size,
+        .login_throttle = login_throttle,
+        .login_limits = {.account_failures = cfg->login_max_failures,
+                         .address_failures = cfg->login_address_max_failures,
+                         .backoff_ms = cfg->login_backoff_ms,
+                         .account_max_ms = cfg->login_backoff_max_ms,
+                         .address_max_ms = cfg->login_address_backoff_max_ms},
     };
     if ((rc = ta_admin_create(&admin, &ac)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot create the admin API: %s", ta_strerror(rc));
         goto Exit;
     }
+    env.store = st;
     ta_worker_listener_t ls[MAX_SOCKS];
     for (size_t i = 0; i < g->nsocks; i++)
         ls[i] = (ta_worker_listener_t){g->socks[i].fd, g->socks[i].tls, g->socks[i].admin};
-    worker_env_t env = {cfg, st, master_key, ring};
     ta_worker_conf_t wc = {
         .listeners = ls,
         .nlisteners = g->nsocks,
@@ -377,8 +387,17 @@ static void run_worker(generation_t *g, int slot)
     ta_log(TA_LOG_DEBUG, "worker %d: %zu listener(s), max_body_size %lld, shutdown_timeout_ms %lld",
            slot, g->nsocks, (long long)cfg->max_body_size, (long long)cfg->shutdown_timeout_ms);
     code = ta_worker_run(w) == 0 ? 0 : 1;
-    ta_worker_destroy(w);
 Exit:
+    /* In order: the proxy while the loop and the store are there (it ends
+     * its requests, closes its read transaction and wipes its clear keys),
+     * then the server, then what they borrowed. */
+    ta_proxy_destroy(env.proxy);
+    ta_worker_destroy(w);
+    /* Events the full ring could not take within shutdown_timeout_ms go to
+     * a spool file that billing applies with this worker's dead-worker
+     * event (ledger/spool.c); nothing is submitted after this point. */
+    if (ring != NULL && ta_ring_has_pending(ring))
+        ta_spool_write_pending(ring, cfg->data_dir);
     if (admin != NULL)
         ta_admin_destroy(admin);
     if (st != NULL)
@@ -790,13 +809,10 @@ static int supervise(void)
 
 static void usage(FILE *out)
 {
-    fputs("usage: tokenauditd [-c FILE] [--check-config] [--print-config-docs] [--version]\n"
-          "  -c, --config FILE     settings file (see docs/CONFIG.md); environment variables\n"
-          "                        TOKENAUDIT_<SETTING> override it\n"
-          "  --check-config        validate the settings and exit (0 = valid)\n"
-          "  --print-config-docs   print the settings reference (markdown) and exit\n"
-          "  --version             print the version and exit\n",
-          out);
+    fputs("usage: tokenauditd [-c FILE] [--check-config] [--print-config-docs] [--print-man] "
+          "[--version]\n", out);
+    for (const ta_man_opt_t *o = ta_tokenauditd_opts; o->flag != NULL; o++)
+        fprintf(out, "  %-21s %s\n", o->flag, o->help);
 }
 
 static int read_secret(const char *what, const char *path, uint8_t *out, const char *data_dir)
@@ -816,6 +832,7 @@ int ta_master_main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 'C'},
         {"print-config-docs", no_argument, NULL, 'D'},
+        {"print-man", no_argument, NULL, 'M'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -828,6 +845,7 @@ int ta_master_main(int argc, char **argv)
         case 'c': path = optarg; break;
         case 'C': check = true; break;
         case 'D': ta_config_print_docs(stdout); return 0;
+        case 'M': ta_man_tokenauditd(stdout); return 0;
         case 'V': printf("tokenauditd %s\n", TA_VERSION); return 0;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -878,6 +896,11 @@ int ta_master_main(int argc, char **argv)
     }
     if ((rc = ta_metrics_create(ring)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot map the metrics page: %s", ta_strerror(rc));
+        return 1;
+    }
+    ta_metrics_set_data_dir(cur->cfg.data_dir);
+    if ((rc = ta_throttle_create(&login_throttle)) != 0) {
+        ta_log(TA_LOG_ERROR, "cannot map the login throttle table: %s", ta_strerror(rc));
         return 1;
     }
     cur->gen = 1;

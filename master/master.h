@@ -1,7 +1,7 @@
 /*
  * master.h - tokenauditd's master process and the children it forks.
  *
- * Process model (DESIGN.md section 1):
+ * Process model (docs/ARCHITECTURE.md, "Processes"):
  *   - the master reads the config, binds the listeners (one shared socket per
  *     address, SO_REUSEADDR, held by the master for its whole life so a
  *     connection is never refused while workers come and go), reads the two

@@ -4,6 +4,7 @@
  */
 #include <stddef.h>
 
+#include "schema/apierror.h"
 #include "schema/audit_records.h"
 
 #define MSIZE(st, m) sizeof(((st *)0)->m)
@@ -17,14 +18,10 @@
     {.name = nm, .rectype = rt, .version = 1, .size = sizeof(st), .fields = tbl,                   \
      .nfields = sizeof(tbl) / sizeof(tbl[0])}
 
-/* index = TA_EP_* / TA_ET_* (ledger/event.h) */
+/* index = TA_EP_* (ledger/event.h); the error types' names: schema/apierror.h */
 static const char *const endpoint_names[] = {
-    "unknown", "chat.completions", "completions", "embeddings", "models", "usage", "other", NULL};
-static const char *const errtype_names[] = {
-    "",          "invalid_request_error", "authentication_error", "permission_error",
-    "not_found", "rate_limit_exceeded",   "insufficient_quota",   "upstream_error",
-    "timeout",   "overloaded",            "aborted",              "internal_error",
-    NULL};
+    "unknown", "chat.completions", "completions", "embeddings", "models", "usage", "other", "messages",
+    "messages.count_tokens", NULL};
 
 static const ta_field_t audit_fields[] = {
     F("id", 1, TA_FT_HEX, ta_audit_t, request_id),
@@ -41,7 +38,7 @@ static const ta_field_t audit_fields[] = {
     F("served_model", 12, TA_FT_STR, ta_audit_t, served_model),
     F("stream", 13, TA_FT_BOOL, ta_audit_t, stream),
     F("status", 14, TA_FT_I32, ta_audit_t, status),
-    FE("error_type", 15, ta_audit_t, error_type, errtype_names),
+    FE("error_type", 15, ta_audit_t, error_type, ta_errtype_names),
     F("prompt_tokens", 16, TA_FT_I64, ta_audit_t, prompt_tokens),
     F("completion_tokens", 17, TA_FT_I64, ta_audit_t, completion_tokens),
     F("cached_tokens", 18, TA_FT_I64, ta_audit_t, cached_tokens),

@@ -1,6 +1,6 @@
 /*
- * audit_records.h - the records of the audit environment (DESIGN.md sections
- * 3 and 6), described with the schema engine (schema.h) so the binary
+ * audit_records.h - the records of the audit environment (docs/ARCHITECTURE.md,
+ * "Data" and "The ring and billing"), described with the schema engine (schema.h) so the binary
  * encoding, the JSON of the admin API and the export come from one table.
  *
  *   requests           key: t_received_ns (8, BE) + request id (16)  -> ta_audit_t

@@ -541,19 +541,49 @@ static bool presence_of(const ta_recdesc_t *d, const uint8_t *base)
     return true;
 }
 
+/* d's TA_FF_PRESENCE_BITS field, NULL when it has none. */
+static const ta_field_t *presence_bits_field(const ta_recdesc_t *d)
+{
+    for (size_t i = 0; i < d->nfields; i++)
+        if ((d->fields[i].flags & TA_FF_PRESENCE_BITS) && d->fields[i].type == TA_FT_FLAGS)
+            return &d->fields[i];
+    return NULL;
+}
+
+/* The bit of marked field `name` in the presence bits (0: not listed). */
+static uint32_t presence_bit(const ta_field_t *bits, const char *name)
+{
+    for (uint32_t i = 0; bits != NULL && bits->names[i] != NULL && i < 32; i++)
+        if (strcmp(bits->names[i], name) == 0)
+            return 1u << i;
+    return 0;
+}
+
+/* Is the marked field f set? (see TA_FF_PRESENCE_BITS) */
+static bool marked_set(const ta_recdesc_t *d, const ta_field_t *f, const uint8_t *base)
+{
+    if (!presence_of(d, base))
+        return false;
+    const ta_field_t *bits = presence_bits_field(d);
+    uint32_t b = presence_bit(bits, f->name);
+    if (b == 0)
+        return true;
+    uint32_t v = get_u32(base + bits->offset);
+    return v == 0 || (v & b) != 0;
+}
+
 static json_t *obj_to_json(const ta_recdesc_t *d, const uint8_t *base, int mode)
 {
     json_t *o = json_object();
     if (!o)
         return NULL;
-    bool present = presence_of(d, base);
     for (size_t i = 0; i < d->nfields; i++) {
         const ta_field_t *f = &d->fields[i];
         if ((f->flags & TA_FF_SECRET) || f->type == TA_FT_BYTES)
             continue;
         /* an unset price is "not priced" (null), not "free" ("0") */
-        json_t *v = (f->flags & TA_FF_MARKS_PRESENCE) && !present ? json_null()
-                                                                   : field_to_json(f, base, mode);
+        json_t *v = (f->flags & TA_FF_MARKS_PRESENCE) && !marked_set(d, f, base) ? json_null()
+                                                                                 : field_to_json(f, base, mode);
         if (!v || json_object_set_new(o, f->name, v) != 0) {
             json_decref(o);
             return NULL;
@@ -651,7 +681,12 @@ static bool email_ok(const char *s, size_t n)
     return labels >= 2;
 }
 
-static bool url_ok(const char *s, size_t n)
+/* An absolute http(s) URL with a host (no space, no backslash before the
+ * path). Credentials before the host (user:password@) are refused on their
+ * own rule: the URL is shown in lists and the dump, while secrets have
+ * write-only fields of their own. Control characters were refused before
+ * (ta_str_check). */
+static int url_check(const char *path, const char *s, size_t n, ta_err_t *err)
 {
     size_t i;
     if (n >= 7 && strncasecmp(s, "http://", 7) == 0)
@@ -659,18 +694,35 @@ static bool url_ok(const char *s, size_t n)
     else if (n >= 8 && strncasecmp(s, "https://", 8) == 0)
         i = 8;
     else
-        return false;
+        return ta_err_set(err, path, "format", "%s: must be an http:// or https:// URL", path);
     size_t host = i;
     while (i < n && s[i] != '/' && s[i] != '?' && s[i] != '#')
         i++;
-    if (i == host)
-        return false;
-    for (size_t k = 0; k < n; k++) {
-        unsigned char c = (unsigned char)s[k];
-        if (c <= 0x20 || c == 0x7f)
-            return false;
+    if (memchr(s + host, '@', i - host) != NULL)
+        return ta_err_set(err, path, "credentials",
+                          "%s: must not carry credentials (user:password@ before the host)", path);
+    /* a backslash in the authority is read as a slash by some URL parsers
+     * and not by others: refused rather than guessed */
+    if (i == host || memchr(s, ' ', n) != NULL || memchr(s + host, '\\', i - host) != NULL)
+        return ta_err_set(err, path, "format", "%s: must be an http:// or https:// URL", path);
+    return 0;
+}
+
+int ta_str_check(const char *field, const char *s, size_t n, uint32_t flags, ta_err_t *err)
+{
+    if (!ta_utf8_valid(s, n))
+        return ta_err_set(err, field, "utf8", "%s: must be valid UTF-8", field);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != 0x7f)
+            continue;
+        if ((flags & TA_FF_TEXT) && (c == '\t' || c == '\n' || c == '\r'))
+            continue;
+        return ta_err_set(err, field, "control",
+                          "%s: must not contain control characters (byte 0x%02x at offset %zu)",
+                          field, c, i);
     }
-    return true;
+    return 0;
 }
 
 static int validate_obj(const ta_recdesc_t *d, const uint8_t *base, const char *prefix, ta_err_t *err);
@@ -694,14 +746,14 @@ static int validate_field(const ta_field_t *f, const uint8_t *base, const char *
             max = (size_t)f->max;
         if (n > max)
             return ta_err_set(err, path, "max_length", "%s: must be at most %zu bytes", path, max);
-        if (!ta_utf8_valid((const char *)p, n))
-            return ta_err_set(err, path, "utf8", "%s: must be valid UTF-8", path);
+        if ((rc = ta_str_check(path, (const char *)p, n, f->flags, err)) != 0)
+            return rc;
         if (n == 0 && (f->flags & (TA_FF_REQUIRED | TA_FF_NONEMPTY)))
             return ta_err_set(err, path, "required", "%s: must not be empty", path);
         if (n && (f->flags & TA_FF_EMAIL) && !email_ok((const char *)p, n))
             return ta_err_set(err, path, "format", "%s: must be a valid e-mail address", path);
-        if (n && (f->flags & TA_FF_URL) && !url_ok((const char *)p, n))
-            return ta_err_set(err, path, "format", "%s: must be an http:// or https:// URL", path);
+        if (n && (f->flags & TA_FF_URL))
+            return url_check(path, (const char *)p, n, err);
         return 0;
     }
     case TA_FT_ENUM:
@@ -979,8 +1031,9 @@ static int apply_value(const ta_field_t *f, const json_t *v, uint8_t *base, int 
             return type_err(err, path, "a string");
         const char *s = json_string_value(v);
         size_t n = json_string_length(v);
+        /* NUL here: the C string kept would silently end before it */
         if (memchr(s, 0, n))
-            return ta_err_set(err, path, "format", "%s: must not contain NUL", path);
+            return ta_str_check(path, s, n, f->flags, err);
         size_t max = f->size - 1;
         if (f->max > 0 && (size_t)f->max < max)
             max = (size_t)f->max;
@@ -1114,6 +1167,14 @@ static int apply_obj(const ta_recdesc_t *d, const json_t *in, uint8_t *base, int
     bool marked = false;
     size_t nulls = 0;
     int rc;
+    const ta_field_t *bits = presence_bits_field(d);
+    uint32_t set = 0;
+    if (bits != NULL) {
+        set = get_u32(base + bits->offset);
+        if (set == 0 && presence_of(d, base)) /* written before the bits: every one set */
+            for (uint32_t i = 0; bits->names[i] != NULL && i < 32; i++)
+                set |= 1u << i;
+    }
     for (size_t i = 0; i < d->nfields; i++) {
         const ta_field_t *f = &d->fields[i];
         if ((f->flags & (TA_FF_READONLY | TA_FF_INTERNAL | TA_FF_SECRET)) || f->type == TA_FT_BYTES)
@@ -1128,14 +1189,19 @@ static int apply_obj(const ta_recdesc_t *d, const json_t *in, uint8_t *base, int
         if ((f->flags & TA_FF_MARKS_PRESENCE) && json_is_null(v)) {
             /* null = not set: clears the value; all of them null clears presence */
             scalar_set(f, base, 0);
+            set &= ~presence_bit(bits, f->name);
             nulls++;
             continue;
         }
-        if (f->flags & TA_FF_MARKS_PRESENCE)
+        if (f->flags & TA_FF_MARKS_PRESENCE) {
             marked = true;
+            set |= presence_bit(bits, f->name);
+        }
         if ((rc = apply_value(f, v, base, merge, path, err)) != 0)
             return rc;
     }
+    if (bits != NULL && (marked || nulls > 0))
+        set_u32(base + bits->offset, set);
     if (marked || nulls > 0)
         for (size_t i = 0; i < d->nfields; i++)
             if ((d->fields[i].flags & TA_FF_PRESENCE) && d->fields[i].type == TA_FT_BOOL) {

@@ -47,6 +47,8 @@
 static const char *const role_names[] = {"user", "superadmin", NULL};
 static const char *const provider_type_names[] = {"openai", "anthropic", NULL};
 static const char *const period_names[] = {"day", "week", "month", "none", NULL};
+static const char *const price_names[] = {"input_price", "output_price", "cache_read_price",
+                                          "cache_write_price", NULL}; /* TA_PRICE_* order */
 static const char *const cap_names[] = {"chat",      "embeddings", "vision",      "tools",
                                         "streaming", "completions", NULL};
 
@@ -61,6 +63,7 @@ static const ta_field_t user_fields[] = {
     F_BYTES("pwhash", 6, TA_FF_SECRET, ta_user_t, pwhash, pwhash_len),
     F_TIME("created_at", 7, RO, ta_user_t, created_at),
     F_TIME("updated_at", 8, RO, ta_user_t, updated_at),
+    F_SCALAR("token_gen", 9, TA_FT_I64, IN, ta_user_t, token_gen, 0, 0, 0),
 };
 const ta_recdesc_t ta_desc_user = DESC("user", TA_REC_USER, ta_user_t, user_fields);
 
@@ -113,6 +116,8 @@ static const ta_field_t model_fields[] = {
     F_BOOL("is_active", 12, 0, ta_model_t, is_active, 1),
     F_TIME("created_at", 13, RO, ta_model_t, created_at),
     F_TIME("updated_at", 14, RO, ta_model_t, updated_at),
+    {.name = "prices_set", .tag = 15, .type = TA_FT_FLAGS, .flags = IN | TA_FF_PRESENCE_BITS,
+     .offset = offsetof(ta_model_t, prices_set), .size = MSIZE(ta_model_t, prices_set), .names = price_names},
 };
 const ta_recdesc_t ta_desc_model = DESC("model", TA_REC_MODEL, ta_model_t, model_fields);
 
@@ -144,7 +149,7 @@ const ta_recdesc_t ta_desc_limits = DESC("limits", TA_REC_LIMITS, ta_limits_t, l
 static const ta_field_t group_fields[] = {
     F_ID("id", 1, RO, ta_group_t, id),
     F_STR("name", 2, TA_FF_REQUIRED | TA_FF_NONEMPTY, ta_group_t, name),
-    F_STR("description", 3, 0, ta_group_t, description),
+    F_STR("description", 3, TA_FF_TEXT, ta_group_t, description),
     F_LIST("model_ids", 4, TA_FT_ID_LIST, 0, ta_group_t, model_ids, nmodels, 0, 0, NULL),
     F_SUB("default_quota", 5, 0, ta_group_t, default_quota, &ta_desc_limits),
     F_TIME("created_at", 6, RO, ta_group_t, created_at),

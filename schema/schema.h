@@ -81,7 +81,20 @@ enum {
      * a record read and written back keeps its meaning. */
     TA_FF_PRESENCE = 1u << 10,
     TA_FF_MARKS_PRESENCE = 1u << 11,
+    /* Presence per field (model.prices_set): a FLAGS field flagged
+     * TA_FF_PRESENCE_BITS whose `names` are names of TA_FF_MARKS_PRESENCE
+     * fields of the same descriptor. ta_rec_from_json sets a field's bit when
+     * the input gives it a non-null value ("0" included) and clears it on
+     * null; ta_rec_to_json prints an unset field as null. A record whose
+     * TA_FF_PRESENCE flag is true but whose bits are all 0 was written before
+     * the bits existed: every marked field counts as set (its old meaning). */
+    TA_FF_PRESENCE_BITS = 1u << 13,
     TA_FF_ASCENDING = 1u << 12, /* I32_LIST/ID_LIST elements strictly ascending (rule "order") */
+    /* Every STR refuses control characters (C0 and DEL, rule "control"): its
+     * value may reach an HTTP header, a /metrics label, a log line or a CSV
+     * file, where a CR or LF starts a new line. Free text flagged TA_FF_TEXT
+     * may also hold tab, LF and CR; the other controls stay refused. */
+    TA_FF_TEXT = 1u << 13,
 };
 
 struct ta_recdesc;
@@ -139,6 +152,12 @@ typedef struct ta_user {
     uint8_t pwhash[128];   /* SECRET: ta_password_hash() output */
     uint16_t pwhash_len;
     int64_t created_at, updated_at;
+    /* INTERNAL: the session generation. Every JWT carries the value it was
+     * issued under ("gen") and authenticates only while it is still equal:
+     * a password change, a deactivation or a role change adds one, which
+     * ends every earlier session of the user. 0 in records written before
+     * the field existed (absent tag). */
+    int64_t token_gen;
 } ta_user_t;
 
 enum { TA_PROVIDER_OPENAI = 0, TA_PROVIDER_ANTHROPIC = 1 };
@@ -174,10 +193,25 @@ typedef struct ta_model {
     ta_nano_t input_price, output_price, cache_read_price, cache_write_price; /* per 1M tokens; 0 = not priced */
     bool has_prices;       /* INTERNAL: true once any price was set explicitly (fail-closed pricing) */
     uint32_t capabilities; /* TA_CAP_* */
+    uint32_t prices_set;   /* INTERNAL: TA_PRICE_* of the prices set explicitly (see ta_model_prices_set) */
     int64_t context_window, max_output_tokens;
     bool is_active;
     int64_t created_at, updated_at;
 } ta_model_t;
+
+/* Bits of ta_model_t.prices_set, in the order of the price fields. */
+enum { TA_PRICE_INPUT = 1u << 0, TA_PRICE_OUTPUT = 1u << 1, TA_PRICE_CACHE_READ = 1u << 2,
+       TA_PRICE_CACHE_WRITE = 1u << 3, TA_PRICE_ALL = 0xfu };
+
+/** Which prices of m were set explicitly (TA_PRICE_*): none while has_prices
+ *  is false; all of them for a record written before prices_set existed (its
+ *  zero cache prices meant "free" then and keep that meaning). An unset cache
+ *  price is charged at the input price (ledger/quota.c, ta_cost); an explicit
+ *  0 is free. */
+static inline uint32_t ta_model_prices_set(const ta_model_t *m)
+{
+    return !m->has_prices ? 0 : m->prices_set != 0 ? m->prices_set : TA_PRICE_ALL;
+}
 
 /* Limits shared by quotas and a group's default_quota. 0 = no limit. */
 enum { TA_PERIOD_DAY = 0, TA_PERIOD_WEEK, TA_PERIOD_MONTH, TA_PERIOD_NONE };
@@ -297,8 +331,17 @@ enum { TA_MERGE_CREATE = 0, /* REQUIRED fields must be present */
 int ta_rec_from_json(const ta_recdesc_t *d, const json_t *in, void *rec, int merge, ta_err_t *err);
 
 /** Check every bound of rec: lengths, min/max, enum range, e-mail/URL format,
- *  list counts, UTF-8, ascending warn_at. Returns 0 or TA_EINVAL with err. */
+ *  list counts, UTF-8, control characters (see TA_FF_TEXT), ascending
+ *  warn_at. A URL must be http:// or https:// with a host and no credentials
+ *  (user:password@, rule "credentials"). Returns 0 or TA_EINVAL with err. */
 int ta_rec_validate(const ta_recdesc_t *d, const void *rec, ta_err_t *err);
+
+/** The rules of every stored string, for a value checked outside a
+ *  descriptor (a write-only secret such as a provider's api_key): valid UTF-8
+ *  (rule "utf8"), no control character: C0 (NUL included) or DEL (rule
+ *  "control"; flags TA_FF_TEXT allow tab, LF and CR). Returns 0 or TA_EINVAL
+ *  with err naming `field`. Any process. */
+int ta_str_check(const char *field, const char *s, size_t n, uint32_t flags, ta_err_t *err);
 
 /** Look up a field by name (NULL if none). */
 const ta_field_t *ta_rec_field(const ta_recdesc_t *d, const char *name);

@@ -252,6 +252,9 @@ static int tools_of(json_t *out, const json_t *oai, ta_err_t *err)
                               f);
         if (name == NULL)
             return ta_err_set(err, f, "required", "%s: function.name is required", f);
+        if (strcmp(name, TA_ANTH_JSON_TOOL) == 0)
+            return ta_err_set(err, f, "reserved", "%s: the tool name '%s' is reserved by the gateway", f,
+                              TA_ANTH_JSON_TOOL);
         json_t *schema = json_object_get(fn, "parameters");
         /* Anthropic requires input_schema; OpenAI allows a tool without parameters */
         json_t *in_schema = json_is_object(schema) ? json_deep_copy(schema)
@@ -292,6 +295,101 @@ static int tools_of(json_t *out, const json_t *oai, ta_err_t *err)
     }
     if (atc != NULL)
         json_object_set_new(out, "tool_choice", atc);
+    return 0;
+}
+
+/* response_format json_object / json_schema -> one forced tool whose input
+ * is the answer (the answer translators turn its input back into the
+ * message's content); "text" needs nothing. */
+static int response_format(json_t *out, const json_t *oai, ta_err_t *err)
+{
+    const json_t *rf = json_object_get(oai, "response_format");
+    if (rf == NULL || json_is_null(rf))
+        return 0;
+    const char *type = json_string_value(json_object_get(rf, "type"));
+    if (!json_is_object(rf) || type == NULL)
+        return ta_err_set(err, "response_format", "type", "response_format: must be an object with a 'type'");
+    if (strcmp(type, "text") == 0)
+        return 0;
+    json_t *schema = NULL;
+    const char *desc = "Answer with a JSON object.";
+    if (strcmp(type, "json_schema") == 0) {
+        const json_t *js = json_object_get(rf, "json_schema");
+        if (!json_is_object(js))
+            return ta_err_set(err, "response_format.json_schema", "required",
+                              "response_format.json_schema: is required for type json_schema");
+        const json_t *sc = json_object_get(js, "schema");
+        if (sc != NULL && !json_is_null(sc)) {
+            const char *root = json_string_value(json_object_get(sc, "type"));
+            if (!json_is_object(sc) || root == NULL || strcmp(root, "object") != 0)
+                return ta_err_set(err, "response_format.json_schema.schema", "type",
+                                  "response_format.json_schema.schema: this model's provider needs a schema "
+                                  "whose root is {\"type\": \"object\"}");
+            schema = json_deep_copy(sc);
+        }
+        const char *d = json_string_value(json_object_get(js, "description"));
+        if (d != NULL)
+            desc = d;
+    } else if (strcmp(type, "json_object") != 0) {
+        return ta_err_set(err, "response_format.type", "enum",
+                          "response_format.type: must be text, json_object or json_schema");
+    }
+    if (json_array_size(json_object_get(out, "tools")) > 0) {
+        json_decref(schema);
+        return ta_err_set(err, "response_format", "conflict",
+                          "response_format: a JSON answer cannot be combined with tools on this model's provider");
+    }
+    if (schema == NULL)
+        schema = json_pack("{s:s}", "type", "object");
+    json_t *tools = json_pack("[{s:s,s:s,s:o}]", "name", TA_ANTH_JSON_TOOL, "description", desc, "input_schema",
+                              schema);
+    json_t *tc = json_pack("{s:s,s:s}", "type", "tool", "name", TA_ANTH_JSON_TOOL);
+    if (tools == NULL || tc == NULL) {
+        json_decref(tools);
+        json_decref(tc);
+        return -ENOMEM;
+    }
+    json_object_set_new(out, "tools", tools);
+    json_object_set_new(out, "tool_choice", tc);
+    return 0;
+}
+
+/* OpenAI chat parameters the Messages API has no counterpart for: refused
+ * unless they hold their neutral value (null, or the value below), so no
+ * constraint is dropped silently. */
+static int uncarried(const json_t *oai, ta_err_t *err)
+{
+    static const struct {
+        const char *name;
+        enum { ANY, FALSE_OK, ZERO_OK, EMPTY_OK, TEXT_ONLY } neutral;
+    } params[] = {
+        {"logprobs", FALSE_OK},      {"top_logprobs", ZERO_OK},   {"logit_bias", EMPTY_OK},
+        {"frequency_penalty", ZERO_OK}, {"presence_penalty", ZERO_OK}, {"seed", ANY},
+        {"audio", ANY},              {"modalities", TEXT_ONLY},   {"prediction", ANY},
+        {"web_search_options", ANY}, {"functions", ANY},          {"function_call", ANY},
+        {"store", FALSE_OK},         {"reasoning_effort", ANY},
+    };
+    for (size_t i = 0; i < TA_ARRAY_SIZE(params); i++) {
+        const json_t *v = json_object_get(oai, params[i].name);
+        if (v == NULL || json_is_null(v))
+            continue;
+        bool neutral = false;
+        switch (params[i].neutral) {
+        case ANY: break;
+        case FALSE_OK: neutral = json_is_false(v); break;
+        case ZERO_OK: neutral = json_is_number(v) && json_number_value(v) == 0; break;
+        case EMPTY_OK: neutral = json_is_object(v) && json_object_size(v) == 0; break;
+        case TEXT_ONLY:
+            neutral = json_is_array(v) && json_array_size(v) == 1 &&
+                      json_is_string(json_array_get(v, 0)) &&
+                      strcmp(json_string_value(json_array_get(v, 0)), "text") == 0;
+            break;
+        }
+        if (!neutral)
+            return ta_err_set(err, params[i].name, "unsupported",
+                              "%s: is not supported by this model's provider (an Anthropic-type provider)",
+                              params[i].name);
+    }
     return 0;
 }
 
@@ -396,7 +494,7 @@ int ta_anth_request(const json_t *oai, const char *model, int64_t fallback_max, 
     }
     if (json_is_integer(json_object_get(oai, "top_k")))
         json_object_set(o, "top_k", json_object_get(oai, "top_k"));
-    if ((rc = tools_of(o, oai, err)) != 0)
+    if ((rc = uncarried(oai, err)) != 0 || (rc = tools_of(o, oai, err)) != 0 || (rc = response_format(o, oai, err)) != 0)
         goto Exit;
     const char *user = json_string_value(json_object_get(oai, "user"));
     if (user != NULL && user[0] != '\0')
@@ -472,6 +570,11 @@ static int append_json(ta_bytes_t *out, json_t *j, size_t bound, const char *pre
     return rc;
 }
 
+static bool is_json_tool(const json_t *name)
+{
+    return json_is_string(name) && strcmp(json_string_value(name), TA_ANTH_JSON_TOOL) == 0;
+}
+
 int ta_anth_response(const char *body, size_t len, ta_bytes_t *out, size_t bound, ta_usage_t *u)
 {
     memset(u, 0, sizeof(*u));
@@ -485,6 +588,7 @@ int ta_anth_response(const char *body, size_t len, ta_bytes_t *out, size_t bound
     ta_bytes_t text = {0};
     json_t *calls = json_array();
     int rc = calls != NULL ? 0 : -ENOMEM;
+    bool json_answer = false;
     size_t i;
     json_t *b;
     json_array_foreach(content, i, b) {
@@ -495,6 +599,17 @@ int ta_anth_response(const char *body, size_t len, ta_bytes_t *out, size_t bound
             json_t *t = json_object_get(b, "text");
             if (json_is_string(t))
                 rc = ta_bytes_append(&text, json_string_value(t), json_string_length(t), bound);
+        } else if (strcmp(type, "tool_use") == 0 && is_json_tool(json_object_get(b, "name"))) {
+            /* response_format's forced tool: its input is the answer */
+            json_t *input = json_object_get(b, "input");
+            char *txt = json_is_object(input) ? json_dumps(input, JSON_COMPACT) : strdup("{}");
+            if (txt == NULL) {
+                rc = -ENOMEM;
+                continue;
+            }
+            rc = ta_bytes_append(&text, txt, strlen(txt), bound);
+            free(txt);
+            json_answer = true;
         } else if (strcmp(type, "tool_use") == 0) {
             json_t *input = json_object_get(b, "input");
             char *args = json_is_object(input) ? json_dumps(input, JSON_COMPACT) : strdup("{}");
@@ -520,7 +635,10 @@ int ta_anth_response(const char *body, size_t len, ta_bytes_t *out, size_t bound
         json_object_set_new(msg, "content", json_null());
     if (json_array_size(calls) > 0)
         json_object_set(msg, "tool_calls", calls);
+    json_object_set_new(msg, "refusal", json_null()); /* required by OpenAI's ChatCompletionResponseMessage */
     const char *fr = ta_anth_finish_reason(json_string_value(json_object_get(a, "stop_reason")));
+    if (json_answer && json_array_size(calls) == 0 && fr != NULL && strcmp(fr, "tool_calls") == 0)
+        fr = "stop";
     json_t *choice = json_pack("{s:i,s:o,s:n}", "index", 0, "message", msg, "logprobs");
     json_object_set_new(choice, "finish_reason", fr != NULL ? json_string(fr) : json_null());
     const char *id = json_string_value(json_object_get(a, "id"));
@@ -640,6 +758,12 @@ static int on_block_start(ta_anth_stream_t *s, json_t *ev, ta_bytes_t *out)
     json_t *idx = json_object_get(ev, "index");
     s->block_index = json_is_integer(idx) ? (int)json_integer_value(idx) : -1;
     s->block_is_tool = type != NULL && strcmp(type, "tool_use") == 0;
+    s->block_is_json = s->block_is_tool && is_json_tool(json_object_get(b, "name"));
+    if (s->block_is_json) {
+        s->block_is_tool = false; /* response_format's forced tool: its input is the content */
+        s->json_answer = true;
+        return 0;
+    }
     if (s->block_is_tool) {
         s->tool_index = s->ntools++;
         const char *id = json_string_value(json_object_get(b, "id"));
@@ -677,6 +801,11 @@ static int on_block_delta(ta_anth_stream_t *s, json_t *ev, ta_bytes_t *out)
     }
     if (strcmp(type, "input_json_delta") == 0) {
         json_t *pj = json_object_get(d, "partial_json");
+        if (json_is_string(pj) && json_string_length(pj) > 0 && s->block_is_json) {
+            s->content_events++;
+            update_completion(s);
+            return emit_chunk(s, out, json_pack("{s:O}", "content", pj), NULL);
+        }
         if (!json_is_string(pj) || json_string_length(pj) == 0 || !s->block_is_tool)
             return 0;
         s->content_events++;
@@ -712,7 +841,10 @@ static int on_message_delta(ta_anth_stream_t *s, json_t *ev, ta_bytes_t *out)
     const char *sr = json_string_value(json_object_get(json_object_get(ev, "delta"), "stop_reason"));
     if (sr == NULL)
         return 0;
-    return emit_chunk(s, out, json_object(), ta_anth_finish_reason(sr));
+    const char *fr = ta_anth_finish_reason(sr);
+    if (s->json_answer && s->ntools == 0 && strcmp(fr, "tool_calls") == 0)
+        fr = "stop";
+    return emit_chunk(s, out, json_object(), fr);
 }
 
 static int on_message_stop(ta_anth_stream_t *s, ta_bytes_t *out)
@@ -736,7 +868,8 @@ static int on_error(ta_anth_stream_t *s, json_t *ev, ta_bytes_t *out)
     if (b == NULL)
         return -ENOMEM;
     ta_bytes_t oe = {0};
-    int rc = ta_anth_error(overloaded ? 529 : 500, b, strlen(b), &oe);
+    bool limited = atype != NULL && strcmp(atype, "rate_limit_error") == 0;
+    int rc = ta_anth_error(overloaded ? 529 : limited ? 429 : 500, b, strlen(b), &oe);
     free(b);
     if (rc == 0)
         rc = ta_bytes_append(out, "data: ", 6, SIZE_MAX);
@@ -746,6 +879,7 @@ static int on_error(ta_anth_stream_t *s, json_t *ev, ta_bytes_t *out)
         rc = ta_bytes_append(out, "\n\n", 2, SIZE_MAX);
     ta_bytes_free(&oe);
     s->failed = true;
+    s->failed_rate_limit = atype != NULL && strcmp(atype, "rate_limit_error") == 0;
     return rc;
 }
 
@@ -810,6 +944,7 @@ static int handle_event(ta_anth_stream_t *s, const char *ev, size_t n, ta_bytes_
     else if (strcmp(type, "content_block_stop") == 0) {
         s->block_index = -1;
         s->block_is_tool = false;
+        s->block_is_json = false;
     } else if (strcmp(type, "message_delta") == 0)
         rc = on_message_delta(s, j, out);
     else if (strcmp(type, "message_stop") == 0)

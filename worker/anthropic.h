@@ -1,6 +1,6 @@
 /*
- * anthropic.h - the adapter for `anthropic`-type providers (DESIGN.md section
- * 5): OpenAI chat requests become Messages API requests, and the answers
+ * anthropic.h - the adapter for `anthropic`-type providers (step 4 of "The
+ * request path" in docs/ARCHITECTURE.md): OpenAI chat requests become Messages API requests, and the answers
  * (JSON, the SSE event stream, errors) come back in OpenAI's shapes.
  *
  * URL rule: a provider's base_url does NOT include "/v1" (the same rule as
@@ -8,7 +8,7 @@
  * go to {base_url}/v1/messages, trailing '/' of base_url removed. For
  * Anthropic itself base_url is "https://api.anthropic.com".
  *
- * Usage normalization (DESIGN.md section 4): Anthropic reports cache reads
+ * Usage normalization (what ta_cost() in ledger/quota.h is applied to): Anthropic reports cache reads
  * and writes OUTSIDE input_tokens, so
  *   prompt_tokens      = input_tokens + cache_read_input_tokens + cache_creation_input_tokens
  *   cached_tokens      = cache_read_input_tokens
@@ -31,6 +31,10 @@
 
 #define TA_ANTH_VERSION "2023-06-01"
 #define TA_ANTH_DEFAULT_MAX_TOKENS 4096
+/* The forced tool that carries response_format (json_object, json_schema):
+ * its input is the answer, turned back into the message's content by the
+ * answer translators. A client tool may not use the name. */
+#define TA_ANTH_JSON_TOOL "tokenaudit_json_answer"
 
 /** Build the Messages API body for an OpenAI chat body `oai` (not changed).
  *  model: the upstream model name. max_tokens (required by Anthropic): the
@@ -43,6 +47,12 @@
  *  are merged, as Anthropic wants roles to alternate), stop -> stop_sequences,
  *  temperature, top_p, top_k, tools, tool_choice, parallel_tool_calls,
  *  user -> metadata.user_id, stream. cache_control on a text part is kept.
+ *  response_format json_object / json_schema (root type object) -> one
+ *  forced tool TA_ANTH_JSON_TOOL (refused together with tools). Parameters
+ *  without a counterpart (logprobs, top_logprobs, logit_bias, penalties,
+ *  seed, audio, modalities other than ["text"], prediction,
+ *  web_search_options, functions, function_call, store, reasoning_effort)
+ *  are refused unless null or neutral (false, 0, {}), never dropped.
  *  Returns 0 with *out (a new reference), TA_EINVAL with err filled (field =
  *  the OpenAI param, e.g. "messages[2].content[0].type") for what Anthropic
  *  cannot express (n > 1, unknown roles or part types, tool arguments that are
@@ -108,11 +118,14 @@ typedef struct ta_anth_stream {
     int64_t created;
     int block_index;       /* Anthropic index of the current content block, -1 none */
     bool block_is_tool;
+    bool block_is_json;    /* the current block is TA_ANTH_JSON_TOOL's: its input is content */
+    bool json_answer;      /* such a block came: a tool_use stop is "stop" */
     int tool_index;        /* OpenAI tool_calls index of the current tool_use block */
     int ntools;
     bool started;          /* message_start seen */
     bool final_usage;      /* message_delta with usage seen */
     bool failed;           /* an error event came */
+    bool failed_rate_limit; /* ... a rate_limit_error */
     bool done;             /* message_stop seen ([DONE] written) */
     int64_t output_reported; /* output_tokens reported so far */
     ta_usage_t usage;      /* normalized, see above */

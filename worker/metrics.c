@@ -64,6 +64,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ledger/heartbeat.h"
@@ -125,6 +126,7 @@ struct mpage {
 
 static struct mpage *page;
 static ta_ring_t *ring;
+static char data_dir[1024]; /* for tokenaudit_data_dir_*_bytes; "" = not reported */
 /* This process's own slot and gauge entry (both -1 until worker_start). */
 static int my_slot = -1;
 static int my_proc = -1;
@@ -140,6 +142,11 @@ static int map_page(void)
     page->magic = M_MAGIC;
     page->version = M_VERSION;
     return 0;
+}
+
+void ta_metrics_set_data_dir(const char *dir)
+{
+    snprintf(data_dir, sizeof(data_dir), "%s", dir);
 }
 
 int ta_metrics_create(ta_ring_t *r)
@@ -395,17 +402,53 @@ static void family(struct tb *b, const char *name, const char *type, const char 
     out(b, "# HELP tokenaudit_%s %s\n# TYPE tokenaudit_%s %s\n", name, help, name, type);
 }
 
-/* A label value with \, " and newline escaped (text format 0.0.4). */
+/* What etc/tokenaudit-alerts.yml needs beyond the families above: the ring's
+ * size (how full it is), billing's progress and warnings (from the heartbeat
+ * page), and the space left where the data directory lives (one statvfs per
+ * scrape: a local, non-blocking call). */
+static void alerting_families(struct tb *b)
+{
+    uint64_t events, warnings;
+    ta_heartbeat_billing_counts(&events, &warnings);
+    family(b, "ring_slots", "gauge", "Slots in the event ring (ring_depth can reach this).");
+    out(b, "tokenaudit_ring_slots %u\n", ring != NULL ? ta_ring_nslots(ring) : 0u);
+    family(b, "billing_events_total", "counter", "Ring events billing applied to both books.");
+    out(b, "tokenaudit_billing_events_total %llu\n", (unsigned long long)events);
+    family(b, "quota_warnings_total", "counter", "Quota warning thresholds crossed (warn_at).");
+    out(b, "tokenaudit_quota_warnings_total %llu\n", (unsigned long long)warnings);
+    struct statvfs vs;
+    if (data_dir[0] != '\0' && statvfs(data_dir, &vs) == 0) {
+        family(b, "data_dir_free_bytes", "gauge",
+               "Bytes available to the gateway on the data directory's filesystem.");
+        out(b, "tokenaudit_data_dir_free_bytes %llu\n",
+            (unsigned long long)vs.f_bavail * (unsigned long long)vs.f_frsize);
+        family(b, "data_dir_size_bytes", "gauge", "Size of the data directory's filesystem.");
+        out(b, "tokenaudit_data_dir_size_bytes %llu\n",
+            (unsigned long long)vs.f_blocks * (unsigned long long)vs.f_frsize);
+    }
+}
+
+/* A label value in the text format 0.0.4: backslash, double quote and
+ * newline escaped (\\, \", \n), the only escapes the format has. Any other
+ * control character (C0, DEL: a CR would end the line for some parsers) is
+ * written as U+FFFD; names are validated without them (schema: rule
+ * "control"), so that only shows for a name stored by an older build. A
+ * cap of 3 bytes per input byte plus the NUL always holds the whole value;
+ * a smaller one cuts it. */
 static void label_value(char *dst, size_t cap, const char *s)
 {
     size_t n = 0;
-    for (; *s != '\0' && n + 3 < cap; s++) {
-        char c = *s;
+    for (; *s != '\0' && n + 4 <= cap; s++) {
+        unsigned char c = (unsigned char)*s;
         if (c == '\\' || c == '"' || c == '\n') {
             dst[n++] = '\\';
-            c = c == '\n' ? 'n' : c;
+            dst[n++] = c == '\n' ? 'n' : (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(dst + n, "\xEF\xBF\xBD", 3);
+            n += 3;
+        } else {
+            dst[n++] = (char)c;
         }
-        dst[n++] = c;
     }
     dst[n] = '\0';
 }
@@ -459,7 +502,7 @@ static void requests_text(struct tb *b)
     for (int r = 0; r < NROWS; r++) {
         if (!shown[r])
             continue;
-        char lv[2 * TA_METRICS_MODEL_NAME + 1];
+        char lv[3 * TA_METRICS_MODEL_NAME + 1];
         label_value(lv, sizeof(lv), names[r]);
         for (int c = 0; c < NCOLS; c++) {
             if (sum[r][c] == 0)
@@ -521,5 +564,6 @@ size_t ta_metrics_text(char *buf, size_t cap)
     family(&b, "config_generation", "gauge", "Config generation (1 at start, +1 per reload).");
     out(&b, "tokenaudit_config_generation %llu\n",
         (unsigned long long)ta_heartbeat_generation());
+    alerting_families(&b);
     return b.n;
 }

@@ -70,6 +70,9 @@ enum ta_metrics_upstream_kind {
 /** Master, before the first fork: map the page (children inherit it) and
  *  remember the ring for ring_depth (may be NULL). 0 or -errno. Idempotent. */
 int ta_metrics_create(ta_ring_t *ring);
+/** Master, before the first fork: the data directory whose filesystem
+ *  /metrics reports (tokenaudit_data_dir_free_bytes, _size_bytes). */
+void ta_metrics_set_data_dir(const char *dir);
 /** Master: a worker process was reaped (any exit): its gauges leave the sums.
  *  Its counters stay in its slot. */
 void ta_metrics_process_gone(pid_t pid);

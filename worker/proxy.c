@@ -1,5 +1,5 @@
 /*
- * proxy.c - the /v1 request path (see proxy.h and DESIGN.md section 4).
+ * proxy.c - the /v1 request path (see proxy.h and docs/ARCHITECTURE.md).
  *
  * LMDB use, per request, in this order:
  *   1. read txn:  keys[SHA-256(api key)] -> quotas[id] -> users[id] -> groups[id]
@@ -14,30 +14,66 @@
  * that dies after the hold leaves the hold row; billing's dead-worker cleanup
  * releases it.
  *
- * Lifetime: a request's state (preq_t) is malloc'd, because it can outlive
- * the h2o request: with on_disconnect = drain the upstream is read to its end
- * after the client left. It is freed when both the upstream part is finished
- * (event emitted) and h2o has disposed of the request (which may still hold
- * the generator and the buffer in flight).
+ * The front (on_req): route -> admit -> authenticate -> caller -> body ->
+ * model and routes. Each step returns 0 or fills a refusal_t (status, type,
+ * code, param, message); refuse() answers it and records it (an event once
+ * the caller is known), in one place. A request that passes is queued for
+ * its hold.
  *
- * Streams: one output buffer; while h2o has it in flight, on_data refuses
- * provider bytes (TA_UP_PAUSE, curl stops reading: back-pressure reaches the
- * provider through TCP) and proceed() resumes the call.
+ * A request past the front (preq_t) is in exactly one state:
+ *
+ *   FRONT --queue_hold--> QUEUED --run_holds--> HOLDING --hold_go--> UPSTREAM
+ *                                                  |                  |   |
+ *                                     refused/failed                  |   +-- 2xx stream head --> STREAMING
+ *                                                  v                  v                               |
+ *                                                DONE <----------- end() <---------------------------+
+ *                                                  ^                  ^
+ *                                                  +--- DRAINING -----+  (client left, on_disconnect = drain)
+ *
+ *   FRONT      on_req resolves the caller, body, model and routes; a refusal ends it
+ *   QUEUED     in the loop pass's hold list; nothing held yet
+ *   HOLDING    taken out of the list by run_holds; held in the pass's nested
+ *              transaction, waiting for the parent's commit
+ *   UPSTREAM   held; the upstream call runs; nothing reached the client, so a
+ *              route that fails before the first byte may fail over
+ *   STREAMING  the client has the head of an SSE stream: no failover; while
+ *              h2o has the output buffer in flight the provider is paused
+ *              (back-pressure) and gen_proceed resumes it
+ *   DRAINING   the client left with on_disconnect = drain: the upstream is read
+ *              to its end (bounded by stream_drain_timeout_ms) so the request
+ *              is charged what the provider charges; the worker is held alive
+ *   DONE       end() ran: the call is cancelled or over, the one event is out
+ *
+ * One end: end() is the only place that emits the event, cancels a running
+ * call, stops the drain timer and releases the worker; it runs exactly once
+ * (DONE is never left). A refused or failed request (no hold) gets the same
+ * end, with no hold in its event.
+ *
+ * One owner rule: a preq_t has two parts, the upstream part (over at DONE)
+ * and h2o's part (the request, over when h2o disposes of it, on_req_dispose;
+ * pr->req is NULL from then on). It is freed exactly once, by whichever of
+ * end() and on_req_dispose() comes second (preq_release). ta_proxy_destroy()
+ * abandons whatever is still alive when the loop has stopped, as a worker
+ * that dies would (its holds go to billing's dead-worker cleanup).
+ *
+ * h2o's part holds the generator and a pointer back to the preq_t in the
+ * request's pool (h2o_part_t), so h2o never reaches into a freed preq_t.
  */
 #include "worker/proxy.h"
 
 #include <errno.h>
 #include <jansson.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "ledger/apikey.h"
 #include "ledger/quota.h"
+#include "schema/apierror.h"
 #include "worker/anthropic.h"
+#include "worker/messages.h"
 #include "worker/metrics.h"
 #include "worker/sse.h"
 #include "worker/tokens.h"
@@ -47,6 +83,8 @@
 #define MAX_PASS_HEADERS 8
 #define TA_MAX_CHOICES 128 /* n: OpenAI's own bound */
 #define TA_MAX_BEST_OF 20  /* best_of: OpenAI's own bound */
+#define DEFAULT_MAX_RESPONSE (64u << 20) /* conf.max_response_size 0 */
+#define MEMBER_SIZE(type, m) sizeof(((type *)0)->m)
 
 struct ta_proxy {
     ta_proxy_conf_t conf;
@@ -57,13 +95,14 @@ struct ta_proxy {
     bool drain_timeout_init;
     bool pending_held; /* ta_worker_hold() while events wait in the ring's pending queue */
     int32_t pid;       /* this worker's (getpid() is a system call; it was two per request) */
-    EVP_MD *sha256;    /* fetched once, with one context reused for every API key hash */
-    EVP_MD_CTX *sha_ctx;
+    ta_apikey_hasher_t *hasher; /* one context reused for every API key hash */
+    int32_t default_timeout_s, default_connect_timeout_ms; /* the provider record's defaults */
     /* holds waiting for the end of the loop pass (see "the hold" below) */
     h2o_timeout_t hold_timeout; /* 0 ms */
     h2o_timeout_entry_t hold_entry;
     bool hold_timeout_init;
     struct preq *hold_head, **hold_tail;
+    h2o_linklist_t live; /* every preq_t not freed yet (ta_proxy_destroy ends them) */
     MDB_txn *rtxn; /* on_req's read transaction, reset between requests (read_begin) */
     struct key_cache *keys; /* KEY_CACHE clear provider keys (provider_key) */
     unsigned key_next;
@@ -71,21 +110,39 @@ struct ta_proxy {
 
 typedef struct route_info {
     uint64_t provider_id;
-    char base_url[512];
-    char upstream_name[128];
-    uint8_t key_sealed[600];
+    char base_url[MEMBER_SIZE(ta_provider_t, base_url)];
+    char upstream_name[MEMBER_SIZE(ta_route_t, upstream_name)];
+    uint8_t key_sealed[MEMBER_SIZE(ta_provider_t, key_sealed)];
     uint16_t key_sealed_len;
     int32_t timeout_s, connect_timeout_ms;
     uint8_t type; /* TA_PROVIDER_* */
 } route_info_t;
 
+enum preq_state { ST_FRONT, ST_QUEUED, ST_HOLDING, ST_UPSTREAM, ST_STREAMING, ST_DRAINING, ST_DONE };
+
+/* How a stream's last output goes once h2o took the previous buffer. */
+enum { FINAL_NONE, FINAL_OK, FINAL_CUT };
+
+struct preq;
+/* h2o's part, in the request's pool: h2o may call the generator until it
+ * disposes of the request, whatever became of the preq_t. */
+typedef struct h2o_part {
+    h2o_generator_t gen;
+    struct preq *pr; /* NULL once the preq_t was freed (ta_proxy_destroy) */
+} h2o_part_t;
+
 typedef struct preq {
     ta_proxy_t *p;
-    h2o_req_t *req;      /* NULL once h2o disposed of the request */
-    h2o_generator_t gen;
+    enum preq_state state;
+    h2o_linklist_t live;
+    h2o_req_t *req;   /* NULL once h2o disposed of the request */
+    h2o_part_t *hp;   /* NULL with req */
     int endpoint;
     bool stream, client_usage;
-    bool hold, emitted, finished, started, sending, final_pending, final_error, worker_held;
+    bool head_sent;   /* the client has the head of the answer: a later end is a 200 */
+    bool sending;     /* h2o has pr->out in flight (stream) */
+    int final;        /* FINAL_*: the stream's end waits for gen_proceed */
+    bool body_edited; /* pr->body differs from the client's bytes */
     ta_event_t ev;
     ta_model_t model;
     route_info_t routes[TA_MODEL_MAX_ROUTES];
@@ -98,7 +155,10 @@ typedef struct preq {
     int up_err;
     ta_bytes_t resp; /* buffered answer (non-stream, or an error) */
     ta_sse_t sse;
-    ta_anth_stream_t *anth; /* anthropic route, streaming: the event translator */
+    ta_anth_stream_t *anth; /* anthropic route, streaming: the event translator (on /v1/messages: the usage reader) */
+    ta_msg_stream_t *msgs;  /* /v1/messages on an openai route, streaming: the chunk translator */
+    ta_bytes_t scratch;     /* /v1/messages pass-through: the discarded output of the usage reader */
+    char anth_version[40];  /* /v1/messages: the client's anthropic-version ("" = ours) */
     ta_usage_t anth_usage;  /* anthropic route, non-streaming: usage of the translated answer */
     ta_bytes_t out;  /* bytes handed to h2o (stream) */
     uint64_t drained;
@@ -108,9 +168,7 @@ typedef struct preq {
     } pass[MAX_PASS_HEADERS];
     int npass;
     int64_t t0_mono;
-    bool body_edited; /* pr->body differs from the client's bytes */
     /* the hold, done at the end of the loop pass (queue_hold) */
-    bool queued;
     uint64_t quota_id;
     int64_t max_out;      /* the client's output limit per choice (the smaller of both fields), 0 = none */
     const char *mt_key;   /* the one output-limit field sent upstream */
@@ -122,25 +180,70 @@ typedef struct preq {
     struct preq *hold_next;
 } preq_t;
 
+/* A refusal: what the client is told. refuse() answers and records it. */
+typedef struct refusal {
+    int status;
+    int et;              /* TA_ET_*: the error's type, as answered and as recorded */
+    const char *code;
+    char param[MEMBER_SIZE(ta_err_t, field)]; /* "": none (copied: a step's own may be gone) */
+    const char *allow;   /* 405: the Allow header */
+    int retry_after_s;   /* > 0: Retry-After */
+    const ta_hold_res_t *limits; /* a quota's refusal: the x-ratelimit-* headers */
+    char msg[256];
+} refusal_t;
+
+/* The front's own state, before a preq_t exists. */
+typedef struct front {
+    int64_t t0;
+    int ep;
+    const char *model_id; /* GET /v1/models/{id} */
+    size_t model_id_len;
+    bool caller;          /* ev names the caller: a refusal is recorded */
+    ta_event_t ev;
+    ta_quota_t q;
+    ta_group_t *grp;      /* malloc'd */
+    json_t *body;
+} front_t;
+
+/* /v1/messages (below, "/v1/messages"): the route's readers and answers */
+static int msg_check(const preq_t *pr, const json_t *body, ta_err_t *err);
+static void msg_route(preq_t *pr, const route_info_t *r);
+static int msg_feed(preq_t *pr, const char *p, size_t n);
+static bool msg_answer_failed(preq_t *pr);
+static bool msg_error_answered(preq_t *pr, int st);
+static void msg_shape(preq_t *pr, front_t *f);
+static bool no_output(int ep);
+
 /* ---- small helpers --------------------------------------------------------- */
 
-static const char *type_of(int et)
+static int refused(refusal_t *rf, int status, int et, const char *code, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static int refused(refusal_t *rf, int status, int et, const char *code, const char *param, const char *fmt, ...)
 {
-    switch (et) {
-    case TA_ET_INVALID_REQUEST: return "invalid_request_error";
-    case TA_ET_AUTH: return "authentication_error";
-    case TA_ET_PERMISSION: return "permission_error";
-    case TA_ET_NOT_FOUND: return "not_found_error";
-    case TA_ET_RATE_LIMIT: return "rate_limit_error";
-    case TA_ET_INSUFFICIENT_QUOTA: return "insufficient_quota";
-    case TA_ET_UPSTREAM: return "upstream_error";
-    case TA_ET_TIMEOUT: return "upstream_error";
-    case TA_ET_OVERLOADED: return "overloaded_error";
-    case TA_ET_ABORTED: return "aborted";
-    default: return "server_error";
-    }
+    va_list ap;
+    rf->status = status;
+    rf->et = et;
+    rf->code = code;
+    snprintf(rf->param, sizeof(rf->param), "%s", param != NULL ? param : "");
+    va_start(ap, fmt);
+    vsnprintf(rf->msg, sizeof(rf->msg), fmt, ap);
+    va_end(ap);
+    return -1;
 }
 
+/* Anthropic's paths (/v1/messages...), and /v1/models asked with
+ * anthropic-version: answered in Anthropic's shapes. */
+static bool anth_shaped(h2o_req_t *req)
+{
+    h2o_iovec_t p = req->path_normalized;
+    if (p.len >= 12 && memcmp(p.base, "/v1/messages", 12) == 0 && (p.len == 12 || p.base[12] == '/'))
+        return true;
+    return p.len >= 10 && memcmp(p.base, "/v1/models", 10) == 0 &&
+           h2o_find_header_by_str(&req->headers, H2O_STRLIT("anthropic-version"), -1) != -1;
+}
+
+/* The one error body of API.md (schema/apierror.h); the type names the kind
+ * exactly as the audit record does. On Anthropic's paths, its error shape. */
 static void send_err(h2o_req_t *req, int status, int et, const char *code, const char *param, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 static void send_err(h2o_req_t *req, int status, int et, const char *code, const char *param, const char *fmt, ...)
@@ -150,19 +253,22 @@ static void send_err(h2o_req_t *req, int status, int et, const char *code, const
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    /* msg and param may quote client bytes: made valid UTF-8, never refused */
-    json_t *j = json_pack("{s:{s:o,s:s,s:o,s:o}}", "error", "message", ta_json_string_lossy(msg, strlen(msg)),
-                          "type", type_of(et), "code", code != NULL ? json_string(code) : json_null(), "param",
-                          param != NULL ? ta_json_string_lossy(param, strlen(param)) : json_null());
-    char *s = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
+    if (anth_shaped(req)) { /* Anthropic's error shape on its paths */
+        ta_bytes_t b = {0};
+        if (ta_msg_error_body(status, msg, &b) == 0) {
+            ta_worker_send(req, status, NULL, b.p, b.len);
+            ta_bytes_free(&b);
+            return;
+        }
+        ta_bytes_free(&b);
+    }
+    size_t len = 0;
+    char *s = ta_error_body(ta_errtype_name(et), code, param, msg, &len);
     if (s == NULL) {
-        static const char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
-                                  "\"code\":null,\"param\":null}}";
-        ta_worker_send(req, 500, NULL, oom, sizeof(oom) - 1);
+        ta_worker_send(req, 500, NULL, ta_error_body_oom, strlen(ta_error_body_oom));
         return;
     }
-    ta_worker_send(req, status, NULL, s, strlen(s));
+    ta_worker_send(req, status, NULL, s, len);
     free(s);
 }
 
@@ -180,30 +286,50 @@ static void add_hdr(h2o_req_t *req, const char *name, const char *fmt, ...)
     h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, val.base, val.len);
 }
 
+/* A duration as OpenAI writes x-ratelimit-reset-* (Go's time.Duration
+ * form): "20ms" below a second, else hours and minutes as needed and the
+ * seconds with their fraction, trailing zeros dropped: "6.5s", "1m0s",
+ * "1h2m3.25s". */
+void ta_proxy_duration(int64_t ms, char *out, size_t cap)
+{
+    if (ms < 0)
+        ms = 0;
+    if (ms < 1000) {
+        snprintf(out, cap, "%lldms", (long long)ms);
+        return;
+    }
+    long long h = ms / 3600000, m = ms / 60000 % 60, sec = ms / 1000 % 60, frac = ms % 1000;
+    char fs[8] = "";
+    if (frac > 0) {
+        snprintf(fs, sizeof(fs), ".%03lld", frac);
+        for (size_t n = strlen(fs); fs[n - 1] == '0'; n--)
+            fs[n - 1] = '\0';
+    }
+    if (h > 0)
+        snprintf(out, cap, "%lldh%lldm%lld%ss", h, m, sec, fs);
+    else if (m > 0)
+        snprintf(out, cap, "%lldm%lld%ss", m, sec, fs);
+    else
+        snprintf(out, cap, "%lld%ss", sec, fs);
+}
+
 static void ratelimit_headers(h2o_req_t *req, const ta_hold_res_t *r)
 {
+    char d[40];
     if (r->rpm_limit > 0) {
         add_hdr(req, "x-ratelimit-limit-requests", "%lld", (long long)r->rpm_limit);
         add_hdr(req, "x-ratelimit-remaining-requests", "%lld", (long long)r->rpm_remaining);
-        add_hdr(req, "x-ratelimit-reset-requests", "%lldms", (long long)r->rpm_reset_ms);
+        ta_proxy_duration(r->rpm_reset_ms, d, sizeof(d));
+        add_hdr(req, "x-ratelimit-reset-requests", "%s", d);
     }
     if (r->tpm_limit > 0) {
         add_hdr(req, "x-ratelimit-limit-tokens", "%lld", (long long)r->tpm_limit);
         add_hdr(req, "x-ratelimit-remaining-tokens", "%lld", (long long)r->tpm_remaining);
-        add_hdr(req, "x-ratelimit-reset-tokens", "%lldms", (long long)r->tpm_reset_ms);
+        ta_proxy_duration(r->tpm_reset_ms, d, sizeof(d));
+        add_hdr(req, "x-ratelimit-reset-tokens", "%s", d);
     }
 }
 
-/* SHA-256 of an API key. OpenSSL 3's one-shot SHA256() fetches the algorithm
- * and allocates a context on every call: 0.42 us here, against 0.11 us with
- * the worker's fetched digest and context. */
-static void key_hash(ta_proxy_t *p, const char *k, size_t n, uint8_t out[32])
-{
-    unsigned int ol = 0;
-    if (p->sha256 == NULL || p->sha_ctx == NULL || EVP_DigestInit_ex2(p->sha_ctx, p->sha256, NULL) != 1 ||
-        EVP_DigestUpdate(p->sha_ctx, k, n) != 1 || EVP_DigestFinal_ex(p->sha_ctx, out, &ol) != 1 || ol != 32)
-        SHA256((const unsigned char *)k, n, out);
-}
 
 static void copy_str(char *dst, size_t cap, const char *src)
 {
@@ -212,7 +338,7 @@ static void copy_str(char *dst, size_t cap, const char *src)
     dst[n] = '\0';
 }
 
-/* ---- events and stats ----------------------------------------------------------- */
+/* ---- events, and the one end ------------------------------------------------------ */
 
 /* Counters live in the shared metrics page (worker/metrics.h), summed over
  * all workers by /metrics. ev: labels the model once it was resolved. */
@@ -220,8 +346,6 @@ static void count_answer_ev(ta_proxy_t *p, int status, int64_t t0_mono, const ta
 {
     ta_metrics_request(status, ev != NULL && ev->model_id != 0 ? ev->model : NULL, ta_mono_ns() - t0_mono);
 }
-
-static void count_answer(ta_proxy_t *p, int status, int64_t t0_mono) { count_answer_ev(p, status, t0_mono, NULL); }
 
 static void emit(ta_proxy_t *p, ta_event_t *ev)
 {
@@ -249,10 +373,10 @@ static void emit(ta_proxy_t *p, ta_event_t *ev)
 
 static void preq_free(preq_t *pr)
 {
-    if (h2o_timeout_is_linked(&pr->drain_timer))
-        h2o_timeout_unlink(&pr->drain_timer);
-    if (pr->worker_held)
-        ta_worker_release(pr->p->w);
+    TA_BUG_ON(pr->state != ST_DONE);
+    if (pr->hp != NULL)
+        pr->hp->pr = NULL;
+    h2o_linklist_unlink(&pr->live);
     json_decref(pr->body);
     free(pr->up_body);
     explicit_bzero(pr->routes, sizeof(pr->routes)); /* sealed keys: not secret, but not needed */
@@ -262,28 +386,35 @@ static void preq_free(preq_t *pr)
     if (pr->anth != NULL)
         ta_anth_stream_dispose(pr->anth);
     free(pr->anth);
+    if (pr->msgs != NULL)
+        ta_msg_stream_dispose(pr->msgs);
+    free(pr->msgs);
+    ta_bytes_free(&pr->scratch);
     free(pr);
 }
 
-/* Usage and cost once the upstream part is over; then the event. */
-static void finish(preq_t *pr, int status, int et)
+/* The owner rule: freed once both parts are over. */
+static void preq_release(preq_t *pr)
 {
-    ta_proxy_t *p = pr->p;
-    ta_event_t *ev = &pr->ev;
-    ev->status = (uint16_t)status;
-    ev->error_type = (uint8_t)et;
+    if (pr->state == ST_DONE && pr->req == NULL)
+        preq_free(pr);
+}
+
+/* Usage of a held request once its upstream part is over. */
+static void usage_of(preq_t *pr, ta_event_t *ev)
+{
     ta_usage_t u = {0};
-    bool delivered = false;
-    if (pr->stream && pr->up_status >= 200 && pr->up_status < 300) {
+    bool ok = pr->up_status >= 200 && pr->up_status < 300, delivered = false;
+    if (pr->stream && ok) {
         u = pr->sse.usage;
         delivered = pr->sse.content_events > 0;
-    } else if (pr->up_status >= 200 && pr->up_status < 300 && pr->up_err == TA_UP_OK) {
-        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC)
-            u = pr->anth_usage; /* normalized by ta_anth_response (cache writes included) */
+    } else if (ok && pr->up_err == TA_UP_OK) {
+        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC || pr->endpoint == TA_EP_MESSAGES)
+            u = pr->anth_usage; /* normalized by ta_anth_response / ta_anth_usage, or ta_msg_from_chat */
         else
             ta_usage_parse(pr->resp.p, pr->resp.len, &u);
         delivered = true;
-    } else if (pr->up_status >= 200 && pr->up_status < 300 && pr->resp.len > 0) {
+    } else if (ok && pr->resp.len > 0) {
         delivered = true; /* a buffered answer broke off */
     }
     if (u.present) {
@@ -291,7 +422,9 @@ static void finish(preq_t *pr, int status, int et)
         ev->completion_tokens = u.completion_tokens;
         ev->cached_tokens = u.cached_tokens;
         ev->cache_write_tokens = u.cache_write_tokens;
-    } else if (delivered || (ev->flags & TA_EVF_CLIENT_GONE && pr->up_status >= 200 && pr->up_status < 300)) {
+    } else if (pr->endpoint == TA_EP_COUNT_TOKENS) {
+        /* counting tokens is free at the provider: nothing to charge */
+    } else if (delivered || (ev->flags & TA_EVF_CLIENT_GONE && ok)) {
         /* the provider's answer (or part of it) went out without usage: charge
          * our estimate, marked as such */
         ev->flags |= TA_EVF_USAGE_ESTIMATED;
@@ -304,65 +437,106 @@ static void finish(preq_t *pr, int status, int et)
                        ev->cache_write_tokens);
     if (!pr->stream)
         ev->bytes_out = (int64_t)pr->resp.len;
-    emit(p, ev);
-    pr->emitted = true;
-    pr->finished = true;
-    count_answer_ev(p, status, pr->t0_mono, ev);
+}
+
+/* The one end of a request's upstream part: the call stopped, the event
+ * (usage and cost of a held request) out, the worker released. pr is freed
+ * here when h2o is done with it already: the caller must not touch pr
+ * afterwards unless it knows pr->req != NULL. */
+static void end(preq_t *pr, int status, int et)
+{
+    ta_proxy_t *p = pr->p;
+    TA_BUG_ON(pr->state == ST_DONE || pr->state == ST_QUEUED);
+    if (pr->call != NULL) {
+        ta_upcall_cancel(pr->call);
+        pr->call = NULL;
+        pr->up_err = TA_UP_EABORTED;
+    }
+    if (h2o_timeout_is_linked(&pr->drain_timer))
+        h2o_timeout_unlink(&pr->drain_timer);
+    if (pr->state == ST_DRAINING)
+        ta_worker_release(p->w);
+    pr->state = ST_DONE;
+    pr->ev.status = (uint16_t)status;
+    pr->ev.error_type = (uint8_t)et;
+    if (pr->ev.flags & TA_EVF_HOLD)
+        usage_of(pr, &pr->ev);
+    emit(p, &pr->ev);
+    count_answer_ev(p, status, pr->t0_mono, &pr->ev);
+    preq_release(pr);
+}
+
+/* The one place a refusal is answered and recorded: with pr, its end();
+ * before pr, the front's event once the caller is known; else counted only. */
+static void refuse(ta_proxy_t *p, h2o_req_t *req, front_t *f, preq_t *pr, const refusal_t *rf)
+{
+    if (pr != NULL) {
+        end(pr, rf->status, rf->et);
+    } else if (f != NULL && f->caller) {
+        f->ev.status = (uint16_t)rf->status;
+        f->ev.error_type = (uint8_t)rf->et;
+        emit(p, &f->ev);
+        count_answer_ev(p, rf->status, f->t0, &f->ev);
+    } else {
+        count_answer_ev(p, rf->status, f != NULL ? f->t0 : ta_mono_ns(), NULL);
+    }
+    if (req == NULL)
+        return;
+    if (rf->allow != NULL)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, rf->allow, strlen(rf->allow));
+    if (rf->retry_after_s > 0)
+        add_hdr(req, "retry-after", "%d", rf->retry_after_s);
+    if (rf->limits != NULL)
+        ratelimit_headers(req, rf->limits);
+    send_err(req, rf->status, rf->et, rf->code, rf->param[0] ? rf->param : NULL, "%s", rf->msg);
 }
 
 /* ---- request state <-> h2o request ----------------------------------------------- */
-
-static void on_client_gone(preq_t *pr);
-
-static void on_req_dispose(void *ptr)
-{
-    preq_t *pr = *(preq_t **)ptr;
-    pr->req = NULL;
-    if (pr->finished) {
-        preq_free(pr);
-        return;
-    }
-    if (pr->queued)
-        return; /* its hold is still to come: run_holds() sees req == NULL */
-    on_client_gone(pr);
-}
 
 static void drain_expired(h2o_timeout_entry_t *e)
 {
     preq_t *pr = H2O_STRUCT_FROM_MEMBER(preq_t, drain_timer, e);
     ta_log(TA_LOG_WARN, "drain of an upstream answer after the client left ran out of time; charging an estimate");
-    if (pr->call != NULL) {
-        ta_upcall_cancel(pr->call);
-        pr->call = NULL;
-    }
     pr->ev.flags |= TA_EVF_USAGE_ESTIMATED;
-    finish(pr, pr->started ? 200 : 499, TA_ET_ABORTED);
-    preq_free(pr);
+    end(pr, pr->head_sent ? 200 : 499, TA_ET_ABORTED);
 }
 
-static void on_client_gone(preq_t *pr)
+/* h2o is done with the request (answered, or the client left). */
+static void on_req_dispose(void *ptr)
 {
-    ta_proxy_t *p = pr->p;
-    pr->ev.flags |= TA_EVF_CLIENT_GONE;
-    if (pr->call == NULL) { /* cannot happen: the upstream part ends by finish() */
-        finish(pr, 499, TA_ET_ABORTED);
-        preq_free(pr);
+    h2o_part_t *hp = ptr;
+    preq_t *pr = hp->pr;
+    if (pr == NULL)
         return;
+    ta_proxy_t *p = pr->p;
+    hp->pr = NULL;
+    pr->hp = NULL;
+    pr->req = NULL;
+    switch (pr->state) {
+    case ST_DONE:
+        preq_release(pr);
+        return;
+    case ST_QUEUED:
+    case ST_HOLDING:
+        return; /* its hold is still to come: hold_go sees req == NULL */
+    case ST_UPSTREAM:
+    case ST_STREAMING:
+        break;
+    default:
+        TA_BUG_ON(true); /* FRONT runs inside on_req; DRAINING has no request */
     }
-    if (p->conf.on_disconnect == TA_PROXY_ABORT) {
-        ta_upcall_cancel(pr->call);
-        pr->call = NULL;
-        pr->up_err = TA_UP_EABORTED;
-        finish(pr, pr->started ? 200 : 499, TA_ET_ABORTED);
-        preq_free(pr);
+    pr->ev.flags |= TA_EVF_CLIENT_GONE;
+    if (pr->call == NULL || p->conf.on_disconnect == TA_PROXY_ABORT) {
+        end(pr, pr->head_sent ? 200 : 499, TA_ET_ABORTED);
         return;
     }
     /* drain: keep reading so the request is charged what the provider charges */
+    pr->state = ST_DRAINING;
     ta_worker_hold(p->w);
-    pr->worker_held = true;
     pr->drain_timer.cb = drain_expired;
     h2o_timeout_link(ta_worker_loop(p->w), &p->drain_timeout, &pr->drain_timer);
     pr->sending = false;
+    pr->final = FINAL_NONE;
     pr->out.len = 0;
     ta_upcall_resume(pr->call);
 }
@@ -389,15 +563,24 @@ static void send_out(preq_t *pr, h2o_send_state_t state)
     h2o_send(pr->req, &buf, buf.len ? 1 : 0, state);
 }
 
+/* The stream's last output (its end already recorded by end()). */
+static void send_final(preq_t *pr)
+{
+    int final = pr->final;
+    pr->final = FINAL_NONE;
+    ta_sse_finish(&pr->sse, &pr->out);
+    send_out(pr, final == FINAL_CUT ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
+}
+
 static void gen_proceed(h2o_generator_t *g, h2o_req_t *req)
 {
-    preq_t *pr = H2O_STRUCT_FROM_MEMBER(preq_t, gen, g);
+    preq_t *pr = ((h2o_part_t *)g)->pr;
+    if (pr == NULL)
+        return;
     pr->sending = false;
     pr->out.len = 0;
-    if (pr->final_pending) {
-        pr->final_pending = false;
-        ta_sse_finish(&pr->sse, &pr->out);
-        send_out(pr, pr->final_error ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
+    if (pr->final != FINAL_NONE) {
+        send_final(pr);
         return;
     }
     if (pr->call != NULL)
@@ -437,16 +620,17 @@ static int up_on_head(void *ctx, int status)
     pr->up_status = status;
     if (pr->ev.t_first_byte_ns == 0)
         pr->ev.t_first_byte_ns = ta_now_ns();
-    if (status >= 200 && status < 300 && pr->stream && pr->req != NULL) {
+    if (status >= 200 && status < 300 && pr->stream && pr->state == ST_UPSTREAM) {
         h2o_req_t *req = pr->req;
         req->res.status = 200;
         req->res.reason = "OK";
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
-        pr->gen.proceed = gen_proceed;
-        pr->gen.stop = gen_stop;
-        pr->started = true;
-        h2o_start_response(req, &pr->gen);
+        pr->hp->gen.proceed = gen_proceed;
+        pr->hp->gen.stop = gen_stop;
+        pr->state = ST_STREAMING;
+        pr->head_sent = true;
+        h2o_start_response(req, &pr->hp->gen);
     }
     return 0;
 }
@@ -455,13 +639,15 @@ static int up_on_head(void *ctx, int status)
  * the end and the content count from pr->sse as for OpenAI streams. Between
  * message_start and message_delta the usage has the real prompt but only a
  * lower bound of the output (anthropic.h): estimated, should it end there. */
-static int anth_feed(preq_t *pr, const char *p, size_t n)
+static int anth_feed(preq_t *pr, const char *p, size_t n, ta_bytes_t *out)
 {
-    int rc = ta_anth_stream_feed(pr->anth, p, n, &pr->out);
+    int rc = ta_anth_stream_feed(pr->anth, p, n, out);
     pr->sse.usage = pr->anth->usage;
     pr->sse.done = pr->anth->done;
     pr->sse.content_events = pr->anth->content_events;
     pr->sse.events = pr->anth->events;
+    pr->sse.error_event = pr->anth->failed;
+    pr->sse.error_rate_limit = pr->anth->failed_rate_limit;
     if (pr->anth->usage.present && !pr->anth->final_usage)
         pr->ev.flags |= TA_EVF_USAGE_ESTIMATED;
     else
@@ -482,12 +668,14 @@ static int up_on_data(void *ctx, const char *p, size_t n)
     }
     if (pr->sending)
         return TA_UP_PAUSE;
-    int rc = pr->anth != NULL ? anth_feed(pr, p, n) : ta_sse_feed(&pr->sse, p, n, &pr->out);
+    int rc = pr->endpoint == TA_EP_MESSAGES ? msg_feed(pr, p, n)
+             : pr->anth != NULL             ? anth_feed(pr, p, n, &pr->out)
+                                            : ta_sse_feed(&pr->sse, p, n, &pr->out);
     if (rc != 0) {
         ta_log(TA_LOG_WARN, "provider stream refused: %s", ta_strerror(rc));
         return -1;
     }
-    if (pr->req == NULL) { /* draining */
+    if (pr->state == ST_DRAINING) {
         pr->drained += n;
         pr->out.len = 0;
         return pr->drained > bound ? -1 : TA_UP_CONSUMED;
@@ -497,8 +685,18 @@ static int up_on_data(void *ctx, const char *p, size_t n)
     return TA_UP_CONSUMED;
 }
 
+/* The provider's retry-after and x-ratelimit-* on an error passed through:
+ * they replace the gateway's own of the same name (hold_go wrote the
+ * quota's), so each field appears once. */
 static void pass_headers(preq_t *pr)
 {
+    h2o_headers_t *hs = &pr->req->res.headers;
+    for (int i = 0; i < pr->npass; i++) {
+        size_t l = strlen(pr->pass[i].name);
+        ssize_t at;
+        while ((at = h2o_find_header_by_str(hs, pr->pass[i].name, l, -1)) != -1)
+            h2o_delete_header(hs, at);
+    }
     for (int i = 0; i < pr->npass; i++) {
         h2o_iovec_t v = h2o_strdup(&pr->req->pool, pr->pass[i].value, SIZE_MAX);
         h2o_iovec_t nm = h2o_strdup(&pr->req->pool, pr->pass[i].name, SIZE_MAX);
@@ -506,9 +704,11 @@ static void pass_headers(preq_t *pr)
     }
 }
 
+/* Failover: only while nothing reached the client (UPSTREAM), to the next
+ * route in priority order. */
 static bool next_route(preq_t *pr)
 {
-    if (pr->route_i + 1 >= pr->nroutes || pr->req == NULL)
+    if (pr->state != ST_UPSTREAM || pr->route_i + 1 >= pr->nroutes)
         return false;
     pr->route_i++;
     pr->up_status = 0;
@@ -521,10 +721,12 @@ static bool next_route(preq_t *pr)
 /* ---- anthropic routes (worker/anthropic.h) ------------------------------------------ */
 
 /* A Messages answer becomes a chat.completion (pr->resp replaced). An answer
- * that cannot be read is a 502; the provider has charged for it, so finish()
+ * that cannot be read is a 502; the provider has charged for it, so end()
  * charges the estimate. Returns true when it answered the client. */
 static bool anth_answer_failed(preq_t *pr)
 {
+    if (pr->endpoint == TA_EP_MESSAGES || pr->endpoint == TA_EP_COUNT_TOKENS)
+        return msg_answer_failed(pr);
     if (pr->routes[pr->route_i].type != TA_PROVIDER_ANTHROPIC)
         return false;
     ta_bytes_t oai = {0};
@@ -537,7 +739,7 @@ static bool anth_answer_failed(preq_t *pr)
     ta_bytes_free(&oai);
     ta_log(TA_LOG_WARN, "provider %llu: its Messages answer could not be read: %s",
            (unsigned long long)pr->routes[pr->route_i].provider_id, ta_strerror(rc));
-    finish(pr, 502, TA_ET_UPSTREAM);
+    end(pr, 502, TA_ET_UPSTREAM);
     send_err(pr->req, 502, TA_ET_UPSTREAM, "upstream_error", NULL, "the provider's answer could not be read");
     return true;
 }
@@ -550,7 +752,7 @@ static bool anth_error_answered(preq_t *pr, int st)
     int out = ta_anth_error_status(st);
     int et = st == 429 ? TA_ET_RATE_LIMIT : st >= 500 ? TA_ET_UPSTREAM : TA_ET_INVALID_REQUEST;
     pr->up_status = st;
-    finish(pr, out, et);
+    end(pr, out, et);
     pass_headers(pr);
     ta_bytes_t b = {0};
     if (ta_anth_error(st, pr->resp.p, pr->resp.len, &b) == 0)
@@ -561,9 +763,6 @@ static bool anth_error_answered(preq_t *pr, int st)
     return true;
 }
 
-/* Per route: an anthropic one gets the Messages body (replacing the OpenAI
- * one) and, for a stream, its event translator; any other none. NULL
- * pr->up_body when the body cannot be built (start_route fails the route). */
 static void anth_route(preq_t *pr, const route_info_t *r)
 {
     if (pr->anth != NULL) {
@@ -572,6 +771,10 @@ static void anth_route(preq_t *pr, const route_info_t *r)
         pr->anth = NULL;
     }
     memset(&pr->anth_usage, 0, sizeof(pr->anth_usage));
+    if (pr->endpoint == TA_EP_MESSAGES || pr->endpoint == TA_EP_COUNT_TOKENS) {
+        msg_route(pr, r);
+        return;
+    }
     if (r->type != TA_PROVIDER_ANTHROPIC)
         return;
     free(pr->up_body);
@@ -601,6 +804,8 @@ static void anth_route(preq_t *pr, const route_info_t *r)
  * client's 400, not a charge. */
 static int anth_check(const preq_t *pr, const json_t *body, ta_err_t *err)
 {
+    if (pr->endpoint != TA_EP_CHAT)
+        return 0;
     for (int i = 0; i < pr->nroutes; i++) {
         if (pr->routes[i].type != TA_PROVIDER_ANTHROPIC)
             continue;
@@ -612,6 +817,141 @@ static int anth_check(const preq_t *pr, const json_t *body, ta_err_t *err)
     return 0;
 }
 
+/* ---- /v1/messages (worker/messages.h) ------------------------------------------------ */
+
+/* Before the hold: a Messages request an openai route cannot express is the
+ * client's 400, not a charge. */
+static int msg_check(const preq_t *pr, const json_t *body, ta_err_t *err)
+{
+    if (pr->endpoint != TA_EP_MESSAGES)
+        return 0;
+    for (int i = 0; i < pr->nroutes; i++) {
+        if (pr->routes[i].type != TA_PROVIDER_OPENAI)
+            continue;
+        json_t *c = NULL;
+        int rc = ta_msg_to_chat(body, &c, err);
+        json_decref(c);
+        return rc;
+    }
+    return 0;
+}
+
+/* The route's body and stream readers for /v1/messages: an anthropic route
+ * gets the client's body (start_route) and its stream is passed through,
+ * read for the usage only; an openai route gets the chat translation and its
+ * chunks are translated back. */
+static void msg_route(preq_t *pr, const route_info_t *r)
+{
+    if (pr->msgs != NULL) {
+        ta_msg_stream_dispose(pr->msgs);
+        free(pr->msgs);
+        pr->msgs = NULL;
+    }
+    if (pr->endpoint != TA_EP_MESSAGES && pr->endpoint != TA_EP_COUNT_TOKENS)
+        return;
+    if (r->type == TA_PROVIDER_ANTHROPIC) {
+        if (pr->stream && (pr->anth = malloc(sizeof(*pr->anth))) != NULL)
+            ta_anth_stream_init(pr->anth, false, r->upstream_name, 0);
+        return;
+    }
+    free(pr->up_body);
+    pr->up_body = NULL;
+    json_t *c = NULL;
+    ta_err_t e;
+    if (ta_msg_to_chat(pr->body, &c, &e) != 0) /* checked before the hold: only -ENOMEM gets here */
+        return;
+    json_object_set_new(c, "model", json_string(r->upstream_name));
+    pr->up_body = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    if (pr->stream && (pr->msgs = malloc(sizeof(*pr->msgs))) != NULL)
+        ta_msg_stream_init(pr->msgs, r->upstream_name, 0);
+}
+
+/* A Messages stream's bytes: passed through (anthropic route, the usage
+ * read on the side) or translated (openai route); pr->sse carries the
+ * usage, the end and the content count as for chat streams. */
+static int msg_feed(preq_t *pr, const char *p, size_t n)
+{
+    if (pr->msgs != NULL) {
+        int rc = ta_msg_stream_feed(pr->msgs, p, n, &pr->out);
+        pr->sse.usage = pr->msgs->usage;
+        pr->sse.done = pr->msgs->done;
+        pr->sse.content_events = pr->msgs->content_events;
+        pr->sse.events = pr->msgs->events;
+        pr->sse.error_event = pr->msgs->failed;
+        pr->sse.error_rate_limit = pr->msgs->failed_rate_limit;
+        return rc;
+    }
+    pr->scratch.len = 0;
+    int rc = anth_feed(pr, p, n, &pr->scratch);
+    if (rc == 0)
+        rc = ta_bytes_append(&pr->out, p, n, SIZE_MAX);
+    return rc;
+}
+
+/* A Messages answer: an anthropic route's passes as it is (its usage read),
+ * an openai route's chat.completion becomes a Message. Returns true when it
+ * answered the client (a 502: the answer could not be read). */
+static bool msg_answer_failed(preq_t *pr)
+{
+    const route_info_t *r = &pr->routes[pr->route_i];
+    int rc;
+    if (r->type == TA_PROVIDER_ANTHROPIC) {
+        json_t *j = json_loadb(pr->resp.p, pr->resp.len, 0, NULL);
+        rc = json_is_object(j) ? 0 : TA_EINVAL;
+        if (pr->endpoint == TA_EP_MESSAGES)
+            ta_anth_usage(json_object_get(j, "usage"), &pr->anth_usage);
+        json_decref(j);
+    } else {
+        ta_bytes_t m = {0};
+        rc = ta_msg_from_chat(pr->resp.p, pr->resp.len, &m, pr->p->conf.max_response_size, &pr->anth_usage);
+        if (rc == 0) {
+            ta_bytes_free(&pr->resp);
+            pr->resp = m;
+        } else {
+            ta_bytes_free(&m);
+        }
+    }
+    if (rc == 0)
+        return false;
+    ta_log(TA_LOG_WARN, "provider %llu: its answer could not be read: %s", (unsigned long long)r->provider_id,
+           ta_strerror(rc));
+    end(pr, 502, TA_ET_UPSTREAM);
+    send_err(pr->req, 502, TA_ET_UPSTREAM, "upstream_error", NULL, "the provider's answer could not be read");
+    return true;
+}
+
+/* An error answer on /v1/messages: an anthropic route's passes as it is
+ * (already Anthropic's shape), an openai route's is put in that shape. */
+static bool msg_error_answered(preq_t *pr, int st)
+{
+    if (pr->endpoint != TA_EP_MESSAGES && pr->endpoint != TA_EP_COUNT_TOKENS)
+        return false;
+    int et = st == 429 ? TA_ET_RATE_LIMIT : st >= 500 ? TA_ET_UPSTREAM : TA_ET_INVALID_REQUEST;
+    pr->up_status = st;
+    end(pr, st, et);
+    pass_headers(pr);
+    if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC) {
+        json_t *j = json_loadb(pr->resp.p, pr->resp.len, 0, NULL);
+        bool shaped = json_is_object(json_object_get(j, "error"));
+        json_decref(j);
+        if (shaped) {
+            ta_worker_send(pr->req, st, NULL, pr->resp.p, pr->resp.len);
+            return true;
+        }
+    }
+    ta_bytes_t b = {0};
+    if (ta_msg_error_from_oai(st, pr->resp.p, pr->resp.len, &b) == 0)
+        ta_worker_send(pr->req, st, NULL, b.p, b.len);
+    else
+        send_err(pr->req, st, et, "upstream_error", NULL, "the provider answered HTTP %d", st);
+    ta_bytes_free(&b);
+    return true;
+}
+
+/* The call is over (pr->call already gone). By state: a stream ends (cut if
+ * the provider broke off), a drain ends with what it read, an answer not yet
+ * started is sent, failed over, or refused. */
 static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
 {
     preq_t *pr = ctx;
@@ -625,34 +965,34 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         ta_log(TA_LOG_WARN, "upstream %s (route %d of %d, provider %llu): %s", ta_up_err_name(err), pr->route_i + 1,
                pr->nroutes, (unsigned long long)pr->routes[pr->route_i].provider_id, info->curl_msg);
 
-    if (pr->started) {
-        /* the client has the head of a stream: end it, cut if the provider broke off */
-        bool cut = err != TA_UP_OK || !pr->sse.done;
-        finish(pr, 200, cut ? TA_ET_UPSTREAM : TA_ET_NONE);
-        if (pr->req == NULL) {
-            preq_free(pr);
-            return;
-        }
-        pr->final_error = cut;
-        if (pr->sending) {
-            pr->final_pending = true;
-            return;
-        }
-        ta_sse_finish(&pr->sse, &pr->out);
-        send_out(pr, cut ? H2O_SEND_STATE_ERROR : H2O_SEND_STATE_FINAL);
+    bool cut = err != TA_UP_OK || !pr->sse.done;
+    if (pr->state == ST_STREAMING) { /* the client has the head: end the stream */
+        /* The provider's error event reached the client: the body ends
+         * cleanly after it (a client reads an error, not a broken stream),
+         * recorded with the error's type. Only a stream cut without one
+         * ends cut. */
+        bool told = pr->sse.error_event;
+        end(pr, 200, told ? (pr->sse.error_rate_limit ? TA_ET_RATE_LIMIT : TA_ET_UPSTREAM)
+                     : cut ? TA_ET_UPSTREAM : TA_ET_NONE);
+        pr->final = cut && !told ? FINAL_CUT : FINAL_OK; /* pr->req != NULL while streaming */
+        if (!pr->sending)
+            send_final(pr);
         return;
     }
-    if (pr->req == NULL) { /* drained to the end: charged what the provider reported */
-        finish(pr, 499, TA_ET_ABORTED);
-        preq_free(pr);
+    if (pr->state == ST_DRAINING) { /* drained to the end: charged what the provider reported */
+        if (pr->head_sent)
+            end(pr, 200, cut ? TA_ET_UPSTREAM : TA_ET_NONE);
+        else
+            end(pr, 499, TA_ET_ABORTED);
         return;
     }
+    TA_BUG_ON(pr->state != ST_UPSTREAM);
     h2o_req_t *req = pr->req;
     int st = info->status;
     if (err == TA_UP_OK && st >= 200 && st < 300) {
         if (anth_answer_failed(pr))
             return;
-        finish(pr, 200, TA_ET_NONE);
+        end(pr, 200, TA_ET_NONE);
         ta_worker_send(req, 200, NULL, pr->resp.p, pr->resp.len);
         return;
     }
@@ -660,14 +1000,14 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         /* an answer from the provider that is an error */
         if ((st >= 500 || st == 429) && next_route(pr))
             return;
-        if (anth_error_answered(pr, st))
+        if (msg_error_answered(pr, st) || anth_error_answered(pr, st))
             return;
         int out = st;
         int et = st == 429 ? TA_ET_RATE_LIMIT : st >= 500 ? TA_ET_UPSTREAM : TA_ET_INVALID_REQUEST;
         if (st >= 500 && st != 503 && st != 504)
             out = 502;
         pr->up_status = st;
-        finish(pr, out, et);
+        end(pr, out, et);
         pass_headers(pr);
         json_t *j = json_loadb(pr->resp.p, pr->resp.len, 0, NULL);
         bool shaped = json_is_object(json_object_get(j, "error"));
@@ -684,9 +1024,9 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         return;
     bool timeout = err == TA_UP_ETIMEOUT_CONNECT || err == TA_UP_ETIMEOUT_FIRST_BYTE || err == TA_UP_ETIMEOUT_IDLE ||
                    err == TA_UP_ETIMEOUT_TOTAL;
-    int out = timeout ? 504 : 502;
-    finish(pr, out, timeout ? TA_ET_TIMEOUT : TA_ET_UPSTREAM);
-    send_err(req, out, TA_ET_UPSTREAM, timeout ? "upstream_timeout" : "upstream_unavailable", NULL,
+    int out = timeout ? 504 : 502, et = timeout ? TA_ET_TIMEOUT : TA_ET_UPSTREAM;
+    end(pr, out, et);
+    send_err(req, out, et, timeout ? "upstream_timeout" : "upstream_unavailable", NULL,
              "the provider could not be reached (%s)", ta_up_err_name(err));
 }
 
@@ -696,6 +1036,7 @@ static const char *ep_suffix(int ep)
     case TA_EP_CHAT: return "/chat/completions";
     case TA_EP_COMPLETIONS: return "/completions";
     case TA_EP_EMBEDDINGS: return "/embeddings";
+    case TA_EP_MESSAGES: return "/chat/completions"; /* translated (worker/messages.h) */
     default: return "/models";
     }
 }
@@ -726,8 +1067,8 @@ struct key_cache {
     uint64_t provider_id;
     uint16_t sealed_len; /* 0: unused */
     int kl;
-    uint8_t sealed[600];
-    char key[640];
+    uint8_t sealed[MEMBER_SIZE(ta_provider_t, key_sealed)];
+    char key[MEMBER_SIZE(ta_provider_t, key_sealed)]; /* the clear key is shorter than its sealed form */
 };
 
 static int provider_key(ta_proxy_t *p, const route_info_t *r, char *key, size_t cap)
@@ -787,14 +1128,16 @@ static void start_route(preq_t *pr)
     pr->ev.provider_id = r->provider_id;
     anth_route(pr, r);
 
-    char url[700];
+    char url[MEMBER_SIZE(route_info_t, base_url) + 32]; /* + the longest path */
     size_t bl = strlen(r->base_url);
     while (bl > 0 && r->base_url[bl - 1] == '/')
         bl--;
     snprintf(url, sizeof(url), "%.*s%s", (int)bl, r->base_url,
-             r->type == TA_PROVIDER_ANTHROPIC ? "/v1/messages" : ep_suffix(pr->endpoint));
+             r->type != TA_PROVIDER_ANTHROPIC       ? ep_suffix(pr->endpoint)
+             : pr->endpoint == TA_EP_COUNT_TOKENS ? "/v1/messages/count_tokens"
+                                                  : "/v1/messages");
 
-    char key[640], auth[700];
+    char key[MEMBER_SIZE(ta_provider_t, key_sealed)], auth[sizeof(key) + 32];
     int kl = provider_key(p, r, key, sizeof(key));
     if (kl < 0 || pr->up_body == NULL) {
         ta_log(TA_LOG_ERROR, "provider %llu: cannot unseal its API key: %s", (unsigned long long)r->provider_id,
@@ -814,8 +1157,8 @@ static void start_route(preq_t *pr)
         .nheaders = kl > 0 ? 3 : 0,
         .body = pr->up_body,
         .body_len = strlen(pr->up_body),
-        .connect_timeout_ms = r->connect_timeout_ms > 0 ? r->connect_timeout_ms : 5000,
-        .total_timeout_ms = (r->timeout_s > 0 ? r->timeout_s : 600) * 1000,
+        .connect_timeout_ms = r->connect_timeout_ms > 0 ? r->connect_timeout_ms : p->default_connect_timeout_ms,
+        .total_timeout_ms = (r->timeout_s > 0 ? r->timeout_s : p->default_timeout_s) * 1000,
         .ctx = pr,
         .on_header = up_on_header,
         .on_head = up_on_head,
@@ -828,9 +1171,11 @@ static void start_route(preq_t *pr)
         spec.nheaders = 1;
     }
     const char *ahdrs[4];
+    char aver[64];
     if (r->type == TA_PROVIDER_ANTHROPIC) {
         memcpy(ahdrs, spec.headers, spec.nheaders * sizeof(*ahdrs));
-        ahdrs[spec.nheaders++] = "anthropic-version: " TA_ANTH_VERSION;
+        snprintf(aver, sizeof(aver), "anthropic-version: %s", pr->anth_version[0] ? pr->anth_version : TA_ANTH_VERSION);
+        ahdrs[spec.nheaders++] = aver;
         spec.headers = ahdrs;
     }
     int rc = ensure_upstream(p);
@@ -845,27 +1190,7 @@ static void start_route(preq_t *pr)
     }
 }
 
-/* ---- the handler --------------------------------------------------------------------- */
-
-static int endpoint_of(h2o_iovec_t path, const char **model_id)
-{
-    *model_id = NULL;
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/chat/completions")))
-        return TA_EP_CHAT;
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/completions")))
-        return TA_EP_COMPLETIONS;
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/embeddings")))
-        return TA_EP_EMBEDDINGS;
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/models")))
-        return TA_EP_MODELS;
-    if (path.len > 11 && memcmp(path.base, "/v1/models/", 11) == 0) {
-        *model_id = path.base + 11;
-        return TA_EP_MODELS;
-    }
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/usage")))
-        return TA_EP_USAGE;
-    return 0;
-}
+/* ---- GET endpoints ------------------------------------------------------------------- */
 
 static bool group_has(const ta_group_t *g, uint64_t model_id)
 {
@@ -885,8 +1210,14 @@ static void answer_models(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, const ta_
             continue;
         if (one != NULL && !(strlen(m->name) == one_len && memcmp(m->name, one, one_len) == 0))
             continue;
-        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
-                                              (json_int_t)m->created_at, "owned_by", "tokenaudit"));
+        if (anth_shaped(req)) {
+            char t[32];
+            json_array_append_new(data, json_pack("{s:s,s:s,s:s,s:s}", "type", "model", "id", m->name, "display_name",
+                                                  m->name, "created_at", ta_time_format(m->created_at, t)));
+        } else {
+            json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+                                                  (json_int_t)m->created_at, "owned_by", "tokenaudit"));
+        }
     }
     free(m);
     if (one != NULL) {
@@ -902,7 +1233,12 @@ static void answer_models(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, const ta_
         json_decref(data);
         return;
     }
-    json_t *j = json_pack("{s:s,s:o}", "object", "list", "data", data);
+    size_t nd = json_array_size(data);
+    json_t *j = !anth_shaped(req) ? json_pack("{s:s,s:o}", "object", "list", "data", data)
+                                  : json_pack("{s:o,s:b,s:O,s:O}", "data", data, "has_more", 0, "first_id",
+                                              nd > 0 ? json_object_get(json_array_get(data, 0), "id") : json_null(),
+                                              "last_id",
+                                              nd > 0 ? json_object_get(json_array_get(data, nd - 1), "id") : json_null());
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     ta_worker_send(req, 200, NULL, s, strlen(s));
@@ -917,22 +1253,19 @@ static json_t *nano_json(ta_nano_t v, bool null_if_zero)
     return json_string(ta_nano_format(v, b));
 }
 
+/* GET /v1/usage: the quota's usage as ta_quota_usage() reads it, the one
+ * reading the admin API shows too (a period that ended reads as zero used;
+ * what running requests hold stays). */
 static void answer_usage(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, const ta_quota_t *q)
 {
     ta_balance_t b;
+    int64_t ps = 0, pe = INT64_MAX;
     memset(&b, 0, sizeof(b));
-    int64_t now = ta_now_s();
-    int64_t ps = ta_period_start(q->limits.period, now, p->timezone);
-    if (ta_rec_get(p->conf.store, txn, &ta_desc_balance, q->id, &b) != 0 || b.period_start != ps) {
-        /* no balance yet, or it still holds an ended period: nothing used in this one */
-        ta_nano_t held = b.cost_held;
-        int64_t inflight = b.in_flight;
-        memset(&b, 0, sizeof(b));
-        b.cost_held = held;
-        b.in_flight = inflight;
+    if (ta_quota_usage(p->conf.store, txn, q, ta_now_s(), &b, &ps, &pe) != 0) {
+        send_err(req, 503, TA_ET_INTERNAL, "ledger_unavailable", NULL, "The quota's usage cannot be read.");
+        return;
     }
     char t1[32], t2[32];
-    int64_t pe = ta_period_end(q->limits.period, ps, p->timezone);
     static const char *const periods[] = {"day", "week", "month", "none"};
     json_t *j = json_pack(
         "{s:s,s:I,s:s,s:s,s:o,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:o,s:o,s:o,s:o,s:o}", "object", "usage", "quota_id",
@@ -954,16 +1287,7 @@ static void answer_usage(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, const ta_q
     free(s);
 }
 
-/* Refusal after the caller is known: answer and record it (no hold). */
-static void refuse(ta_proxy_t *p, h2o_req_t *req, ta_event_t *ev, int64_t t0, int status, int et, const char *code,
-                   const char *param, const char *msg)
-{
-    ev->status = (uint16_t)status;
-    ev->error_type = (uint8_t)et;
-    emit(p, ev);
-    count_answer_ev(p, status, t0, ev);
-    send_err(req, status, et, code, param, "%s", msg);
-}
+/* ---- the body ---------------------------------------------------------------------- */
 
 static int validate(int ep, json_t *body, const char **param, char *msg, size_t cap)
 {
@@ -1162,42 +1486,30 @@ static const char *refusal_msg(int r)
 
 enum { HOLD_OK, HOLD_REFUSED, HOLD_ERROR };
 
-/* Nothing held: 500 to a client still there, and pr is done. */
+/* Nothing held: the request ends as a 500 (recorded without a hold). */
 static void hold_fail(preq_t *pr)
 {
-    count_answer(pr->p, 500, pr->t0_mono);
-    pr->finished = true;
-    if (pr->req == NULL) {
-        preq_free(pr);
-        return;
-    }
-    send_err(pr->req, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
-    /* on_req_dispose frees pr */
+    refusal_t rf = {0};
+    refused(&rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+    refuse(pr->p, pr->req, NULL, pr, &rf);
 }
 
 static void hold_refused(preq_t *pr)
 {
-    ta_proxy_t *p = pr->p;
     const ta_hold_res_t *hr = &pr->hr;
+    refusal_t rf = {0};
     int et;
     const char *code;
     int status = hold_status(hr->refusal, &et, &code);
-    pr->finished = true;
-    if (pr->req == NULL) { /* recorded all the same */
-        pr->ev.status = (uint16_t)status;
-        pr->ev.error_type = (uint8_t)et;
-        emit(p, &pr->ev);
-        count_answer(p, status, pr->t0_mono);
-        preq_free(pr);
-        return;
-    }
+    refused(&rf, status, et, code, NULL, "%s", refusal_msg(hr->refusal));
     if (status == 429) {
-        add_hdr(pr->req, "retry-after", "%lld",
-                (long long)(hr->retry_after_ms > 0 ? (hr->retry_after_ms + 999) / 1000 : 1));
-        ratelimit_headers(pr->req, hr);
+        rf.retry_after_s = (int)(hr->retry_after_ms > 0 ? (hr->retry_after_ms + 999) / 1000 : 1);
+        rf.limits = hr;
     }
-    refuse(p, pr->req, &pr->ev, pr->t0_mono, status, et, code, NULL, refusal_msg(hr->refusal));
+    refuse(pr->p, pr->req, NULL, pr, &rf);
 }
+
+static bool no_output(int ep) { return ep == TA_EP_EMBEDDINGS || ep == TA_EP_COUNT_TOKENS; }
 
 /* pr's hold inside txn (quota re-read there); the result in pr->hr */
 static int hold_one(preq_t *pr, MDB_txn *txn)
@@ -1214,9 +1526,9 @@ static int hold_one(preq_t *pr, MDB_txn *txn)
         .model = &pr->model,
         .prompt_tokens_est = pr->tok.estimate,
         .prompt_tokens_max = pr->tok.upper,
-        .max_output_tokens = pr->endpoint == TA_EP_EMBEDDINGS ? 0 : pr->max_out,
+        .max_output_tokens = no_output(pr->endpoint) ? 0 : pr->max_out,
         .output_choices = pr->choices,
-        .no_output = pr->endpoint == TA_EP_EMBEDDINGS,
+        .no_output = no_output(pr->endpoint),
         .extra_output_tokens = pr->extra_out,
         .reserve = p->conf.reserve,
         .timezone = p->timezone,
@@ -1238,17 +1550,17 @@ static void hold_go(preq_t *pr)
     ev->held_cost = hr->held_cost;
     ev->held_tokens = hr->held_tokens;
     ev->tpm_estimate = hr->tpm_estimate;
+    pr->state = ST_UPSTREAM;
     if (pr->req == NULL) {
         pr->ev.flags |= TA_EVF_CLIENT_GONE;
-        finish(pr, 499, TA_ET_ABORTED);
-        preq_free(pr);
+        end(pr, 499, TA_ET_ABORTED);
         return;
     }
     ratelimit_headers(pr->req, hr);
     /* The upstream sees exactly one output limit, the one the hold covers
      * (ledger/quota.h): a second field or a larger value would let it bill
      * more than was held. */
-    if (pr->endpoint != TA_EP_EMBEDDINGS && hr->max_output_tokens > 0) {
+    if (!no_output(pr->endpoint) && hr->max_output_tokens > 0) {
         if (pr->mt_both)
             json_object_del(pr->body, pr->mt_other);
         if (pr->mt_both || hr->max_output_tokens != pr->max_out) {
@@ -1275,7 +1587,7 @@ static void run_holds(h2o_timeout_entry_t *e)
     for (pr = list; pr != NULL; pr = next) {
         next = pr->hold_next;
         pr->hold_next = NULL;
-        pr->queued = false;
+        pr->state = ST_HOLDING;
         MDB_txn *txn = NULL;
         int r = HOLD_ERROR;
         if (parent != NULL ? mdb_txn_begin(env, parent, 0, &txn) == 0
@@ -1325,10 +1637,9 @@ static void queue_hold(preq_t *pr)
     if (!p->hold_timeout_init) {
         h2o_timeout_init(loop, &p->hold_timeout, 0);
         p->hold_entry.cb = run_holds;
-        p->hold_tail = &p->hold_head;
         p->hold_timeout_init = true;
     }
-    pr->queued = true;
+    pr->state = ST_QUEUED;
     pr->hold_next = NULL;
     *p->hold_tail = pr;
     p->hold_tail = &pr->hold_next;
@@ -1365,225 +1676,292 @@ static void read_done(ta_proxy_t *p, MDB_txn *txn)
     p->rtxn = txn;
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
+static int endpoint_of(h2o_iovec_t path, const char **model_id)
 {
-    ta_proxy_t *p = *(ta_proxy_t **)(self + 1);
-    int64_t t0 = ta_mono_ns();
-    int64_t t_recv = ta_now_ns();
-    const char *model_id = NULL;
-    int ep = endpoint_of(req->path_normalized, &model_id);
-    MDB_txn *txn = NULL;
-    preq_t *pr = NULL;
-    json_t *body = NULL;
+    *model_id = NULL;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/chat/completions")))
+        return TA_EP_CHAT;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/completions")))
+        return TA_EP_COMPLETIONS;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/embeddings")))
+        return TA_EP_EMBEDDINGS;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/models")))
+        return TA_EP_MODELS;
+    if (path.len > 11 && memcmp(path.base, "/v1/models/", 11) == 0) {
+        *model_id = path.base + 11;
+        return TA_EP_MODELS;
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/usage")))
+        return TA_EP_USAGE;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages")))
+        return TA_EP_MESSAGES;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens")))
+        return TA_EP_COUNT_TOKENS;
+    return 0;
+}
 
-    if (ep == 0) {
-        send_err(req, 404, TA_ET_NOT_FOUND, "unknown_url", NULL, "Unknown request URL: %.*s",
-                 (int)req->path_normalized.len, req->path_normalized.base);
-        return 0;
-    }
-    bool is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
-    bool is_post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
-    if ((ep == TA_EP_MODELS || ep == TA_EP_USAGE) ? !is_get : !is_post) {
-        if (ep == TA_EP_MODELS || ep == TA_EP_USAGE)
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("GET"));
-        else
-            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, H2O_STRLIT("POST"));
-        send_err(req, 405, TA_ET_INVALID_REQUEST, "method_not_allowed", NULL, "Method %.*s is not allowed here",
-                 (int)req->method.len, req->method.base);
-        return 0;
-    }
-    if (p->conf.ring != NULL && ta_ring_has_pending(p->conf.ring)) {
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-        count_answer(p, 503, t0);
-        send_err(req, 503, TA_ET_OVERLOADED, "overloaded", NULL, "The gateway is busy; retry shortly.");
-        return 0;
-    }
 
-    /* 1. who is calling */
+/* ---- the front -------------------------------------------------------------------------
+ * Each step returns 0, or -1 with the refusal filled in; on_req answers it. */
+
+/* The endpoint and its method. */
+static int front_route(h2o_req_t *req, front_t *f, refusal_t *rf)
+{
+    f->ep = endpoint_of(req->path_normalized, &f->model_id);
+    if (f->ep == 0)
+        return refused(rf, 404, TA_ET_NOT_FOUND, "unknown_url", NULL, "Unknown request URL: %.*s",
+                       (int)req->path_normalized.len, req->path_normalized.base);
+    if (f->model_id != NULL)
+        f->model_id_len = req->path_normalized.len - (size_t)(f->model_id - req->path_normalized.base);
+    bool get = f->ep == TA_EP_MODELS || f->ep == TA_EP_USAGE;
+    if (!h2o_memis(req->method.base, req->method.len, get ? "GET" : "POST", get ? 3 : 4)) {
+        rf->allow = get ? "GET" : "POST";
+        return refused(rf, 405, TA_ET_INVALID_REQUEST, "method_not_allowed", NULL, "Method %.*s is not allowed here",
+                       (int)req->method.len, req->method.base);
+    }
+    return 0;
+}
+
+/* Events wait for room in the ring: take nothing new until they are out. */
+static int front_admit(ta_proxy_t *p, refusal_t *rf)
+{
+    if (p->conf.ring == NULL || !ta_ring_has_pending(p->conf.ring))
+        return 0;
+    rf->retry_after_s = 1;
+    return refused(rf, 503, TA_ET_OVERLOADED, "overloaded", NULL, "The gateway is busy; retry shortly.");
+}
+
+/* Who is calling: the API key (ledger/apikey.h, the rule /api uses too) ->
+ * its quota -> its user, active; the caller's group. */
+static int front_auth(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, refusal_t *rf)
+{
+    ta_store_t *st = p->conf.store;
+    const char *key = NULL;
+    size_t klen = 0;
     ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
-    h2o_iovec_t key = {NULL, 0};
-    if (ai != -1) {
-        h2o_iovec_t v = req->headers.entries[ai].value;
-        if (v.len > 7 && strncasecmp(v.base, "Bearer ", 7) == 0) {
-            key.base = v.base + 7;
-            key.len = v.len - 7;
-            while (key.len > 0 && key.base[0] == ' ') {
-                key.base++;
-                key.len--;
-            }
+    ssize_t xi = ai == -1 ? h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-api-key"), -1) : -1;
+    if (xi != -1) { /* Anthropic's clients: the key alone, spaces around it ignored as for Bearer */
+        h2o_iovec_t v = req->headers.entries[xi].value;
+        while (v.len > 0 && (v.base[0] == ' ' || v.base[0] == '\t')) {
+            v.base++;
+            v.len--;
         }
-    }
-    if (key.len < 4 || key.len > 256) {
-        count_answer(p, 401, t0);
-        send_err(req, 401, TA_ET_AUTH, "invalid_api_key", NULL,
-                 "You didn't provide an API key. Use 'Authorization: Bearer sk-...'.");
-        return 0;
+        while (v.len > 0 && (v.base[v.len - 1] == ' ' || v.base[v.len - 1] == '\t'))
+            v.len--;
+        key = v.base;
+        klen = v.len;
+    } else if (ai == -1 || !ta_bearer_token(req->headers.entries[ai].value.base, req->headers.entries[ai].value.len,
+                                            &key, &klen)) {
+        return refused(rf, 401, TA_ET_AUTH, "invalid_api_key", NULL,
+                       "You didn't provide an API key. Use 'Authorization: Bearer sk-...' (or 'x-api-key').");
     }
     uint8_t hash[32];
-    key_hash(p, key.base, key.len, hash);
-
-    ta_store_t *st = p->conf.store;
     ta_keyrec_t kr;
-    ta_quota_t q;
-    ta_user_t *user = NULL;
-    ta_group_t *grp = NULL;
-    if (read_begin(p, &txn) != 0) {
-        count_answer(p, 503, t0);
-        send_err(req, 503, TA_ET_INTERNAL, "ledger_unavailable", NULL, "The ledger is unavailable.");
-        return 0;
-    }
+    if (!ta_apikey_wellformed(key, klen))
+        return refused(rf, 401, TA_ET_AUTH, "invalid_api_key", NULL, "Incorrect API key provided.");
+    ta_apikey_hash_with(p->hasher, key, klen, hash);
     if (ta_rec_get_k(st, txn, &ta_desc_keyrec, TA_DB_KEYS, hash, sizeof(hash), &kr) != 0 ||
-        ta_rec_get(st, txn, &ta_desc_quota, kr.quota_id, &q) != 0) {
-        read_done(p, txn);
-        count_answer(p, 401, t0);
-        send_err(req, 401, TA_ET_AUTH, "invalid_api_key", NULL, "Incorrect API key provided.");
-        return 0;
-    }
-    user = malloc(sizeof(*user));
-    grp = malloc(sizeof(*grp));
-    pr = calloc(1, sizeof(*pr));
-    if (user == NULL || grp == NULL || pr == NULL)
-        goto Internal;
-    pr->p = p;
-    pr->t0_mono = t0;
-    pr->endpoint = ep;
-    ta_event_t *ev = &pr->ev;
-    ev->t_received_ns = t_recv;
-    ev->endpoint = (uint8_t)ep;
-    ev->user_id = q.user_id;
-    ev->quota_id = q.id;
-    copy_str(ev->key_prefix, sizeof(ev->key_prefix), q.key_prefix);
+        ta_rec_get(st, txn, &ta_desc_quota, kr.quota_id, &f->q) != 0)
+        return refused(rf, 401, TA_ET_AUTH, "invalid_api_key", NULL, "Incorrect API key provided.");
+
+    const ta_quota_t *q = &f->q;
+    ta_event_t *ev = &f->ev;
+    f->caller = true;
+    ev->endpoint = (uint8_t)f->ep;
+    ev->user_id = q->user_id;
+    ev->quota_id = q->id;
+    copy_str(ev->key_prefix, sizeof(ev->key_prefix), q->key_prefix);
     ta_worker_request_id(req, ev->request_id, NULL);
     ta_worker_client_ip(req, ev->client_ip, sizeof(ev->client_ip));
     ev->bytes_in = (int64_t)req->entity.len;
 
-    if (ta_rec_get(st, txn, &ta_desc_user, q.user_id, user) != 0 || !user->is_active || !q.is_active) {
-        read_done(p, txn);
-        txn = NULL;
-        refuse(p, req, ev, t0, 403, TA_ET_PERMISSION, "quota_inactive", NULL, "This API key's quota is not active.");
-        goto Done;
+    ta_user_t *user = malloc(sizeof(*user));
+    f->grp = malloc(sizeof(*f->grp));
+    if (user == NULL || f->grp == NULL) {
+        free(user);
+        return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
     }
-    if (ta_rec_get(st, txn, &ta_desc_group, q.group_id, grp) != 0)
-        memset(grp, 0, sizeof(*grp));
+    bool active = ta_rec_get(st, txn, &ta_desc_user, q->user_id, user) == 0 && user->is_active && q->is_active;
+    free(user);
+    if (!active)
+        return refused(rf, 403, TA_ET_PERMISSION, "quota_inactive", NULL, "This API key's quota is not active.");
+    if (ta_rec_get(st, txn, &ta_desc_group, q->group_id, f->grp) != 0)
+        memset(f->grp, 0, sizeof(*f->grp));
+    return 0;
+}
 
-    if (ep == TA_EP_MODELS || ep == TA_EP_USAGE) {
-        if (ep == TA_EP_MODELS)
-            answer_models(p, req, txn, grp, model_id,
-                          model_id ? req->path_normalized.len - (size_t)(model_id - req->path_normalized.base) : 0);
-        else
-            answer_usage(p, req, txn, &q);
-        count_answer(p, 200, t0);
-        read_done(p, txn);
-        txn = NULL;
-        goto Done;
-    }
-
-    /* 2. the body */
-    size_t max_body = p->conf.max_body_size;
-    if (req->entity.len > max_body) {
-        read_done(p, txn);
-        txn = NULL;
-        refuse(p, req, ev, t0, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL, "The request body is too large.");
-        goto Done;
-    }
+/* The body: its size, JSON, and the endpoint's rules (validate). */
+static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
+{
+    if (req->entity.len > p->conf.max_body_size)
+        return refused(rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL, "The request body is too large.");
     json_error_t jerr;
-    body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    f->body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (f->body == NULL)
+        return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_json", NULL,
+                       "We could not parse the JSON body of your request: %s", jerr.text);
     const char *param = NULL;
     char msg[256];
-    if (body == NULL) {
-        snprintf(msg, sizeof(msg), "We could not parse the JSON body of your request: %s", jerr.text);
-        read_done(p, txn);
-        txn = NULL;
-        refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "invalid_json", NULL, msg);
-        goto Done;
+    if (f->ep == TA_EP_MESSAGES || f->ep == TA_EP_COUNT_TOKENS) {
+        ta_err_t e = {0};
+        if (ta_msg_validate(f->body, f->ep == TA_EP_COUNT_TOKENS, &e) != 0)
+            return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", e.field[0] ? e.field : NULL, "%s",
+                           e.message);
+        return 0;
     }
-    if (validate(ep, body, &param, msg, sizeof(msg)) != 0) {
-        read_done(p, txn);
-        txn = NULL;
-        refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", param, msg);
-        goto Done;
-    }
-    const char *mname = json_string_value(json_object_get(body, "model"));
+    if (validate(f->ep, f->body, &param, msg, sizeof(msg)) != 0)
+        return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", param, "%s", msg);
+    return 0;
+}
+
+/* The capability an endpoint needs of a model (schema.h TA_CAP_*): a model
+ * without it is the client's 400, refused before anything is held. */
+static int model_capable(const ta_model_t *m, int ep, refusal_t *rf)
+{
+    uint32_t need = ep == TA_EP_EMBEDDINGS                                                    ? TA_CAP_EMBEDDINGS
+                    : ep == TA_EP_CHAT || ep == TA_EP_MESSAGES || ep == TA_EP_COUNT_TOKENS ? TA_CAP_CHAT
+                                                                                            : 0;
+    if ((m->capabilities & need) == need)
+        return 0;
+    return refused(rf, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model",
+                   "The model '%s' does not support %s (it lacks the '%s' capability).", m->name,
+                   ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat completions",
+                   ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat");
+}
+
+/* The model (by name, active, in the caller's group) and its usable routes
+ * in priority order (lowest first; stable for equal priorities). */
+static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, preq_t *pr, refusal_t *rf)
+{
+    ta_store_t *st = p->conf.store;
+    ta_event_t *ev = &pr->ev;
+    const char *mname = json_string_value(json_object_get(f->body, "model"));
     copy_str(ev->model, sizeof(ev->model), mname);
     uint64_t mid;
     if (strlen(mname) >= sizeof(pr->model.name) || ta_idx_get(st, txn, TA_DB_MODELS_BY_NAME, mname, &mid) != 0 ||
-        ta_rec_get(st, txn, &ta_desc_model, mid, &pr->model) != 0 || !pr->model.is_active) {
-        snprintf(msg, sizeof(msg), "The model '%s' does not exist or you do not have access to it.", mname);
-        read_done(p, txn);
-        txn = NULL;
-        refuse(p, req, ev, t0, 404, TA_ET_NOT_FOUND, "model_not_found", "model", msg);
-        goto Done;
-    }
+        ta_rec_get(st, txn, &ta_desc_model, mid, &pr->model) != 0 || !pr->model.is_active)
+        return refused(rf, 404, TA_ET_NOT_FOUND, "model_not_found", "model",
+                       "The model '%s' does not exist or you do not have access to it.", mname);
     ev->model_id = mid;
-    if (!group_has(grp, mid)) {
-        snprintf(msg, sizeof(msg), "This API key may not use the model '%s'.", mname);
-        read_done(p, txn);
-        txn = NULL;
-        refuse(p, req, ev, t0, 403, TA_ET_PERMISSION, "model_not_allowed", "model", msg);
-        goto Done;
-    }
+    if (!group_has(f->grp, mid))
+        return refused(rf, 403, TA_ET_PERMISSION, "model_not_allowed", "model", "This API key may not use the model '%s'.",
+                       mname);
+    if (model_capable(&pr->model, f->ep, rf) != 0)
+        return -1;
     bool anth_skipped = false; /* an anthropic route, and the endpoint is not chat */
-    /* routes in priority order (lowest first; stable for equal priorities) */
-    {
-        int order[TA_MODEL_MAX_ROUTES], n = pr->model.nroutes < TA_MODEL_MAX_ROUTES ? pr->model.nroutes : TA_MODEL_MAX_ROUTES;
-        for (int i = 0; i < n; i++)
-            order[i] = i;
-        for (int i = 1; i < n; i++)
-            for (int j = i; j > 0 && pr->model.routes[order[j]].priority < pr->model.routes[order[j - 1]].priority; j--) {
-                int t = order[j];
-                order[j] = order[j - 1];
-                order[j - 1] = t;
-            }
-        ta_provider_t *prov = malloc(sizeof(*prov));
-        for (int i = 0; prov != NULL && i < n; i++) {
-            const ta_route_t *rt = &pr->model.routes[order[i]];
-            if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
-                continue;
-            if (prov->type == TA_PROVIDER_ANTHROPIC && ep != TA_EP_CHAT) {
-                anth_skipped = true; /* the Messages API has no completions or embeddings */
-                continue;
-            }
-            if (prov->type != TA_PROVIDER_OPENAI && prov->type != TA_PROVIDER_ANTHROPIC) {
-                ta_log(TA_LOG_WARN, "provider %llu: unknown provider type; route skipped",
-                       (unsigned long long)prov->id);
-                continue;
-            }
-            route_info_t *ri = &pr->routes[pr->nroutes++];
-            ri->provider_id = prov->id;
-            ri->type = prov->type;
-            copy_str(ri->base_url, sizeof(ri->base_url), prov->base_url);
-            copy_str(ri->upstream_name, sizeof(ri->upstream_name), rt->upstream_name[0] ? rt->upstream_name : mname);
-            memcpy(ri->key_sealed, prov->key_sealed, prov->key_sealed_len);
-            ri->key_sealed_len = prov->key_sealed_len;
-            ri->timeout_s = prov->timeout_s;
-            ri->connect_timeout_ms = prov->connect_timeout_ms;
+    int order[TA_MODEL_MAX_ROUTES], n = pr->model.nroutes < TA_MODEL_MAX_ROUTES ? pr->model.nroutes : TA_MODEL_MAX_ROUTES;
+    for (int i = 0; i < n; i++)
+        order[i] = i;
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && pr->model.routes[order[j]].priority < pr->model.routes[order[j - 1]].priority; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
         }
-        if (prov != NULL)
-            explicit_bzero(prov, sizeof(*prov));
-        free(prov);
+    ta_provider_t *prov = malloc(sizeof(*prov));
+    if (prov == NULL)
+        return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+    for (int i = 0; i < n; i++) {
+        const ta_route_t *rt = &pr->model.routes[order[i]];
+        if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
+            continue;
+        if (prov->type == TA_PROVIDER_ANTHROPIC && f->ep != TA_EP_CHAT && f->ep != TA_EP_MESSAGES &&
+            f->ep != TA_EP_COUNT_TOKENS) {
+            anth_skipped = true; /* the Messages API has no completions or embeddings */
+            continue;
+        }
+        if (prov->type != TA_PROVIDER_OPENAI && prov->type != TA_PROVIDER_ANTHROPIC) {
+            ta_log(TA_LOG_WARN, "provider %llu: unknown provider type; route skipped", (unsigned long long)prov->id);
+            continue;
+        }
+        route_info_t *ri = &pr->routes[pr->nroutes++];
+        ri->provider_id = prov->id;
+        ri->type = prov->type;
+        copy_str(ri->base_url, sizeof(ri->base_url), prov->base_url);
+        copy_str(ri->upstream_name, sizeof(ri->upstream_name), rt->upstream_name[0] ? rt->upstream_name : mname);
+        memcpy(ri->key_sealed, prov->key_sealed, prov->key_sealed_len);
+        ri->key_sealed_len = prov->key_sealed_len;
+        ri->timeout_s = prov->timeout_s;
+        ri->connect_timeout_ms = prov->connect_timeout_ms;
     }
-    read_done(p, txn);
-    txn = NULL;
-    if (pr->nroutes == 0 && anth_skipped) {
-        snprintf(msg, sizeof(msg), "The model '%s' does not support %.*s.", mname, (int)req->path_normalized.len,
-                 req->path_normalized.base);
-        refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model", msg);
-        goto Done;
-    }
+    explicit_bzero(prov, sizeof(*prov));
+    free(prov);
+    if (pr->nroutes == 0 && anth_skipped)
+        return refused(rf, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model",
+                       "The model '%s' does not support %.*s.", mname, (int)req->path_normalized.len,
+                       req->path_normalized.base);
     ta_err_t aerr = {0};
-    if (anth_check(pr, body, &aerr) != 0) {
-        refuse(p, req, ev, t0, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", aerr.field[0] ? aerr.field : NULL,
-               aerr.message);
-        goto Done;
-    }
-    if (pr->nroutes == 0) {
-        refuse(p, req, ev, t0, 503, TA_ET_UPSTREAM, "no_route", NULL, "No active provider serves this model.");
-        goto Done;
-    }
+    if (anth_check(pr, f->body, &aerr) != 0 || msg_check(pr, f->body, &aerr) != 0)
+        return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", aerr.field[0] ? aerr.field : NULL,
+                       "%s", aerr.message);
+    if (pr->nroutes == 0)
+        return refused(rf, 503, TA_ET_UPSTREAM, "no_route", NULL, "No active provider serves this model.");
+    return 0;
+}
 
-    pr->stream = json_is_true(json_object_get(body, "stream"));
+/* /v1/messages: nothing is added to the client's body (Anthropic refuses
+ * unknown fields; its streams always carry usage); the prompt is estimated
+ * on the chat translation (system, tools and blocks counted), else bounded
+ * by the body's bytes; the output limit is max_tokens (output_bounds). */
+static void msg_shape(preq_t *pr, front_t *f)
+{
+    json_t *body = f->body, *chat = NULL;
+    ta_err_t e;
     if (pr->stream) {
-        ev->flags |= TA_EVF_STREAM;
+        pr->ev.flags |= TA_EVF_STREAM;
+        ta_sse_init(&pr->sse, false, 0);
+    }
+    if (pr->req != NULL) {
+        ssize_t vi = h2o_find_header_by_str(&pr->req->headers, H2O_STRLIT("anthropic-version"), -1);
+        if (vi != -1)
+            snprintf(pr->anth_version, sizeof(pr->anth_version), "%.*s",
+                     (int)pr->req->headers.entries[vi].value.len, pr->req->headers.entries[vi].value.base);
+        for (char *c = pr->anth_version; *c; c++)
+            if (*c == '\r' || *c == '\n')
+                *c = ' ';
+    }
+    if (ta_msg_to_chat(body, &chat, &e) == 0) {
+        ta_tokens_prompt(chat, &pr->tok);
+    } else {
+        int64_t bytes = pr->req != NULL ? (int64_t)pr->req->entity.len : 0;
+        pr->tok.upper = bytes + 3;
+        pr->tok.estimate = bytes / 3 + 3;
+    }
+    json_decref(chat);
+    output_bounds(pr, body);
+    if (f->ep == TA_EP_COUNT_TOKENS) {
+        pr->max_out = 0;
+        pr->mt_both = false;
+    }
+    pr->quota_id = f->q.id;
+    pr->body = body;
+    f->body = NULL;
+}
+
+/* count_tokens for a model whose first route is an openai one (which has no
+ * such call): the gateway's own estimate, recorded, nothing held or charged. */
+static void count_tokens_here(preq_t *pr)
+{
+    h2o_req_t *req = pr->req;
+    char b[64];
+    int n = snprintf(b, sizeof(b), "{\"input_tokens\":%lld}", (long long)pr->tok.estimate);
+    end(pr, 200, TA_ET_NONE);
+    ta_worker_send(req, 200, NULL, b, (size_t)n);
+}
+
+/* What goes upstream besides the client's body: usage in every stream (the
+ * client sees it only if it asked), the prompt estimate and the output bounds
+ * the hold covers. pr takes the body. */
+static void front_shape(preq_t *pr, front_t *f)
+{
+    json_t *body = f->body;
+    pr->stream = json_is_true(json_object_get(body, "stream"));
+    if (f->ep == TA_EP_MESSAGES || f->ep == TA_EP_COUNT_TOKENS) {
+        msg_shape(pr, f);
+        return;
+    }
+    if (pr->stream) {
+        pr->ev.flags |= TA_EVF_STREAM;
         json_t *so = json_object_get(body, "stream_options");
         pr->client_usage = json_is_true(json_object_get(so, "include_usage"));
         if (!json_is_object(so)) {
@@ -1596,30 +1974,80 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     ta_tokens_prompt(body, &pr->tok);
     output_bounds(pr, body);
-
-    /* 3. the hold, at the end of this loop pass (run_holds), then 4. upstream */
-    pr->quota_id = q.id;
+    pr->quota_id = f->q.id;
     pr->body = body;
-    body = NULL;
-    pr->req = req;
-    preq_t **link = h2o_mem_alloc_shared(&req->pool, sizeof(*link), on_req_dispose);
-    *link = pr;
-    free(user);
-    free(grp);
-    queue_hold(pr);
-    return 0;
+    f->body = NULL;
+}
 
-Internal:
-    if (txn != NULL)
-        read_done(p, txn);
-    count_answer(p, 500, t0);
-    send_err(req, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
-Done:
-    json_decref(body);
-    free(user);
-    free(grp);
-    if (pr != NULL)
-        preq_free(pr);
+/* A preq_t for a request past the front's checks of the caller, attached to
+ * h2o's request (h2o_part_t) from the start: from here on it ends by end(). */
+static preq_t *preq_new(ta_proxy_t *p, h2o_req_t *req, const front_t *f)
+{
+    preq_t *pr = calloc(1, sizeof(*pr));
+    if (pr == NULL)
+        return NULL;
+    h2o_part_t *hp = h2o_mem_alloc_shared(&req->pool, sizeof(*hp), on_req_dispose);
+    memset(hp, 0, sizeof(*hp));
+    hp->pr = pr;
+    pr->hp = hp;
+    pr->req = req;
+    pr->p = p;
+    pr->state = ST_FRONT;
+    pr->t0_mono = f->t0;
+    pr->endpoint = f->ep;
+    pr->ev = f->ev;
+    h2o_linklist_insert(&p->live, &pr->live);
+    return pr;
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    ta_proxy_t *p = *(ta_proxy_t **)(self + 1);
+    front_t f = {.t0 = ta_mono_ns()};
+    refusal_t rf = {0};
+    MDB_txn *txn = NULL;
+    preq_t *pr = NULL;
+    int rc;
+    f.ev.t_received_ns = ta_now_ns();
+
+    if ((rc = front_route(req, &f, &rf)) != 0 || (rc = front_admit(p, &rf)) != 0)
+        goto Exit;
+    if (read_begin(p, &txn) != 0) {
+        txn = NULL;
+        rc = refused(&rf, 503, TA_ET_INTERNAL, "ledger_unavailable", NULL, "The ledger is unavailable.");
+        goto Exit;
+    }
+    if ((rc = front_auth(p, req, txn, &f, &rf)) != 0)
+        goto Exit;
+    if (f.ep == TA_EP_MODELS || f.ep == TA_EP_USAGE) {
+        if (f.ep == TA_EP_MODELS)
+            answer_models(p, req, txn, f.grp, f.model_id, f.model_id_len);
+        else
+            answer_usage(p, req, txn, &f.q);
+        count_answer_ev(p, 200, f.t0, NULL);
+        goto Exit;
+    }
+    if ((rc = front_body(p, req, &f, &rf)) != 0)
+        goto Exit;
+    if ((pr = preq_new(p, req, &f)) == NULL) {
+        rc = refused(&rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+        goto Exit;
+    }
+    if ((rc = front_model(p, req, txn, &f, pr, &rf)) != 0)
+        goto Exit;
+    front_shape(pr, &f);
+    if (pr->endpoint == TA_EP_COUNT_TOKENS && pr->routes[0].type != TA_PROVIDER_ANTHROPIC) {
+        count_tokens_here(pr);
+        goto Exit;
+    }
+    queue_hold(pr); /* the hold, at the end of this loop pass (run_holds), then upstream */
+
+Exit:
+    read_done(p, txn);
+    if (rc != 0)
+        refuse(p, req, &f, pr, &rf);
+    json_decref(f.body);
+    free(f.grp);
     return 0;
 }
 
@@ -1641,6 +2069,8 @@ static int32_t flush_ring(void *arg)
 
 int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out)
 {
+    if (conf->max_body_size == 0 || conf->stream_drain_timeout_ms < 0 || conf->store == NULL)
+        return TA_EINVAL; /* the settings' own defaults come from master/config.c */
     ta_proxy_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return -ENOMEM;
@@ -1649,19 +2079,19 @@ int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out
     p->pid = (int32_t)getpid(); /* set up inside the worker process, which never forks */
     copy_str(p->timezone, sizeof(p->timezone), conf->timezone != NULL && conf->timezone[0] ? conf->timezone : "UTC");
     p->conf.timezone = p->timezone;
-    if (p->conf.stream_drain_timeout_ms <= 0)
-        p->conf.stream_drain_timeout_ms = 60000;
-    if (p->conf.max_body_size == 0)
-        p->conf.max_body_size = 16u << 20;
     if (p->conf.max_response_size == 0)
-        p->conf.max_response_size = 64u << 20;
+        p->conf.max_response_size = DEFAULT_MAX_RESPONSE;
+    /* a provider record from before its timeouts existed reads them as 0 */
+    p->default_timeout_s = (int32_t)ta_rec_field(&ta_desc_provider, "timeout_s")->def;
+    p->default_connect_timeout_ms = (int32_t)ta_rec_field(&ta_desc_provider, "connect_timeout_ms")->def;
+    h2o_linklist_init_anchor(&p->live);
+    p->hold_tail = &p->hold_head;
     h2o_pathconf_t *pc = ta_worker_register_path(w, "/v1");
     if (pc == NULL) {
         free(p);
         return TA_ECONFIG;
     }
-    p->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL); /* NULL: key_hash() falls back to SHA256() */
-    p->sha_ctx = EVP_MD_CTX_new();
+    p->hasher = ta_apikey_hasher_create(); /* NULL: one-shot hashes */
     h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h) + sizeof(ta_proxy_t *));
     *(ta_proxy_t **)(h + 1) = p;
     h->on_req = on_req;
@@ -1676,12 +2106,31 @@ void ta_proxy_destroy(ta_proxy_t *p)
 {
     if (p == NULL)
         return;
+    /* The loop has stopped with requests still alive (shutdown_timeout_ms
+     * ran out): each is abandoned as if the worker had died, without an
+     * event. A held one keeps its hold, which billing's dead-worker cleanup
+     * releases (an aborted record), so it is still settled exactly once.
+     * h2o's part of it, if any, is left pointing at nothing. */
+    p->hold_head = NULL;
+    p->hold_tail = &p->hold_head;
+    while (!h2o_linklist_is_empty(&p->live)) {
+        preq_t *pr = H2O_STRUCT_FROM_MEMBER(preq_t, live, p->live.next);
+        if (pr->call != NULL)
+            ta_upcall_cancel(pr->call);
+        pr->call = NULL;
+        if (h2o_timeout_is_linked(&pr->drain_timer))
+            h2o_timeout_unlink(&pr->drain_timer);
+        if (pr->ev.flags & TA_EVF_HOLD && pr->state != ST_DONE)
+            ta_metrics_holds_add(-1);
+        pr->state = ST_DONE;
+        pr->req = NULL;
+        preq_free(pr);
+    }
     if (p->up != NULL)
         ta_upstream_destroy(p->up);
     if (p->drain_timeout_init)
         h2o_timeout_dispose(ta_worker_loop(p->w), &p->drain_timeout);
-    EVP_MD_CTX_free(p->sha_ctx);
-    EVP_MD_free(p->sha256);
+    ta_apikey_hasher_destroy(p->hasher);
     if (p->rtxn != NULL)
         mdb_txn_abort(p->rtxn);
     if (p->keys != NULL) {
@@ -1694,33 +2143,4 @@ void ta_proxy_destroy(ta_proxy_t *p)
         h2o_timeout_dispose(ta_worker_loop(p->w), &p->hold_timeout);
     }
     free(p);
-}
-
-/* Both read the shared metrics page: totals over all workers, not this
- * process alone (worker/metrics.h). */
-void ta_proxy_stats(const ta_proxy_t *p, ta_proxy_stats_t *out)
-{
-    static const int64_t le_ms[] = {10, 50, 100, 500, 1000, 5000, 30000};
-    ta_metrics_totals_t t;
-    ta_metrics_totals(&t);
-    memset(out, 0, sizeof(*out));
-    out->requests = t.requests;
-    memcpy(out->by_class, t.by_class, sizeof(out->by_class));
-    for (int k = 0; k < TA_METRICS_UP_NKINDS; k++)
-        out->upstream_errors += t.upstream_errors[k];
-    out->holds_inflight = (uint64_t)t.holds_in_flight;
-    for (int b = 0; b < TA_METRICS_NBUCKETS; b++) {
-        int64_t ub = ta_metrics_bucket_le_ms(b);
-        size_t i = 0;
-        while (i < TA_ARRAY_SIZE(le_ms) && ub > le_ms[i])
-            i++;
-        out->latency_le_ms[i] += t.duration_bucket[b];
-    }
-    out->latency_sum_ms = t.duration_sum_us / 1000;
-}
-
-size_t ta_proxy_metrics_text(const ta_proxy_t *p, char *buf, size_t cap)
-{
-    size_t n = ta_metrics_text(buf, cap);
-    return n < cap ? n : cap;
 }

@@ -1,5 +1,5 @@
 /*
- * proxy.h - the OpenAI-compatible /v1 endpoints (DESIGN.md sections 4 and 5):
+ * proxy.h - the OpenAI-compatible /v1 endpoints:
  *   POST /v1/chat/completions (JSON and SSE), POST /v1/completions,
  *   POST /v1/embeddings, GET /v1/models, GET /v1/usage.
  *
@@ -42,8 +42,8 @@ typedef struct ta_proxy_conf {
     int reserve;                  /* enum ta_reserve (ledger/quota.h) */
     const char *timezone;         /* quota_timezone; NULL = "UTC" */
     int on_disconnect;            /* TA_PROXY_DRAIN / TA_PROXY_ABORT */
-    int64_t stream_drain_timeout_ms; /* bound of a drain after the client left; 0 = 60000 */
-    size_t max_body_size;         /* request bodies; 0 = 16 MiB */
+    int64_t stream_drain_timeout_ms; /* bound of a drain after the client left; 0: it ends at once, charging an estimate */
+    size_t max_body_size;         /* request bodies; > 0 (the setting max_body_size) */
     size_t max_response_size;     /* buffered (non-streaming) answers; 0 = 64 MiB */
     long upstream_max_connections; /* idle pool size per worker; 0 = automatic (ta_upstream_opts_t) */
     /** Optional: every event, after it went to the ring (tests, logs). */
@@ -54,26 +54,22 @@ typedef struct ta_proxy_conf {
 typedef struct ta_proxy ta_proxy_t;
 
 /** In the worker's conf.setup hook: registers "/v1" and the handler. conf is
- *  copied (the pointers in it are borrowed). Returns 0 or a negative code. */
+ *  copied (the pointers in it are borrowed and must outlive the proxy).
+ *  Returns 0, TA_EINVAL (no store, max_body_size 0, a negative drain
+ *  timeout), TA_ECONFIG or -ENOMEM. */
 int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out);
 /** Optional, in conf.ready: creates the upstream client now rather than on
  *  the first request. */
 int ta_proxy_ready(ta_proxy_t *p);
-/** After ta_worker_run() returned. */
+/** After ta_worker_run() returned and before ta_worker_destroy() and
+ *  ta_store_close(): abandons the requests still alive (no event: their
+ *  holds are released by billing's dead-worker cleanup, as when a worker
+ *  dies), closes the upstream client and the cached read transaction, wipes the
+ *  clear provider keys. The worker process that set the proxy up owns it. */
 void ta_proxy_destroy(ta_proxy_t *p);
 
-/* Per-process counters (for /metrics). */
-typedef struct ta_proxy_stats {
-    uint64_t requests;          /* /v1 requests answered */
-    uint64_t by_class[6];       /* by status class: [2] 2xx, [4] 4xx, [5] 5xx */
-    uint64_t upstream_errors;   /* calls that ended with a transport error or timeout */
-    uint64_t holds_inflight;    /* holds taken whose event is not out yet */
-    uint64_t latency_le_ms[8];  /* histogram: <=10, 50, 100, 500, 1000, 5000, 30000, +Inf (cumulative on output) */
-    uint64_t latency_sum_ms;
-} ta_proxy_stats_t;
-void ta_proxy_stats(const ta_proxy_t *p, ta_proxy_stats_t *out);
-/** Append the Prometheus text of this process's counters to buf; returns the
- *  length written (truncated to cap). */
-size_t ta_proxy_metrics_text(const ta_proxy_t *p, char *buf, size_t cap);
+/** ms as OpenAI writes durations in x-ratelimit-reset-*: "20ms", "6.5s",
+ *  "1m0s", "1h2m3.25s" (negative reads as 0). Any process. */
+void ta_proxy_duration(int64_t ms, char *out, size_t cap);
 
 #endif

@@ -29,6 +29,7 @@
 #include <unistd.h>
 #include <h2o/multithread.h>
 #include "ledger/heartbeat.h"
+#include "schema/apierror.h"
 #include "worker/console.h"
 #include "worker/metrics.h"
 #include "worker/upstream.h"
@@ -119,41 +120,27 @@ static int64_t mono_ns(void)
 
 /* ---- small JSON helpers ------------------------------------------------ */
 
-/* Append s JSON-escaped into buf[*used..cap); truncates silently (our own
- * short messages only). */
-static void json_escape(char *buf, size_t cap, size_t *used, const char *s)
-{
-    static const char hexd[] = "0123456789abcdef";
-    for (; *s != '\0' && *used + 7 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            buf[(*used)++] = '\\';
-            buf[(*used)++] = (char)c;
-        } else if (c < 0x20) {
-            buf[(*used)++] = '\\';
-            buf[(*used)++] = 'u';
-            buf[(*used)++] = '0';
-            buf[(*used)++] = '0';
-            buf[(*used)++] = hexd[c >> 4];
-            buf[(*used)++] = hexd[c & 15];
-        } else {
-            buf[(*used)++] = (char)c;
-        }
-    }
-    buf[*used] = '\0';
-}
-
+/* The one error body (schema/apierror.h), into buf; a message too long for
+ * buf is cut (our own short messages, or h2o's reason). */
 static size_t format_error(char *buf, size_t cap, const char *type, const char *code,
                            const char *message)
 {
-    size_t used = 0;
-    int n = snprintf(buf, cap, "{\"error\":{\"message\":\"");
-    used = (size_t)n;
-    json_escape(buf, cap - 64, &used, message);
-    n = snprintf(buf + used, cap - used, "\",\"type\":\"%s\",\"code\":\"%s\",\"param\":null}}", type,
-                 code);
-    used += (size_t)n;
-    return used < cap ? used : cap - 1;
+    char cut[256];
+    size_t len = 0;
+    char *s = ta_error_body(type, code, NULL, message, &len);
+    if (s != NULL && len >= cap) {
+        free(s);
+        snprintf(cut, sizeof(cut), "%.*s", (int)(cap / 4), message);
+        s = ta_error_body(type, code, NULL, cut, &len);
+    }
+    if (s == NULL || len >= cap) {
+        free(s);
+        len = snprintf(buf, cap, "%s", ta_error_body_oom);
+        return len < cap ? len : cap - 1;
+    }
+    memcpy(buf, s, len + 1);
+    free(s);
+    return len;
 }
 
 static void status_error_names(int status, const char **type, const char **code)

@@ -150,6 +150,19 @@ static size_t strip_usage_null(char *d, size_t n)
     return (size_t)(end - d);
 }
 
+/* data is {"error": ...} (OpenAI's error event inside a stream)? */
+static bool is_error_event(const char *d, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (d[i] == ' ' || d[i] == '\t'))
+        i++;
+    if (i >= n || d[i] != '{')
+        return false;
+    for (i++; i < n && (d[i] == ' ' || d[i] == '\t' || d[i] == '\r' || d[i] == '\n'); i++)
+        ;
+    return n - i >= 7 && memcmp(d + i, "\"error\"", 7) == 0;
+}
+
 /* One complete event ev[0..n). Appends it to out unless it is dropped. */
 static int handle_event(ta_sse_t *s, char *ev, size_t n, ta_bytes_t *out)
 {
@@ -177,6 +190,10 @@ static int handle_event(ta_sse_t *s, char *ev, size_t n, ta_bytes_t *out)
     if (data != NULL) {
         if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0) {
             s->done = true;
+        } else if (is_error_event(data, dlen)) {
+            /* the provider's error in the middle of the stream: passed on as it is */
+            s->error_event = true;
+            s->error_rate_limit = memmem(data, dlen, "rate_limit", 10) != NULL;
         } else {
             bool empty_choices = memmem(data, dlen, "\"choices\":[]", 12) != NULL;
             if (has_usage_object(data, dlen)) {

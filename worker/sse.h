@@ -66,6 +66,8 @@ typedef struct ta_sse {
     int64_t content_events; /* events with a non-empty choices array (about one token each) */
     uint64_t events;      /* complete events seen */
     uint64_t dropped;     /* events removed (usage-only chunks the client did not ask for) */
+    bool error_event;     /* an error event ({"error": ...}) was passed on: the stream ended in an error */
+    bool error_rate_limit; /* ... and it was a rate limit (type or code rate_limit*) */
 } ta_sse_t;
 
 void ta_sse_init(ta_sse_t *s, bool keep_usage, size_t max_event);

@@ -53,7 +53,9 @@ def dump_holds_and_tickets(d):
     out = subprocess.run([CLI, "ledger", "dump", "--data-dir", d, "--json"], capture_output=True,
                          text=True)
     if out.returncode != 0:
-        return None
+        # a dump that fails is itself a failure: the stale-hold check below
+        # must never be skipped silently
+        fail("ledger dump exited %d: %s" % (out.returncode, (out.stdout + out.stderr).strip()[-2000:]))
     return json.loads(out.stdout)
 
 
@@ -132,10 +134,10 @@ def main():
         if len(set(tickets)) != len(tickets):
             fail("a ticket produced two records")
         dump = dump_holds_and_tickets(d)
-        if dump is not None:
-            holds = dump.get("holds", [])
-            if holds:
-                fail("holds left: %r" % holds[:3])
+        if "holds" not in dump:
+            fail("ledger dump has no holds list: %r" % sorted(dump))
+        if dump["holds"]:
+            fail("holds left: %r" % dump["holds"][:3])
         rc, out = verify(d)
         print(out.strip())
         if rc != 0:

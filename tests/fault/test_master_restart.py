@@ -5,7 +5,8 @@ Real processes: tokenauditd (tests/integration/harness.py) in front of
 tests/tools/fake_upstream, driven through /v1 by client threads (plain chat
 calls and SSE streams on keep-alive connections).
 
-What the design promises (DESIGN.md sections 1 and 6), and what is checked:
+What docs/ARCHITECTURE.md promises ("Processes", "The ring and billing"), and what
+is checked:
 
   Phase A - kill -9 of the master alone. Its children get SIGTERM
   (PR_SET_PDEATHSIG): workers stop accepting, finish what is in flight

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Fault test: a full event ring (DESIGN.md section 6).
+"""Fault test: a full event ring (docs/ARCHITECTURE.md, "The ring and billing").
 
 Real processes: tokenauditd (tests/integration/harness.py) with ring_slots at
 its configured minimum (1024) in front of tests/tools/fake_upstream; billing
 stalled with SIGSTOP while client threads keep sending /v1 requests.
 
-What the design promises and what is checked:
+What the architecture promises and what is checked:
   * A full ring never drops an event: once the ring is full, a finished
     request's event waits in its worker's own bounded queue, and while that
     queue is not empty the worker answers new /v1 requests 503 with
@@ -54,10 +54,19 @@ class Clients:
         self.lock = threading.Lock()
         self.outcomes = []  # (status, request id, json body, retry-after)
         self.first_busy_at = None  # how many accepted answers were counted when the first 503 came
+        self.errors = []  # what went wrong in a client thread, asserted by run() in the main thread
         self.threads = [threading.Thread(target=self.loop, args=(i, busy_streak), daemon=True)
                         for i in range(nthreads)]
 
     def loop(self, i, busy_streak):
+        # A failure raised here would only end this thread: record it for run().
+        try:
+            self.loop_inner(i, busy_streak)
+        except Exception as e:  # noqa: BLE001 - every failure is reported by run()
+            with self.lock:
+                self.errors.append("client %d: %s: %s" % (i, type(e).__name__, e))
+
+    def loop_inner(self, i, busy_streak):
         conn = http.client.HTTPConnection(self.gw.host, self.gw.port, timeout=30)
         streak = 0
         body = proxyutil.chat_body(fake_usage="%d,%d,%d" % USAGE)
@@ -77,8 +86,9 @@ class Clients:
             parsed = None
             if r.status != 200 or not body.get("stream"):
                 parsed = json.loads(raw)
-            else:
-                check(raw.rstrip().endswith(b"data: [DONE]"), "a stream ended early: %r" % raw[-200:])
+            elif not raw.rstrip().endswith(b"data: [DONE]"):
+                with self.lock:
+                    self.errors.append("client %d: a stream ended early: %r" % (i, raw[-200:]))
             with self.lock:
                 if r.status == 503 and self.first_busy_at is None:
                     self.first_busy_at = sum(1 for o in self.outcomes if o[0] != 503)
@@ -93,6 +103,7 @@ class Clients:
         for t in self.threads:
             t.join(timeout)
             check(not t.is_alive(), "a client thread hung")
+        check(not self.errors, "%d client failure(s):\n  %s" % (len(self.errors), "\n  ".join(self.errors[:10])))
 
     def accepted(self):
         return [o for o in self.outcomes if o[0] != 503]

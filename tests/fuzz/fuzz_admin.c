@@ -153,7 +153,7 @@ static char *bearer(uint64_t uid, int role)
 {
     char *tok = NULL, *h;
     ta_jwt_claims_t cl;
-    FUZZ_CHECK(ta_jwt_issue(jwt_secret, sizeof(jwt_secret), uid, role, 3600, &tok, &cl) == 0);
+    FUZZ_CHECK(ta_jwt_issue(jwt_secret, sizeof(jwt_secret), uid, role, 0, 3600, &tok, &cl) == 0);
     size_t n = strlen(tok) + 8;
     h = malloc(n);
     FUZZ_CHECK(h != NULL);

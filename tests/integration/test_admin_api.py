@@ -213,8 +213,10 @@ class AdminApi(unittest.TestCase):
         self.assert_error(self.call("POST", "/api/auth/password/",
                                     {"old_password": "wrong-one", "new_password": "new-password"},
                                     token=utok), 400, "invalid_request_error", "old_password")
-        self.call("POST", "/api/auth/password/",
-                  {"old_password": pw, "new_password": "new-password"}, token=utok, want=204)
+        r = self.call("POST", "/api/auth/password/",
+                      {"old_password": pw, "new_password": "new-password"}, token=utok, want=200)
+        self.assertEqual(self.call("GET", "/api/auth/me/", token=r.json["access_token"],
+                                   want=200).json["email"], email)
         r = self.gw.http("POST", "/api/auth/login/", {"email": email, "password": pw})
         self.assertEqual(r.status, 401)
         self.gw.login(email, "new-password")

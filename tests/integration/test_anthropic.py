@@ -252,13 +252,16 @@ def errors(s):
 
 def stream_error(s):
     # an error event mid-stream: the client gets the text so far, the error
-    # event in OpenAI's shape, and a cut stream (no [DONE], no last chunk)
+    # event in OpenAI's shape, then a cleanly ended body (no [DONE]); the
+    # request is recorded with the error's type
     s.script(scenario="stream_error", usage="11,2,0,0", chunks=3)
-    status, _, body, complete = raw_request(s.gw, s.key, {"model": "claude-test", "messages": MSGS,
-                                                           "stream": True})
+    status, hdrs, body, complete = raw_request(s.gw, s.key, {"model": "claude-test", "messages": MSGS,
+                                                              "stream": True})
     check(status == 200, status)
     ev = sse_events(body)
-    check("[DONE]" not in ev and not complete, "the stream ends broken: %r %r" % (ev, complete))
+    check("[DONE]" not in ev and complete, "error event, then a clean end: %r %r" % (ev, complete))
+    rec = record(s.gw, hdrs["x-request-id"])
+    check(rec["error_type"] == "upstream_error", "recorded with its error type: %s" % rec)
     err = json.loads(ev[-1])
     check(err["error"]["code"] == "overloaded_error" and err["error"]["message"] == "Overloaded", ev)
     check(json.loads(ev[1])["choices"][0]["delta"]["content"] == "tok0 ", ev)

@@ -170,7 +170,7 @@ def run(gw, fake):
     check(len(streams) == 2 * len(quotas) and all(r["model"] == "chat-b" for r in streams), streams)
     check(all(r["endpoint"] == "embeddings" for r in recs if r["model"] == "emb"), "embeddings")
     nf = [r for r in recs if r["model"] == "nope"]
-    check(len(nf) == len(quotas) and all(r["status"] == 404 and r["error_type"] == "not_found" and
+    check(len(nf) == len(quotas) and all(r["status"] == 404 and r["error_type"] == "not_found_error" and
                                          r["cost"] == "0" for r in nf), nf)
     for qid, uid, key in quotas:
         mine = [r for r in recs if r["quota_id"] == qid]

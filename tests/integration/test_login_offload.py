@@ -239,7 +239,7 @@ def check_user_paths(gw, admin_tok):
     check(r.status == 400 and r.json["error"]["param"] == "old_password", "mismatch: %s %s" % (r.status, r.body))
     r = gw.http("POST", "/api/auth/password/", {"old_password": "joe-password-2", "new_password": JOE_PW},
                 token=tok)
-    check(r.status == 204, "password change: %s %s" % (r.status, r.body))
+    check(r.status == 200 and r.json["access_token"], "password change: %s %s" % (r.status, r.body))
     gw.login(JOE, JOE_PW)
     return joe_id
 
@@ -260,13 +260,21 @@ def check_clients_that_leave(gw, admin_tok, joe_id):
     h2_send_and_cancel(gw, "POST", "/api/auth/login/", admin_tok,
                        {"email": harness.ADMIN_EMAIL, "password": harness.ADMIN_PASSWORD})
     check(gw.http("GET", "/healthz").status == 200, "the worker still answers")
-    gw.login()
+    # the hashes of the logins whose clients left still run on the pool: on a
+    # loaded machine this login may wait for several of them
+    r = gw.http("POST", "/api/auth/login/", {"email": harness.ADMIN_EMAIL, "password": harness.ADMIN_PASSWORD},
+                timeout=120)
+    check(r.status == 200, "login after the clients that left: %s %s" % (r.status, r.body))
     check(gw.worker_pids() == pids, "the worker survived: %s -> %s" % (pids, gw.worker_pids()))
 
 
 def main():
     iters = pick_iterations()
-    env = {"TOKENAUDIT_PBKDF2_ITERATIONS": str(iters)}
+    # Dozens of logins of one account at once are what the login throttle
+    # refuses (it counts logins in flight); this test is about the pool.
+    env = {"TOKENAUDIT_PBKDF2_ITERATIONS": str(iters),
+           "TOKENAUDIT_LOGIN_MAX_FAILURES": "1000000",
+           "TOKENAUDIT_LOGIN_ADDRESS_MAX_FAILURES": "1000000"}
     with gateway_with_fake(workers=1, env=env, stop=False) as (gw, fake):
         t = Tenant(gw, fake)
         joe_id = check_user_paths(gw, t.tok)

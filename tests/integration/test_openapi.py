@@ -4,14 +4,17 @@ document matches the code:
   * the committed file is byte-for-byte the generator's output (else: regenerate);
   * the YAML is well formed and says the same as `tokenaudit openapi --json`
     (read back with a small reader for the subset the generator writes);
-  * every route of the router table (admin/admin.c, read from the source) is a path
-    and method of the document, and the document has no other /api operation;
+  * every row of the route table, as the binary exports it (`tokenaudit openapi
+    --routes`), is a path and method of the document with exactly the row's operation
+    id, summary, schemas, parameters and statuses, and the document has no other /api
+    operation;
   * no SECRET field of the schema descriptors (pwhash, key_sealed, key_hash) appears;
   * the audit record lists exactly the fields admin/requests.c answers with;
   * every $ref resolves; write-only and read-only fields are marked;
   * against a real tokenauditd, the answers of the admin API, /v1, /healthz and their
     errors have a documented status and validate against the documented schema, and
-    no answer carries a field the document does not name.
+    no answer carries a field the document does not name; GET /api/openapi.json
+    serves the same document without credentials.
 """
 
 import json
@@ -277,19 +280,47 @@ class OpenApiDoc(unittest.TestCase):
             self.skipTest("openapi_spec_validator not installed")
         validate(self.doc)
 
-    def test_every_route_of_the_router_table(self):
-        table = c_block(("admin", "admin.c"), "routes[] = {", "\n};")
-        routes = re.findall(r'\{\s*"(GET|POST|PUT|PATCH|DELETE)",\s*"(/api/[^"]*)"', table)
+    def test_every_route_of_the_route_table(self):
+        routes = json.loads(run_openapi("--routes"))
         self.assertGreater(len(routes), 30)
         paths = self.doc["paths"]
-        for method, pattern in routes:
-            self.assertIn(pattern, paths, "route %s %s missing; regenerate: %s" % (
-                method, pattern, REGEN))
-            self.assertIn(method.lower(), paths[pattern], "route %s %s missing" % (method, pattern))
+        seen = set()
+        for r in routes:
+            what = "%s %s" % (r["method"], r["pattern"])
+            self.assertIn(r["pattern"], paths, "route %s missing; regenerate: %s" % (what, REGEN))
+            op = paths[r["pattern"]].get(r["method"].lower())
+            self.assertIsNotNone(op, "route %s missing" % what)
+            self.assertEqual(op["operationId"], r["operation_id"], what)
+            self.assertEqual(op["summary"], r["summary"], what)
+            self.assertEqual(op["tags"], [r["tag"]], what)
+            self.assertEqual([p["$ref"].rsplit("/", 1)[1] for p in op.get("parameters", [])],
+                             r["params"], what)
+            self.assertEqual(list(op["responses"]), [str(r["status"])] + r["errors"], what)
+            ok = op["responses"][str(r["status"])]
+            if r["response"] is None:
+                self.assertNotIn("content", ok, what)
+            else:
+                self.assertEqual(ok["content"]["application/json"]["schema"]["$ref"],
+                                 "#/components/schemas/" + r["response"], what)
+            if r["request"] is None:
+                self.assertNotIn("requestBody", op, what)
+                self.assertFalse(r["body"], what)
+            else:
+                self.assertTrue(r["body"], what)
+                self.assertEqual(op["requestBody"]["content"]["application/json"]["schema"]
+                                 ["$ref"], "#/components/schemas/" + r["request"], what)
+            self.assertEqual(op["security"], {"none": [], "jwt": [{"jwt": []}],
+                                              "admin": [{"jwt": []}],
+                                              "user": [{"jwt": []}, {"apiKey": []}]}[r["auth"]],
+                             what)
+            if r["write"]:
+                self.assertNotEqual(r["method"], "GET", what)
+            seen.add((r["method"], r["pattern"]))
         documented = {(m.upper(), p) for p, item in paths.items() if p.startswith("/api/")
                       for m in item if m != "parameters"}
-        self.assertEqual(documented, set(routes), "the document has /api operations the "
-                         "router table lacks")
+        self.assertEqual(documented, seen, "the document has /api operations the "
+                         "route table lacks")
+        self.assertIn(("GET", "/api/openapi.json"), seen)
         for p in ("/v1/chat/completions", "/v1/embeddings", "/v1/models", "/v1/usage",
                   "/healthz", "/metrics"):
             self.assertIn(p, paths)
@@ -487,6 +518,11 @@ class OpenApiLive(unittest.TestCase):
         self.call("DELETE", Q + "%d/" % q["id"], Q + "{id}/", token=tok, want=204)
         self.call("GET", "/healthz", want=200)
         self.call("POST", "/api/auth/logout/", token=utok, want=204)
+
+    def test_document_served(self):
+        r = self.call("GET", "/api/openapi.json", want=200)
+        self.assertEqual(r.json, self.doc)
+        self.call("GET", "/api/openapi.json/", "/api/openapi.json", want=200)
 
 
 if __name__ == "__main__":

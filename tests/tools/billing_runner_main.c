@@ -18,6 +18,7 @@
 
 #include "ledger/billing.h"
 #include "ledger/ring.h"
+#include "master/webhook.h"
 
 static volatile sig_atomic_t stop;
 static void on_sig(int sig) { stop = 1; }
@@ -25,7 +26,7 @@ static void on_sig(int sig) { stop = 1; }
 int main(int argc, char **argv)
 {
     ta_billing_conf_t conf = {.sync_interval_ms = 100, .quota_timezone = "UTC", .ring_slots = 1024,
-                              .warning_webhook_url = ""};
+                              .warning_webhook_url = "", .webhook_post = ta_webhook_post_curl};
     static const struct option opts[] = {
         {"data-dir", required_argument, 0, 'd'}, {"ring-slots", required_argument, 0, 'r'},
         {"skip-ms", required_argument, 0, 'k'},  {"sync-ms", required_argument, 0, 's'},

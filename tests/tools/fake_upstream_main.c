@@ -20,6 +20,7 @@
  *                               "stream": true Anthropic's event stream (message_start,
  *                               content_block_start, ping, text_delta per chunk,
  *                               content_block_stop, message_delta, message_stop)
+ *   POST /v1/messages/count_tokens  {"input_tokens": <usage prompt>} (x-api-key, anthropic-version)
  *   GET  /v1/models             OpenAI list of --models
  *   POST /_fake/control         {"scenario": "...", "usage": "p,c,k", "chunks": N,
  *                                "times": K} applies to the next K /v1 POSTs (0 = until
@@ -43,7 +44,8 @@
  *   tool_use           (/v1/messages) after the text, a tool_use block for the first
  *                      tool of the request (input {"city":"Oslo"}), stop_reason tool_use
  *   stream_error       (/v1/messages, streaming) an overloaded_error event after the
- *                      first text delta, then the end of the stream
+ *                      first text delta, then the end of the stream; (chat, streaming)
+ *                      an OpenAI error event {"error":{...}} after two chunks, then the end
  * Several may be combined with ',' ("slow_chunks:5,no_usage").
  * Usage: X-Fake-Usage / "fake_usage": "prompt,completion,cached[,cache_write]" (default:
  * prompt = ceil(body bytes / 4), completion = chunks, cached = 0). /v1/messages
@@ -451,10 +453,16 @@ static void stream_proceed(h2o_generator_t *g, h2o_req_t *req)
 
 static void anth_stream_next(struct fake_req *fr);
 
+static void oai_stream_error(struct fake_req *fr);
+
 static void stream_next(struct fake_req *fr)
 {
     if (fr->anth) {
         anth_stream_next(fr);
+        return;
+    }
+    if (fr->s.stream_error && fr->next_chunk == 2) {
+        oai_stream_error(fr);
         return;
     }
     h2o_req_t *req = fr->req;
@@ -494,6 +502,17 @@ static void stream_next(struct fake_req *fr)
         fr->done = true;
     }
     h2o_send(req, &buf, 1, state);
+}
+
+/* stream_error on an OpenAI stream: after two chunks, the error event OpenAI
+ * sends when it fails mid-stream, then the end of the body. */
+static void oai_stream_error(struct fake_req *fr)
+{
+    h2o_iovec_t buf = sse_event(fr->req, json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message",
+                                                   "The server had an error while processing your request (fake)",
+                                                   "type", "server_error", "param", "code"));
+    fr->done = true;
+    h2o_send(fr->req, &buf, 1, H2O_SEND_STATE_FINAL);
 }
 
 static void stream_start(struct fake_req *fr)
@@ -734,6 +753,22 @@ static int anth_check(struct fake_req *fr, json_t *body)
     return 0;
 }
 
+/* POST /v1/messages/count_tokens: {"input_tokens": prompt} (the usage's
+ * prompt), after Anthropic's header checks. */
+static void answer_count_tokens(struct fake_req *fr, json_t *body)
+{
+    char v[64];
+    if (!header_str(fr->req, "x-api-key", v, sizeof(v)) || !header_str(fr->req, "anthropic-version", v, sizeof(v))) {
+        send_anth_error(fr->req, 401, "x-api-key and anthropic-version are required");
+        return;
+    }
+    if (!json_is_array(json_object_get(body, "messages"))) {
+        send_anth_error(fr->req, 400, "messages: Field required");
+        return;
+    }
+    send_json(fr->req, 200, "OK", json_iov(fr->req, json_pack("{s:I}", "input_tokens", (json_int_t)fr->s.prompt)));
+}
+
 static void dispatch(struct fake_req *fr)
 {
     if (fr->anth && fr->stream) {
@@ -835,7 +870,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         kind = C_EMBEDDINGS;
     else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/models")))
         kind = C_MODELS;
-    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages")))
+    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages")) ||
+             h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens")))
         kind = C_MESSAGES;
 
     char auth[8] = "";
@@ -993,6 +1029,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             send_anth_error(req, fr->s.status, "fake upstream error");
             goto Exit;
         }
+        if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens"))) {
+            answer_count_tokens(fr, body);
+            goto Exit;
+        }
         if (anth_check(fr, body) != 0)
             goto Exit;
         const char *tn = json_string_value(json_object_get(json_array_get(json_object_get(body, "tools"), 0), "name"));
@@ -1010,6 +1050,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                               H2O_STRLIT("60"));
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-ratelimit-remaining-requests"), 0, NULL,
                               H2O_STRLIT("0"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-ratelimit-reset-requests"), 0, NULL,
+                              H2O_STRLIT("1s"));
         send_error(req, 429, "requests", "rate_limit_exceeded", "Rate limit reached (fake)");
         goto Exit;
     }

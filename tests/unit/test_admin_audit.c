@@ -405,7 +405,7 @@ static void test_record_shape(void **state)
     /* an error record: error type named, no provider, sub-unit cost as a string */
     j = get(f, 200, "/api/admin/requests/?status=404");
     r = json_array_get(json_object_get(j, "results"), 0);
-    assert_string_equal(jstr(r, "error_type"), "not_found");
+    assert_string_equal(jstr(r, "error_type"), "not_found_error");
     assert_true(json_is_null(json_object_get(r, "provider_id")));
     assert_string_equal(jstr(r, "served_model"), "");
     assert_true(json_is_false(json_object_get(r, "stream")));
@@ -792,6 +792,79 @@ static void test_access(void **state)
     free(utok);
 }
 
+/* audit export --format csv: text cells that a spreadsheet would run as a
+ * formula get a leading single quote; numbers, money and times stay as they
+ * are (a negative amount is still a number). */
+static void test_csv_formula_cells(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cells[] = {
+        {"=HYPERLINK(\"http://x\",\"y\")", "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""},
+        {"+1+2", "\"'+1+2\""},
+        {"-2+3", "\"'-2+3\""},
+        {"@SUM(A1)", "\"'@SUM(A1)\""},
+        {"\tx", "\"'\tx\""},
+        {"\rx", "\"'\rx\""},
+        {"gpt-4o", "\"gpt-4o\""},
+        {"a=b", "\"a=b\""},
+        {"", "\"\""},
+    };
+    for (size_t i = 0; i < TA_ARRAY_SIZE(cells); i++) {
+        ta_audit_t r;
+        char *buf = NULL, want[256];
+        size_t len = 0;
+        memset(&r, 0, sizeof(r));
+        snprintf(r.model, sizeof(r.model), "%s", cells[i].in);
+        snprintf(r.served_model, sizeof(r.served_model), "%s", cells[i].in);
+        snprintf(r.client_ip, sizeof(r.client_ip), "%s", cells[i].in);
+        snprintf(r.key_prefix, sizeof(r.key_prefix), "%.15s", cells[i].in);
+        r.cost = -1500000000; /* "-1.5": money is no text cell */
+        r.ticket = 7;
+        FILE *out = open_memstream(&buf, &len);
+        assert_non_null(out);
+        assert_int_equal(ta_audit_csv_line(out, &r), 0);
+        fclose(out);
+        /* columns in descriptor order: find each text one by name */
+        size_t col = 0;
+        char *p = buf;
+        for (size_t k = 0; k < ta_desc_audit.nfields; k++) {
+            const ta_field_t *fd = &ta_desc_audit.fields[k];
+            char *start = p;
+            bool quoted = *p == '"';
+            if (quoted) {
+                for (p++; !(*p == '"' && p[1] != '"'); p++)
+                    if (*p == '"')
+                        p++;
+                p++;
+            } else {
+                while (*p != ',' && *p != '\n')
+                    p++;
+            }
+            size_t n = (size_t)(p - start);
+            if (strcmp(fd->name, "model") == 0 || strcmp(fd->name, "served_model") == 0 ||
+                strcmp(fd->name, "client_ip") == 0) {
+                snprintf(want, sizeof(want), "%s", cells[i].out);
+                if (n != strlen(want) || memcmp(start, want, n) != 0)
+                    fail_msg("%s: got %.*s, want %s", fd->name, (int)n, start, want);
+            } else if (strcmp(fd->name, "cost") == 0) {
+                assert_int_equal(n, strlen("\"-1.5\""));
+                assert_memory_equal(start, "\"-1.5\"", n);
+            } else if (strcmp(fd->name, "ticket") == 0) {
+                assert_int_equal(n, 1);
+                assert_memory_equal(start, "7", 1);
+            }
+            col++;
+            assert_int_equal(*p, k + 1 < ta_desc_audit.nfields ? ',' : '\n');
+            p++;
+        }
+        assert_int_equal(col, ta_desc_audit.nfields);
+        assert_int_equal(*p, '\0');
+        free(buf);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -804,6 +877,7 @@ int main(void)
         T(test_bad_params),
         T(test_access),
 #undef T
+        cmocka_unit_test(test_csv_formula_cells),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

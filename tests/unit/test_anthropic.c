@@ -75,7 +75,7 @@ static void test_request_basic(void **state)
                        "\"cache_control\":{\"type\":\"ephemeral\"}}]}],"
                        "\"max_tokens\":50,\"temperature\":0.5,\"top_p\":0.9,\"stop\":\"END\","
                        "\"user\":\"u-1\",\"stream\":true,\"stream_options\":{\"include_usage\":true},"
-                       "\"presence_penalty\":0.1}",
+                       "\"presence_penalty\":0,\"logprobs\":false,\"logit_bias\":{},\"seed\":null}",
                        0);
     assert_json(o, "{\"model\":\"claude-up\",\"max_tokens\":50,\"temperature\":0.5,\"top_p\":0.9,"
                    "\"stop_sequences\":[\"END\"],\"metadata\":{\"user_id\":\"u-1\"},\"stream\":true,"
@@ -286,7 +286,7 @@ static void test_response(void **state)
                         &u);
     json_object_del(j, "created");
     assert_json(j, "{\"id\":\"msg_1\",\"object\":\"chat.completion\",\"model\":\"claude-x\","
-                   "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hello world\"},"
+                   "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"Hello world\",\"refusal\":null},"
                    "\"logprobs\":null,\"finish_reason\":\"stop\"}],"
                    "\"usage\":{\"prompt_tokens\":16,\"completion_tokens\":3,\"total_tokens\":19,"
                    "\"prompt_tokens_details\":{\"cached_tokens\":4}}}");
@@ -323,6 +323,89 @@ static void test_response(void **state)
                                                           "finish_reason")),
                         "length");
     json_decref(j);
+}
+
+/* response_format: a forced tool out, its input back as the content; what
+ * cannot be carried is refused, never dropped */
+static void test_response_format(void **state)
+{
+    json_t *o = req_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
+                       "\"type\":\"json_schema\",\"json_schema\":{\"name\":\"w\",\"schema\":{\"type\":\"object\","
+                       "\"properties\":{\"city\":{\"type\":\"string\"}}}}}}",
+                       0);
+    assert_json(json_object_get(o, "tools"),
+                "[{\"name\":\"" TA_ANTH_JSON_TOOL "\",\"description\":\"Answer with a JSON object.\","
+                "\"input_schema\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}}}}]");
+    assert_json(json_object_get(o, "tool_choice"), "{\"type\":\"tool\",\"name\":\"" TA_ANTH_JSON_TOOL "\"}");
+    json_decref(o);
+    o = req_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"}}",
+               0);
+    assert_json(json_object_get(json_array_get(json_object_get(o, "tools"), 0), "input_schema"), "{\"type\":\"object\"}");
+    json_decref(o);
+    o = req_ok("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"text\"}}", 0);
+    assert_null(json_object_get(o, "tools"));
+    json_decref(o);
+    req_fails("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},"
+              "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}",
+              "response_format");
+    req_fails("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\","
+              "\"json_schema\":{\"name\":\"a\",\"schema\":{\"type\":\"array\"}}}}",
+              "response_format.json_schema.schema");
+    req_fails("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"xml\"}}",
+              "response_format.type");
+    req_fails("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"function\",\"function\":"
+              "{\"name\":\"" TA_ANTH_JSON_TOOL "\"}}]}",
+              "tools[0]");
+    static const char *const uncarried[][2] = {
+        {"\"seed\":1", "seed"},           {"\"logprobs\":true", "logprobs"}, {"\"top_logprobs\":2", "top_logprobs"},
+        {"\"logit_bias\":{\"1\":5}", "logit_bias"}, {"\"presence_penalty\":0.5", "presence_penalty"},
+        {"\"frequency_penalty\":1", "frequency_penalty"}, {"\"modalities\":[\"text\",\"audio\"]", "modalities"},
+        {"\"prediction\":{\"type\":\"content\",\"content\":\"x\"}", "prediction"}, {"\"store\":true", "store"},
+        {"\"reasoning_effort\":\"high\"", "reasoning_effort"}, {"\"functions\":[]", "functions"},
+    };
+    for (size_t i = 0; i < TA_ARRAY_SIZE(uncarried); i++) {
+        char b[256];
+        snprintf(b, sizeof(b), "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}", uncarried[i][0]);
+        req_fails(b, uncarried[i][1]);
+    }
+
+    /* the answer: the forced tool's input is the content, finish_reason stop */
+    ta_usage_t u;
+    json_t *j = resp_ok("{\"id\":\"m\",\"model\":\"m\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\""
+                        TA_ANTH_JSON_TOOL "\",\"input\":{\"city\":\"Oslo\"}}],\"stop_reason\":\"tool_use\"}",
+                        &u);
+    json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "message"), "content")),
+                        "{\"city\":\"Oslo\"}");
+    assert_null(json_object_get(json_object_get(c, "message"), "tool_calls"));
+    assert_string_equal(json_string_value(json_object_get(c, "finish_reason")), "stop");
+    json_decref(j);
+
+    /* streamed: input_json_delta becomes content deltas */
+    static const char ev[] =
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"model\":\"m\","
+        "\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":"
+        "{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"" TA_ANTH_JSON_TOOL "\",\"input\":{}}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+        "{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"a\\\":\"}}\n\n"
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":"
+        "{\"type\":\"input_json_delta\",\"partial_json\":\"1}\"}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},"
+        "\"usage\":{\"output_tokens\":4}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    ta_anth_stream_t s;
+    ta_bytes_t out = {0};
+    ta_anth_stream_init(&s, false, NULL, 0);
+    assert_int_equal(ta_anth_stream_feed(&s, ev, strlen(ev), &out), 0);
+    assert_true(s.done);
+    assert_non_null(memmem(out.p, out.len, "\"content\":\"{\\\"a\\\":\"", 14));
+    assert_non_null(memmem(out.p, out.len, "\"content\":\"1}\"", 14));
+    assert_null(memmem(out.p, out.len, "tool_calls", 10));
+    assert_non_null(memmem(out.p, out.len, "\"finish_reason\":\"stop\"", 22));
+    ta_bytes_free(&out);
+    ta_anth_stream_dispose(&s);
 }
 
 static void test_response_malformed(void **state)
@@ -656,6 +739,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_basic),
+        cmocka_unit_test(test_response_format),
         cmocka_unit_test(test_request_max_tokens),
         cmocka_unit_test(test_request_stop_and_merge),
         cmocka_unit_test(test_request_images),

@@ -19,6 +19,7 @@
 #include "ledger/dump.h"
 #include "ledger/quota.h"
 #include "ledger/ring.h"
+#include "ledger/spool.h"
 #include "ledger/verify.h"
 
 typedef struct fx {
@@ -26,9 +27,11 @@ typedef struct fx {
     ta_store_t *st;  /* the "worker's" store */
     ta_ring_t *ring;
     ta_billing_conf_t conf;
+    ta_billing_hooks_t hooks;
     ta_billing_t *b;
     uint64_t quota_id;
     uint64_t nrid;
+    ta_event_t last; /* the last event request() made */
 } fx_t;
 
 static int rm_rf(const char *d)
@@ -85,6 +88,7 @@ static int setup(void **state)
     f->conf.quota_timezone = "UTC";
     f->conf.ring = f->ring;
     f->conf.warning_webhook_url = "";
+    f->conf.hooks = &f->hooks;
     if (ta_billing_open(&f->conf, &f->b) != 0)
         return -1;
     *state = f;
@@ -144,6 +148,7 @@ static ta_nano_t request(fx_t *f, int32_t pid, int64_t prompt, int64_t completio
     }
     assert_int_equal(ta_txn_commit(txn), 0);
     ev.t_done_ns = ta_now_ns();
+    f->last = ev;
     if (push)
         assert_int_equal(ta_ring_push(f->ring, &ev, NULL), 0);
     return ev.cost;
@@ -272,7 +277,7 @@ static void test_restart_between_commits(void **state)
     ta_nano_t sum = 0;
     for (int i = 0; i < 5; i++)
         sum += request(f, 100, 5000, 100, false, true);
-    ta_billing_test_stop_after_ledger = 1;
+    f->hooks.stop_after_ledger = 1;
     assert_int_equal(ta_billing_step(f->b, 10), -EINTR);
     uint64_t led, aud;
     uint_meta(f, &led, &aud);
@@ -332,7 +337,7 @@ static void test_worker_dead_cleanup(void **state)
     assert_int_equal(ta_ring_push_control(f->ring, TA_EV_WORKER_DEAD, 777), 0);
 
     /* and billing dies between the two commits of that batch */
-    ta_billing_test_stop_after_ledger = 1;
+    f->hooks.stop_after_ledger = 1;
     assert_int_equal(ta_billing_step(f->b, 10), -EINTR);
     assert_int_equal(count_holds(f), 1);
     assert_true(stash_left(f));
@@ -508,6 +513,97 @@ static void test_dead_letters(void **state)
     free(buf);
 }
 
+static size_t spool_count(fx_t *f)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls '%s/spool' 2>/dev/null | grep -c '\\.spool$'", f->dir);
+    FILE *p = popen(cmd, "r");
+    int n = 0;
+    assert_int_equal(fscanf(p, "%d", &n), 1);
+    pclose(p);
+    return (size_t)n;
+}
+
+/* A stopped worker's spool (ledger/spool.c) is applied with its dead-worker
+ * event, exactly once: also when billing dies between its two commits, and
+ * when the same spool is taken again by a later dead-worker event (the
+ * sweep's, after a billing that died before removing the file). */
+static void test_spool_exactly_once(void **state)
+{
+    fx_t *f = *state;
+    ta_event_t evs[3];
+    ta_nano_t sum = 0;
+    sum += request(f, 901, 300, 30, false, false);
+    evs[0] = f->last;
+    sum += request(f, 901, 200, 20, false, false);
+    evs[1] = f->last;
+    request(f, 901, 0, 0, true, false); /* refused: a record, no hold */
+    evs[2] = f->last;
+    request(f, 901, 0, 0, false, false); /* in flight when it stopped: aborted */
+    assert_int_equal(count_holds(f), 3);
+    assert_int_equal(ta_spool_write(f->dir, 901, evs, 3), 0);
+    assert_int_equal(spool_count(f), 1);
+    assert_int_equal(ta_ring_push_control(f->ring, TA_EV_WORKER_DEAD, 901), 0);
+
+    /* billing dies between the two commits of that batch */
+    f->hooks.stop_after_ledger = 1;
+    assert_int_equal(ta_billing_step(f->b, 10), -EINTR);
+    assert_int_equal(count_holds(f), 0);
+    assert_int_equal(balance(f).cost_used, sum);
+    ta_billing_close(f->b);
+    assert_int_equal(ta_billing_open(&f->conf, &f->b), 0);
+    drain(f);
+    size_t aborted = 0;
+    assert_int_equal(count_records(f, &aborted), 4);
+    assert_int_equal(aborted, 1);
+    assert_int_equal(balance(f).cost_used, sum);
+    /* this billing did not run the ledger pass that took the file, so the
+     * file stays: the sweep (sweep.c) pushes another dead-worker event for
+     * the gone pid, and the file is taken again */
+    assert_int_equal(spool_count(f), 1);
+    assert_verify_ok(f);
+    assert_int_equal(ta_ring_push_control(f->ring, TA_EV_WORKER_DEAD, 901), 0);
+    drain(f);
+    assert_int_equal(count_records(f, &aborted), 4); /* nothing applied twice */
+    assert_int_equal(balance(f).cost_used, sum);
+    assert_int_equal(spool_count(f), 0); /* removed after both commits */
+    assert_verify_ok(f);
+}
+
+/* audit_retention_days shorter than the quota's period: verify still agrees
+ * once the period's records are pruned. */
+static void test_verify_after_prune(void **state)
+{
+    fx_t *f = *state;
+    ta_nano_t sum = 0;
+    for (int i = 0; i < 4; i++)
+        sum += request(f, 100, 100 + i, 10, false, true);
+    request(f, 100, 0, 0, true, true);
+    drain(f);
+    assert_verify_ok(f);
+    ta_store_t *bst = ta_billing_store(f->b);
+    MDB_txn *txn;
+    size_t del = 0;
+    bool more = true;
+    assert_int_equal(ta_txn_begin(bst, TA_ENV_AUDIT, true, &txn), 0);
+    assert_int_equal(ta_audit_prune(bst, txn, INT64_MAX, 2, &del, &more), 0); /* part of them */
+    assert_int_equal(ta_txn_commit(txn), 0);
+    assert_int_equal(del, 2);
+    assert_verify_ok(f);
+    assert_int_equal(ta_txn_begin(bst, TA_ENV_AUDIT, true, &txn), 0);
+    assert_int_equal(ta_audit_prune(bst, txn, INT64_MAX, 1000, &del, &more), 0);
+    assert_int_equal(ta_txn_commit(txn), 0);
+    assert_false(more);
+    assert_int_equal(count_records(f, NULL), 0);
+    assert_int_equal(balance(f).cost_used, sum);
+    assert_verify_ok(f);
+    /* and new records of the same period add up with the pruned ones */
+    sum += request(f, 100, 50, 5, false, true);
+    drain(f);
+    assert_int_equal(balance(f).cost_used, sum);
+    assert_verify_ok(f);
+}
+
 int main(void)
 {
     ta_log_init('B', TA_LOG_ERROR);
@@ -517,6 +613,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_worker_dead_cleanup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_warnings_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_exactly_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_after_prune, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

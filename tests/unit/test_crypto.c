@@ -319,7 +319,7 @@ static void b64url(const void *in, size_t n, char *out)
 }
 
 /* Mint a token with libjwt directly: alg, and which claims to include. */
-enum { C_SUB = 1, C_ROLE = 2, C_JTI = 4, C_IAT = 8, C_EXP = 16, C_ALL = 31 };
+enum { C_SUB = 1, C_ROLE = 2, C_JTI = 4, C_IAT = 8, C_EXP = 16, C_GEN = 32, C_ALL = 63 };
 static char *mint(jwt_alg_t alg, const uint8_t *key, size_t klen, int which, const char *extra_json)
 {
     jwt_t *j = NULL;
@@ -336,6 +336,8 @@ static char *mint(jwt_alg_t alg, const uint8_t *key, size_t klen, int which, con
         assert_int_equal(jwt_add_grant_int(j, "iat", now), 0);
     if (which & C_EXP)
         assert_int_equal(jwt_add_grant_int(j, "exp", now + 600), 0);
+    if (which & C_GEN)
+        assert_int_equal(jwt_add_grant_int(j, "gen", 3), 0);
     if (extra_json)
         assert_int_equal(jwt_add_grants_json(j, extra_json), 0);
     char *t = jwt_encode_str(j);
@@ -354,7 +356,7 @@ static void test_jwt_ok(void **state)
 {
     char *t = NULL;
     ta_jwt_claims_t c, v;
-    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 12345678901234ULL, TA_ROLE_SUPERADMIN, 3600, &t, &c), 0);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 12345678901234ULL, TA_ROLE_SUPERADMIN, 41, 3600, &t, &c), 0);
     assert_non_null(t);
     assert_int_equal(strlen(c.jti), 32);
     assert_int_equal(c.exp - c.iat, 3600);
@@ -365,11 +367,12 @@ static void test_jwt_ok(void **state)
     assert_string_equal(v.jti, c.jti);
     assert_int_equal(v.iat, c.iat);
     assert_int_equal(v.exp, c.exp);
+    assert_int_equal(v.gen, 41);
 
     /* two tokens differ in jti */
     char *t2 = NULL;
     ta_jwt_claims_t c2;
-    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 1, TA_ROLE_USER, 60, &t2, &c2), 0);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 1, TA_ROLE_USER, 0, 60, &t2, &c2), 0);
     assert_string_not_equal(c.jti, c2.jti);
     assert_int_equal(ta_jwt_verify(SECRET, sizeof(SECRET), t2, strlen(t2), &v), 0);
     assert_int_equal(v.user_id, 1);
@@ -392,8 +395,9 @@ static void test_jwt_ok(void **state)
     free(t2);
 
     /* bad issue arguments */
-    assert_int_equal(ta_jwt_issue(SECRET, 16, 1, TA_ROLE_USER, 60, &t, &c), TA_EINVAL);
-    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 1, 7, 60, &t, &c), TA_EINVAL);
+    assert_int_equal(ta_jwt_issue(SECRET, 16, 1, TA_ROLE_USER, 0, 60, &t, &c), TA_EINVAL);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 1, 7, 0, 60, &t, &c), TA_EINVAL);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 1, TA_ROLE_USER, -1, 60, &t, &c), TA_EINVAL);
 }
 
 static void test_jwt_hs512_same_secret(void **state)
@@ -439,15 +443,15 @@ static void test_jwt_expired(void **state)
 {
     char *t = NULL;
     ta_jwt_claims_t c;
-    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 7, TA_ROLE_USER, -10, &t, &c), 0);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 7, TA_ROLE_USER, 0, -10, &t, &c), 0);
     assert_int_equal(verify(t), TA_EAUTH);
     free(t);
     /* ttl 0: exp == now is already expired */
-    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 7, TA_ROLE_USER, 0, &t, &c), 0);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 7, TA_ROLE_USER, 0, 0, &t, &c), 0);
     assert_int_equal(verify(t), TA_EAUTH);
     free(t);
     /* valid now, expired after the clock moves past exp */
-    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 7, TA_ROLE_USER, 3600, &t, &c), 0);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 7, TA_ROLE_USER, 0, 3600, &t, &c), 0);
     assert_int_equal(verify(t), 0);
     ta_clock_set_offset(3601);
     assert_int_equal(verify(t), TA_EAUTH);
@@ -460,7 +464,7 @@ static void test_jwt_tampered(void **state)
 {
     char *t = NULL;
     ta_jwt_claims_t c;
-    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 99, TA_ROLE_USER, 3600, &t, &c), 0);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 99, TA_ROLE_USER, 0, 3600, &t, &c), 0);
     char *d1 = strchr(t, '.'), *d2 = strrchr(t, '.');
     assert_true(d1 && d2 && d2 > d1 + 4);
 
@@ -507,7 +511,7 @@ static void test_jwt_wrong_secret(void **state)
     other[0] ^= 0x20;
     char *t = NULL;
     ta_jwt_claims_t c;
-    assert_int_equal(ta_jwt_issue(other, sizeof(other), 5, TA_ROLE_USER, 3600, &t, &c), 0);
+    assert_int_equal(ta_jwt_issue(other, sizeof(other), 5, TA_ROLE_USER, 0, 3600, &t, &c), 0);
     assert_int_equal(verify(t), TA_EAUTH);
     assert_int_equal(ta_jwt_verify(other, sizeof(other), t, strlen(t), &c), 0);
     /* a prefix of the right secret is not the secret */
@@ -518,7 +522,7 @@ static void test_jwt_wrong_secret(void **state)
 static void test_jwt_claims(void **state)
 {
     /* one claim missing at a time */
-    const int missing[] = {C_SUB, C_ROLE, C_JTI, C_IAT, C_EXP};
+    const int missing[] = {C_SUB, C_ROLE, C_JTI, C_IAT, C_EXP, C_GEN};
     for (size_t i = 0; i < TA_ARRAY_SIZE(missing); i++) {
         char *t = mint(JWT_ALG_HS256, SECRET, sizeof(SECRET), C_ALL & ~missing[i], NULL);
         assert_int_equal(verify(t), TA_EAUTH);
@@ -553,6 +557,10 @@ static void test_jwt_claims(void **state)
         {C_ALL & ~C_IAT, "{\"iat\":-1}"},
         {C_ALL & ~C_EXP, "{\"exp\":true}"},
         {C_ALL & ~C_IAT, "{\"iat\":%ld}"}, /* iat after exp (now + 600 + 1000) */
+        {C_ALL & ~C_GEN, "{\"gen\":-1}"},
+        {C_ALL & ~C_GEN, "{\"gen\":\"3\"}"},
+        {C_ALL & ~C_GEN, "{\"gen\":3.0}"},
+        {C_ALL & ~C_GEN, "{\"gen\":null}"},
     };
     for (size_t i = 0; i < TA_ARRAY_SIZE(bad); i++) {
         long val = now + 600;
@@ -588,7 +596,7 @@ static void test_jwt_garbage(void **state)
     /* embedded NUL inside len */
     char *t = NULL;
     ta_jwt_claims_t c;
-    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 3, TA_ROLE_USER, 60, &t, &c), 0);
+    assert_int_equal(ta_jwt_issue(SECRET, sizeof(SECRET), 3, TA_ROLE_USER, 0, 60, &t, &c), 0);
     size_t n = strlen(t);
     char *z = malloc(n + 2);
     memcpy(z, t, n + 1);
@@ -701,7 +709,7 @@ static void test_secret_files(void **state)
     /* a 32-byte secret file feeds the JWT functions */
     char *t = NULL;
     ta_jwt_claims_t c;
-    assert_int_equal(ta_jwt_issue(a, 32, 8, TA_ROLE_USER, 60, &t, &c), 0);
+    assert_int_equal(ta_jwt_issue(a, 32, 8, TA_ROLE_USER, 0, 60, &t, &c), 0);
     assert_int_equal(ta_jwt_verify(a, 32, t, strlen(t), &c), 0);
     free(t);
 

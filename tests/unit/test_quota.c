@@ -299,6 +299,17 @@ static void test_cost_rounding(void **state)
     /* a zero price is free, not "fall back to input" */
     m = model_priced(3000000000LL, 15000000000LL, 0, 0, 0);
     assert_int_equal(ta_cost(&m, 1000, 0, 1000, 0), 0);
+    /* a cache price never set is the input price; set to "0" it is free */
+    m = model_priced(3000000000LL, 15000000000LL, 0, 0, 0);
+    m.prices_set = TA_PRICE_INPUT | TA_PRICE_OUTPUT;
+    assert_int_equal(ta_cost(&m, 1000, 0, 1000, 0), 3000000);
+    assert_int_equal(ta_cost(&m, 1000, 0, 0, 1000), 3000000);
+    assert_int_equal(ta_cost(&m, 1000, 0, 600, 400), 3000000);
+    m.prices_set |= TA_PRICE_CACHE_READ;
+    assert_int_equal(ta_cost(&m, 1000, 0, 1000, 0), 0);
+    assert_int_equal(ta_cost(&m, 1000, 0, 0, 1000), 3000000);
+    m.prices_set |= TA_PRICE_CACHE_WRITE;
+    assert_int_equal(ta_cost(&m, 1000, 0, 600, 400), 0);
     /* negative counts are treated as zero */
     assert_int_equal(ta_cost(&m, -5, -5, -1, -1), 0);
     /* saturates instead of wrapping */
@@ -636,6 +647,11 @@ static void test_strict_token_clamp(void **state)
     assert_int_equal(r.refusal, TA_HOLD_OK);
     assert_int_equal(r.max_output_tokens, 4000);
     assert_int_equal(r.held_tokens, 10 + 4000);
+    /* a client limit above the model's max output is held and sent as the
+     * model's (an upstream cannot write more, and must not be asked to) */
+    r = hold(f, &e, &m, 4, now, (holdargs_t){.prompt_est = 1, .prompt_max = 1, .max_out = 100000});
+    assert_int_equal(r.refusal, TA_HOLD_OK);
+    assert_int_equal(r.max_output_tokens, 4000);
 }
 
 /* With reserve = strict, holds at the worst case settled at the worst case

@@ -140,8 +140,13 @@ static void test_multi_producer_wraparound(void **state)
     uint64_t cur = ta_ring_tail(r);
     ta_ring_item_t *items = malloc(128 * sizeof(*items));
     uint64_t expect_ticket = cur;
+    /* bounded: a producer that died or stalled fails the test instead of
+     * hanging it (10 s without a single event) */
+    int idle = 0;
     while (total < (long)NPROD * PER) {
+        assert_true(idle < 200);
         size_t n = ta_ring_consume(r, &cur, items, 128);
+        idle = n == 0 ? idle + 1 : 0;
         for (size_t i = 0; i < n; i++) {
             int p = items[i].ev.worker_pid;
             assert_true(p >= 0 && p < NPROD);
@@ -262,10 +267,13 @@ static void test_unpublished_slot_skipped(void **state)
     ta_event_t *slot;
     assert_int_equal(ta_ring_claim(r, &t, &slot), 0);
     *slot = ev_of(0, 4);
-    while (ta_ring_skipped(r) == 1) {
+    /* 30 x 2 ms is due after 60 ms; 2000 tries of 5 ms at least are
+     * ample, and a regression fails here instead of hanging the test */
+    for (int i = 0; i < 2000 && ta_ring_skipped(r) == 1; i++) {
         assert_int_equal(ta_ring_consume(r, &cur, items, 4), 0);
         sleep_ms(5);
     }
+    assert_int_equal(ta_ring_skipped(r), 2);
     assert_int_equal(ta_ring_publish(r, t), TA_EFULL);
     ta_ring_release(r, cur);
     ev = ev_of(0, 5);
@@ -289,10 +297,12 @@ static void test_wait_wakes(void **state)
     }
     ta_ring_item_t it;
     size_t n = 0;
-    while (n == 0) {
+    /* bounded: a push that never wakes the waiter fails after a few tries */
+    for (int i = 0; i < 3 && n == 0; i++) {
         ta_ring_wait(r, cur, 10000);
         n = ta_ring_consume(r, &cur, &it, 1);
     }
+    assert_int_equal(n, 1);
     assert_int_equal(it.ev.held_tokens, 1);
     int st;
     waitpid(pid, &st, 0);

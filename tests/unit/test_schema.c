@@ -637,14 +637,14 @@ static void test_json_shape(void **state)
     sample_group(&g);
     sample_quota(&q);
     static const char *const ukeys[] = {"id", "email", "name", "role", "is_active", "created_at",
-                                        "updated_at", NULL};
+                                        "updated_at", "token_gen", NULL};
     static const char *const pkeys[] = {"id", "name", "type", "base_url", "api_key_last4",
                                         "api_key_set", "timeout_s", "connect_timeout_ms",
                                         "is_active", "created_at", "updated_at", NULL};
     static const char *const mkeys[] = {"id", "name", "routes", "input_price", "output_price",
                                         "cache_read_price", "cache_write_price", "has_prices",
                                         "capabilities", "context_window", "max_output_tokens",
-                                        "is_active", "created_at", "updated_at", NULL};
+                                        "is_active", "created_at", "updated_at", "prices_set", NULL};
     static const char *const gkeys[] = {"id", "name", "description", "model_ids", "default_quota",
                                         "created_at", "updated_at", NULL};
     static const char *const lkeys[] = {"period", "cost_limit", "token_limit", "request_limit",
@@ -854,7 +854,7 @@ static void test_validation_rules(void **state)
     assert_int_equal(strlen(m.name), 127);
     snprintf(text, sizeof(text), M(",\"routes\":[{\"provider_id\":1,\"upstream_name\":\"%s\"}]"), name128);
     EXPECT_ERR(&ta_desc_model, text, "routes[0].upstream_name", "max_length");
-    EXPECT_ERR(&ta_desc_user, U(",\"name\":\"a\\u0000b\""), "name", "format");
+    EXPECT_ERR(&ta_desc_user, U(",\"name\":\"a\\u0000b\""), "name", "control");
     /* min / max */
     EXPECT_ERR(&ta_desc_provider, P(",\"timeout_s\":0"), "timeout_s", "min");
     EXPECT_ERR(&ta_desc_provider, P(",\"timeout_s\":3601"), "timeout_s", "max");
@@ -957,6 +957,103 @@ static void test_validation_rules(void **state)
     assert_string_equal(e.message, "max_concurrency: must be at least 0");
 }
 
+/* Stored strings reach HTTP headers (a provider's key and URL), /metrics
+ * labels (model names), log lines and CSV files: no control character gets
+ * in, whichever field it is sent in. */
+static void test_control_characters(void **state)
+{
+    (void)state;
+    ta_user_t u;
+    ta_provider_t p;
+    ta_model_t m;
+    ta_group_t g;
+    ta_err_t e;
+    struct {
+        const ta_recdesc_t *d;
+        void *rec;
+    } recs[] = {
+        {&ta_desc_user, &u}, {&ta_desc_provider, &p}, {&ta_desc_model, &m}, {&ta_desc_group, &g}};
+    /* every C0 control and DEL, in every string field (struct edited directly,
+     * as a record written by an older build would be) */
+    static const char bad[] = {'\r', '\n', '\x01', '\x1b', '\x1f', '\x7f', '\t'};
+    for (size_t r = 0; r < TA_ARRAY_SIZE(recs); r++) {
+        for (size_t i = 0; i < recs[r].d->nfields; i++) {
+            const ta_field_t *f = &recs[r].d->fields[i];
+            if (f->type != TA_FT_STR)
+                continue;
+            for (size_t b = 0; b < sizeof(bad); b++) {
+                bool allowed = (f->flags & TA_FF_TEXT) && (bad[b] == '\r' || bad[b] == '\n' || bad[b] == '\t');
+                sample_user(&u), sample_provider(&p), sample_model(&m), sample_group(&g);
+                char *s = (char *)recs[r].rec + f->offset;
+                s[0] = 'a', s[1] = bad[b], s[2] = '\0';
+                int rc = ta_rec_validate(recs[r].d, recs[r].rec, &e);
+                if (allowed) {
+                    assert_int_equal(rc, 0);
+                    continue;
+                }
+                if (rc != TA_EINVAL || strcmp(e.field, f->name) || strcmp(e.rule, "control"))
+                    fail_msg("%s.%s with byte 0x%02x: rc %d %s/%s", recs[r].d->name, f->name,
+                             (unsigned char)bad[b], rc, e.field, e.rule);
+                assert_non_null(strstr(e.message, f->name));
+            }
+        }
+    }
+    /* the same through JSON input, naming the field (nested ones by path) */
+    EXPECT_ERR(&ta_desc_provider, P(",\"name\":\"a\\r\\nX-Injected: 1\""), "name", "control");
+    EXPECT_ERR(&ta_desc_provider, "{\"name\":\"p\",\"type\":\"openai\",\"base_url\":\"http://x/\\r\\nX: 1\"}",
+               "base_url", "control");
+    EXPECT_ERR(&ta_desc_model, "{\"name\":\"gpt\\r\"}", "name", "control");
+    EXPECT_ERR(&ta_desc_model, M(",\"routes\":[{\"provider_id\":1,\"upstream_name\":\"up\\nx\"}]"),
+               "routes[0].upstream_name", "control");
+    EXPECT_ERR(&ta_desc_user, U(",\"name\":\"a\\u007fb\""), "name", "control");
+    EXPECT_ERR(&ta_desc_user, "{\"email\":\"a\\r@b.co\"}", "email", "control");
+    EXPECT_ERR(&ta_desc_group, "{\"name\":\"g\\u001b[31m\"}", "name", "control");
+    EXPECT_ERR(&ta_desc_group, G(",\"description\":\"x\\u0000y\""), "description", "control");
+    EXPECT_ERR(&ta_desc_group, G(",\"description\":\"x\\u0007y\""), "description", "control");
+    EXPECT_OK(&ta_desc_group, G(",\"description\":\"line 1\\r\\nline 2\\tend\""), &g);
+    assert_string_equal(g.description, "line 1\r\nline 2\tend");
+    /* printable non-ASCII stays welcome */
+    EXPECT_OK(&ta_desc_model, "{\"name\":\"mod\xC3\xA8le-\xE2\x82\xAC\"}", &m);
+
+    /* ta_str_check: the rule for values outside a descriptor (api_key) */
+    assert_int_equal(ta_str_check("api_key", "sk-a\r\nX-Injected: 1", 20, 0, &e), TA_EINVAL);
+    assert_string_equal(e.field, "api_key");
+    assert_string_equal(e.rule, "control");
+    assert_string_equal(e.message, "api_key: must not contain control characters (byte 0x0d at offset 4)");
+    assert_int_equal(ta_str_check("k", "a\0b", 3, TA_FF_TEXT, &e), TA_EINVAL);
+    assert_string_equal(e.rule, "control");
+    assert_int_equal(ta_str_check("k", "\x7f", 1, 0, &e), TA_EINVAL);
+    assert_int_equal(ta_str_check("k", "a\tb\r\n", 5, TA_FF_TEXT, &e), 0);
+    assert_int_equal(ta_str_check("k", "a\tb", 3, 0, &e), TA_EINVAL);
+    assert_int_equal(ta_str_check("k", "ab\xFF", 3, 0, &e), TA_EINVAL);
+    assert_string_equal(e.rule, "utf8");
+    assert_int_equal(ta_str_check("k", "sk-\xC3\xA9 ~", 7, 0, &e), 0);
+}
+
+/* A provider URL is http(s) with a host, and carries no credentials: it is
+ * shown in lists and the dump, the key has a write-only field of its own. */
+static void test_url_rules(void **state)
+{
+    (void)state;
+    ta_provider_t p;
+#define URL(u) "{\"name\":\"p\",\"type\":\"openai\",\"base_url\":\"" u "\"}"
+    EXPECT_ERR(&ta_desc_provider, URL("http://user:pass@api.example.com/v1"), "base_url", "credentials");
+    EXPECT_ERR(&ta_desc_provider, URL("https://key@api.example.com"), "base_url", "credentials");
+    EXPECT_ERR(&ta_desc_provider, URL("https://:pw@api.example.com?x"), "base_url", "credentials");
+    EXPECT_ERR(&ta_desc_provider, URL("https://api.example.com\\\\@evil.example/"), "base_url", "credentials");
+    EXPECT_ERR(&ta_desc_provider, URL("https://api.example.com\\\\x/v1"), "base_url", "format");
+    EXPECT_ERR(&ta_desc_provider, URL("file:///etc/passwd"), "base_url", "format");
+    EXPECT_ERR(&ta_desc_provider, URL("gopher://api.example.com/"), "base_url", "format");
+    EXPECT_ERR(&ta_desc_provider, URL("javascript:alert(1)"), "base_url", "format");
+    EXPECT_ERR(&ta_desc_provider, URL("//api.example.com/v1"), "base_url", "format");
+    /* an @ after the host (path, query) is not userinfo */
+    EXPECT_OK(&ta_desc_provider, URL("https://api.example.com/v1/@team?a=b@c"), &p);
+    EXPECT_OK(&ta_desc_provider, URL("http://127.0.0.1:8080/v1"), &p);
+    EXPECT_OK(&ta_desc_provider, URL("https://[::1]:8443/v1"), &p);
+    assert_string_equal(p.base_url, "https://[::1]:8443/v1");
+#undef URL
+}
+
 static void test_json_input_semantics(void **state)
 {
     (void)state;
@@ -981,6 +1078,23 @@ static void test_json_input_semantics(void **state)
     EXPECT_OK(&ta_desc_model, M(",\"cache_write_price\":\"0\""), &m);
     assert_true(m.has_prices);
     assert_int_equal(m.cache_write_price, 0);
+    assert_int_equal(m.prices_set, TA_PRICE_CACHE_WRITE);
+    /* each price's own presence: unset prints null, "0" prints "0" */
+    ta_rec_defaults(&ta_desc_model, &m);
+    EXPECT_OK(&ta_desc_model, M(",\"input_price\":\"2\",\"cache_read_price\":\"0\""), &m);
+    assert_int_equal(ta_model_prices_set(&m), TA_PRICE_INPUT | TA_PRICE_CACHE_READ);
+    json_t *pj = ta_rec_to_json(&ta_desc_model, &m, TA_JSON_API);
+    assert_string_equal(json_string_value(json_object_get(pj, "cache_read_price")), "0");
+    assert_true(json_is_null(json_object_get(pj, "cache_write_price")));
+    assert_true(json_is_null(json_object_get(pj, "output_price")));
+    json_decref(pj);
+    assert_int_equal(from_text(&ta_desc_model, "{\"cache_read_price\":null}", &m, TA_MERGE_PATCH, &e), 0);
+    assert_int_equal(ta_model_prices_set(&m), TA_PRICE_INPUT);
+    /* a record from before prices_set: every price counts as set, a later PATCH keeps them */
+    m.prices_set = 0;
+    assert_int_equal(ta_model_prices_set(&m), TA_PRICE_ALL);
+    assert_int_equal(from_text(&ta_desc_model, "{\"output_price\":1}", &m, TA_MERGE_PATCH, &e), 0);
+    assert_int_equal(ta_model_prices_set(&m), TA_PRICE_ALL);
     ta_rec_defaults(&ta_desc_model, &m);
     /* PATCH validates the whole result: a stored record without a name is refused */
     assert_int_equal(from_text(&ta_desc_model, "{\"context_window\":5}", &m, TA_MERGE_PATCH, &e), TA_EINVAL);
@@ -1423,6 +1537,8 @@ int main(void)
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_json_internal_records),
         cmocka_unit_test(test_validation_rules),
+        cmocka_unit_test(test_control_characters),
+        cmocka_unit_test(test_url_rules),
         cmocka_unit_test(test_json_input_semantics),
         cmocka_unit_test(test_defaults_and_lookup),
         cmocka_unit_test(test_time),

@@ -628,6 +628,7 @@ static void test_index(void **state)
     assert_int_equal(id, 9);
     assert_int_equal(ta_idx_get(st, txn, TA_DB_USERS_BY_EMAIL, "bob@example.com", &id), TA_ENOTFOUND);
     assert_int_equal(ta_idx_put(st, txn, TA_DB_USERS_BY_EMAIL, "", 1), TA_EINVAL);
+    assert_int_equal(ta_idx_get(st, txn, TA_DB_USERS_BY_EMAIL, "", &id), TA_ENOTFOUND); /* never stored */
     memset(longname, 'a', sizeof(longname) - 1);
     longname[sizeof(longname) - 1] = '\0';
     assert_int_equal(ta_idx_put(st, txn, TA_DB_USERS_BY_EMAIL, longname, 1), TA_ETOOBIG);

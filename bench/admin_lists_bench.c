@@ -1,0 +1,337 @@
+/*
+ * admin_lists_bench.c - how the admin lists and statistics scale with the
+ * tables (bench/admin_lists.sh builds and runs it).
+ *
+ * In a fresh data directory (mkdtemp) it writes, with the library and not
+ * over HTTP: USERS users and as many quotas (one group, MODELS models), then
+ * audit records through ta_audit_put (as billing writes them) until the
+ * audit table holds each size of SIZES in turn. After each size it times,
+ * through ta_admin_handle() (the router the workers call, with a superadmin
+ * JWT), the first, a middle and the last page of every admin list (keyset
+ * positions: ?after= / ?before=) and of the audit lists, and the statistics
+ * (whole range, one quota, one user, grouped by day, model and user). Each
+ * figure is the median of REPS runs, in ms. The last lines compare the
+ * sizes: the time at the largest size over the time at the smallest.
+ *
+ * usage: admin_lists_bench [USERS [SIZE...]]   (default 100000 200000 2000000)
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "admin/admin.h"
+#include "admin/crypto.h"
+#include "ledger/audit.h"
+#include "ledger/store.h"
+
+#define MODELS 8
+#define REPS 7
+#define PAGE 50
+#define MAX_SIZES 4
+#define MAX_CASES 64
+#define DAY_NS (86400LL * 1000000000LL)
+
+static ta_store_t *st;
+static ta_admin_t *adm;
+static char auth[1024];
+static uint64_t nusers;
+static int64_t t0_ns; /* the first record's time */
+
+typedef struct bcase {
+    char name[64];
+    char url[256];
+    double ms[MAX_SIZES];
+} bcase_t;
+
+static bcase_t cases[MAX_CASES];
+static size_t ncases;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "admin_lists_bench: %s: %s\n", what, ta_strerror(rc));
+    exit(1);
+}
+
+/* One request through the router; returns its time in ms. */
+static double request(const char *url, int *status)
+{
+    ta_apireq_t rq;
+    ta_apires_t rs;
+    const char *q = strchr(url, '?');
+    double t;
+
+    memset(&rq, 0, sizeof(rq));
+    rq.method = "GET";
+    rq.path = url;
+    rq.path_len = q != NULL ? (size_t)(q - url) : strlen(url);
+    if (q != NULL) {
+        rq.query = q + 1;
+        rq.query_len = strlen(q + 1);
+    }
+    rq.authorization = auth;
+    rq.authorization_len = strlen(auth);
+    rq.base_url = "http://bench";
+    rq.request_id = "bench";
+    rq.client_ip = "127.0.0.1";
+    t = now_ms();
+    ta_admin_handle(adm, &rq, &rs);
+    t = now_ms() - t;
+    *status = rs.status;
+    free(rs.body);
+    return t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median_ms(const char *url)
+{
+    double v[REPS];
+    int status;
+
+    for (int i = 0; i < REPS; i++) {
+        v[i] = request(url, &status);
+        if (status != 200) {
+            fprintf(stderr, "admin_lists_bench: GET %s answered %d\n", url, status);
+            exit(1);
+        }
+    }
+    qsort(v, REPS, sizeof(v[0]), cmp_double);
+    return v[REPS / 2];
+}
+
+static void add_case(const char *name, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_case(const char *name, const char *fmt, ...)
+{
+    va_list ap;
+    bcase_t *c = &cases[ncases++];
+
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    va_start(ap, fmt);
+    vsnprintf(c->url, sizeof(c->url), fmt, ap);
+    va_end(ap);
+}
+
+static void rid_of(uint64_t i, uint8_t rid[16])
+{
+    memset(rid, 0, 16);
+    ta_be64_put(rid + 8, i + 1);
+}
+
+/* The keyset cursor of record i (its key, in hex). */
+static void cursor_of(uint64_t i, char *out)
+{
+    ta_audit_t r;
+    uint8_t key[TA_AUDIT_KEY_LEN];
+
+    memset(&r, 0, sizeof(r));
+    r.t_received_ns = t0_ns + (int64_t)i * 1000000;
+    rid_of(i, r.request_id);
+    ta_audit_key(&r, key);
+    ta_hex(key, sizeof(key), out);
+}
+
+static void populate_ledger(void)
+{
+    MDB_txn *txn;
+    ta_group_t *g = calloc(1, sizeof(*g));
+    ta_user_t *u = calloc(1, sizeof(*u));
+    ta_quota_t *q = calloc(1, sizeof(*q));
+    int rc;
+
+    if ((rc = ta_txn_begin(st, TA_ENV_LEDGER, true, &txn)) != 0)
+        die("txn", rc);
+    snprintf(g->name, sizeof(g->name), "bench");
+    g->id = 1;
+    if ((rc = ta_rec_put(st, txn, &ta_desc_group, 1, g)) != 0)
+        die("group", rc);
+    for (uint64_t i = 2; i <= nusers + 1; i++) { /* user 1 is the superadmin */
+        memset(u, 0, sizeof(*u));
+        u->id = i;
+        snprintf(u->email, sizeof(u->email), "user%llu@bench.test", (unsigned long long)i);
+        snprintf(u->name, sizeof(u->name), "User %llu", (unsigned long long)i);
+        u->is_active = true;
+        u->created_at = u->updated_at = ta_now_s();
+        if ((rc = ta_rec_put(st, txn, &ta_desc_user, i, u)) != 0 ||
+            (rc = ta_idx_put(st, txn, TA_DB_USERS_BY_EMAIL, u->email, i)) != 0)
+            die("user", rc);
+        memset(q, 0, sizeof(*q));
+        q->id = i - 1;
+        q->user_id = i;
+        q->group_id = 1;
+        q->is_active = true;
+        q->created_at = q->updated_at = ta_now_s();
+        if ((rc = ta_rec_put(st, txn, &ta_desc_quota, q->id, q)) != 0)
+            die("quota", rc);
+    }
+    if ((rc = ta_txn_commit(txn)) != 0)
+        die("commit", rc);
+    free(g);
+    free(u);
+    free(q);
+}
+
+/* Records [from, to): one per ms, quota i % nusers, model i % MODELS. */
+static void populate_audit(uint64_t from, uint64_t to)
+{
+    ta_audit_t r;
+    MDB_txn *txn = NULL;
+    int rc;
+
+    for (uint64_t i = from; i < to; i++) {
+        if (txn == NULL && (rc = ta_txn_begin(st, TA_ENV_AUDIT, true, &txn)) != 0)
+            die("audit txn", rc);
+        memset(&r, 0, sizeof(r));
+        rid_of(i, r.request_id);
+        r.t_received_ns = t0_ns + (int64_t)i * 1000000;
+        r.t_done_ns = r.t_received_ns + 250000000;
+        r.quota_id = 1 + i % nusers;
+        r.user_id = r.quota_id + 1;
+        r.model_id = 1 + i % MODELS;
+        snprintf(r.model, sizeof(r.model), "model-%llu", (unsigned long long)r.model_id);
+        snprintf(r.served_model, sizeof(r.served_model), "%s", r.model);
+        r.status = i % 50 == 0 ? 502 : 200;
+        r.prompt_tokens = 100;
+        r.completion_tokens = 20;
+        r.cost = 1500;
+        r.latency_ms = 250;
+        if ((rc = ta_audit_put(st, txn, &r)) < 0)
+            die("audit put", rc);
+        if ((i + 1) % 20000 == 0 || i + 1 == to) {
+            if ((rc = ta_txn_commit(txn)) != 0)
+                die("audit commit", rc);
+            txn = NULL;
+        }
+    }
+}
+
+static void build_cases(uint64_t size)
+{
+    static const char *const lists[] = {"users", "quotas"};
+    char cur[TA_AUDIT_KEY_LEN * 2 + 1];
+    uint64_t per_quota = size / nusers;
+
+    ncases = 0;
+    for (size_t i = 0; i < 2; i++) {
+        char n[64];
+        uint64_t rows = nusers, first = strcmp(lists[i], "users") == 0 ? 1 : 0;
+        snprintf(n, sizeof(n), "%s first", lists[i]);
+        add_case(n, "/api/admin/%s/?page_size=%d", lists[i], PAGE);
+        snprintf(n, sizeof(n), "%s middle", lists[i]);
+        add_case(n, "/api/admin/%s/?page_size=%d&after=%llu", lists[i], PAGE,
+                 (unsigned long long)(first + rows / 2));
+        snprintf(n, sizeof(n), "%s last", lists[i]);
+        add_case(n, "/api/admin/%s/?page_size=%d&before=%llu", lists[i], PAGE,
+                 (unsigned long long)(first + rows + 1));
+        snprintf(n, sizeof(n), "%s filtered", lists[i]);
+        add_case(n, "/api/admin/%s/?page_size=%d&%s", lists[i], PAGE,
+                 i == 0 ? "search=user7" : "group_id=1");
+    }
+    add_case("requests first", "/api/admin/requests/?page_size=%d", PAGE);
+    cursor_of(size / 2, cur);
+    add_case("requests middle", "/api/admin/requests/?page_size=%d&before=%s", PAGE, cur);
+    cursor_of(PAGE, cur);
+    add_case("requests last", "/api/admin/requests/?page_size=%d&before=%s", PAGE, cur);
+    add_case("requests status=502", "/api/admin/requests/?page_size=%d&status=502", PAGE);
+    add_case("quota requests first", "/api/admin/quotas/7/requests/?page_size=%d", PAGE);
+    cursor_of(6 + nusers * (per_quota / 2), cur);
+    add_case("quota requests middle", "/api/admin/quotas/7/requests/?page_size=%d&before=%s", PAGE,
+             cur);
+    cursor_of(6 + nusers * 2, cur);
+    add_case("quota requests last", "/api/admin/quotas/7/requests/?page_size=%d&before=%s", PAGE,
+             cur);
+    add_case("statistics", "/api/admin/statistics/");
+    add_case("statistics by model", "/api/admin/statistics/?group_by=model");
+    add_case("statistics one user", "/api/admin/statistics/?user_id=8");
+    add_case("quota statistics", "/api/admin/quotas/7/statistics/?group_by=model");
+}
+
+int main(int argc, char **argv)
+{
+    char dir[] = "/tmp/ta-bench-XXXXXX", *tok = NULL;
+    uint64_t sizes[MAX_SIZES] = {200000, 2000000}, done = 0;
+    size_t nsizes = 2;
+    uint8_t secret[32], mkey[32];
+    ta_store_opts_t so;
+    ta_admin_conf_t ac;
+    ta_jwt_claims_t claims;
+    ta_err_t err;
+    bcase_t saved[MAX_CASES];
+    int rc;
+
+    nusers = argc > 1 ? strtoull(argv[1], NULL, 10) : 100000;
+    if (argc > 2) {
+        nsizes = 0;
+        for (int i = 2; i < argc && nsizes < MAX_SIZES; i++)
+            sizes[nsizes++] = strtoull(argv[i], NULL, 10);
+    }
+    if (mkdtemp(dir) == NULL)
+        die("mkdtemp", -errno);
+    memset(&so, 0, sizeof(so));
+    so.create = true;
+    so.audit_map_size = (size_t)16 << 30;
+    so.ledger_map_size = (size_t)4 << 30;
+    if ((rc = ta_store_open(&st, dir, &so)) != 0)
+        die("store", rc);
+    if ((rc = ta_random(secret, sizeof(secret))) != 0 || (rc = ta_random(mkey, sizeof(mkey))) != 0)
+        die("random", rc);
+    if ((rc = ta_admin_create_superadmin(st, "root@bench.test", "bench-password-1", 1000, &err)) != 0)
+        die("superadmin", rc);
+    memset(&ac, 0, sizeof(ac));
+    ac.store = st;
+    ac.jwt_secret = secret;
+    ac.jwt_secret_len = sizeof(secret);
+    ac.master_key = mkey;
+    ac.pbkdf2_iterations = 1000;
+    if ((rc = ta_admin_create(&adm, &ac)) != 0)
+        die("admin", rc);
+    if ((rc = ta_jwt_issue(secret, sizeof(secret), 1, TA_ROLE_SUPERADMIN, 0, 3600, &tok, &claims)) != 0)
+        die("jwt", rc);
+    snprintf(auth, sizeof(auth), "Bearer %s", tok);
+    free(tok);
+    t0_ns = ((int64_t)ta_now_s() - 30 * 86400) * 1000000000LL;
+
+    printf("data directory %s; %llu users, %llu quotas\n", dir, (unsigned long long)nusers,
+           (unsigned long long)nusers);
+    double t = now_ms();
+    populate_ledger();
+    printf("ledger written in %.1f s\n", (now_ms() - t) / 1e3);
+    for (size_t s = 0; s < nsizes; s++) {
+        t = now_ms();
+        populate_audit(done, sizes[s]);
+        done = sizes[s];
+        printf("\n%llu audit records (written in %.1f s); median of %d runs, ms\n",
+               (unsigned long long)done, (now_ms() - t) / 1e3, REPS);
+        build_cases(done);
+        for (size_t i = 0; i < ncases; i++) {
+            cases[i].ms[s] = median_ms(cases[i].url);
+            printf("  %-24s %8.2f   GET %s\n", cases[i].name, cases[i].ms[s], cases[i].url);
+            saved[i].ms[s] = cases[i].ms[s];
+            snprintf(saved[i].name, sizeof(saved[i].name), "%s", cases[i].name);
+        }
+    }
+    if (nsizes > 1) {
+        printf("\n%-24s %10s %10s %7s\n", "", "smallest", "largest", "ratio");
+        for (size_t i = 0; i < ncases; i++)
+            printf("  %-22s %10.2f %10.2f %7.2f\n", saved[i].name, saved[i].ms[0],
+                   saved[i].ms[nsizes - 1],
+                   saved[i].ms[0] > 0 ? saved[i].ms[nsizes - 1] / saved[i].ms[0] : 0);
+    }
+    ta_admin_destroy(adm);
+    ta_store_close(st);
+    printf("\n(data directory %s: bench/admin_lists.sh removes it)\n", dir);
+    return 0;
+}

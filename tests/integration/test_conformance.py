@@ -1,0 +1,227 @@
+"""test_conformance.py - every object the gateway builds or rewrites on /v1,
+checked against the required fields of the published API references
+(OpenAI's OpenAPI document, openai/openai-openapi; Anthropic's Messages API
+reference), both provider types behind the gateway (tests/tools/fake_upstream).
+
+Covered: the model list and a model; every error body the gateway writes
+(401, 404 unknown_url and model_not_found, 405, 400 invalid_json /
+invalid_request_error / model_not_supported, 429 insufficient_quota,
+upstream errors passed through and translated from Anthropic); chat answers
+translated from an Anthropic provider (text, tool call, response_format as
+JSON: message.refusal present); translated and rewritten stream chunks (with
+and without include_usage); an error in the middle of a stream from either
+provider type (an error event, then a cleanly ended body); the rate-limit
+headers: each once on an upstream 429 passed through (the provider's replace
+the gateway's), x-ratelimit-reset-* written as durations ("1s", "6.5s",
+"1m0s"). REQUIRED below names the reference's `required` lists.
+"""
+
+import http.client
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proxyutil import Admin, check, gateway_with_fake, raw_request, record, sse_events, v1, verify  # noqa: E402
+
+# OpenAI OpenAPI document, components.schemas.*.required
+REQUIRED = {
+    "ListModelsResponse": ["object", "data"],
+    "Model": ["id", "object", "created", "owned_by"],
+    "ErrorResponse": ["error"],
+    "Error": ["code", "message", "param", "type"],
+    "CreateChatCompletionResponse": ["id", "choices", "created", "model", "object"],
+    "ChatCompletionChoice": ["finish_reason", "index", "message", "logprobs"],
+    "ChatCompletionResponseMessage": ["content", "refusal", "role"],
+    "ChatCompletionMessageToolCall": ["id", "type", "function"],
+    "ToolCallFunction": ["name", "arguments"],
+    "CreateChatCompletionStreamResponse": ["id", "choices", "created", "model", "object"],
+    "ChatCompletionStreamChoice": ["delta", "finish_reason", "index"],
+    "ChatCompletionMessageToolCallChunk": ["index"],
+    "CompletionUsage": ["prompt_tokens", "completion_tokens", "total_tokens"],
+}
+DURATION = re.compile(r"^(\d+ms|(\d+h)?(\d+m)?\d+(\.\d+)?s)$")
+
+
+def has(obj, schema, where):
+    check(isinstance(obj, dict), "%s: %s is not an object: %r" % (where, schema, obj))
+    missing = [k for k in REQUIRED[schema] if k not in obj]
+    check(not missing, "%s: %s lacks required %s: %r" % (where, schema, missing, obj))
+
+
+def error_body(body, where):
+    j = json.loads(body) if isinstance(body, (bytes, str)) else body
+    has(j, "ErrorResponse", where)
+    has(j["error"], "Error", where)
+    check(isinstance(j["error"]["message"], str) and isinstance(j["error"]["type"], str), "%s: %r" % (where, j))
+
+
+def chat_completion(j, where):
+    has(j, "CreateChatCompletionResponse", where)
+    check(j["object"] == "chat.completion", where)
+    for c in j["choices"]:
+        has(c, "ChatCompletionChoice", where)
+        has(c["message"], "ChatCompletionResponseMessage", where)
+        for tc in c["message"].get("tool_calls") or []:
+            has(tc, "ChatCompletionMessageToolCall", where)
+            has(tc["function"], "ToolCallFunction", where)
+    if "usage" in j:
+        has(j["usage"], "CompletionUsage", where)
+
+
+def chunk(j, where):
+    if "error" in j and "choices" not in j:
+        error_body(j, where + " (error event)")
+        return
+    has(j, "CreateChatCompletionStreamResponse", where)
+    check(j["object"] == "chat.completion.chunk", where)
+    for c in j["choices"]:
+        has(c, "ChatCompletionStreamChoice", where)
+        for tc in c["delta"].get("tool_calls") or []:
+            has(tc, "ChatCompletionMessageToolCallChunk", where)
+    if j.get("usage") is not None:
+        has(j["usage"], "CompletionUsage", where)
+
+
+def stream(raw, where):
+    ev = sse_events(raw)
+    for i, e in enumerate(ev):
+        if e != "[DONE]":
+            chunk(json.loads(e), "%s event %d" % (where, i))
+    return ev
+
+
+def script(fake, scenario, usage=None):
+    body = {"scenario": scenario, "times": 1}
+    if usage:
+        body["usage"] = usage
+    c = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
+    try:
+        c.request("POST", "/_fake/control", json.dumps(body))
+        check(c.getresponse().status == 200, "fake control")
+    finally:
+        c.close()
+
+
+def all_headers(gw, key, body):
+    """POST /v1/chat/completions; every header line as sent (duplicates kept)."""
+    c = http.client.HTTPConnection(gw.host, gw.port, timeout=20)
+    try:
+        c.request("POST", "/v1/chat/completions", json.dumps(body),
+                  {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        return r.status, [(k.lower(), v) for k, v in r.getheaders()]
+    finally:
+        c.close()
+
+
+MSGS = [{"role": "user", "content": "hi"}]
+TOOLS = [{"type": "function", "function": {"name": "get_weather",
+                                           "parameters": {"type": "object",
+                                                          "properties": {"city": {"type": "string"}}}}}]
+
+
+def main():
+    with gateway_with_fake(workers=1) as (gw, fake):
+        adm = Admin(gw)
+        oai = adm.add_provider("oai", fake.url, "sk-oai-1111")
+        anth = adm.add_provider("anth", "http://127.0.0.1:%d" % fake.port, "sk-ant-2222", ptype="anthropic")
+        prices = {"input_price": "1", "output_price": "2"}
+        gpt = adm.add_model("gpt", [(oai["id"], "up-gpt")], capabilities=["chat", "streaming"], **prices)
+        claude = adm.add_model("claude", [(anth["id"], "claude-up")], capabilities=["chat", "streaming"], **prices)
+        emb = adm.add_model("emb", [(oai["id"], "up-emb")], capabilities=["embeddings"], **prices)
+        grp = adm.add_group("g", [gpt["id"], claude["id"], emb["id"]])
+        uid = adm.first_user_id()
+        key = adm.add_quota(uid, grp["id"], period="month", cost_limit="100", rpm=1000, tpm=10000000)["api_key"]
+        broke = adm.add_quota(uid, grp["id"], period="month", cost_limit="0.000000001")["api_key"]
+
+        # ---- models ----
+        r = v1(gw, key, "GET", "/models")
+        has(r.json, "ListModelsResponse", "GET /v1/models")
+        for m in r.json["data"]:
+            has(m, "Model", "GET /v1/models data")
+        has(v1(gw, key, "GET", "/models/gpt").json, "Model", "GET /v1/models/gpt")
+
+        # ---- every error body the gateway writes ----
+        errors = [
+            ("401", v1(gw, "sk-nope", "POST", "/chat/completions", {"model": "gpt", "messages": MSGS})),
+            ("404 url", v1(gw, key, "POST", "/nothing", {})),
+            ("404 model", v1(gw, key, "POST", "/chat/completions", {"model": "nope", "messages": MSGS})),
+            ("404 models/id", v1(gw, key, "GET", "/models/nope")),
+            ("405", v1(gw, key, "GET", "/chat/completions")),
+            ("400 json", v1(gw, key, "POST", "/chat/completions", "{nope")),
+            ("400 param", v1(gw, key, "POST", "/chat/completions", {"model": "gpt"})),
+            ("400 capability", v1(gw, key, "POST", "/embeddings", {"model": "gpt", "input": "x"})),
+            ("400 anthropic param", v1(gw, key, "POST", "/chat/completions",
+                                       {"model": "claude", "messages": MSGS, "logprobs": True})),
+            ("429 quota", v1(gw, broke, "POST", "/chat/completions", {"model": "gpt", "messages": MSGS})),
+        ]
+        script(fake, "status:500")
+        errors.append(("502 upstream", v1(gw, key, "POST", "/chat/completions", {"model": "gpt", "messages": MSGS})))
+        script(fake, "status:400")
+        errors.append(("400 anthropic error", v1(gw, key, "POST", "/chat/completions",
+                                                 {"model": "claude", "messages": MSGS})))
+        script(fake, "status:529")
+        errors.append(("529 anthropic", v1(gw, key, "POST", "/chat/completions",
+                                           {"model": "claude", "messages": MSGS})))
+        for name, r in errors:
+            check(r.status >= 400, "%s: %s %s" % (name, r.status, r.body))
+            error_body(r.body, name)
+
+        # ---- chat translated from Anthropic ----
+        r = v1(gw, key, "POST", "/chat/completions", {"model": "claude", "messages": MSGS})
+        check(r.status == 200, r.body)
+        chat_completion(r.json, "anthropic text")
+        check(r.json["choices"][0]["message"]["refusal"] is None, "message.refusal: %s" % r.body)
+        script(fake, "tool_use")
+        r = v1(gw, key, "POST", "/chat/completions", {"model": "claude", "messages": MSGS, "tools": TOOLS})
+        check(r.status == 200, r.body)
+        chat_completion(r.json, "anthropic tool call")
+        check(r.json["choices"][0]["finish_reason"] == "tool_calls", r.body)
+
+        # ---- streams: translated (Anthropic) and rewritten (OpenAI, usage removed or kept) ----
+        for model in ("claude", "gpt"):
+            for extra in ({}, {"stream_options": {"include_usage": True}}):
+                r = v1(gw, key, "POST", "/chat/completions", dict({"model": model, "messages": MSGS,
+                                                                  "stream": True}, **extra))
+                check(r.status == 200, r.body)
+                ev = stream(r.body, "%s stream %s" % (model, extra))
+                check(ev[-1] == "[DONE]", ev)
+        script(fake, "tool_use")
+        r = v1(gw, key, "POST", "/chat/completions", {"model": "claude", "messages": MSGS, "tools": TOOLS,
+                                                     "stream": True})
+        stream(r.body, "anthropic tool stream")
+
+        # ---- an error in the middle of a stream, both provider types ----
+        for model in ("claude", "gpt"):
+            script(fake, "stream_error")
+            st, hdrs, raw, complete = raw_request(gw, key, {"model": model, "messages": MSGS, "stream": True})
+            check(st == 200, "%s: %s" % (model, st))
+            ev = stream(raw, "%s mid-stream error" % model)
+            check(complete, "%s: the body ends cleanly after the error event: %r" % (model, raw[-200:]))
+            check(ev and "error" in json.loads(ev[-1]), "%s: the last event is the error: %r" % (model, ev))
+            rec = record(gw, hdrs["x-request-id"])
+            check(rec["error_type"] == "upstream_error", "%s: recorded with its type: %s" % (model, rec))
+
+        # ---- rate-limit headers ----
+        st, hl = all_headers(gw, key, {"model": "gpt", "messages": MSGS})
+        check(st == 200, st)
+        for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
+            vals = [v for k, v in hl if k == name]
+            check(len(vals) == 1 and DURATION.match(vals[0]), "%s as a duration: %r" % (name, vals))
+        script(fake, "rate_limit")
+        st, hl = all_headers(gw, key, {"model": "gpt", "messages": MSGS})
+        check(st == 429, st)
+        names = [k for k, _ in hl if k.startswith("x-ratelimit-") or k == "retry-after"]
+        check(len(names) == len(set(names)), "each rate-limit header once: %r" % hl)
+        got = dict(hl)
+        check(got.get("x-ratelimit-limit-requests") == "60" and got.get("retry-after") == "1",
+              "the provider's values on its 429: %r" % hl)
+        verify(gw)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
