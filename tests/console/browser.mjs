@@ -369,12 +369,15 @@ await step('a normal user sees only their own data and no admin navigation', asy
   await shot('user-password-error');
   await page.getByLabel('Current password').fill(ALICE_PW);
   await page.getByRole('button', { name: 'Change password' }).click();
-  await page.getByText('Password changed.').waitFor();
+  await page.getByText(/^Password changed\./).waitFor();
+  await go('/me/quotas'); // this session goes on with the token the change answered with
+  await page.getByText(keyPrefix + '…').waitFor();
 });
 
 await step('a revoked session returns to the login page and says why', async () => {
   const token = await page.evaluate(() => sessionStorage.getItem('tokenaudit.session'));
   check((await api('POST', '/api/auth/logout/', token, {})).status === 204, 'logout from elsewhere');
+  await go('/me/howto'); // no API call there
   await go('/me/quotas');
   await page.getByText(/^You were signed out: .+ Sign in again\.$/).waitFor();
   check(await page.evaluate(() => sessionStorage.getItem('tokenaudit.session')) === null, 'the dead token is dropped');

@@ -1,7 +1,7 @@
 // A user's own pages: quotas with their use, how to call the gateway, and
 // the password. (Superadmins see them too, under "My account".)
 import { useState } from 'preact/hooks';
-import { get, post } from '../api.js';
+import { get, post, setToken } from '../api.js';
 import { useLoad, Loaded, PageHead, Time, Badge, Empty, CopyButton, useForm, TextField, FormMessage } from '../ui.jsx';
 import { UsageBar } from './quotas.jsx';
 import { int } from '../format.js';
@@ -124,7 +124,9 @@ export function Password() {
     setDone(false);
     const ok = await form.submit(async (v) => {
       if (v.new_password !== v.confirm) throw Object.assign(new Error('The two new passwords differ.'), { fields: { confirm: 'Type the same new password twice.' } });
-      await post('/api/auth/password/', { old_password: v.old_password, new_password: v.new_password });
+      // Every earlier session of the user ends; the answer carries the new one.
+      const r = await post('/api/auth/password/', { old_password: v.old_password, new_password: v.new_password });
+      if (r && r.access_token) setToken(r.access_token);
       return true;
     });
     if (ok) { setDone(true); form.setValues({ old_password: '', new_password: '', confirm: '' }); }
@@ -137,7 +139,7 @@ export function Password() {
         <TextField form={form} name="new_password" label="New password" type="password" autoComplete="new-password" />
         <TextField form={form} name="confirm" label="New password again" type="password" autoComplete="new-password" />
         <FormMessage form={form} />
-        {done && <p class="notice" role="status">Password changed.</p>}
+        {done && <p class="notice" role="status">Password changed. Your other sessions have ended; this one goes on.</p>}
         <div class="actions"><button type="submit" class="primary" disabled={form.busy}>Change password</button></div>
       </form>
     </section>
