@@ -21,8 +21,6 @@ import json
 import os
 import select
 import socket
-import ssl
-import subprocess
 import sys
 import time
 
@@ -31,15 +29,7 @@ import harness  # noqa: E402
 import proxyutil  # noqa: E402
 from proxyutil import Tenant, check, gateway_with_fake  # noqa: E402
 
-try:
-    import h2.config
-    import h2.connection
-    import h2.events
-except ImportError:  # Debian's python3-h2 lives in the system Python's dist-packages
-    sys.path.append("/usr/lib/python3/dist-packages")
-    import h2.config
-    import h2.connection
-    import h2.events
+from h2client import H2, make_cert  # noqa: E402
 
 MAX_BODY = 4 * 1024 * 1024
 BIG = 64 * 1024 * 1024
@@ -48,14 +38,6 @@ PIECE = 256 * 1024
 
 def big_prefix():
     return b'{"model": "gpt-test", "messages": [{"role": "user", "content": "'
-
-
-def make_cert(tmp):
-    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=60)
-    return cert, key
 
 
 # ---- HTTP/1.1 -------------------------------------------------------------------------------
@@ -114,108 +96,6 @@ def http1_send_big(gw, key, chunked):
 
 # ---- HTTP/2 ---------------------------------------------------------------------------------
 
-class H2:
-    """One HTTP/2 connection through python3-h2: TLS with ALPN h2, or
-    cleartext with prior knowledge."""
-
-    def __init__(self, port, cafile=None):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
-        if cafile is not None:
-            ctx = ssl.create_default_context(cafile=cafile)
-            ctx.set_alpn_protocols(["h2"])
-            self.sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
-            check(self.sock.selected_alpn_protocol() == "h2", "ALPN did not choose h2")
-        else:
-            self.sock = raw
-        self.scheme = "https" if cafile else "http"
-        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True,
-                                                                                header_encoding="utf-8"))
-        self.conn.initiate_connection()
-        self.flush()
-        self.streams = {}
-        self.terminated = None
-
-    def flush(self):
-        data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
-
-    def st(self, sid):
-        return self.streams.setdefault(sid, {"status": None, "headers": {}, "body": b"", "ended": False,
-                                             "reset": None})
-
-    def pump(self, timeout=30):
-        self.sock.settimeout(timeout)
-        try:
-            data = self.sock.recv(65536)
-        except (ConnectionResetError, ssl.SSLError, BrokenPipeError):
-            data = b""
-        if not data:
-            self.terminated = self.terminated or "closed"
-            return False
-        for ev in self.conn.receive_data(data):
-            if isinstance(ev, h2.events.ResponseReceived):
-                s = self.st(ev.stream_id)
-                s["headers"] = dict(ev.headers)
-                s["status"] = int(s["headers"][":status"])
-            elif isinstance(ev, h2.events.DataReceived):
-                self.st(ev.stream_id)["body"] += ev.data
-                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, h2.events.StreamEnded):
-                self.st(ev.stream_id)["ended"] = True
-            elif isinstance(ev, h2.events.StreamReset):
-                self.st(ev.stream_id)["reset"] = int(ev.error_code)
-            elif isinstance(ev, h2.events.ConnectionTerminated):
-                self.terminated = int(ev.error_code)
-        self.flush()
-        return True
-
-    def request(self, method, path, key=None, extra=(), end=False):
-        sid = self.conn.get_next_available_stream_id()
-        h = [(":method", method), (":path", path), (":scheme", self.scheme), (":authority", "127.0.0.1")]
-        if key:
-            h.append(("authorization", "Bearer " + key))
-        self.conn.send_headers(sid, h + list(extra), end_stream=end)
-        self.flush()
-        self.st(sid)
-        return sid
-
-    def send_body(self, sid, total, prefix=b""):
-        """Sends a body of total bytes as flow control allows, stopping once the
-        stream has an answer or a reset; returns the bytes sent."""
-        sent = 0
-        while sent < total:
-            s = self.st(sid)
-            if s["status"] is not None or s["reset"] is not None or self.terminated is not None:
-                return sent
-            # what the gateway sent meanwhile (its answer, window updates)
-            r, _, _ = select.select([self.sock], [], [], 0)
-            if r or (self.conn.local_flow_control_window(sid) <= 0):
-                if not self.pump():
-                    return sent
-                continue
-            n = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size, total - sent)
-            chunk = prefix[sent:sent + n] if sent < len(prefix) else b"a" * n
-            n = len(chunk)
-            self.conn.send_data(sid, chunk, end_stream=sent + n == total)
-            self.flush()
-            sent += n
-        return sent
-
-    def wait(self, sid):
-        s = self.st(sid)
-        while not (s["ended"] or s["reset"] is not None or self.terminated is not None):
-            if not self.pump():
-                break
-        return s
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
 # ---- the cases ------------------------------------------------------------------------------
 
 def check_413(what, status, headers, body):
@@ -262,6 +142,7 @@ def main():
             n += 1
             print("ok: %s -> 413 after %d bytes sent, one record" % (what, sent))
 
+        big_body = big_prefix() + b"a" * (BIG - len(big_prefix()))
         for label, port, ca in (("TLS", tls_port, cert), ("cleartext prior knowledge", gw.port, None)):
             for declared in (True, False):
                 what = "HTTP/2 (%s) 64 MiB body, content-length %s" % (label, "declared" if declared else "absent")
@@ -270,17 +151,17 @@ def main():
                     extra = [("content-type", "application/json")]
                     if declared:
                         extra.append(("content-length", str(BIG)))
-                    sid = c.request("POST", "/v1/chat/completions", t.key, extra)
-                    sent = c.send_body(sid, BIG, big_prefix())
+                    sid = c.headers("POST", "/v1/chat/completions", extra, token=t.key)
+                    sent = c.send_body(sid, big_body)
                     s = c.wait(sid)
                     check(s["reset"] != 7, "%s: the stream was refused (RST_STREAM REFUSED_STREAM) instead of "
                           "answered 413" % what)
                     rid = check_413(what, s["status"], s["headers"], s["body"])
                     check(sent < BIG, "%s: the whole body was taken before the answer" % what)
                     # the connection goes on: a small request on it is answered
-                    sid2 = c.request("POST", "/v1/chat/completions", t.key, [("content-type", "application/json")])
-                    c.send_body(sid2, len(json.dumps(proxyutil.chat_body())),
-                                json.dumps(proxyutil.chat_body()).encode())
+                    sid2 = c.headers("POST", "/v1/chat/completions", [("content-type", "application/json")],
+                                     token=t.key)
+                    c.send_body(sid2, json.dumps(proxyutil.chat_body()).encode())
                     s2 = c.wait(sid2)
                     check(s2["status"] == 200, "%s: the next request on the connection got %r (reset %r, "
                           "connection %r): %r" % (what, s2["status"], s2["reset"], c.terminated, s2["body"][:200]))
@@ -295,8 +176,8 @@ def main():
         try:
             body = big_prefix() + b"a" * (MAX_BODY - 200) + b'"}], "max_tokens": 5}'
             check(len(body) <= MAX_BODY, "test body size")
-            sid = c.request("POST", "/v1/chat/completions", t.key, [("content-type", "application/json")])
-            c.send_body(sid, len(body), body)
+            sid = c.headers("POST", "/v1/chat/completions", [("content-type", "application/json")], token=t.key)
+            c.send_body(sid, body)
             s = c.wait(sid)
             check(s["status"] == 200, "a body of %d bytes (under the limit) got %r: %r" %
                   (len(body), s["status"], s["body"][:300]))
