@@ -53,6 +53,7 @@ class Fake:
         check(line.startswith("listening on "), line)
         self.port = int(line.split()[2])
         self.url = "http://127.0.0.1:%d/v1" % self.port
+        self.base = "http://127.0.0.1:%d" % self.port  # an anthropic provider's base_url: no /v1
 
     def lines(self, needle=""):
         try:
@@ -76,6 +77,22 @@ class Fake:
                 d["usage"] = tuple(int(x) for x in d["usage"].split(","))
             out.append(d)
         return out
+
+    def script(self, scenario="ok", usage=None, chunks=None, times=1):
+        """The next `times` /v1 POSTs answer with `scenario` (usage "p,c,k[,w]",
+        chunks): for requests whose body or headers cannot carry the fake's
+        own fields (translated on the way, or made by a client library)."""
+        body = {"scenario": scenario, "times": times}
+        if usage:
+            body["usage"] = usage
+        if chunks:
+            body["chunks"] = chunks
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("POST", "/_fake/control", json.dumps(body))
+            check(c.getresponse().status == 200, "fake control")
+        finally:
+            c.close()
 
     def stats(self):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -155,6 +172,18 @@ class Admin:
         return self.gw.http("GET", "/api/admin/users/", token=self.tok).json["results"][0]["id"]
 
 
+def both_types(adm, fake, oai_key="sk-oai-1111", anth_key="sk-ant-2222"):
+    """An openai-type and an anthropic-type provider, both the fake: (oai, anth)."""
+    oai = adm.add_provider("oai", fake.url, oai_key)
+    anth = adm.add_provider("anth", fake.base, anth_key, ptype="anthropic")
+    return oai, anth
+
+
+def chat_model(adm, name, provider, upstream, **fields):
+    """A model with the chat and streaming capabilities on one route."""
+    return adm.add_model(name, [(provider["id"], upstream)], **dict({"capabilities": ["chat", "streaming"]}, **fields))
+
+
 class Tenant(Admin):
     """One provider (the fake), a chat model, an embeddings model, a model outside
     the group, a group and one quota (limits from quota=...)."""
@@ -218,6 +247,21 @@ def sse_events(raw, errors="replace"):
         block = block.strip()
         if block.startswith("data: "):
             out.append(block[6:])
+    return out
+
+
+def named_events(raw):
+    """The events of an SSE body as (event name or None, parsed data), in order."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        name, data = None, None
+        for line in block.strip().split("\n"):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+        if data is not None:
+            out.append((name, data))
     return out
 
 

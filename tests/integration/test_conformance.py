@@ -23,7 +23,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxyutil import Admin, check, gateway_with_fake, raw_request, record, sse_events, v1, verify  # noqa: E402
+from proxyutil import (Admin, both_types, chat_model, check, gateway_with_fake, raw_request, record,  # noqa: E402
+                       sse_events, v1, verify)
 
 # OpenAI OpenAPI document, components.schemas.*.required
 REQUIRED = {
@@ -92,18 +93,6 @@ def stream(raw, where):
     return ev
 
 
-def script(fake, scenario, usage=None):
-    body = {"scenario": scenario, "times": 1}
-    if usage:
-        body["usage"] = usage
-    c = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
-    try:
-        c.request("POST", "/_fake/control", json.dumps(body))
-        check(c.getresponse().status == 200, "fake control")
-    finally:
-        c.close()
-
-
 def all_headers(gw, key, body):
     """POST /v1/chat/completions; every header line as sent (duplicates kept)."""
     c = http.client.HTTPConnection(gw.host, gw.port, timeout=20)
@@ -126,11 +115,10 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather",
 def main():
     with gateway_with_fake(workers=1) as (gw, fake):
         adm = Admin(gw)
-        oai = adm.add_provider("oai", fake.url, "sk-oai-1111")
-        anth = adm.add_provider("anth", "http://127.0.0.1:%d" % fake.port, "sk-ant-2222", ptype="anthropic")
+        oai, anth = both_types(adm, fake)
         prices = {"input_price": "1", "output_price": "2"}
-        gpt = adm.add_model("gpt", [(oai["id"], "up-gpt")], capabilities=["chat", "streaming"], **prices)
-        claude = adm.add_model("claude", [(anth["id"], "claude-up")], capabilities=["chat", "streaming"], **prices)
+        gpt = chat_model(adm, "gpt", oai, "up-gpt", **prices)
+        claude = chat_model(adm, "claude", anth, "claude-up", **prices)
         emb = adm.add_model("emb", [(oai["id"], "up-emb")], capabilities=["embeddings"], **prices)
         grp = adm.add_group("g", [gpt["id"], claude["id"], emb["id"]])
         uid = adm.first_user_id()
@@ -158,12 +146,12 @@ def main():
                                        {"model": "claude", "messages": MSGS, "logprobs": True})),
             ("429 quota", v1(gw, broke, "POST", "/chat/completions", {"model": "gpt", "messages": MSGS})),
         ]
-        script(fake, "status:500")
+        fake.script("status:500")
         errors.append(("502 upstream", v1(gw, key, "POST", "/chat/completions", {"model": "gpt", "messages": MSGS})))
-        script(fake, "status:400")
+        fake.script("status:400")
         errors.append(("400 anthropic error", v1(gw, key, "POST", "/chat/completions",
                                                  {"model": "claude", "messages": MSGS})))
-        script(fake, "status:529")
+        fake.script("status:529")
         errors.append(("529 anthropic", v1(gw, key, "POST", "/chat/completions",
                                            {"model": "claude", "messages": MSGS})))
         for name, r in errors:
@@ -175,7 +163,7 @@ def main():
         check(r.status == 200, r.body)
         chat_completion(r.json, "anthropic text")
         check(r.json["choices"][0]["message"]["refusal"] is None, "message.refusal: %s" % r.body)
-        script(fake, "tool_use")
+        fake.script("tool_use")
         r = v1(gw, key, "POST", "/chat/completions", {"model": "claude", "messages": MSGS, "tools": TOOLS})
         check(r.status == 200, r.body)
         chat_completion(r.json, "anthropic tool call")
@@ -189,14 +177,14 @@ def main():
                 check(r.status == 200, r.body)
                 ev = stream(r.body, "%s stream %s" % (model, extra))
                 check(ev[-1] == "[DONE]", ev)
-        script(fake, "tool_use")
+        fake.script("tool_use")
         r = v1(gw, key, "POST", "/chat/completions", {"model": "claude", "messages": MSGS, "tools": TOOLS,
                                                      "stream": True})
         stream(r.body, "anthropic tool stream")
 
         # ---- an error in the middle of a stream, both provider types ----
         for model in ("claude", "gpt"):
-            script(fake, "stream_error")
+            fake.script("stream_error")
             st, hdrs, raw, complete = raw_request(gw, key, {"model": model, "messages": MSGS, "stream": True})
             check(st == 200, "%s: %s" % (model, st))
             ev = stream(raw, "%s mid-stream error" % model)
@@ -211,7 +199,7 @@ def main():
         for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
             vals = [v for k, v in hl if k == name]
             check(len(vals) == 1 and DURATION.match(vals[0]), "%s as a duration: %r" % (name, vals))
-        script(fake, "rate_limit")
+        fake.script("rate_limit")
         st, hl = all_headers(gw, key, {"model": "gpt", "messages": MSGS})
         check(st == 429, st)
         names = [k for k, _ in hl if k.startswith("x-ratelimit-") or k == "retry-after"]
