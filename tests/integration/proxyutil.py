@@ -313,12 +313,12 @@ def record(gw, rid):
     return harness.wait_for(get, 30, "audit record %s" % rid, interval=0.1)
 
 
-def raw_stream_then_drop(gw, key, body):
+def raw_stream_then_drop(gw, key, body, path="/v1/chat/completions"):
     """Send a streaming request on a raw socket, read until the first SSE event
     arrived, then reset the connection. Returns the X-Request-Id."""
     s = socket.create_connection((gw.host, gw.port), timeout=20)
     data = json.dumps(body).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
               b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(data)).encode() +
               b"\r\n\r\n" + data)
     got = b""
@@ -335,14 +335,14 @@ def raw_stream_then_drop(gw, key, body):
     return rid
 
 
-def raw_request(gw, key, body):
-    """POST /v1/chat/completions on a raw socket with Connection: close, read to
-    EOF. Returns (status, headers, body, complete): body de-chunked as far as it
-    arrived; complete is False when the chunked body ended without its last
-    chunk (a cut stream)."""
+def raw_request(gw, key, body, path="/v1/chat/completions"):
+    """POST path on a raw socket with Connection: close, read to EOF. Returns
+    (status, headers, body, complete): body de-chunked as far as it arrived;
+    complete is False when the chunked body ended without its last chunk (a
+    cut stream)."""
     s = socket.create_connection((gw.host, gw.port), timeout=30)
     data = json.dumps(body).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " +
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " +
               key.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
               str(len(data)).encode() + b"\r\n\r\n" + data)
     got = b""
