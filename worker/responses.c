@@ -121,7 +121,8 @@ static int check_text(const json_t *b, ta_err_t *err)
             return ta_err_set(err, "text.format.schema", "required",
                               "text.format.schema: is required for json_schema (an object)");
     } else if (strcmp(type, "text") != 0 && strcmp(type, "json_object") != 0) {
-        return ta_err_set(err, "text.format.type", "enum", "text.format.type: must be text, json_object or json_schema");
+        return ta_err_set(err, "text.format.type", "enum",
+                          "text.format.type: must be text, json_object or json_schema");
     }
     return 0;
 }
@@ -201,7 +202,8 @@ static int uncarried(const json_t *r, ta_err_t *err)
         const char *s = json_string_value(v);
         switch (params[i].neutral) {
         case NONE: break;
-        case EMPTY: ok = (json_is_array(v) && json_array_size(v) == 0) || (json_is_object(v) && json_object_size(v) == 0);
+        case EMPTY:
+            ok = (json_is_array(v) && json_array_size(v) == 0) || (json_is_object(v) && json_object_size(v) == 0);
             break;
         case ZERO: ok = json_is_number(v) && json_number_value(v) == 0; break;
         case DISABLED: ok = s != NULL && strcmp(s, "disabled") == 0; break;
@@ -236,8 +238,8 @@ static int uncarried(const json_t *r, ta_err_t *err)
         if (i == TA_ARRAY_SIZE(known)) {
             char f[sizeof(err->field)];
             snprintf(f, sizeof(f), "%.48s", k);
-            return ta_err_set(err, f, "unknown", "%s: is not a Responses parameter this gateway can carry to " ANTH_ONLY,
-                              f);
+            return ta_err_set(err, f, "unknown",
+                              "%s: is not a Responses parameter this gateway can carry to " ANTH_ONLY, f);
         }
     }
     return 0;
@@ -447,7 +449,8 @@ static int tools_to_chat(json_t *o, const json_t *r, ta_err_t *err)
             for (size_t k = 0; fn != NULL && k < TA_ARRAY_SIZE(copy); k++)
                 if (!is_null(json_object_get(t, copy[k])))
                     json_object_set(fn, copy[k], json_object_get(t, copy[k]));
-            if (fn == NULL || json_array_append_new(ct, json_pack("{s:s,s:o}", "type", "function", "function", fn)) != 0)
+            json_t *tool = fn != NULL ? json_pack("{s:s,s:o}", "type", "function", "function", fn) : NULL;
+            if (tool == NULL || json_array_append_new(ct, tool) != 0)
                 return -ENOMEM;
         }
     }
@@ -682,7 +685,8 @@ static json_t *skeleton(const json_t *req, const char *core, const char *model, 
     };
     for (size_t i = 0; i < TA_ARRAY_SIZE(echo); i++) {
         const json_t *v = json_object_get(req, echo[i].name);
-        json_object_set_new(r, echo[i].name, !is_null(v) ? json_deep_copy(v) : json_loads(echo[i].def, 0, NULL));
+        json_object_set_new(r, echo[i].name,
+                            !is_null(v) ? json_deep_copy(v) : json_loads(echo[i].def, JSON_DECODE_ANY, NULL));
     }
     return r;
 }
@@ -695,7 +699,8 @@ static void set_status(json_t *resp, const char *finish)
                          : strcmp(finish, "content_filter") == 0 ? "content_filter"
                                                                  : NULL;
     json_object_set_new(resp, "status", json_string(reason != NULL ? "incomplete" : "completed"));
-    json_object_set_new(resp, "incomplete_details", reason != NULL ? json_pack("{s:s}", "reason", reason) : json_null());
+    json_object_set_new(resp, "incomplete_details",
+                        reason != NULL ? json_pack("{s:s}", "reason", reason) : json_null());
 }
 
 static json_t *text_part(const char *text, size_t len)
@@ -822,8 +827,8 @@ static int passthrough_event(ta_resp_stream_t *s, char *ev, size_t n, ta_bytes_t
     size_t dl;
     if (ta_sse_event_data(ev, n, &data, &dl)) {
         s->events++;
-        if (has(data, dl, "\"response.output_text.delta\"") || has(data, dl, "\"response.function_call_arguments.delta\"") ||
-            has(data, dl, "\"response.refusal.delta\""))
+        if (has(data, dl, "\"response.output_text.delta\"") ||
+            has(data, dl, "\"response.function_call_arguments.delta\"") || has(data, dl, "\"response.refusal.delta\""))
             s->content_events++;
         else if (has(data, dl, "\"response.completed\"") || has(data, dl, "\"response.incomplete\"") ||
                  has(data, dl, "\"response.failed\"") || has(data, dl, "\"error\""))
@@ -846,7 +851,10 @@ static int emit(ta_resp_stream_t *s, ta_bytes_t *out, const char *type, json_t *
     return ta_bytes_append_json(out, j, SIZE_MAX, pre, "\n\n");
 }
 
-static const ta_usage_t *reported(const ta_resp_stream_t *s) { return s->usage_from != NULL ? s->usage_from : &s->usage; }
+static const ta_usage_t *reported(const ta_resp_stream_t *s)
+{
+    return s->usage_from != NULL ? s->usage_from : &s->usage;
+}
 
 static int start(ta_resp_stream_t *s, ta_bytes_t *out)
 {
@@ -875,13 +883,14 @@ static int item_done(ta_resp_stream_t *s, ta_bytes_t *out)
                                                                   s->text.len, "logprobs"));
         json_t *part = text_part(txt, s->text.len);
         if (rc == 0)
-            rc = emit(s, out, "response.content_part.done", json_pack("{s:O,s:i,s:i,s:O}", "item_id", id, "output_index",
-                                                                       oi, "content_index", 0, "part", part));
+            rc = emit(s, out, "response.content_part.done",
+                      json_pack("{s:O,s:i,s:i,s:O}", "item_id", id, "output_index", oi, "content_index", 0, "part",
+                                part));
         json_object_set_new(item, "content", json_pack("[o]", part));
     } else {
         rc = emit(s, out, "response.function_call_arguments.done",
-                  json_pack("{s:O,s:i,s:O,s:s%}", "item_id", id, "output_index", oi, "name", json_object_get(item, "name"),
-                            "arguments", txt, s->text.len));
+                  json_pack("{s:O,s:i,s:O,s:s%}", "item_id", id, "output_index", oi, "name",
+                            json_object_get(item, "name"), "arguments", txt, s->text.len));
         json_object_set_new(item, "arguments", json_stringn(txt, s->text.len));
     }
     json_object_set_new(item, "status", json_string("completed"));

@@ -13,7 +13,10 @@ and without include_usage); an error in the middle of a stream from either
 provider type (an error event, then a cleanly ended body); the rate-limit
 headers: each once on an upstream 429 passed through (the provider's replace
 the gateway's), x-ratelimit-reset-* written as durations ("1s", "6.5s",
-"1m0s"). REQUIRED below names the reference's `required` lists.
+"1m0s"); Responses (/v1/responses) translated from Anthropic: the Response
+(text, function call), every event of its streams, response.failed mid-stream,
+a refused stateful parameter. REQUIRED below names the reference's `required`
+lists.
 """
 
 import http.client
@@ -23,8 +26,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxyutil import (Admin, both_types, chat_model, check, gateway_with_fake, raw_request, record,  # noqa: E402
-                       sse_events, v1, verify)
+from proxyutil import (Admin, both_types, chat_model, check, gateway_with_fake, named_events,  # noqa: E402
+                       raw_request, record, sse_events, v1, verify)
 
 # OpenAI OpenAPI document, components.schemas.*.required
 REQUIRED = {
@@ -41,6 +44,31 @@ REQUIRED = {
     "ChatCompletionStreamChoice": ["delta", "finish_reason", "index"],
     "ChatCompletionMessageToolCallChunk": ["index"],
     "CompletionUsage": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    # the Responses API (/v1/responses)
+    "Response": ["id", "object", "created_at", "error", "incomplete_details", "instructions", "metadata", "model",
+                 "output", "parallel_tool_calls", "temperature", "tool_choice", "tools", "top_p"],
+    "ResponseOutputMessage": ["id", "type", "role", "status", "content"],
+    "ResponseOutputText": ["type", "text", "annotations"],
+    "ResponseFunctionToolCall": ["type", "call_id", "name", "arguments"],
+    "ResponseUsage": ["input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details",
+                      "total_tokens"],
+    "ResponseError": ["code", "message"],
+    "response.created": ["type", "sequence_number", "response"],
+    "response.in_progress": ["type", "sequence_number", "response"],
+    "response.completed": ["type", "sequence_number", "response"],
+    "response.incomplete": ["type", "sequence_number", "response"],
+    "response.failed": ["type", "sequence_number", "response"],
+    "response.output_item.added": ["type", "sequence_number", "output_index", "item"],
+    "response.output_item.done": ["type", "sequence_number", "output_index", "item"],
+    "response.content_part.added": ["type", "sequence_number", "item_id", "output_index", "content_index", "part"],
+    "response.content_part.done": ["type", "sequence_number", "item_id", "output_index", "content_index", "part"],
+    "response.output_text.delta": ["type", "sequence_number", "item_id", "output_index", "content_index", "delta",
+                                   "logprobs"],
+    "response.output_text.done": ["type", "sequence_number", "item_id", "output_index", "content_index", "text",
+                                  "logprobs"],
+    "response.function_call_arguments.delta": ["type", "sequence_number", "item_id", "output_index", "delta"],
+    "response.function_call_arguments.done": ["type", "sequence_number", "item_id", "output_index", "name",
+                                              "arguments"],
 }
 DURATION = re.compile(r"^(\d+ms|(\d+h)?(\d+m)?\d+(\.\d+)?s)$")
 
@@ -83,6 +111,41 @@ def chunk(j, where):
             has(tc, "ChatCompletionMessageToolCallChunk", where)
     if j.get("usage") is not None:
         has(j["usage"], "CompletionUsage", where)
+
+
+def response(j, where):
+    has(j, "Response", where)
+    check(j["object"] == "response", where)
+    for o in j["output"]:
+        if o["type"] == "message":
+            has(o, "ResponseOutputMessage", where)
+            for p in o["content"]:
+                if p["type"] == "output_text":
+                    has(p, "ResponseOutputText", where)
+        else:
+            check(o["type"] == "function_call", "%s: an output item of type %s" % (where, o["type"]))
+            has(o, "ResponseFunctionToolCall", where)
+    if j.get("usage") is not None:
+        has(j["usage"], "ResponseUsage", where)
+        check("cached_tokens" in j["usage"]["input_tokens_details"] and
+              "reasoning_tokens" in j["usage"]["output_tokens_details"], "%s: usage details %r" % (where, j["usage"]))
+    if j.get("error") is not None:
+        has(j["error"], "ResponseError", where)
+
+
+def response_events(raw, where):
+    """Every event of a Responses stream: its schema, the Response in it."""
+    ev = named_events(raw)
+    for i, (name, data) in enumerate(ev):
+        w = "%s event %d (%s)" % (where, i, name)
+        check(name == data.get("type") and name in REQUIRED, "%s: a known event type" % w)
+        has(data, name, w)
+        if "response" in data:
+            response(data["response"], w)
+        if "item" in data:
+            response({"object": "response", "output": [data["item"]], **{k: None for k in REQUIRED["Response"]
+                                                                          if k not in ("object", "output")}}, w)
+    return ev
 
 
 def stream(raw, where):
@@ -192,6 +255,26 @@ def main():
             check(ev and "error" in json.loads(ev[-1]), "%s: the last event is the error: %r" % (model, ev))
             rec = record(gw, hdrs["x-request-id"])
             check(rec["error_type"] == "upstream_error", "%s: recorded with its type: %s" % (model, rec))
+
+        # ---- /v1/responses translated from Anthropic: JSON, streams, an error mid-stream ----
+        rtools = [{"type": "function", "name": "get_weather", "parameters": TOOLS[0]["function"]["parameters"]}]
+        for scen, extra in (("ok", {}), ("tool_use", {"tools": rtools})):
+            fake.script(scen)
+            r = v1(gw, key, "POST", "/responses", dict({"model": "claude", "input": "hi"}, **extra))
+            check(r.status == 200, r.body)
+            response(r.json, "anthropic response %s" % scen)
+            fake.script(scen)
+            r = v1(gw, key, "POST", "/responses", dict({"model": "claude", "input": "hi", "stream": True}, **extra))
+            check(r.status == 200, r.body)
+            response_events(r.body, "anthropic response stream %s" % scen)
+        fake.script("stream_error")
+        st, hdrs, raw, complete = raw_request(gw, key, {"model": "claude", "input": "hi", "stream": True},
+                                              path="/v1/responses")
+        ev = response_events(raw, "anthropic response stream error")
+        check(st == 200 and complete and ev[-1][0] == "response.failed", "%s %s %r" % (st, complete, ev[-1:]))
+        r = v1(gw, key, "POST", "/responses", {"model": "claude", "input": "hi", "store": True})
+        check(r.status == 400, r.body)
+        error_body(r.body, "400 responses stateful param")
 
         # ---- rate-limit headers ----
         st, hl = all_headers(gw, key, {"model": "gpt", "messages": MSGS})

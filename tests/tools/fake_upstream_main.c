@@ -925,7 +925,7 @@ static void prepare_responses(struct fake_req *fr)
             if (fr->s.stream_error && i == 2) {
                 json_t *r = resp_object(fr, "failed", json_array(), false);
                 json_object_set_new(r, "error", json_pack("{s:s,s:s}", "code", "server_error", "message",
-                                                          "The server had an error while processing your request (fake)"));
+                                                          "The server had an error (fake)"));
                 evs_add(fr, resp_event(fr, "response.failed", json_pack("{s:o}", "response", r)));
                 json_decref(item);
                 return;
@@ -1349,7 +1349,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     fr->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
     if (kind == C_RESPONSES || (kind == C_CHAT && fr->s.tool_use)) {
         json_t *t0 = json_array_get(json_object_get(body, "tools"), 0);
-        const char *tn = json_string_value(json_object_get(kind == C_CHAT ? json_object_get(t0, "function") : t0, "name"));
+        const json_t *fn = kind == C_CHAT ? json_object_get(t0, "function") : t0;
+        const char *tn = json_string_value(json_object_get(fn, "name"));
         snprintf(fr->tool_name, sizeof(fr->tool_name), "%s", tn != NULL ? tn : "fn");
         if (kind == C_RESPONSES)
             prepare_responses(fr);
