@@ -989,6 +989,8 @@ static int on_chunk(ta_resp_stream_t *s, json_t *j, ta_bytes_t *out)
         s->usage.prompt_tokens = count_of(u, "prompt_tokens");
         s->usage.completion_tokens = count_of(u, "completion_tokens");
         s->usage.cached_tokens = count_of(json_object_get(u, "prompt_tokens_details"), "cached_tokens");
+        if (s->usage.cached_tokens > s->usage.prompt_tokens)
+            s->usage.cached_tokens = s->usage.prompt_tokens;
     }
     json_t *c = json_array_get(json_object_get(j, "choices"), 0);
     json_t *d = json_object_get(c, "delta");
