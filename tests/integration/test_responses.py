@@ -8,7 +8,8 @@ Covers, each call checked in its audit record:
   what a tight budget pays), the answer as it came; charged usage.input_tokens,
   output_tokens and input_tokens_details.cached_tokens exactly (cached tokens at
   the cache price); streamed: charged from response.completed; a tool call;
-  the stateful parameters (previous_response_id, store) passed through;
+  the stateful parameters (previous_response_id, store) passed through, their
+  hold covering the model's context window;
 - an anthropic-type provider: translated both ways (instructions -> system,
   items with a function call and its output -> tool_use / tool_result, function
   tools; the Message as a Response with the charged usage, cache reads and
@@ -128,7 +129,10 @@ def openai_route(gw, fake, key, tight):
     check(r.status == 200, r.body)
     call = fake.calls("/v1/responses")[-1]
     check(call["prev"] == "1" and call["store"] == "1", call)
-    charged(gw, r, 8, 2, where="openai stateful")
+    rec = charged(gw, r, 8, 2, where="openai stateful")
+    # the stored conversation is input the gateway does not see: the hold
+    # covers the model's context window (50000 tokens at the input price 3)
+    check(nano(rec["held_cost"]) >= 50000 * 3 * 1000, "a stateful request holds the context window: %r" % rec)
 
 
 def anthropic_route(gw, fake, key):
@@ -295,7 +299,7 @@ def main():
     with gateway_with_fake(workers=1) as (gw, fake):
         adm = Admin(gw)
         oai, anth = both_types(adm, fake)
-        gpt = chat_model(adm, "gpt-r", oai, "gpt-up", max_output_tokens=500, **PRICES)
+        gpt = chat_model(adm, "gpt-r", oai, "gpt-up", max_output_tokens=500, context_window=50000, **PRICES)
         claude = chat_model(adm, "claude-r", anth, "claude-up", max_output_tokens=700, **PRICES)
         mixed = adm.add_model("mixed", [route(anth["id"], "claude-up", 1), route(oai["id"], "gpt-up", 2)],
                               capabilities=["chat", "streaming"], **PRICES)
