@@ -236,8 +236,16 @@ static int uncarried(const json_t *r, ta_err_t *err)
         while (i < TA_ARRAY_SIZE(known) && strcmp(known[i], k) != 0)
             i++;
         if (i == TA_ARRAY_SIZE(known)) {
+            /* the name, at most 48 bytes cut on a character boundary; "" named as such */
+            size_t n = strlen(k);
+            if (n > 48)
+                for (n = 48; n > 0 && ((unsigned char)k[n] & 0xC0) == 0x80; n--)
+                    ;
             char f[sizeof(err->field)];
-            snprintf(f, sizeof(f), "%.48s", k);
+            if (n > 0)
+                snprintf(f, sizeof(f), "%.*s", (int)n, k);
+            else
+                snprintf(f, sizeof(f), "\"\"");
             return ta_err_set(err, f, "unknown",
                               "%s: is not a Responses parameter this gateway can carry to " ANTH_ONLY, f);
         }

@@ -75,8 +75,8 @@ static bool responses_param(const json_t *body, const char *field)
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)body, k, v) {
-        if (strncmp(k, field, sizeof(((ta_err_t *)0)->field) - 1) == 0)
-            return true;
+        if (strncmp(k, field, strlen(field)) == 0 || (k[0] == '\0' && strcmp(field, "\"\"") == 0))
+            return true; /* an unknown member's name may be cut; "" is named as such */
     }
     return false;
 }
