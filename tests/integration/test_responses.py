@@ -226,6 +226,10 @@ def anthropic_route(gw, fake, key):
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0]"),
         ({"input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]},
          "input[0].arguments"),
+        ({"instructions": "x", "input": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                          {"role": "user", "content": [{"type": "input_image",
+                                                                        "image_url": "data:image/png,abc"}]}]},
+         "input[2].content[0]"),
         ({"text": {"format": dict(fmt, schema={"type": "array"})}}, "text.format.schema"),
         ({"text": {"format": fmt}, "tools": TOOLS}, "text.format"),
     ]
