@@ -9,12 +9,16 @@ Not a test itself (ctest picks up test_*.py only).
 """
 
 import contextlib
+import fcntl
+import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -263,6 +267,28 @@ def named_events(raw):
         if data is not None:
             out.append((name, data))
     return out
+
+
+SDK_DIR = os.path.join(harness.SOURCE_DIR, "tests", "sdk")
+
+
+def sdk_modules():
+    """tests/sdk/node_modules with every dependency of tests/sdk/package.json:
+    `npm ci` when one is missing, under a lock the SDK tests share (npm ci
+    removes node_modules first, which would pull it from under a test that
+    runs beside)."""
+    with open(os.path.join(SDK_DIR, "package.json")) as f:
+        deps = list(json.load(f)["dependencies"])
+    tag = hashlib.sha256(SDK_DIR.encode()).hexdigest()[:16]
+    with open(os.path.join(tempfile.gettempdir(), "tokenaudit-sdk-%s.lock" % tag), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [d for d in deps if not os.path.isdir(os.path.join(SDK_DIR, "node_modules", d))]
+        if missing:
+            npm = shutil.which("npm")
+            check(npm is not None, "npm is not installed and tests/sdk/node_modules lacks %s" % missing)
+            p = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR, capture_output=True, text=True,
+                               timeout=300)
+            check(p.returncode == 0, "npm ci failed in %s:\n%s%s" % (SDK_DIR, p.stdout, p.stderr))
 
 
 def audit_records(gw, applied=None, timeout=30):

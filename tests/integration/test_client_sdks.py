@@ -27,11 +27,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from proxyutil import (Admin, audit_records, both_types, chat_model, check, gateway_with_fake,  # noqa: E402
-                       nano, verify)
+from proxyutil import (SDK_DIR, Admin, audit_records, both_types, chat_model, check,  # noqa: E402
+                       gateway_with_fake, nano, sdk_modules, verify)
 
-SDK_DIR = os.path.join(harness.SOURCE_DIR, "tests", "sdk")
-PACKAGES = ("openai", "ai", "@ai-sdk/openai", "@anthropic-ai/sdk")
 NODE_MIN = 18
 PRICES = {"input_price": "3", "output_price": "15", "cache_read_price": "1", "cache_write_price": "4"}
 
@@ -51,13 +49,7 @@ def ensure_node():
     major = int(v.lstrip("v").split(".")[0] or 0)
     if major < NODE_MIN:
         skip("node %s is too old: the pinned SDKs need Node >= %d" % (v, NODE_MIN))
-    missing = [p for p in PACKAGES if not os.path.isdir(os.path.join(SDK_DIR, "node_modules", p))]
-    if missing:
-        npm = shutil.which("npm")
-        check(npm is not None, "npm is not installed and tests/sdk/node_modules lacks %s" % missing)
-        p = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR, capture_output=True, text=True,
-                           timeout=300)
-        check(p.returncode == 0, "npm ci failed in %s:\n%s%s" % (SDK_DIR, p.stdout, p.stderr))
+    sdk_modules()
     return node, v
 
 
