@@ -101,8 +101,13 @@ static int check_tools(const json_t *b, ta_err_t *err)
         }
     }
     const json_t *tc = json_object_get(b, "tool_choice");
+    const char *s = json_string_value(tc);
     if (!is_null(tc) && !json_is_string(tc) && !json_is_object(tc))
         return ta_err_set(err, "tool_choice", "type", "tool_choice: must be a string or an object");
+    if (s != NULL && strcmp(s, "none") != 0 && strcmp(s, "auto") != 0 && strcmp(s, "required") != 0)
+        return ta_err_set(err, "tool_choice", "enum", "tool_choice: must be none, auto, required or an object");
+    if (json_is_object(tc) && !json_is_string(json_object_get(tc, "type")))
+        return ta_err_set(err, "tool_choice", "required", "tool_choice: an object needs a 'type'");
     return 0;
 }
 

@@ -40,7 +40,8 @@
  *  max_output_tokens a positive integer or null; stream, store, background,
  *  parallel_tool_calls a boolean or null; temperature, top_p a number or
  *  null; tools an array of objects with a `type` (a function tool needs a
- *  `name`); tool_choice a string or an object; text, reasoning, metadata,
+ *  `name`); tool_choice none, auto, required or an object with a `type`;
+ *  text, reasoning, metadata,
  *  stream_options an object or null; text.format an object whose type is
  *  text, json_object or json_schema (json_schema with a name and a schema
  *  object). Returns 0, or TA_EINVAL with err (field = the param, e.g.

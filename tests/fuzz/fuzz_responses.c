@@ -187,7 +187,8 @@ static void fuzz_answer(uint8_t opt, const char *p, size_t n)
         const json_t *ru = json_object_get(r, "usage");
         FUZZ_CHECK(json_integer_value(json_object_get(ru, "input_tokens")) == 10 &&
                    json_integer_value(json_object_get(ru, "output_tokens")) == 3 &&
-                   json_integer_value(json_object_get(json_object_get(ru, "input_tokens_details"), "cached_tokens")) == 4);
+                   json_integer_value(json_object_get(json_object_get(ru, "input_tokens_details"), "cached_tokens")) ==
+                       4);
         FUZZ_CHECK(json_integer_value(json_object_get(r, "max_output_tokens")) == 77);
         json_decref(r);
     }
@@ -261,7 +262,8 @@ static void check_translated(const run_t *r)
         FUZZ_CHECK(json_is_object(j));
         FUZZ_CHECK(strcmp(json_string_value(json_object_get(j, "type")), last) == 0);
         FUZZ_CHECK(json_integer_value(json_object_get(j, "sequence_number")) == seq++);
-        if (strcmp(last, "response.output_text.delta") == 0 || strcmp(last, "response.function_call_arguments.delta") == 0)
+        if (strcmp(last, "response.output_text.delta") == 0 ||
+            strcmp(last, "response.function_call_arguments.delta") == 0)
             deltas++;
         if (strcmp(last, "response.completed") == 0 || strcmp(last, "response.incomplete") == 0 ||
             strcmp(last, "response.failed") == 0) {
