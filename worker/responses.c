@@ -61,8 +61,13 @@ static int check_input(const json_t *in, ta_err_t *err)
             snprintf(f, sizeof(f), "input[%zu].type", i);
             return ta_err_set(err, f, "type", "%s: must be a string", f);
         }
-        if (role == NULL && type == NULL)
+        const char *ts = json_string_value(type);
+        if (role == NULL && ts == NULL)
             return ta_err_set(err, f, "required", "%s: an input item needs a 'role' or a 'type'", f);
+        if (role == NULL && strcmp(ts, "message") == 0) {
+            snprintf(f, sizeof(f), "input[%zu].role", i);
+            return ta_err_set(err, f, "required", "%s: a message item needs a role", f);
+        }
         if (role != NULL) {
             const char *r = json_string_value(role);
             if (r == NULL || (strcmp(r, "user") != 0 && strcmp(r, "assistant") != 0 && strcmp(r, "system") != 0 &&

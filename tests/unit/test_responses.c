@@ -77,6 +77,7 @@ static void test_validate(void **state)
     invalid("{\"model\":\"m\",\"input\":{}}", "input");
     invalid("{\"model\":\"m\",\"input\":[\"x\"]}", "input[0]");
     invalid("{\"model\":\"m\",\"input\":[{\"role\":\"tool\",\"content\":\"x\"}]}", "input[0].role");
+    invalid("{\"model\":\"m\",\"input\":[{\"type\":\"message\",\"content\":\"x\"}]}", "input[0].role");
     invalid("{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":5}]}", "input[0].content");
     invalid("{\"model\":\"m\",\"input\":\"x\",\"max_output_tokens\":-1}", "max_output_tokens");
     invalid("{\"model\":\"m\",\"input\":\"x\",\"store\":\"yes\"}", "store");
