@@ -75,6 +75,7 @@
 #include "worker/anthropic.h"
 #include "worker/messages.h"
 #include "worker/metrics.h"
+#include "worker/responses.h"
 #include "worker/sse.h"
 #include "worker/tokens.h"
 #include "worker/upstream.h"
@@ -157,6 +158,7 @@ typedef struct preq {
     ta_sse_t sse;
     ta_anth_stream_t *anth; /* anthropic route, streaming: the event translator (on /v1/messages: the usage reader) */
     ta_msg_stream_t *msgs;  /* /v1/messages on an openai route, streaming: the chunk translator */
+    ta_resp_stream_t *rs;   /* /v1/responses, streaming: the events' reader, or translator (anthropic route) */
     ta_bytes_t scratch;     /* /v1/messages pass-through: the discarded output of the usage reader */
     char anth_version[40];  /* /v1/messages: the client's anthropic-version ("" = ours) */
     ta_usage_t anth_usage;  /* anthropic route, non-streaming: usage of the translated answer */
@@ -212,6 +214,14 @@ static int msg_feed(preq_t *pr, const char *p, size_t n);
 static bool msg_answer_failed(preq_t *pr);
 static bool msg_error_answered(preq_t *pr, int st);
 static void msg_shape(preq_t *pr, front_t *f);
+/* /v1/responses (below, "/v1/responses") */
+static int resp_body(front_t *f, refusal_t *rf);
+static int resp_check(preq_t *pr, const json_t *body, ta_err_t *err);
+static void resp_route(preq_t *pr, const route_info_t *r);
+static int resp_feed(preq_t *pr, const char *p, size_t n);
+static bool resp_answer_failed(preq_t *pr);
+static void resp_shape(preq_t *pr, front_t *f);
+static void resp_stream_free(preq_t *pr);
 static bool no_output(int ep);
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -389,6 +399,7 @@ static void preq_free(preq_t *pr)
     if (pr->msgs != NULL)
         ta_msg_stream_dispose(pr->msgs);
     free(pr->msgs);
+    resp_stream_free(pr);
     ta_bytes_free(&pr->scratch);
     free(pr);
 }
@@ -409,8 +420,9 @@ static void usage_of(preq_t *pr, ta_event_t *ev)
         u = pr->sse.usage;
         delivered = pr->sse.content_events > 0;
     } else if (ok && pr->up_err == TA_UP_OK) {
-        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC || pr->endpoint == TA_EP_MESSAGES)
-            u = pr->anth_usage; /* normalized by ta_anth_response / ta_anth_usage, or ta_msg_from_chat */
+        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC || pr->endpoint == TA_EP_MESSAGES ||
+            pr->endpoint == TA_EP_RESPONSES)
+            u = pr->anth_usage; /* normalized by ta_anth_response / ta_anth_usage, ta_msg_from_chat, ta_resp_usage */
         else
             ta_usage_parse(pr->resp.p, pr->resp.len, &u);
         delivered = true;
@@ -668,8 +680,9 @@ static int up_on_data(void *ctx, const char *p, size_t n)
     }
     if (pr->sending)
         return TA_UP_PAUSE;
-    int rc = pr->endpoint == TA_EP_MESSAGES ? msg_feed(pr, p, n)
-             : pr->anth != NULL             ? anth_feed(pr, p, n, &pr->out)
+    int rc = pr->endpoint == TA_EP_MESSAGES    ? msg_feed(pr, p, n)
+             : pr->endpoint == TA_EP_RESPONSES ? resp_feed(pr, p, n)
+             : pr->anth != NULL                ? anth_feed(pr, p, n, &pr->out)
                                             : ta_sse_feed(&pr->sse, p, n, &pr->out);
     if (rc != 0) {
         ta_log(TA_LOG_WARN, "provider stream refused: %s", ta_strerror(rc));
@@ -727,6 +740,8 @@ static bool anth_answer_failed(preq_t *pr)
 {
     if (pr->endpoint == TA_EP_MESSAGES || pr->endpoint == TA_EP_COUNT_TOKENS)
         return msg_answer_failed(pr);
+    if (pr->endpoint == TA_EP_RESPONSES)
+        return resp_answer_failed(pr);
     if (pr->routes[pr->route_i].type != TA_PROVIDER_ANTHROPIC)
         return false;
     ta_bytes_t oai = {0};
@@ -773,6 +788,10 @@ static void anth_route(preq_t *pr, const route_info_t *r)
     memset(&pr->anth_usage, 0, sizeof(pr->anth_usage));
     if (pr->endpoint == TA_EP_MESSAGES || pr->endpoint == TA_EP_COUNT_TOKENS) {
         msg_route(pr, r);
+        return;
+    }
+    if (pr->endpoint == TA_EP_RESPONSES) {
+        resp_route(pr, r);
         return;
     }
     if (r->type != TA_PROVIDER_ANTHROPIC)
@@ -949,6 +968,176 @@ static bool msg_error_answered(preq_t *pr, int st)
     return true;
 }
 
+/* ---- /v1/responses (worker/responses.h) ---------------------------------------------- */
+
+/* The body: the Responses rules (worker/responses.h), each refusal naming its param. */
+static int resp_body(front_t *f, refusal_t *rf)
+{
+    ta_err_t e = {0};
+    if (ta_resp_validate(f->body, &e) != 0)
+        return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", e.field[0] ? e.field : NULL, "%s",
+                       e.message);
+    return 0;
+}
+
+/* Before the hold: an anthropic route that cannot carry the request (a
+ * stateful parameter, one the translator cannot express) is left out when
+ * another route can; when none can, it is the client's 400, not a charge. */
+static int resp_check(preq_t *pr, const json_t *body, ta_err_t *err)
+{
+    if (pr->endpoint != TA_EP_RESPONSES)
+        return 0;
+    int rc = 0, n = 0;
+    bool checked = false;
+    for (int i = 0; i < pr->nroutes; i++) {
+        if (pr->routes[i].type == TA_PROVIDER_ANTHROPIC) {
+            if (!checked) {
+                json_t *ab = NULL;
+                rc = ta_resp_to_anth(body, pr->routes[i].upstream_name, 0, &ab, err);
+                json_decref(ab);
+                checked = true;
+            }
+            if (rc != 0)
+                continue;
+        }
+        pr->routes[n++] = pr->routes[i];
+    }
+    if (n == 0 && rc != 0)
+        return rc;
+    pr->nroutes = n;
+    return 0;
+}
+
+static void resp_stream_free(preq_t *pr)
+{
+    if (pr->rs != NULL)
+        ta_resp_stream_dispose(pr->rs);
+    free(pr->rs);
+    pr->rs = NULL;
+}
+
+/* The route's body and stream reader: an openai route gets the client's body
+ * (start_route) and its events pass through, read on the side; an anthropic
+ * route gets the Messages translation, its events become chat chunks
+ * (pr->anth) and those the Responses events (pr->rs). */
+static void resp_route(preq_t *pr, const route_info_t *r)
+{
+    bool anth = r->type == TA_PROVIDER_ANTHROPIC;
+    resp_stream_free(pr);
+    if (anth) {
+        json_t *ab = NULL;
+        ta_err_t e;
+        free(pr->up_body);
+        pr->up_body = NULL;
+        if (ta_resp_to_anth(pr->body, r->upstream_name, pr->model.max_output_tokens, &ab, &e) != 0)
+            return; /* checked before the hold: only -ENOMEM gets here */
+        pr->up_body = json_dumps(ab, JSON_COMPACT);
+        json_decref(ab);
+        if (pr->stream && pr->up_body != NULL && (pr->anth = malloc(sizeof(*pr->anth))) != NULL)
+            ta_anth_stream_init(pr->anth, true, r->upstream_name, 0);
+    }
+    if (!pr->stream || pr->up_body == NULL)
+        return;
+    if ((anth && pr->anth == NULL) || (pr->rs = malloc(sizeof(*pr->rs))) == NULL ||
+        ta_resp_stream_init(pr->rs, anth, pr->body, r->upstream_name, 0, pr->p->conf.max_response_size) != 0) {
+        free(pr->up_body); /* start_route ends it as a failed route */
+        pr->up_body = NULL;
+        return;
+    }
+    if (anth)
+        pr->rs->usage_from = &pr->anth->usage;
+}
+
+/* A Responses stream's bytes: passed through (openai route) or translated
+ * (anthropic route, after anth_feed); pr->sse carries the usage, the end and
+ * the content count as for chat streams. */
+static int resp_feed(preq_t *pr, const char *p, size_t n)
+{
+    ta_resp_stream_t *rs = pr->rs;
+    if (pr->anth != NULL) {
+        pr->scratch.len = 0;
+        int rc = anth_feed(pr, p, n, &pr->scratch);
+        return rc != 0 ? rc : ta_resp_stream_feed(rs, pr->scratch.p, pr->scratch.len, &pr->out);
+    }
+    int rc = ta_resp_stream_feed(rs, p, n, &pr->out);
+    pr->sse.usage = rs->usage;
+    pr->sse.done = rs->done;
+    pr->sse.content_events = rs->content_events;
+    pr->sse.events = rs->events;
+    pr->sse.error_event = rs->failed;
+    pr->sse.error_rate_limit = rs->failed_rate_limit;
+    return rc;
+}
+
+/* A Response: an openai route's passes as it is (its usage read; none: the
+ * estimate is charged), an anthropic route's Message becomes a chat.completion
+ * and that a Response. Returns true when it answered the client (a 502: the
+ * answer could not be read). */
+static bool resp_answer_failed(preq_t *pr)
+{
+    const route_info_t *r = &pr->routes[pr->route_i];
+    size_t bound = pr->p->conf.max_response_size;
+    if (r->type != TA_PROVIDER_ANTHROPIC) {
+        (void)ta_resp_usage(pr->resp.p, pr->resp.len, &pr->anth_usage);
+        return false;
+    }
+    ta_bytes_t chat = {0}, out = {0};
+    int rc = ta_anth_response(pr->resp.p, pr->resp.len, &chat, bound, &pr->anth_usage);
+    if (rc == 0)
+        rc = ta_resp_from_chat(pr->body, chat.p, chat.len, &pr->anth_usage, &out, bound);
+    ta_bytes_free(&chat);
+    if (rc == 0) {
+        ta_bytes_free(&pr->resp);
+        pr->resp = out;
+        return false;
+    }
+    ta_bytes_free(&out);
+    ta_log(TA_LOG_WARN, "provider %llu: its Messages answer could not be read: %s", (unsigned long long)r->provider_id,
+           ta_strerror(rc));
+    end(pr, 502, TA_ET_UPSTREAM);
+    send_err(pr->req, 502, TA_ET_UPSTREAM, "upstream_error", NULL, "the provider's answer could not be read");
+    return true;
+}
+
+/* /v1/responses: nothing is added to the client's body (a Response's stream
+ * always ends with its usage); the prompt is estimated on its items as chat
+ * messages with instructions, tools and text.format counted (worker/tokens.h),
+ * bounded by the model's context window when the provider adds stored input
+ * (previous_response_id, conversation, prompt); the output limit is
+ * max_output_tokens, held and clamped as chat's (hold_go). */
+static void resp_shape(preq_t *pr, front_t *f)
+{
+    json_t *body = f->body;
+    if (pr->stream) {
+        pr->ev.flags |= TA_EVF_STREAM;
+        ta_sse_init(&pr->sse, false, 0);
+    }
+    const json_t *in = json_object_get(body, "input"), *ins = json_object_get(body, "instructions");
+    json_t *probe = json_pack("{s:[],s:O?,s:O?,s:O?}", "messages", "tools", json_object_get(body, "tools"),
+                              "tool_choice", json_object_get(body, "tool_choice"), "response_format",
+                              json_object_get(body, "text"));
+    json_t *msgs = json_object_get(probe, "messages");
+    if (json_is_string(ins))
+        json_array_append_new(msgs, json_pack("{s:s,s:O}", "role", "system", "content", ins));
+    if (json_is_string(in))
+        json_array_append_new(msgs, json_pack("{s:s,s:O}", "role", "user", "content", in));
+    else if (json_is_array(in))
+        json_array_extend(msgs, (json_t *)in);
+    ta_tokens_prompt(probe, &pr->tok);
+    json_decref(probe);
+    if (ta_resp_stateful(body) && pr->model.context_window > pr->tok.upper)
+        pr->tok.upper = pr->model.context_window;
+    const json_t *mo = json_object_get(body, "max_output_tokens");
+    pr->max_out = json_is_integer(mo) ? (int64_t)json_integer_value(mo) : 0;
+    pr->mt_key = pr->mt_other = "max_output_tokens";
+    pr->mt_both = false;
+    pr->choices = 1;
+    pr->extra_out = 0;
+    pr->quota_id = f->q.id;
+    pr->body = body;
+    f->body = NULL;
+}
+
 /* The call is over (pr->call already gone). By state: a stream ends (cut if
  * the provider broke off), a drain ends with what it read, an answer not yet
  * started is sent, failed over, or refused. */
@@ -1037,6 +1226,7 @@ static const char *ep_suffix(int ep)
     case TA_EP_COMPLETIONS: return "/completions";
     case TA_EP_EMBEDDINGS: return "/embeddings";
     case TA_EP_MESSAGES: return "/chat/completions"; /* translated (worker/messages.h) */
+    case TA_EP_RESPONSES: return "/responses";
     default: return "/models";
     }
 }
@@ -1697,6 +1887,8 @@ static int endpoint_of(h2o_iovec_t path, const char **model_id)
         return TA_EP_MESSAGES;
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens")))
         return TA_EP_COUNT_TOKENS;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/responses")))
+        return TA_EP_RESPONSES;
     return 0;
 }
 
@@ -1810,6 +2002,8 @@ static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
                            e.message);
         return 0;
     }
+    if (f->ep == TA_EP_RESPONSES)
+        return resp_body(f, rf);
     if (validate(f->ep, f->body, &param, msg, sizeof(msg)) != 0)
         return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", param, "%s", msg);
     return 0;
@@ -1819,14 +2013,15 @@ static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
  * without it is the client's 400, refused before anything is held. */
 static int model_capable(const ta_model_t *m, int ep, refusal_t *rf)
 {
-    uint32_t need = ep == TA_EP_EMBEDDINGS                                                    ? TA_CAP_EMBEDDINGS
-                    : ep == TA_EP_CHAT || ep == TA_EP_MESSAGES || ep == TA_EP_COUNT_TOKENS ? TA_CAP_CHAT
-                                                                                            : 0;
+    uint32_t need = ep == TA_EP_EMBEDDINGS ? TA_CAP_EMBEDDINGS
+                    : ep == TA_EP_CHAT || ep == TA_EP_MESSAGES || ep == TA_EP_COUNT_TOKENS || ep == TA_EP_RESPONSES
+                        ? TA_CAP_CHAT
+                        : 0;
     if ((m->capabilities & need) == need)
         return 0;
     return refused(rf, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model",
                    "The model '%s' does not support %s (it lacks the '%s' capability).", m->name,
-                   ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat completions",
+                   ep == TA_EP_EMBEDDINGS ? "embeddings" : ep == TA_EP_RESPONSES ? "responses" : "chat completions",
                    ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat");
 }
 
@@ -1867,7 +2062,7 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
         if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
             continue;
         if (prov->type == TA_PROVIDER_ANTHROPIC && f->ep != TA_EP_CHAT && f->ep != TA_EP_MESSAGES &&
-            f->ep != TA_EP_COUNT_TOKENS) {
+            f->ep != TA_EP_COUNT_TOKENS && f->ep != TA_EP_RESPONSES) {
             anth_skipped = true; /* the Messages API has no completions or embeddings */
             continue;
         }
@@ -1892,7 +2087,8 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
                        "The model '%s' does not support %.*s.", mname, (int)req->path_normalized.len,
                        req->path_normalized.base);
     ta_err_t aerr = {0};
-    if (anth_check(pr, f->body, &aerr) != 0 || msg_check(pr, f->body, &aerr) != 0)
+    if (anth_check(pr, f->body, &aerr) != 0 || msg_check(pr, f->body, &aerr) != 0 ||
+        resp_check(pr, f->body, &aerr) != 0)
         return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", aerr.field[0] ? aerr.field : NULL,
                        "%s", aerr.message);
     if (pr->nroutes == 0)
@@ -1959,6 +2155,10 @@ static void front_shape(preq_t *pr, front_t *f)
     pr->stream = json_is_true(json_object_get(body, "stream"));
     if (f->ep == TA_EP_MESSAGES || f->ep == TA_EP_COUNT_TOKENS) {
         msg_shape(pr, f);
+        return;
+    }
+    if (f->ep == TA_EP_RESPONSES) {
+        resp_shape(pr, f);
         return;
     }
     if (pr->stream) {
