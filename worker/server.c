@@ -628,18 +628,17 @@ struct ta_worker_fetch {
     void *done_arg;
     h2o_linklist_t own;      /* in w->own_fetches (the worker's own calls) */
 };
-#define api_fetch ta_worker_fetch
 
 static void send_apires(h2o_req_t *req, const char *hex, ta_apires_t *res);
 
-static size_t api_fetch_max(const struct api_fetch *f)
+static size_t api_fetch_max(const struct ta_worker_fetch *f)
 {
     return f->fetch->max_response > 0 ? f->fetch->max_response : API_FETCH_MAX_RESPONSE_DEFAULT;
 }
 
 static void api_fetch_dispose(void *p)
 {
-    struct api_fetch *f = p;
+    struct ta_worker_fetch *f = p;
     if (f->call != NULL) /* the request ended before the call did */
         ta_upcall_cancel(f->call);
     f->call = NULL;
@@ -652,7 +651,7 @@ static void api_fetch_dispose(void *p)
 
 static int api_fetch_on_data(void *ctx, const char *p, size_t n)
 {
-    struct api_fetch *f = ctx;
+    struct ta_worker_fetch *f = ctx;
     if (n > api_fetch_max(f) - f->len) {
         f->too_large = true;
         return -1;
@@ -672,12 +671,12 @@ static int api_fetch_on_data(void *ctx, const char *p, size_t n)
     return TA_UP_CONSUMED;
 }
 
-static int run_api_fetch(struct api_fetch *f);
-static void api_fetch_failed(struct api_fetch *f, int rc);
+static int run_api_fetch(struct ta_worker_fetch *f);
+static void api_fetch_failed(struct ta_worker_fetch *f, int rc);
 
 static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
 {
-    struct api_fetch *f = ctx;
+    struct ta_worker_fetch *f = ctx;
     char msg[320], hex[33] = "";
     f->call = NULL; /* upstream.c frees it right after this returns */
     if (f->buf != NULL)
@@ -743,7 +742,7 @@ static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
 }
 
 /* Starts f->fetch. Returns 0, or TA_E* with nothing started. */
-static int run_api_fetch(struct api_fetch *f)
+static int run_api_fetch(struct ta_worker_fetch *f)
 {
     ta_worker_t *w = f->w;
     ta_api_fetch_t *fetch = f->fetch;
@@ -781,7 +780,7 @@ static int run_api_fetch(struct api_fetch *f)
 }
 
 /* A request's call that could not start: its continuation gets a failed result. */
-static void api_fetch_failed(struct api_fetch *f, int rc)
+static void api_fetch_failed(struct ta_worker_fetch *f, int rc)
 {
     char hex[33] = "-";
     ta_worker_request_id(f->req, NULL, hex);
@@ -792,7 +791,7 @@ static void api_fetch_failed(struct api_fetch *f, int rc)
 
 static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_api_fetch_t *fetch)
 {
-    struct api_fetch *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), api_fetch_dispose);
+    struct ta_worker_fetch *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), api_fetch_dispose);
     memset(f, 0, sizeof(*f));
     f->w = w;
     f->req = req;
@@ -805,7 +804,7 @@ static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_
 int ta_worker_fetch(ta_worker_t *w, ta_api_fetch_t *fetch, ta_worker_fetch_done_fn done, void *arg,
                     ta_worker_fetch_t **out)
 {
-    struct api_fetch *f = calloc(1, sizeof(*f));
+    struct ta_worker_fetch *f = calloc(1, sizeof(*f));
     if (f == NULL) {
         fetch->release(fetch);
         return -ENOMEM;
