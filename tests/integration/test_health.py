@@ -34,6 +34,11 @@ Checked:
     within a couple of requests, so the tolerance cannot flake).
   * nothing charged twice: one audit record per client request, every 200
     charged once, and `tokenaudit ledger verify` exits 0.
+  * probes (health_check_interval_s, a gateway of its own): while the down
+    route's port is closed the probes fail (last_error "probe: connect ...")
+    and no client request goes there; once a provider listens on the port a
+    probe brings the route back (webhook "the probe succeeded") and it
+    serves again.
 """
 
 import http.client
@@ -41,6 +46,7 @@ import http.server
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -166,6 +172,7 @@ def run(gw, fa, fb, rcv, dead_port):
                 t_last = time.monotonic()  # the cooldown starts after this
             r = chat(gw, key, "m1")
             check(r.json["model"] == "up-1", r.body)
+        t_down = time.monotonic()  # the cooldown started before this
         sent += 3
         check(chats(fa) == a0 + 3 and chats(fb) == b0 + 3, "each request: one call on each route")
     finally:
@@ -204,7 +211,7 @@ def run(gw, fa, fb, rcv, dead_port):
 
     # --- after the cooldown: one trial -------------------------------------------------------------
     control(fa, scenario="slow_first_byte:4000", times=0)
-    time.sleep(max(0.0, t_last + COOLDOWN_S + 1 - time.monotonic()))
+    time.sleep(max(0.0, t_down + COOLDOWN_S + 0.5 - time.monotonic()))
     a0, b0 = chats(fa), chats(fb)
     out = []
     threads = [threading.Thread(target=lambda: out.append(chat(gw, key, "m1"))) for _ in range(6)]
@@ -285,6 +292,63 @@ def run(gw, fa, fb, rcv, dead_port):
     check(len(set(keys)) == len(keys) and all(keys), "distinct Idempotency-Keys: %r" % keys)
 
 
+def probe_case():
+    """health_check_interval_s: no client request tries a down route; a probe of
+    the provider's models list (failing while the port is closed) brings it back
+    once a provider listens there."""
+    port = harness.free_port()
+    rcv = Receiver()
+    with harness.Gateway(workers=2, config={"health_failures": 2, "health_cooldown_s": 1,
+                                            "health_check_interval_s": 1,
+                                            "health_webhook_url": rcv.url}) as gw:
+        d = os.path.join(gw.tmp, "b")
+        os.makedirs(d)
+        fb = proxyutil.Fake(d)
+        fc = None
+        try:
+            admin = proxyutil.Admin(gw)
+            pc = admin.add_provider("probed", "http://127.0.0.1:%d/v1" % port, "sk-c-000000000003")["id"]
+            pb = admin.add_provider("backup", fb.url, "sk-b-000000000002")["id"]
+            m = admin.add_model("pm", [proxyutil.route(pc, "up", 1), proxyutil.route(pb, "up", 2)],
+                                input_price="1", output_price="2")
+            grp = admin.add_group("g", [m["id"]])
+            key = admin.add_quota(admin.first_user_id(), grp["id"], period="month")["api_key"]
+
+            def connects():
+                return gw.log().count("upstream connect (route 1 of 2, provider %d)" % pc)
+            for _ in range(2):
+                chat(gw, key, "pm")
+            check(connects() == 2 and health(admin, pc)["state"] == "down", health(admin, pc))
+            # probes fail while nothing listens; clients never try it meanwhile
+            harness.wait_for(lambda: (health(admin, pc)["last_error"] or "").startswith("probe: connect"), 30,
+                             "a failed probe")
+            for _ in range(5):
+                chat(gw, key, "pm")
+            check(connects() == 2, "no client request went to the down route")
+            check(health(admin, pc)["state"] == "down", "a failed probe keeps it down")
+            # a provider comes up on the port: the next probe brings it back
+            fc = subprocess.Popen([harness.binary("fake_upstream"), "--port", str(port), "--log",
+                                   os.path.join(gw.tmp, "c.log")], stdout=subprocess.PIPE)
+            check(fc.stdout.readline().decode().startswith("listening on "), "fake on the port")
+            harness.wait_for(lambda: health(admin, pc)["state"] == "healthy", 30, "the probe brings it back")
+            ev = rcv.wait(pc, 2, "the probe's webhook")
+            check(ev[0]["new_state"] == "down" and ev[1]["new_state"] == "healthy" and
+                  ev[1]["reason"] == "the probe succeeded", ev)
+            b0 = chats(fb)
+            chat(gw, key, "pm")
+            check(chats(fb) == b0, "served by the route that came back")
+            with open(os.path.join(gw.tmp, "c.log")) as f:
+                log = f.read()
+            check("GET /v1/models" in log and "POST /v1/chat/completions" in log, log)
+        finally:
+            fb.stop()
+            if fc is not None:
+                fc.terminate()
+                fc.wait(10)
+            rcv.stop()
+        gw.stop()
+
+
 def main():
     dead_port = harness.free_port()
     rcv = Receiver()
@@ -303,6 +367,7 @@ def main():
             gw.stop()
     finally:
         rcv.stop()
+    probe_case()
     print("ok")
 
 
