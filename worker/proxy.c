@@ -1807,7 +1807,8 @@ static int front_auth(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, r
 static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
 {
     if (req->entity.len > p->conf.max_body_size)
-        return refused(rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL, "The request body is too large.");
+        return refused(rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL,
+                       "The request body is larger than the limit of %zu bytes.", p->conf.max_body_size);
     json_error_t jerr;
     f->body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
     if (f->body == NULL)
@@ -2081,6 +2082,26 @@ Exit:
     return 0;
 }
 
+/* h2o answered 413 by itself, before on_req (worker/server.h
+ * ta_worker_on_oversize): a /v1 request whose key is valid gets its record
+ * like any other refusal; the answer is h2o's, made JSON by the server. */
+static void on_oversize(void *arg, h2o_req_t *req)
+{
+    ta_proxy_t *p = arg;
+    front_t f = {.t0 = ta_mono_ns()};
+    refusal_t rf = {0};
+    MDB_txn *txn = NULL;
+    f.ev.t_received_ns = ta_now_ns();
+    if (front_route(req, &f, &rf) != 0 || read_begin(p, &txn) != 0)
+        return;
+    front_auth(p, req, txn, &f, &rf); /* a known caller is recorded even when inactive */
+    read_done(p, txn);
+    refused(&rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL,
+            "The request body is larger than the limit of %zu bytes.", p->conf.max_body_size);
+    refuse(p, NULL, &f, NULL, &rf);
+    free(f.grp);
+}
+
 /* ---- setup --------------------------------------------------------------------------------- */
 
 static int32_t flush_ring(void *arg)
@@ -2126,6 +2147,7 @@ int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out
     *(ta_proxy_t **)(h + 1) = p;
     h->on_req = on_req;
     ta_worker_add_tick(w, flush_ring, p);
+    ta_worker_on_oversize(w, on_oversize, p);
     *out = p;
     return 0;
 }
@@ -2136,6 +2158,7 @@ void ta_proxy_destroy(ta_proxy_t *p)
 {
     if (p == NULL)
         return;
+    ta_worker_on_oversize(p->w, NULL, NULL);
     /* The loop has stopped with requests still alive (shutdown_timeout_ms
      * ran out): each is abandoned as if the worker had died, without an
      * event. A held one keeps its hold, which billing's dead-worker cleanup

@@ -30,6 +30,7 @@
 #include <h2o/multithread.h>
 #include "ledger/heartbeat.h"
 #include "schema/apierror.h"
+#include "worker/accept.h"
 #include "worker/console.h"
 #include "worker/metrics.h"
 #include "worker/upstream.h"
@@ -78,6 +79,8 @@ struct ta_worker {
     ta_upstream_t *api_up;   /* /api outbound calls (ta_api_fetch_t); created on first use */
     struct api_pool *api_pool; /* /api offloaded jobs (ta_api_job_t); created on first use */
     h2o_linklist_t own_fetches; /* the worker's own outbound calls (ta_worker_fetch) */
+    ta_worker_oversize_fn on_oversize; /* h2o's own 413 (ta_worker_on_oversize) */
+    void *on_oversize_arg;
 };
 
 struct entry_handler {
@@ -506,9 +509,12 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         !h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD"))) {
         /* h2o answered by itself (413, broken chunked encoding, ...). */
         char msg[FRAMING_MSG_MAX], buf[512];
-        if (req->res.status == 413)
+        if (req->res.status == 413) {
             snprintf(msg, sizeof(msg), "request body is larger than the limit of %zu bytes",
                      f->w->conf.max_body_size);
+            if (f->w->on_oversize != NULL)
+                f->w->on_oversize(f->w->on_oversize_arg, req);
+        }
         else if (req->res.status == 400 && framing_problem(req, msg) != NULL)
             ; /* h2o refused the head itself (lib/http1.c): say what was wrong */
         else
@@ -1283,7 +1289,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
-        h2o_accept(l->actx, sock);
+        ta_accept(l->actx, sock, l->w->conf.max_body_size);
     }
 }
 
@@ -1369,6 +1375,11 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
      * the margin still gets h2o's JSON 413 without a record: buffering any
      * size only to audit it would let a client pin the worker's memory. */
     w->globalconf.max_request_entity_size = body_limit_h2o(conf->max_body_size);
+    /* HTTP/2 starts in worker/accept.c (ALPN, or the preface on cleartext),
+     * so every HTTP/2 connection has the body-limit reader; an HTTP/1.1
+     * "Upgrade: h2c" would bypass it and is declined (the request is
+     * served over HTTP/1.1, which RFC 9113 allows). */
+    w->globalconf.http1.upgrade_to_http2 = 0;
     w->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("tokenaudit"));
     w->host_main = h2o_config_register_host(&w->globalconf, h2o_iovec_init(H2O_STRLIT("main")), 65535);
     w->host_admin = any_admin ? h2o_config_register_host(
@@ -1459,6 +1470,12 @@ void ta_worker_release(ta_worker_t *w)
     w->inflight--;
 }
 
+void ta_worker_on_oversize(ta_worker_t *w, ta_worker_oversize_fn fn, void *arg)
+{
+    w->on_oversize = fn;
+    w->on_oversize_arg = arg;
+}
+
 void ta_worker_add_tick(ta_worker_t *w, ta_worker_tick_fn fn, void *arg)
 {
     TA_BUG_ON(w->nticks == MAX_TICKS);
@@ -1477,6 +1494,7 @@ static void begin_shutdown(ta_worker_t *w)
         w->listeners[i].sock = NULL;
     }
     h2o_context_request_shutdown(&w->ctx);
+    ta_accept_shutdown(w->loop, SHUTDOWN_IDLE_MS); /* connections without a request yet */
     if (w->ctx.http1.req_timeout.timeout > SHUTDOWN_IDLE_MS)
         w->ctx.http1.req_timeout.timeout = SHUTDOWN_IDLE_MS;
     ta_log(TA_LOG_INFO, "shutting down: %llu request(s) in flight",
@@ -1485,7 +1503,7 @@ static void begin_shutdown(ta_worker_t *w)
 
 static bool drained(ta_worker_t *w)
 {
-    return w->inflight == 0 && h2o_linklist_is_empty(&w->ctx.http1._conns) &&
+    return w->inflight == 0 && !ta_accept_pending() && h2o_linklist_is_empty(&w->ctx.http1._conns) &&
            h2o_linklist_is_empty(&w->ctx.http2._conns);
 }
 

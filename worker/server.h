@@ -113,6 +113,12 @@ void ta_worker_destroy(ta_worker_t *w);
 h2o_pathconf_t *ta_worker_register_path(ta_worker_t *w, const char *path);
 h2o_loop_t *ta_worker_loop(ta_worker_t *w);
 h2o_context_t *ta_worker_context(ta_worker_t *w);
+/* Called when h2o refused a request as too large by itself, before any
+ * handler ran (HTTP/1: a Content-Length, or a chunked body, beyond h2o's
+ * own limit), just before its 413 goes out: the proxy records it when the
+ * caller's API key is valid (docs/ARCHITECTURE.md "Bodies over the limit"). */
+typedef void (*ta_worker_oversize_fn)(void *arg, h2o_req_t *req);
+void ta_worker_on_oversize(ta_worker_t *w, ta_worker_oversize_fn fn, void *arg);
 void ta_worker_add_tick(ta_worker_t *w, ta_worker_tick_fn fn, void *arg);
 /** The worker this request runs in (from its context). */
 ta_worker_t *ta_worker_from_req(h2o_req_t *req);
