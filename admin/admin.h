@@ -40,6 +40,13 @@ void ta_admin_destroy(ta_admin_t *a);
 /** The ta_api_handler_fn for /api/...; ctx is the ta_admin_t. */
 void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res);
 
+/** The health probe of a provider (ledger/health.h, worker/health_agent.h):
+ *  the call POST /api/admin/providers/{id}/test/ makes, without a
+ *  continuation; ctx is the ta_admin_t. Returns 0 with *out, TA_ENOTFOUND
+ *  (no such provider), TA_ECRYPTO / TA_EINVAL (its key cannot be used), or
+ *  a store error. Worker processes, loop thread. */
+int ta_admin_probe_fetch(void *ctx, uint64_t provider_id, ta_api_fetch_t **out);
+
 /** Create a superadmin (CLI `init` / `create-superadmin`). password is taken
  *  as given; validation as for the users endpoint. Returns 0, TA_EEXIST, TA_EINVAL (err). */
 int ta_admin_create_superadmin(ta_store_t *st, const char *email, const char *password,

@@ -488,7 +488,38 @@ static json_t *schemas(gen_t *g)
         json_integer((json_int_t)(sizeof(((ta_provider_t *)0)->key_sealed) - TA_SEAL_OVERHEAD)));
     put(g, p, "writeOnly", json_true());
     put(g, props_of(o), "api_key", p);
+    all = json_array(); /* a $ref takes no siblings: wrapped in allOf */
+    push(g, all, t_ref(g, REF_SCHEMA, "ProviderHealth"));
+    p = json_object();
+    put(g, p, "allOf", all);
+    put(g, p, "readOnly", json_true());
+    put_str(g, p, "description", "output only: the health of its routes (docs/API.md)");
+    put(g, props_of(o), "health", p);
     put(g, s, "Provider", o);
+    put(g, s, "ProviderRouteHealth",
+        t_obj(g, "one route: the provider and an upstream model name",
+              "upstream_name,state,last_error,last_error_at,error_rate,calls,errors,consecutive_failures,"
+              "p50_ms,p95_ms,state_since,cooldown_until",
+              "upstream_name", t_str(g, NULL), "state",
+              t_enum(g, "down: skipped while it cools down", "healthy", "degraded", "down", NULL), "last_error",
+              t_nullable(g, t_str(g, "\"HTTP 503\", \"connect\", \"timeout_first_byte\", ...")),
+              "last_error_at", t_nullable(g, t_time(g, NULL)), "error_rate",
+              t_nullable(g, t_basic(g, "number", "double", "failed calls / calls over the window; null without calls")),
+              "calls", t_int(g, "calls over the window"), "errors", t_int(g, "failed calls over the window"),
+              "consecutive_failures", t_int(g, NULL), "p50_ms",
+              t_nullable(g, t_int(g, "time to the answer head: the upper bound of its histogram bin")),
+              "p95_ms", t_nullable(g, t_int(g, NULL)), "state_since", t_nullable(g, t_time(g, NULL)),
+              "cooldown_until", t_nullable(g, t_time(g, "while down and cooling down")), NULL));
+    put(g, s, "ProviderHealth",
+        t_obj(g, "the provider's routes over the last window_s seconds: down when all are down, degraded when "
+                 "any is not healthy",
+              "state,last_error,last_error_at,error_rate,calls,errors,p50_ms,p95_ms,window_s,routes", "state",
+              t_enum(g, NULL, "healthy", "degraded", "down", NULL), "last_error", t_nullable(g, t_str(g, NULL)),
+              "last_error_at", t_nullable(g, t_time(g, NULL)), "error_rate",
+              t_nullable(g, t_basic(g, "number", "double", NULL)), "calls", t_int(g, NULL), "errors",
+              t_int(g, NULL), "p50_ms", t_nullable(g, t_int(g, NULL)), "p95_ms", t_nullable(g, t_int(g, NULL)),
+              "window_s", t_int(g, NULL), "routes", t_arr(g, t_ref(g, REF_SCHEMA, "ProviderRouteHealth")),
+              NULL));
 
     put(g, s, "ModelRoute",
         record_schema(g, &ta_desc_route, NULL, NULL, "tried in priority order, lowest first"));
@@ -579,8 +610,11 @@ static json_t *schemas(gen_t *g)
               t_nullable(g, t_str(g, NULL)), NULL));
     put(g, s, "SyncModels",
         t_obj(g, "names the provider lists: created as new models (no prices), already "
-                 "there, or skipped",
-              "created,existing", "created", t_arr(g, t_str(g, "model name")), "existing",
+                 "there, or skipped; the models routed to it whose limits or marks changed "
+                 "(updated), and those whose upstream name it no longer lists (missing). "
+                 "Prices are never written",
+              "created,updated,existing,missing", "created", t_arr(g, t_str(g, "model name")), "updated",
+              t_arr(g, t_str(g, "model name")), "existing", t_arr(g, t_str(g, "model name")), "missing",
               t_arr(g, t_str(g, "model name")), "skipped",
               t_arr(g, t_obj(g, NULL, "name,reason", "name", t_str(g, NULL), "reason",
                              t_str(g, NULL), NULL)),

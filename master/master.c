@@ -50,14 +50,17 @@
 #include <curl/curl.h>
 #include "admin/admin.h"
 #include "admin/crypto.h"
+#include "ledger/health.h"
 #include "ledger/heartbeat.h"
 #include "ledger/quota.h"
 #include "ledger/ring.h"
 #include "ledger/spool.h"
 #include "worker/console.h"
+#include "worker/health_agent.h"
 #include "worker/metrics.h"
 #include "worker/proxy.h"
 #include "worker/server.h"
+#include "master/webhook.h"
 
 #define MAX_WORKERS 256
 #define MAX_SOCKS (2 * TA_MAX_LISTEN)
@@ -294,6 +297,8 @@ typedef struct worker_env {
     const uint8_t *master_key;
     ta_ring_t *ring;
     ta_proxy_t *proxy; /* set up by worker_setup; destroyed by run_worker before the store closes */
+    ta_admin_t *admin;
+    ta_health_agent_t *health; /* started by worker_ready; stopped before the server goes */
 } worker_env_t;
 
 static int worker_setup(ta_worker_t *w, void *arg)
@@ -316,17 +321,38 @@ static int worker_setup(ta_worker_t *w, void *arg)
     return ta_proxy_setup(w, &pc, &env->proxy);
 }
 
+/* Provider health's probes and webhook (worker/health_agent.h); the probe
+ * call is built by the admin side, which worker/ cannot include. */
+static int worker_ready(ta_worker_t *w, void *arg)
+{
+    worker_env_t *env = arg;
+    ta_health_agent_conf_t hc = {
+        .probe_interval_ms = env->cfg->health_check_interval_s * 1000,
+        .probe_fetch = ta_admin_probe_fetch,
+        .probe_ctx = env->admin,
+        .webhook_url = env->cfg->health_webhook_url,
+        .post = ta_webhook_post_curl,
+        .webhook_timeout_ms = env->cfg->warning_webhook_timeout_ms,
+        .webhook_attempts = (uint32_t)env->cfg->warning_webhook_attempts,
+    };
+    return ta_health_agent_start(&env->health, w, &hc);
+}
+
 static void run_worker(generation_t *g, int slot)
 {
     const ta_config_t *cfg = &g->cfg;
     ta_store_t *st = NULL;
     ta_admin_t *admin = NULL;
     ta_worker_t *w = NULL;
-    worker_env_t env = {cfg, NULL, master_key, ring, NULL};
+    worker_env_t env = {cfg, NULL, master_key, ring, NULL, NULL, NULL};
     int rc, code = 1;
 
     child_common('W', cfg);
     close_foreign_socks(g);
+    ta_health_configure(&(ta_health_conf_t){.failures = (int32_t)cfg->health_failures,
+                                            .cooldown_ms = cfg->health_cooldown_s * 1000,
+                                            .probe_interval_ms = cfg->health_check_interval_s * 1000,
+                                            .degraded_percent = (int32_t)cfg->health_degraded_percent});
     curl_global_init(CURL_GLOBAL_DEFAULT);
     ta_store_opts_t so;
     store_opts(cfg, &so);
@@ -354,6 +380,7 @@ static void run_worker(generation_t *g, int slot)
         goto Exit;
     }
     env.store = st;
+    env.admin = admin;
     ta_worker_listener_t ls[MAX_SOCKS];
     for (size_t i = 0; i < g->nsocks; i++)
         ls[i] = (ta_worker_listener_t){g->socks[i].fd, g->socks[i].tls, g->socks[i].admin};
@@ -370,6 +397,7 @@ static void run_worker(generation_t *g, int slot)
         .api_handler = ta_admin_handle,
         .api_ctx = admin,
         .setup = worker_setup,
+        .ready = worker_ready,
         .setup_arg = &env,
         .password_threads = (unsigned)cfg->password_threads,
         .password_queue = (size_t)cfg->password_queue,
@@ -392,6 +420,7 @@ Exit:
      * its requests, closes its read transaction and wipes its clear keys),
      * then the server, then what they borrowed. */
     ta_proxy_destroy(env.proxy);
+    ta_health_agent_stop(env.health);
     ta_worker_destroy(w);
     /* Events the full ring could not take within shutdown_timeout_ms go to
      * a spool file that billing applies with this worker's dead-worker
@@ -899,6 +928,10 @@ int ta_master_main(int argc, char **argv)
         return 1;
     }
     ta_metrics_set_data_dir(cur->cfg.data_dir);
+    if ((rc = ta_health_create()) != 0) {
+        ta_log(TA_LOG_ERROR, "cannot map the provider health table: %s", ta_strerror(rc));
+        return 1;
+    }
     if ((rc = ta_throttle_create(&login_throttle)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot map the login throttle table: %s", ta_strerror(rc));
         return 1;

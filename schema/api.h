@@ -63,8 +63,10 @@ typedef void (*ta_api_handler_fn)(void *ctx, const ta_apireq_t *req, ta_apires_t
  *      loop (worker/upstream.h): GET url (or POST body), headers, timeouts;
  *   2. when it ends, calls cont(ctx, cont_arg, &result, &res2) on the loop
  *      thread (ctx is the handler's ctx); cont fills res2 exactly as a
- *      handler fills res (res2.fetch must stay NULL: one call per request);
- *   3. sends res2 and calls release(fetch).
+ *      handler fills res; calls release(fetch);
+ *   3. sends res2, or, when cont set res2.fetch (the next page of a paged
+ *      list), makes that call the same way (at most TA_API_FETCH_MAX_CHAIN
+ *      calls per request; past that the request is answered 502).
  * A call the worker cannot start reaches cont as a failed result (err < 0).
  * If the client goes away first, the call is cancelled, cont is NOT called,
  * and only release(fetch) runs. release is called exactly once in every
@@ -73,6 +75,7 @@ typedef void (*ta_api_handler_fn)(void *ctx, const ta_apireq_t *req, ta_apires_t
  * Secrets: header lines may carry a provider key; the worker never logs url
  * or headers. */
 #define TA_API_FETCH_MAX_HEADERS 6
+#define TA_API_FETCH_MAX_CHAIN 20 /* calls one /api request may make (res2.fetch, below) */
 #define TA_API_FETCH_HEADER_MAX 768
 #define TA_API_FETCH_URL_MAX 1024
 

@@ -70,6 +70,7 @@
 #include <unistd.h>
 
 #include "ledger/apikey.h"
+#include "ledger/health.h"
 #include "ledger/quota.h"
 #include "schema/apierror.h"
 #include "worker/anthropic.h"
@@ -148,6 +149,8 @@ typedef struct preq {
     ta_model_t model;
     route_info_t routes[TA_MODEL_MAX_ROUTES];
     int nroutes, route_i;
+    ta_health_req_t health; /* the routes' health slots and a trial won (ledger/health.h) */
+    int64_t call_ns[2];     /* this call's start and answer head (mono), for health */
     json_t *body;
     char *up_body;
     ta_upcall_t *call;
@@ -468,6 +471,7 @@ static void end(preq_t *pr, int status, int et)
         h2o_timeout_unlink(&pr->drain_timer);
     if (pr->state == ST_DRAINING)
         ta_worker_release(p->w);
+    ta_health_done(&pr->health);
     pr->state = ST_DONE;
     pr->ev.status = (uint16_t)status;
     pr->ev.error_type = (uint8_t)et;
@@ -630,6 +634,7 @@ static int up_on_head(void *ctx, int status)
 {
     preq_t *pr = ctx;
     pr->up_status = status;
+    pr->call_ns[1] = ta_mono_ns();
     if (pr->ev.t_first_byte_ns == 0)
         pr->ev.t_first_byte_ns = ta_now_ns();
     if (status >= 200 && status < 300 && pr->stream && pr->state == ST_UPSTREAM) {
@@ -997,13 +1002,22 @@ static int resp_check(preq_t *pr, const json_t *body, ta_err_t *err)
                 json_decref(ab);
                 checked = true;
             }
-            if (rc != 0)
+            if (rc != 0) {
+                if (pr->health.trial == i + 1)
+                    ta_health_done(&pr->health); /* a trial this request cannot run */
                 continue;
+            }
         }
+        /* the routes' health slots follow their routes (ledger/health.h) */
+        if (pr->health.trial == i + 1)
+            pr->health.trial = (uint8_t)(n + 1);
+        pr->health.slot[n] = pr->health.slot[i];
         pr->routes[n++] = pr->routes[i];
     }
     if (n == 0 && rc != 0)
         return rc;
+    for (int i = n; i < pr->nroutes; i++)
+        pr->health.slot[i] = 0;
     pr->nroutes = n;
     return 0;
 }
@@ -1146,6 +1160,12 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
     preq_t *pr = ctx;
     pr->call = NULL;
     pr->up_err = err;
+    ta_health_report(&pr->health, pr->route_i,
+                     err == TA_UP_EABORTED                          ? TA_HEALTH_NONE
+                     : err != TA_UP_OK || info->status >= 500 ? TA_HEALTH_FAIL
+                                                                    : TA_HEALTH_OK,
+                     err == TA_UP_OK ? info->status : 0, ta_up_err_name(err),
+                     pr->call_ns[1] > pr->call_ns[0] ? (pr->call_ns[1] - pr->call_ns[0]) / 1000000 : -1);
     if (err != TA_UP_OK && err != TA_UP_EABORTED)
         ta_metrics_upstream_error(ta_metrics_upstream_kind(err));
     else if (err == TA_UP_OK && (info->status >= 500 || info->status == 429))
@@ -1316,6 +1336,8 @@ static void start_route(preq_t *pr)
     }
     copy_str(pr->ev.served_model, sizeof(pr->ev.served_model), r->upstream_name);
     pr->ev.provider_id = r->provider_id;
+    pr->call_ns[0] = ta_mono_ns();
+    pr->call_ns[1] = 0;
     anth_route(pr, r);
 
     char url[MEMBER_SIZE(route_info_t, base_url) + 32]; /* + the longest path */
@@ -2054,6 +2076,8 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
             order[j] = order[j - 1];
             order[j - 1] = t;
         }
+    ta_health_route_t hc[TA_MODEL_MAX_ROUTES];
+    char hname[TA_MODEL_MAX_ROUTES][MEMBER_SIZE(ta_provider_t, name)];
     ta_provider_t *prov = malloc(sizeof(*prov));
     if (prov == NULL)
         return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
@@ -2079,9 +2103,24 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
         ri->key_sealed_len = prov->key_sealed_len;
         ri->timeout_s = prov->timeout_s;
         ri->connect_timeout_ms = prov->connect_timeout_ms;
+        copy_str(hname[pr->nroutes - 1], sizeof(hname[0]), prov->name);
+        hc[pr->nroutes - 1] = (ta_health_route_t){prov->id, ri->upstream_name, hname[pr->nroutes - 1], rt->priority, rt->weight,
+                                                  (int64_t)(ri->timeout_s > 0 ? ri->timeout_s : p->default_timeout_s) * 1000};
     }
     explicit_bzero(prov, sizeof(*prov));
     free(prov);
+    /* Health (ledger/health.h): routes cooling down are left out, a trial
+     * goes first, equal priorities share by weight. */
+    int ho[TA_MODEL_MAX_ROUTES], hn = ta_health_order(mid, hc, pr->nroutes, ho, &pr->health);
+    for (int j = 0; j < hn; j++)
+        if (ho[j] != j) { /* not the priority order: reorder */
+            route_info_t was[TA_MODEL_MAX_ROUTES];
+            memcpy(was, pr->routes, sizeof(was[0]) * (size_t)pr->nroutes);
+            for (int i = 0; i < hn; i++)
+                pr->routes[i] = was[ho[i]];
+            break;
+        }
+    pr->nroutes = hn;
     if (pr->nroutes == 0 && anth_skipped)
         return refused(rf, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model",
                        "The model '%s' does not support %.*s.", mname, (int)req->path_normalized.len,

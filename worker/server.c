@@ -78,6 +78,7 @@ struct ta_worker {
     uint64_t requests_total; /* requests that reached the entry handler */
     ta_upstream_t *api_up;   /* /api outbound calls (ta_api_fetch_t); created on first use */
     struct api_pool *api_pool; /* /api offloaded jobs (ta_api_job_t); created on first use */
+    h2o_linklist_t own_fetches; /* the worker's own outbound calls (ta_worker_fetch) */
     ta_worker_oversize_fn on_oversize; /* h2o's own 413 (ta_worker_on_oversize) */
     void *on_oversize_arg;
 };
@@ -611,32 +612,39 @@ void ta_worker_client_ip(h2o_req_t *req, char *buf, size_t cap)
  * (worker/upstream.h, driven by this loop), so the loop never blocks. The
  * state hangs off the request's pool: when the client leaves first, the
  * pool's dispose cancels the call and releases the fetch (its continuation
- * never runs, so nothing is written). The url and headers (a provider key)
- * are never logged. */
+ * never runs, so nothing is written). A continuation may answer with the
+ * next fetch (a paged list), up to TA_API_FETCH_MAX_CHAIN calls per request.
+ * The same client runs the worker's own calls (ta_worker_fetch: provider
+ * health probes), which belong to no request and end in a callback. The url
+ * and headers (a provider key) are never logged. */
 
 #define API_FETCH_MAX_RESPONSE_DEFAULT ((size_t)1 << 20)
 
-struct api_fetch {
+struct ta_worker_fetch {
     ta_worker_t *w;
-    h2o_req_t *req;
+    h2o_req_t *req;          /* NULL: the worker's own call (ta_worker_fetch) */
     ta_api_fetch_t *fetch;
     ta_upcall_t *call;
     char *buf;
     size_t len, cap;
     bool too_large;
     int64_t t0_ns;
+    int chain;               /* calls made for this request so far */
+    ta_worker_fetch_done_fn done; /* the worker's own call */
+    void *done_arg;
+    h2o_linklist_t own;      /* in w->own_fetches (the worker's own calls) */
 };
 
 static void send_apires(h2o_req_t *req, const char *hex, ta_apires_t *res);
 
-static size_t api_fetch_max(const struct api_fetch *f)
+static size_t api_fetch_max(const struct ta_worker_fetch *f)
 {
     return f->fetch->max_response > 0 ? f->fetch->max_response : API_FETCH_MAX_RESPONSE_DEFAULT;
 }
 
 static void api_fetch_dispose(void *p)
 {
-    struct api_fetch *f = p;
+    struct ta_worker_fetch *f = p;
     if (f->call != NULL) /* the request ended before the call did */
         ta_upcall_cancel(f->call);
     f->call = NULL;
@@ -649,7 +657,7 @@ static void api_fetch_dispose(void *p)
 
 static int api_fetch_on_data(void *ctx, const char *p, size_t n)
 {
-    struct api_fetch *f = ctx;
+    struct ta_worker_fetch *f = ctx;
     if (n > api_fetch_max(f) - f->len) {
         f->too_large = true;
         return -1;
@@ -669,9 +677,12 @@ static int api_fetch_on_data(void *ctx, const char *p, size_t n)
     return TA_UP_CONSUMED;
 }
 
+static int run_api_fetch(struct ta_worker_fetch *f);
+static void api_fetch_failed(struct ta_worker_fetch *f, int rc);
+
 static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
 {
-    struct api_fetch *f = ctx;
+    struct ta_worker_fetch *f = ctx;
     char msg[320], hex[33] = "";
     f->call = NULL; /* upstream.c frees it right after this returns */
     if (f->buf != NULL)
@@ -694,30 +705,54 @@ static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         snprintf(msg, sizeof(msg), "%s%s%s", ta_up_err_name(err),
                  info->curl_msg != NULL && info->curl_msg[0] != '\0' ? ": " : "",
                  info->curl_msg != NULL ? info->curl_msg : "");
+    if (f->req == NULL) { /* the worker's own call */
+        f->done(f->done_arg, &r);
+        h2o_linklist_unlink(&f->own);
+        f->fetch->release(f->fetch);
+        free(f->buf);
+        free(f);
+        return;
+    }
     ta_apires_t res = {0};
     f->fetch->cont(f->w->conf.api_ctx, f->fetch->cont_arg, &r, &res);
-    if (res.fetch != NULL) { /* one call per request: see schema/api.h */
-        res.fetch->release(res.fetch);
-        free(res.body);
-        memset(&res, 0, sizeof(res));
-    }
     /* The key in the headers need not live until the answer is written. */
     f->fetch->release(f->fetch);
     f->fetch = NULL;
     free(f->buf);
     f->buf = NULL;
+    f->len = f->cap = 0;
+    f->too_large = false;
+    if (res.fetch != NULL && f->chain < TA_API_FETCH_MAX_CHAIN && res.job == NULL) {
+        /* the next page: same request, a new call (see schema/api.h) */
+        free(res.body);
+        f->fetch = res.fetch;
+        f->chain++;
+        int rc = run_api_fetch(f);
+        if (rc != 0)
+            api_fetch_failed(f, rc);
+        return;
+    }
+    if (res.fetch != NULL) { /* too many calls for one request */
+        res.fetch->release(res.fetch);
+        free(res.body);
+        memset(&res, 0, sizeof(res));
+        ta_worker_request_id(f->req, NULL, hex);
+        ta_log(TA_LOG_ERROR, "request %s: more than %d outbound calls", hex, TA_API_FETCH_MAX_CHAIN);
+        res.status = 502;
+        res.body = strdup("{\"error\":{\"message\":\"the provider's answer needs too many calls\","
+                          "\"type\":\"upstream_error\",\"code\":\"upstream_invalid_response\",\"param\":null}}");
+        res.body_len = res.body != NULL ? strlen(res.body) : 0;
+    }
     ta_worker_request_id(f->req, NULL, hex);
     send_apires(f->req, hex, &res);
 }
 
-static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_api_fetch_t *fetch)
+/* Starts f->fetch. Returns 0, or TA_E* with nothing started. */
+static int run_api_fetch(struct ta_worker_fetch *f)
 {
+    ta_worker_t *w = f->w;
+    ta_api_fetch_t *fetch = f->fetch;
     int rc = 0;
-    struct api_fetch *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), api_fetch_dispose);
-    memset(f, 0, sizeof(*f));
-    f->w = w;
-    f->req = req;
-    f->fetch = fetch;
     f->t0_ns = mono_ns();
     if (w->api_up == NULL) {
         ta_upstream_opts_t o = {.max_connects = 8};
@@ -745,12 +780,67 @@ static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_
         };
         rc = ta_upcall_start(w->api_up, &spec, &f->call);
     }
-    if (rc != 0) {
-        ta_log(TA_LOG_ERROR, "request %s: cannot start the outbound call: %s", hex, ta_strerror(rc));
-        ta_upcall_info_t info = {.curl_msg = "cannot start the call"};
+    if (rc != 0)
         f->call = NULL;
-        api_fetch_on_done(f, TA_UP_EOTHER, &info);
+    return rc;
+}
+
+/* A request's call that could not start: its continuation gets a failed result. */
+static void api_fetch_failed(struct ta_worker_fetch *f, int rc)
+{
+    char hex[33] = "-";
+    ta_worker_request_id(f->req, NULL, hex);
+    ta_log(TA_LOG_ERROR, "request %s: cannot start the outbound call: %s", hex, ta_strerror(rc));
+    ta_upcall_info_t info = {.curl_msg = "cannot start the call"};
+    api_fetch_on_done(f, TA_UP_EOTHER, &info);
+}
+
+static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_api_fetch_t *fetch)
+{
+    struct ta_worker_fetch *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), api_fetch_dispose);
+    memset(f, 0, sizeof(*f));
+    f->w = w;
+    f->req = req;
+    f->fetch = fetch;
+    int rc = run_api_fetch(f);
+    if (rc != 0)
+        api_fetch_failed(f, rc);
+}
+
+int ta_worker_fetch(ta_worker_t *w, ta_api_fetch_t *fetch, ta_worker_fetch_done_fn done, void *arg,
+                    ta_worker_fetch_t **out)
+{
+    struct ta_worker_fetch *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        fetch->release(fetch);
+        return -ENOMEM;
     }
+    f->w = w;
+    f->fetch = fetch;
+    f->done = done;
+    f->done_arg = arg;
+    int rc = run_api_fetch(f);
+    if (rc != 0) {
+        fetch->release(fetch);
+        free(f);
+        return rc;
+    }
+    h2o_linklist_insert(&w->own_fetches, &f->own);
+    if (out != NULL)
+        *out = f;
+    return 0;
+}
+
+void ta_worker_fetch_cancel(ta_worker_fetch_t *f)
+{
+    if (f == NULL)
+        return;
+    if (f->call != NULL)
+        ta_upcall_cancel(f->call);
+    h2o_linklist_unlink(&f->own);
+    f->fetch->release(f->fetch);
+    free(f->buf);
+    free(f);
 }
 
 /* ---- /api offloaded jobs (ta_api_job_t of schema/api.h) ----------------
@@ -1256,6 +1346,7 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
     if (w == NULL)
         return -ENOMEM;
     w->conf = *conf;
+    h2o_linklist_init_anchor(&w->own_fetches);
     ta_metrics_worker_start(conf->slot);
     memcpy(w->lconf, conf->listeners, conf->nlisteners * sizeof(*w->lconf));
     w->conf.listeners = w->lconf;
@@ -1469,6 +1560,8 @@ void ta_worker_destroy(ta_worker_t *w)
      * own outside h2o and let the exit reclaim the rest. */
     if (w == NULL)
         return;
+    while (!h2o_linklist_is_empty(&w->own_fetches)) /* their keys are wiped */
+        ta_worker_fetch_cancel(H2O_STRUCT_FROM_MEMBER(struct ta_worker_fetch, own, w->own_fetches.next));
     api_pool_stop(w);
     sigpipe_wr = -1;
     if (w->sigpipe[1] != -1)

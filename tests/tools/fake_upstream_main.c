@@ -28,7 +28,14 @@
  *                               content_part.added, output_text.delta per chunk, the done
  *                               events, response.completed with the usage: input_tokens =
  *                               prompt, cached_tokens = cached, output_tokens = completion)
- *   GET  /v1/models             OpenAI list of --models
+ *   GET  /v1/models             OpenAI list of --models, or the list set by /_fake/models:
+ *                               then with anthropic-version, Anthropic's paged shape
+ *                               (?limit=N, default 20, &after_id=ID; "has_more",
+ *                               "first_id", "last_id"), else {"object":"list","data":[all]}
+ *   POST /_fake/models          {"data": [model objects], "page_size": N} replaces the models
+ *                               list (shared by all -t processes; at most 60 KiB); a page
+ *                               holds at most page_size models whatever the limit (0 = no
+ *                               cap); {"data": null} or /_fake/reset goes back to --models
  *   POST /_fake/control         {"scenario": "...", "usage": "p,c,k", "chunks": N,
  *                                "times": K} applies to the next K /v1 POSTs (0 = until
  *                               reset); shared by all -t processes
@@ -108,6 +115,8 @@ struct shared {
     int chunks;
     long remaining; /* -1: until reset; 0: inactive */
     long counts[C_COUNT];
+    char models[60 << 10]; /* the JSON array set by /_fake/models; "" = --models */
+    long models_page;      /* its page_size */
 };
 static struct shared *g_sh;
 
@@ -1055,8 +1064,81 @@ static void dispatch(struct fake_req *fr)
         answer_completion(fr);
 }
 
+/* The list set by /_fake/models; with anthropic-version a page of it. */
+static bool answer_scripted_models(h2o_req_t *req)
+{
+    char txt[sizeof(g_sh->models)], ver[32];
+    sh_lock();
+    memcpy(txt, g_sh->models, sizeof(txt));
+    long cap = g_sh->models_page;
+    sh_unlock();
+    if (txt[0] == '\0')
+        return false;
+    json_t *all = json_loads(txt, 0, NULL), *out;
+    if (!header_str(req, "anthropic-version", ver, sizeof(ver))) {
+        out = json_pack("{s:s,s:o}", "object", "list", "data", all);
+    } else {
+        long limit = 20;
+        char after[256] = "";
+        if (req->query_at != SIZE_MAX) {
+            char q[512];
+            snprintf(q, sizeof(q), "%.*s", (int)(req->path.len - req->query_at - 1), req->path.base + req->query_at + 1);
+            char *cur = q;
+            for (char *kv; (kv = next_tok(&cur, '&')) != NULL;) {
+                if (strncmp(kv, "limit=", 6) == 0)
+                    limit = strtol(kv + 6, NULL, 10);
+                else if (strncmp(kv, "after_id=", 9) == 0)
+                    snprintf(after, sizeof(after), "%s", kv + 9);
+            }
+        }
+        if (cap > 0 && limit > cap)
+            limit = cap;
+        size_t i = 0, n = json_array_size(all);
+        if (after[0] != '\0')
+            for (; i < n; i++)
+                if (json_string_value(json_object_get(json_array_get(all, i), "id")) != NULL &&
+                    strcmp(json_string_value(json_object_get(json_array_get(all, i), "id")), after) == 0) {
+                    i++;
+                    break;
+                }
+        json_t *page = json_array();
+        for (long k = 0; i < n && k < limit; i++, k++)
+            json_array_append(page, json_array_get(all, i));
+        size_t pn = json_array_size(page);
+        out = json_pack("{s:o,s:b,s:o,s:o}", "data", page, "has_more", i < n, "first_id",
+                        pn ? json_copy(json_object_get(json_array_get(page, 0), "id")) : json_null(), "last_id",
+                        pn ? json_copy(json_object_get(json_array_get(page, pn - 1), "id")) : json_null());
+        json_decref(all);
+    }
+    send_json(req, 200, "OK", json_iov(req, out));
+    return true;
+}
+
+static int handle_models_script(h2o_req_t *req)
+{
+    json_t *b = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+    json_t *data = json_object_get(b, "data");
+    char *txt = json_is_array(data) ? json_dumps(data, JSON_COMPACT) : NULL;
+    int ok = txt == NULL || strlen(txt) < sizeof(g_sh->models);
+    if (ok) {
+        sh_lock();
+        snprintf(g_sh->models, sizeof(g_sh->models), "%s", txt != NULL ? txt : "");
+        g_sh->models_page = (long)json_integer_value(json_object_get(b, "page_size"));
+        sh_unlock();
+    }
+    free(txt);
+    json_decref(b);
+    if (!ok)
+        send_error(req, 413, "invalid_request_error", NULL, "models list too long");
+    else
+        send_json(req, 200, "OK", h2o_iovec_init(H2O_STRLIT("{\"ok\":true}")));
+    return 0;
+}
+
 static void answer_models(h2o_req_t *req)
 {
+    if (answer_scripted_models(req))
+        return;
     json_t *data = json_array();
     char buf[1024];
     snprintf(buf, sizeof(buf), "%s", g_models);
@@ -1075,8 +1157,10 @@ static int handle_control(h2o_req_t *req, bool reset)
     g_sh->usage[0] = '\0';
     g_sh->chunks = 0;
     g_sh->remaining = 0;
-    if (reset)
+    if (reset) {
         memset(g_sh->counts, 0, sizeof(g_sh->counts));
+        g_sh->models[0] = '\0';
+    }
     if (b != NULL) {
         const char *s = json_string_value(json_object_get(b, "scenario"));
         const char *u = json_string_value(json_object_get(b, "usage"));
@@ -1119,6 +1203,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return handle_control(req, false);
     if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/reset")))
         return handle_control(req, true);
+    if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/models")))
+        return handle_models_script(req);
     if (is_get && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/stats")))
         return handle_stats(req);
 
@@ -1253,9 +1339,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                 json_is_string(json_object_get(body, "previous_response_id")),
                 json_array_size(json_object_get(body, "tools")));
     } else {
-        logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld", (int)getpid(), (int)req->method.len,
-                req->method.base, (int)path.len, path.base, auth, req->entity.len, fr->s.text, fr->s.prompt,
-                fr->s.completion, fr->s.cached);
+        /* GET /v1/models: the query too (paging), last on the line */
+        int ql = kind == C_MODELS && req->query_at != SIZE_MAX ? (int)(req->path.len - req->query_at - 1) : 0;
+        logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld%s%.*s", (int)getpid(),
+                (int)req->method.len, req->method.base, (int)path.len, path.base, auth, req->entity.len, fr->s.text,
+                fr->s.prompt, fr->s.completion, fr->s.cached, ql > 0 ? " query=" : "", ql,
+                ql > 0 ? req->path.base + req->query_at + 1 : "");
     }
 
     if (fr->s.drop || fr->s.close_idle_ms >= 0) {
