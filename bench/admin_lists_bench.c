@@ -208,7 +208,7 @@ static void populate_audit(uint64_t from, uint64_t to)
         r.completion_tokens = 20;
         r.cost = 1500;
         r.latency_ms = 250;
-        if ((rc = ta_audit_put(st, txn, &r)) < 0)
+        if ((rc = ta_audit_put(st, txn, &r, 1)) < 0)
             die("audit put", rc);
         if ((i + 1) % 20000 == 0 || i + 1 == to) {
             if ((rc = ta_txn_commit(txn)) != 0)

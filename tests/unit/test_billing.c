@@ -253,12 +253,12 @@ static void test_exactly_once_batch(void **state)
     assert_int_equal(aud, 12);
     assert_verify_ok(f);
 
-    /* statistics from the daily aggregate */
+    /* statistics from the hourly aggregates */
     MDB_txn *txn;
     json_t *js;
     assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, false, &txn), 0);
     ta_audit_filter_t flt = {0};
-    assert_int_equal(ta_audit_stats(f->st, txn, &flt, TA_GROUP_MODEL, &js), 0);
+    assert_int_equal(ta_audit_stats(f->st, txn, &flt, TA_GROUP_MODEL, NULL, &js), 0);
     ta_txn_abort(txn);
     json_t *tot = json_object_get(js, "totals");
     assert_int_equal(json_integer_value(json_object_get(tot, "requests")), 12);
