@@ -957,6 +957,58 @@ bool ta_audit_quota_seen(ta_store_t *st, MDB_txn *txn, uint64_t quota_id)
     return seen;
 }
 
+int ta_audit_agg_sum(ta_store_t *st, MDB_txn *txn, int scope, uint64_t id, uint32_t hour_lo,
+                     ta_daily_t *sum)
+{
+    ta_audit_filter_t f;
+    stats_walk_t w;
+    MDB_cursor *cur;
+    memset(&f, 0, sizeof(f));
+    memset(&w, 0, sizeof(w));
+    w.f = &f;
+    w.hlo = hour_lo;
+    w.hhi = UINT32_MAX;
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "aggregate cursor");
+    int rc = walk_scope(cur, &w, scope, id);
+    mdb_cursor_close(cur);
+    *sum = w.tot;
+    return rc;
+}
+
+bool ta_audit_aggregates_ready(ta_store_t *st, MDB_txn *txn)
+{
+    uint64_t ver = 0;
+    return ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", &ver) == 0 && ver >= 2;
+}
+
+int ta_audit_complete_from(ta_store_t *st, MDB_txn *txn, uint32_t *hour)
+{
+    MDB_cursor *cur;
+    MDB_val k = {strlen("pruned_cost."), "pruned_cost."}, v;
+    *hour = 0;
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_META), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "meta cursor");
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    bool pruned = mrc == 0 && k.mv_size >= 12 && memcmp(k.mv_data, "pruned_cost.", 12) == 0;
+    mdb_cursor_close(cur);
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return lmdb_fail(mrc, "meta walk");
+    if (!pruned)
+        return 0;
+    if ((mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_REQUESTS), &cur)) != 0)
+        return lmdb_fail(mrc, "requests cursor");
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (mrc == 0 && k.mv_size == TA_AUDIT_KEY_LEN)
+        *hour = hour_of((int64_t)ta_be64_get(k.mv_data)) + 1;
+    else if (mrc == MDB_NOTFOUND)
+        *hour = UINT32_MAX; /* everything pruned: nothing to compare */
+    mdb_cursor_close(cur);
+    return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "requests walk") : 0;
+}
+
 /* ---- the upgrade of an earlier build's aggregates ------------------------------------ */
 
 #define UPGRADE_RECORDS 20000 /* records summed per transaction */

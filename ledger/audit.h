@@ -140,6 +140,17 @@ enum ta_audit_group {
  *  else user, else all), never the records. *out is a new reference. */
 int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
                    const ta_tz_t *tz, json_t **out);
+/** For `ledger verify`: the sums of the aggregate rows of scope/id
+ *  (TA_AGG_*) from UTC hour hour_lo on (requests, tokens, cost, errors). */
+int ta_audit_agg_sum(ta_store_t *st, MDB_txn *txn, int scope, uint64_t id, uint32_t hour_lo,
+                     ta_daily_t *sum);
+/** Whether the aggregates are hourly (false while data of an earlier build
+ *  waits for ta_audit_upgrade, which billing runs at start). */
+bool ta_audit_aggregates_ready(ta_store_t *st, MDB_txn *txn);
+/** The first UTC hour whose records are all still stored: 0, or when
+ *  pruning (audit_retention_days) deleted some, the hour after the oldest
+ *  stored record's (pruning deletes the oldest first). */
+int ta_audit_complete_from(ta_store_t *st, MDB_txn *txn, uint32_t *hour);
 /** Whether the aggregates hold anything of quota_id (a deleted quota's
  *  statistics stay readable). Read txn on TA_ENV_AUDIT. */
 bool ta_audit_quota_seen(ta_store_t *st, MDB_txn *txn, uint64_t quota_id);
