@@ -149,6 +149,14 @@ static int64_t time_of(uint64_t i)
     return t0_ns + (int64_t)((unsigned __int128)frac * (uint64_t)SPAN_NS >> 64);
 }
 
+/* The quota of record i: one in ten goes to quota 7 (user 8, a busy
+ * customer: its pages are full and its statistics cover every hour and
+ * model), the others spread over all quotas. */
+static uint64_t quota_of(uint64_t i)
+{
+    return i % 10 == 0 ? 7 : 1 + i % nusers;
+}
+
 /* A keyset cursor at time t (after every record of that nanosecond), hex. */
 static void cursor_at(int64_t t, char *out)
 {
@@ -235,8 +243,8 @@ static void populate_ledger(void)
     free(p);
 }
 
-/* Records [from, to): at time_of(i), quota i % nusers (its group), model
- * i / nusers % MODELS (its provider), as billing writes them. */
+/* Records [from, to): at time_of(i), quota quota_of(i) (its group), model
+ * i / 3 % MODELS (its provider), as billing writes them. */
 static void populate_audit(uint64_t from, uint64_t to)
 {
     ta_audit_t r;
@@ -253,9 +261,9 @@ static void populate_audit(uint64_t from, uint64_t to)
         rid_of(i, r.request_id);
         r.t_received_ns = time_of(i);
         r.t_done_ns = r.t_received_ns + 250000000;
-        r.quota_id = 1 + i % nusers;
+        r.quota_id = quota_of(i);
         r.user_id = r.quota_id + 1;
-        r.model_id = 1 + i / nusers % MODELS;
+        r.model_id = 1 + i / 3 % MODELS;
         r.provider_id = 1 + r.model_id % PROVIDERS;
         snprintf(r.model, sizeof(r.model), "model-%llu", (unsigned long long)r.model_id);
         snprintf(r.served_model, sizeof(r.served_model), "up-%llu", (unsigned long long)r.model_id);
@@ -275,12 +283,38 @@ static void populate_audit(uint64_t from, uint64_t to)
     ta_audit_batch_free(ab);
 }
 
+/* Entries and size of the audit tables: what the aggregates cost in space. */
+static void print_tables(void)
+{
+    static const struct {
+        ta_db_t db;
+        const char *name;
+    } dbs[] = {{TA_DB_AUDIT_REQUESTS, "records"},
+               {TA_DB_AUDIT_BY_QUOTA, "quota index"},
+               {TA_DB_AUDIT_DAILY, "aggregates"}};
+    MDB_txn *txn;
+    MDB_stat ms;
+    int rc;
+
+    if ((rc = ta_txn_begin(st, TA_ENV_AUDIT, false, &txn)) != 0)
+        die("txn", rc);
+    printf("  tables:");
+    for (size_t i = 0; i < 3; i++) {
+        if (mdb_stat(txn, ta_store_dbi(st, dbs[i].db), &ms) != 0)
+            die("stat", TA_ELMDB);
+        printf("%s %s %zu rows, %.1f MiB", i ? ";" : "", dbs[i].name, ms.ms_entries,
+               (double)(ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages) * ms.ms_psize /
+                   1048576.0);
+    }
+    printf("\n");
+    ta_txn_abort(txn);
+}
+
 static void build_cases(uint64_t size)
 {
     static const char *const lists[] = {"users", "quotas"};
     char cur[TA_AUDIT_KEY_LEN * 2 + 1];
-    uint64_t per_quota = size / nusers;
-    int64_t *qt = calloc(per_quota + 1, sizeof(*qt));
+    int64_t *qt = calloc(size / 10 + size / nusers + 2, sizeof(*qt));
     size_t nq = 0;
 
     ncases = 0;
@@ -305,9 +339,10 @@ static void build_cases(uint64_t size)
     cursor_at(t0_ns + (int64_t)((double)SPAN_NS * 2 * PAGE / (double)size), cur); /* ~2 pages left */
     add_case("requests last", "/api/admin/requests/?page_size=%d&before=%s", PAGE, cur);
     add_case("requests status=502", "/api/admin/requests/?page_size=%d&status=502", PAGE);
-    /* quota 7: records 6, 6 + nusers, ...; its middle and its third oldest */
-    for (uint64_t i = 6; i < size && qt != NULL; i += nusers)
-        qt[nq++] = time_of(i);
+    /* quota 7 (busy): its middle record and its third oldest */
+    for (uint64_t i = 0; i < size && qt != NULL; i++)
+        if (quota_of(i) == 7)
+            qt[nq++] = time_of(i);
     qsort(qt, nq, sizeof(*qt), cmp_i64);
     add_case("quota requests first", "/api/admin/quotas/7/requests/?page_size=%d", PAGE);
     cursor_at(nq ? qt[nq / 2] : t0_ns, cur);
@@ -398,6 +433,7 @@ int main(int argc, char **argv)
         done = sizes[s];
         printf("\n%llu audit records (written in %.1f s); median of %d runs, ms\n",
                (unsigned long long)done, (now_ms() - t) / 1e3, REPS);
+        print_tables();
         build_cases(done);
         for (size_t i = 0; i < ncases; i++) {
             cases[i].ms[s] = median_ms(cases[i].url, cases[i].self);
