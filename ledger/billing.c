@@ -466,10 +466,9 @@ static int audit_request(ta_billing_t *b, MDB_txn *atxn, MDB_txn *ltxn, const ta
 
 /* Apply one event of the batch to env (txn; ltxn: a ledger read txn for the
  * audit pass). *dead: a dead-worker event was applied (a child was replaced). */
-static int apply_event(ta_billing_t *b, ta_envid_t env, MDB_txn *txn, MDB_txn *ltxn, size_t i,
-                       bool *dead)
+static int apply_event(ta_billing_t *b, ta_envid_t env, MDB_txn *txn, MDB_txn *ltxn,
+                       const ta_ring_item_t *it, bool *dead)
 {
-    const ta_ring_item_t *it = &b->items[i];
     if (env == TA_ENV_LEDGER) {
         /* no note left from an attempt that rolled back (NOTE_DEAD would
          * make the audit pass skip a ticket this pass applies) */
@@ -527,7 +526,7 @@ static int apply_env(ta_billing_t *b, ta_envid_t env, size_t n, uint64_t upto)
         const ta_ring_item_t *it = &b->items[i];
         if (it->ticket <= applied)
             continue;
-        if ((rc = apply_event(b, env, txn, ltxn, i, &dead)) == 0)
+        if ((rc = apply_event(b, env, txn, ltxn, it, &dead)) == 0)
             continue;
         ta_log(TA_LOG_ERROR, "billing: ticket %" PRIu64 " (%s): %s", it->ticket,
                ledger ? "ledger" : "audit", ta_strerror(rc));
