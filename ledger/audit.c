@@ -1016,9 +1016,12 @@ int ta_audit_complete_from(ta_store_t *st, MDB_txn *txn, uint32_t *hour)
 #define UPGRADE_POS "aggregates_upgrade_pos"
 #define UPGRADE_DAILY_STEP "daily"
 
+/* The upgrade's working memory: quota -> group, and a chunk of daily rows. */
 typedef struct group_cache {
     uint64_t quota[256], group[256];
     bool ok[256];
+    uint8_t keys[UPGRADE_DAILY][TA_DAILY_KEY_LEN];
+    ta_daily_t rows[UPGRADE_DAILY];
 } group_cache_t;
 
 static uint64_t group_of(ta_store_t *st, MDB_txn *ltxn, group_cache_t *gc, uint64_t quota_id)
@@ -1128,8 +1131,8 @@ static int upgrade_daily(ta_store_t *st, MDB_txn *txn, MDB_txn *ltxn, ta_audit_b
                          group_cache_t *gc, bool *done, uint64_t *count)
 {
     enum { CHUNK = UPGRADE_DAILY };
-    static uint8_t keys[CHUNK][TA_DAILY_KEY_LEN];
-    static ta_daily_t rows[CHUNK];
+    uint8_t (*keys)[TA_DAILY_KEY_LEN] = gc->keys;
+    ta_daily_t *rows = gc->rows;
     size_t n = 0;
     MDB_cursor *cur;
     MDB_val k, v;
@@ -1214,7 +1217,7 @@ int ta_audit_upgrade(ta_store_t *st)
             ta_txn_abort(txn);
             break;
         }
-        memset(gc, 0, sizeof(*gc));
+        memset(gc->ok, 0, sizeof(gc->ok));
         MDB_val mk = {strlen(UPGRADE_POS), UPGRADE_POS}, mv;
         MDB_dbi meta = ta_store_dbi(st, TA_DB_AUDIT_META);
         int mrc = mdb_get(txn, meta, &mk, &mv);
