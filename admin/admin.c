@@ -54,6 +54,12 @@ static const ta_admin_route_t routes[] = {
     {"GET", "/api/quotas/", AUTH_USER, 0, ta_admin_my_quotas,
      "listMyQuotas", "self", "The caller's quotas with their usage",
      NULL, 200, "QuotaPage", "page,page_size,after,before", "400,401"},
+    {"GET", "/api/statistics/", AUTH_USER, 0, ta_admin_my_statistics,
+     "myStatistics", "self", "Statistics of the caller's quotas (all, or one with quota_id)",
+     NULL, 200, "Statistics", "since,until,group_by_quota,tz,quota_id", "400,401,404"},
+    {"GET", "/api/quotas/{id}/statistics/", AUTH_USER, 0, ta_admin_my_quota_statistics,
+     "myQuotaStatistics", "self", "Statistics of one of the caller's quotas",
+     NULL, 200, "Statistics", "since,until,group_by_quota,tz", "400,401,404"},
 
     {"GET", "/api/admin/users/", AUTH_ADMIN, 0, ta_admin_users_list,
      "listUsers", "users", "List users",
@@ -183,7 +189,7 @@ static const ta_admin_route_t routes[] = {
      NULL, 200, "AuditRecordPage", "page,page_size,cursor,since,until,status,model", "400,401,403,404"},
     {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, ta_admin_quota_statistics,
      "quotaStatistics", "quotas", "Statistics of a quota",
-     NULL, 200, "Statistics", "since,until,group_by_quota", "400,401,403,404"},
+     NULL, 200, "Statistics", "since,until,group_by_quota,tz", "400,401,403,404"},
 
     {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, ta_admin_requests_list,
      "listRequests", "audit", "Audit records, newest first",
@@ -191,7 +197,7 @@ static const ta_admin_route_t routes[] = {
      "400,401,403"},
     {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, ta_admin_statistics,
      "statistics", "audit", "Statistics",
-     NULL, 200, "Statistics", "since,until,group_by,user_id,quota_id", "400,401,403"},
+     NULL, 200, "Statistics", "since,until,group_by,tz,user_id,quota_id", "400,401,403"},
 
     {"GET", "/api/openapi.json", AUTH_NONE, 0, ta_admin_openapi,
      "openapi", "reference", "This document, as JSON (what `tokenaudit openapi --json` prints)",

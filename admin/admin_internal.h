@@ -341,6 +341,8 @@ void ta_admin_quota_requests(actx_t *c);
 void ta_admin_quota_statistics(actx_t *c);
 void ta_admin_requests_list(actx_t *c);
 void ta_admin_statistics(actx_t *c);
+void ta_admin_my_statistics(actx_t *c);
+void ta_admin_my_quota_statistics(actx_t *c);
 
 /* the OpenAPI document as JSON (openapi.c) */
 void ta_admin_openapi(actx_t *c);

@@ -557,15 +557,23 @@ static json_t *schemas(gen_t *g)
     all = json_array();
     push(g, all, t_ref(g, REF_SCHEMA, "StatisticsTotals"));
     p = t_obj(g, NULL, "key", "key",
-              t_nullable(g, t_any(g, "the day (YYYY-MM-DD), the model name (null when the model "
+              t_nullable(g, t_any(g, "the day (YYYY-MM-DD), the hour (ISO 8601 with the zone's "
+                                     "offset), the model, provider or group name (null when it "
                                      "is gone), or the user id")),
-              "day", t_basic(g, "string", "date", "group_by=day"), "model_id",
-              t_int(g, "group_by=model"), "user_id", t_int(g, "group_by=user"), NULL);
+              "day", t_basic(g, "string", "date", "group_by=day: the date in tz"), "hour",
+              t_str(g, "group_by=hour: the hour's start in tz, 2026-12-03T08:00:00+08:00"),
+              "model_id", t_int(g, "group_by=model"), "user_id", t_int(g, "group_by=user"),
+              "provider_id", t_int(g, "group_by=provider (0: none, or not known)"), "group_id",
+              t_int(g, "group_by=group: the quota's group when the request was billed"), "name",
+              t_nullable(g, t_str(g, "group_by=model|provider|group|user: its name, null when "
+                                     "it is gone")),
+              NULL);
     push(g, all, p);
     put(g, o, "allOf", all);
     put(g, s, "StatisticsEntry", o);
     put(g, s, "Statistics",
-        t_obj(g, "from the per day aggregates (UTC days)", "totals,series", "totals",
+        t_obj(g, "from the hourly aggregates (UTC hours; days and hours placed in tz)",
+              "totals,series", "totals",
               t_ref(g, REF_SCHEMA, "StatisticsTotals"), "series",
               t_arr(g, t_ref(g, REF_SCHEMA, "StatisticsEntry")), NULL));
 
@@ -731,10 +739,15 @@ static json_t *parameters(gen_t *g)
     put(g, p, "since", param(g, "since", "query", t_str(g, when), "inclusive"));
     put(g, p, "until", param(g, "until", "query", t_str(g, when), "exclusive"));
     put(g, p, "group_by",
-        param(g, "group_by", "query", t_enum(g, NULL, "day", "model", "user", NULL),
+        param(g, "group_by", "query",
+              t_enum(g, NULL, "day", "hour", "model", "provider", "group", "user", NULL),
               "default day"));
     put(g, p, "group_by_quota",
-        param(g, "group_by", "query", t_enum(g, NULL, "day", "model", NULL), "default day"));
+        param(g, "group_by", "query", t_enum(g, NULL, "day", "hour", "model", "provider", "group", NULL),
+              "default day"));
+    put(g, p, "tz",
+        param(g, "tz", "query", t_str(g, NULL),
+              "IANA time zone of the day and hour buckets (default UTC), e.g. Asia/Shanghai"));
     return p;
 }
 
