@@ -28,6 +28,31 @@
 
 #include "schema/apierror.h"
 
+/* The five rows every record resource has under /api/admin/<res>/: create,
+ * get, replace, update and delete one record of schema Schema (operation ids
+ * "createUser", "getUser", ...; handlers ta_admin_<res>_create, _get,
+ * _update for PUT and PATCH, _delete). The list row and a resource's
+ * actions are written out beside it: their parameters and answers differ. */
+#define RECORD_ROUTES(res, Schema, noun, create_summary, delete_summary)                          \
+    {"POST", "/api/admin/" #res "/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,                \
+     ta_admin_##res##_create,                                                                   \
+     "create" #Schema, #res, create_summary,                                                    \
+     #Schema, 201, #Schema, "", "400,401,403,409,413"},                                          \
+    {"GET", "/api/admin/" #res "/{id}/", AUTH_ADMIN, 0, ta_admin_##res##_get,                   \
+     "get" #Schema, #res, "Get a " noun,                                                         \
+     NULL, 200, #Schema, "", "401,403,404"},                                                     \
+    {"PUT", "/api/admin/" #res "/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,            \
+     ta_admin_##res##_update,                                                                   \
+     "replace" #Schema, #res, "Replace (every writable field) of a " noun,                      \
+     #Schema, 200, #Schema, "", "400,401,403,404,409,413"},                                      \
+    {"PATCH", "/api/admin/" #res "/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,          \
+     ta_admin_##res##_update,                                                                   \
+     "update" #Schema, #res, "Update (the fields given) of a " noun,                            \
+     #Schema, 200, #Schema, "", "400,401,403,404,409,413"},                                      \
+    {"DELETE", "/api/admin/" #res "/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_##res##_delete,\
+     "delete" #Schema, #res, delete_summary,                                                    \
+     NULL, 204, NULL, "", "401,403,404,409"}
+
 /* ---- the route table --------------------------------------------------------
  * One row per operation; the columns are explained at ta_admin_route_t
  * (admin_internal.h). "{id}" matches a positive decimal integer (no sign, no
@@ -58,23 +83,8 @@ static const ta_admin_route_t routes[] = {
     {"GET", "/api/admin/users/", AUTH_ADMIN, 0, ta_admin_users_list,
      "listUsers", "users", "List users",
      NULL, 200, "UserPage", "page,page_size,after,before,search,role,is_active", "400,401,403"},
-    {"POST", "/api/admin/users/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, ta_admin_users_create,
-     "createUser", "users", "Create a user",
-     "User", 201, "User", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/users/{id}/", AUTH_ADMIN, 0, ta_admin_users_get,
-     "getUser", "users", "Get a user",
-     NULL, 200, "User", "", "401,403,404"},
-    {"PUT", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_users_update,
-     "replaceUser", "users", "Replace (every writable field) of a user",
-     "User", 200, "User", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_users_update,
-     "updateUser", "users", "Update (the fields given) of a user",
-     "User", 200, "User", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_users_delete,
-     "deleteUser", "users", "Deactivate a user and revoke every key (records stay for audit)",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(users, User, "user", "Create a user",
+                  "Deactivate a user and revoke every key (records stay for audit)"),
     {"POST", "/api/admin/users/{id}/reset-all-keys/", AUTH_ADMIN, TA_ROUTE_WRITE,
      ta_admin_users_reset_keys,
      "resetUserKeys", "users", "New keys for every quota of a user",
@@ -83,24 +93,7 @@ static const ta_admin_route_t routes[] = {
     {"GET", "/api/admin/providers/", AUTH_ADMIN, 0, ta_admin_providers_list,
      "listProviders", "providers", "List providers",
      NULL, 200, "ProviderPage", "page,page_size,after,before", "400,401,403"},
-    {"POST", "/api/admin/providers/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_providers_create,
-     "createProvider", "providers", "Create a provider",
-     "Provider", 201, "Provider", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/providers/{id}/", AUTH_ADMIN, 0, ta_admin_providers_get,
-     "getProvider", "providers", "Get a provider",
-     NULL, 200, "Provider", "", "401,403,404"},
-    {"PUT", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_providers_update,
-     "replaceProvider", "providers", "Replace (every writable field) of a provider",
-     "Provider", 200, "Provider", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_providers_update,
-     "updateProvider", "providers", "Update (the fields given) of a provider",
-     "Provider", 200, "Provider", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_providers_delete,
-     "deleteProvider", "providers", "Delete a provider",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(providers, Provider, "provider", "Create a provider", "Delete a provider"),
     {"POST", "/api/admin/providers/{id}/test/", AUTH_ADMIN, 0, ta_admin_providers_test,
      "testProvider", "providers", "Try the provider's upstream",
      NULL, 200, "ProviderTest", "", "400,401,403,404"},
@@ -112,68 +105,18 @@ static const ta_admin_route_t routes[] = {
     {"GET", "/api/admin/models/", AUTH_ADMIN, 0, ta_admin_models_list,
      "listModels", "models", "List models",
      NULL, 200, "ModelPage", "page,page_size,after,before,search,provider_id", "400,401,403"},
-    {"POST", "/api/admin/models/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_models_create,
-     "createModel", "models", "Create a model",
-     "Model", 201, "Model", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/models/{id}/", AUTH_ADMIN, 0, ta_admin_models_get,
-     "getModel", "models", "Get a model",
-     NULL, 200, "Model", "", "401,403,404"},
-    {"PUT", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_models_update,
-     "replaceModel", "models", "Replace (every writable field) of a model",
-     "Model", 200, "Model", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_models_update,
-     "updateModel", "models", "Update (the fields given) of a model",
-     "Model", 200, "Model", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_models_delete,
-     "deleteModel", "models", "Delete a model",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(models, Model, "model", "Create a model", "Delete a model"),
 
     {"GET", "/api/admin/groups/", AUTH_ADMIN, 0, ta_admin_groups_list,
      "listGroups", "groups", "List groups",
      NULL, 200, "GroupPage", "page,page_size,after,before", "400,401,403"},
-    {"POST", "/api/admin/groups/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_groups_create,
-     "createGroup", "groups", "Create a group",
-     "Group", 201, "Group", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/groups/{id}/", AUTH_ADMIN, 0, ta_admin_groups_get,
-     "getGroup", "groups", "Get a group",
-     NULL, 200, "Group", "", "401,403,404"},
-    {"PUT", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_groups_update,
-     "replaceGroup", "groups", "Replace (every writable field) of a group",
-     "Group", 200, "Group", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_groups_update,
-     "updateGroup", "groups", "Update (the fields given) of a group",
-     "Group", 200, "Group", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_groups_delete,
-     "deleteGroup", "groups", "Delete a group",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(groups, Group, "group", "Create a group", "Delete a group"),
 
     {"GET", "/api/admin/quotas/", AUTH_ADMIN, 0, ta_admin_quotas_list,
      "listQuotas", "quotas", "List quotas",
      NULL, 200, "QuotaPage", "page,page_size,after,before,user_id,group_id", "400,401,403"},
-    {"POST", "/api/admin/quotas/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_quotas_create,
-     "createQuota", "quotas", "Create a quota and its API key (shown once)",
-     "Quota", 201, "Quota", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/quotas/{id}/", AUTH_ADMIN, 0, ta_admin_quotas_get,
-     "getQuota", "quotas", "Get a quota",
-     NULL, 200, "Quota", "", "401,403,404"},
-    {"PUT", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_quotas_update,
-     "replaceQuota", "quotas", "Replace (every writable field) of a quota",
-     "Quota", 200, "Quota", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_quotas_update,
-     "updateQuota", "quotas", "Update (the fields given) of a quota",
-     "Quota", 200, "Quota", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_quotas_delete,
-     "deleteQuota", "quotas", "Delete a quota; its key is revoked, records stay",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(quotas, Quota, "quota", "Create a quota and its API key (shown once)",
+                  "Delete a quota; its key is revoked, records stay"),
     {"POST", "/api/admin/quotas/{id}/reset_api_key/", AUTH_ADMIN, TA_ROUTE_WRITE,
      ta_admin_quotas_reset_key,
      "resetQuotaKey", "quotas", "A new API key for the quota",
