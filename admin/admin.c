@@ -56,7 +56,7 @@
 /* ---- the route table --------------------------------------------------------
  * One row per operation; the columns are explained at ta_admin_route_t
  * (admin_internal.h). "{id}" matches a positive decimal integer (no sign, no
- * leading zero); every pattern matches with and without its trailing slash.
+ * leading zero), "{request_id}" 32 lower-case hex digits; every pattern matches with and without its trailing slash.
  * A path that matches some pattern under another method answers 405 with
  * Allow. Rows of one resource stay together: the reference lists them in
  * this order. */
@@ -79,6 +79,15 @@ static const ta_admin_route_t routes[] = {
     {"GET", "/api/quotas/", AUTH_USER, 0, ta_admin_my_quotas,
      "listMyQuotas", "self", "The caller's quotas with their usage",
      NULL, 200, "QuotaPage", "page,page_size,after,before", "400,401"},
+    {"POST", "/api/quotas/{id}/reset_api_key/", AUTH_JWT, TA_ROUTE_WRITE,
+     ta_admin_my_quota_reset_key,
+     "resetMyQuotaKey", "self",
+     "A new API key for one of the caller's quotas (shown once); another's quota is 404",
+     NULL, 200, "ApiKeyReset", "", "401,404"},
+    {"GET", "/api/requests/", AUTH_USER, 0, ta_admin_my_requests,
+     "listMyRequests", "self", "The caller's audit records, newest first",
+     NULL, 200, "AuditRecordPage", "page,page_size,cursor,quota_id,model,status,since,until",
+     "400,401"},
 
     {"GET", "/api/admin/users/", AUTH_ADMIN, 0, ta_admin_users_list,
      "listUsers", "users", "List users",
@@ -132,9 +141,27 @@ static const ta_admin_route_t routes[] = {
      "listRequests", "audit", "Audit records, newest first",
      NULL, 200, "AuditRecordPage", "page,page_size,cursor,user_id,quota_id,model,status,since,until",
      "400,401,403"},
+    {"GET", "/api/admin/requests/export/", AUTH_ADMIN, TA_ROUTE_STREAM, ta_admin_requests_export,
+     "exportRequests", "audit",
+     "Audit records as CSV or JSON lines, oldest first, streamed (as `tokenaudit audit export`)",
+     NULL, 200, "AuditExportRecord", "format,user_id,quota_id,model,status,since,until",
+     "400,401,403"},
+    {"GET", "/api/admin/requests/{request_id}/", AUTH_ADMIN, 0, ta_admin_requests_get,
+     "getRequest", "audit", "One audit record, by its request id (X-Request-Id)",
+     NULL, 200, "AuditRecord", "since,until", "400,401,403,404"},
     {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, ta_admin_statistics,
      "statistics", "audit", "Statistics",
      NULL, 200, "Statistics", "since,until,group_by,user_id,quota_id", "400,401,403"},
+
+    {"GET", "/api/admin/warnings/", AUTH_ADMIN, 0, ta_admin_warnings_list,
+     "listWarnings", "audit",
+     "Warning thresholds quotas reached, newest first, with the webhook's delivery",
+     NULL, 200, "WarningPage", "page,page_size,user_id,quota_id,since,until,webhook_state",
+     "400,401,403"},
+    {"GET", "/api/admin/status/", AUTH_ADMIN, 0, ta_admin_status,
+     "status", "operations",
+     "Live figures: workers, requests/s over the last minute, in flight, billing, upstream errors",
+     NULL, 200, "Status", "", "401,403"},
 
     {"GET", "/api/openapi.json", AUTH_NONE, 0, ta_admin_openapi,
      "openapi", "reference", "This document, as JSON (what `tokenaudit openapi --json` prints)",
@@ -1003,9 +1030,27 @@ void ta_admin_reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter
 
 /* ---- routing ------------------------------------------------------------- */
 
+/* A request id in a path: 32 lower-case hex digits (X-Request-Id, an audit
+ * record's "id"). */
+static bool parse_rid(const char *s, size_t len, uint8_t rid[16])
+{
+    if (len != 32)
+        return false;
+    for (size_t i = 0; i < 32; i++) {
+        char ch = s[i];
+        int h = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (h < 0)
+            return false;
+        rid[i / 2] = (uint8_t)(i % 2 == 0 ? h << 4 : (rid[i / 2] | h));
+    }
+    return true;
+}
+
 /* Does path match pattern? Trailing slashes of both are ignored (one);
- * "{id}" takes a canonical positive integer. */
-static bool route_match(const char *pattern, const char *path, size_t plen, uint64_t *id)
+ * "{id}" takes a canonical positive integer, "{request_id}" 32 lower-case
+ * hex digits. */
+static bool route_match(const char *pattern, const char *path, size_t plen, uint64_t *id,
+                        uint8_t rid[16])
 {
     size_t patlen = strlen(pattern);
     const char *pe, *pp = path, *ppe;
@@ -1018,13 +1063,16 @@ static bool route_match(const char *pattern, const char *path, size_t plen, uint
     ppe = path + plen;
     *id = 0;
     while (pattern < pe && pp < ppe) {
-        if (pe - pattern >= 4 && memcmp(pattern, "{id}", 4) == 0) {
+        bool num = pe - pattern >= 4 && memcmp(pattern, "{id}", 4) == 0;
+        bool hex = !num && pe - pattern >= 12 && memcmp(pattern, "{request_id}", 12) == 0;
+        if (num || hex) {
             const char *seg = pp;
             while (pp < ppe && *pp != '/')
                 pp++;
-            if (!parse_posint(seg, (size_t)(pp - seg), id))
+            if (num ? !parse_posint(seg, (size_t)(pp - seg), id)
+                    : !parse_rid(seg, (size_t)(pp - seg), rid))
                 return false;
-            pattern += 4;
+            pattern += num ? 4 : 12;
             continue;
         }
         if (*pattern != *pp)
@@ -1050,6 +1098,7 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
     const ta_admin_route_t *r = NULL;
     char allow[64] = "";
     uint64_t id = 0;
+    uint8_t rid[16];
 
     memset(res, 0, sizeof(*res));
     memset(&c, 0, sizeof(c));
@@ -1059,11 +1108,12 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
     c.res = res;
 
     for (size_t i = 0; i < TA_ARRAY_SIZE(routes); i++) {
-        if (!route_match(routes[i].pattern, req->path, req->path_len, &id))
+        if (!route_match(routes[i].pattern, req->path, req->path_len, &id, rid))
             continue;
         if (strcmp(routes[i].method, req->method) == 0) {
             r = &routes[i];
             c.id = id;
+            memcpy(c.rid, rid, sizeof(c.rid));
             c.auth = r->auth;
             c.may_write = (r->flags & TA_ROUTE_WRITE) != 0;
             break;
