@@ -47,7 +47,8 @@ export function BarChart({ labels, series, height = 220, stacked, format, onPick
     const drawn = [];
     series.forEach((s, k) => drawn.push(s.values.map((v, i) => (stacked && k > 0 ? drawn[k - 1][i] : 0) + (v || 0))));
     const bars = uPlot.paths.bars({ size: [0.7, 64], align: 0 });
-    const every = labels.length <= 12 ? 1 : Math.ceil(labels.length / 10);
+    // as many labels as fit (about 52 px each), counted back from the newest
+    const every = (u) => Math.max(1, Math.ceil(labels.length / Math.max(2, Math.floor(u.width / 52))));
     // Stacked: draw the top of the stack first so the lower ones stay visible.
     const order = stacked ? [...series.keys()].reverse() : [...series.keys()];
     const opts = {
@@ -58,7 +59,7 @@ export function BarChart({ labels, series, height = 220, stacked, format, onPick
       scales: { x: { time: false, range: [-0.5, labels.length - 0.5] }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       axes: [
         { stroke: axisColor, grid: { show: false }, ticks: { stroke: gridColor },
-          splits: () => xs.filter((i) => i % every === 0),
+          splits: (u) => xs.filter((i) => (labels.length - 1 - i) % every(u) === 0),
           values: (u, ticks) => ticks.map((t) => labels[t] ?? '') },
         { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor }, size: 80,
           values: (u, ticks) => ticks.map((t) => tickFmt.format(t)) },
