@@ -134,7 +134,7 @@ export function MyUsage({ route }) {
                 </div>
                 <div class="card">
                   <h2>Requests per day</h2>
-                  <BarChart title="My requests per day" stacked labels={rows.map((r) => label(r.key))}
+                  <BarChart title="My requests per day" stacked counts labels={rows.map((r) => label(r.key))}
                     series={[{ label: 'answered', values: rows.map((r) => r.requests - r.errors) },
                       { label: 'errors', values: rows.map((r) => r.errors), colorVar: '--error' }]}
                     format={(i, k) => int(k === 0 ? rows[i].requests - rows[i].errors : rows[i].errors)} onPick={toRequests}

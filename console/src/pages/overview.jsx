@@ -5,13 +5,13 @@
 // are UTC days.
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { get, all } from '../api.js';
-import { useLoad, Loaded, PageHead, Money, Table, Empty, Time } from '../ui.jsx';
+import { useLoad, Loaded, PageHead, Money, Table, Empty } from '../ui.jsx';
 import { BarChart } from '../chart.jsx';
 import { go, setParams } from '../router.js';
 import { useLookup, name } from '../lookups.js';
 import { statsMode, stats, optional, bucket } from '../stats.js';
 import { int, errorRate, toNano, money, perMille, pctText, lastDays, lastHours, dayStart, dayEnd,
-  isoUtc, duration } from '../format.js';
+  isoUtc, duration, localTime } from '../format.js';
 
 const S = '/api/admin/statistics/';
 const RANGES = [['1', 'Today'], ['7', '7 days'], ['30', '30 days']];
@@ -79,7 +79,7 @@ function Live() {
         <div class={upTotal > 0 ? 'warn' : ''}><dt>Upstream errors</dt><dd>{int(upTotal)}
           <small>{upKinds.length ? upKinds.map(([k, n]) => `${int(n)} ${KINDS[k] || k}`).join(' · ') : 'none since start'}</small></dd></div>
         <div><dt>Workers</dt><dd>{int(data.workers)}<small>{data.worker_restarts ? `${int(data.worker_restarts)} restarted` : 'no restarts'}</small></dd></div>
-        <div><dt>Up</dt><dd>{duration(data.uptime_s)}<small>since <Time iso={data.started_at} short /> · version {data.version}</small></dd></div>
+        <div><dt>Up</dt><dd><span title={data.started_at ? 'since ' + localTime(data.started_at) : undefined}>{duration(data.uptime_s)}</span><small>version {data.version}</small></dd></div>
       </dl>
     </div>
   );
@@ -162,7 +162,7 @@ export function Overview({ route }) {
                 </div>
                 <div class="card">
                   <h2>Requests per day</h2>
-                  <BarChart title="Requests per day" stacked labels={rows.map((r) => dayLabel(r.key))}
+                  <BarChart title="Requests per day" stacked counts labels={rows.map((r) => dayLabel(r.key))}
                     series={[{ label: 'answered', values: rows.map((r) => r.requests - r.errors) },
                       { label: 'errors', values: rows.map((r) => r.errors), colorVar: '--error' }]}
                     format={(i, k) => int(k === 0 ? rows[i].requests - rows[i].errors : rows[i].errors)} onPick={toRequests}
@@ -172,7 +172,7 @@ export function Overview({ route }) {
               {hourRows && (
                 <div class="card">
                   <h2>Requests per hour <span class="muted small">last 24 hours</span></h2>
-                  <BarChart title="Requests per hour" stacked height={180} labels={hourRows.map((r) => hourLabel(r.at))}
+                  <BarChart title="Requests per hour" stacked counts height={180} labels={hourRows.map((r) => hourLabel(r.at))}
                     series={[{ label: 'answered', values: hourRows.map((r) => r.requests - r.errors) },
                       { label: 'errors', values: hourRows.map((r) => r.errors), colorVar: '--error' }]}
                     format={(i, k) => int(k === 0 ? hourRows[i].requests - hourRows[i].errors : hourRows[i].errors)}
