@@ -158,7 +158,7 @@ export function Quotas({ route }) {
                 </div>) },
               { key: 'period', label: 'Period', render: (q) => <>{q.period}{q.period !== 'none' && <><br /><span class="muted">ends <Time iso={q.usage.period_end} rel /></span></>}</> },
               { key: 'warn', label: 'Warnings', render: (q) => q.usage.warnings.length
-                ? q.usage.warnings.map((w) => <Badge kind="warn" key={w}>{w}% reached</Badge>)
+                ? <a href={`#/warnings?quota_id=${q.id}`} class="access" aria-label={`Warnings of quota ${q.id}`}>{q.usage.warnings.map((w) => <Badge kind="warn" key={w}>{w}% reached</Badge>)}</a>
                 : <span class="muted">{q.warn_at.length ? 'at ' + q.warn_at.map((w) => w + '%').join(', ') : 'none'}</span> },
               { key: 'status', label: 'Status', render: (q) => q.is_active ? <Badge kind="ok">active</Badge> : <Badge kind="off">revoked</Badge> },
               { key: 'actions', label: 'Actions', render: (q) => q.is_active && (
