@@ -163,7 +163,8 @@ void ta_admin_warnings_list(actx_t *c)
         rc = -ENOMEM;
     if (rc != 0)
         goto Exit;
-    qsort(s.hits, s.n, sizeof(*s.hits), hit_cmp);
+    if (s.n > 1) /* (qsort of no array at all is undefined) */
+        qsort(s.hits, s.n, sizeof(*s.hits), hit_cmp);
     for (size_t i = (size_t)((page - 1) * size); i < s.n && i < (size_t)(page * size); i++) {
         ta_warning_t w;
         json_t *j;
