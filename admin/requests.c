@@ -76,6 +76,7 @@ enum {
     Q_QUOTA = 1u << 1,  /* ?quota_id= */
     Q_MODEL = 1u << 2,  /* ?model= */
     Q_STATUS = 1u << 3, /* ?status= */
+    Q_SELF = 1u << 4,   /* the caller's own records only (GET /api/requests/) */
 };
 
 typedef struct audit_q {
@@ -320,6 +321,8 @@ static void reply_records(actx_t *c, unsigned which)
     q.f.quota_id = c->id;
     if (parse_filters(c, &q, which) != 0 || parse_page(c, &page, &size) != 0)
         return;
+    if (which & Q_SELF) /* whatever the query says: a user sees their own records only */
+        q.f.user_id = c->caller.id;
     if ((rc = query_cursor(c, &q.f)) < 0)
         return;
     keyset = rc > 0;
@@ -379,6 +382,202 @@ void ta_admin_quota_requests(actx_t *c)
 void ta_admin_requests_list(actx_t *c)
 {
     reply_records(c, Q_USER | Q_QUOTA | Q_MODEL | Q_STATUS);
+}
+
+void ta_admin_my_requests(actx_t *c)
+{
+    reply_records(c, Q_SELF | Q_QUOTA | Q_MODEL | Q_STATUS);
+}
+
+/* ---- one record ---------------------------------------------------------------
+ * GET /api/admin/requests/{request_id}/ (?since=&until=): the record whose
+ * "id" is the path's (X-Request-Id). The requests table is keyed by time,
+ * then id (ledger/audit.h), so this reads keys only, newest first, within
+ * [since, until) when given: the console passes the listed record's own time,
+ * one key away. Without them it reads every key down to the record (the
+ * recent ones, the likeliest, first). */
+
+void ta_admin_requests_get(actx_t *c)
+{
+    audit_q_t q;
+    MDB_txn *atxn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint8_t edge[TA_AUDIT_KEY_LEN];
+    char hex[33];
+    ta_audit_t rec;
+    bool found = false;
+    int rc = 0, mrc;
+
+    memset(&q, 0, sizeof(q));
+    ta_hex(c->rid, sizeof(c->rid), hex);
+    if (parse_filters(c, &q, 0) != 0 || audit_txn(c, &atxn) != 0)
+        return;
+    if ((mrc = mdb_cursor_open(atxn, ta_store_dbi(c->st, TA_DB_AUDIT_REQUESTS), &cur)) != 0)
+        goto Exit;
+    if (q.f.until_ns > 0) { /* the last key before until */
+        memset(edge, 0, sizeof(edge));
+        ta_be64_put(edge, (uint64_t)q.f.until_ns);
+        k.mv_size = sizeof(edge);
+        k.mv_data = edge;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        mrc = mrc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                                  : mrc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV) : mrc;
+    } else {
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    }
+    for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
+        if (k.mv_size != TA_AUDIT_KEY_LEN)
+            continue;
+        if (q.f.since_ns > 0 && (int64_t)ta_be64_get(k.mv_data) < q.f.since_ns)
+            break;
+        if (memcmp((const uint8_t *)k.mv_data + 8, c->rid, sizeof(c->rid)) == 0) {
+            rc = ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &rec);
+            found = rc == 0;
+            break;
+        }
+    }
+    if (mrc == MDB_NOTFOUND)
+        mrc = 0;
+Exit:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    ta_txn_abort(atxn);
+    if (mrc != 0 || rc != 0)
+        ta_admin_reply_store_error(c, mrc != 0 ? TA_ELMDB : rc, "request");
+    else if (!found)
+        ta_admin_reply_error(c, 404, "not_found_error", "not_found", NULL,
+                             "no audit record has the id %s%s", hex,
+                             q.f.since_ns > 0 || q.f.until_ns > 0 ? " in that time range" : "");
+    else
+        ta_admin_reply_json(c, 200, record_json(&rec));
+}
+
+/* ---- the export -----------------------------------------------------------------
+ * GET /api/admin/requests/export/?format=csv|jsonl (and the list's filters):
+ * every matching record, oldest first, as `tokenaudit audit export` writes it:
+ * JSON lines of every field of the record, or CSV with a header row whose
+ * text cells are neutralised against spreadsheet formulas (ta_audit_csv_line).
+ * The answer streams (ta_api_stream_t, schema/api.h): each part is one read
+ * transaction of its own on the audit environment, at most EXPORT_PART
+ * records, resumed after the last record sent (the keyset cursor of
+ * ta_audit_filter_t). Memory stays bounded whatever the export's size and
+ * no transaction lives between parts. A record billing writes meanwhile is
+ * included when it sorts after the cursor (records are keyed by their time
+ * of receipt); one pruned meanwhile is left out. A part that fails ends the
+ * body cut, so a client never takes half an export for a whole one. */
+
+#define EXPORT_PART 256
+
+typedef struct export_stream {
+    ta_api_stream_t s; /* first: the worker hands it back as is */
+    ta_store_t *st;    /* the worker's, outlives the stream */
+    audit_q_t q;       /* the filters; q.f.model points into q.model */
+    bool csv;
+    bool started;      /* the CSV header is out */
+    bool last;         /* the previous part was short: nothing follows */
+    size_t sent;
+    FILE *out;         /* the part being written (open_memstream) */
+} export_stream_t;
+
+static int export_line(const ta_audit_t *rec, void *arg)
+{
+    export_stream_t *e = arg;
+    int rc = 0;
+
+    if (e->csv) {
+        rc = ta_audit_csv_line(e->out, rec);
+    } else {
+        json_t *j = ta_audit_to_json(rec);
+        if (j == NULL || json_dumpf(j, e->out, JSON_COMPACT) != 0 || fputc('\n', e->out) == EOF)
+            rc = -ENOMEM;
+        json_decref(j);
+    }
+    ta_audit_key(rec, e->q.f.cursor);
+    e->q.f.has_cursor = true;
+    e->sent++;
+    return rc;
+}
+
+static int export_next(void *ctx, ta_api_stream_t *s, char **part, size_t *len)
+{
+    export_stream_t *e = (export_stream_t *)s;
+    MDB_txn *atxn = NULL;
+    size_t before = e->sent;
+    int rc;
+
+    (void)ctx;
+    *part = NULL;
+    *len = 0;
+    if (e->last)
+        return 0;
+    if ((e->out = open_memstream(part, len)) == NULL)
+        return -ENOMEM;
+    if (e->csv && !e->started) {
+        for (size_t i = 0; i < ta_desc_audit.nfields; i++)
+            fprintf(e->out, "%s%s", i > 0 ? "," : "", ta_desc_audit.fields[i].name);
+        fputc('\n', e->out);
+    }
+    e->started = true;
+    rc = ta_txn_begin(e->st, TA_ENV_AUDIT, false, &atxn);
+    if (rc == 0) {
+        rc = ta_audit_list(e->st, atxn, &e->q.f, 0, EXPORT_PART, export_line, e, NULL);
+        ta_txn_abort(atxn);
+    }
+    e->last = e->sent - before < EXPORT_PART;
+    if (fclose(e->out) != 0 && rc == 0)
+        rc = -ENOMEM;
+    e->out = NULL;
+    if (rc != 0) {
+        ta_log(TA_LOG_ERROR, "audit export: a part failed after %zu records: %s", e->sent,
+               ta_strerror(rc));
+        free(*part);
+        *part = NULL;
+        return rc;
+    }
+    if (*len == 0) { /* nothing more (the last part was exactly full) */
+        free(*part);
+        *part = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+static void export_release(ta_api_stream_t *s)
+{
+    free(s);
+}
+
+void ta_admin_requests_export(actx_t *c)
+{
+    char fmt[8];
+    export_stream_t *e;
+    int rc = ta_admin_query_get(c, "format", fmt, sizeof(fmt));
+
+    if (rc < 0)
+        return;
+    if (rc > 0 && strcmp(fmt, "csv") != 0 && strcmp(fmt, "jsonl") != 0) {
+        ta_admin_reply_field(c, "format", "enum", "must be csv or jsonl");
+        return;
+    }
+    if ((e = calloc(1, sizeof(*e))) == NULL) {
+        ta_admin_reply_store_error(c, -ENOMEM, "export");
+        return;
+    }
+    if (parse_filters(c, &e->q, Q_USER | Q_QUOTA | Q_MODEL | Q_STATUS) != 0) {
+        free(e);
+        return;
+    }
+    e->q.f.ascending = true;
+    e->csv = rc > 0 && strcmp(fmt, "csv") == 0;
+    e->st = c->st;
+    e->s.next = export_next;
+    e->s.release = export_release;
+    snprintf(e->s.disposition, sizeof(e->s.disposition), "attachment; filename=\"requests.%s\"",
+             e->csv ? "csv" : "jsonl");
+    c->res->status = 200;
+    c->res->content_type = e->csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
+    c->res->stream = &e->s;
 }
 
 /* ---- statistics -------------------------------------------------------------- */

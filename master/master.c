@@ -116,6 +116,7 @@ static uint8_t jwt_secret[32], master_key[32];
 static ta_throttle_t *login_throttle; /* shared by every worker (admin/throttle.h) */
 static ta_ring_t *ring;
 static bool stopping;
+static int64_t started_at_s; /* for GET /api/admin/status/ (workers inherit it) */
 
 static int64_t mono_ns(void)
 {
@@ -297,9 +298,33 @@ typedef struct worker_env {
     const uint8_t *master_key;
     ta_ring_t *ring;
     ta_proxy_t *proxy; /* set up by worker_setup; destroyed by run_worker before the store closes */
-    ta_admin_t *admin;
+    ta_admin_t *admin; /* samples the live figures once a second (ta_admin_tick) */
     ta_health_agent_t *health; /* started by worker_ready; stopped before the server goes */
 } worker_env_t;
+
+/* The live figures of GET /api/admin/status/: the sums /metrics prints
+ * (worker/metrics.h), handed to admin/, which does not depend on worker/. */
+static void live_figures(ta_admin_live_t *out)
+{
+    /* the names /metrics gives enum ta_metrics_upstream_kind, in its order */
+    static const char *const kinds[TA_METRICS_UP_NKINDS] = {"connect", "timeout", "status",
+                                                            "no_response", "cut", "other"};
+    ta_metrics_totals_t t;
+    ta_metrics_totals(&t);
+    out->requests = t.requests;
+    memcpy(out->by_class, t.by_class, sizeof(out->by_class));
+    out->in_flight = t.holds_in_flight;
+    out->ring_depth = t.ring_depth;
+    out->ring_pending = t.ring_pending;
+    out->workers = t.workers;
+    out->worker_restarts = t.worker_restarts;
+    out->n_upstream = TA_METRICS_UP_NKINDS < TA_ADMIN_UPSTREAM_KINDS ? TA_METRICS_UP_NKINDS
+                                                                    : TA_ADMIN_UPSTREAM_KINDS;
+    for (size_t i = 0; i < out->n_upstream; i++) {
+        out->upstream_errors[i].kind = kinds[i];
+        out->upstream_errors[i].count = t.upstream_errors[i];
+    }
+}
 
 static int worker_setup(ta_worker_t *w, void *arg)
 {
@@ -318,6 +343,8 @@ static int worker_setup(ta_worker_t *w, void *arg)
         .max_body_size = (size_t)env->cfg->max_body_size,
         .upstream_max_connections = (long)env->cfg->upstream_max_connections,
     };
+    if (env->admin != NULL)
+        ta_worker_add_tick(w, ta_admin_tick, env->admin);
     return ta_proxy_setup(w, &pc, &env->proxy);
 }
 
@@ -374,6 +401,8 @@ static void run_worker(generation_t *g, int slot)
                          .backoff_ms = cfg->login_backoff_ms,
                          .account_max_ms = cfg->login_backoff_max_ms,
                          .address_max_ms = cfg->login_address_backoff_max_ms},
+        .live = live_figures,
+        .started_at_s = started_at_s,
     };
     if ((rc = ta_admin_create(&admin, &ac)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot create the admin API: %s", ta_strerror(rc));
@@ -787,6 +816,7 @@ static int supervise(void)
         ta_log(TA_LOG_ERROR, "pipe: %s", strerror(errno));
         return 1;
     }
+    started_at_s = ta_now_s();
     start_slot(cur, &billing, 'B', 0);
     for (unsigned i = 0; i < cur->nworkers; i++)
         start_slot(cur, &cur->slots[i], 'W', (int)i);

@@ -1151,6 +1151,11 @@ static void handle_api(ta_worker_t *w, h2o_req_t *req)
 
     ta_apires_t res = {0};
     w->conf.api_handler(w->conf.api_ctx, &ar, &res);
+    if (res.stream != NULL && (res.job != NULL || res.fetch != NULL)) { /* one way to answer */
+        res.stream->release(res.stream);
+        res.stream = NULL;
+        res.status = 0; /* send_apires answers 500 */
+    }
     if (res.job != NULL) {
         if (res.fetch != NULL) { /* one step per request: see schema/api.h */
             res.fetch->release(res.fetch);
@@ -1171,13 +1176,93 @@ static void handle_api(ta_worker_t *w, h2o_req_t *req)
     send_apires(req, hex, &res);
 }
 
+/* ---- /api streamed answers (ta_api_stream_t of schema/api.h) -----------
+ * h2o pulls the parts: proceed runs once the client took the previous one.
+ * The generator lives in the request's pool, whose dispose releases the
+ * stream exactly once: after the last part, or when the client left (h2o
+ * stops calling proceed then). */
+
+struct api_stream {
+    h2o_generator_t super;
+    ta_worker_t *w;
+    ta_api_stream_t *s;
+    char *part; /* being sent */
+};
+
+static void api_stream_dispose(void *p)
+{
+    struct api_stream *g = p;
+    free(g->part);
+    g->part = NULL;
+    g->s->release(g->s);
+}
+
+static void api_stream_proceed(h2o_generator_t *self, h2o_req_t *req)
+{
+    struct api_stream *g = (struct api_stream *)self;
+    char *part = NULL;
+    size_t len = 0;
+    free(g->part);
+    g->part = NULL;
+    int rc = g->s->next(g->w->conf.api_ctx, g->s, &part, &len);
+    if (rc > 0) {
+        g->part = part;
+        h2o_iovec_t buf = h2o_iovec_init(part, len);
+        h2o_send(req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
+        return;
+    }
+    free(part);
+    h2o_send(req, NULL, 0, rc == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR);
+}
+
+static void api_stream_stop(h2o_generator_t *self, h2o_req_t *req)
+{
+    (void)self; /* the pool's dispose releases the stream */
+    (void)req;
+}
+
+static void start_api_stream(h2o_req_t *req, const ta_apires_t *res)
+{
+    ta_worker_t *w = ta_worker_from_req(req);
+    struct api_stream *g = h2o_mem_alloc_shared(&req->pool, sizeof(*g), api_stream_dispose);
+    g->super.proceed = api_stream_proceed;
+    g->super.stop = api_stream_stop;
+    g->w = w;
+    g->s = res->stream;
+    g->part = NULL;
+    const char *ct = res->content_type != NULL ? res->content_type : "application/json";
+    req->res.status = res->status;
+    req->res.reason = reason_phrase(res->status);
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                   h2o_strdup(&req->pool, ct, SIZE_MAX).base, strlen(ct), 1);
+    size_t dn = strnlen(g->s->disposition, sizeof(g->s->disposition));
+    if (dn > 0)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_DISPOSITION, NULL,
+                       h2o_strdup(&req->pool, g->s->disposition, dn).base, dn);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    h2o_start_response(req, &g->super);
+    api_stream_proceed(&g->super, req);
+}
+
 static void send_apires(h2o_req_t *req, const char *hex, ta_apires_t *res_)
 {
     ta_apires_t res = *res_;
+    if (res.stream != NULL && (res.status < 200 || res.status > 299)) {
+        ta_log(TA_LOG_ERROR, "request %s: api handler streamed a %d answer", hex, res.status);
+        res.stream->release(res.stream);
+        res.stream = NULL;
+        res.status = 0;
+    }
     if (res.status < 100 || res.status > 599) {
         ta_log(TA_LOG_ERROR, "request %s: api handler returned status %d", hex, res.status);
         free(res.body);
         send_status_error(req, 500, "internal error");
+        return;
+    }
+    if (res.stream != NULL) {
+        free(res.body);
+        start_api_stream(req, &res);
         return;
     }
     if (res.allow[0] != '\0')
