@@ -312,6 +312,8 @@ static int worker_setup(ta_worker_t *w, void *arg)
         .stream_drain_timeout_ms = env->cfg->stream_drain_timeout_ms,
         .max_body_size = (size_t)env->cfg->max_body_size,
         .upstream_max_connections = (long)env->cfg->upstream_max_connections,
+        .upstream_engine = env->cfg->upstream_engine,
+        .upstream_ca_file = env->cfg->upstream_ca_file,
     };
     return ta_proxy_setup(w, &pc, &env->proxy);
 }
@@ -362,6 +364,7 @@ static void run_worker(generation_t *g, int slot)
         .nlisteners = g->nsocks,
         .tls_cert_file = cfg->tls_cert_file,
         .tls_key_file = cfg->tls_key_file,
+        .upstream_ca_file = cfg->upstream_ca_file,
         .max_body_size = (size_t)cfg->max_body_size,
         .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
         .generation = g->gen,

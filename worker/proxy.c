@@ -963,7 +963,7 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         ta_metrics_upstream_error(TA_METRICS_UP_STATUS);
     if (err != TA_UP_OK)
         ta_log(TA_LOG_WARN, "upstream %s (route %d of %d, provider %llu): %s", ta_up_err_name(err), pr->route_i + 1,
-               pr->nroutes, (unsigned long long)pr->routes[pr->route_i].provider_id, info->curl_msg);
+               pr->nroutes, (unsigned long long)pr->routes[pr->route_i].provider_id, info->msg);
 
     bool cut = err != TA_UP_OK || !pr->sse.done;
     if (pr->state == ST_STREAMING) { /* the client has the head: end the stream */
@@ -1045,7 +1045,10 @@ static int ensure_upstream(ta_proxy_t *p)
 {
     if (p->up != NULL)
         return 0;
-    ta_upstream_opts_t o = {.max_connects = p->conf.upstream_max_connections};
+    ta_upstream_opts_t o = {.engine = p->conf.upstream_engine,
+                            .max_connects = p->conf.upstream_max_connections,
+                            .ca_file = p->conf.upstream_ca_file,
+                            .getaddr = &ta_worker_context(p->w)->receivers.hostinfo_getaddr};
     h2o_loop_t *loop = ta_worker_loop(p->w);
     int rc = ta_upstream_create(&p->up, loop, &o);
     if (rc != 0)
@@ -1142,7 +1145,7 @@ static void start_route(preq_t *pr)
     if (kl < 0 || pr->up_body == NULL) {
         ta_log(TA_LOG_ERROR, "provider %llu: cannot unseal its API key: %s", (unsigned long long)r->provider_id,
                ta_strerror(kl));
-        ta_upcall_info_t info = {.curl_msg = "provider key unavailable"};
+        ta_upcall_info_t info = {.msg = "provider key unavailable"};
         pr->call = NULL;
         up_on_done(pr, TA_UP_ECONNECT, &info);
         return;
@@ -1184,7 +1187,7 @@ static void start_route(preq_t *pr)
     explicit_bzero(key, sizeof(key)); /* curl copied the header line */
     explicit_bzero(auth, sizeof(auth));
     if (rc != 0) {
-        ta_upcall_info_t info = {.curl_msg = "cannot start the upstream call"};
+        ta_upcall_info_t info = {.msg = "cannot start the upstream call"};
         pr->call = NULL;
         up_on_done(pr, TA_UP_EOTHER, &info);
     }

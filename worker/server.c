@@ -686,8 +686,8 @@ static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         snprintf(msg, sizeof(msg), "the response is larger than %zu bytes", api_fetch_max(f));
     else if (err != TA_UP_OK)
         snprintf(msg, sizeof(msg), "%s%s%s", ta_up_err_name(err),
-                 info->curl_msg != NULL && info->curl_msg[0] != '\0' ? ": " : "",
-                 info->curl_msg != NULL ? info->curl_msg : "");
+                 info->msg != NULL && info->msg[0] != '\0' ? ": " : "",
+                 info->msg != NULL ? info->msg : "");
     ta_apires_t res = {0};
     f->fetch->cont(f->w->conf.api_ctx, f->fetch->cont_arg, &r, &res);
     if (res.fetch != NULL) { /* one call per request: see schema/api.h */
@@ -714,7 +714,7 @@ static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_
     f->fetch = fetch;
     f->t0_ns = mono_ns();
     if (w->api_up == NULL) {
-        ta_upstream_opts_t o = {.max_connects = 8};
+        ta_upstream_opts_t o = {.engine = TA_UP_ENGINE_CURL, .max_connects = 8, .ca_file = w->conf.upstream_ca_file};
         rc = ta_upstream_create(&w->api_up, w->loop, &o);
         if (rc != 0)
             w->api_up = NULL;
@@ -741,7 +741,7 @@ static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_
     }
     if (rc != 0) {
         ta_log(TA_LOG_ERROR, "request %s: cannot start the outbound call: %s", hex, ta_strerror(rc));
-        ta_upcall_info_t info = {.curl_msg = "cannot start the call"};
+        ta_upcall_info_t info = {.msg = "cannot start the call"};
         f->call = NULL;
         api_fetch_on_done(f, TA_UP_EOTHER, &info);
     }

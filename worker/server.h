@@ -94,6 +94,8 @@ typedef struct ta_worker_conf {
     size_t password_queue;                 /* /api jobs waiting at most; 0 = 16 */
     const char *console_dir;               /* web console build (worker/console.h), served
                                             * where /api is; NULL = no console */
+    const char *upstream_ca_file;          /* CAs trusted by /api outbound calls besides the
+                                            * system's (ta_upstream_opts_t.ca_file); NULL = none */
 } ta_worker_conf_t;
 
 /** Build the server: TLS context, routes (conf.setup), h2o context, listener
