@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <h2o/multithread.h>
@@ -74,6 +75,11 @@ struct ta_worker {
     bool stopping;
     int64_t stop_deadline_ns;
     uint64_t inflight;       /* requests whose pool is alive + holds */
+    size_t conns;            /* client connections open (accepted, not closed yet) */
+    size_t fd_budget;        /* descriptors for connections: RLIMIT_NOFILE - TA_WORKER_FD_RESERVE */
+    bool accept_paused;      /* listeners not read: no descriptor to spare */
+    bool accept_emfile;      /* ... because accept(2) itself ran out: retried every 100 ms */
+    int64_t pause_logged_ns; /* the last "not accepting" line (at most one per 10 s) */
     uint64_t requests_total; /* requests that reached the entry handler */
     ta_upstream_t *api_up;   /* /api outbound calls (ta_api_fetch_t); created on first use */
     struct api_pool *api_pool; /* /api offloaded jobs (ta_api_job_t); created on first use */
@@ -438,6 +444,8 @@ static bool refuse_bad_framing(h2o_req_t *req)
     return true;
 }
 
+static bool refuse_over_capacity(ta_worker_t *w, h2o_req_t *req);
+
 static int on_entry(h2o_handler_t *self, h2o_req_t *req)
 {
     ta_worker_t *w = ((struct entry_handler *)self)->w;
@@ -452,7 +460,7 @@ static int on_entry(h2o_handler_t *self, h2o_req_t *req)
                (int)(req->headers.entries[ci].value.len > 64 ? 64
                                                               : req->headers.entries[ci].value.len),
                req->headers.entries[ci].value.base);
-    if (refuse_bad_framing(req))
+    if (refuse_bad_framing(req) || refuse_over_capacity(w, req))
         return 0;
     return -1;
 }
@@ -1183,18 +1191,106 @@ h2o_pathconf_t *ta_worker_register_path(ta_worker_t *w, const char *path)
 
 /* ---- listeners and signals --------------------------------------------- */
 
+/* ---- descriptor capacity ----------------------------------------------
+ * Each client connection takes a descriptor, and each request in flight may
+ * take one more for its upstream connection. A request that arrives while
+ * connections + requests in flight pass the budget (RLIMIT_NOFILE less
+ * TA_WORKER_FD_RESERVE for the stores, the ring, listeners, pipes, logs) is
+ * answered 503 server_busy with Retry-After and its connection closed, before
+ * anything is held: it has no record, as a refused connection would not. The
+ * listeners are not read (the kernel's backlog holds the clients) once half
+ * the reserve is used too, so accept(2) never runs out and the worker never
+ * spins on a listener it cannot serve; they are read again as soon as a
+ * connection closes. */
+
+size_t ta_worker_capacity(size_t nofile)
+{
+    return nofile > TA_WORKER_FD_RESERVE ? (nofile - TA_WORKER_FD_RESERVE) / 2 : 0;
+}
+
+static bool over_capacity(const ta_worker_t *w) { return w->conns + w->inflight > w->fd_budget; }
+
+static bool room_to_accept(const ta_worker_t *w)
+{
+    return w->conns + w->inflight < w->fd_budget + TA_WORKER_FD_RESERVE / 2;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+static void accept_pause(ta_worker_t *w, bool emfile)
+{
+    if (!w->accept_paused) {
+        for (size_t i = 0; i < w->nlisteners; i++)
+            if (w->listeners[i].sock != NULL)
+                h2o_socket_read_stop(w->listeners[i].sock);
+    }
+    int64_t now = mono_ns();
+    if (!w->accept_paused && now - w->pause_logged_ns >= 10000000000LL) {
+        w->pause_logged_ns = now;
+        ta_log(TA_LOG_WARN, "%s: %zu connections open, %llu requests in flight; not accepting for now",
+               emfile ? "accept(2) ran out of descriptors" : "descriptor capacity reached", w->conns,
+               (unsigned long long)w->inflight);
+    }
+    w->accept_paused = true;
+    w->accept_emfile |= emfile;
+}
+
+static void accept_resume(ta_worker_t *w)
+{
+    if (!w->accept_paused || w->stopping || !room_to_accept(w))
+        return;
+    w->accept_paused = w->accept_emfile = false;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].sock != NULL)
+            h2o_socket_read_start(w->listeners[i].sock, on_accept);
+}
+
+static void on_conn_close(void *data)
+{
+    ta_worker_t *w = data;
+    w->conns--;
+    if (w->accept_paused && !w->accept_emfile)
+        accept_resume(w);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     struct listener *l = listener->data;
+    ta_worker_t *w = l->w;
     if (err != NULL)
         return;
     /* A few per wake-up: the socket is shared with the sibling workers. */
     for (int i = 0; i < 8; i++) {
-        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
+        if (!room_to_accept(w)) {
+            accept_pause(w, false);
             break;
+        }
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL) {
+            if (errno == EMFILE || errno == ENFILE)
+                accept_pause(w, true);
+            break;
+        }
+        w->conns++;
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = w;
         h2o_accept(l->actx, sock);
     }
+}
+
+/* 503 server_busy, Retry-After, and the connection closes after it. */
+static bool refuse_over_capacity(ta_worker_t *w, h2o_req_t *req)
+{
+    if (!over_capacity(w))
+        return false;
+    h2o_iovec_t p = req->path_normalized;
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/healthz")) || h2o_memis(p.base, p.len, H2O_STRLIT("/metrics")))
+        return false; /* monitoring still answers */
+    req->http1_is_persistent = 0;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    ta_worker_send_error(req, 503, "server_error", "server_busy",
+                         "The gateway is at its connection capacity; retry shortly.");
+    return true;
 }
 
 static void on_signal(int sig)
@@ -1249,6 +1345,10 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
     ta_worker_t *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return -ENOMEM;
+    struct rlimit nofile;
+    size_t nf = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY ? (size_t)nofile.rlim_cur
+                                                                                           : 1024;
+    w->fd_budget = nf > TA_WORKER_FD_RESERVE ? nf - TA_WORKER_FD_RESERVE : 0;
     w->conf = *conf;
     ta_metrics_worker_start(conf->slot);
     memcpy(w->lconf, conf->listeners, conf->nlisteners * sizeof(*w->lconf));
@@ -1431,7 +1531,11 @@ int ta_worker_run(ta_worker_t *w)
                 break;
             }
         }
-        int32_t wait = w->stopping ? 100 : 1000;
+        if (w->accept_paused && (w->accept_emfile || room_to_accept(w))) {
+            w->accept_emfile = false; /* try accept(2) again */
+            accept_resume(w);
+        }
+        int32_t wait = w->stopping || w->accept_paused ? 100 : 1000;
         for (size_t i = 0; i < w->nticks; i++) {
             int32_t t = w->ticks[i].fn(w->ticks[i].arg);
             if (t >= 0 && t < wait)

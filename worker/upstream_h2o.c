@@ -1097,6 +1097,7 @@ static void h2_destroy(ta_upstream_t *up_)
     if (up->own_queue != NULL && !resolving) {
         h2o_multithread_unregister_receiver(up->own_queue, &up->own_receiver);
         h2o_multithread_destroy_queue(up->own_queue);
+        free(up->own_queue); /* 2.2.5's evloop destroy_queue does not free it */
     }
     /* else a resolution of a cancelled call still answers to the queue: it is
      * left to the process (a worker passes its context's receiver instead) */

@@ -21,6 +21,7 @@
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -143,9 +144,34 @@ def connections(engine):
         r = v1(gw, t.key, "POST", "/chat/completions",
                chat_body(stream=True, fake_chunks=8, fake_scenario="slow_first_byte:500,slow_chunks:300"), conn=conn)
         check(r.status == 200 and sse_events(r.body)[-1] == "[DONE]", "slow stream: %s" % r.status)
+
+        # a reload while a stream runs and connections are pooled: the old
+        # worker finishes the stream and exits clean (gw.stop() below fails on
+        # any sanitizer report in the log), the new one serves
+        old = gw.worker_pids()
+        s = proxyutil.socket.create_connection((gw.host, gw.port), timeout=30)
+        data = proxyutil.json.dumps(chat_body(stream=True, fake_chunks=6, fake_scenario="slow_chunks:200",
+                                              fake_usage="3,6,0")).encode()
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " +
+                  t.key.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
+                  str(len(data)).encode() + b"\r\n\r\n" + data)
+        first = s.recv(65536)
+        check(first.startswith(b"HTTP/1.1 200"), "the stream started: %r" % first[:100])
+        gw.signal(signal.SIGHUP)
+        raw = first
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            raw += chunk
+        s.close()
+        check(b"data: [DONE]" in raw, "the stream across the reload completed: %r" % raw[-200:])
+        gw.wait_for(lambda: not any(harness.pid_alive(k) for k in old), 60, "the old generation to exit")
+        r = v1(gw, t.key, "POST", "/chat/completions", chat_body())
+        check(r.status == 200, "the new generation serves: %s" % r.status)
         t.settled()
         proxyutil.verify(gw)
-    print("%s: reuse, idle close, dropped request, slow answers" % engine)
+    print("%s: reuse, idle close, dropped request, slow answers, reload" % engine)
 
 
 def main():
