@@ -301,9 +301,12 @@ void ta_proxy_duration(int64_t ms, char *out, size_t cap)
     long long h = ms / 3600000, m = ms / 60000 % 60, sec = ms / 1000 % 60, frac = ms % 1000;
     char fs[8] = "";
     if (frac > 0) {
-        snprintf(fs, sizeof(fs), ".%03lld", frac);
-        for (size_t n = strlen(fs); fs[n - 1] == '0'; n--)
-            fs[n - 1] = '\0';
+        fs[0] = '.';
+        fs[1] = (char)('0' + frac / 100);
+        fs[2] = (char)('0' + frac / 10 % 10);
+        fs[3] = (char)('0' + frac % 10);
+        for (int n = 3; n > 0 && fs[n] == '0'; n--) /* frac > 0: stops at a digit */
+            fs[n] = '\0';
     }
     if (h > 0)
         snprintf(out, cap, "%lldh%lldm%lld%ss", h, m, sec, fs);
