@@ -15,6 +15,8 @@
 #   BUILD_DIR=build-bench  SKIP_BUILD=1 reuses it   JOBS=2
 #   GATEWAY_ENV="TOKENAUDIT_UPSTREAM_ENGINE=curl"  extra gateway settings
 #   FREQ=1999            perf sampling frequency (Hz)
+#   CALL_GRAPH=fp        perf record --call-graph (fp, or dwarf for callers in libraries built
+#                        without frame pointers; bigger files)
 #   KEEP_TMP=1           keep the temp directory (perf.data files, logs)
 # Needs perf (linux-perf), wrk, curl, python3, cmake. Run as root, or with
 # kernel.perf_event_paranoid <= 1.
@@ -28,6 +30,7 @@ THREADS=${THREADS:-2}
 WORKERS=${WORKERS:-2}
 TOP=${TOP:-25}
 FREQ=${FREQ:-1999}
+CALL_GRAPH=${CALL_GRAPH:-fp}
 BUILD_DIR=${BUILD_DIR:-$ROOT/build-bench}
 JOBS=${JOBS:-2}
 MODEL=bench-model
@@ -121,9 +124,9 @@ wrk -t"$THREADS" -c"$CONNECTIONS" -d"$((DURATION + 2))s" -s "$ROOT/bench/chat.lu
 WRK_PID=$!
 STARTED+=("$WRK_PID")
 sleep 1
-perf record -g -F "$FREQ" -p "$WORKER" -o "$T/worker.data" -- sleep "$DURATION" >"$T/perf-worker.log" 2>&1 &
+perf record --call-graph "$CALL_GRAPH" -F "$FREQ" -p "$WORKER" -o "$T/worker.data" -- sleep "$DURATION" >"$T/perf-worker.log" 2>&1 &
 P1=$!
-perf record -g -F "$FREQ" -p "$BILLING" -o "$T/billing.data" -- sleep "$DURATION" >"$T/perf-billing.log" 2>&1 &
+perf record --call-graph "$CALL_GRAPH" -F "$FREQ" -p "$BILLING" -o "$T/billing.data" -- sleep "$DURATION" >"$T/perf-billing.log" 2>&1 &
 P2=$!
 wait "$P1" || { cat "$T/perf-worker.log" >&2; die "perf record of the worker failed"; }
 wait "$P2" || { cat "$T/perf-billing.log" >&2; die "perf record of billing failed"; }

@@ -145,7 +145,7 @@ typedef struct preq {
     bool body_edited; /* pr->body differs from the client's bytes */
     ta_event_t ev;
     ta_model_t model;
-    route_info_t routes[TA_MODEL_MAX_ROUTES];
+    route_info_t *routes; /* the model's usable routes (front_model), as many as it has */
     int nroutes, route_i;
     json_t *body;
     char *up_body;
@@ -382,7 +382,9 @@ static void preq_free(preq_t *pr)
     h2o_linklist_unlink(&pr->live);
     json_decref(pr->body);
     free(pr->up_body);
-    explicit_bzero(pr->routes, sizeof(pr->routes)); /* sealed keys: not secret, but not needed */
+    if (pr->routes != NULL) /* sealed keys: not secret, but not needed */
+        explicit_bzero(pr->routes, (size_t)pr->nroutes * sizeof(*pr->routes));
+    free(pr->routes);
     ta_bytes_free(&pr->resp);
     ta_bytes_free(&pr->out);
     ta_sse_dispose(&pr->sse);
@@ -1865,8 +1867,11 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
             order[j - 1] = t;
         }
     ta_provider_t *prov = malloc(sizeof(*prov));
-    if (prov == NULL)
+    pr->routes = n > 0 ? malloc((size_t)n * sizeof(*pr->routes)) : NULL;
+    if (prov == NULL || (n > 0 && pr->routes == NULL)) {
+        free(prov);
         return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+    }
     for (int i = 0; i < n; i++) {
         const ta_route_t *rt = &pr->model.routes[order[i]];
         if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -600,6 +601,20 @@ void ta_worker_client_ip(h2o_req_t *req, char *buf, size_t cap)
     struct sockaddr_storage ss;
     char host[NI_MAXHOST];
     socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (len >= sizeof(struct sockaddr_in) && ss.ss_family == AF_INET && cap >= 16) {
+        /* every /v1 request records it: dotted quad without the printf family */
+        const uint8_t *a = (const uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
+        char *o = buf;
+        for (int i = 0; i < 4; i++) {
+            if (a[i] >= 100)
+                *o++ = (char)('0' + a[i] / 100);
+            if (a[i] >= 10)
+                *o++ = (char)('0' + a[i] / 10 % 10);
+            *o++ = (char)('0' + a[i] % 10);
+            *o++ = i < 3 ? '.' : '\0';
+        }
+        return;
+    }
     size_t n = len == 0 ? SIZE_MAX : h2o_socket_getnumerichost((struct sockaddr *)&ss, len, host);
     if (n == SIZE_MAX)
         snprintf(buf, cap, "%s", "unknown");
