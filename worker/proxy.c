@@ -163,9 +163,9 @@ typedef struct preq {
     ta_bytes_t out;  /* bytes handed to h2o (stream) */
     uint64_t drained;
     h2o_timeout_entry_t drain_timer;
-    struct {
+    struct pass_hdr {
         char name[40], value[64];
-    } pass[MAX_PASS_HEADERS];
+    } *pass; /* MAX_PASS_HEADERS, allocated by the first one (an error's headers) */
     int npass;
     int64_t t0_mono;
     /* the hold, done at the end of the loop pass (queue_hold) */
@@ -381,6 +381,7 @@ static void preq_free(preq_t *pr)
         pr->hp->pr = NULL;
     h2o_linklist_unlink(&pr->live);
     json_decref(pr->body);
+    free(pr->pass);
     free(pr->up_body);
     if (pr->routes != NULL) /* sealed keys: not secret, but not needed */
         explicit_bzero(pr->routes, (size_t)pr->nroutes * sizeof(*pr->routes));
@@ -583,7 +584,7 @@ static void gen_proceed(h2o_generator_t *g, h2o_req_t *req)
     if (pr == NULL)
         return;
     pr->sending = false;
-    pr->out.len = 0;
+    ta_bytes_free(&pr->out); /* a stream between events holds no buffer (bench/streams.sh) */
     if (pr->final != FINAL_NONE) {
         send_final(pr);
         return;
@@ -604,10 +605,13 @@ static void start_route(preq_t *pr);
 static int up_on_header(void *ctx, const char *name, size_t nlen, const char *v, size_t vlen)
 {
     preq_t *pr = ctx;
-    if (pr->npass >= MAX_PASS_HEADERS || nlen >= sizeof(pr->pass[0].name) || vlen >= sizeof(pr->pass[0].value))
+    if (pr->npass >= MAX_PASS_HEADERS || nlen >= MEMBER_SIZE(struct pass_hdr, name) ||
+        vlen >= MEMBER_SIZE(struct pass_hdr, value))
         return 0;
     if ((nlen == 11 && strncasecmp(name, "retry-after", 11) == 0) ||
         (nlen > 12 && strncasecmp(name, "x-ratelimit-", 12) == 0)) {
+        if (pr->pass == NULL && (pr->pass = malloc(MAX_PASS_HEADERS * sizeof(*pr->pass))) == NULL)
+            return 0;
         memcpy(pr->pass[pr->npass].name, name, nlen);
         pr->pass[pr->npass].name[nlen] = '\0';
         memcpy(pr->pass[pr->npass].value, v, vlen);
@@ -635,6 +639,8 @@ static int up_on_head(void *ctx, int status)
         pr->hp->gen.stop = gen_stop;
         pr->state = ST_STREAMING;
         pr->head_sent = true;
+        json_decref(pr->body); /* no failover from here: the tree is not needed again */
+        pr->body = NULL;
         h2o_start_response(req, &pr->hp->gen);
     }
     return 0;
@@ -680,6 +686,8 @@ static int up_on_data(void *ctx, const char *p, size_t n)
         ta_log(TA_LOG_WARN, "provider stream refused: %s", ta_strerror(rc));
         return -1;
     }
+    if (pr->sse.fr.cur.len == 0 && pr->sse.fr.cur.p != NULL)
+        ta_bytes_free(&pr->sse.fr.cur); /* between events a stream holds no buffer (bench/streams.sh) */
     if (pr->state == ST_DRAINING) {
         pr->drained += n;
         pr->out.len = 0;

@@ -1364,6 +1364,12 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
     size_t nf = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY ? (size_t)nofile.rlim_cur
                                                                                            : 1024;
     w->fd_budget = nf > TA_WORKER_FD_RESERVE ? nf - TA_WORKER_FD_RESERVE : 0;
+    /* A client connection's input buffer holds its request until the answer
+     * is over (h2o consumes it then), a whole stream long: h2o's first
+     * allocation is 8 KiB, twice what a read needs; 4 KiB is most of a slow
+     * stream's memory saved (bench/streams.sh). Bigger requests grow it. Set
+     * before any socket of this process (thread) has a buffer. */
+    h2o_socket_buffer_prototype._initial_buf.capacity = H2O_SOCKET_INITIAL_INPUT_BUFFER_SIZE;
     w->conf = *conf;
     ta_metrics_worker_start(conf->slot);
     memcpy(w->lconf, conf->listeners, conf->nlisteners * sizeof(*w->lconf));
