@@ -136,7 +136,7 @@ STATUS_ERR=$(sed -n 's/.* status_errors=\([0-9]*\).*/\1/p' "$T/wrk.txt")
 
 # ---- report
 libsplit() { # perf data -> "group percent" lines
-    perf report -i "$1" --no-children --sort dso --stdio 2>/dev/null | awk '
+    perf report -i "$1" --no-children -g none --sort dso --stdio 2>/dev/null | awk '
         /^#/ || NF < 2 { next }
         { pct = $1; sub(/%/, "", pct); dso = $2
           g = "other"
@@ -153,7 +153,7 @@ libsplit() { # perf data -> "group percent" lines
               for (i = 1; i <= n; i++) printf "  %-8s %6.1f%%\n", order[i], s[order[i]] + 0 }'
 }
 topfuncs() {
-    perf report -i "$1" --no-children --sort dso,sym --stdio 2>/dev/null | awk -v top="$TOP" '
+    perf report -i "$1" --no-children -g none --sort dso,sym --stdio 2>/dev/null | awk -v top="$TOP" '
         /^#/ || NF < 3 { next }
         { n++; if (n > top) next
           pct = $1; dso = $2; $1 = ""; $2 = ""; $3 = ""; sub(/^ +/, "")

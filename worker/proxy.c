@@ -1148,10 +1148,12 @@ static void start_route(preq_t *pr)
     size_t bl = strlen(r->base_url);
     while (bl > 0 && r->base_url[bl - 1] == '/')
         bl--;
-    snprintf(url, sizeof(url), "%.*s%s", (int)bl, r->base_url,
-             r->type != TA_PROVIDER_ANTHROPIC       ? ep_suffix(pr->endpoint)
-             : pr->endpoint == TA_EP_COUNT_TOKENS ? "/v1/messages/count_tokens"
-                                                  : "/v1/messages");
+    const char *suffix = r->type != TA_PROVIDER_ANTHROPIC       ? ep_suffix(pr->endpoint)
+                         : pr->endpoint == TA_EP_COUNT_TOKENS ? "/v1/messages/count_tokens"
+                                                              : "/v1/messages";
+    size_t sl = strlen(suffix); /* < 32: the url fits (no printf family per request) */
+    memcpy(url, r->base_url, bl);
+    memcpy(url + bl, suffix, sl + 1);
 
     char key[MEMBER_SIZE(ta_provider_t, key_sealed)], auth[sizeof(key) + 32];
     int kl = provider_key(p, r, key, sizeof(key));
@@ -1164,7 +1166,10 @@ static void start_route(preq_t *pr)
         return;
     }
     key[kl] = '\0';
-    snprintf(auth, sizeof(auth), r->type == TA_PROVIDER_ANTHROPIC ? "x-api-key: %s" : "Authorization: Bearer %s", key);
+    const char *aname = r->type == TA_PROVIDER_ANTHROPIC ? "x-api-key: " : "Authorization: Bearer ";
+    size_t al = strlen(aname); /* < 32: key and name fit */
+    memcpy(auth, aname, al);
+    memcpy(auth + al, key, (size_t)kl + 1);
     const char *hdrs[] = {"Content-Type: application/json", auth,
                           pr->stream ? "Accept: text/event-stream" : "Accept: application/json"};
     ta_upcall_spec_t spec = {
