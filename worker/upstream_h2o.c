@@ -22,7 +22,8 @@
  * body (Content-Length, chunked, or until close) -> done. A connection that
  * ended its answer cleanly goes back to the origin's pool (most recent first,
  * closed after max_idle_s or when the provider closes it: an idle connection
- * stays in the loop reading, and is checked with a MSG_PEEK before reuse).
+ * stays in the loop reading, and one idle for a second or more is checked
+ * with a MSG_PEEK before reuse).
  *
  * One call is one request: nothing is ever re-sent. A pooled connection the
  * provider closed while our request was on its way ends the call
@@ -75,6 +76,7 @@ int phr_parse_response(const char *buf, size_t len, int *minor_version, int *sta
                                     * megabytes; consumers bound what they buffer per piece) */
 #define DNS_TTL_MS 60000           /* a resolved address is reused this long (curl's default) */
 #define DEFAULT_MAX_IDLE 256       /* max_connects 0 */
+#define PEEK_AFTER_MS 1000         /* a pooled connection idle this long is checked before reuse */
 
 typedef struct h2_up h2_up_t;
 typedef struct h2_call h2_call_t;
@@ -88,6 +90,7 @@ typedef struct origin {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint64_t addr_until; /* 0: not resolved */
+    bool early_close;    /* closed an idle connection within PEEK_AFTER_MS of its answer */
     SSL_CTX *ssl_ctx;    /* https: made on its first connection (origin_ssl); freed with its last
                           * reference (a closing connection may hold one) */
     char host[];         /* DNS name (NUL-terminated): resolution, SNI, certificate name */
@@ -101,6 +104,7 @@ typedef struct conn {
     h2_call_t *call;
     h2o_linklist_t idle_link;
     uint64_t idle_since;
+    uint32_t uses; /* times taken from the pool */
 } conn_t;
 
 /* A resolution in flight; outlives a cancelled call (c = NULL then). */
@@ -192,6 +196,8 @@ static void on_idle_read(h2o_socket_t *sock, const char *err)
      * input empty; anything else on an idle connection ends it */
     if (err == NULL && sock->input->size == 0)
         return;
+    if (h2o_now(k->up->base.loop) - k->idle_since < PEEK_AFTER_MS)
+        k->o->early_close = true;
     conn_close(k);
 }
 
@@ -258,9 +264,19 @@ static conn_t *pool_take(h2_up_t *up, origin_t *o)
             conn_close(k);
             continue;
         }
-        /* The loop may not have seen the provider's FIN yet: ask the kernel.
-         * Bytes waiting on a plain connection mean it is broken; on TLS they
-         * may be a record without data, left to the head parser. */
+        /* A FIN that arrived before this loop turn's epoll_wait was seen
+         * (on_idle_read closed the connection). One that arrived since is
+         * asked of the kernel (a MSG_PEEK) when the connection was idle long
+         * enough for a provider's keep-alive timeout, when it was never reused
+         * (a provider may close right after each answer without saying so),
+         * and always for an origin seen closing connections that were idle a
+         * moment only; the hot path, reusing a proven connection within
+         * milliseconds, pays no system call. Bytes waiting on a plain
+         * connection mean it is broken; on TLS they may be a record without
+         * data, left to the head parser. */
+        k->uses++;
+        if (k->uses > 1 && !o->early_close && now - k->idle_since < PEEK_AFTER_MS)
+            return k;
         char b;
         ssize_t r = recv(h2o_socket_get_fd(k->sock), &b, 1, MSG_PEEK | MSG_DONTWAIT);
         if ((r == -1 && (errno == EAGAIN || errno == EWOULDBLOCK)) || (r > 0 && o->tls))
