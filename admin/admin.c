@@ -28,10 +28,35 @@
 
 #include "schema/apierror.h"
 
+/* The five rows every record resource has under /api/admin/<res>/: create,
+ * get, replace, update and delete one record of schema Schema (operation ids
+ * "createUser", "getUser", ...; handlers ta_admin_<res>_create, _get,
+ * _update for PUT and PATCH, _delete). The list row and a resource's
+ * actions are written out beside it: their parameters and answers differ. */
+#define RECORD_ROUTES(res, Schema, noun, create_summary, delete_summary)                          \
+    {"POST", "/api/admin/" #res "/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,                \
+     ta_admin_##res##_create,                                                                   \
+     "create" #Schema, #res, create_summary,                                                    \
+     #Schema, 201, #Schema, "", "400,401,403,409,413"},                                          \
+    {"GET", "/api/admin/" #res "/{id}/", AUTH_ADMIN, 0, ta_admin_##res##_get,                   \
+     "get" #Schema, #res, "Get a " noun,                                                         \
+     NULL, 200, #Schema, "", "401,403,404"},                                                     \
+    {"PUT", "/api/admin/" #res "/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,            \
+     ta_admin_##res##_update,                                                                   \
+     "replace" #Schema, #res, "Replace (every writable field) of a " noun,                      \
+     #Schema, 200, #Schema, "", "400,401,403,404,409,413"},                                      \
+    {"PATCH", "/api/admin/" #res "/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,          \
+     ta_admin_##res##_update,                                                                   \
+     "update" #Schema, #res, "Update (the fields given) of a " noun,                            \
+     #Schema, 200, #Schema, "", "400,401,403,404,409,413"},                                      \
+    {"DELETE", "/api/admin/" #res "/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_##res##_delete,\
+     "delete" #Schema, #res, delete_summary,                                                    \
+     NULL, 204, NULL, "", "401,403,404,409"}
+
 /* ---- the route table --------------------------------------------------------
  * One row per operation; the columns are explained at ta_admin_route_t
  * (admin_internal.h). "{id}" matches a positive decimal integer (no sign, no
- * leading zero); every pattern matches with and without its trailing slash.
+ * leading zero), "{request_id}" 32 lower-case hex digits; every pattern matches with and without its trailing slash.
  * A path that matches some pattern under another method answers 405 with
  * Allow. Rows of one resource stay together: the reference lists them in
  * this order. */
@@ -54,27 +79,27 @@ static const ta_admin_route_t routes[] = {
     {"GET", "/api/quotas/", AUTH_USER, 0, ta_admin_my_quotas,
      "listMyQuotas", "self", "The caller's quotas with their usage",
      NULL, 200, "QuotaPage", "page,page_size,after,before", "400,401"},
+    {"GET", "/api/statistics/", AUTH_USER, 0, ta_admin_my_statistics,
+     "myStatistics", "self", "Statistics of the caller's quotas (all, or one with quota_id)",
+     NULL, 200, "Statistics", "since,until,group_by_quota,tz,quota_id", "400,401,404"},
+    {"GET", "/api/quotas/{id}/statistics/", AUTH_USER, 0, ta_admin_my_quota_statistics,
+     "myQuotaStatistics", "self", "Statistics of one of the caller's quotas",
+     NULL, 200, "Statistics", "since,until,group_by_quota,tz", "400,401,404"},
+    {"POST", "/api/quotas/{id}/reset_api_key/", AUTH_JWT, TA_ROUTE_WRITE,
+     ta_admin_my_quota_reset_key,
+     "resetMyQuotaKey", "self",
+     "A new API key for one of the caller's quotas (shown once); another's quota is 404",
+     NULL, 200, "ApiKeyReset", "", "401,404"},
+    {"GET", "/api/requests/", AUTH_USER, 0, ta_admin_my_requests,
+     "listMyRequests", "self", "The caller's audit records, newest first",
+     NULL, 200, "AuditRecordPage", "page,page_size,cursor,quota_id,model,status,since,until",
+     "400,401"},
 
     {"GET", "/api/admin/users/", AUTH_ADMIN, 0, ta_admin_users_list,
      "listUsers", "users", "List users",
      NULL, 200, "UserPage", "page,page_size,after,before,search,role,is_active", "400,401,403"},
-    {"POST", "/api/admin/users/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE, ta_admin_users_create,
-     "createUser", "users", "Create a user",
-     "User", 201, "User", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/users/{id}/", AUTH_ADMIN, 0, ta_admin_users_get,
-     "getUser", "users", "Get a user",
-     NULL, 200, "User", "", "401,403,404"},
-    {"PUT", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_users_update,
-     "replaceUser", "users", "Replace (every writable field) of a user",
-     "User", 200, "User", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_users_update,
-     "updateUser", "users", "Update (the fields given) of a user",
-     "User", 200, "User", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/users/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_users_delete,
-     "deleteUser", "users", "Deactivate a user and revoke every key (records stay for audit)",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(users, User, "user", "Create a user",
+                  "Deactivate a user and revoke every key (records stay for audit)"),
     {"POST", "/api/admin/users/{id}/reset-all-keys/", AUTH_ADMIN, TA_ROUTE_WRITE,
      ta_admin_users_reset_keys,
      "resetUserKeys", "users", "New keys for every quota of a user",
@@ -83,24 +108,7 @@ static const ta_admin_route_t routes[] = {
     {"GET", "/api/admin/providers/", AUTH_ADMIN, 0, ta_admin_providers_list,
      "listProviders", "providers", "List providers",
      NULL, 200, "ProviderPage", "page,page_size,after,before", "400,401,403"},
-    {"POST", "/api/admin/providers/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_providers_create,
-     "createProvider", "providers", "Create a provider",
-     "Provider", 201, "Provider", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/providers/{id}/", AUTH_ADMIN, 0, ta_admin_providers_get,
-     "getProvider", "providers", "Get a provider",
-     NULL, 200, "Provider", "", "401,403,404"},
-    {"PUT", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_providers_update,
-     "replaceProvider", "providers", "Replace (every writable field) of a provider",
-     "Provider", 200, "Provider", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_providers_update,
-     "updateProvider", "providers", "Update (the fields given) of a provider",
-     "Provider", 200, "Provider", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/providers/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_providers_delete,
-     "deleteProvider", "providers", "Delete a provider",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(providers, Provider, "provider", "Create a provider", "Delete a provider"),
     {"POST", "/api/admin/providers/{id}/test/", AUTH_ADMIN, 0, ta_admin_providers_test,
      "testProvider", "providers", "Try the provider's upstream",
      NULL, 200, "ProviderTest", "", "400,401,403,404"},
@@ -112,68 +120,18 @@ static const ta_admin_route_t routes[] = {
     {"GET", "/api/admin/models/", AUTH_ADMIN, 0, ta_admin_models_list,
      "listModels", "models", "List models",
      NULL, 200, "ModelPage", "page,page_size,after,before,search,provider_id", "400,401,403"},
-    {"POST", "/api/admin/models/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_models_create,
-     "createModel", "models", "Create a model",
-     "Model", 201, "Model", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/models/{id}/", AUTH_ADMIN, 0, ta_admin_models_get,
-     "getModel", "models", "Get a model",
-     NULL, 200, "Model", "", "401,403,404"},
-    {"PUT", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_models_update,
-     "replaceModel", "models", "Replace (every writable field) of a model",
-     "Model", 200, "Model", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_models_update,
-     "updateModel", "models", "Update (the fields given) of a model",
-     "Model", 200, "Model", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/models/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_models_delete,
-     "deleteModel", "models", "Delete a model",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(models, Model, "model", "Create a model", "Delete a model"),
 
     {"GET", "/api/admin/groups/", AUTH_ADMIN, 0, ta_admin_groups_list,
      "listGroups", "groups", "List groups",
      NULL, 200, "GroupPage", "page,page_size,after,before", "400,401,403"},
-    {"POST", "/api/admin/groups/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_groups_create,
-     "createGroup", "groups", "Create a group",
-     "Group", 201, "Group", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/groups/{id}/", AUTH_ADMIN, 0, ta_admin_groups_get,
-     "getGroup", "groups", "Get a group",
-     NULL, 200, "Group", "", "401,403,404"},
-    {"PUT", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_groups_update,
-     "replaceGroup", "groups", "Replace (every writable field) of a group",
-     "Group", 200, "Group", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_groups_update,
-     "updateGroup", "groups", "Update (the fields given) of a group",
-     "Group", 200, "Group", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/groups/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_groups_delete,
-     "deleteGroup", "groups", "Delete a group",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(groups, Group, "group", "Create a group", "Delete a group"),
 
     {"GET", "/api/admin/quotas/", AUTH_ADMIN, 0, ta_admin_quotas_list,
      "listQuotas", "quotas", "List quotas",
      NULL, 200, "QuotaPage", "page,page_size,after,before,user_id,group_id", "400,401,403"},
-    {"POST", "/api/admin/quotas/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_quotas_create,
-     "createQuota", "quotas", "Create a quota and its API key (shown once)",
-     "Quota", 201, "Quota", "", "400,401,403,409,413"},
-    {"GET", "/api/admin/quotas/{id}/", AUTH_ADMIN, 0, ta_admin_quotas_get,
-     "getQuota", "quotas", "Get a quota",
-     NULL, 200, "Quota", "", "401,403,404"},
-    {"PUT", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_quotas_update,
-     "replaceQuota", "quotas", "Replace (every writable field) of a quota",
-     "Quota", 200, "Quota", "", "400,401,403,404,409,413"},
-    {"PATCH", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_BODY | TA_ROUTE_WRITE,
-     ta_admin_quotas_update,
-     "updateQuota", "quotas", "Update (the fields given) of a quota",
-     "Quota", 200, "Quota", "", "400,401,403,404,409,413"},
-    {"DELETE", "/api/admin/quotas/{id}/", AUTH_ADMIN, TA_ROUTE_WRITE, ta_admin_quotas_delete,
-     "deleteQuota", "quotas", "Delete a quota; its key is revoked, records stay",
-     NULL, 204, NULL, "", "401,403,404,409"},
+    RECORD_ROUTES(quotas, Quota, "quota", "Create a quota and its API key (shown once)",
+                  "Delete a quota; its key is revoked, records stay"),
     {"POST", "/api/admin/quotas/{id}/reset_api_key/", AUTH_ADMIN, TA_ROUTE_WRITE,
      ta_admin_quotas_reset_key,
      "resetQuotaKey", "quotas", "A new API key for the quota",
@@ -183,15 +141,33 @@ static const ta_admin_route_t routes[] = {
      NULL, 200, "AuditRecordPage", "page,page_size,cursor,since,until,status,model", "400,401,403,404"},
     {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, ta_admin_quota_statistics,
      "quotaStatistics", "quotas", "Statistics of a quota",
-     NULL, 200, "Statistics", "since,until,group_by_quota", "400,401,403,404"},
+     NULL, 200, "Statistics", "since,until,group_by_quota,tz", "400,401,403,404"},
 
     {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, ta_admin_requests_list,
      "listRequests", "audit", "Audit records, newest first",
      NULL, 200, "AuditRecordPage", "page,page_size,cursor,user_id,quota_id,model,status,since,until",
      "400,401,403"},
+    {"GET", "/api/admin/requests/export/", AUTH_ADMIN, TA_ROUTE_STREAM, ta_admin_requests_export,
+     "exportRequests", "audit",
+     "Audit records as CSV or JSON lines, oldest first, streamed (as `tokenaudit audit export`)",
+     NULL, 200, "AuditExportRecord", "format,user_id,quota_id,model,status,since,until",
+     "400,401,403"},
+    {"GET", "/api/admin/requests/{request_id}/", AUTH_ADMIN, 0, ta_admin_requests_get,
+     "getRequest", "audit", "One audit record, by its request id (X-Request-Id)",
+     NULL, 200, "AuditRecord", "since,until", "400,401,403,404"},
     {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, ta_admin_statistics,
      "statistics", "audit", "Statistics",
-     NULL, 200, "Statistics", "since,until,group_by,user_id,quota_id", "400,401,403"},
+     NULL, 200, "Statistics", "since,until,group_by,tz,user_id,quota_id", "400,401,403"},
+
+    {"GET", "/api/admin/warnings/", AUTH_ADMIN, 0, ta_admin_warnings_list,
+     "listWarnings", "audit",
+     "Warning thresholds quotas reached, newest first, with the webhook's delivery",
+     NULL, 200, "WarningPage", "page,page_size,user_id,quota_id,since,until,webhook_state",
+     "400,401,403"},
+    {"GET", "/api/admin/status/", AUTH_ADMIN, 0, ta_admin_status,
+     "status", "operations",
+     "Live figures: workers, requests/s over the last minute, in flight, billing, upstream errors",
+     NULL, 200, "Status", "", "401,403"},
 
     {"GET", "/api/openapi.json", AUTH_NONE, 0, ta_admin_openapi,
      "openapi", "reference", "This document, as JSON (what `tokenaudit openapi --json` prints)",
@@ -1060,9 +1036,27 @@ void ta_admin_reply_list(actx_t *c, const ta_recdesc_t *d, list_filter_fn filter
 
 /* ---- routing ------------------------------------------------------------- */
 
+/* A request id in a path: 32 lower-case hex digits (X-Request-Id, an audit
+ * record's "id"). */
+static bool parse_rid(const char *s, size_t len, uint8_t rid[16])
+{
+    if (len != 32)
+        return false;
+    for (size_t i = 0; i < 32; i++) {
+        char ch = s[i];
+        int h = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (h < 0)
+            return false;
+        rid[i / 2] = (uint8_t)(i % 2 == 0 ? h << 4 : (rid[i / 2] | h));
+    }
+    return true;
+}
+
 /* Does path match pattern? Trailing slashes of both are ignored (one);
- * "{id}" takes a canonical positive integer. */
-static bool route_match(const char *pattern, const char *path, size_t plen, uint64_t *id)
+ * "{id}" takes a canonical positive integer, "{request_id}" 32 lower-case
+ * hex digits. */
+static bool route_match(const char *pattern, const char *path, size_t plen, uint64_t *id,
+                        uint8_t rid[16])
 {
     size_t patlen = strlen(pattern);
     const char *pe, *pp = path, *ppe;
@@ -1075,13 +1069,16 @@ static bool route_match(const char *pattern, const char *path, size_t plen, uint
     ppe = path + plen;
     *id = 0;
     while (pattern < pe && pp < ppe) {
-        if (pe - pattern >= 4 && memcmp(pattern, "{id}", 4) == 0) {
+        bool num = pe - pattern >= 4 && memcmp(pattern, "{id}", 4) == 0;
+        bool hex = !num && pe - pattern >= 12 && memcmp(pattern, "{request_id}", 12) == 0;
+        if (num || hex) {
             const char *seg = pp;
             while (pp < ppe && *pp != '/')
                 pp++;
-            if (!parse_posint(seg, (size_t)(pp - seg), id))
+            if (num ? !parse_posint(seg, (size_t)(pp - seg), id)
+                    : !parse_rid(seg, (size_t)(pp - seg), rid))
                 return false;
-            pattern += 4;
+            pattern += num ? 4 : 12;
             continue;
         }
         if (*pattern != *pp)
@@ -1107,6 +1104,7 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
     const ta_admin_route_t *r = NULL;
     char allow[64] = "";
     uint64_t id = 0;
+    uint8_t rid[16];
 
     memset(res, 0, sizeof(*res));
     memset(&c, 0, sizeof(c));
@@ -1116,11 +1114,12 @@ void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res)
     c.res = res;
 
     for (size_t i = 0; i < TA_ARRAY_SIZE(routes); i++) {
-        if (!route_match(routes[i].pattern, req->path, req->path_len, &id))
+        if (!route_match(routes[i].pattern, req->path, req->path_len, &id, rid))
             continue;
         if (strcmp(routes[i].method, req->method) == 0) {
             r = &routes[i];
             c.id = id;
+            memcpy(c.rid, rid, sizeof(c.rid));
             c.auth = r->auth;
             c.may_write = (r->flags & TA_ROUTE_WRITE) != 0;
             break;

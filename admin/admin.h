@@ -20,6 +20,27 @@
 #include "ledger/store.h"
 #include "schema/api.h"
 
+/* The live figures of GET /api/admin/status/, summed over every worker by
+ * whoever wires the admin in (the master reads worker/metrics.h's shared
+ * page: admin/ does not depend on worker/). */
+#define TA_ADMIN_UPSTREAM_KINDS 8
+typedef struct ta_admin_live {
+    uint64_t requests;          /* /v1 answers since the master started */
+    uint64_t by_class[6];       /* [2] 2xx ... [5] 5xx; [0] and [1] other */
+    int64_t in_flight;          /* /v1 requests holding budget, not yet answered */
+    uint64_t ring_depth;        /* events in the ring that billing has not applied */
+    uint64_t ring_pending;      /* events waiting in workers' queues for room in the ring */
+    uint64_t workers, worker_restarts;
+    size_t n_upstream;          /* entries of upstream_errors used */
+    struct {
+        const char *kind;       /* static: "connect", "timeout", ... */
+        uint64_t count;
+    } upstream_errors[TA_ADMIN_UPSTREAM_KINDS];
+} ta_admin_live_t;
+
+/** Fill out with the current sums. Loop thread; must not block. */
+typedef void (*ta_admin_live_fn)(ta_admin_live_t *out);
+
 typedef struct ta_admin_conf {
     ta_store_t *store;           /* borrowed; outlives the admin */
     const uint8_t *jwt_secret;   /* 32 bytes, borrowed */
@@ -30,6 +51,8 @@ typedef struct ta_admin_conf {
     size_t max_body;             /* bytes; larger bodies -> 413 (the worker also enforces it) */
     ta_throttle_t *login_throttle; /* borrowed, shared by all workers; NULL = logins not throttled */
     ta_throttle_conf_t login_limits; /* when login_throttle: every field >= 1 (else TA_EINVAL) */
+    ta_admin_live_fn live;       /* NULL: the status answer's live figures read as zero */
+    int64_t started_at_s;        /* when the gateway (master) started, unix s; 0 unknown */
 } ta_admin_conf_t;
 
 typedef struct ta_admin ta_admin_t; /* opaque */
@@ -39,6 +62,20 @@ void ta_admin_destroy(ta_admin_t *a);
 
 /** The ta_api_handler_fn for /api/...; ctx is the ta_admin_t. */
 void ta_admin_handle(void *ctx, const ta_apireq_t *req, ta_apires_t *res);
+
+/** The health probe of a provider (ledger/health.h, worker/health_agent.h):
+ *  the call POST /api/admin/providers/{id}/test/ makes, without a
+ *  continuation; ctx is the ta_admin_t. Returns 0 with *out, TA_ENOTFOUND
+ *  (no such provider), TA_ECRYPTO / TA_EINVAL (its key cannot be used), or
+ *  a store error. Worker processes, loop thread. */
+int ta_admin_probe_fetch(void *ctx, uint64_t provider_id, ta_api_fetch_t **out);
+
+/** A worker loop tick (ta_worker_tick_fn of worker/server.h; arg is the
+ *  ta_admin_t): once a second it samples conf.live's request count and
+ *  billing's applied events, so the status answer can give rates over the
+ *  last minute. Returns -1 (no wish about the loop's sleep: the loop wakes
+ *  at least every second anyway). */
+int32_t ta_admin_tick(void *arg);
 
 /** Create a superadmin (CLI `init` / `create-superadmin`). password is taken
  *  as given; validation as for the users endpoint. Returns 0, TA_EEXIST, TA_EINVAL (err). */

@@ -36,8 +36,19 @@
 #define TA_ADMIN_JWT_TTL_DEFAULT (12 * 3600)
 #define TA_ADMIN_MAX_BODY_DEFAULT (1024 * 1024)
 
+/* Samples for the status answer's rates (status.c): one a second, the last
+ * minute and a few more. */
+#define TA_ADMIN_SAMPLES 64
+typedef struct ta_admin_sample {
+    int64_t t_ns;        /* CLOCK_MONOTONIC */
+    uint64_t requests;   /* ta_admin_live_t.requests then */
+    uint64_t events;     /* events billing had applied then (ledger/heartbeat.h) */
+} ta_admin_sample_t;
+
 struct ta_admin {
     ta_admin_conf_t conf;
+    ta_admin_sample_t samples[TA_ADMIN_SAMPLES]; /* a ring, newest at samples[next - 1] */
+    size_t nsamples, next;
     /* Hash of a random password at the configured cost: logins for unknown
      * e-mails verify against it, so the answer takes as long as for a known
      * e-mail with a wrong password. */
@@ -59,6 +70,7 @@ typedef struct actx {
     const ta_apireq_t *req;
     ta_apires_t *res;
     uint64_t id;             /* the {id} of the path, 0 if none */
+    uint8_t rid[16];         /* the {request_id} of the path (routes that have one) */
     json_t *body;            /* parsed JSON object for routes that take one, else NULL */
     MDB_txn *txn;            /* the handler's transaction (ta_admin_txn), NULL if none */
     bool txn_write;
@@ -88,6 +100,8 @@ enum {
     TA_ROUTE_BODY = 1u << 0,  /* a JSON object body is required (400 without one) */
     TA_ROUTE_WRITE = 1u << 1, /* the handler may open a write transaction; without the
                                * flag ta_admin_txn(c, true) answers 500 and writes nothing */
+    TA_ROUTE_STREAM = 1u << 2, /* the answer is a file streamed in parts (ta_api_stream_t):
+                                * text/csv or JSON lines, resp documents one line */
 };
 
 typedef struct ta_admin_route {
@@ -341,6 +355,22 @@ void ta_admin_quota_requests(actx_t *c);
 void ta_admin_quota_statistics(actx_t *c);
 void ta_admin_requests_list(actx_t *c);
 void ta_admin_statistics(actx_t *c);
+void ta_admin_my_statistics(actx_t *c);
+void ta_admin_my_quota_statistics(actx_t *c);
+
+/* the caller's own records (requests.c) and key (keys.c) */
+void ta_admin_my_requests(actx_t *c);
+void ta_admin_my_quota_reset_key(actx_t *c);
+
+/* one record and the export (requests.c) */
+void ta_admin_requests_get(actx_t *c);
+void ta_admin_requests_export(actx_t *c);
+
+/* warnings raised by billing (warnings.c) */
+void ta_admin_warnings_list(actx_t *c);
+
+/* the live figures (status.c) */
+void ta_admin_status(actx_t *c);
 
 /* the OpenAPI document as JSON (openapi.c) */
 void ta_admin_openapi(actx_t *c);

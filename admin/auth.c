@@ -149,6 +149,11 @@ static int auth_jwt(actx_t *c, MDB_txn *txn, const char *tok, size_t len)
     return load_session_user(c, txn, c->claims.user_id);
 }
 
+/* Where an API key stands for its owner (the AUTH_USER routes of admin.c). */
+#define APIKEY_ROUTES_MSG                                                                              \
+    "API keys are accepted only on the self-service reads (/api/auth/me/, /api/quotas/, "              \
+    "/api/statistics/, /api/requests/); log in for anything else"
+
 int ta_admin_auth_check(actx_t *c, int mode)
 {
     const char *h = NULL, *end;
@@ -173,7 +178,7 @@ int ta_admin_auth_check(actx_t *c, int mode)
     if (end - h >= 3 && memcmp(h, "sk-", 3) == 0) {
         if (mode != AUTH_USER) {
             reply_401(c, "invalid_token",
-                      "API keys are accepted only on /api/auth/me/ and /api/quotas/; log in");
+                      APIKEY_ROUTES_MSG);
             rc = TA_EAUTH;
             goto Exit;
         }
@@ -209,7 +214,7 @@ int ta_admin_auth_recheck(actx_t *c, int mode)
         }
         if (mode != AUTH_USER) {
             reply_401(c, "invalid_token",
-                      "API keys are accepted only on /api/auth/me/ and /api/quotas/; log in");
+                      APIKEY_ROUTES_MSG);
             return TA_EAUTH;
         }
     } else {

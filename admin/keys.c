@@ -4,6 +4,10 @@
  *
  *   POST /api/admin/quotas/{id}/reset_api_key/     a new key for one quota
  *   POST /api/admin/users/{id}/reset-all-keys/     a new key for each of a user's quotas
+ *   POST /api/quotas/{id}/reset_api_key/           a new key for one of the caller's own
+ *                                                  quotas (a JWT: an API key cannot rotate
+ *                                                  keys); another's quota is a 404, the
+ *                                                  same as one that does not exist
  *
  * LMDB (ledger env), inside the handler's one write transaction:
  *
@@ -135,7 +139,9 @@ Exit:
 
 /* ---- the endpoints ---------------------------------------------------------- */
 
-void ta_admin_quotas_reset_key(actx_t *c)
+/* A new key for quota c->id; owner != 0: only when the quota is that user's
+ * (another's answers 404 as a missing one does, so ids reveal nothing). */
+static void reset_key(actx_t *c, uint64_t owner)
 {
     ta_quota_t q;
     char key[TA_APIKEY_LEN + 1];
@@ -144,6 +150,8 @@ void ta_admin_quotas_reset_key(actx_t *c)
     if (ta_admin_txn(c, true) != 0)
         return;
     rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, c->id, &q);
+    if (rc == 0 && owner != 0 && q.user_id != owner)
+        rc = TA_ENOTFOUND;
     if (rc == 0)
         rc = ta_admin_key_mint(c->st, c->txn, &q, key);
     if (rc == 0) {
@@ -155,6 +163,16 @@ void ta_admin_quotas_reset_key(actx_t *c)
         return;
     }
     ta_admin_reply_json(c, 200, json_pack("{s:s,s:s}", "api_key", key, "key_prefix", q.key_prefix));
+}
+
+void ta_admin_quotas_reset_key(actx_t *c)
+{
+    reset_key(c, 0);
+}
+
+void ta_admin_my_quota_reset_key(actx_t *c)
+{
+    reset_key(c, c->caller.id);
 }
 
 void ta_admin_users_reset_keys(actx_t *c)

@@ -488,7 +488,38 @@ static json_t *schemas(gen_t *g)
         json_integer((json_int_t)(sizeof(((ta_provider_t *)0)->key_sealed) - TA_SEAL_OVERHEAD)));
     put(g, p, "writeOnly", json_true());
     put(g, props_of(o), "api_key", p);
+    all = json_array(); /* a $ref takes no siblings: wrapped in allOf */
+    push(g, all, t_ref(g, REF_SCHEMA, "ProviderHealth"));
+    p = json_object();
+    put(g, p, "allOf", all);
+    put(g, p, "readOnly", json_true());
+    put_str(g, p, "description", "output only: the health of its routes (docs/API.md)");
+    put(g, props_of(o), "health", p);
     put(g, s, "Provider", o);
+    put(g, s, "ProviderRouteHealth",
+        t_obj(g, "one route: the provider and an upstream model name",
+              "upstream_name,state,last_error,last_error_at,error_rate,calls,errors,consecutive_failures,"
+              "p50_ms,p95_ms,state_since,cooldown_until",
+              "upstream_name", t_str(g, NULL), "state",
+              t_enum(g, "down: skipped while it cools down", "healthy", "degraded", "down", NULL), "last_error",
+              t_nullable(g, t_str(g, "\"HTTP 503\", \"connect\", \"timeout_first_byte\", ...")),
+              "last_error_at", t_nullable(g, t_time(g, NULL)), "error_rate",
+              t_nullable(g, t_basic(g, "number", "double", "failed calls / calls over the window; null without calls")),
+              "calls", t_int(g, "calls over the window"), "errors", t_int(g, "failed calls over the window"),
+              "consecutive_failures", t_int(g, NULL), "p50_ms",
+              t_nullable(g, t_int(g, "time to the answer head: the upper bound of its histogram bin")),
+              "p95_ms", t_nullable(g, t_int(g, NULL)), "state_since", t_nullable(g, t_time(g, NULL)),
+              "cooldown_until", t_nullable(g, t_time(g, "while down and cooling down")), NULL));
+    put(g, s, "ProviderHealth",
+        t_obj(g, "the provider's routes over the last window_s seconds: down when all are down, degraded when "
+                 "any is not healthy",
+              "state,last_error,last_error_at,error_rate,calls,errors,p50_ms,p95_ms,window_s,routes", "state",
+              t_enum(g, NULL, "healthy", "degraded", "down", NULL), "last_error", t_nullable(g, t_str(g, NULL)),
+              "last_error_at", t_nullable(g, t_time(g, NULL)), "error_rate",
+              t_nullable(g, t_basic(g, "number", "double", NULL)), "calls", t_int(g, NULL), "errors",
+              t_int(g, NULL), "p50_ms", t_nullable(g, t_int(g, NULL)), "p95_ms", t_nullable(g, t_int(g, NULL)),
+              "window_s", t_int(g, NULL), "routes", t_arr(g, t_ref(g, REF_SCHEMA, "ProviderRouteHealth")),
+              NULL));
 
     put(g, s, "ModelRoute",
         record_schema(g, &ta_desc_route, NULL, NULL, "tried in priority order, lowest first"));
@@ -526,17 +557,77 @@ static json_t *schemas(gen_t *g)
     all = json_array();
     push(g, all, t_ref(g, REF_SCHEMA, "StatisticsTotals"));
     p = t_obj(g, NULL, "key", "key",
-              t_nullable(g, t_any(g, "the day (YYYY-MM-DD), the model name (null when the model "
+              t_nullable(g, t_any(g, "the day (YYYY-MM-DD), the hour (ISO 8601 with the zone's "
+                                     "offset), the model, provider or group name (null when it "
                                      "is gone), or the user id")),
-              "day", t_basic(g, "string", "date", "group_by=day"), "model_id",
-              t_int(g, "group_by=model"), "user_id", t_int(g, "group_by=user"), NULL);
+              "day", t_basic(g, "string", "date", "group_by=day: the date in tz"), "hour",
+              t_str(g, "group_by=hour: the hour's start in tz, 2026-12-03T08:00:00+08:00"),
+              "model_id", t_int(g, "group_by=model"), "user_id", t_int(g, "group_by=user"),
+              "provider_id", t_int(g, "group_by=provider (0: none, or not known)"), "group_id",
+              t_int(g, "group_by=group: the quota's group when the request was billed"), "name",
+              t_nullable(g, t_str(g, "group_by=model|provider|group|user: its name, null when "
+                                     "it is gone")),
+              NULL);
     push(g, all, p);
     put(g, o, "allOf", all);
     put(g, s, "StatisticsEntry", o);
     put(g, s, "Statistics",
-        t_obj(g, "from the per day aggregates (UTC days)", "totals,series", "totals",
+        t_obj(g, "from the hourly aggregates (UTC hours; days and hours placed in tz)",
+              "totals,series", "totals",
               t_ref(g, REF_SCHEMA, "StatisticsTotals"), "series",
               t_arr(g, t_ref(g, REF_SCHEMA, "StatisticsEntry")), NULL));
+
+    put(g, s, "AuditExportRecord",
+        record_schema(g, &ta_desc_audit, NULL, NULL,
+                      "one line of an export: every field of the record, as `tokenaudit audit "
+                      "export` writes it (CSV: the same columns, with a header row)"));
+    o = record_schema(g, &ta_desc_warning, NULL, NULL,
+                      "a warn_at threshold a quota reached in a period, raised once by billing; "
+                      "webhook_state is the delivery of its webhook POST");
+    p = t_str(g, "quota id-period start (unix s)-threshold: the id its webhook POST carries");
+    put(g, p, "readOnly", json_true());
+    put(g, props_of(o), "id", p);
+    put(g, s, "Warning", o);
+    o = t_obj(g, "the /v1 answers, by class, since the gateway started", NULL, "2xx",
+              t_int(g, NULL), "3xx", t_int(g, NULL), "4xx", t_int(g, NULL), "5xx", t_int(g, NULL),
+              "other", t_int(g, NULL), NULL);
+    put(g, s, "Status",
+        t_obj(g, "live figures summed over every worker (what /metrics prints), for dashboards",
+              "version,started_at,uptime_s,config_generation,workers,worker_restarts,requests,"
+              "upstream_errors,ring,billing",
+              "version", t_str(g, NULL), "started_at", t_nullable(g, t_time(g, "the gateway's start")),
+              "uptime_s", t_nullable(g, t_int(g, NULL)), "config_generation",
+              t_int(g, "1 at start, +1 per reload"), "workers", t_int(g, "live worker processes"),
+              "worker_restarts", t_int(g, NULL), "requests",
+              t_obj(g, NULL, "total,per_s,window_s,in_flight,by_class", "total",
+                    t_int(g, "/v1 answers since the gateway started"), "per_s",
+                    t_nullable(g, t_basic(g, "number", NULL,
+                                          "answers per second over window_s (null in a "
+                                          "worker's first second)")),
+                    "window_s", t_int(g, "the last minute, less after a worker started"),
+                    "in_flight", t_int(g, "/v1 requests holding budget, not yet answered"),
+                    "by_class", o, NULL),
+              "upstream_errors",
+              t_obj(g, "failed upstream calls since the gateway started, by kind", NULL,
+                    "connect", t_int(g, NULL), "timeout", t_int(g, NULL), "status",
+                    t_int(g, "the provider answered 5xx or 429"), "no_response", t_int(g, NULL),
+                    "cut", t_int(g, NULL), "other", t_int(g, NULL), NULL),
+              "ring",
+              t_obj(g, NULL, "depth,pending", "depth",
+                    t_int(g, "events in the ring billing has not applied"), "pending",
+                    t_int(g, "events waiting in workers for room in the ring"), NULL),
+              "billing",
+              t_obj(g, NULL, "alive,pid,events,events_per_s,lag_events,lag_s", "alive",
+                    t_bool(g, NULL), "pid", t_int(g, "0: none"), "events",
+                    t_int(g, "events applied since the gateway started"), "events_per_s",
+                    t_nullable(g, t_basic(g, "number", NULL, "over the same window")),
+                    "lag_events", t_int(g, "events not yet in the books (ring depth + pending)"),
+                    "lag_s",
+                    t_nullable(g, t_basic(g, "number", NULL,
+                                          "lag_events at billing's pace over the window; null "
+                                          "when events wait and billing applied none")),
+                    NULL),
+              NULL));
 
     /* ---- pages ---- */
     put(g, s, "UserPage", page_schema(g, "User"));
@@ -545,6 +636,7 @@ static json_t *schemas(gen_t *g)
     put(g, s, "GroupPage", page_schema(g, "Group"));
     put(g, s, "QuotaPage", page_schema(g, "Quota"));
     put(g, s, "AuditRecordPage", page_schema(g, "AuditRecord"));
+    put(g, s, "WarningPage", page_schema(g, "Warning"));
 
     /* ---- auth and actions ---- */
     put(g, s, "LoginRequest",
@@ -579,8 +671,11 @@ static json_t *schemas(gen_t *g)
               t_nullable(g, t_str(g, NULL)), NULL));
     put(g, s, "SyncModels",
         t_obj(g, "names the provider lists: created as new models (no prices), already "
-                 "there, or skipped",
-              "created,existing", "created", t_arr(g, t_str(g, "model name")), "existing",
+                 "there, or skipped; the models routed to it whose limits or marks changed "
+                 "(updated), and those whose upstream name it no longer lists (missing). "
+                 "Prices are never written",
+              "created,updated,existing,missing", "created", t_arr(g, t_str(g, "model name")), "updated",
+              t_arr(g, t_str(g, "model name")), "existing", t_arr(g, t_str(g, "model name")), "missing",
               t_arr(g, t_str(g, "model name")), "skipped",
               t_arr(g, t_obj(g, NULL, "name,reason", "name", t_str(g, NULL), "reason",
                              t_str(g, NULL), NULL)),
@@ -667,6 +762,10 @@ static json_t *parameters(gen_t *g)
     const char *when = "RFC 3339 time or a date (midnight UTC)";
 
     put(g, p, "id", param(g, "id", "path", t_pos(g, 0), NULL));
+    ps = t_str(g, NULL);
+    put_str(g, ps, "pattern", "^[0-9a-f]{32}$");
+    put(g, p, "request_id",
+        param(g, "request_id", "path", ps, "a request's id (X-Request-Id, an audit record's id)"));
     put(g, p, "page", param(g, "page", "query", t_pos(g, 0), NULL));
     ps = t_pos(g, TA_ADMIN_PAGE_SIZE_MAX);
     put(g, ps, "default", json_integer(TA_ADMIN_PAGE_SIZE_DEFAULT));
@@ -697,10 +796,22 @@ static json_t *parameters(gen_t *g)
     put(g, p, "since", param(g, "since", "query", t_str(g, when), "inclusive"));
     put(g, p, "until", param(g, "until", "query", t_str(g, when), "exclusive"));
     put(g, p, "group_by",
-        param(g, "group_by", "query", t_enum(g, NULL, "day", "model", "user", NULL),
+        param(g, "group_by", "query",
+              t_enum(g, NULL, "day", "hour", "model", "provider", "group", "user", NULL),
               "default day"));
     put(g, p, "group_by_quota",
-        param(g, "group_by", "query", t_enum(g, NULL, "day", "model", NULL), "default day"));
+        param(g, "group_by", "query", t_enum(g, NULL, "day", "hour", "model", "provider", "group", NULL),
+              "default day"));
+    put(g, p, "tz",
+        param(g, "tz", "query", t_str(g, NULL),
+              "IANA time zone of the day and hour buckets (default UTC), e.g. Asia/Shanghai"));
+    ps = t_enum(g, NULL, "csv", "jsonl", NULL);
+    put_str(g, ps, "default", "jsonl");
+    put(g, p, "format", param(g, "format", "query", ps, NULL));
+    put(g, p, "webhook_state",
+        param(g, "webhook_state", "query",
+              field_schema(g, ta_rec_field(&ta_desc_warning, "webhook_state"), false),
+              "the delivery of the warning's webhook"));
     return p;
 }
 
@@ -905,8 +1016,11 @@ static void check_route(gen_t *g, size_t i, const ta_admin_route_t *r, const jso
         return broken(g, r, "errors: 401 missing (the route authenticates)");
     if (r->auth == AUTH_ADMIN && !in_list(r->errors, "403"))
         return broken(g, r, "errors: 403 missing (an admin route)");
-    if (strstr(r->pattern, "{id}") != NULL && !in_list(r->errors, "404"))
-        return broken(g, r, "errors: 404 missing (the pattern has {id})");
+    if ((strstr(r->pattern, "{id}") != NULL || strstr(r->pattern, "{request_id}") != NULL) &&
+        !in_list(r->errors, "404"))
+        return broken(g, r, "errors: 404 missing (the pattern has {id} or {request_id})");
+    if ((r->flags & TA_ROUTE_STREAM) && (strcmp(r->method, "GET") != 0 || r->status != 200))
+        return broken(g, r, "a streamed answer is a GET's 200");
     if ((r->flags & TA_ROUTE_BODY) && (!in_list(r->errors, "400") || !in_list(r->errors, "413")))
         return broken(g, r, "errors: 400 and 413 missing (the route takes a body)");
     if (r->params[0] != '\0' && !in_list(r->errors, "400"))
@@ -979,9 +1093,19 @@ static json_t *api_operation(gen_t *g, const ta_admin_route_t *r)
         put(g, op, "requestBody", json_body(g, t_ref(g, REF_SCHEMA, r->req), how));
     }
     snprintf(stbuf, sizeof(stbuf), "%d", r->status);
-    if (r->resp == NULL)
+    if (r->resp == NULL) {
         put(g, rs, stbuf, response(g, "done", NULL));
-    else
+    } else if (r->flags & TA_ROUTE_STREAM) {
+        /* a file, streamed: JSON lines of resp, or CSV with the same columns */
+        json_t *ok = response(g, "ok, streamed; a failure part way ends the body cut", NULL),
+               *c = json_object(), *m = json_object(), *csv = json_object();
+        put(g, m, "schema", t_ref(g, REF_SCHEMA, r->resp));
+        put(g, c, "application/x-ndjson", m);
+        put(g, csv, "schema", t_str(g, "a header row, then one row per record"));
+        put(g, c, "text/csv", csv);
+        put(g, ok, "content", c);
+        put(g, rs, stbuf, ok);
+    } else
         put(g, rs, stbuf,
             response(g, r->status == 201 ? "created" : "ok", t_ref(g, REF_SCHEMA, r->resp)));
     add_error_refs(g, rs, r->errors);
@@ -999,9 +1123,9 @@ static void add_operation(gen_t *g, json_t *paths, const char *pattern, const ch
 
     if (item == NULL) {
         item = json_object();
-        if (strstr(pattern, "{id}") != NULL) {
+        if (strstr(pattern, "{id}") != NULL || strstr(pattern, "{request_id}") != NULL) {
             json_t *pa = json_array();
-            push(g, pa, t_ref(g, REF_PARAM, "id"));
+            push(g, pa, t_ref(g, REF_PARAM, strstr(pattern, "{id}") != NULL ? "id" : "request_id"));
             put(g, item, "parameters", pa);
         }
         put(g, paths, pattern, item);
@@ -1435,9 +1559,10 @@ static int write_routes(FILE *out)
 
     for (size_t i = 0; a != NULL && (r = ta_admin_route(i)) != NULL; i++) {
         json_t *o = json_pack(
-            "{s:s,s:s,s:s,s:b,s:b,s:s?,s:s?,s:s?,s:s?,s:i,s:s?,s:o,s:o}", "method", r->method,
+            "{s:s,s:s,s:s,s:b,s:b,s:b,s:s?,s:s?,s:s?,s:s?,s:i,s:s?,s:o,s:o}", "method", r->method,
             "pattern", r->pattern, "auth", auth_name(r->auth), "body",
             (r->flags & TA_ROUTE_BODY) != 0, "write", (r->flags & TA_ROUTE_WRITE) != 0,
+            "stream", (r->flags & TA_ROUTE_STREAM) != 0,
             "operation_id", r->op_id, "tag", r->tag, "summary", r->summary, "request", r->req,
             "status", r->status, "response", r->resp, "params",
             list_json(r->params != NULL ? r->params : ""), "errors",

@@ -15,13 +15,20 @@
  */
 #include "admin/admin_internal.h"
 
+#include "ledger/health.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The record, and its routes' health from the table every worker shares
+ * (ledger/health.h; API.md: Providers). */
 static json_t *provider_json(const ta_provider_t *p)
 {
-    return ta_rec_to_json(&ta_desc_provider, p, TA_JSON_API);
+    json_t *j = ta_rec_to_json(&ta_desc_provider, p, TA_JSON_API);
+    if (j != NULL)
+        json_object_set_new(j, "health", ta_health_provider_json(p->id));
+    return j;
 }
 
 static json_t *render_provider(actx_t *c, const void *rec)

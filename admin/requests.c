@@ -1,11 +1,14 @@
 /*
- * requests.c - the audit endpoints of the admin API:
+ * requests.c - the audit endpoints of the admin API, and the statistics of
+ * a user's own quotas:
  *
  *   GET /api/admin/quotas/{id}/requests/    ?since=&until=&status=&model=   page of records
  *   GET /api/admin/requests/                ?user_id=&quota_id=&model=&status=&since=&until=
- *   GET /api/admin/quotas/{id}/statistics/  ?since=&until=&group_by=day|model
- *   GET /api/admin/statistics/              ?since=&until=&group_by=day|model|user
+ *   GET /api/admin/quotas/{id}/statistics/  ?since=&until=&tz=&group_by=day|hour|model|provider|group
+ *   GET /api/admin/statistics/              ?since=&until=&tz=&group_by=...|user
  *                                           (also ?user_id=&quota_id=)
+ *   GET /api/statistics/                    the caller's quotas (also ?quota_id= of one of them)
+ *   GET /api/quotas/{id}/statistics/        one of the caller's quotas (404 for another's)
  *
  * LMDB: read transactions only. The handler's ledger read transaction
  * (ta_admin_txn) answers "does the quota exist" and model names; a second read
@@ -27,19 +30,25 @@
  * record) and is then a lower bound ("count_estimated": true); the whole
  * table's count comes from LMDB's entry count.
  *
- * Statistics (ta_audit_stats) come from the per quota, day and model
- * aggregates (audit "daily"), never from a scan of the records, so they stay
- * cheap and survive the pruning of old records. Their granularity is the UTC
- * day: since counts from the start of its day, and until counts up to the end
- * of the day holding the instant just before it (until=2026-11-27 or
- * until=2026-11-26T13:00:00Z both end with 2026-11-26). group_by defaults to
- * day. Each series entry carries "key" (the day "2026-11-26", the model name,
- * or the user id) and the totals' counters; model entries also carry
- * "model_id", and their key is null when the model no longer exists in the
- * ledger (or the request named no known model).
+ * Statistics (ta_audit_stats) come from the hourly aggregates (per quota,
+ * per user and for everything: UTC hour x model x provider x group), never
+ * from a scan of the records, so they stay cheap and survive the pruning of
+ * old records. Their granularity is the UTC hour: since counts from the
+ * start of its hour, until up to the end of the hour holding the instant
+ * just before it. ?tz= (an IANA zone, default UTC) places day and hour
+ * buckets: a day is the local date of each hour's start; in a zone whose
+ * offset is not a whole hour (Asia/Kolkata) an hour bucket is still a UTC
+ * hour, labelled with its local start (05:30+05:30). group_by defaults to
+ * day. Each series entry carries "key" (the day "2026-11-26", the hour
+ * "2026-11-26T21:00:00+08:00", the model, provider or group name, or the
+ * user id) and the totals' counters; model, provider, group and user entries
+ * also carry their id and "name" (null, and a null key, when the record no
+ * longer exists in the ledger or the request had none).
  *
  * A quota id is known when the ledger has the quota, or when the audit still
  * holds aggregates for it (a deleted quota keeps its records); otherwise 404.
+ * The self-service routes answer only the caller's own quotas (the user
+ * scope of the aggregates, or a quota of theirs); any other is 404.
  *
  * Worker processes only, on the loop thread.
  */
@@ -67,6 +76,7 @@ enum {
     Q_QUOTA = 1u << 1,  /* ?quota_id= */
     Q_MODEL = 1u << 2,  /* ?model= */
     Q_STATUS = 1u << 3, /* ?status= */
+    Q_SELF = 1u << 4,   /* the caller's own records only (GET /api/requests/) */
 };
 
 typedef struct audit_q {
@@ -173,29 +183,6 @@ static int parse_filters(actx_t *c, audit_q_t *q, unsigned which)
     return 0;
 }
 
-/* ?group_by= among the allowed ones (TA_GROUP_*); absent: day. */
-static int parse_group(actx_t *c, bool allow_user, int *group)
-{
-    char buf[16];
-    int rc = ta_admin_query_get(c, "group_by", buf, sizeof(buf));
-
-    *group = TA_GROUP_DAY;
-    if (rc <= 0) /* absent, or too long and answered */
-        return rc;
-    if (strcmp(buf, "day") == 0)
-        return 0;
-    if (strcmp(buf, "model") == 0) {
-        *group = TA_GROUP_MODEL;
-        return 0;
-    }
-    if (allow_user && strcmp(buf, "user") == 0) {
-        *group = TA_GROUP_USER;
-        return 0;
-    }
-    ta_admin_reply_field(c, "group_by", "enum", "must be one of day, model%s", allow_user ? ", user" : "");
-    return TA_EINVAL;
-}
-
 /* ?page= and ?page_size= with the bounds and messages of ta_admin_reply_list. */
 static int parse_page(actx_t *c, uint64_t *page, uint64_t *size)
 {
@@ -237,20 +224,10 @@ static int audit_txn(actx_t *c, MDB_txn **atxn)
 static int quota_known(actx_t *c, MDB_txn *atxn)
 {
     ta_quota_t q;
-    ta_audit_filter_t f;
-    json_t *st = NULL;
     int rc = ta_rec_get(c->st, c->txn, &ta_desc_quota, c->id, &q);
 
-    if (rc == TA_ENOTFOUND) {
-        memset(&f, 0, sizeof(f));
-        f.quota_id = c->id;
-        rc = ta_audit_stats(c->st, atxn, &f, TA_GROUP_NONE, &st);
-        if (rc == 0) {
-            json_t *n = json_object_get(json_object_get(st, "totals"), "requests");
-            rc = json_integer_value(n) > 0 ? 0 : TA_ENOTFOUND;
-        }
-        json_decref(st);
-    }
+    if (rc == TA_ENOTFOUND && ta_audit_quota_seen(c->st, atxn, c->id))
+        rc = 0;
     if (rc != 0)
         ta_admin_reply_store_error(c, rc, "quota");
     return rc;
@@ -344,6 +321,8 @@ static void reply_records(actx_t *c, unsigned which)
     q.f.quota_id = c->id;
     if (parse_filters(c, &q, which) != 0 || parse_page(c, &page, &size) != 0)
         return;
+    if (which & Q_SELF) /* whatever the query says: a user sees their own records only */
+        q.f.user_id = c->caller.id;
     if ((rc = query_cursor(c, &q.f)) < 0)
         return;
     keyset = rc > 0;
@@ -405,62 +384,363 @@ void ta_admin_requests_list(actx_t *c)
     reply_records(c, Q_USER | Q_QUOTA | Q_MODEL | Q_STATUS);
 }
 
+void ta_admin_my_requests(actx_t *c)
+{
+    reply_records(c, Q_SELF | Q_QUOTA | Q_MODEL | Q_STATUS);
+}
+
+/* ---- one record ---------------------------------------------------------------
+ * GET /api/admin/requests/{request_id}/ (?since=&until=): the record whose
+ * "id" is the path's (X-Request-Id). The requests table is keyed by time,
+ * then id (ledger/audit.h), so this reads keys only, newest first, within
+ * [since, until) when given: the console passes the listed record's own time,
+ * one key away. Without them it reads every key down to the record (the
+ * recent ones, the likeliest, first). */
+
+void ta_admin_requests_get(actx_t *c)
+{
+    audit_q_t q;
+    MDB_txn *atxn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint8_t edge[TA_AUDIT_KEY_LEN];
+    char hex[33];
+    ta_audit_t rec;
+    bool found = false;
+    int rc = 0, mrc;
+
+    memset(&q, 0, sizeof(q));
+    ta_hex(c->rid, sizeof(c->rid), hex);
+    if (parse_filters(c, &q, 0) != 0 || audit_txn(c, &atxn) != 0)
+        return;
+    if ((mrc = mdb_cursor_open(atxn, ta_store_dbi(c->st, TA_DB_AUDIT_REQUESTS), &cur)) != 0)
+        goto Exit;
+    if (q.f.until_ns > 0) { /* the last key before until */
+        memset(edge, 0, sizeof(edge));
+        ta_be64_put(edge, (uint64_t)q.f.until_ns);
+        k.mv_size = sizeof(edge);
+        k.mv_data = edge;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        mrc = mrc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, &v, MDB_LAST)
+                                  : mrc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_PREV) : mrc;
+    } else {
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    }
+    for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
+        if (k.mv_size != TA_AUDIT_KEY_LEN)
+            continue;
+        if (q.f.since_ns > 0 && (int64_t)ta_be64_get(k.mv_data) < q.f.since_ns)
+            break;
+        if (memcmp((const uint8_t *)k.mv_data + 8, c->rid, sizeof(c->rid)) == 0) {
+            rc = ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &rec);
+            found = rc == 0;
+            break;
+        }
+    }
+    if (mrc == MDB_NOTFOUND)
+        mrc = 0;
+Exit:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    ta_txn_abort(atxn);
+    if (mrc != 0 || rc != 0)
+        ta_admin_reply_store_error(c, mrc != 0 ? TA_ELMDB : rc, "request");
+    else if (!found)
+        ta_admin_reply_error(c, 404, "not_found_error", "not_found", NULL,
+                             "no audit record has the id %s%s", hex,
+                             q.f.since_ns > 0 || q.f.until_ns > 0 ? " in that time range" : "");
+    else
+        ta_admin_reply_json(c, 200, record_json(&rec));
+}
+
+/* ---- the export -----------------------------------------------------------------
+ * GET /api/admin/requests/export/?format=csv|jsonl (and the list's filters):
+ * every matching record, oldest first, as `tokenaudit audit export` writes it:
+ * JSON lines of every field of the record, or CSV with a header row whose
+ * text cells are neutralised against spreadsheet formulas (ta_audit_csv_line).
+ * The answer streams (ta_api_stream_t, schema/api.h): each part is one read
+ * transaction of its own on the audit environment, at most EXPORT_PART
+ * records, resumed after the last record sent (the keyset cursor of
+ * ta_audit_filter_t). Memory stays bounded whatever the export's size and
+ * no transaction lives between parts. A record billing writes meanwhile is
+ * included when it sorts after the cursor (records are keyed by their time
+ * of receipt); one pruned meanwhile is left out. A part that fails ends the
+ * body cut, so a client never takes half an export for a whole one. */
+
+#define EXPORT_PART 256
+
+typedef struct export_stream {
+    ta_api_stream_t s; /* first: the worker hands it back as is */
+    ta_store_t *st;    /* the worker's, outlives the stream */
+    audit_q_t q;       /* the filters; q.f.model points into q.model */
+    bool csv;
+    bool started;      /* the CSV header is out */
+    bool last;         /* the previous part was short: nothing follows */
+    size_t sent;
+    FILE *out;         /* the part being written (open_memstream) */
+} export_stream_t;
+
+static int export_line(const ta_audit_t *rec, void *arg)
+{
+    export_stream_t *e = arg;
+    int rc = 0;
+
+    if (e->csv) {
+        rc = ta_audit_csv_line(e->out, rec);
+    } else {
+        json_t *j = ta_audit_to_json(rec);
+        if (j == NULL || json_dumpf(j, e->out, JSON_COMPACT) != 0 || fputc('\n', e->out) == EOF)
+            rc = -ENOMEM;
+        json_decref(j);
+    }
+    ta_audit_key(rec, e->q.f.cursor);
+    e->q.f.has_cursor = true;
+    e->sent++;
+    return rc;
+}
+
+static int export_next(void *ctx, ta_api_stream_t *s, char **part, size_t *len)
+{
+    export_stream_t *e = (export_stream_t *)s;
+    MDB_txn *atxn = NULL;
+    size_t before = e->sent;
+    int rc;
+
+    (void)ctx;
+    *part = NULL;
+    *len = 0;
+    if (e->last)
+        return 0;
+    if ((e->out = open_memstream(part, len)) == NULL)
+        return -ENOMEM;
+    if (e->csv && !e->started) {
+        for (size_t i = 0; i < ta_desc_audit.nfields; i++)
+            fprintf(e->out, "%s%s", i > 0 ? "," : "", ta_desc_audit.fields[i].name);
+        fputc('\n', e->out);
+    }
+    e->started = true;
+    rc = ta_txn_begin(e->st, TA_ENV_AUDIT, false, &atxn);
+    if (rc == 0) {
+        rc = ta_audit_list(e->st, atxn, &e->q.f, 0, EXPORT_PART, export_line, e, NULL);
+        ta_txn_abort(atxn);
+    }
+    e->last = e->sent - before < EXPORT_PART;
+    if (fclose(e->out) != 0 && rc == 0)
+        rc = -ENOMEM;
+    e->out = NULL;
+    if (rc != 0) {
+        ta_log(TA_LOG_ERROR, "audit export: a part failed after %zu records: %s", e->sent,
+               ta_strerror(rc));
+        free(*part);
+        *part = NULL;
+        return rc;
+    }
+    if (*len == 0) { /* nothing more (the last part was exactly full) */
+        free(*part);
+        *part = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+static void export_release(ta_api_stream_t *s)
+{
+    free(s);
+}
+
+void ta_admin_requests_export(actx_t *c)
+{
+    char fmt[8];
+    export_stream_t *e;
+    int rc = ta_admin_query_get(c, "format", fmt, sizeof(fmt));
+
+    if (rc < 0)
+        return;
+    if (rc > 0 && strcmp(fmt, "csv") != 0 && strcmp(fmt, "jsonl") != 0) {
+        ta_admin_reply_field(c, "format", "enum", "must be csv or jsonl");
+        return;
+    }
+    if ((e = calloc(1, sizeof(*e))) == NULL) {
+        ta_admin_reply_store_error(c, -ENOMEM, "export");
+        return;
+    }
+    if (parse_filters(c, &e->q, Q_USER | Q_QUOTA | Q_MODEL | Q_STATUS) != 0) {
+        free(e);
+        return;
+    }
+    e->q.f.ascending = true;
+    e->csv = rc > 0 && strcmp(fmt, "csv") == 0;
+    e->st = c->st;
+    e->s.next = export_next;
+    e->s.release = export_release;
+    snprintf(e->s.disposition, sizeof(e->s.disposition), "attachment; filename=\"requests.%s\"",
+             e->csv ? "csv" : "jsonl");
+    c->res->status = 200;
+    c->res->content_type = e->csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
+    c->res->stream = &e->s;
+}
+
 /* ---- statistics -------------------------------------------------------------- */
 
-/* Give each series entry its "key" (see the top of the file). */
+/* ?group_by= among allowed (TA_GROUP_* bits); absent: day. */
+static int parse_group(actx_t *c, unsigned allowed, int *group)
+{
+    static const struct {
+        const char *name;
+        int group;
+    } names[] = {{"day", TA_GROUP_DAY},           {"hour", TA_GROUP_HOUR},
+                 {"model", TA_GROUP_MODEL},       {"provider", TA_GROUP_PROVIDER},
+                 {"group", TA_GROUP_GROUP},       {"user", TA_GROUP_USER}};
+    char buf[16], list[96] = "";
+    int rc = ta_admin_query_get(c, "group_by", buf, sizeof(buf));
+
+    *group = TA_GROUP_DAY;
+    for (size_t i = 0; i < TA_ARRAY_SIZE(names); i++) {
+        if (!(allowed & (1u << names[i].group)))
+            continue;
+        if (rc > 0 && strcmp(buf, names[i].name) == 0) {
+            *group = names[i].group;
+            return 0;
+        }
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", list[0] ? ", " : "",
+                 names[i].name);
+    }
+    if (rc <= 0) /* absent, or too long and answered */
+        return rc;
+    ta_admin_reply_field(c, "group_by", "enum", "must be one of %s", list);
+    return TA_EINVAL;
+}
+
+#define G(x) (1u << (x))
+#define GROUPS_QUOTA (G(TA_GROUP_DAY) | G(TA_GROUP_HOUR) | G(TA_GROUP_MODEL) | G(TA_GROUP_PROVIDER) | G(TA_GROUP_GROUP))
+#define GROUPS_ALL (GROUPS_QUOTA | G(TA_GROUP_USER))
+
+/* ?tz=: an IANA zone (default UTC). 0 (*tz NULL for UTC) or <0 replied 400. */
+static int parse_tz(actx_t *c, ta_tz_t **tz)
+{
+    char buf[72];
+    int rc = ta_admin_query_get(c, "tz", buf, sizeof(buf));
+
+    *tz = NULL;
+    if (rc <= 0)
+        return rc;
+    rc = ta_tz_load(buf, tz);
+    if (rc == -ENOMEM) {
+        ta_admin_reply_store_error(c, rc, "tz");
+        return rc;
+    }
+    if (rc != 0) {
+        ta_admin_reply_field(c, "tz", rc == TA_ENOTFOUND ? "unknown" : "format",
+                             "must be an IANA time zone name such as UTC or Asia/Shanghai");
+        return TA_EINVAL;
+    }
+    return 0;
+}
+
+/* The name of record id of d (a model, provider, group or user) for a
+ * series entry: a new string, or null when it is gone. */
+static json_t *name_of(actx_t *c, const ta_recdesc_t *d, json_int_t id, int *rc)
+{
+    const ta_field_t *f = ta_rec_field(d, "name");
+    void *rec = calloc(1, d->size);
+    json_t *out = NULL;
+
+    *rc = rec == NULL ? -ENOMEM
+                      : id > 0 ? ta_rec_get(c->st, c->txn, d, (uint64_t)id, rec) : TA_ENOTFOUND;
+    if (*rc == 0 && f != NULL)
+        out = json_string((const char *)rec + f->offset);
+    else if (*rc == 0 || *rc == TA_ENOTFOUND)
+        out = json_null(), *rc = 0;
+    free(rec);
+    return out;
+}
+
+/* Give each series entry its "key" and, for records, "name" (see the top of
+ * the file). */
 static int series_keys(actx_t *c, json_t *series, int group)
 {
+    static const struct {
+        int group;
+        const char *id;
+        const ta_recdesc_t *d;
+    } named[] = {{TA_GROUP_MODEL, "model_id", &ta_desc_model},
+                 {TA_GROUP_PROVIDER, "provider_id", &ta_desc_provider},
+                 {TA_GROUP_GROUP, "group_id", &ta_desc_group},
+                 {TA_GROUP_USER, "user_id", &ta_desc_user}};
     size_t i;
     json_t *e;
 
     json_array_foreach (series, i, e) {
-        json_t *key = NULL;
-        if (group == TA_GROUP_DAY) {
+        json_t *key = NULL, *name = NULL;
+        int rc = 0;
+        if (group == TA_GROUP_DAY)
             key = json_incref(json_object_get(e, "day"));
-        } else if (group == TA_GROUP_USER) {
-            key = json_incref(json_object_get(e, "user_id"));
-        } else {
-            ta_model_t *m = calloc(1, sizeof(*m));
-            json_int_t id = json_integer_value(json_object_get(e, "model_id"));
-            int rc = m == NULL ? -ENOMEM
-                               : id > 0 ? ta_rec_get(c->st, c->txn, &ta_desc_model, (uint64_t)id, m)
-                                        : TA_ENOTFOUND;
-            if (rc == 0)
-                key = json_string(m->name);
-            else if (rc == TA_ENOTFOUND)
-                key = json_null();
-            free(m);
-            if (rc != 0 && rc != TA_ENOTFOUND)
-                return rc;
+        else if (group == TA_GROUP_HOUR)
+            key = json_incref(json_object_get(e, "hour"));
+        for (size_t j = 0; j < TA_ARRAY_SIZE(named); j++) {
+            if (named[j].group != group)
+                continue;
+            json_int_t id = json_integer_value(json_object_get(e, named[j].id));
+            if ((name = name_of(c, named[j].d, id, &rc)) == NULL)
+                return rc != 0 ? rc : -ENOMEM;
+            /* a user's key stays its id, as it always was; the others' is the name */
+            key = group == TA_GROUP_USER ? json_integer(id) : json_incref(name);
         }
         /* "key" first, then the counters: the order people read them in */
         json_t *n = key != NULL ? json_pack("{s:o}", "key", key) : NULL;
-        if (n == NULL || json_object_update(n, e) != 0) {
+        if (n == NULL || json_object_update(n, e) != 0 ||
+            (name != NULL && json_object_set(n, "name", name) != 0)) {
             json_decref(n);
+            json_decref(name);
             return -ENOMEM;
         }
+        json_decref(name);
         if (json_array_set_new(series, i, n) != 0) /* takes n, even when it fails */
             return -ENOMEM;
     }
     return 0;
 }
 
-static void reply_stats(actx_t *c, unsigned which, bool allow_user)
+/* The caller's own quota c->id, or 0 for the routes without one. 0, or <0
+ * after replying 404 (another user's quota is not found either). */
+static int own_quota(actx_t *c, uint64_t id)
+{
+    ta_quota_t q;
+    int rc = id != 0 ? ta_rec_get(c->st, c->txn, &ta_desc_quota, id, &q) : 0;
+
+    if (rc == 0 && id != 0 && q.user_id != c->caller.id)
+        rc = TA_ENOTFOUND;
+    if (rc != 0)
+        ta_admin_reply_store_error(c, rc, "quota");
+    return rc;
+}
+
+/* which: the Q_* filters read; allowed: the group_by values; self: the
+ * caller's own statistics (their quotas only). */
+static void reply_stats(actx_t *c, unsigned which, unsigned allowed, bool self)
 {
     audit_q_t q;
     MDB_txn *atxn = NULL;
+    ta_tz_t *tz = NULL;
     json_t *out = NULL;
     int group, rc;
 
     memset(&q, 0, sizeof(q));
     q.f.quota_id = c->id;
-    if (parse_filters(c, &q, which) != 0 || parse_group(c, allow_user, &group) != 0)
+    if (parse_filters(c, &q, which) != 0 || parse_group(c, allowed, &group) != 0 ||
+        parse_tz(c, &tz) != 0)
         return;
     if (ta_admin_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
-        return;
-    if (c->id != 0 && quota_known(c, atxn) != 0)
         goto Exit;
-    rc = ta_audit_stats(c->st, atxn, &q.f, group, &out);
+    if (self) {
+        /* the user scope, or one of the user's own quotas (never another's) */
+        if (own_quota(c, q.f.quota_id) != 0)
+            goto Exit;
+        q.f.user_id = c->caller.id;
+    } else if (c->id != 0 && quota_known(c, atxn) != 0) {
+        goto Exit;
+    }
+    rc = ta_audit_stats(c->st, atxn, &q.f, group, tz, &out);
     if (rc == 0)
         rc = series_keys(c, json_object_get(out, "series"), group);
     if (rc != 0) {
@@ -470,16 +750,27 @@ static void reply_stats(actx_t *c, unsigned which, bool allow_user)
     }
     ta_admin_reply_json(c, 200, out);
 Exit:
+    ta_tz_free(tz);
     if (atxn != NULL)
         ta_txn_abort(atxn);
 }
 
 void ta_admin_quota_statistics(actx_t *c)
 {
-    reply_stats(c, 0, false);
+    reply_stats(c, 0, GROUPS_QUOTA, false);
 }
 
 void ta_admin_statistics(actx_t *c)
 {
-    reply_stats(c, Q_USER | Q_QUOTA, true);
+    reply_stats(c, Q_USER | Q_QUOTA, GROUPS_ALL, false);
+}
+
+void ta_admin_my_statistics(actx_t *c)
+{
+    reply_stats(c, Q_QUOTA, GROUPS_QUOTA, true);
+}
+
+void ta_admin_my_quota_statistics(actx_t *c)
+{
+    reply_stats(c, 0, GROUPS_QUOTA, true);
 }

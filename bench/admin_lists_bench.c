@@ -3,15 +3,20 @@
  * tables (bench/admin_lists.sh builds and runs it).
  *
  * In a fresh data directory (mkdtemp) it writes, with the library and not
- * over HTTP: USERS users and as many quotas (one group, MODELS models), then
- * audit records through ta_audit_put (as billing writes them) until the
- * audit table holds each size of SIZES in turn. After each size it times,
- * through ta_admin_handle() (the router the workers call, with a superadmin
- * JWT), the first, a middle and the last page of every admin list (keyset
- * positions: ?after= / ?before=) and of the audit lists, and the statistics
- * (whole range, one quota, one user, grouped by day, model and user). Each
- * figure is the median of REPS runs, in ms. The last lines compare the
- * sizes: the time at the largest size over the time at the smallest.
+ * over HTTP: USERS users and as many quotas (GROUPS groups, MODELS models on
+ * PROVIDERS providers), then audit records as billing writes them (a batch
+ * of ta_audit_batch_put per transaction, the aggregates flushed before each
+ * commit) until the audit table holds each size of SIZES in turn. The
+ * records are spread over the 30 days before now (a Weyl sequence, so every
+ * size covers the whole span evenly). After each size it times, through
+ * ta_admin_handle() (the router the workers call, with a superadmin JWT, and
+ * a normal user's JWT for their own statistics), the first, a middle and the
+ * last page of every admin list (keyset positions: ?after= / ?before=) and
+ * of the audit lists, and the statistics (whole range, one quota, one user,
+ * the user's own; grouped by day, hour, model, provider, group and user; in
+ * UTC and in Asia/Shanghai). Each figure is the median of REPS runs, in ms.
+ * The last lines compare the sizes: the time at the largest size over the
+ * time at the smallest.
  *
  * usage: admin_lists_bench [USERS [SIZE...]]   (default 100000 200000 2000000)
  */
@@ -28,21 +33,25 @@
 #include "ledger/store.h"
 
 #define MODELS 8
+#define PROVIDERS 3
+#define GROUPS 2
 #define REPS 7
 #define PAGE 50
 #define MAX_SIZES 4
 #define MAX_CASES 64
 #define DAY_NS (86400LL * 1000000000LL)
+#define SPAN_NS (30 * DAY_NS)
 
 static ta_store_t *st;
 static ta_admin_t *adm;
-static char auth[1024];
+static char auth[1024], user_auth[1024];
 static uint64_t nusers;
 static int64_t t0_ns; /* the first record's time */
 
 typedef struct bcase {
     char name[64];
     char url[256];
+    bool self; /* as the normal user */
     double ms[MAX_SIZES];
 } bcase_t;
 
@@ -63,7 +72,7 @@ static void die(const char *what, int rc)
 }
 
 /* One request through the router; returns its time in ms. */
-static double request(const char *url, int *status)
+static double request(const char *url, bool self, int *status)
 {
     ta_apireq_t rq;
     ta_apires_t rs;
@@ -78,8 +87,8 @@ static double request(const char *url, int *status)
         rq.query = q + 1;
         rq.query_len = strlen(q + 1);
     }
-    rq.authorization = auth;
-    rq.authorization_len = strlen(auth);
+    rq.authorization = self ? user_auth : auth;
+    rq.authorization_len = strlen(rq.authorization);
     rq.base_url = "http://bench";
     rq.request_id = "bench";
     rq.client_ip = "127.0.0.1";
@@ -97,13 +106,13 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static double median_ms(const char *url)
+static double median_ms(const char *url, bool self)
 {
     double v[REPS];
     int status;
 
     for (int i = 0; i < REPS; i++) {
-        v[i] = request(url, &status);
+        v[i] = request(url, self, &status);
         if (status != 200) {
             fprintf(stderr, "admin_lists_bench: GET %s answered %d\n", url, status);
             exit(1);
@@ -120,6 +129,7 @@ static void add_case(const char *name, const char *fmt, ...)
     bcase_t *c = &cases[ncases++];
 
     snprintf(c->name, sizeof(c->name), "%s", name);
+    c->self = false;
     va_start(ap, fmt);
     vsnprintf(c->url, sizeof(c->url), fmt, ap);
     va_end(ap);
@@ -131,17 +141,36 @@ static void rid_of(uint64_t i, uint8_t rid[16])
     ta_be64_put(rid + 8, i + 1);
 }
 
-/* The keyset cursor of record i (its key, in hex). */
-static void cursor_of(uint64_t i, char *out)
+/* When record i was received: a Weyl sequence over the 30 days before now,
+ * so the first records already cover the whole span and later ones fill it. */
+static int64_t time_of(uint64_t i)
 {
-    ta_audit_t r;
+    uint64_t frac = (i + 1) * 0x9E3779B97F4A7C15ULL;
+    return t0_ns + (int64_t)((unsigned __int128)frac * (uint64_t)SPAN_NS >> 64);
+}
+
+/* The quota of record i: one in ten goes to quota 7 (user 8, a busy
+ * customer: its pages are full and its statistics cover every hour and
+ * model), the others spread over all quotas. */
+static uint64_t quota_of(uint64_t i)
+{
+    return i % 10 == 0 ? 7 : 1 + i % nusers;
+}
+
+/* A keyset cursor at time t (after every record of that nanosecond), hex. */
+static void cursor_at(int64_t t, char *out)
+{
     uint8_t key[TA_AUDIT_KEY_LEN];
 
-    memset(&r, 0, sizeof(r));
-    r.t_received_ns = t0_ns + (int64_t)i * 1000000;
-    rid_of(i, r.request_id);
-    ta_audit_key(&r, key);
+    ta_be64_put(key, (uint64_t)t);
+    memset(key + 8, 0xff, 16);
     ta_hex(key, sizeof(key), out);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
 }
 
 static void populate_ledger(void)
@@ -150,14 +179,42 @@ static void populate_ledger(void)
     ta_group_t *g = calloc(1, sizeof(*g));
     ta_user_t *u = calloc(1, sizeof(*u));
     ta_quota_t *q = calloc(1, sizeof(*q));
+    ta_model_t *m = calloc(1, sizeof(*m));
+    ta_provider_t *p = calloc(1, sizeof(*p));
     int rc;
 
     if ((rc = ta_txn_begin(st, TA_ENV_LEDGER, true, &txn)) != 0)
         die("txn", rc);
-    snprintf(g->name, sizeof(g->name), "bench");
-    g->id = 1;
-    if ((rc = ta_rec_put(st, txn, &ta_desc_group, 1, g)) != 0)
-        die("group", rc);
+    for (uint64_t i = 1; i <= PROVIDERS; i++) {
+        memset(p, 0, sizeof(*p));
+        p->id = i;
+        snprintf(p->name, sizeof(p->name), "provider-%llu", (unsigned long long)i);
+        snprintf(p->base_url, sizeof(p->base_url), "https://p%llu.example.com/v1", (unsigned long long)i);
+        p->is_active = true;
+        if ((rc = ta_rec_put(st, txn, &ta_desc_provider, i, p)) != 0)
+            die("provider", rc);
+    }
+    for (uint64_t i = 1; i <= MODELS; i++) {
+        memset(m, 0, sizeof(*m));
+        m->id = i;
+        snprintf(m->name, sizeof(m->name), "model-%llu", (unsigned long long)i);
+        m->routes[0].provider_id = 1 + i % PROVIDERS;
+        snprintf(m->routes[0].upstream_name, sizeof(m->routes[0].upstream_name), "up-%llu",
+                 (unsigned long long)i);
+        m->routes[0].priority = 1;
+        m->nroutes = 1;
+        m->is_active = true;
+        if ((rc = ta_rec_put(st, txn, &ta_desc_model, i, m)) != 0 ||
+            (rc = ta_idx_put(st, txn, TA_DB_MODELS_BY_NAME, m->name, i)) != 0)
+            die("model", rc);
+    }
+    for (uint64_t i = 1; i <= GROUPS; i++) {
+        memset(g, 0, sizeof(*g));
+        snprintf(g->name, sizeof(g->name), "bench-%llu", (unsigned long long)i);
+        g->id = i;
+        if ((rc = ta_rec_put(st, txn, &ta_desc_group, i, g)) != 0)
+            die("group", rc);
+    }
     for (uint64_t i = 2; i <= nusers + 1; i++) { /* user 1 is the superadmin */
         memset(u, 0, sizeof(*u));
         u->id = i;
@@ -171,7 +228,7 @@ static void populate_ledger(void)
         memset(q, 0, sizeof(*q));
         q->id = i - 1;
         q->user_id = i;
-        q->group_id = 1;
+        q->group_id = 1 + q->id % GROUPS;
         q->is_active = true;
         q->created_at = q->updated_at = ta_now_s();
         if ((rc = ta_rec_put(st, txn, &ta_desc_quota, q->id, q)) != 0)
@@ -182,47 +239,83 @@ static void populate_ledger(void)
     free(g);
     free(u);
     free(q);
+    free(m);
+    free(p);
 }
 
-/* Records [from, to): one per ms, quota i % nusers, model i % MODELS. */
+/* Records [from, to): at time_of(i), quota quota_of(i) (its group), model
+ * i / 3 % MODELS (its provider), as billing writes them. */
 static void populate_audit(uint64_t from, uint64_t to)
 {
     ta_audit_t r;
+    ta_audit_batch_t *ab;
     MDB_txn *txn = NULL;
     int rc;
 
+    if ((rc = ta_audit_batch_new(&ab)) != 0)
+        die("batch", rc);
     for (uint64_t i = from; i < to; i++) {
         if (txn == NULL && (rc = ta_txn_begin(st, TA_ENV_AUDIT, true, &txn)) != 0)
             die("audit txn", rc);
         memset(&r, 0, sizeof(r));
         rid_of(i, r.request_id);
-        r.t_received_ns = t0_ns + (int64_t)i * 1000000;
+        r.t_received_ns = time_of(i);
         r.t_done_ns = r.t_received_ns + 250000000;
-        r.quota_id = 1 + i % nusers;
+        r.quota_id = quota_of(i);
         r.user_id = r.quota_id + 1;
-        r.model_id = 1 + i % MODELS;
+        r.model_id = 1 + i / 3 % MODELS;
+        r.provider_id = 1 + r.model_id % PROVIDERS;
         snprintf(r.model, sizeof(r.model), "model-%llu", (unsigned long long)r.model_id);
-        snprintf(r.served_model, sizeof(r.served_model), "%s", r.model);
+        snprintf(r.served_model, sizeof(r.served_model), "up-%llu", (unsigned long long)r.model_id);
         r.status = i % 50 == 0 ? 502 : 200;
         r.prompt_tokens = 100;
         r.completion_tokens = 20;
         r.cost = 1500;
         r.latency_ms = 250;
-        if ((rc = ta_audit_put(st, txn, &r)) < 0)
+        if ((rc = ta_audit_batch_put(ab, st, txn, &r, 1 + r.quota_id % GROUPS)) < 0)
             die("audit put", rc);
         if ((i + 1) % 20000 == 0 || i + 1 == to) {
-            if ((rc = ta_txn_commit(txn)) != 0)
+            if ((rc = ta_audit_batch_flush(ab, st, txn)) != 0 || (rc = ta_txn_commit(txn)) != 0)
                 die("audit commit", rc);
             txn = NULL;
         }
     }
+    ta_audit_batch_free(ab);
+}
+
+/* Entries and size of the audit tables: what the aggregates cost in space. */
+static void print_tables(void)
+{
+    static const struct {
+        ta_db_t db;
+        const char *name;
+    } dbs[] = {{TA_DB_AUDIT_REQUESTS, "records"},
+               {TA_DB_AUDIT_BY_QUOTA, "quota index"},
+               {TA_DB_AUDIT_DAILY, "aggregates"}};
+    MDB_txn *txn;
+    MDB_stat ms;
+    int rc;
+
+    if ((rc = ta_txn_begin(st, TA_ENV_AUDIT, false, &txn)) != 0)
+        die("txn", rc);
+    printf("  tables:");
+    for (size_t i = 0; i < 3; i++) {
+        if (mdb_stat(txn, ta_store_dbi(st, dbs[i].db), &ms) != 0)
+            die("stat", TA_ELMDB);
+        printf("%s %s %zu rows, %.1f MiB", i ? ";" : "", dbs[i].name, ms.ms_entries,
+               (double)(ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages) * ms.ms_psize /
+                   1048576.0);
+    }
+    printf("\n");
+    ta_txn_abort(txn);
 }
 
 static void build_cases(uint64_t size)
 {
     static const char *const lists[] = {"users", "quotas"};
     char cur[TA_AUDIT_KEY_LEN * 2 + 1];
-    uint64_t per_quota = size / nusers;
+    int64_t *qt = calloc(size / 10 + size / nusers + 2, sizeof(*qt));
+    size_t nq = 0;
 
     ncases = 0;
     for (size_t i = 0; i < 2; i++) {
@@ -241,22 +334,42 @@ static void build_cases(uint64_t size)
                  i == 0 ? "search=user7" : "group_id=1");
     }
     add_case("requests first", "/api/admin/requests/?page_size=%d", PAGE);
-    cursor_of(size / 2, cur);
+    cursor_at(t0_ns + SPAN_NS / 2, cur);
     add_case("requests middle", "/api/admin/requests/?page_size=%d&before=%s", PAGE, cur);
-    cursor_of(PAGE, cur);
+    cursor_at(t0_ns + (int64_t)((double)SPAN_NS * 2 * PAGE / (double)size), cur); /* ~2 pages left */
     add_case("requests last", "/api/admin/requests/?page_size=%d&before=%s", PAGE, cur);
     add_case("requests status=502", "/api/admin/requests/?page_size=%d&status=502", PAGE);
+    /* quota 7 (busy): its middle record and its third oldest */
+    for (uint64_t i = 0; i < size && qt != NULL; i++)
+        if (quota_of(i) == 7)
+            qt[nq++] = time_of(i);
+    qsort(qt, nq, sizeof(*qt), cmp_i64);
     add_case("quota requests first", "/api/admin/quotas/7/requests/?page_size=%d", PAGE);
-    cursor_of(6 + nusers * (per_quota / 2), cur);
+    cursor_at(nq ? qt[nq / 2] : t0_ns, cur);
     add_case("quota requests middle", "/api/admin/quotas/7/requests/?page_size=%d&before=%s", PAGE,
              cur);
-    cursor_of(6 + nusers * 2, cur);
+    cursor_at(nq > 2 ? qt[2] - 1 : t0_ns, cur);
     add_case("quota requests last", "/api/admin/quotas/7/requests/?page_size=%d&before=%s", PAGE,
              cur);
+    free(qt);
     add_case("statistics", "/api/admin/statistics/");
+    add_case("statistics by hour", "/api/admin/statistics/?group_by=hour");
+    add_case("stats by hour, Shanghai", "/api/admin/statistics/?group_by=hour&tz=Asia/Shanghai");
+    add_case("stats by day, Shanghai", "/api/admin/statistics/?group_by=day&tz=Asia/Shanghai");
     add_case("statistics by model", "/api/admin/statistics/?group_by=model");
-    add_case("statistics one user", "/api/admin/statistics/?user_id=8");
+    add_case("statistics by provider", "/api/admin/statistics/?group_by=provider");
+    add_case("statistics by group", "/api/admin/statistics/?group_by=group");
+    char since[40];
+    ta_time_format((t0_ns + SPAN_NS) / 1000000000LL - 7 * 86400, since);
+    add_case("statistics last 7 days", "/api/admin/statistics/?group_by=hour&since=%s", since);
+    add_case("statistics one user", "/api/admin/statistics/?user_id=8&group_by=hour");
     add_case("quota statistics", "/api/admin/quotas/7/statistics/?group_by=model");
+    add_case("quota stats by hour", "/api/admin/quotas/7/statistics/?group_by=hour&tz=Asia/Shanghai");
+    add_case("own statistics", "/api/statistics/?group_by=hour&tz=Asia/Shanghai");
+    cases[ncases - 1].self = true;
+    add_case("own quota statistics", "/api/quotas/7/statistics/?group_by=day");
+    cases[ncases - 1].self = true;
+    add_case("statistics by user", "/api/admin/statistics/?group_by=user");
 }
 
 int main(int argc, char **argv)
@@ -302,10 +415,15 @@ int main(int argc, char **argv)
         die("jwt", rc);
     snprintf(auth, sizeof(auth), "Bearer %s", tok);
     free(tok);
-    t0_ns = ((int64_t)ta_now_s() - 30 * 86400) * 1000000000LL;
+    /* user 8 (quota 7) for their own statistics */
+    if ((rc = ta_jwt_issue(secret, sizeof(secret), 8, TA_ROLE_USER, 0, 3600, &tok, &claims)) != 0)
+        die("jwt", rc);
+    snprintf(user_auth, sizeof(user_auth), "Bearer %s", tok);
+    free(tok);
+    t0_ns = ta_now_ns() - SPAN_NS;
 
-    printf("data directory %s; %llu users, %llu quotas\n", dir, (unsigned long long)nusers,
-           (unsigned long long)nusers);
+    printf("data directory %s; %llu users, %llu quotas; records over the last 30 days\n", dir,
+           (unsigned long long)nusers, (unsigned long long)nusers);
     double t = now_ms();
     populate_ledger();
     printf("ledger written in %.1f s\n", (now_ms() - t) / 1e3);
@@ -315,12 +433,13 @@ int main(int argc, char **argv)
         done = sizes[s];
         printf("\n%llu audit records (written in %.1f s); median of %d runs, ms\n",
                (unsigned long long)done, (now_ms() - t) / 1e3, REPS);
+        print_tables();
         build_cases(done);
         for (size_t i = 0; i < ncases; i++) {
-            cases[i].ms[s] = median_ms(cases[i].url);
+            cases[i].ms[s] = median_ms(cases[i].url, cases[i].self);
             printf("  %-24s %8.2f   GET %s\n", cases[i].name, cases[i].ms[s], cases[i].url);
             saved[i].ms[s] = cases[i].ms[s];
-            snprintf(saved[i].name, sizeof(saved[i].name), "%s", cases[i].name);
+            memcpy(saved[i].name, cases[i].name, sizeof(saved[i].name));
         }
     }
     if (nsizes > 1) {

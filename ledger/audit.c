@@ -3,22 +3,39 @@
  *
  *   requests            [ t_received_ns BE 8 | request id 16 ]            -> ta_audit_t (schema TLV)
  *   requests_by_quota   [ quota id BE 8 | t_received_ns BE 8 | rid 16 ]   -> (empty)
- *   daily               [ quota id BE 8 | UTC day BE 4 | model id BE 8 ]  -> ta_daily_t
+ *   daily               the aggregates (the table keeps its first name):
+ *     hourly rows       [ scope 1 | scope id BE 8 | UTC hour BE 4 |
+ *                         model id BE 8 | provider id BE 8 | group id BE 8 ] -> ta_daily_t (sums)
+ *                       scope TA_AGG_ALL (id 0), TA_AGG_QUOTA (quota id; the
+ *                       value carries user_id), TA_AGG_USER (user id); the hour
+ *                       counts from 1970 (t_received / 3600 s); group: the
+ *                       quota's group when the request was billed
+ *     earlier builds'   [ quota id BE 8 | UTC day BE 4 | model id BE 8 ]  -> ta_daily_t
+ *                       (20-byte keys, sorted before every hourly row;
+ *                       ta_audit_upgrade turns them into hourly rows)
  *   warnings            [ quota id BE 8 | period start BE 8 | pct BE 4 ]  -> ta_warning_t
  *   meta                "applied_ticket", "ring_id" (billing);
  *                       "pruned_cost.<quota id %020>.<period start %020>" ->
  *                       [ cost BE 8 | records BE 8 ]: what pruning deleted, per
  *                       the balance period the cost went to, so `ledger verify`
- *                       still adds up a period whose first records were pruned
+ *                       still adds up a period whose first records were pruned;
+ *                       "aggregates_version" (2: hourly rows; absent: an earlier
+ *                       build's data, see ta_audit_upgrade), "aggregates_upgrade_pos"
  *
- * Writer: billing alone, in its batch transaction (records, index and daily
- * aggregate of a request are written together, so they never disagree) and
+ * Why three scopes: a statistic reads the rows of one scope in an hour range,
+ * so its cost follows the hours x models x providers x groups of that scope,
+ * not the number of records: the whole gateway's (all), one quota's, one
+ * user's (self-service statistics). ta_audit_stats says how hours become
+ * days in a time zone.
+ *
+ * Writer: billing alone, in its batch transaction (records, index and
+ * aggregates of a request are written together, so they never disagree) and
  * in small pruning transactions. Readers: workers (admin API) and the CLI in
  * read transactions; LMDB's MVCC gives them a consistent snapshot while
  * billing writes. A billing process killed mid-transaction leaves nothing
  * behind (LMDB aborts it); the record is re-written from the ring on restart
  * because the transaction also carries meta applied_ticket (billing.c).
- * Keys are big-endian so cursors walk time (and quota, day) in order.
+ * Keys are big-endian so cursors walk time (and quota, hour) in order.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -49,12 +66,20 @@ static int lmdb_fail(int mrc, const char *what)
     return mrc == MDB_MAP_FULL ? TA_EFULL : TA_ELMDB;
 }
 
-static int32_t day_of(int64_t t_ns)
+static uint32_t hour_of(int64_t t_ns)
 {
     int64_t s = t_ns / 1000000000LL;
     if (s < 0)
         s = 0;
-    return (int32_t)(s / 86400);
+    return (uint32_t)(s / 3600);
+}
+
+/* A fixed-size event string (maybe not terminated) into a C string of cap bytes. */
+static void field_copy(char *dst, size_t cap, const char *src, size_t srclen)
+{
+    size_t n = strnlen(src, srclen < cap - 1 ? srclen : cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 void ta_audit_from_event(const ta_event_t *ev, uint64_t ticket, int64_t period_start, bool charged,
@@ -69,11 +94,10 @@ void ta_audit_from_event(const ta_event_t *ev, uint64_t ticket, int64_t period_s
     o->quota_id = ev->quota_id;
     o->model_id = ev->model_id;
     o->provider_id = ev->provider_id;
-    snprintf(o->key_prefix, sizeof(o->key_prefix), "%.*s", (int)sizeof(ev->key_prefix), ev->key_prefix);
+    field_copy(o->key_prefix, sizeof(o->key_prefix), ev->key_prefix, sizeof(ev->key_prefix));
     o->endpoint = ev->endpoint <= TA_EP_LAST ? ev->endpoint : TA_EP_OTHER;
-    snprintf(o->model, sizeof(o->model), "%.*s", (int)sizeof(ev->model), ev->model);
-    snprintf(o->served_model, sizeof(o->served_model), "%.*s", (int)sizeof(ev->served_model),
-             ev->served_model);
+    field_copy(o->model, sizeof(o->model), ev->model, sizeof(ev->model));
+    field_copy(o->served_model, sizeof(o->served_model), ev->served_model, sizeof(ev->served_model));
     o->stream = (ev->flags & TA_EVF_STREAM) != 0;
     o->status = ev->status;
     o->error_type = ev->error_type <= TA_ET_INTERNAL ? ev->error_type : TA_ET_INTERNAL;
@@ -92,7 +116,7 @@ void ta_audit_from_event(const ta_event_t *ev, uint64_t ticket, int64_t period_s
         o->latency_ms = (ev->t_done_ns - ev->t_received_ns) / 1000000;
     if (ev->t_first_byte_ns > 0 && ev->t_received_ns > 0 && ev->t_first_byte_ns >= ev->t_received_ns)
         o->ttft_ms = (ev->t_first_byte_ns - ev->t_received_ns) / 1000000;
-    snprintf(o->client_ip, sizeof(o->client_ip), "%.*s", (int)sizeof(ev->client_ip), ev->client_ip);
+    field_copy(o->client_ip, sizeof(o->client_ip), ev->client_ip, sizeof(ev->client_ip));
     o->bytes_in = ev->bytes_in;
     o->bytes_out = ev->bytes_out;
     o->worker_pid = ev->worker_pid;
@@ -107,19 +131,100 @@ static void audit_key(uint8_t k[TA_AUDIT_KEY_LEN], int64_t t_ns, const uint8_t r
     memcpy(k + 8, rid, 16);
 }
 
-static void daily_add(ta_daily_t *d, const ta_audit_t *r)
+/* ---- records and their aggregates ------------------------------------------- */
+
+static void sum_add(ta_daily_t *a, const ta_daily_t *d)
 {
-    d->requests++;
-    d->prompt_tokens += r->prompt_tokens;
-    d->completion_tokens += r->completion_tokens;
-    d->cached_tokens += r->cached_tokens;
-    d->cache_write_tokens += r->cache_write_tokens;
-    d->cost += r->cost;
-    if (r->status >= 400)
-        d->errors++;
+    a->requests += d->requests;
+    a->prompt_tokens += d->prompt_tokens;
+    a->completion_tokens += d->completion_tokens;
+    a->cached_tokens += d->cached_tokens;
+    a->cache_write_tokens += d->cache_write_tokens;
+    a->cost += d->cost;
+    a->errors += d->errors;
 }
 
-int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec)
+/* What one record adds to each of its aggregate rows. */
+static void sum_of(ta_daily_t *d, const ta_audit_t *r)
+{
+    memset(d, 0, sizeof(*d));
+    d->requests = 1;
+    d->prompt_tokens = r->prompt_tokens;
+    d->completion_tokens = r->completion_tokens;
+    d->cached_tokens = r->cached_tokens;
+    d->cache_write_tokens = r->cache_write_tokens;
+    d->cost = r->cost;
+    d->errors = r->status >= 400;
+}
+
+static void agg_key(uint8_t k[TA_AGG_KEY_LEN], int scope, uint64_t id, uint32_t hour, uint64_t model,
+                    uint64_t provider, uint64_t group)
+{
+    k[0] = (uint8_t)scope;
+    ta_be64_put(k + 1, id);
+    be32_put(k + 9, hour);
+    ta_be64_put(k + 13, model);
+    ta_be64_put(k + 21, provider);
+    ta_be64_put(k + 29, group);
+}
+
+/* The aggregate keys of a record: all, its quota's, its user's (the last
+ * two when it has them). Returns how many; user_of[i]: the user id the row's
+ * value carries (quota rows). */
+static size_t rec_keys(const ta_audit_t *r, uint64_t group, uint8_t keys[3][TA_AGG_KEY_LEN],
+                       uint64_t user_of[3])
+{
+    uint32_t h = hour_of(r->t_received_ns);
+    size_t n = 0;
+    agg_key(keys[n], TA_AGG_ALL, 0, h, r->model_id, r->provider_id, group);
+    user_of[n++] = 0;
+    if (r->quota_id != 0) {
+        agg_key(keys[n], TA_AGG_QUOTA, r->quota_id, h, r->model_id, r->provider_id, group);
+        user_of[n++] = r->user_id;
+    }
+    if (r->user_id != 0) {
+        agg_key(keys[n], TA_AGG_USER, r->user_id, h, r->model_id, r->provider_id, group);
+        user_of[n++] = 0;
+    }
+    return n;
+}
+
+/* Add delta to the aggregate row at cur's key k (cur positioned by the
+ * caller's MDB_SET_KEY: found tells whether the row exists). */
+static int agg_write(MDB_cursor *cur, const uint8_t *k, bool found, MDB_val *have,
+                     const ta_daily_t *delta, uint64_t user_id)
+{
+    ta_daily_t d;
+    uint8_t buf[256];
+    if (found) {
+        int rc = ta_rec_decode(&ta_desc_daily, have->mv_data, have->mv_size, &d);
+        if (rc != 0)
+            return rc;
+    } else {
+        memset(&d, 0, sizeof(d));
+    }
+    sum_add(&d, delta);
+    if (user_id != 0)
+        d.user_id = user_id;
+    int len = ta_rec_encode(&ta_desc_daily, &d, buf, sizeof(buf));
+    if (len < 0)
+        return len;
+    MDB_val key = {TA_AGG_KEY_LEN, (void *)k}, val = {(size_t)len, buf};
+    int mrc = mdb_cursor_put(cur, &key, &val, found ? MDB_CURRENT : 0);
+    return mrc ? lmdb_fail(mrc, "put aggregate") : 0;
+}
+
+static int agg_add(MDB_cursor *cur, const uint8_t *k, const ta_daily_t *delta, uint64_t user_id)
+{
+    MDB_val key = {TA_AGG_KEY_LEN, (void *)k}, val;
+    int mrc = mdb_cursor_get(cur, &key, &val, MDB_SET_KEY);
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return lmdb_fail(mrc, "get aggregate");
+    return agg_write(cur, k, mrc == 0, &val, delta, user_id);
+}
+
+/* The record and its quota index entry; 1 when the record was there. */
+static int rec_write(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec)
 {
     uint8_t buf[ENC_CAP], k[TA_AUDIT_QKEY_LEN];
     int len = ta_rec_encode(&ta_desc_audit, rec, buf, sizeof(buf));
@@ -127,7 +232,13 @@ int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec)
         return len;
     audit_key(k + 8, rec->t_received_ns, rec->request_id);
     MDB_val key = {TA_AUDIT_KEY_LEN, k + 8}, val = {(size_t)len, buf};
-    int mrc = mdb_put(txn, ta_store_dbi(st, TA_DB_AUDIT_REQUESTS), &key, &val, MDB_NOOVERWRITE);
+    MDB_dbi rdbi = ta_store_dbi(st, TA_DB_AUDIT_REQUESTS);
+    /* records come in time order but for the spread of request durations:
+     * appending skips the search (and fills pages); an older key is put in
+     * its place (MDB_APPEND answers KEYEXIST for any key not past the last) */
+    int mrc = mdb_put(txn, rdbi, &key, &val, MDB_APPEND);
+    if (mrc == MDB_KEYEXIST)
+        mrc = mdb_put(txn, rdbi, &key, &val, MDB_NOOVERWRITE);
     if (mrc == MDB_KEYEXIST)
         return 1;
     if (mrc != 0)
@@ -135,38 +246,133 @@ int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec)
     ta_be64_put(k, rec->quota_id);
     MDB_val qkey = {TA_AUDIT_QKEY_LEN, k}, empty = {0, NULL};
     mrc = mdb_put(txn, ta_store_dbi(st, TA_DB_AUDIT_BY_QUOTA), &qkey, &empty, 0);
-    if (mrc != 0)
-        return lmdb_fail(mrc, "put requests_by_quota");
+    return mrc ? lmdb_fail(mrc, "put requests_by_quota") : 0;
+}
 
-    uint8_t dk[TA_DAILY_KEY_LEN];
-    ta_be64_put(dk, rec->quota_id);
-    be32_put(dk + 8, (uint32_t)day_of(rec->t_received_ns));
-    ta_be64_put(dk + 12, rec->model_id);
-    ta_daily_t d;
-    MDB_val dkey = {sizeof(dk), dk}, dval;
-    MDB_dbi ddbi = ta_store_dbi(st, TA_DB_AUDIT_DAILY);
-    mrc = mdb_get(txn, ddbi, &dkey, &dval);
-    if (mrc == 0) {
-        int rc = ta_rec_decode(&ta_desc_daily, dval.mv_data, dval.mv_size, &d);
-        if (rc != 0)
-            return rc;
-    } else if (mrc == MDB_NOTFOUND) {
-        memset(&d, 0, sizeof(d));
-        d.quota_id = rec->quota_id;
-        d.day = day_of(rec->t_received_ns);
-        d.model_id = rec->model_id;
-        d.user_id = rec->user_id;
-    } else {
-        return lmdb_fail(mrc, "get daily");
+int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec, uint64_t group_id)
+{
+    int rc = rec_write(st, txn, rec);
+    if (rc != 0)
+        return rc;
+    uint8_t keys[3][TA_AGG_KEY_LEN];
+    uint64_t users[3];
+    ta_daily_t delta;
+    MDB_cursor *cur;
+    size_t n = rec_keys(rec, group_id, keys, users);
+    sum_of(&delta, rec);
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "aggregate cursor");
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = agg_add(cur, keys[i], &delta, users[i]);
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+/* ---- batches ---------------------------------------------------------------------- */
+
+#define AGG_SLOTS 8192                 /* power of two */
+#define AGG_FILL (AGG_SLOTS / 4 * 3)   /* flush past this many rows */
+
+typedef struct agg_slot {
+    uint8_t key[TA_AGG_KEY_LEN];
+    bool used;
+    uint64_t user_id;
+    ta_daily_t sum;
+} agg_slot_t;
+
+struct ta_audit_batch {
+    size_t n;
+    uint32_t order[AGG_SLOTS]; /* the used slots */
+    agg_slot_t slot[AGG_SLOTS];
+};
+
+int ta_audit_batch_new(ta_audit_batch_t **out)
+{
+    *out = calloc(1, sizeof(**out));
+    return *out != NULL ? 0 : -ENOMEM;
+}
+
+void ta_audit_batch_free(ta_audit_batch_t *ab)
+{
+    free(ab);
+}
+
+void ta_audit_batch_reset(ta_audit_batch_t *ab)
+{
+    for (size_t i = 0; i < ab->n; i++)
+        ab->slot[ab->order[i]].used = false;
+    ab->n = 0;
+}
+
+static uint32_t key_hash(const uint8_t *k)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a */
+    for (size_t i = 0; i < TA_AGG_KEY_LEN; i++)
+        h = (h ^ k[i]) * 0x100000001b3ULL;
+    return (uint32_t)(h ^ (h >> 32));
+}
+
+static void batch_add(ta_audit_batch_t *ab, const uint8_t *k, const ta_daily_t *delta, uint64_t user_id)
+{
+    uint32_t i = key_hash(k) & (AGG_SLOTS - 1);
+    while (ab->slot[i].used && memcmp(ab->slot[i].key, k, TA_AGG_KEY_LEN) != 0)
+        i = (i + 1) & (AGG_SLOTS - 1);
+    agg_slot_t *s = &ab->slot[i];
+    if (!s->used) {
+        s->used = true;
+        memcpy(s->key, k, TA_AGG_KEY_LEN);
+        memset(&s->sum, 0, sizeof(s->sum));
+        s->user_id = 0;
+        ab->order[ab->n++] = i;
     }
-    daily_add(&d, rec);
-    len = ta_rec_encode(&ta_desc_daily, &d, buf, sizeof(buf));
-    if (len < 0)
-        return len;
-    dval.mv_data = buf;
-    dval.mv_size = (size_t)len;
-    mrc = mdb_put(txn, ddbi, &dkey, &dval, 0);
-    return mrc ? lmdb_fail(mrc, "put daily") : 0;
+    sum_add(&s->sum, delta);
+    if (user_id != 0)
+        s->user_id = user_id;
+}
+
+int ta_audit_batch_put(ta_audit_batch_t *ab, ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec,
+                       uint64_t group_id)
+{
+    int rc = rec_write(st, txn, rec);
+    if (rc != 0)
+        return rc;
+    uint8_t keys[3][TA_AGG_KEY_LEN];
+    uint64_t users[3];
+    ta_daily_t delta;
+    if (ab->n + 3 > AGG_FILL && (rc = ta_audit_batch_flush(ab, st, txn)) != 0)
+        return rc;
+    size_t n = rec_keys(rec, group_id, keys, users);
+    sum_of(&delta, rec);
+    for (size_t i = 0; i < n; i++)
+        batch_add(ab, keys[i], &delta, users[i]);
+    return 0;
+}
+
+static int slot_cmp(const void *a, const void *b, void *arg)
+{
+    const ta_audit_batch_t *ab = arg;
+    return memcmp(ab->slot[*(const uint32_t *)a].key, ab->slot[*(const uint32_t *)b].key,
+                  TA_AGG_KEY_LEN);
+}
+
+int ta_audit_batch_flush(ta_audit_batch_t *ab, ta_store_t *st, MDB_txn *txn)
+{
+    if (ab->n == 0)
+        return 0;
+    /* in key order: each row's search starts from pages the last one read */
+    qsort_r(ab->order, ab->n, sizeof(ab->order[0]), slot_cmp, ab);
+    MDB_cursor *cur;
+    int rc = 0, mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "aggregate cursor");
+    for (size_t i = 0; i < ab->n && rc == 0; i++) {
+        const agg_slot_t *s = &ab->slot[ab->order[i]];
+        rc = agg_add(cur, s->key, &s->sum, s->user_id);
+    }
+    mdb_cursor_close(cur);
+    ta_audit_batch_reset(ab);
+    return rc;
 }
 
 int ta_audit_get(ta_store_t *st, MDB_txn *txn, int64_t t_received_ns, const uint8_t rid[16],
@@ -489,20 +695,11 @@ Exit:
     return rc;
 }
 
-typedef struct agg {
-    int64_t key;
-    ta_daily_t sum;
-} agg_t;
+/* ---- statistics ------------------------------------------------------------------ */
 
-static void sum_add(ta_daily_t *a, const ta_daily_t *d)
+static int64_t floor_div(int64_t a, int64_t b)
 {
-    a->requests += d->requests;
-    a->prompt_tokens += d->prompt_tokens;
-    a->completion_tokens += d->completion_tokens;
-    a->cached_tokens += d->cached_tokens;
-    a->cache_write_tokens += d->cache_write_tokens;
-    a->cost += d->cost;
-    a->errors += d->errors;
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
 }
 
 static json_t *sum_json(const ta_daily_t *a)
@@ -515,97 +712,559 @@ static json_t *sum_json(const ta_daily_t *a)
                      ta_nano_format(a->cost, c), "errors", (json_int_t)a->errors);
 }
 
-static int agg_cmp(const void *a, const void *b)
+/* The series' buckets: key (a day number, a UTC hour or an id) -> sums, in
+ * an array indexed by an open-addressing table of (1 + array index). */
+typedef struct bucket {
+    int64_t key;
+    ta_daily_t sum;
+} bucket_t;
+
+typedef struct buckets {
+    bucket_t *v;
+    size_t n, cap;
+    uint32_t *idx;
+    size_t icap; /* power of two, at least twice n */
+} buckets_t;
+
+static uint32_t i64_hash(int64_t k)
 {
-    int64_t x = ((const agg_t *)a)->key, y = ((const agg_t *)b)->key;
+    return (uint32_t)(((uint64_t)k * 0x9E3779B97F4A7C15ULL) >> 32);
+}
+
+static bucket_t *bucket_get(buckets_t *b, int64_t key)
+{
+    if ((b->n + 1) * 2 > b->icap) {
+        size_t nc = b->icap ? b->icap * 2 : 64;
+        uint32_t *ni = calloc(nc, sizeof(*ni));
+        if (ni == NULL)
+            return NULL;
+        for (size_t j = 0; j < b->n; j++) {
+            size_t i = i64_hash(b->v[j].key) & (nc - 1);
+            while (ni[i])
+                i = (i + 1) & (nc - 1);
+            ni[i] = (uint32_t)(j + 1);
+        }
+        free(b->idx);
+        b->idx = ni, b->icap = nc;
+    }
+    size_t i = i64_hash(key) & (b->icap - 1);
+    while (b->idx[i]) {
+        if (b->v[b->idx[i] - 1].key == key)
+            return &b->v[b->idx[i] - 1];
+        i = (i + 1) & (b->icap - 1);
+    }
+    if (b->n == b->cap) {
+        size_t nc = b->cap ? b->cap * 2 : 32;
+        bucket_t *nv = realloc(b->v, nc * sizeof(*nv));
+        if (nv == NULL)
+            return NULL;
+        b->v = nv, b->cap = nc;
+    }
+    memset(&b->v[b->n], 0, sizeof(b->v[b->n]));
+    b->v[b->n].key = key;
+    b->idx[i] = (uint32_t)(b->n + 1);
+    return &b->v[b->n++];
+}
+
+static int bucket_cmp(const void *a, const void *b)
+{
+    int64_t x = ((const bucket_t *)a)->key, y = ((const bucket_t *)b)->key;
     return x < y ? -1 : x > y;
 }
 
-int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
-                   json_t **out)
-{
-    int32_t dlo = f->since_ns > 0 ? day_of(f->since_ns) : 0;
-    int32_t dhi = f->until_ns > 0 ? day_of(f->until_ns - 1) : INT32_MAX;
+typedef struct stats_walk {
+    const ta_audit_filter_t *f;
+    int group_by;
+    const ta_tz_t *tz;
+    uint32_t hlo, hhi;   /* UTC hours, inclusive */
     ta_daily_t tot;
-    memset(&tot, 0, sizeof(tot));
-    agg_t *groups = NULL;
-    size_t ng = 0, cap = 0;
-    int rc = 0, mrc;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    uint8_t start[8];
-    *out = NULL;
-    if ((mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur)) != 0)
-        return lmdb_fail(mrc, "stats cursor");
-    if (f->quota_id) {
-        ta_be64_put(start, f->quota_id);
-        k.mv_size = 8, k.mv_data = start;
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    } else {
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    buckets_t b;
+    int64_t memo_hour, memo_day; /* the local day of the last hour seen */
+} stats_walk_t;
+
+/* The local date (day number) of the start of UTC hour h. */
+static int64_t local_day(stats_walk_t *w, uint32_t h)
+{
+    if ((int64_t)h != w->memo_hour) {
+        int64_t t = (int64_t)h * 3600;
+        w->memo_day = floor_div(t + ta_tz_offset(w->tz, t), 86400);
+        w->memo_hour = h;
     }
+    return w->memo_day;
+}
+
+/* Sum the rows of scope/id in w's hours, from cur positioned anywhere. */
+static int walk_scope(MDB_cursor *cur, stats_walk_t *w, int scope, uint64_t id)
+{
+    uint8_t lo[TA_AGG_KEY_LEN];
+    agg_key(lo, scope, id, w->hlo, 0, 0, 0);
+    MDB_val k = {TA_AGG_KEY_LEN, lo}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     for (; mrc == 0; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != TA_DAILY_KEY_LEN)
-            continue;
-        if (f->quota_id && ta_be64_get(k.mv_data) != f->quota_id)
+        const uint8_t *p = k.mv_data;
+        if (k.mv_size != TA_AGG_KEY_LEN || p[0] != scope || ta_be64_get(p + 1) != id)
             break;
-        int32_t day = (int32_t)be32_get((const uint8_t *)k.mv_data + 8);
-        if (day < dlo || day > dhi)
+        uint32_t hour = be32_get(p + 9);
+        if (hour > w->hhi)
+            break;
+        uint64_t model = ta_be64_get(p + 13);
+        if (w->f->model_id && model != w->f->model_id)
             continue;
         ta_daily_t d;
-        if (ta_rec_decode(&ta_desc_daily, v.mv_data, v.mv_size, &d) != 0)
+        if (ta_rec_decode(&ta_desc_daily, v.mv_data, v.mv_size, &d) != 0) {
+            ta_log(TA_LOG_WARN, "audit: undecodable aggregate row skipped");
             continue;
-        if ((f->user_id && d.user_id != f->user_id) || (f->model_id && d.model_id != f->model_id))
-            continue;
-        sum_add(&tot, &d);
-        if (group_by == TA_GROUP_NONE)
-            continue;
-        int64_t gk = group_by == TA_GROUP_DAY ? day : group_by == TA_GROUP_MODEL ? (int64_t)d.model_id
-                                                                                 : (int64_t)d.user_id;
-        size_t i;
-        for (i = 0; i < ng && groups[i].key != gk; i++)
-            ;
-        if (i == ng) {
-            if (ng == cap) {
-                size_t nc = cap ? cap * 2 : 32;
-                agg_t *ng2 = realloc(groups, nc * sizeof(*groups));
-                if (!ng2) {
-                    rc = -ENOMEM;
-                    goto Exit;
-                }
-                groups = ng2, cap = nc;
-            }
-            memset(&groups[ng], 0, sizeof(groups[ng]));
-            groups[ng++].key = gk;
         }
-        sum_add(&groups[i].sum, &d);
-    }
-    if (mrc != 0 && mrc != MDB_NOTFOUND) {
-        rc = lmdb_fail(mrc, "stats walk");
-        goto Exit;
-    }
-    if (ng)
-        qsort(groups, ng, sizeof(*groups), agg_cmp);
-    json_t *series = json_array();
-    for (size_t i = 0; i < ng; i++) {
-        json_t *o = sum_json(&groups[i].sum);
-        if (group_by == TA_GROUP_DAY) {
-            char b[40];
-            ta_time_format(groups[i].key * 86400, b);
-            b[10] = 0;
-            json_object_set_new(o, "day", json_string(b));
-        } else {
-            json_object_set_new(o, group_by == TA_GROUP_MODEL ? "model_id" : "user_id",
-                                json_integer((json_int_t)groups[i].key));
+        if (scope == TA_AGG_QUOTA && w->f->user_id && d.user_id != w->f->user_id)
+            continue;
+        sum_add(&w->tot, &d);
+        int64_t key;
+        switch (w->group_by) {
+        case TA_GROUP_DAY: key = local_day(w, hour); break;
+        case TA_GROUP_HOUR: key = hour; break;
+        case TA_GROUP_MODEL: key = (int64_t)model; break;
+        case TA_GROUP_PROVIDER: key = (int64_t)ta_be64_get(p + 21); break;
+        case TA_GROUP_GROUP: key = (int64_t)ta_be64_get(p + 29); break;
+        case TA_GROUP_USER: key = (int64_t)(scope == TA_AGG_USER ? id : d.user_id); break;
+        default: continue;
         }
-        json_array_append_new(series, o);
+        bucket_t *bk = bucket_get(&w->b, key);
+        if (bk == NULL)
+            return -ENOMEM;
+        sum_add(&bk->sum, &d);
     }
-    *out = json_pack("{s:o,s:o}", "totals", sum_json(&tot), "series", series);
-    if (!*out)
-        rc = -ENOMEM;
-Exit:
+    return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "stats walk") : 0;
+}
+
+/* Every id of a scope (the statistics of every user). */
+static int walk_every(MDB_cursor *cur, stats_walk_t *w, int scope)
+{
+    uint64_t id = 0;
+    for (;;) {
+        uint8_t lo[TA_AGG_KEY_LEN];
+        agg_key(lo, scope, id, 0, 0, 0, 0);
+        MDB_val k = {TA_AGG_KEY_LEN, lo}, v;
+        int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (mrc == MDB_NOTFOUND)
+            return 0;
+        if (mrc != 0)
+            return lmdb_fail(mrc, "stats walk");
+        if (k.mv_size != TA_AGG_KEY_LEN || ((const uint8_t *)k.mv_data)[0] != scope)
+            return 0;
+        id = ta_be64_get((const uint8_t *)k.mv_data + 1);
+        int rc = walk_scope(cur, w, scope, id);
+        if (rc != 0 || id == UINT64_MAX)
+            return rc;
+        id++;
+    }
+}
+
+static void hour_label(const ta_tz_t *tz, int64_t hour, char out[32])
+{
+    int64_t t = hour * 3600;
+    int32_t off = ta_tz_offset(tz, t), aoff = off < 0 ? -off : off;
+    int64_t local = t + off, days = floor_div(local, 86400), secs = local - days * 86400;
+    int y, m, d;
+    ta_tz_civil(days, &y, &m, &d);
+    snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:00%c%02d:%02d", y, m, d, (int)(secs / 3600),
+             (int)(secs / 60 % 60), off < 0 ? '-' : '+', (int)(aoff / 3600), (int)(aoff / 60 % 60));
+}
+
+static void day_label(int64_t day, char out[16])
+{
+    int y, m, d;
+    ta_tz_civil(day, &y, &m, &d);
+    snprintf(out, 16, "%04d-%02d-%02d", y, m, d);
+}
+
+int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
+                   const ta_tz_t *tz, json_t **out)
+{
+    stats_walk_t w;
+    memset(&w, 0, sizeof(w));
+    w.f = f;
+    w.group_by = group_by;
+    w.tz = tz;
+    w.memo_hour = -1;
+    w.hlo = f->since_ns > 0 ? hour_of(f->since_ns) : 0;
+    w.hhi = f->until_ns > 0 ? hour_of(f->until_ns - 1) : UINT32_MAX;
+    *out = NULL;
+    MDB_cursor *cur;
+    int rc, mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "stats cursor");
+    if (f->until_ns > 0 && f->until_ns <= f->since_ns)
+        rc = 0; /* an empty range */
+    else if (f->quota_id)
+        rc = walk_scope(cur, &w, TA_AGG_QUOTA, f->quota_id);
+    else if (f->user_id)
+        rc = walk_scope(cur, &w, TA_AGG_USER, f->user_id);
+    else if (group_by == TA_GROUP_USER)
+        rc = walk_every(cur, &w, TA_AGG_USER);
+    else
+        rc = walk_scope(cur, &w, TA_AGG_ALL, 0);
     mdb_cursor_close(cur);
-    free(groups);
+    json_t *series = rc == 0 ? json_array() : NULL;
+    if (rc == 0 && series == NULL)
+        rc = -ENOMEM;
+    if (rc == 0 && w.b.n)
+        qsort(w.b.v, w.b.n, sizeof(*w.b.v), bucket_cmp);
+    for (size_t i = 0; rc == 0 && i < w.b.n; i++) {
+        json_t *o = sum_json(&w.b.v[i].sum), *key = NULL;
+        const char *name = NULL;
+        char lab[32];
+        int64_t k = w.b.v[i].key;
+        switch (group_by) {
+        case TA_GROUP_DAY: day_label(k, lab), name = "day", key = json_string(lab); break;
+        case TA_GROUP_HOUR: hour_label(tz, k, lab), name = "hour", key = json_string(lab); break;
+        case TA_GROUP_MODEL: name = "model_id"; break;
+        case TA_GROUP_PROVIDER: name = "provider_id"; break;
+        case TA_GROUP_GROUP: name = "group_id"; break;
+        default: name = "user_id"; break;
+        }
+        if (key == NULL)
+            key = json_integer((json_int_t)k);
+        if (o == NULL || key == NULL || json_object_set_new(o, name, key) != 0 ||
+            json_array_append_new(series, o) != 0) {
+            json_decref(o);
+            rc = -ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        *out = json_pack("{s:o,s:o}", "totals", sum_json(&w.tot), "series", series);
+        series = NULL;
+        if (*out == NULL)
+            rc = -ENOMEM;
+    }
+    json_decref(series);
+    free(w.b.v);
+    free(w.b.idx);
+    return rc;
+}
+
+bool ta_audit_quota_seen(ta_store_t *st, MDB_txn *txn, uint64_t quota_id)
+{
+    uint8_t lo[TA_AGG_KEY_LEN];
+    MDB_cursor *cur;
+    bool seen = false;
+    agg_key(lo, TA_AGG_QUOTA, quota_id, 0, 0, 0, 0);
+    if (mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur) != 0)
+        return false;
+    MDB_val k = {TA_AGG_KEY_LEN, lo}, v;
+    if (mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) == 0 && k.mv_size == TA_AGG_KEY_LEN)
+        seen = memcmp(k.mv_data, lo, 9) == 0;
+    mdb_cursor_close(cur);
+    return seen;
+}
+
+int ta_audit_agg_sum(ta_store_t *st, MDB_txn *txn, int scope, uint64_t id, uint32_t hour_lo,
+                     ta_daily_t *sum)
+{
+    ta_audit_filter_t f;
+    stats_walk_t w;
+    MDB_cursor *cur;
+    memset(&f, 0, sizeof(f));
+    memset(&w, 0, sizeof(w));
+    w.f = &f;
+    w.hlo = hour_lo;
+    w.hhi = UINT32_MAX;
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "aggregate cursor");
+    int rc = walk_scope(cur, &w, scope, id);
+    mdb_cursor_close(cur);
+    *sum = w.tot;
+    return rc;
+}
+
+bool ta_audit_aggregates_ready(ta_store_t *st, MDB_txn *txn)
+{
+    uint64_t ver = 0;
+    return ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", &ver) == 0 && ver >= 2;
+}
+
+int ta_audit_complete_from(ta_store_t *st, MDB_txn *txn, uint32_t *hour)
+{
+    MDB_cursor *cur;
+    MDB_val k = {strlen("pruned_cost."), "pruned_cost."}, v;
+    *hour = 0;
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_META), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "meta cursor");
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    bool pruned = mrc == 0 && k.mv_size >= 12 && memcmp(k.mv_data, "pruned_cost.", 12) == 0;
+    mdb_cursor_close(cur);
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return lmdb_fail(mrc, "meta walk");
+    if (!pruned)
+        return 0;
+    if ((mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_REQUESTS), &cur)) != 0)
+        return lmdb_fail(mrc, "requests cursor");
+    mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (mrc == 0 && k.mv_size == TA_AUDIT_KEY_LEN)
+        *hour = hour_of((int64_t)ta_be64_get(k.mv_data)) + 1;
+    else if (mrc == MDB_NOTFOUND)
+        *hour = UINT32_MAX; /* everything pruned: nothing to compare */
+    mdb_cursor_close(cur);
+    return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "requests walk") : 0;
+}
+
+/* ---- the upgrade of an earlier build's aggregates ------------------------------------ */
+
+#define UPGRADE_RECORDS 20000 /* records summed per transaction */
+#define UPGRADE_DAILY 2000    /* daily rows turned per transaction */
+#define UPGRADE_POS "aggregates_upgrade_pos"
+#define UPGRADE_DAILY_STEP "daily"
+
+/* The upgrade's working memory: quota -> group, and a chunk of daily rows. */
+typedef struct group_cache {
+    uint64_t quota[256], group[256];
+    bool ok[256];
+    uint8_t keys[UPGRADE_DAILY][TA_DAILY_KEY_LEN];
+    ta_daily_t rows[UPGRADE_DAILY];
+} group_cache_t;
+
+static uint64_t group_of(ta_store_t *st, MDB_txn *ltxn, group_cache_t *gc, uint64_t quota_id)
+{
+    size_t i = quota_id & 255;
+    if (!gc->ok[i] || gc->quota[i] != quota_id) {
+        ta_quota_t q;
+        gc->quota[i] = quota_id;
+        gc->group[i] = ta_rec_get(st, ltxn, &ta_desc_quota, quota_id, &q) == 0 ? q.group_id : 0;
+        gc->ok[i] = true;
+    }
+    return gc->group[i];
+}
+
+/* Sum the records after *pos (24 bytes; npos 0: from the first) into ab,
+ * at most UPGRADE_RECORDS; *pos moves to the last one, *done when none is left. */
+static int upgrade_records(ta_store_t *st, MDB_txn *txn, MDB_txn *ltxn, ta_audit_batch_t *ab,
+                           group_cache_t *gc, uint8_t *pos, size_t *npos, bool *done,
+                           uint64_t *count)
+{
+    MDB_cursor *cur;
+    MDB_val k = {*npos, pos}, v;
+    int rc = 0, mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_REQUESTS), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "upgrade cursor");
+    mrc = *npos ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    if (mrc == 0 && *npos && k.mv_size == *npos && memcmp(k.mv_data, pos, *npos) == 0)
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    size_t n = 0;
+    for (; mrc == 0 && n < UPGRADE_RECORDS; mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT), n++) {
+        ta_audit_t r;
+        if (k.mv_size == TA_AUDIT_KEY_LEN) {
+            memcpy(pos, k.mv_data, TA_AUDIT_KEY_LEN);
+            *npos = TA_AUDIT_KEY_LEN;
+        }
+        if (k.mv_size != TA_AUDIT_KEY_LEN || ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &r) != 0)
+            continue;
+        uint8_t keys[3][TA_AGG_KEY_LEN];
+        uint64_t users[3];
+        ta_daily_t delta;
+        size_t nk = rec_keys(&r, group_of(st, ltxn, gc, r.quota_id), keys, users);
+        sum_of(&delta, &r);
+        if (ab->n + 3 > AGG_FILL && (rc = ta_audit_batch_flush(ab, st, txn)) != 0)
+            break;
+        for (size_t i = 0; i < nk; i++)
+            batch_add(ab, keys[i], &delta, users[i]);
+        (*count)++;
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = lmdb_fail(mrc, "upgrade walk");
+    *done = mrc == MDB_NOTFOUND;
+    mdb_cursor_close(cur);
+    return rc;
+}
+
+/* What an earlier daily row d (quota, day, model) holds beyond the hourly
+ * rows of that quota, day and model: the records pruned since. */
+static int daily_rest(ta_store_t *st, MDB_txn *txn, const uint8_t *dk, ta_daily_t *rest)
+{
+    uint64_t quota = ta_be64_get(dk), model = ta_be64_get(dk + 12);
+    int64_t day = (int32_t)be32_get(dk + 8);
+    ta_audit_filter_t f = {.model_id = model};
+    stats_walk_t w;
+    memset(&w, 0, sizeof(w));
+    w.f = &f;
+    w.hlo = (uint32_t)(day * 24);
+    w.hhi = w.hlo + 23;
+    MDB_cursor *cur;
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "upgrade cursor");
+    int rc = 0;
+    if (model == 0) { /* model 0 rows: the hourly rows of model 0 only */
+        uint8_t lo[TA_AGG_KEY_LEN];
+        agg_key(lo, TA_AGG_QUOTA, quota, w.hlo, 0, 0, 0);
+        MDB_val k = {TA_AGG_KEY_LEN, lo}, v;
+        for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            const uint8_t *p = k.mv_data;
+            ta_daily_t d;
+            if (k.mv_size != TA_AGG_KEY_LEN || p[0] != TA_AGG_QUOTA || ta_be64_get(p + 1) != quota ||
+                be32_get(p + 9) > w.hhi)
+                break;
+            if (ta_be64_get(p + 13) == 0 && ta_rec_decode(&ta_desc_daily, v.mv_data, v.mv_size, &d) == 0)
+                sum_add(&w.tot, &d);
+        }
+        if (mrc != 0 && mrc != MDB_NOTFOUND)
+            rc = lmdb_fail(mrc, "upgrade walk");
+    } else {
+        rc = walk_scope(cur, &w, TA_AGG_QUOTA, quota);
+    }
+    mdb_cursor_close(cur);
+    rest->requests -= w.tot.requests;
+    rest->prompt_tokens -= w.tot.prompt_tokens;
+    rest->completion_tokens -= w.tot.completion_tokens;
+    rest->cached_tokens -= w.tot.cached_tokens;
+    rest->cache_write_tokens -= w.tot.cache_write_tokens;
+    rest->cost -= w.tot.cost;
+    rest->errors -= w.tot.errors;
+    return rc;
+}
+
+/* Turn up to UPGRADE_DAILY earlier daily rows into hourly rows (what the
+ * records do not explain goes to the day's first hour, provider 0) and
+ * delete them. *done when none is left. */
+static int upgrade_daily(ta_store_t *st, MDB_txn *txn, MDB_txn *ltxn, ta_audit_batch_t *ab,
+                         group_cache_t *gc, bool *done, uint64_t *count)
+{
+    enum { CHUNK = UPGRADE_DAILY };
+    uint8_t (*keys)[TA_DAILY_KEY_LEN] = gc->keys;
+    ta_daily_t *rows = gc->rows;
+    size_t n = 0;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    MDB_dbi dbi = ta_store_dbi(st, TA_DB_AUDIT_DAILY);
+    int rc = 0, mrc = mdb_cursor_open(txn, dbi, &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "upgrade cursor");
+    /* the earlier rows sort first (a quota id's high byte is below every scope) */
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); mrc == 0 && n < CHUNK;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != TA_DAILY_KEY_LEN)
+            break;
+        memcpy(keys[n], k.mv_data, TA_DAILY_KEY_LEN);
+        if (ta_rec_decode(&ta_desc_daily, v.mv_data, v.mv_size, &rows[n]) != 0)
+            memset(&rows[n], 0, sizeof(rows[n])); /* nothing to carry over: only deleted */
+        n++;
+    }
+    mdb_cursor_close(cur);
+    if (mrc != 0 && mrc != MDB_NOTFOUND)
+        return lmdb_fail(mrc, "upgrade walk");
+    *done = n < CHUNK;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        ta_daily_t rest = rows[i];
+        uint64_t quota = ta_be64_get(keys[i]), model = ta_be64_get(keys[i] + 12);
+        uint32_t hour = (uint32_t)((int32_t)be32_get(keys[i] + 8) * 24);
+        if ((rc = daily_rest(st, txn, keys[i], &rest)) != 0)
+            break;
+        bool some = rest.requests || rest.prompt_tokens || rest.completion_tokens ||
+                    rest.cached_tokens || rest.cache_write_tokens || rest.cost || rest.errors;
+        bool negative = rest.requests < 0 || rest.prompt_tokens < 0 || rest.completion_tokens < 0 ||
+                        rest.cached_tokens < 0 || rest.cache_write_tokens < 0 || rest.cost < 0 ||
+                        rest.errors < 0;
+        if (negative) {
+            ta_log(TA_LOG_WARN, "audit: upgrade: quota %" PRIu64 " day %d model %" PRIu64
+                   ": the records sum to more than the daily row; kept as the records say",
+                   quota, (int)(hour / 24), model);
+        } else if (some) {
+            uint64_t group = group_of(st, ltxn, gc, quota);
+            uint8_t ak[TA_AGG_KEY_LEN];
+            if (ab->n + 3 > AGG_FILL && (rc = ta_audit_batch_flush(ab, st, txn)) != 0)
+                break;
+            agg_key(ak, TA_AGG_ALL, 0, hour, model, 0, group);
+            batch_add(ab, ak, &rest, 0);
+            agg_key(ak, TA_AGG_QUOTA, quota, hour, model, 0, group);
+            batch_add(ab, ak, &rest, rows[i].user_id);
+            if (rows[i].user_id != 0) {
+                agg_key(ak, TA_AGG_USER, rows[i].user_id, hour, model, 0, group);
+                batch_add(ab, ak, &rest, 0);
+            }
+        }
+        MDB_val dk = {TA_DAILY_KEY_LEN, keys[i]};
+        mrc = mdb_del(txn, dbi, &dk, NULL);
+        if (mrc != 0 && mrc != MDB_NOTFOUND)
+            rc = lmdb_fail(mrc, "upgrade delete");
+        (*count)++;
+    }
+    return rc;
+}
+
+int ta_audit_upgrade(ta_store_t *st)
+{
+    ta_audit_batch_t *ab = NULL;
+    group_cache_t *gc = calloc(1, sizeof(*gc));
+    uint64_t records = 0, days = 0;
+    int rc = gc != NULL ? ta_audit_batch_new(&ab) : -ENOMEM;
+    for (; rc == 0;) {
+        MDB_txn *txn = NULL, *ltxn = NULL;
+        uint64_t ver = 0;
+        uint8_t pos[TA_AUDIT_KEY_LEN];
+        size_t npos = 0;
+        bool done = false, daily_step = false;
+        if ((rc = ta_txn_begin(st, TA_ENV_AUDIT, true, &txn)) != 0)
+            break;
+        rc = ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", &ver);
+        if (rc == TA_ENOTFOUND)
+            rc = 0, ver = 0;
+        if (rc != 0 || ver >= 2) {
+            ta_txn_abort(txn);
+            break;
+        }
+        if ((rc = ta_txn_begin(st, TA_ENV_LEDGER, false, &ltxn)) != 0) {
+            ta_txn_abort(txn);
+            break;
+        }
+        memset(gc->ok, 0, sizeof(gc->ok));
+        MDB_val mk = {strlen(UPGRADE_POS), UPGRADE_POS}, mv;
+        MDB_dbi meta = ta_store_dbi(st, TA_DB_AUDIT_META);
+        int mrc = mdb_get(txn, meta, &mk, &mv);
+        if (mrc == 0 && mv.mv_size == TA_AUDIT_KEY_LEN) {
+            memcpy(pos, mv.mv_data, TA_AUDIT_KEY_LEN);
+            npos = TA_AUDIT_KEY_LEN;
+        } else if (mrc == 0) {
+            daily_step = mv.mv_size == strlen(UPGRADE_DAILY_STEP);
+        }
+        if (!daily_step) {
+            rc = upgrade_records(st, txn, ltxn, ab, gc, pos, &npos, &done, &records);
+            if (rc == 0 && done) {
+                mv.mv_size = strlen(UPGRADE_DAILY_STEP), mv.mv_data = UPGRADE_DAILY_STEP;
+            } else {
+                mv.mv_size = npos, mv.mv_data = pos;
+            }
+            if (rc == 0 && mv.mv_size > 0 && (mrc = mdb_put(txn, meta, &mk, &mv, 0)) != 0)
+                rc = lmdb_fail(mrc, "upgrade position");
+        } else {
+            rc = upgrade_daily(st, txn, ltxn, ab, gc, &done, &days);
+            if (rc == 0 && done) {
+                mrc = mdb_del(txn, meta, &mk, NULL);
+                if (mrc != 0 && mrc != MDB_NOTFOUND)
+                    rc = lmdb_fail(mrc, "upgrade position");
+                else
+                    rc = ta_meta_put_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", 2);
+            }
+        }
+        if (rc == 0)
+            rc = ta_audit_batch_flush(ab, st, txn);
+        ta_txn_abort(ltxn);
+        if (rc == 0)
+            rc = ta_txn_commit(txn);
+        else
+            ta_txn_abort(txn);
+        ta_audit_batch_reset(ab);
+        if (rc == 0 && !daily_step && !done && records % (50 * UPGRADE_RECORDS) == 0)
+            ta_log(TA_LOG_INFO, "audit: upgrade: %" PRIu64 " records summed into hourly "
+                   "aggregates so far", records);
+        if (rc == 0 && daily_step && done && records + days > 0)
+            ta_log(TA_LOG_INFO, "audit: hourly aggregates made from data of an earlier build: %"
+                   PRIu64 " records summed, %" PRIu64 " daily rows carried over", records, days);
+    }
+    if (rc != 0)
+        ta_log(TA_LOG_ERROR, "audit: upgrade of the aggregates: %s", ta_strerror(rc));
+    ta_audit_batch_free(ab);
+    free(gc);
     return rc;
 }
 

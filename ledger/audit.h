@@ -1,11 +1,13 @@
 /*
- * audit.h - the audit environment: request records, the per-quota index, daily
- * aggregates and raised warnings (layout in audit.c and schema/audit_records.h),
- * plus the queries behind the admin endpoints and the `tokenaudit audit` CLI.
+ * audit.h - the audit environment: request records, the per-quota index,
+ * hourly aggregates and raised warnings (layout in audit.c and
+ * schema/audit_records.h), plus the queries behind the admin endpoints and
+ * the `tokenaudit audit` CLI.
  *
- * Writers: billing only (ta_audit_put, ta_audit_warning_put, ta_audit_prune),
- * inside its audit write transaction. Readers: workers (admin API) and the
- * CLI, in read transactions on TA_ENV_AUDIT.
+ * Writers: billing only (ta_audit_put / ta_audit_batch_*, ta_audit_warning_put,
+ * ta_audit_prune, ta_audit_upgrade), inside its audit write transactions.
+ * Readers: workers (admin API) and the CLI, in read transactions on
+ * TA_ENV_AUDIT.
  */
 #ifndef TA_AUDIT_H
 #define TA_AUDIT_H
@@ -14,22 +16,55 @@
 
 #include "ledger/event.h"
 #include "ledger/store.h"
+#include "ledger/tzinfo.h"
 #include "schema/audit_records.h"
 
 #define TA_AUDIT_KEY_LEN 24   /* t_received_ns BE (8) + request id (16) */
 #define TA_AUDIT_QKEY_LEN 32  /* quota id (8) + t_received_ns (8) + request id (16) */
-#define TA_DAILY_KEY_LEN 20   /* quota id (8) + day BE (4) + model id (8) */
+#define TA_DAILY_KEY_LEN 20   /* earlier builds' aggregates: quota id (8) + day BE (4) + model id (8) */
+#define TA_AGG_KEY_LEN 37     /* scope (1) + scope id (8) + UTC hour (4) + model, provider, group id (8 each) */
 #define TA_WARNING_KEY_LEN 20 /* quota id (8) + period start (8) + threshold (4) */
+
+/* The scopes of the hourly aggregates (the first byte of their keys; the
+ * keys of earlier builds' daily rows start with a quota id's high byte, 0). */
+enum ta_agg_scope { TA_AGG_ALL = 0xA1, TA_AGG_QUOTA = 0xA2, TA_AGG_USER = 0xA3 };
 
 /** Fill an audit record from a ring event. charged: the ledger added
  *  ev->cost (else cost is 0 and uncharged_cost carries it). Any process. */
 void ta_audit_from_event(const ta_event_t *ev, uint64_t ticket, int64_t period_start, bool charged,
                          ta_audit_t *out);
 
-/** Store a record: requests, requests_by_quota and the daily aggregate. A
- *  record whose key already exists is left alone (returns 1): re-applying an
- *  event never counts it twice. Returns 0, 1, or <0. Billing, audit write txn. */
-int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec);
+/** Store a record: requests, requests_by_quota and its hourly aggregates
+ *  (all, its quota's, its user's; group_id: the quota's group when the
+ *  request was billed). A record whose key already exists is left alone
+ *  (returns 1): re-applying an event never counts it twice. Returns 0, 1, or
+ *  <0. Billing, audit write txn. */
+int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec, uint64_t group_id);
+
+/* A batch of records in one audit write transaction (billing's audit pass):
+ * each record and its index entry are written at once, the aggregates are
+ * summed in memory and each aggregate row is read and written once, at
+ * ta_audit_batch_flush(), which must run before the transaction commits.
+ * Allocated once; nothing is allocated per record. */
+typedef struct ta_audit_batch ta_audit_batch_t;
+int ta_audit_batch_new(ta_audit_batch_t **out);
+void ta_audit_batch_free(ta_audit_batch_t *ab);
+/** ta_audit_put(), the aggregates summed in ab (a full ab flushes itself). */
+int ta_audit_batch_put(ta_audit_batch_t *ab, ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec,
+                       uint64_t group_id);
+/** Write ab's sums into txn and empty ab. 0 or <0 (the caller aborts). */
+int ta_audit_batch_flush(ta_audit_batch_t *ab, ta_store_t *st, MDB_txn *txn);
+/** Forget ab's sums (their transaction was aborted). */
+void ta_audit_batch_reset(ta_audit_batch_t *ab);
+
+/** Give a data directory written by an earlier build its hourly aggregates
+ *  (docs/ARCHITECTURE.md "Data"): every stored record is summed into them,
+ *  then each earlier daily row gives what its records no longer explain
+ *  (records pruned by audit_retention_days) to its day's first UTC hour
+ *  (provider 0) and is removed. Resumable: killed, the next call goes on
+ *  where the last committed step stopped. Groups come from the ledger's
+ *  quotas. Billing, before its first batch (its own transactions). */
+int ta_audit_upgrade(ta_store_t *st);
 /** Look a record up by its key parts. 0 or TA_ENOTFOUND. */
 int ta_audit_get(ta_store_t *st, MDB_txn *txn, int64_t t_received_ns, const uint8_t rid[16],
                  ta_audit_t *out);
@@ -88,14 +123,37 @@ int ta_audit_list_capped(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *
 /** The key of a record (the keyset cursor of ta_audit_filter_t). */
 void ta_audit_key(const ta_audit_t *rec, uint8_t key[TA_AUDIT_KEY_LEN]);
 
-enum ta_audit_group { TA_GROUP_NONE = 0, TA_GROUP_DAY, TA_GROUP_MODEL, TA_GROUP_USER };
-/** Statistics from the daily aggregates (day granularity: since/until are
- *  rounded to their UTC day): {"totals":{requests, prompt_tokens,
+enum ta_audit_group {
+    TA_GROUP_NONE = 0, TA_GROUP_DAY, TA_GROUP_MODEL, TA_GROUP_USER, TA_GROUP_HOUR,
+    TA_GROUP_PROVIDER, TA_GROUP_GROUP
+};
+/** Statistics from the hourly aggregates (hour granularity: since counts
+ *  from the start of its UTC hour, until up to the end of the hour holding
+ *  the instant before it): {"totals":{requests, prompt_tokens,
  *  completion_tokens, cached_tokens, cache_write_tokens, cost, errors},
- *  "series":[{"day"|"model_id"|"user_id": ..., same sums}]}. Filters used:
- *  since, until, quota_id, user_id, model_id. *out is a new reference. */
+ *  "series":[{"day"|"hour"|"model_id"|"user_id"|"provider_id"|"group_id":
+ *  ..., same sums}]}, series in ascending bucket order. Day and hour
+ *  buckets are placed in tz (NULL: UTC): "day" "2026-12-03" (the local date
+ *  of each UTC hour's start), "hour" "2026-12-03T08:00:00+08:00" (a UTC hour
+ *  labelled with its local start). Filters used: since, until, quota_id,
+ *  user_id, model_id. Reads the aggregates of the narrowest scope (quota,
+ *  else user, else all), never the records. *out is a new reference. */
 int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
-                   json_t **out);
+                   const ta_tz_t *tz, json_t **out);
+/** For `ledger verify`: the sums of the aggregate rows of scope/id
+ *  (TA_AGG_*) from UTC hour hour_lo on (requests, tokens, cost, errors). */
+int ta_audit_agg_sum(ta_store_t *st, MDB_txn *txn, int scope, uint64_t id, uint32_t hour_lo,
+                     ta_daily_t *sum);
+/** Whether the aggregates are hourly (false while data of an earlier build
+ *  waits for ta_audit_upgrade, which billing runs at start). */
+bool ta_audit_aggregates_ready(ta_store_t *st, MDB_txn *txn);
+/** The first UTC hour whose records are all still stored: 0, or when
+ *  pruning (audit_retention_days) deleted some, the hour after the oldest
+ *  stored record's (pruning deletes the oldest first). */
+int ta_audit_complete_from(ta_store_t *st, MDB_txn *txn, uint32_t *hour);
+/** Whether the aggregates hold anything of quota_id (a deleted quota's
+ *  statistics stay readable). Read txn on TA_ENV_AUDIT. */
+bool ta_audit_quota_seen(ta_store_t *st, MDB_txn *txn, uint64_t quota_id);
 
 /** Sum of cost over the quota's records whose period_start == period_start
  *  (every record when all_periods), looking at records received since

@@ -128,42 +128,122 @@ static void stash_name(char *buf, size_t cap, uint64_t ticket, const uint8_t rid
 
 /* ---- ledger pass ---------------------------------------------------------------- */
 
+/* The batch's quotas and balances (billing_internal.h, settle_slot_t): each
+ * read once per batch, each balance written once, by settle_flush() before
+ * the ledger transaction commits. Anything else that writes balances in the
+ * same transaction (a dead worker's releases) runs after settle_flush() and
+ * settle_forget(). */
+static settle_slot_t *settle_slot(ta_billing_t *b, MDB_txn *txn, uint64_t quota_id, int64_t now_s,
+                                  int *rc)
+{
+    size_t i = (size_t)(quota_id * 0x9E3779B97F4A7C15ULL >> 40) & (SETTLE_SLOTS - 1);
+    while (b->settle[i].used && b->settle[i].quota_id != quota_id)
+        i = (i + 1) & (SETTLE_SLOTS - 1);
+    settle_slot_t *s = &b->settle[i];
+    *rc = 0;
+    if (s->used)
+        return s;
+    memset(s, 0, sizeof(*s));
+    s->quota_id = quota_id;
+    *rc = ta_rec_get(b->st, txn, &ta_desc_quota, quota_id, &s->q);
+    s->quota_found = *rc == 0;
+    if (*rc == TA_ENOTFOUND) /* deleted: settled as quota.c settles it */
+        *rc = ta_quota_read(b->st, txn, quota_id, &s->q);
+    if (*rc != 0 ||
+        (*rc = ta_quota_balance_read(b->st, txn, &s->q, now_s, b->conf.quota_timezone, &s->bal)) != 0)
+        return NULL;
+    s->used = true;
+    b->settle_order[b->nsettle++] = (uint32_t)i;
+    return s;
+}
+
+/* Forget the batch's quotas and balances (after settle_flush, or with an
+ * aborted transaction); closes the holds cursor. */
+static void settle_forget(ta_billing_t *b)
+{
+    for (size_t i = 0; i < b->nsettle; i++)
+        b->settle[b->settle_order[i]].used = false;
+    b->nsettle = 0;
+    if (b->holds_cur != NULL)
+        mdb_cursor_close(b->holds_cur);
+    b->holds_cur = NULL;
+}
+
+/* Write the balances the batch changed, each once. */
+static int settle_flush(ta_billing_t *b, MDB_txn *txn)
+{
+    for (size_t i = 0; i < b->nsettle; i++) {
+        settle_slot_t *s = &b->settle[b->settle_order[i]];
+        int rc;
+        if (s->dirty && (rc = ta_rec_put(b->st, txn, &ta_desc_balance, s->quota_id, &s->bal)) != 0)
+            return rc;
+        s->dirty = false;
+    }
+    return 0;
+}
+
 int ta_billing_settle(ta_billing_t *b, MDB_txn *txn, uint64_t t, const ta_event_t *ev,
                       uint64_t *notep)
 {
-    uint64_t note = NOTE_VALID;
-    int rc = 0;
-    if (ev->flags & TA_EVF_HOLD) {
-        ta_hold_t h;
-        bool held = ta_rec_get_k(b->st, txn, &ta_desc_hold, TA_DB_HOLDS, ev->request_id, 16, &h) == 0;
-        rc = ta_quota_settle(b->st, txn, ev, b->conf.quota_timezone);
-        if (rc != 0)
-            return rc;
-        if (held) {
-            ta_quota_t q;
-            ta_balance_t bal;
-            note |= NOTE_CHARGED;
-            b->stats.settled++;
-            if (ta_rec_get(b->st, txn, &ta_desc_quota, h.quota_id, &q) == 0 &&
-                ta_rec_get(b->st, txn, &ta_desc_balance, h.quota_id, &bal) == 0) {
-                if (q.limits.period != TA_PERIOD_NONE)
-                    note |= (uint64_t)bal.period_start & NOTE_PERIOD_MASK;
-                int lvl = warn_level_of(&q, &bal);
-                bal.settled_ticket = (int64_t)t;
-                if (lvl > bal.warn_level) {
-                    bal.warn_level = lvl;
-                    note |= (uint64_t)lvl << NOTE_LEVEL_SHIFT;
-                }
-                rc = ta_rec_put(b->st, txn, &ta_desc_balance, h.quota_id, &bal);
-            }
-        } else {
-            ta_log(TA_LOG_WARN, "billing: ticket %" PRIu64 ": hold already gone; not charged", t);
-        }
-    } else {
+    if (!(ev->flags & TA_EVF_HOLD)) { /* refused before anything was held */
         b->stats.refused++;
+        *notep = NOTE_VALID;
+        return 0;
+    }
+    if (ev->kind != TA_EV_REQUEST)
+        return TA_EINVAL;
+    int mrc, rc;
+    if (b->nsettle + 1 > SETTLE_FILL) { /* a batch of many quotas: write what it has */
+        MDB_cursor *keep = b->holds_cur;
+        b->holds_cur = NULL;
+        if ((rc = settle_flush(b, txn)) != 0)
+            return rc;
+        settle_forget(b);
+        b->holds_cur = keep;
+    }
+    if (b->holds_cur == NULL &&
+        (mrc = mdb_cursor_open(txn, ta_store_dbi(b->st, TA_DB_HOLDS), &b->holds_cur)) != 0) {
+        b->holds_cur = NULL;
+        return TA_ELMDB;
+    }
+    /* one search finds the hold and deletes it */
+    ta_hold_t hbuf;
+    const ta_hold_t *h = &hbuf;
+    MDB_val k = {16, (void *)ev->request_id}, v;
+    mrc = mdb_cursor_get(b->holds_cur, &k, &v, MDB_SET_KEY);
+    if (mrc == 0 && (rc = ta_rec_decode(&ta_desc_hold, v.mv_data, v.mv_size, &hbuf)) != 0)
+        return rc; /* the hold stays: this event is set aside (dead letter) */
+    if (mrc == 0 && (mrc = mdb_cursor_del(b->holds_cur, 0)) != 0) {
+        ta_log(TA_LOG_ERROR, "billing: delete hold: %s", mdb_strerror(mrc));
+        return mrc == MDB_MAP_FULL ? TA_EFULL : TA_ELMDB;
+    }
+    if (mrc == MDB_NOTFOUND) {
+        ta_log(TA_LOG_WARN, "billing: ticket %" PRIu64 ": hold already gone; not charged", t);
+        *notep = NOTE_VALID;
+        return 0; /* already settled or released */
+    }
+    if (mrc != 0)
+        return TA_ELMDB;
+    int64_t now_ns = ev->t_done_ns > 0 ? ev->t_done_ns : ta_now_ns();
+    settle_slot_t *s = settle_slot(b, txn, h->quota_id, now_ns / 1000000000LL, &rc);
+    if (s == NULL)
+        return rc;
+    ta_quota_settle_balance(&s->q, h, ev, b->conf.quota_timezone, &s->bal);
+    s->dirty = true;
+    uint64_t note = NOTE_VALID | NOTE_CHARGED;
+    b->stats.settled++;
+    if (s->quota_found) {
+        if (s->q.limits.period != TA_PERIOD_NONE)
+            note |= (uint64_t)s->bal.period_start & NOTE_PERIOD_MASK;
+        int lvl = warn_level_of(&s->q, &s->bal);
+        s->bal.settled_ticket = (int64_t)t;
+        if (lvl > s->bal.warn_level) {
+            s->bal.warn_level = lvl;
+            note |= (uint64_t)lvl << NOTE_LEVEL_SHIFT;
+        }
     }
     *notep = note;
-    return rc;
+    return 0;
 }
 
 static int ledger_request(ta_billing_t *b, MDB_txn *txn, uint64_t t, const ta_event_t *ev)
@@ -201,6 +281,10 @@ static int ledger_worker_dead(ta_billing_t *b, MDB_txn *txn, uint64_t t, const t
     int src = ta_spool_apply(b, txn, t, ev->worker_pid);
     if (src != 0)
         return src;
+    /* the releases below read and write balances themselves */
+    if ((src = settle_flush(b, txn)) != 0)
+        return src;
+    settle_forget(b);
     for (;;) {
         size_t n = 0;
         int rc = ta_quota_holds_of_pid(b->st, txn, ev->worker_pid, ids, MAXIDS, &n);
@@ -310,6 +394,21 @@ int ta_billing_warnings(ta_billing_t *b, MDB_txn *atxn, MDB_txn *ltxn, uint64_t 
     return 0;
 }
 
+/* The group of a quota as the ledger has it (0 when the quota is gone):
+ * the group the audit pass's aggregates count the request under. Read once
+ * per quota per audit pass. */
+static uint64_t group_of(ta_billing_t *b, MDB_txn *ltxn, uint64_t quota_id)
+{
+    size_t i = quota_id & (GROUP_CACHE - 1);
+    if (!b->groups[i].ok || b->groups[i].quota_id != quota_id) {
+        ta_quota_t q;
+        b->groups[i].quota_id = quota_id;
+        b->groups[i].group_id = ta_rec_get(b->st, ltxn, &ta_desc_quota, quota_id, &q) == 0 ? q.group_id : 0;
+        b->groups[i].ok = true;
+    }
+    return b->groups[i].group_id;
+}
+
 static int audit_worker_dead(ta_billing_t *b, MDB_txn *atxn, MDB_txn *ltxn, uint64_t t)
 {
     char prefix[64];
@@ -327,7 +426,8 @@ static int audit_worker_dead(ta_billing_t *b, MDB_txn *atxn, MDB_txn *ltxn, uint
         ta_balance_t bal;
         if ((rc = ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &rec)) != 0)
             break;
-        if ((rc = ta_audit_put(b->st, atxn, &rec)) < 0)
+        if ((rc = ta_audit_batch_put(b->audit_batch, b->st, atxn, &rec,
+                                     group_of(b, ltxn, rec.quota_id))) < 0)
             break;
         rc = 0;
         /* a spooled request the ledger charged may have crossed a threshold:
@@ -354,7 +454,7 @@ static int audit_request(ta_billing_t *b, MDB_txn *atxn, MDB_txn *ltxn, const ta
     if (!(note & NOTE_VALID))
         ta_log(TA_LOG_WARN, "billing: ticket %" PRIu64 ": no ledger note", it->ticket);
     ta_audit_from_event(&it->ev, it->ticket, period, (note & NOTE_CHARGED) != 0, &rec);
-    int rc = ta_audit_put(b->st, atxn, &rec);
+    int rc = ta_audit_batch_put(b->audit_batch, b->st, atxn, &rec, group_of(b, ltxn, rec.quota_id));
     if (rc > 0)
         rc = 0;
     if (rc == 0 && level > 0)
@@ -407,8 +507,13 @@ static int apply_env(ta_billing_t *b, ta_envid_t env, size_t n, uint64_t upto)
     bool dead = false;
     int rc;
 
-    if (!ledger)
+    if (!ledger) {
         b->nout = 0;
+        ta_audit_batch_reset(b->audit_batch);
+        memset(b->groups, 0, sizeof(b->groups));
+    } else {
+        settle_forget(b);
+    }
     if ((rc = ta_txn_begin(b->st, env, true, &txn)) != 0)
         return rc;
     if (!ledger && (rc = ta_txn_begin(b->st, TA_ENV_LEDGER, false, &ltxn)) != 0)
@@ -432,6 +537,10 @@ static int apply_env(ta_billing_t *b, ta_envid_t env, size_t n, uint64_t upto)
          * letter and applied_ticket commit together). On the audit side the
          * ledger settled it and its audit side alone failed. */
         int err = rc;
+        if (ledger)
+            settle_forget(b);
+        else
+            ta_audit_batch_reset(b->audit_batch);
         ta_txn_abort(txn);
         txn = NULL;
         dead = false;
@@ -446,6 +555,12 @@ static int apply_env(ta_billing_t *b, ta_envid_t env, size_t n, uint64_t upto)
             ta_ring_set_note(b->ring, it->ticket, (int64_t)NOTE_DEAD);
         break;
     }
+    if (ledger && (rc = settle_flush(b, txn)) != 0)
+        goto Fail;
+    if (ledger)
+        settle_forget(b); /* closes the holds cursor before the commit */
+    if (!ledger && (rc = ta_audit_batch_flush(b->audit_batch, b->st, txn)) != 0)
+        goto Fail;
     if (!ledger && (rc = ta_outbox_write_results(b, txn)) != 0)
         goto Fail;
     if (upto - 1 > applied && (rc = applied_put(b, txn, env, upto - 1)) != 0)
@@ -473,6 +588,10 @@ static int apply_env(ta_billing_t *b, ta_envid_t env, size_t n, uint64_t upto)
     b->nout = 0;
     return 0;
 Fail:
+    if (ledger)
+        settle_forget(b);
+    else
+        ta_audit_batch_reset(b->audit_batch);
     if (ltxn)
         ta_txn_abort(ltxn);
     if (txn)
@@ -537,7 +656,8 @@ int ta_billing_open(const ta_billing_conf_t *conf, ta_billing_t **out)
     b->linger_ns = conf->batch_linger_us < 0 ? 0 : (conf->batch_linger_us ? conf->batch_linger_us : 1000) * 1000;
     int rc = -ENOMEM;
     b->items = malloc(b->batch_max * sizeof(*b->items));
-    if (!b->items)
+    b->settle = calloc(SETTLE_SLOTS, sizeof(*b->settle));
+    if (!b->items || !b->settle || ta_audit_batch_new(&b->audit_batch) != 0)
         goto Fail;
     ta_store_opts_t so = conf->store_opts;
     so.create = false;
@@ -573,6 +693,10 @@ int ta_billing_open(const ta_billing_conf_t *conf, ta_billing_t **out)
         ta_txn_abort(txn);
     }
     if (rc != 0)
+        goto Fail;
+    /* a data directory of an earlier build gets its hourly aggregates
+     * before anything is added to them */
+    if ((rc = ta_audit_upgrade(b->st)) != 0)
         goto Fail;
     b->stash_dirty = true; /* a previous billing may have left some */
     b->stats.ledger_applied = led;
@@ -683,6 +807,8 @@ void ta_billing_close(ta_billing_t *b)
     if (b->own_ring)
         ta_ring_close(b->ring);
     free(b->items);
+    free(b->settle);
+    ta_audit_batch_free(b->audit_batch);
     free(b->spool.names);
     free(b);
 }

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "ledger/audit.h"
 #include "ledger/billing.h"
 #include "ledger/ring.h"
 #include "schema/audit_records.h"
@@ -77,6 +78,19 @@ typedef struct webhook {
     bool rescan;
 } webhook_t;
 
+/* A quota of the batch being settled (billing.c, ta_billing_settle): read
+ * once per batch, its balance written once at the end of the ledger pass. */
+typedef struct settle_slot {
+    uint64_t quota_id;
+    bool used, dirty;
+    bool quota_found; /* else settled as a deleted quota (period none) */
+    ta_quota_t q;
+    ta_balance_t bal;
+} settle_slot_t;
+#define SETTLE_SLOTS 1024                        /* power of two */
+#define SETTLE_FILL (SETTLE_SLOTS / 4 * 3)       /* more quotas: written and forgotten */
+#define GROUP_CACHE 256                          /* quota -> group, per audit pass */
+
 /* spool files (spool.c) taken by the ledger pass of the current batch:
  * removed once both environments committed it */
 typedef struct spool_taken {
@@ -105,6 +119,17 @@ struct ta_billing {
     wh_job_t out[WH_QUEUE]; /* jobs found in this batch, queued after commit */
     size_t nout;
     spool_taken_t spool;
+    /* the ledger pass: the batch's quotas and balances, the holds cursor */
+    settle_slot_t *settle;
+    uint32_t settle_order[SETTLE_SLOTS];
+    size_t nsettle;
+    MDB_cursor *holds_cur;
+    /* the audit pass: records and summed aggregates, each quota's group */
+    ta_audit_batch_t *audit_batch;
+    struct {
+        uint64_t quota_id, group_id;
+        bool ok;
+    } groups[GROUP_CACHE];
 };
 
 /* ---- billing.c ---- */

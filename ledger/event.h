@@ -23,7 +23,8 @@ enum ta_endpoint {
     TA_EP_CHAT = 1, TA_EP_COMPLETIONS, TA_EP_EMBEDDINGS, TA_EP_MODELS, TA_EP_USAGE, TA_EP_OTHER,
     TA_EP_MESSAGES,     /* POST /v1/messages (Anthropic's Messages API) */
     TA_EP_COUNT_TOKENS, /* POST /v1/messages/count_tokens */
-    TA_EP_LAST = TA_EP_COUNT_TOKENS
+    TA_EP_RESPONSES,    /* POST /v1/responses (OpenAI's Responses API) */
+    TA_EP_LAST = TA_EP_RESPONSES
 };
 
 enum ta_event_flags {

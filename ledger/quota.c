@@ -467,6 +467,55 @@ static int quota_get(ta_store_t *st, MDB_txn *txn, uint64_t id, ta_quota_t *q)
     return rc;
 }
 
+int ta_quota_balance_read(ta_store_t *st, MDB_txn *txn, const ta_quota_t *q, int64_t now_s,
+                          const char *tz, ta_balance_t *b)
+{
+    return balance_get(st, txn, q, now_s, tz, b);
+}
+
+int ta_quota_read(ta_store_t *st, MDB_txn *txn, uint64_t id, ta_quota_t *q)
+{
+    return quota_get(st, txn, id, q);
+}
+
+void ta_quota_settle_balance(const ta_quota_t *q, const ta_hold_t *h, const ta_event_t *ev,
+                             const char *timezone, ta_balance_t *b)
+{
+    int64_t now_ns = ev->t_done_ns > 0 ? ev->t_done_ns : ta_now_ns();
+    int64_t now_s = now_ns / NS_PER_S;
+    balance_roll(b, q, now_s, timezone);
+    balance_release(b, h);
+    b->cost_used = sat_add(b->cost_used, nonneg(ev->cost));
+    b->tokens_used =
+        sat_add(b->tokens_used, sat_add(nonneg(ev->prompt_tokens), nonneg(ev->completion_tokens)));
+    /* A request counts against request_limit when it was served or charged:
+     * an upstream failure (502/504, the provider's own 4xx/429) costs the
+     * client nothing, so it must not use up their request budget either. */
+    if ((ev->status >= 200 && ev->status < 400) || ev->cost > 0)
+        b->requests_used = sat_add(b->requests_used, 1);
+
+    if (q->limits.tpm > 0) {
+        int64_t actual = sat_add(nonneg(ev->prompt_tokens), nonneg(ev->completion_tokens));
+        int64_t est = nonneg(ev->tpm_estimate);
+        int64_t tat = b->tpm_tat_ns;
+        if (actual > est) {
+            /* tokens beyond the estimate were consumed now: add them to the
+             * backlog, bounded so one runaway request cannot lock the key
+             * for more than an hour */
+            tat = gcra_after(tat, now_ns, gcra_inc(actual - est, q->limits.tpm));
+            if (tat > sat_add(now_ns, TPM_DEBT_MAX_NS))
+                tat = sat_add(now_ns, TPM_DEBT_MAX_NS);
+        } else if (actual < est && tat > now_ns) {
+            /* give back unused estimate, but only from the backlog still
+             * ahead of now: credit in the past is worthless */
+            tat -= gcra_inc(est - actual, q->limits.tpm);
+            if (tat < now_ns)
+                tat = now_ns;
+        }
+        b->tpm_tat_ns = tat;
+    }
+}
+
 int ta_quota_settle(ta_store_t *st, MDB_txn *txn, const ta_event_t *ev, const char *timezone)
 {
     ta_hold_t h;
@@ -494,42 +543,10 @@ int ta_quota_settle(ta_store_t *st, MDB_txn *txn, const ta_event_t *ev, const ch
         goto Exit;
 
     int64_t now_ns = ev->t_done_ns > 0 ? ev->t_done_ns : ta_now_ns();
-    int64_t now_s = now_ns / NS_PER_S;
-    rc = balance_get(st, txn, &q, now_s, timezone, &b);
+    rc = balance_get(st, txn, &q, now_ns / NS_PER_S, timezone, &b);
     if (rc != 0)
         goto Exit;
-    balance_roll(&b, &q, now_s, timezone);
-    balance_release(&b, &h);
-    b.cost_used = sat_add(b.cost_used, nonneg(ev->cost));
-    b.tokens_used =
-        sat_add(b.tokens_used, sat_add(nonneg(ev->prompt_tokens), nonneg(ev->completion_tokens)));
-    /* A request counts against request_limit when it was served or charged:
-     * an upstream failure (502/504, the provider's own 4xx/429) costs the
-     * client nothing, so it must not use up their request budget either. */
-    if ((ev->status >= 200 && ev->status < 400) || ev->cost > 0)
-        b.requests_used = sat_add(b.requests_used, 1);
-
-    if (q.limits.tpm > 0) {
-        int64_t actual = sat_add(nonneg(ev->prompt_tokens), nonneg(ev->completion_tokens));
-        int64_t est = nonneg(ev->tpm_estimate);
-        int64_t tat = b.tpm_tat_ns;
-        if (actual > est) {
-            /* tokens beyond the estimate were consumed now: add them to the
-             * backlog, bounded so one runaway request cannot lock the key
-             * for more than an hour */
-            tat = gcra_after(tat, now_ns, gcra_inc(actual - est, q.limits.tpm));
-            if (tat > sat_add(now_ns, TPM_DEBT_MAX_NS))
-                tat = sat_add(now_ns, TPM_DEBT_MAX_NS);
-        } else if (actual < est && tat > now_ns) {
-            /* give back unused estimate, but only from the backlog still
-             * ahead of now: credit in the past is worthless */
-            tat -= gcra_inc(est - actual, q.limits.tpm);
-            if (tat < now_ns)
-                tat = now_ns;
-        }
-        b.tpm_tat_ns = tat;
-    }
-
+    ta_quota_settle_balance(&q, &h, ev, timezone, &b);
     rc = ta_kv_del(st, txn, TA_DB_HOLDS, ev->request_id, 16);
     if (rc != 0)
         goto Exit;

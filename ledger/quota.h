@@ -80,6 +80,18 @@ int ta_quota_hold(ta_store_t *st, MDB_txn *txn, const ta_hold_req_t *req, ta_hol
 
 /** Apply one TA_EV_REQUEST event to the ledger inside billing's transaction. */
 int ta_quota_settle(ta_store_t *st, MDB_txn *txn, const ta_event_t *ev, const char *timezone);
+/** What ta_quota_settle does to the balance, in memory: the lazy rollover
+ *  at the event's end time, hold h released, the usage added, the TPM
+ *  backlog corrected. Billing settles a batch this way, reading each quota
+ *  and balance once (ta_quota_read, ta_quota_balance_read) and writing each
+ *  balance once. */
+void ta_quota_settle_balance(const ta_quota_t *q, const ta_hold_t *h, const ta_event_t *ev,
+                             const char *timezone, ta_balance_t *b);
+/** Quota id, or (deleted) an unlimited quota of period none with that id. */
+int ta_quota_read(ta_store_t *st, MDB_txn *txn, uint64_t id, ta_quota_t *q);
+/** q's stored balance, or a fresh one in the period holding now_s. */
+int ta_quota_balance_read(ta_store_t *st, MDB_txn *txn, const ta_quota_t *q, int64_t now_s,
+                          const char *tz, ta_balance_t *b);
 
 /** Release a hold without any usage (dead worker). Fills ev_out with an event
  *  describing it (for the aborted audit record). TA_ENOTFOUND if no such hold. */

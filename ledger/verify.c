@@ -3,9 +3,15 @@
  *
  * Reads only: one read transaction on the ledger environment (quotas,
  * balances, holds, meta applied_ticket) and one on the audit environment
- * (requests_by_quota, requests, meta applied_ticket). The pair is consistent
- * when both metas name the same ticket: billing commits ledger then audit for
- * the same batch, so equal tickets mean no batch is half-applied in the pair.
+ * (requests_by_quota, requests, the aggregates, meta applied_ticket). The
+ * pair is consistent when both metas name the same ticket: billing commits
+ * ledger then audit for the same batch, so equal tickets mean no batch is
+ * half-applied in the pair.
+ *
+ * Besides each quota's cost against its records, the hourly aggregates
+ * (ledger/audit.c) are checked against the records they sum: each quota's,
+ * and everything's, request count and cost from the first hour of the
+ * lookback window (or the first hour pruning left whole) on.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -25,7 +31,45 @@ typedef struct vctx {
     int ndiff;
     uint64_t nquotas, nholds;
     int rc;
+    bool agg;          /* the aggregates are checked */
+    uint32_t agg_hour; /* from this UTC hour on */
 } vctx_t;
+
+typedef struct rsum {
+    int64_t requests;
+    ta_nano_t cost;
+} rsum_t;
+
+static int rsum_cb(const ta_audit_t *r, void *arg)
+{
+    rsum_t *s = arg;
+    s->requests++;
+    s->cost += r->cost;
+    return 0;
+}
+
+/* The aggregates of scope/id against the records filter f selects (its
+ * since: the start of v->agg_hour). */
+static int agg_check(vctx_t *v, int scope, uint64_t id, ta_audit_filter_t *f, const char *what)
+{
+    rsum_t r = {0, 0};
+    ta_daily_t a;
+    int rc;
+    f->since_ns = (int64_t)v->agg_hour * 3600 * 1000000000LL;
+    f->ascending = true;
+    if ((rc = ta_audit_list(v->st, v->atxn, f, 0, 0, rsum_cb, &r, NULL)) != 0 ||
+        (rc = ta_audit_agg_sum(v->st, v->atxn, scope, id, v->agg_hour, &a)) != 0)
+        return rc;
+    if (a.requests != r.requests || a.cost != r.cost) {
+        char ac[TA_NANO_STRLEN], rc_[TA_NANO_STRLEN], t[40];
+        fprintf(v->out, "DIFF aggregates of %s since %s: %" PRId64 " requests costing %s, the "
+                "records %" PRId64 " costing %s\n", what,
+                ta_time_format((int64_t)v->agg_hour * 3600, t), a.requests, ta_nano_format(a.cost, ac),
+                r.requests, ta_nano_format(r.cost, rc_));
+        v->ndiff++;
+    }
+    return 0;
+}
 
 static int quota_cb(uint64_t id, const void *rec, void *arg)
 {
@@ -46,6 +90,13 @@ static int quota_cb(uint64_t id, const void *rec, void *arg)
     if ((rc = ta_audit_sum_cost(v->st, v->atxn, id, all ? 0 : b.period_start, all, since, &sum, &n)) != 0)
         return rc;
     v->nquotas++;
+    if (v->agg) {
+        char what[48];
+        ta_audit_filter_t f = {.quota_id = id};
+        snprintf(what, sizeof(what), "quota %" PRIu64, id);
+        if ((rc = agg_check(v, TA_AGG_QUOTA, id, &f, what)) != 0)
+            return rc;
+    }
     if (sum != b.cost_used) {
         char a[TA_NANO_STRLEN], c[TA_NANO_STRLEN], d[TA_NANO_STRLEN], p[40];
         fprintf(v->out,
@@ -130,8 +181,25 @@ int ta_ledger_verify(ta_store_t *st, const ta_verify_opts_t *opts, FILE *out, in
                 " (billing is between its two commits or stopped there)\n", la, aa);
         v.ndiff++;
     }
+    /* the aggregates from the lookback window's first hour (or pruning's) on */
+    v.agg = ta_audit_aggregates_ready(st, v.atxn);
+    if (!v.agg)
+        fprintf(out, "NOTE the aggregates are not checked: data of an earlier build, which billing "
+                "upgrades when it starts\n");
+    if (v.agg && (rc = ta_audit_complete_from(st, v.atxn, &v.agg_hour)) != 0)
+        goto Exit;
+    if (v.agg_hour == UINT32_MAX) /* every record pruned: nothing to compare with */
+        v.agg = false;
+    int64_t window = (ta_now_ns() / 1000000000LL - o.lookback_days * 86400) / 3600;
+    if (window > (int64_t)v.agg_hour)
+        v.agg_hour = (uint32_t)window;
     if ((rc = ta_rec_walk(st, v.ltxn, &ta_desc_quota, quota_cb, &v)) != 0)
         goto Exit;
+    if (v.agg) {
+        ta_audit_filter_t f = {0};
+        if ((rc = agg_check(&v, TA_AGG_ALL, 0, &f, "all quotas")) != 0)
+            goto Exit;
+    }
     if ((rc = ta_rec_walk_k(st, v.ltxn, &ta_desc_hold, TA_DB_HOLDS, hold_cb, &v)) != 0)
         goto Exit;
     if ((rc = ta_dead_letter_walk(st, v.ltxn, TA_ENV_LEDGER, dead_cb, &v)) != 0 ||

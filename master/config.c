@@ -121,6 +121,24 @@ static const setting_t settings[] = {
      "PEM file of certificate authorities trusted for `https://` providers in addition to the "
      "system's store (a private CA, or a provider's self-signed certificate); empty = the "
      "system's store only. A file that cannot be read stops a worker from starting."},
+    {"health_failures", CT_INT, NUM(health_failures), "3", 1, 1000, NULL, true,
+     "Failed calls in a row (connect errors, timeouts, broken answers, HTTP 5xx; not 4xx) after "
+     "which a route (a provider and upstream model) is down: it cools down and requests skip it."},
+    {"health_cooldown_s", CT_INT, NUM(health_cooldown_s), "30", 1, 86400, NULL, true,
+     "Seconds a down route is skipped. Then one request is its trial (only one, across all "
+     "workers), or a probe when `health_check_interval_s` is set; success brings it back, failure "
+     "starts the cooldown again."},
+    {"health_check_interval_s", CT_INT, NUM(health_check_interval_s), "0", 0, 86400, NULL, true,
+     "0: a client request is the trial of a route whose cooldown is over. Above 0: a background "
+     "probe of the provider (its models list, like `POST /api/admin/providers/{id}/test/`) every "
+     "this many seconds decides instead, and no client request goes to a down route."},
+    {"health_degraded_percent", CT_INT, NUM(health_degraded_percent), "10", 1, 100, NULL, true,
+     "A route whose calls failed at least this much over the last 5 minutes (and at least "
+     "`health_failures` of them) is degraded (still used); below half of it, healthy again."},
+    {"health_webhook_url", CT_STRING, STR(health_webhook_url), "", 0, 0, NULL, true,
+     "URL that receives a POST on every change of a route's health state (healthy, degraded, "
+     "down); empty = none. Timeout and attempts as `warning_webhook_timeout_ms` and "
+     "`warning_webhook_attempts`."},
     {"pbkdf2_iterations", CT_INT, NUM(pbkdf2_iterations), "210000", 1000, 10000000, NULL, true,
      "PBKDF2-HMAC-SHA256 iterations for new password hashes."},
     {"password_threads", CT_INT, NUM(password_threads), "2", 1, 64, NULL, true,

@@ -64,6 +64,11 @@ typedef struct ta_config {
     int64_t upstream_max_connections;
     int upstream_engine;        /* enum ta_up_engine (worker/upstream.h) */
     char upstream_ca_file[TA_CONF_STR];
+    int64_t health_failures;    /* provider route health (ledger/health.h) */
+    int64_t health_cooldown_s;
+    int64_t health_check_interval_s;
+    int64_t health_degraded_percent;
+    char health_webhook_url[TA_CONF_STR];
     int64_t pbkdf2_iterations;
     int64_t password_threads;   /* per worker, /api offloaded password jobs */
     int64_t password_queue;     /* per worker, jobs waiting beyond those running */

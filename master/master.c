@@ -51,14 +51,17 @@
 #include <curl/curl.h>
 #include "admin/admin.h"
 #include "admin/crypto.h"
+#include "ledger/health.h"
 #include "ledger/heartbeat.h"
 #include "ledger/quota.h"
 #include "ledger/ring.h"
 #include "ledger/spool.h"
 #include "worker/console.h"
+#include "worker/health_agent.h"
 #include "worker/metrics.h"
 #include "worker/proxy.h"
 #include "worker/server.h"
+#include "master/webhook.h"
 
 #define MAX_WORKERS 256
 #define MAX_SOCKS (2 * TA_MAX_LISTEN)
@@ -114,6 +117,7 @@ static uint8_t jwt_secret[32], master_key[32];
 static ta_throttle_t *login_throttle; /* shared by every worker (admin/throttle.h) */
 static ta_ring_t *ring;
 static bool stopping;
+static int64_t started_at_s; /* for GET /api/admin/status/ (workers inherit it) */
 
 static int64_t mono_ns(void)
 {
@@ -295,7 +299,33 @@ typedef struct worker_env {
     const uint8_t *master_key;
     ta_ring_t *ring;
     ta_proxy_t *proxy; /* set up by worker_setup; destroyed by run_worker before the store closes */
+    ta_admin_t *admin; /* samples the live figures once a second (ta_admin_tick) */
+    ta_health_agent_t *health; /* started by worker_ready; stopped before the server goes */
 } worker_env_t;
+
+/* The live figures of GET /api/admin/status/: the sums /metrics prints
+ * (worker/metrics.h), handed to admin/, which does not depend on worker/. */
+static void live_figures(ta_admin_live_t *out)
+{
+    /* the names /metrics gives enum ta_metrics_upstream_kind, in its order */
+    static const char *const kinds[TA_METRICS_UP_NKINDS] = {"connect", "timeout", "status",
+                                                            "no_response", "cut", "other"};
+    ta_metrics_totals_t t;
+    ta_metrics_totals(&t);
+    out->requests = t.requests;
+    memcpy(out->by_class, t.by_class, sizeof(out->by_class));
+    out->in_flight = t.holds_in_flight;
+    out->ring_depth = t.ring_depth;
+    out->ring_pending = t.ring_pending;
+    out->workers = t.workers;
+    out->worker_restarts = t.worker_restarts;
+    out->n_upstream = TA_METRICS_UP_NKINDS < TA_ADMIN_UPSTREAM_KINDS ? TA_METRICS_UP_NKINDS
+                                                                    : TA_ADMIN_UPSTREAM_KINDS;
+    for (size_t i = 0; i < out->n_upstream; i++) {
+        out->upstream_errors[i].kind = kinds[i];
+        out->upstream_errors[i].count = t.upstream_errors[i];
+    }
+}
 
 static int worker_setup(ta_worker_t *w, void *arg)
 {
@@ -316,7 +346,26 @@ static int worker_setup(ta_worker_t *w, void *arg)
         .upstream_engine = env->cfg->upstream_engine,
         .upstream_ca_file = env->cfg->upstream_ca_file,
     };
+    if (env->admin != NULL)
+        ta_worker_add_tick(w, ta_admin_tick, env->admin);
     return ta_proxy_setup(w, &pc, &env->proxy);
+}
+
+/* Provider health's probes and webhook (worker/health_agent.h); the probe
+ * call is built by the admin side, which worker/ cannot include. */
+static int worker_ready(ta_worker_t *w, void *arg)
+{
+    worker_env_t *env = arg;
+    ta_health_agent_conf_t hc = {
+        .probe_interval_ms = env->cfg->health_check_interval_s * 1000,
+        .probe_fetch = ta_admin_probe_fetch,
+        .probe_ctx = env->admin,
+        .webhook_url = env->cfg->health_webhook_url,
+        .post = ta_webhook_post_curl,
+        .webhook_timeout_ms = env->cfg->warning_webhook_timeout_ms,
+        .webhook_attempts = (uint32_t)env->cfg->warning_webhook_attempts,
+    };
+    return ta_health_agent_start(&env->health, w, &hc);
 }
 
 static void run_worker(generation_t *g, int slot)
@@ -325,11 +374,15 @@ static void run_worker(generation_t *g, int slot)
     ta_store_t *st = NULL;
     ta_admin_t *admin = NULL;
     ta_worker_t *w = NULL;
-    worker_env_t env = {cfg, NULL, master_key, ring, NULL};
+    worker_env_t env = {cfg, NULL, master_key, ring, NULL, NULL, NULL};
     int rc, code = 1;
 
     child_common('W', cfg);
     close_foreign_socks(g);
+    ta_health_configure(&(ta_health_conf_t){.failures = (int32_t)cfg->health_failures,
+                                            .cooldown_ms = cfg->health_cooldown_s * 1000,
+                                            .probe_interval_ms = cfg->health_check_interval_s * 1000,
+                                            .degraded_percent = (int32_t)cfg->health_degraded_percent});
     curl_global_init(CURL_GLOBAL_DEFAULT);
     ta_store_opts_t so;
     store_opts(cfg, &so);
@@ -351,12 +404,15 @@ static void run_worker(generation_t *g, int slot)
                          .backoff_ms = cfg->login_backoff_ms,
                          .account_max_ms = cfg->login_backoff_max_ms,
                          .address_max_ms = cfg->login_address_backoff_max_ms},
+        .live = live_figures,
+        .started_at_s = started_at_s,
     };
     if ((rc = ta_admin_create(&admin, &ac)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot create the admin API: %s", ta_strerror(rc));
         goto Exit;
     }
     env.store = st;
+    env.admin = admin;
     ta_worker_listener_t ls[MAX_SOCKS];
     for (size_t i = 0; i < g->nsocks; i++)
         ls[i] = (ta_worker_listener_t){g->socks[i].fd, g->socks[i].tls, g->socks[i].admin};
@@ -374,6 +430,7 @@ static void run_worker(generation_t *g, int slot)
         .api_handler = ta_admin_handle,
         .api_ctx = admin,
         .setup = worker_setup,
+        .ready = worker_ready,
         .setup_arg = &env,
         .password_threads = (unsigned)cfg->password_threads,
         .password_queue = (size_t)cfg->password_queue,
@@ -396,6 +453,7 @@ Exit:
      * its requests, closes its read transaction and wipes its clear keys),
      * then the server, then what they borrowed. */
     ta_proxy_destroy(env.proxy);
+    ta_health_agent_stop(env.health);
     ta_worker_destroy(w);
     /* Events the full ring could not take within shutdown_timeout_ms go to
      * a spool file that billing applies with this worker's dead-worker
@@ -795,6 +853,7 @@ static int supervise(void)
         ta_log(TA_LOG_ERROR, "pipe: %s", strerror(errno));
         return 1;
     }
+    started_at_s = ta_now_s();
     start_slot(cur, &billing, 'B', 0);
     for (unsigned i = 0; i < cur->nworkers; i++)
         start_slot(cur, &cur->slots[i], 'W', (int)i);
@@ -937,6 +996,10 @@ int ta_master_main(int argc, char **argv)
         return 1;
     }
     ta_metrics_set_data_dir(cur->cfg.data_dir);
+    if ((rc = ta_health_create()) != 0) {
+        ta_log(TA_LOG_ERROR, "cannot map the provider health table: %s", ta_strerror(rc));
+        return 1;
+    }
     if ((rc = ta_throttle_create(&login_throttle)) != 0) {
         ta_log(TA_LOG_ERROR, "cannot map the login throttle table: %s", ta_strerror(rc));
         return 1;

@@ -48,6 +48,10 @@ typedef struct ta_apires {
      * (and not fetch), the worker ignores the rest of res, runs job->work on
      * a pool thread and answers with what job->cont fills in. */
     struct ta_api_job *job;
+    /* Streamed answer (see ta_api_stream_t below): when the handler sets this
+     * (and neither fetch nor job), the worker sends status, content_type and
+     * the head, then the body in the parts stream->next gives; body is unused. */
+    struct ta_api_stream *stream;
 } ta_apires_t;
 
 /** Handle one /api/... request; always fills res (errors included, in the
@@ -63,8 +67,10 @@ typedef void (*ta_api_handler_fn)(void *ctx, const ta_apireq_t *req, ta_apires_t
  *      loop (worker/upstream.h): GET url (or POST body), headers, timeouts;
  *   2. when it ends, calls cont(ctx, cont_arg, &result, &res2) on the loop
  *      thread (ctx is the handler's ctx); cont fills res2 exactly as a
- *      handler fills res (res2.fetch must stay NULL: one call per request);
- *   3. sends res2 and calls release(fetch).
+ *      handler fills res; calls release(fetch);
+ *   3. sends res2, or, when cont set res2.fetch (the next page of a paged
+ *      list), makes that call the same way (at most TA_API_FETCH_MAX_CHAIN
+ *      calls per request; past that the request is answered 502).
  * A call the worker cannot start reaches cont as a failed result (err < 0).
  * If the client goes away first, the call is cancelled, cont is NOT called,
  * and only release(fetch) runs. release is called exactly once in every
@@ -73,6 +79,7 @@ typedef void (*ta_api_handler_fn)(void *ctx, const ta_apireq_t *req, ta_apires_t
  * Secrets: header lines may carry a provider key; the worker never logs url
  * or headers. */
 #define TA_API_FETCH_MAX_HEADERS 6
+#define TA_API_FETCH_MAX_CHAIN 20 /* calls one /api request may make (res2.fetch, below) */
 #define TA_API_FETCH_HEADER_MAX 768
 #define TA_API_FETCH_URL_MAX 1024
 
@@ -139,5 +146,29 @@ typedef struct ta_api_job {
     void *arg;
     void (*release)(struct ta_api_job *j); /* loop thread, exactly once */
 } ta_api_job_t;
+
+/* ---- streamed answers: a body too large to build in memory ------------------
+ *
+ * A handler whose answer grows with the data (the audit export) sets
+ * res->stream (malloc'd) with res->status and res->content_type. The worker
+ * sends the head (with Content-Disposition when disposition is not empty)
+ * and then, each time the client has taken the previous part, calls
+ * next(ctx, stream, &part, &len) on the loop thread (ctx is the handler's
+ * ctx):
+ *   1: *part (malloc'd, *len bytes) is the next part; the worker frees it
+ *      once sent;
+ *   0: the body is complete (*part NULL);
+ *   <0: it failed: the body ends cut (HTTP/1.1: no last chunk; HTTP/2: the
+ *      stream is reset), so no client takes a part for the whole.
+ * next reads what it needs within the call (no LMDB transaction is kept
+ * between parts) and should return a bounded part quickly: the loop serves
+ * every other request meanwhile. release(stream) runs exactly once: after
+ * the last part, after a failure, or when the client left (next is then
+ * not called again). */
+typedef struct ta_api_stream {
+    int (*next)(void *ctx, struct ta_api_stream *s, char **part, size_t *len);
+    void (*release)(struct ta_api_stream *s);
+    char disposition[96]; /* the Content-Disposition value, or "" */
+} ta_api_stream_t;
 
 #endif

@@ -21,7 +21,7 @@
 /* index = TA_EP_* (ledger/event.h); the error types' names: schema/apierror.h */
 static const char *const endpoint_names[] = {
     "unknown", "chat.completions", "completions", "embeddings", "models", "usage", "other", "messages",
-    "messages.count_tokens", NULL};
+    "messages.count_tokens", "responses", NULL};
 
 static const ta_field_t audit_fields[] = {
     F("id", 1, TA_FT_HEX, ta_audit_t, request_id),

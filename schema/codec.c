@@ -394,6 +394,9 @@ static int decode_rec(const ta_recdesc_t *d, const uint8_t *buf, size_t len, uin
         return TA_ECORRUPT;
     if (buf[1] != d->rectype || r_u16(buf + 2) > d->version)
         return TA_ESCHEMA;
+    for (size_t i = 0; i < d->nfields; i++)
+        if (d->fields[i].flags & TA_FF_ABSENT_DEFAULT)
+            scalar_set(&d->fields[i], base, d->fields[i].def);
     size_t off = 4;
     while (off < len) {
         if (len - off < 3)

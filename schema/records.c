@@ -91,6 +91,8 @@ static const ta_field_t route_fields[] = {
     F_ID("provider_id", 1, TA_FF_REQUIRED, ta_route_t, provider_id),
     F_STR("upstream_name", 2, TA_FF_REQUIRED | TA_FF_NONEMPTY, ta_route_t, upstream_name),
     F_SCALAR("priority", 3, TA_FT_I32, 0, ta_route_t, priority, 0, 1000, 0),
+    F_SCALAR("weight", 4, TA_FT_I32, TA_FF_ABSENT_DEFAULT, ta_route_t, weight, 1, 1000, 1),
+    F_BOOL("upstream_missing", 5, IN, ta_route_t, upstream_missing, 0),
 };
 const ta_recdesc_t ta_desc_route = DESC("route", TA_REC_ROUTE, ta_route_t, route_fields);
 

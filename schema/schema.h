@@ -27,7 +27,8 @@
  * A field's tag never changes once released; removed fields leave their tag
  * unused. Unknown tags from an older build of the same version are skipped;
  * a record version newer than this build's is refused with TA_ESCHEMA.
- * Fields absent from the bytes keep their zero value.
+ * Fields absent from the bytes keep their zero value (their default when
+ * flagged TA_FF_ABSENT_DEFAULT: see there).
  *
  * Callable from every process. No LMDB, no h2o.
  */
@@ -95,6 +96,11 @@ enum {
      * file, where a CR or LF starts a new line. Free text flagged TA_FF_TEXT
      * may also hold tab, LF and CR; the other controls stay refused. */
     TA_FF_TEXT = 1u << 13,
+    /* A scalar whose bounds exclude 0 and that has a default (route.weight):
+     * absent from stored bytes (a record written before the field existed)
+     * it decodes as its default. Zero values are never stored, and 0 is
+     * never valid for such a field, so absent cannot mean anything else. */
+    TA_FF_ABSENT_DEFAULT = 1u << 14,
 };
 
 struct ta_recdesc;
@@ -180,6 +186,8 @@ typedef struct ta_route {
     uint64_t provider_id;
     char upstream_name[128];
     int32_t priority;      /* lowest first */
+    int32_t weight;        /* 1..1000 (default 1): share of the load among routes of equal priority */
+    bool upstream_missing; /* INTERNAL: the provider's model list no longer has upstream_name (sync-models) */
 } ta_route_t;
 
 enum { TA_CAP_CHAT = 1u << 0, TA_CAP_EMBEDDINGS = 1u << 1, TA_CAP_VISION = 1u << 2,

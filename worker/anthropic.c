@@ -553,23 +553,6 @@ static json_t *oai_usage(const ta_usage_t *u)
                      "cached_tokens", (json_int_t)u->cached_tokens);
 }
 
-static int append_json(ta_bytes_t *out, json_t *j, size_t bound, const char *pre, const char *post)
-{
-    if (j == NULL)
-        return -ENOMEM;
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (s == NULL)
-        return -ENOMEM;
-    int rc = ta_bytes_append(out, pre, strlen(pre), bound);
-    if (rc == 0)
-        rc = ta_bytes_append(out, s, strlen(s), bound);
-    if (rc == 0)
-        rc = ta_bytes_append(out, post, strlen(post), bound);
-    free(s);
-    return rc;
-}
-
 static bool is_json_tool(const json_t *name)
 {
     return json_is_string(name) && strcmp(json_string_value(name), TA_ANTH_JSON_TOOL) == 0;
@@ -647,7 +630,7 @@ int ta_anth_response(const char *body, size_t len, ta_bytes_t *out, size_t bound
                           "created", (json_int_t)time(NULL), "model", model != NULL ? model : "", "choices", choice);
     if (j != NULL && u->present)
         json_object_set_new(j, "usage", oai_usage(u));
-    rc = append_json(out, j, bound, "", "");
+    rc = ta_bytes_append_json(out, j, bound, "", "");
 Exit:
     ta_bytes_free(&text);
     json_decref(calls);
@@ -684,7 +667,7 @@ int ta_anth_error(int status, const char *body, size_t len, ta_bytes_t *out)
     json_t *j = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "message", msg, "type", type, "code",
                           atype != NULL ? atype : status == 429 ? "rate_limit_exceeded" : "upstream_error", "param");
     json_decref(a);
-    return append_json(out, j, SIZE_MAX, "", "");
+    return ta_bytes_append_json(out, j, SIZE_MAX, "", "");
 }
 
 /* ---- the stream -------------------------------------------------------------------- */
@@ -723,7 +706,7 @@ static int emit_chunk(ta_anth_stream_t *s, ta_bytes_t *out, json_t *delta, const
     } else {
         json_object_set_new(j, "usage", oai_usage(&s->usage));
     }
-    return append_json(out, j, SIZE_MAX, "data: ", "\n\n");
+    return ta_bytes_append_json(out, j, SIZE_MAX, "data: ", "\n\n");
 }
 
 /* completion so far: exact once message_delta said it, else at least what

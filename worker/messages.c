@@ -334,23 +334,6 @@ static json_t *msg_usage(const ta_usage_t *u)
                      "cache_read_input_tokens", (json_int_t)u->cached_tokens);
 }
 
-static int append_json(ta_bytes_t *out, json_t *j, size_t bound, const char *pre, const char *post)
-{
-    if (j == NULL)
-        return -ENOMEM;
-    char *s = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    if (s == NULL)
-        return -ENOMEM;
-    int rc = ta_bytes_append(out, pre, strlen(pre), bound);
-    if (rc == 0)
-        rc = ta_bytes_append(out, s, strlen(s), bound);
-    if (rc == 0)
-        rc = ta_bytes_append(out, post, strlen(post), bound);
-    free(s);
-    return rc;
-}
-
 /* tool call arguments (a JSON object in a string) as a tool_use input */
 static json_t *input_of(const char *args)
 {
@@ -400,7 +383,7 @@ int ta_msg_from_chat(const char *body, size_t len, ta_bytes_t *out, size_t bound
         json_object_set_new(m, "usage", msg_usage(u));
     }
     json_decref(c);
-    return append_json(out, m, bound, "", "");
+    return ta_bytes_append_json(out, m, bound, "", "");
 }
 
 const char *ta_msg_error_type(int status)
@@ -423,7 +406,7 @@ int ta_msg_error_body(int status, const char *message, ta_bytes_t *out)
 {
     json_t *j = json_pack("{s:s,s:{s:s,s:o}}", "type", "error", "error", "type", ta_msg_error_type(status), "message",
                           ta_json_string_lossy(message, strlen(message)));
-    return append_json(out, j, SIZE_MAX, "", "");
+    return ta_bytes_append_json(out, j, SIZE_MAX, "", "");
 }
 
 int ta_msg_error_from_oai(int status, const char *body, size_t len, ta_bytes_t *out)
@@ -455,7 +438,7 @@ static int event(ta_bytes_t *out, const char *name, json_t *j)
 {
     char pre[64];
     snprintf(pre, sizeof(pre), "event: %s\ndata: ", name);
-    return append_json(out, j, SIZE_MAX, pre, "\n\n");
+    return ta_bytes_append_json(out, j, SIZE_MAX, pre, "\n\n");
 }
 
 static int start(ta_msg_stream_t *s, ta_bytes_t *out)
@@ -585,26 +568,9 @@ static int on_error(ta_msg_stream_t *s, json_t *j, ta_bytes_t *out)
 static int handle(void *arg, char *ev, size_t n, ta_bytes_t *out)
 {
     ta_msg_stream_t *s = arg;
-    const char *data = NULL;
-    size_t dl = 0;
-    for (const char *line = ev, *end = ev + n; line < end;) {
-        const char *nl = memchr(line, '\n', (size_t)(end - line));
-        const char *le = nl != NULL ? nl : end;
-        size_t ll = (size_t)(le - line);
-        if (ll > 0 && line[ll - 1] == '\r')
-            ll--;
-        if (ll >= 5 && memcmp(line, "data:", 5) == 0) {
-            data = line + 5;
-            dl = ll - 5;
-            if (dl > 0 && *data == ' ') {
-                data++;
-                dl--;
-            }
-            break;
-        }
-        line = nl != NULL ? nl + 1 : end;
-    }
-    if (data == NULL || s->done || s->failed)
+    const char *data;
+    size_t dl;
+    if (!ta_sse_event_data(ev, n, &data, &dl) || s->done || s->failed)
         return 0;
     s->events++;
     if (dl == 6 && memcmp(data, "[DONE]", 6) == 0)

@@ -62,11 +62,13 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "ledger/health.h"
 #include "ledger/heartbeat.h"
 #include "worker/upstream.h"
 
@@ -453,6 +455,64 @@ static void label_value(char *dst, size_t cap, const char *s)
     dst[n] = '\0';
 }
 
+/* Provider route health (ledger/health.h): calls, errors, the latency to
+ * the provider's answer head, and the state, per route, labelled by
+ * provider (id and name) and upstream model name. */
+static void health_families(struct tb *b)
+{
+    int n = ta_health_views(NULL, 0);
+    ta_health_view_t *v = n > 0 ? malloc(sizeof(*v) * (size_t)n) : NULL;
+    if (v == NULL)
+        return;
+    int copied = ta_health_views(v, n);
+    if (copied < n) /* routes appear, never go */
+        n = copied;
+    char (*lb)[3 * 2 * 128 + 64] = malloc(sizeof(*lb) * (size_t)n);
+    if (lb == NULL) {
+        free(v);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        char pn[3 * 128 + 1], up[3 * 128 + 1];
+        label_value(pn, sizeof(pn), v[i].provider_name);
+        label_value(up, sizeof(up), v[i].upstream);
+        snprintf(lb[i], sizeof(lb[i]), "provider_id=\"%llu\",provider=\"%s\",upstream=\"%s\"",
+                 (unsigned long long)v[i].provider_id, pn, up);
+    }
+    family(b, "provider_calls_total", "counter",
+           "Upstream calls per provider route (each try of a failover counts).");
+    for (int i = 0; i < n; i++)
+        out(b, "tokenaudit_provider_calls_total{%s} %llu\n", lb[i], (unsigned long long)v[i].calls);
+    family(b, "provider_errors_total", "counter",
+           "Failed upstream calls per provider route: connect errors, timeouts, broken answers, HTTP 5xx.");
+    for (int i = 0; i < n; i++)
+        out(b, "tokenaudit_provider_errors_total{%s} %llu\n", lb[i], (unsigned long long)v[i].fails);
+    family(b, "provider_latency_seconds", "histogram",
+           "Time from the start of an upstream call to the provider's answer head, per provider route.");
+    for (int i = 0; i < n; i++) {
+        uint64_t cum = 0;
+        for (int k = 0; k < TA_HEALTH_LAT_BINS; k++) {
+            int64_t le = ta_health_bin_le_ms(k);
+            char ls[32];
+            if (le == INT64_MAX)
+                snprintf(ls, sizeof(ls), "+Inf");
+            else
+                snprintf(ls, sizeof(ls), "%lld.%03lld", (long long)(le / 1000), (long long)(le % 1000));
+            cum += v[i].lat[k];
+            out(b, "tokenaudit_provider_latency_seconds_bucket{%s,le=\"%s\"} %llu\n", lb[i], ls,
+                (unsigned long long)cum);
+        }
+        out(b, "tokenaudit_provider_latency_seconds_sum{%s} %llu.%03llu\n", lb[i],
+            (unsigned long long)(v[i].lat_sum_ms / 1000), (unsigned long long)(v[i].lat_sum_ms % 1000));
+        out(b, "tokenaudit_provider_latency_seconds_count{%s} %llu\n", lb[i], (unsigned long long)cum);
+    }
+    family(b, "provider_route_state", "gauge", "Provider route health: 0 healthy, 1 degraded, 2 down.");
+    for (int i = 0; i < n; i++)
+        out(b, "tokenaudit_provider_route_state{%s} %d\n", lb[i], v[i].state);
+    free(lb);
+    free(v);
+}
+
 static void status_label(int c, char *buf, size_t cap)
 {
     if (c < NFIXED)
@@ -565,5 +625,6 @@ size_t ta_metrics_text(char *buf, size_t cap)
     out(&b, "tokenaudit_config_generation %llu\n",
         (unsigned long long)ta_heartbeat_generation());
     alerting_families(&b);
+    health_families(&b);
     return b.n;
 }

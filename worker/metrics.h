@@ -30,6 +30,10 @@
  *   worker_restarts_total          counter: dead workers the master restarted
  *   billing_alive                  gauge: 1 when billing beats (ledger/heartbeat.h)
  *   config_generation              gauge: the master's config generation
+ *   provider_calls_total, provider_errors_total, provider_latency_seconds
+ *   (histogram: to the provider's answer head), provider_route_state (0
+ *        healthy, 1 degraded, 2 down), each {provider_id,provider,upstream}:
+ *        per provider route, from ledger/health.h's table
  *
  * Processes:
  *   master  ta_metrics_create() before the first fork; ta_metrics_process_gone()

@@ -70,11 +70,13 @@
 #include <unistd.h>
 
 #include "ledger/apikey.h"
+#include "ledger/health.h"
 #include "ledger/quota.h"
 #include "schema/apierror.h"
 #include "worker/anthropic.h"
 #include "worker/messages.h"
 #include "worker/metrics.h"
+#include "worker/responses.h"
 #include "worker/sse.h"
 #include "worker/tokens.h"
 #include "worker/upstream.h"
@@ -147,6 +149,8 @@ typedef struct preq {
     ta_model_t model;
     route_info_t *routes; /* the model's usable routes (front_model), as many as it has */
     int nroutes, route_i;
+    ta_health_req_t health; /* the routes' health slots and a trial won (ledger/health.h) */
+    int64_t call_ns[2];     /* this call's start and answer head (mono), for health */
     json_t *body;
     char *up_body;
     ta_upcall_t *call;
@@ -157,6 +161,7 @@ typedef struct preq {
     ta_sse_t sse;
     ta_anth_stream_t *anth; /* anthropic route, streaming: the event translator (on /v1/messages: the usage reader) */
     ta_msg_stream_t *msgs;  /* /v1/messages on an openai route, streaming: the chunk translator */
+    ta_resp_stream_t *rs;   /* /v1/responses, streaming: the events' reader, or translator (anthropic route) */
     ta_bytes_t scratch;     /* /v1/messages pass-through: the discarded output of the usage reader */
     char anth_version[40];  /* /v1/messages: the client's anthropic-version ("" = ours) */
     ta_usage_t anth_usage;  /* anthropic route, non-streaming: usage of the translated answer */
@@ -212,6 +217,14 @@ static int msg_feed(preq_t *pr, const char *p, size_t n);
 static bool msg_answer_failed(preq_t *pr);
 static bool msg_error_answered(preq_t *pr, int st);
 static void msg_shape(preq_t *pr, front_t *f);
+/* /v1/responses (below, "/v1/responses") */
+static int resp_body(front_t *f, refusal_t *rf);
+static int resp_check(preq_t *pr, const json_t *body, ta_err_t *err);
+static void resp_route(preq_t *pr, const route_info_t *r);
+static int resp_feed(preq_t *pr, const char *p, size_t n);
+static bool resp_answer_failed(preq_t *pr);
+static void resp_shape(preq_t *pr, front_t *f);
+static void resp_stream_free(preq_t *pr);
 static bool no_output(int ep);
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -395,6 +408,7 @@ static void preq_free(preq_t *pr)
     if (pr->msgs != NULL)
         ta_msg_stream_dispose(pr->msgs);
     free(pr->msgs);
+    resp_stream_free(pr);
     ta_bytes_free(&pr->scratch);
     free(pr);
 }
@@ -415,8 +429,9 @@ static void usage_of(preq_t *pr, ta_event_t *ev)
         u = pr->sse.usage;
         delivered = pr->sse.content_events > 0;
     } else if (ok && pr->up_err == TA_UP_OK) {
-        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC || pr->endpoint == TA_EP_MESSAGES)
-            u = pr->anth_usage; /* normalized by ta_anth_response / ta_anth_usage, or ta_msg_from_chat */
+        if (pr->routes[pr->route_i].type == TA_PROVIDER_ANTHROPIC || pr->endpoint == TA_EP_MESSAGES ||
+            pr->endpoint == TA_EP_RESPONSES)
+            u = pr->anth_usage; /* normalized by ta_anth_response / ta_anth_usage, ta_msg_from_chat, ta_resp_usage */
         else
             ta_usage_parse(pr->resp.p, pr->resp.len, &u);
         delivered = true;
@@ -462,6 +477,7 @@ static void end(preq_t *pr, int status, int et)
         h2o_timeout_unlink(&pr->drain_timer);
     if (pr->state == ST_DRAINING)
         ta_worker_release(p->w);
+    ta_health_done(&pr->health);
     pr->state = ST_DONE;
     pr->ev.status = (uint16_t)status;
     pr->ev.error_type = (uint8_t)et;
@@ -627,6 +643,7 @@ static int up_on_head(void *ctx, int status)
 {
     preq_t *pr = ctx;
     pr->up_status = status;
+    pr->call_ns[1] = ta_mono_ns();
     if (pr->ev.t_first_byte_ns == 0)
         pr->ev.t_first_byte_ns = ta_now_ns();
     if (status >= 200 && status < 300 && pr->stream && pr->state == ST_UPSTREAM) {
@@ -679,8 +696,9 @@ static int up_on_data(void *ctx, const char *p, size_t n)
     }
     if (pr->sending)
         return TA_UP_PAUSE;
-    int rc = pr->endpoint == TA_EP_MESSAGES ? msg_feed(pr, p, n)
-             : pr->anth != NULL             ? anth_feed(pr, p, n, &pr->out)
+    int rc = pr->endpoint == TA_EP_MESSAGES    ? msg_feed(pr, p, n)
+             : pr->endpoint == TA_EP_RESPONSES ? resp_feed(pr, p, n)
+             : pr->anth != NULL                ? anth_feed(pr, p, n, &pr->out)
                                             : ta_sse_feed(&pr->sse, p, n, &pr->out);
     if (rc != 0) {
         ta_log(TA_LOG_WARN, "provider stream refused: %s", ta_strerror(rc));
@@ -740,6 +758,8 @@ static bool anth_answer_failed(preq_t *pr)
 {
     if (pr->endpoint == TA_EP_MESSAGES || pr->endpoint == TA_EP_COUNT_TOKENS)
         return msg_answer_failed(pr);
+    if (pr->endpoint == TA_EP_RESPONSES)
+        return resp_answer_failed(pr);
     if (pr->routes[pr->route_i].type != TA_PROVIDER_ANTHROPIC)
         return false;
     ta_bytes_t oai = {0};
@@ -786,6 +806,10 @@ static void anth_route(preq_t *pr, const route_info_t *r)
     memset(&pr->anth_usage, 0, sizeof(pr->anth_usage));
     if (pr->endpoint == TA_EP_MESSAGES || pr->endpoint == TA_EP_COUNT_TOKENS) {
         msg_route(pr, r);
+        return;
+    }
+    if (pr->endpoint == TA_EP_RESPONSES) {
+        resp_route(pr, r);
         return;
     }
     if (r->type != TA_PROVIDER_ANTHROPIC)
@@ -962,6 +986,185 @@ static bool msg_error_answered(preq_t *pr, int st)
     return true;
 }
 
+/* ---- /v1/responses (worker/responses.h) ---------------------------------------------- */
+
+/* The body: the Responses rules (worker/responses.h), each refusal naming its param. */
+static int resp_body(front_t *f, refusal_t *rf)
+{
+    ta_err_t e = {0};
+    if (ta_resp_validate(f->body, &e) != 0)
+        return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", e.field[0] ? e.field : NULL, "%s",
+                       e.message);
+    return 0;
+}
+
+/* Before the hold: an anthropic route that cannot carry the request (a
+ * stateful parameter, one the translator cannot express) is left out when
+ * another route can; when none can, it is the client's 400, not a charge. */
+static int resp_check(preq_t *pr, const json_t *body, ta_err_t *err)
+{
+    if (pr->endpoint != TA_EP_RESPONSES)
+        return 0;
+    int rc = 0, n = 0;
+    bool checked = false;
+    for (int i = 0; i < pr->nroutes; i++) {
+        if (pr->routes[i].type == TA_PROVIDER_ANTHROPIC) {
+            if (!checked) {
+                json_t *ab = NULL;
+                rc = ta_resp_to_anth(body, pr->routes[i].upstream_name, 0, &ab, err);
+                json_decref(ab);
+                checked = true;
+            }
+            if (rc != 0) {
+                if (pr->health.trial == i + 1)
+                    ta_health_done(&pr->health); /* a trial this request cannot run */
+                continue;
+            }
+        }
+        /* the routes' health slots follow their routes (ledger/health.h) */
+        if (pr->health.trial == i + 1)
+            pr->health.trial = (uint8_t)(n + 1);
+        pr->health.slot[n] = pr->health.slot[i];
+        pr->routes[n++] = pr->routes[i];
+    }
+    if (n == 0 && rc != 0)
+        return rc;
+    for (int i = n; i < pr->nroutes; i++)
+        pr->health.slot[i] = 0;
+    pr->nroutes = n;
+    return 0;
+}
+
+static void resp_stream_free(preq_t *pr)
+{
+    if (pr->rs != NULL)
+        ta_resp_stream_dispose(pr->rs);
+    free(pr->rs);
+    pr->rs = NULL;
+}
+
+/* The route's body and stream reader: an openai route gets the client's body
+ * (start_route) and its events pass through, read on the side; an anthropic
+ * route gets the Messages translation, its events become chat chunks
+ * (pr->anth) and those the Responses events (pr->rs). */
+static void resp_route(preq_t *pr, const route_info_t *r)
+{
+    bool anth = r->type == TA_PROVIDER_ANTHROPIC;
+    resp_stream_free(pr);
+    if (anth) {
+        json_t *ab = NULL;
+        ta_err_t e;
+        free(pr->up_body);
+        pr->up_body = NULL;
+        if (ta_resp_to_anth(pr->body, r->upstream_name, pr->model.max_output_tokens, &ab, &e) != 0)
+            return; /* checked before the hold: only -ENOMEM gets here */
+        pr->up_body = json_dumps(ab, JSON_COMPACT);
+        json_decref(ab);
+        if (pr->stream && pr->up_body != NULL && (pr->anth = malloc(sizeof(*pr->anth))) != NULL)
+            ta_anth_stream_init(pr->anth, true, r->upstream_name, 0);
+    }
+    if (!pr->stream || pr->up_body == NULL)
+        return;
+    if ((anth && pr->anth == NULL) || (pr->rs = malloc(sizeof(*pr->rs))) == NULL ||
+        ta_resp_stream_init(pr->rs, anth, pr->body, r->upstream_name, 0, pr->p->conf.max_response_size) != 0) {
+        free(pr->up_body); /* start_route ends it as a failed route */
+        pr->up_body = NULL;
+        return;
+    }
+    if (anth)
+        pr->rs->usage_from = &pr->anth->usage;
+}
+
+/* A Responses stream's bytes: passed through (openai route) or translated
+ * (anthropic route, after anth_feed); pr->sse carries the usage, the end and
+ * the content count as for chat streams. */
+static int resp_feed(preq_t *pr, const char *p, size_t n)
+{
+    ta_resp_stream_t *rs = pr->rs;
+    if (pr->anth != NULL) {
+        pr->scratch.len = 0;
+        int rc = anth_feed(pr, p, n, &pr->scratch);
+        return rc != 0 ? rc : ta_resp_stream_feed(rs, pr->scratch.p, pr->scratch.len, &pr->out);
+    }
+    int rc = ta_resp_stream_feed(rs, p, n, &pr->out);
+    pr->sse.usage = rs->usage;
+    pr->sse.done = rs->done;
+    pr->sse.content_events = rs->content_events;
+    pr->sse.events = rs->events;
+    pr->sse.error_event = rs->failed;
+    pr->sse.error_rate_limit = rs->failed_rate_limit;
+    return rc;
+}
+
+/* A Response: an openai route's passes as it is (its usage read; none: the
+ * estimate is charged), an anthropic route's Message becomes a chat.completion
+ * and that a Response. Returns true when it answered the client (a 502: the
+ * answer could not be read). */
+static bool resp_answer_failed(preq_t *pr)
+{
+    const route_info_t *r = &pr->routes[pr->route_i];
+    size_t bound = pr->p->conf.max_response_size;
+    if (r->type != TA_PROVIDER_ANTHROPIC) {
+        (void)ta_resp_usage(pr->resp.p, pr->resp.len, &pr->anth_usage);
+        return false;
+    }
+    ta_bytes_t chat = {0}, out = {0};
+    int rc = ta_anth_response(pr->resp.p, pr->resp.len, &chat, bound, &pr->anth_usage);
+    if (rc == 0)
+        rc = ta_resp_from_chat(pr->body, chat.p, chat.len, &pr->anth_usage, &out, bound);
+    ta_bytes_free(&chat);
+    if (rc == 0) {
+        ta_bytes_free(&pr->resp);
+        pr->resp = out;
+        return false;
+    }
+    ta_bytes_free(&out);
+    ta_log(TA_LOG_WARN, "provider %llu: its Messages answer could not be read: %s", (unsigned long long)r->provider_id,
+           ta_strerror(rc));
+    end(pr, 502, TA_ET_UPSTREAM);
+    send_err(pr->req, 502, TA_ET_UPSTREAM, "upstream_error", NULL, "the provider's answer could not be read");
+    return true;
+}
+
+/* /v1/responses: nothing is added to the client's body (a Response's stream
+ * always ends with its usage); the prompt is estimated on its items as chat
+ * messages with instructions, tools and text.format counted (worker/tokens.h),
+ * bounded by the model's context window when the provider adds stored input
+ * (previous_response_id, conversation, prompt); the output limit is
+ * max_output_tokens, held and clamped as chat's (hold_go). */
+static void resp_shape(preq_t *pr, front_t *f)
+{
+    json_t *body = f->body;
+    if (pr->stream) {
+        pr->ev.flags |= TA_EVF_STREAM;
+        ta_sse_init(&pr->sse, false, 0);
+    }
+    const json_t *in = json_object_get(body, "input"), *ins = json_object_get(body, "instructions");
+    json_t *probe = json_pack("{s:[],s:O?,s:O?,s:O?}", "messages", "tools", json_object_get(body, "tools"),
+                              "tool_choice", json_object_get(body, "tool_choice"), "response_format",
+                              json_object_get(body, "text"));
+    json_t *msgs = json_object_get(probe, "messages");
+    if (json_is_string(ins))
+        json_array_append_new(msgs, json_pack("{s:s,s:O}", "role", "system", "content", ins));
+    if (json_is_string(in))
+        json_array_append_new(msgs, json_pack("{s:s,s:O}", "role", "user", "content", in));
+    else if (json_is_array(in))
+        json_array_extend(msgs, (json_t *)in);
+    ta_tokens_prompt(probe, &pr->tok);
+    json_decref(probe);
+    if (ta_resp_stateful(body) && pr->model.context_window > pr->tok.upper)
+        pr->tok.upper = pr->model.context_window;
+    const json_t *mo = json_object_get(body, "max_output_tokens");
+    pr->max_out = json_is_integer(mo) ? (int64_t)json_integer_value(mo) : 0;
+    pr->mt_key = pr->mt_other = "max_output_tokens";
+    pr->mt_both = false;
+    pr->choices = 1;
+    pr->extra_out = 0;
+    pr->quota_id = f->q.id;
+    pr->body = body;
+    f->body = NULL;
+}
+
 /* The call is over (pr->call already gone). By state: a stream ends (cut if
  * the provider broke off), a drain ends with what it read, an answer not yet
  * started is sent, failed over, or refused. */
@@ -970,6 +1173,12 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
     preq_t *pr = ctx;
     pr->call = NULL;
     pr->up_err = err;
+    ta_health_report(&pr->health, pr->route_i,
+                     err == TA_UP_EABORTED                          ? TA_HEALTH_NONE
+                     : err != TA_UP_OK || info->status >= 500 ? TA_HEALTH_FAIL
+                                                                    : TA_HEALTH_OK,
+                     err == TA_UP_OK ? info->status : 0, ta_up_err_name(err),
+                     pr->call_ns[1] > pr->call_ns[0] ? (pr->call_ns[1] - pr->call_ns[0]) / 1000000 : -1);
     if (err != TA_UP_OK && err != TA_UP_EABORTED)
         ta_metrics_upstream_error(ta_metrics_upstream_kind(err));
     else if (err == TA_UP_OK && (info->status >= 500 || info->status == 429))
@@ -1050,6 +1259,7 @@ static const char *ep_suffix(int ep)
     case TA_EP_COMPLETIONS: return "/completions";
     case TA_EP_EMBEDDINGS: return "/embeddings";
     case TA_EP_MESSAGES: return "/chat/completions"; /* translated (worker/messages.h) */
+    case TA_EP_RESPONSES: return "/responses";
     default: return "/models";
     }
 }
@@ -1142,6 +1352,8 @@ static void start_route(preq_t *pr)
     }
     copy_str(pr->ev.served_model, sizeof(pr->ev.served_model), r->upstream_name);
     pr->ev.provider_id = r->provider_id;
+    pr->call_ns[0] = ta_mono_ns();
+    pr->call_ns[1] = 0;
     anth_route(pr, r);
 
     char url[MEMBER_SIZE(route_info_t, base_url) + 32]; /* + the longest path */
@@ -1718,6 +1930,8 @@ static int endpoint_of(h2o_iovec_t path, const char **model_id)
         return TA_EP_MESSAGES;
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens")))
         return TA_EP_COUNT_TOKENS;
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/responses")))
+        return TA_EP_RESPONSES;
     return 0;
 }
 
@@ -1815,7 +2029,8 @@ static int front_auth(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, r
 static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
 {
     if (req->entity.len > p->conf.max_body_size)
-        return refused(rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL, "The request body is too large.");
+        return refused(rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL,
+                       "The request body is larger than the limit of %zu bytes.", p->conf.max_body_size);
     json_error_t jerr;
     f->body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &jerr);
     if (f->body == NULL)
@@ -1830,6 +2045,8 @@ static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
                            e.message);
         return 0;
     }
+    if (f->ep == TA_EP_RESPONSES)
+        return resp_body(f, rf);
     if (validate(f->ep, f->body, &param, msg, sizeof(msg)) != 0)
         return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", param, "%s", msg);
     return 0;
@@ -1839,14 +2056,15 @@ static int front_body(ta_proxy_t *p, h2o_req_t *req, front_t *f, refusal_t *rf)
  * without it is the client's 400, refused before anything is held. */
 static int model_capable(const ta_model_t *m, int ep, refusal_t *rf)
 {
-    uint32_t need = ep == TA_EP_EMBEDDINGS                                                    ? TA_CAP_EMBEDDINGS
-                    : ep == TA_EP_CHAT || ep == TA_EP_MESSAGES || ep == TA_EP_COUNT_TOKENS ? TA_CAP_CHAT
-                                                                                            : 0;
+    uint32_t need = ep == TA_EP_EMBEDDINGS ? TA_CAP_EMBEDDINGS
+                    : ep == TA_EP_CHAT || ep == TA_EP_MESSAGES || ep == TA_EP_COUNT_TOKENS || ep == TA_EP_RESPONSES
+                        ? TA_CAP_CHAT
+                        : 0;
     if ((m->capabilities & need) == need)
         return 0;
     return refused(rf, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model",
                    "The model '%s' does not support %s (it lacks the '%s' capability).", m->name,
-                   ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat completions",
+                   ep == TA_EP_EMBEDDINGS ? "embeddings" : ep == TA_EP_RESPONSES ? "responses" : "chat completions",
                    ep == TA_EP_EMBEDDINGS ? "embeddings" : "chat");
 }
 
@@ -1879,6 +2097,8 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
             order[j] = order[j - 1];
             order[j - 1] = t;
         }
+    ta_health_route_t hc[TA_MODEL_MAX_ROUTES];
+    char hname[TA_MODEL_MAX_ROUTES][MEMBER_SIZE(ta_provider_t, name)];
     ta_provider_t *prov = malloc(sizeof(*prov));
     pr->routes = n > 0 ? malloc((size_t)n * sizeof(*pr->routes)) : NULL;
     if (prov == NULL || (n > 0 && pr->routes == NULL)) {
@@ -1890,7 +2110,7 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
         if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
             continue;
         if (prov->type == TA_PROVIDER_ANTHROPIC && f->ep != TA_EP_CHAT && f->ep != TA_EP_MESSAGES &&
-            f->ep != TA_EP_COUNT_TOKENS) {
+            f->ep != TA_EP_COUNT_TOKENS && f->ep != TA_EP_RESPONSES) {
             anth_skipped = true; /* the Messages API has no completions or embeddings */
             continue;
         }
@@ -1907,15 +2127,31 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
         ri->key_sealed_len = prov->key_sealed_len;
         ri->timeout_s = prov->timeout_s;
         ri->connect_timeout_ms = prov->connect_timeout_ms;
+        copy_str(hname[pr->nroutes - 1], sizeof(hname[0]), prov->name);
+        hc[pr->nroutes - 1] = (ta_health_route_t){prov->id, ri->upstream_name, hname[pr->nroutes - 1], rt->priority, rt->weight,
+                                                  (int64_t)(ri->timeout_s > 0 ? ri->timeout_s : p->default_timeout_s) * 1000};
     }
     explicit_bzero(prov, sizeof(*prov));
     free(prov);
+    /* Health (ledger/health.h): routes cooling down are left out, a trial
+     * goes first, equal priorities share by weight. */
+    int ho[TA_MODEL_MAX_ROUTES], hn = ta_health_order(mid, hc, pr->nroutes, ho, &pr->health);
+    for (int j = 0; j < hn; j++)
+        if (ho[j] != j) { /* not the priority order: reorder */
+            route_info_t was[TA_MODEL_MAX_ROUTES];
+            memcpy(was, pr->routes, sizeof(was[0]) * (size_t)pr->nroutes);
+            for (int i = 0; i < hn; i++)
+                pr->routes[i] = was[ho[i]];
+            break;
+        }
+    pr->nroutes = hn;
     if (pr->nroutes == 0 && anth_skipped)
         return refused(rf, 400, TA_ET_INVALID_REQUEST, "model_not_supported", "model",
                        "The model '%s' does not support %.*s.", mname, (int)req->path_normalized.len,
                        req->path_normalized.base);
     ta_err_t aerr = {0};
-    if (anth_check(pr, f->body, &aerr) != 0 || msg_check(pr, f->body, &aerr) != 0)
+    if (anth_check(pr, f->body, &aerr) != 0 || msg_check(pr, f->body, &aerr) != 0 ||
+        resp_check(pr, f->body, &aerr) != 0)
         return refused(rf, 400, TA_ET_INVALID_REQUEST, "invalid_request_error", aerr.field[0] ? aerr.field : NULL,
                        "%s", aerr.message);
     if (pr->nroutes == 0)
@@ -1982,6 +2218,10 @@ static void front_shape(preq_t *pr, front_t *f)
     pr->stream = json_is_true(json_object_get(body, "stream"));
     if (f->ep == TA_EP_MESSAGES || f->ep == TA_EP_COUNT_TOKENS) {
         msg_shape(pr, f);
+        return;
+    }
+    if (f->ep == TA_EP_RESPONSES) {
+        resp_shape(pr, f);
         return;
     }
     if (pr->stream) {
@@ -2075,6 +2315,26 @@ Exit:
     return 0;
 }
 
+/* h2o answered 413 by itself, before on_req (worker/server.h
+ * ta_worker_on_oversize): a /v1 request whose key is valid gets its record
+ * like any other refusal; the answer is h2o's, made JSON by the server. */
+static void on_oversize(void *arg, h2o_req_t *req)
+{
+    ta_proxy_t *p = arg;
+    front_t f = {.t0 = ta_mono_ns()};
+    refusal_t rf = {0};
+    MDB_txn *txn = NULL;
+    f.ev.t_received_ns = ta_now_ns();
+    if (front_route(req, &f, &rf) != 0 || read_begin(p, &txn) != 0)
+        return;
+    front_auth(p, req, txn, &f, &rf); /* a known caller is recorded even when inactive */
+    read_done(p, txn);
+    refused(&rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL,
+            "The request body is larger than the limit of %zu bytes.", p->conf.max_body_size);
+    refuse(p, NULL, &f, NULL, &rf);
+    free(f.grp);
+}
+
 /* ---- setup --------------------------------------------------------------------------------- */
 
 static int32_t flush_ring(void *arg)
@@ -2120,6 +2380,7 @@ int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out
     *(ta_proxy_t **)(h + 1) = p;
     h->on_req = on_req;
     ta_worker_add_tick(w, flush_ring, p);
+    ta_worker_on_oversize(w, on_oversize, p);
     *out = p;
     return 0;
 }
@@ -2130,6 +2391,7 @@ void ta_proxy_destroy(ta_proxy_t *p)
 {
     if (p == NULL)
         return;
+    ta_worker_on_oversize(p->w, NULL, NULL);
     /* The loop has stopped with requests still alive (shutdown_timeout_ms
      * ran out): each is abandoned as if the worker had died, without an
      * event. A held one keeps its hold, which billing's dead-worker cleanup

@@ -32,6 +32,7 @@
 #include <h2o/multithread.h>
 #include "ledger/heartbeat.h"
 #include "schema/apierror.h"
+#include "worker/accept.h"
 #include "worker/console.h"
 #include "worker/metrics.h"
 #include "worker/upstream.h"
@@ -84,6 +85,9 @@ struct ta_worker {
     uint64_t requests_total; /* requests that reached the entry handler */
     ta_upstream_t *api_up;   /* /api outbound calls (ta_api_fetch_t); created on first use */
     struct api_pool *api_pool; /* /api offloaded jobs (ta_api_job_t); created on first use */
+    h2o_linklist_t own_fetches; /* the worker's own outbound calls (ta_worker_fetch) */
+    ta_worker_oversize_fn on_oversize; /* h2o's own 413 (ta_worker_on_oversize) */
+    void *on_oversize_arg;
 };
 
 struct entry_handler {
@@ -514,9 +518,12 @@ static void on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t *
         !h2o_memis(req->input.method.base, req->input.method.len, H2O_STRLIT("HEAD"))) {
         /* h2o answered by itself (413, broken chunked encoding, ...). */
         char msg[FRAMING_MSG_MAX], buf[512];
-        if (req->res.status == 413)
+        if (req->res.status == 413) {
             snprintf(msg, sizeof(msg), "request body is larger than the limit of %zu bytes",
                      f->w->conf.max_body_size);
+            if (f->w->on_oversize != NULL)
+                f->w->on_oversize(f->w->on_oversize_arg, req);
+        }
         else if (req->res.status == 400 && framing_problem(req, msg) != NULL)
             ; /* h2o refused the head itself (lib/http1.c): say what was wrong */
         else
@@ -628,32 +635,39 @@ void ta_worker_client_ip(h2o_req_t *req, char *buf, size_t cap)
  * (worker/upstream.h, driven by this loop), so the loop never blocks. The
  * state hangs off the request's pool: when the client leaves first, the
  * pool's dispose cancels the call and releases the fetch (its continuation
- * never runs, so nothing is written). The url and headers (a provider key)
- * are never logged. */
+ * never runs, so nothing is written). A continuation may answer with the
+ * next fetch (a paged list), up to TA_API_FETCH_MAX_CHAIN calls per request.
+ * The same client runs the worker's own calls (ta_worker_fetch: provider
+ * health probes), which belong to no request and end in a callback. The url
+ * and headers (a provider key) are never logged. */
 
 #define API_FETCH_MAX_RESPONSE_DEFAULT ((size_t)1 << 20)
 
-struct api_fetch {
+struct ta_worker_fetch {
     ta_worker_t *w;
-    h2o_req_t *req;
+    h2o_req_t *req;          /* NULL: the worker's own call (ta_worker_fetch) */
     ta_api_fetch_t *fetch;
     ta_upcall_t *call;
     char *buf;
     size_t len, cap;
     bool too_large;
     int64_t t0_ns;
+    int chain;               /* calls made for this request so far */
+    ta_worker_fetch_done_fn done; /* the worker's own call */
+    void *done_arg;
+    h2o_linklist_t own;      /* in w->own_fetches (the worker's own calls) */
 };
 
 static void send_apires(h2o_req_t *req, const char *hex, ta_apires_t *res);
 
-static size_t api_fetch_max(const struct api_fetch *f)
+static size_t api_fetch_max(const struct ta_worker_fetch *f)
 {
     return f->fetch->max_response > 0 ? f->fetch->max_response : API_FETCH_MAX_RESPONSE_DEFAULT;
 }
 
 static void api_fetch_dispose(void *p)
 {
-    struct api_fetch *f = p;
+    struct ta_worker_fetch *f = p;
     if (f->call != NULL) /* the request ended before the call did */
         ta_upcall_cancel(f->call);
     f->call = NULL;
@@ -666,7 +680,7 @@ static void api_fetch_dispose(void *p)
 
 static int api_fetch_on_data(void *ctx, const char *p, size_t n)
 {
-    struct api_fetch *f = ctx;
+    struct ta_worker_fetch *f = ctx;
     if (n > api_fetch_max(f) - f->len) {
         f->too_large = true;
         return -1;
@@ -686,9 +700,12 @@ static int api_fetch_on_data(void *ctx, const char *p, size_t n)
     return TA_UP_CONSUMED;
 }
 
+static int run_api_fetch(struct ta_worker_fetch *f);
+static void api_fetch_failed(struct ta_worker_fetch *f, int rc);
+
 static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
 {
-    struct api_fetch *f = ctx;
+    struct ta_worker_fetch *f = ctx;
     char msg[320], hex[33] = "";
     f->call = NULL; /* upstream.c frees it right after this returns */
     if (f->buf != NULL)
@@ -711,30 +728,54 @@ static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         snprintf(msg, sizeof(msg), "%s%s%s", ta_up_err_name(err),
                  info->msg != NULL && info->msg[0] != '\0' ? ": " : "",
                  info->msg != NULL ? info->msg : "");
+    if (f->req == NULL) { /* the worker's own call */
+        f->done(f->done_arg, &r);
+        h2o_linklist_unlink(&f->own);
+        f->fetch->release(f->fetch);
+        free(f->buf);
+        free(f);
+        return;
+    }
     ta_apires_t res = {0};
     f->fetch->cont(f->w->conf.api_ctx, f->fetch->cont_arg, &r, &res);
-    if (res.fetch != NULL) { /* one call per request: see schema/api.h */
-        res.fetch->release(res.fetch);
-        free(res.body);
-        memset(&res, 0, sizeof(res));
-    }
     /* The key in the headers need not live until the answer is written. */
     f->fetch->release(f->fetch);
     f->fetch = NULL;
     free(f->buf);
     f->buf = NULL;
+    f->len = f->cap = 0;
+    f->too_large = false;
+    if (res.fetch != NULL && f->chain < TA_API_FETCH_MAX_CHAIN && res.job == NULL) {
+        /* the next page: same request, a new call (see schema/api.h) */
+        free(res.body);
+        f->fetch = res.fetch;
+        f->chain++;
+        int rc = run_api_fetch(f);
+        if (rc != 0)
+            api_fetch_failed(f, rc);
+        return;
+    }
+    if (res.fetch != NULL) { /* too many calls for one request */
+        res.fetch->release(res.fetch);
+        free(res.body);
+        memset(&res, 0, sizeof(res));
+        ta_worker_request_id(f->req, NULL, hex);
+        ta_log(TA_LOG_ERROR, "request %s: more than %d outbound calls", hex, TA_API_FETCH_MAX_CHAIN);
+        res.status = 502;
+        res.body = strdup("{\"error\":{\"message\":\"the provider's answer needs too many calls\","
+                          "\"type\":\"upstream_error\",\"code\":\"upstream_invalid_response\",\"param\":null}}");
+        res.body_len = res.body != NULL ? strlen(res.body) : 0;
+    }
     ta_worker_request_id(f->req, NULL, hex);
     send_apires(f->req, hex, &res);
 }
 
-static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_api_fetch_t *fetch)
+/* Starts f->fetch. Returns 0, or TA_E* with nothing started. */
+static int run_api_fetch(struct ta_worker_fetch *f)
 {
+    ta_worker_t *w = f->w;
+    ta_api_fetch_t *fetch = f->fetch;
     int rc = 0;
-    struct api_fetch *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), api_fetch_dispose);
-    memset(f, 0, sizeof(*f));
-    f->w = w;
-    f->req = req;
-    f->fetch = fetch;
     f->t0_ns = mono_ns();
     if (w->api_up == NULL) {
         ta_upstream_opts_t o = {.engine = TA_UP_ENGINE_CURL, .max_connects = 8, .ca_file = w->conf.upstream_ca_file};
@@ -762,12 +803,67 @@ static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_
         };
         rc = ta_upcall_start(w->api_up, &spec, &f->call);
     }
-    if (rc != 0) {
-        ta_log(TA_LOG_ERROR, "request %s: cannot start the outbound call: %s", hex, ta_strerror(rc));
-        ta_upcall_info_t info = {.msg = "cannot start the call"};
+    if (rc != 0)
         f->call = NULL;
-        api_fetch_on_done(f, TA_UP_EOTHER, &info);
+    return rc;
+}
+
+/* A request's call that could not start: its continuation gets a failed result. */
+static void api_fetch_failed(struct ta_worker_fetch *f, int rc)
+{
+    char hex[33] = "-";
+    ta_worker_request_id(f->req, NULL, hex);
+    ta_log(TA_LOG_ERROR, "request %s: cannot start the outbound call: %s", hex, ta_strerror(rc));
+    ta_upcall_info_t info = {.msg = "cannot start the call"};
+    api_fetch_on_done(f, TA_UP_EOTHER, &info);
+}
+
+static void start_api_fetch(ta_worker_t *w, h2o_req_t *req, const char *hex, ta_api_fetch_t *fetch)
+{
+    struct ta_worker_fetch *f = h2o_mem_alloc_shared(&req->pool, sizeof(*f), api_fetch_dispose);
+    memset(f, 0, sizeof(*f));
+    f->w = w;
+    f->req = req;
+    f->fetch = fetch;
+    int rc = run_api_fetch(f);
+    if (rc != 0)
+        api_fetch_failed(f, rc);
+}
+
+int ta_worker_fetch(ta_worker_t *w, ta_api_fetch_t *fetch, ta_worker_fetch_done_fn done, void *arg,
+                    ta_worker_fetch_t **out)
+{
+    struct ta_worker_fetch *f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        fetch->release(fetch);
+        return -ENOMEM;
     }
+    f->w = w;
+    f->fetch = fetch;
+    f->done = done;
+    f->done_arg = arg;
+    int rc = run_api_fetch(f);
+    if (rc != 0) {
+        fetch->release(fetch);
+        free(f);
+        return rc;
+    }
+    h2o_linklist_insert(&w->own_fetches, &f->own);
+    if (out != NULL)
+        *out = f;
+    return 0;
+}
+
+void ta_worker_fetch_cancel(ta_worker_fetch_t *f)
+{
+    if (f == NULL)
+        return;
+    if (f->call != NULL)
+        ta_upcall_cancel(f->call);
+    h2o_linklist_unlink(&f->own);
+    f->fetch->release(f->fetch);
+    free(f->buf);
+    free(f);
 }
 
 /* ---- /api offloaded jobs (ta_api_job_t of schema/api.h) ----------------
@@ -1078,6 +1174,11 @@ static void handle_api(ta_worker_t *w, h2o_req_t *req)
 
     ta_apires_t res = {0};
     w->conf.api_handler(w->conf.api_ctx, &ar, &res);
+    if (res.stream != NULL && (res.job != NULL || res.fetch != NULL)) { /* one way to answer */
+        res.stream->release(res.stream);
+        res.stream = NULL;
+        res.status = 0; /* send_apires answers 500 */
+    }
     if (res.job != NULL) {
         if (res.fetch != NULL) { /* one step per request: see schema/api.h */
             res.fetch->release(res.fetch);
@@ -1098,13 +1199,93 @@ static void handle_api(ta_worker_t *w, h2o_req_t *req)
     send_apires(req, hex, &res);
 }
 
+/* ---- /api streamed answers (ta_api_stream_t of schema/api.h) -----------
+ * h2o pulls the parts: proceed runs once the client took the previous one.
+ * The generator lives in the request's pool, whose dispose releases the
+ * stream exactly once: after the last part, or when the client left (h2o
+ * stops calling proceed then). */
+
+struct api_stream {
+    h2o_generator_t super;
+    ta_worker_t *w;
+    ta_api_stream_t *s;
+    char *part; /* being sent */
+};
+
+static void api_stream_dispose(void *p)
+{
+    struct api_stream *g = p;
+    free(g->part);
+    g->part = NULL;
+    g->s->release(g->s);
+}
+
+static void api_stream_proceed(h2o_generator_t *self, h2o_req_t *req)
+{
+    struct api_stream *g = (struct api_stream *)self;
+    char *part = NULL;
+    size_t len = 0;
+    free(g->part);
+    g->part = NULL;
+    int rc = g->s->next(g->w->conf.api_ctx, g->s, &part, &len);
+    if (rc > 0) {
+        g->part = part;
+        h2o_iovec_t buf = h2o_iovec_init(part, len);
+        h2o_send(req, &buf, 1, H2O_SEND_STATE_IN_PROGRESS);
+        return;
+    }
+    free(part);
+    h2o_send(req, NULL, 0, rc == 0 ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR);
+}
+
+static void api_stream_stop(h2o_generator_t *self, h2o_req_t *req)
+{
+    (void)self; /* the pool's dispose releases the stream */
+    (void)req;
+}
+
+static void start_api_stream(h2o_req_t *req, const ta_apires_t *res)
+{
+    ta_worker_t *w = ta_worker_from_req(req);
+    struct api_stream *g = h2o_mem_alloc_shared(&req->pool, sizeof(*g), api_stream_dispose);
+    g->super.proceed = api_stream_proceed;
+    g->super.stop = api_stream_stop;
+    g->w = w;
+    g->s = res->stream;
+    g->part = NULL;
+    const char *ct = res->content_type != NULL ? res->content_type : "application/json";
+    req->res.status = res->status;
+    req->res.reason = reason_phrase(res->status);
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                   h2o_strdup(&req->pool, ct, SIZE_MAX).base, strlen(ct), 1);
+    size_t dn = strnlen(g->s->disposition, sizeof(g->s->disposition));
+    if (dn > 0)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_DISPOSITION, NULL,
+                       h2o_strdup(&req->pool, g->s->disposition, dn).base, dn);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-store"));
+    h2o_start_response(req, &g->super);
+    api_stream_proceed(&g->super, req);
+}
+
 static void send_apires(h2o_req_t *req, const char *hex, ta_apires_t *res_)
 {
     ta_apires_t res = *res_;
+    if (res.stream != NULL && (res.status < 200 || res.status > 299)) {
+        ta_log(TA_LOG_ERROR, "request %s: api handler streamed a %d answer", hex, res.status);
+        res.stream->release(res.stream);
+        res.stream = NULL;
+        res.status = 0;
+    }
     if (res.status < 100 || res.status > 599) {
         ta_log(TA_LOG_ERROR, "request %s: api handler returned status %d", hex, res.status);
         free(res.body);
         send_status_error(req, 500, "internal error");
+        return;
+    }
+    if (res.stream != NULL) {
+        free(res.body);
+        start_api_stream(req, &res);
         return;
     }
     if (res.allow[0] != '\0')
@@ -1289,7 +1470,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         w->conns++;
         sock->on_close.cb = on_conn_close;
         sock->on_close.data = w;
-        h2o_accept(l->actx, sock);
+        ta_accept(l->actx, sock, l->w->conf.max_body_size);
     }
 }
 
@@ -1371,6 +1552,7 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
      * before any socket of this process (thread) has a buffer. */
     h2o_socket_buffer_prototype._initial_buf.capacity = H2O_SOCKET_INITIAL_INPUT_BUFFER_SIZE;
     w->conf = *conf;
+    h2o_linklist_init_anchor(&w->own_fetches);
     ta_metrics_worker_start(conf->slot);
     memcpy(w->lconf, conf->listeners, conf->nlisteners * sizeof(*w->lconf));
     w->conf.listeners = w->lconf;
@@ -1399,6 +1581,11 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
      * the margin still gets h2o's JSON 413 without a record: buffering any
      * size only to audit it would let a client pin the worker's memory. */
     w->globalconf.max_request_entity_size = body_limit_h2o(conf->max_body_size);
+    /* HTTP/2 starts in worker/accept.c (ALPN, or the preface on cleartext),
+     * so every HTTP/2 connection has the body-limit reader; an HTTP/1.1
+     * "Upgrade: h2c" would bypass it and is declined (the request is
+     * served over HTTP/1.1, which RFC 9113 allows). */
+    w->globalconf.http1.upgrade_to_http2 = 0;
     w->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("tokenaudit"));
     w->host_main = h2o_config_register_host(&w->globalconf, h2o_iovec_init(H2O_STRLIT("main")), 65535);
     w->host_admin = any_admin ? h2o_config_register_host(
@@ -1489,6 +1676,12 @@ void ta_worker_release(ta_worker_t *w)
     w->inflight--;
 }
 
+void ta_worker_on_oversize(ta_worker_t *w, ta_worker_oversize_fn fn, void *arg)
+{
+    w->on_oversize = fn;
+    w->on_oversize_arg = arg;
+}
+
 void ta_worker_add_tick(ta_worker_t *w, ta_worker_tick_fn fn, void *arg)
 {
     TA_BUG_ON(w->nticks == MAX_TICKS);
@@ -1507,6 +1700,7 @@ static void begin_shutdown(ta_worker_t *w)
         w->listeners[i].sock = NULL;
     }
     h2o_context_request_shutdown(&w->ctx);
+    ta_accept_shutdown(w->loop, SHUTDOWN_IDLE_MS); /* connections without a request yet */
     if (w->ctx.http1.req_timeout.timeout > SHUTDOWN_IDLE_MS)
         w->ctx.http1.req_timeout.timeout = SHUTDOWN_IDLE_MS;
     ta_log(TA_LOG_INFO, "shutting down: %llu request(s) in flight",
@@ -1515,7 +1709,7 @@ static void begin_shutdown(ta_worker_t *w)
 
 static bool drained(ta_worker_t *w)
 {
-    return w->inflight == 0 && h2o_linklist_is_empty(&w->ctx.http1._conns) &&
+    return w->inflight == 0 && !ta_accept_pending() && h2o_linklist_is_empty(&w->ctx.http1._conns) &&
            h2o_linklist_is_empty(&w->ctx.http2._conns);
 }
 
@@ -1576,6 +1770,8 @@ void ta_worker_destroy(ta_worker_t *w)
      * own outside h2o and let the exit reclaim the rest. */
     if (w == NULL)
         return;
+    while (!h2o_linklist_is_empty(&w->own_fetches)) /* their keys are wiped */
+        ta_worker_fetch_cancel(H2O_STRUCT_FROM_MEMBER(struct ta_worker_fetch, own, w->own_fetches.next));
     api_pool_stop(w);
     sigpipe_wr = -1;
     if (w->sigpipe[1] != -1)

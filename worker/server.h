@@ -128,6 +128,12 @@ void ta_worker_destroy(ta_worker_t *w);
 h2o_pathconf_t *ta_worker_register_path(ta_worker_t *w, const char *path);
 h2o_loop_t *ta_worker_loop(ta_worker_t *w);
 h2o_context_t *ta_worker_context(ta_worker_t *w);
+/* Called when h2o refused a request as too large by itself, before any
+ * handler ran (HTTP/1: a Content-Length, or a chunked body, beyond h2o's
+ * own limit), just before its 413 goes out: the proxy records it when the
+ * caller's API key is valid (docs/ARCHITECTURE.md "Bodies over the limit"). */
+typedef void (*ta_worker_oversize_fn)(void *arg, h2o_req_t *req);
+void ta_worker_on_oversize(ta_worker_t *w, ta_worker_oversize_fn fn, void *arg);
 void ta_worker_add_tick(ta_worker_t *w, ta_worker_tick_fn fn, void *arg);
 /** The worker this request runs in (from its context). */
 ta_worker_t *ta_worker_from_req(h2o_req_t *req);
@@ -145,6 +151,22 @@ void ta_worker_client_ip(h2o_req_t *req, char *buf, size_t cap);
  *  pool). content_type NULL = application/json. */
 void ta_worker_send(h2o_req_t *req, int status, const char *content_type, const char *body,
                     size_t len);
+/** The worker's own outbound call (not for a request; provider health
+ *  probes, worker/health_agent.h): made like the /api calls of
+ *  schema/api.h on the same client; fetch->cont is not used. done(arg, r)
+ *  runs on the loop when it ends (r valid during done); fetch->release runs
+ *  right after. Returns 0 with *out (may be NULL) a handle valid until done
+ *  or ta_worker_fetch_cancel, or TA_E* (nothing started, done never runs,
+ *  fetch released). Calls still running at ta_worker_destroy() are
+ *  cancelled without done. */
+typedef struct ta_worker_fetch ta_worker_fetch_t;
+typedef void (*ta_worker_fetch_done_fn)(void *arg, const ta_api_fetch_result_t *r);
+int ta_worker_fetch(ta_worker_t *w, ta_api_fetch_t *fetch, ta_worker_fetch_done_fn done, void *arg,
+                    ta_worker_fetch_t **out);
+/** Stop a call of ta_worker_fetch before its done ran: done never runs,
+ *  the fetch is released. */
+void ta_worker_fetch_cancel(ta_worker_fetch_t *f);
+
 /** Send {"error":{"message","type","code","param":null}}. */
 void ta_worker_send_error(h2o_req_t *req, int status, const char *type, const char *code,
                           const char *message);

@@ -42,6 +42,47 @@ void ta_bytes_free(ta_bytes_t *b)
     b->len = b->cap = 0;
 }
 
+int ta_bytes_append_json(ta_bytes_t *out, json_t *j, size_t bound, const char *pre, const char *post)
+{
+    if (j == NULL)
+        return -ENOMEM;
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (s == NULL)
+        return -ENOMEM;
+    int rc = ta_bytes_append(out, pre, strlen(pre), bound);
+    if (rc == 0)
+        rc = ta_bytes_append(out, s, strlen(s), bound);
+    if (rc == 0)
+        rc = ta_bytes_append(out, post, strlen(post), bound);
+    free(s);
+    return rc;
+}
+
+bool ta_sse_event_data(const char *ev, size_t n, const char **data, size_t *len)
+{
+    for (const char *line = ev, *end = ev + n; line < end;) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        const char *le = nl != NULL ? nl : end;
+        size_t ll = (size_t)(le - line);
+        if (ll > 0 && line[ll - 1] == '\r')
+            ll--;
+        if (ll >= 5 && memcmp(line, "data:", 5) == 0) {
+            *data = line + 5;
+            *len = ll - 5;
+            if (*len > 0 && **data == ' ') {
+                (*data)++;
+                (*len)--;
+            }
+            return true;
+        }
+        line = nl != NULL ? nl + 1 : end;
+    }
+    *data = NULL;
+    *len = 0;
+    return false;
+}
+
 void ta_sse_framer_init(ta_sse_framer_t *f, size_t max_event)
 {
     memset(f, 0, sizeof(*f));
@@ -167,27 +208,10 @@ static bool is_error_event(const char *d, size_t n)
 static int handle_event(ta_sse_t *s, char *ev, size_t n, ta_bytes_t *out)
 {
     s->events++;
-    /* find the data line (OpenAI sends one per event) */
-    const char *data = NULL;
-    size_t dlen = 0;
-    for (const char *line = ev, *end = ev + n; line < end;) {
-        const char *nl = memchr(line, '\n', (size_t)(end - line));
-        const char *le = nl != NULL ? nl : end;
-        size_t ll = (size_t)(le - line);
-        if (ll > 0 && line[ll - 1] == '\r')
-            ll--;
-        if (ll >= 5 && memcmp(line, "data:", 5) == 0) {
-            data = line + 5;
-            dlen = ll - 5;
-            if (dlen > 0 && *data == ' ') {
-                data++;
-                dlen--;
-            }
-            break;
-        }
-        line = nl != NULL ? nl + 1 : end;
-    }
-    if (data != NULL) {
+    /* the data line (OpenAI sends one per event) */
+    const char *data;
+    size_t dlen;
+    if (ta_sse_event_data(ev, n, &data, &dlen)) {
         if (dlen == 6 && memcmp(data, "[DONE]", 6) == 0) {
             s->done = true;
         } else if (is_error_event(data, dlen)) {

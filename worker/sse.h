@@ -11,6 +11,7 @@
 #ifndef TA_SSE_H
 #define TA_SSE_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +32,10 @@ typedef struct ta_bytes {
 /** Append; TA_ETOOBIG past `bound` bytes in total, -ENOMEM. */
 int ta_bytes_append(ta_bytes_t *b, const char *p, size_t n, size_t bound);
 void ta_bytes_free(ta_bytes_t *b);
+/** Append pre, the compact JSON text of j, then post (the translators'
+ *  answers and events). Steals j (NULL reads as -ENOMEM). Returns 0,
+ *  TA_ETOOBIG past `bound`, -ENOMEM. */
+int ta_bytes_append_json(ta_bytes_t *out, json_t *j, size_t bound, const char *pre, const char *post);
 
 #define TA_SSE_DEFAULT_MAX_EVENT (4u << 20)
 
@@ -49,6 +54,11 @@ typedef struct ta_sse_framer {
 /** One complete event ev[0..len) (valid during the call); returns 0 or an error
  *  that stops the feed and is returned by it. */
 typedef int (*ta_sse_event_cb)(void *arg, char *ev, size_t len, ta_bytes_t *out);
+
+/** The first `data:` line of one event ev[0..n) (the framer's callback
+ *  argument): *data and *len its value, one leading space removed. Returns
+ *  false when the event has none (a comment, a blank event). */
+bool ta_sse_event_data(const char *ev, size_t n, const char **data, size_t *len);
 
 /** max_event 0 = TA_SSE_DEFAULT_MAX_EVENT. */
 void ta_sse_framer_init(ta_sse_framer_t *f, size_t max_event);

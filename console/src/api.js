@@ -103,3 +103,40 @@ export async function all(path, params, max = 5000) {
   }
   return out;
 }
+
+/** GET path as a file and hand it to the browser as a download (name). The
+ *  token goes in the Authorization header, never in a link: the answer is
+ *  read here (the gateway streams it) and saved from a blob: URL. */
+export async function download(path, params, name) {
+  busy(1);
+  try {
+    const headers = {};
+    if (token) headers.Authorization = 'Bearer ' + token;
+    let res;
+    try {
+      res = await fetch(path + qs(params), { headers, cache: 'no-store', credentials: 'omit' });
+    } catch (e) {
+      throw new ApiError(0, null, 'The gateway cannot be reached (' + e.message + ')');
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let data = null;
+      try { data = JSON.parse(text); } catch { data = null; }
+      const err = new ApiError(res.status, data, `HTTP ${res.status}`);
+      if (res.status === 401 && token) { setToken(null); if (onSessionEnd) onSessionEnd(err.message); }
+      throw err;
+    }
+    const blob = await res.blob();
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = name;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    return blob.size;
+  } finally {
+    busy(-1);
+  }
+}

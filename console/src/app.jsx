@@ -12,17 +12,21 @@ import { Providers } from './pages/providers.jsx';
 import { Models } from './pages/models.jsx';
 import { Groups } from './pages/groups.jsx';
 import { Quotas } from './pages/quotas.jsx';
-import { Requests } from './pages/requests.jsx';
-import { MyQuotas, HowTo, Password } from './pages/me.jsx';
+import { Requests, MyRequests } from './pages/requests.jsx';
+import { Warnings } from './pages/warnings.jsx';
+import { Reference } from './pages/reference.jsx';
+import { MyQuotas, MyUsage, HowTo, Password } from './pages/me.jsx';
 
 const ADMIN_NAV = [
-  ['Watch', [['/overview', 'Overview', Overview], ['/requests', 'Requests', Requests]]],
+  ['Watch', [['/overview', 'Overview', Overview], ['/requests', 'Requests', Requests], ['/warnings', 'Warnings', Warnings]]],
   ['Set up', [['/providers', 'Providers', Providers], ['/models', 'Models', Models], ['/groups', 'Groups', Groups]]],
   ['People', [['/users', 'Users', Users], ['/quotas', 'Quotas', Quotas]]],
 ];
 const USER_NAV = [
-  ['My account', [['/me/quotas', 'My quotas', MyQuotas], ['/me/howto', 'How to call it', HowTo],
+  ['My account', [['/me/quotas', 'My quotas', MyQuotas], ['/me/usage', 'My usage', MyUsage],
+    ['/me/requests', 'My requests', MyRequests], ['/me/howto', 'How to call it', HowTo],
     ['/me/password', 'Password', Password]]],
+  ['Reference', [['/reference', 'API reference', Reference]]],
 ];
 
 export function App() {

@@ -28,9 +28,10 @@ function useScheme() {
  * labels: category names (x axis); series: [{label, values: [number], colorVar?}]
  * (colorVar: a CSS custom property such as '--error'); stacked: series drawn
  * on top of each other; format(i, k): the text of series k at category i
- * (pass the API's exact strings through it); onPick(i): a bar was clicked.
+ * (pass the API's exact strings through it); onPick(i): a bar was clicked;
+ * counts: the values are whole numbers, so are the y axis's ticks.
  */
-export function BarChart({ labels, series, height = 220, stacked, format, onPick, title, hint }) {
+export function BarChart({ labels, series, height = 220, stacked, format, onPick, title, hint, counts }) {
   const box = useRef(null);
   const pick = useRef(onPick);
   pick.current = onPick;
@@ -47,7 +48,8 @@ export function BarChart({ labels, series, height = 220, stacked, format, onPick
     const drawn = [];
     series.forEach((s, k) => drawn.push(s.values.map((v, i) => (stacked && k > 0 ? drawn[k - 1][i] : 0) + (v || 0))));
     const bars = uPlot.paths.bars({ size: [0.7, 64], align: 0 });
-    const every = labels.length <= 12 ? 1 : Math.ceil(labels.length / 10);
+    // as many labels as fit (about 52 px each), counted back from the newest
+    const every = (u) => Math.max(1, Math.ceil(labels.length / Math.max(2, Math.floor(u.width / 52))));
     // Stacked: draw the top of the stack first so the lower ones stay visible.
     const order = stacked ? [...series.keys()].reverse() : [...series.keys()];
     const opts = {
@@ -58,9 +60,10 @@ export function BarChart({ labels, series, height = 220, stacked, format, onPick
       scales: { x: { time: false, range: [-0.5, labels.length - 0.5] }, y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
       axes: [
         { stroke: axisColor, grid: { show: false }, ticks: { stroke: gridColor },
-          splits: () => xs.filter((i) => i % every === 0),
+          splits: (u) => xs.filter((i) => (labels.length - 1 - i) % every(u) === 0),
           values: (u, ticks) => ticks.map((t) => labels[t] ?? '') },
         { stroke: axisColor, grid: { stroke: gridColor }, ticks: { stroke: gridColor }, size: 80,
+          ...(counts ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 1e7, 1e8, 1e9] } : {}),
           values: (u, ticks) => ticks.map((t) => tickFmt.format(t)) },
       ],
       series: [{}, ...order.map((k) => ({
@@ -82,12 +85,12 @@ export function BarChart({ labels, series, height = 220, stacked, format, onPick
     });
     ro.observe(el);
     return () => { ro.disconnect(); u.destroy(); };
-  }, [JSON.stringify(labels), JSON.stringify(series.map((s) => [s.label, s.values])), stacked, height, dark]);
+  }, [JSON.stringify(labels), JSON.stringify(series.map((s) => [s.label, s.values])), stacked, height, dark, counts]);
 
   const text = (i, k) => (format ? format(i, k) : String(series[k].values[i]));
   return (
     <figure class="chart-figure">
-      <div class={'chart' + (onPick ? ' pickable' : '')} ref={box} role="img" aria-label={title} />
+      <div class={'chart' + (onPick ? ' pickable' : '') + (height < 220 ? ' short' : '')} ref={box} role="img" aria-label={title} />
       <figcaption class="chart-readout">
         {series.length > 1 && series.map((s, k) => (
           <span class="legend-item" key={s.label}><span class={'swatch ' + colorOf(s, k).slice(2)} />{s.label}</span>))}

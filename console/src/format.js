@@ -69,11 +69,15 @@ const fmtFull = new Intl.DateTimeFormat(undefined, {
   hour: '2-digit', minute: '2-digit', second: '2-digit',
 });
 
-/** RFC 3339 UTC -> local date and time in the browser's zone. */
-export function localTime(iso) {
+const fmtShort = new Intl.DateTimeFormat(undefined, {
+  year: 'numeric', month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit',
+});
+
+/** RFC 3339 UTC -> local date and time in the browser's zone (short: no seconds). */
+export function localTime(iso, short) {
   if (!iso) return '';
   const d = new Date(iso);
-  return isNaN(d) ? iso : fmtFull.format(d);
+  return isNaN(d) ? iso : (short ? fmtShort : fmtFull).format(d);
 }
 
 /** "3 min ago", "in 2 days" relative to now. */
@@ -119,4 +123,63 @@ export function isoToLocalInput(iso) {
   if (isNaN(d)) return '';
   const p = (n) => String(n).padStart(2, '0');
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}`;
+}
+
+/** The browser's IANA zone ("Europe/Paris"), or null when it has none to give. */
+export function ianaZone() {
+  try { return Intl.DateTimeFormat().resolvedOptions().timeZone || null; }
+  catch { return null; }
+}
+
+const p2 = (n) => String(n).padStart(2, '0');
+
+/** "2026-11-26" of a Date in the browser's zone (local) or in UTC. */
+export function dayKey(d, local) {
+  return local ? `${d.getFullYear()}-${p2(d.getMonth() + 1)}-${p2(d.getDate())}` : utcDay(d);
+}
+
+/** The last n days, oldest first: {keys: ["2026-11-20", ...], since: RFC 3339 of the
+ *  first day's midnight} in the browser's zone (local) or in UTC. */
+export function lastDays(n, local) {
+  const now = new Date();
+  const keys = [];
+  let first = null;
+  for (let i = n - 1; i >= 0; i--) {
+    const d = local ? new Date(now.getFullYear(), now.getMonth(), now.getDate() - i)
+      : new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() - i));
+    if (!first) first = d;
+    keys.push(dayKey(d, local));
+  }
+  return { keys, since: isoUtc(first) };
+}
+
+/** The start of the day after key ("2026-11-26"), RFC 3339, local or UTC. */
+export function dayEnd(key, local) {
+  const [y, m, d] = key.split('-').map(Number);
+  return isoUtc(local ? new Date(y, m - 1, d + 1) : new Date(Date.UTC(y, m - 1, d + 1)));
+}
+
+/** The start of day key, RFC 3339, local or UTC. */
+export function dayStart(key, local) {
+  const [y, m, d] = key.split('-').map(Number);
+  return isoUtc(local ? new Date(y, m - 1, d) : new Date(Date.UTC(y, m - 1, d)));
+}
+
+/** The last n whole hours up to now, oldest first, as Dates of their start. */
+export function lastHours(n) {
+  const h = new Date();
+  h.setMinutes(0, 0, 0);
+  const out = [];
+  for (let i = n - 1; i >= 0; i--) out.push(new Date(h.getTime() - i * 3600000));
+  return out;
+}
+
+/** "5 s", "3 min", "2 h 5 min", "4 d 3 h" from seconds. */
+export function duration(s) {
+  if (s === null || s === undefined) return '—';
+  s = Math.max(0, Math.floor(s));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
 }

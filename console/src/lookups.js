@@ -6,6 +6,7 @@ import { all } from './api.js';
 
 const paths = {
   users: '/api/admin/users/',
+  quotas: '/api/admin/quotas/',
   providers: '/api/admin/providers/',
   models: '/api/admin/models/',
   groups: '/api/admin/groups/',
@@ -25,15 +26,17 @@ function load(kind) {
   return cache[kind];
 }
 
-/** {list, byId} of a kind, or null while loading; error is rethrown in render. */
-export function useLookup(kind) {
+/** {list, byId} of a kind, or null while loading (or when kind is null).
+ *  A new rev loads it again (after invalidate(kind): a page that wrote). */
+export function useLookup(kind, rev = 0) {
   const [v, setV] = useState(null);
   const [err, setErr] = useState(null);
   useEffect(() => {
+    if (!kind) return undefined;
     let live = true;
     load(kind).then((x) => live && setV(x), (e) => live && setErr(e));
     return () => { live = false; };
-  }, [kind]);
+  }, [kind, rev]);
   if (err) return { list: [], byId: new Map(), error: err };
   return v;
 }

@@ -188,11 +188,12 @@ export function Confirm({ title, children, action, danger, onConfirm, onClose })
 
 // ---- values ----------------------------------------------------------------
 
-export function Time({ iso, rel }) {
+/** A time in the browser's zone (rel: "3 min ago"; short: no seconds), UTC on hover. */
+export function Time({ iso, rel, short }) {
   if (!iso) return <span class="muted">—</span>;
   return (
     <time datetime={iso} title={'UTC ' + iso.replace('T', ' ').replace('Z', '')}>
-      {rel ? relTime(iso) : localTime(iso)}
+      {rel ? relTime(iso) : localTime(iso, short)}
     </time>
   );
 }
@@ -226,13 +227,15 @@ export function CopyButton({ text, label = 'Copy' }) {
   );
 }
 
-/** The key of a quota, shown once. */
-export function KeyReveal({ apiKey, what }) {
+/** The key of a quota, shown once. own: the reader is its owner. */
+export function KeyReveal({ apiKey, what, own }) {
   return (
     <div class="key-reveal">
-      <p class="warning" role="note"><strong>Shown once.</strong> Copy this key now and give it to its
+      {own ? <p class="warning" role="note"><strong>Shown once.</strong> Copy this key now and keep it somewhere safe.
+        The gateway keeps only a hash: the key cannot be shown again. If it is lost, reset it again.</p>
+        : <p class="warning" role="note"><strong>Shown once.</strong> Copy this key now and give it to its
         owner{what ? ` (${what})` : ''}. The gateway keeps only a hash: the key cannot be shown again.
-        If it is lost, reset it to get a new one.</p>
+        If it is lost, reset it to get a new one.</p>}
       <div class="key-line">
         <input class="key" readOnly value={apiKey} aria-label="API key"
           onFocus={(e) => e.currentTarget.select()} />
@@ -259,7 +262,7 @@ export function Table({ columns, rows, rowKey = (r) => r.id, onRow, caption }) {
               onClick={onRow ? (e) => { if (!e.target.closest('button,a,input,select')) onRow(r); } : undefined}>
               {columns.map((c) => (
                 <td key={c.key} class={c.num ? 'num' : ''} data-label={c.label}>
-                  {c.render ? c.render(r) : r[c.key]}
+                  <span class="cell">{c.render ? c.render(r) : r[c.key]}</span>
                 </td>
               ))}
             </tr>
@@ -270,14 +273,17 @@ export function Table({ columns, rows, rowKey = (r) => r.id, onRow, caption }) {
   );
 }
 
-export function Pager({ page, pageSize, count, onPage }) {
+/** Pages by number. estimated: count is a lower bound (the gateway counts a
+ *  bounded number of audit records past the page), so Next stays open. */
+export function Pager({ page, pageSize, count, estimated, onPage }) {
   const pages = Math.max(1, Math.ceil(count / pageSize));
-  if (count <= pageSize && page === 1) return <p class="pager muted">{count} in all</p>;
+  const total = estimated ? `at least ${count.toLocaleString()}` : count.toLocaleString();
+  if (count <= pageSize && page === 1 && !estimated) return <p class="pager muted">{total} in all</p>;
   return (
     <nav class="pager" aria-label="Pages">
       <button type="button" disabled={page <= 1} onClick={() => onPage(page - 1)}>← Previous</button>
-      <span>Page {page} of {pages} · {count} in all</span>
-      <button type="button" disabled={page >= pages} onClick={() => onPage(page + 1)}>Next →</button>
+      <span>Page {page}{estimated ? '' : ` of ${pages}`} · {total} in all</span>
+      <button type="button" disabled={!estimated && page >= pages} onClick={() => onPage(page + 1)}>Next →</button>
     </nav>
   );
 }

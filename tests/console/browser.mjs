@@ -7,7 +7,7 @@
 // Prints "BROWSER OK" when every flow passed; any dialog, CSP violation,
 // page error, console error or request to another origin fails the run.
 import { createRequire } from 'node:module';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const env = process.env;
@@ -221,7 +221,10 @@ await step('users: create a user (hostile name) and give access; the key is show
   await shot('users-key-once');
   await dlg().getByRole('button', { name: 'Done' }).click();
   await dlg().waitFor({ state: 'detached' });
-  await page.getByRole('row').filter({ hasText: ALICE }).getByText(HOSTILE_IMG, { exact: true }).waitFor();
+  const row = page.getByRole('row').filter({ hasText: ALICE });
+  await row.getByText(HOSTILE_IMG, { exact: true }).waitFor();
+  // the list is refreshed after "give access": the new quota's group is in the Access column
+  await row.getByRole('link', { name: `Quotas of ${ALICE}` }).getByText('basic').waitFor();
   await noMarkupFromData();
 });
 
@@ -266,10 +269,14 @@ await step('a /v1 call with the key appears in Requests, with its detail', async
   }
   // Billing writes the audit records shortly after the answers; reload until they are there.
   let rows = 0;
-  for (let i = 0; i < 40 && rows < 3; i++) {
-    await go('/requests');
+  // (the same address again loads nothing: reload the page itself)
+  await go('/requests');
+  for (let i = 0; i < 40; i++) {
     rows = await page.getByRole('row').filter({ hasText: HOSTILE_SCRIPT }).count();
-    if (rows < 3) await page.waitForTimeout(250);
+    if (rows >= 3) break;
+    await page.waitForTimeout(250);
+    await page.reload();
+    await settled();
   }
   check(rows === 3, 'three requests listed, got ' + rows);
   await noMarkupFromData();
@@ -278,8 +285,35 @@ await step('a /v1 call with the key appears in Requests, with its detail', async
   await dlg().getByText('Prompt tokens').waitFor();
   await dlg().getByText('reported by the provider').waitFor();
   check(await dlg().getByText(HOSTILE_SCRIPT).count() >= 1, 'model in the detail, as text');
+  check(page.url().includes('id=') && page.url().includes('at='), 'the detail is in the address: ' + page.url());
   await shot('requests-detail');
   await dlg().getByRole('button', { name: 'Close', exact: true }).click();
+  await dlg().waitFor({ state: 'detached' });
+  // by its request id alone (what a client's X-Request-Id names)
+  const failed = (await api('GET', '/api/admin/requests/', adminToken)).json.results.find((r) => r.status >= 500);
+  check(failed, 'the upstream failure is recorded');
+  await page.getByLabel('Request id').fill('not-an-id');
+  await page.getByRole('button', { name: 'Open', exact: true }).click();
+  await page.getByText('A request id is 32 hexadecimal characters').waitFor();
+  await page.getByLabel('Request id').fill(failed.id.toUpperCase());
+  await page.getByRole('button', { name: 'Open', exact: true }).click();
+  await dlg().getByText(failed.id).waitFor();
+  await dlg().getByText('upstream_error').waitFor();
+  await dlg().getByRole('button', { name: 'Close', exact: true }).click();
+  await dlg().waitFor({ state: 'detached' });
+  // the filtered set exported: the gateway streams it, the browser saves it
+  for (const [label, ext] of [['CSV', 'csv'], ['JSON lines', 'jsonl']]) {
+    const [file] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: label, exact: true }).click()]);
+    check(file.suggestedFilename().endsWith('.' + ext), 'file name ' + file.suggestedFilename());
+    const text = readFileSync(await file.path(), 'utf8');
+    const lines = text.trim().split('\n');
+    if (ext === 'csv') {
+      check(lines.length === 4 && lines[0].startsWith('id,created_at,'), 'CSV: a header and three rows: ' + lines.length);
+      check(text.includes('"' + HOSTILE_SCRIPT.replace(/"/g, '""') + '"'), 'CSV: the model as a quoted cell');
+    } else {
+      check(lines.length === 3 && lines.every((l) => JSON.parse(l).model === HOSTILE_SCRIPT), 'JSON lines: three records');
+    }
+  }
   // filter by status
   await page.getByLabel('Status').fill('200');
   await page.getByRole('button', { name: 'Apply' }).click();
@@ -295,6 +329,10 @@ await step('the overview shows the requests, per day, model and user', async () 
   await page.locator('.stat').filter({ hasText: 'Error rate' }).getByText('33.3%').waitFor();
   await page.getByRole('row').filter({ hasText: ALICE }).waitFor();
   await page.getByRole('row').filter({ hasText: HOSTILE_SCRIPT }).waitFor();
+  const live = page.locator('.live');
+  await live.getByText('3 since start').waitFor();
+  await live.getByText('1 error answers').waitFor(); // the upstream 500
+  await live.getByText('alive').waitFor();
   await noMarkupFromData();
   await shot('overview');
   await page.emulateMedia({ colorScheme: 'dark' });
@@ -303,6 +341,8 @@ await step('the overview shows the requests, per day, model and user', async () 
   // today's bar (the last of 7) shows the exact cost and drills down to its requests
   const cost = (await api('GET', '/api/admin/statistics/', adminToken)).json.totals.cost;
   const over = page.locator('.chart').first().locator('.u-over');
+  await settled(); // the charts are drawn again for the colour scheme
+  await over.waitFor();
   const b = await over.boundingBox();
   await page.mouse.move(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
   const today = new Date().toISOString().slice(5, 10).split('-').map(Number).join('/');
@@ -313,8 +353,56 @@ await step('the overview shows the requests, per day, model and user', async () 
   check(await page.getByRole('row').filter({ hasText: HOSTILE_SCRIPT }).count() === 3, 'the day\'s requests');
 });
 
+await step('a quota reaches a warning threshold: Warnings shows it; the live figures move', async () => {
+  await go('/overview');
+  await page.locator('.live').getByText('3 since start').waitFor();
+  // the superadmin's own small quota: one request passes a quarter of its cost limit
+  const me = (await api('GET', '/api/auth/me/', adminToken)).json;
+  const group = (await api('GET', '/api/admin/groups/', adminToken)).json.results[0];
+  const q = await api('POST', '/api/admin/quotas/', adminToken, { user_id: me.id, group_id: group.id, cost_limit: '0.0001', warn_at: [25] });
+  check(q.status === 201, 'quota: ' + q.status);
+  const r = await fetch(BASE + '/v1/chat/completions', {
+    method: 'POST', headers: { Authorization: 'Bearer ' + q.json.api_key, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ model: HOSTILE_SCRIPT, messages: [{ role: 'user', content: 'hello' }], max_tokens: 10 }),
+  });
+  await r.text();
+  check(r.status === 200, 'chat on the small quota: ' + r.status);
+  // the overview's live figures are polled: the call shows without a reload
+  await page.locator('.live').getByText('4 since start').waitFor({ timeout: 5000 });
+  let found = false;
+  await go('/warnings');
+  for (let i = 0; i < 40; i++) {
+    found = await page.getByRole('row').filter({ hasText: me.email }).count() === 1;
+    if (found) break;
+    await page.waitForTimeout(250);
+    await page.reload();
+    await settled();
+  }
+  check(found, 'the warning is listed');
+  const row = page.getByRole('row').filter({ hasText: me.email });
+  await row.getByText('25%').waitFor();
+  await row.getByText('no webhook', { exact: true }).waitFor();
+  await row.getByText(`#${q.json.id}`).waitFor();
+  await page.getByLabel('Webhook').selectOption('failed');
+  await page.getByText('No warning matches these filters.').waitFor();
+  await shot('warnings-empty-filter');
+});
+
+await step('the API reference renders the gateway\'s own document', async () => {
+  await go('/reference');
+  const op = page.locator('details.op').filter({ hasText: '/api/admin/warnings/' });
+  await op.locator('summary').click();
+  await op.getByText('webhook_state').first().waitFor();
+  await op.getByText('WarningPage').waitFor();
+  await shot('reference-open');
+  await page.getByLabel('Find').fill('export');
+  check(await page.locator('details.op').count() === 1, 'one operation matches "export"');
+  await page.getByLabel('Find').fill('');
+});
+
 await step('every admin page at 1440x900 and 390x844', async () => {
-  for (const p of ['overview', 'requests', 'providers', 'models', 'groups', 'users', 'quotas', 'me/quotas', 'me/howto', 'me/password']) {
+  for (const p of ['overview', 'requests', 'warnings', 'providers', 'models', 'groups', 'users', 'quotas', 'me/quotas', 'me/usage',
+    'me/requests', 'me/howto', 'me/password', 'reference']) {
     await go('/' + p);
     await noMarkupFromData();
     await shot(p.replace('/', '-'), DESKTOP);
@@ -334,7 +422,8 @@ await step('a normal user sees only their own data and no admin navigation', asy
   await page.getByRole('heading', { name: 'My quotas' }).waitFor();
   await settled();
   const links = await page.getByRole('navigation', { name: 'Console' }).getByRole('link').allTextContents();
-  check(JSON.stringify(links) === JSON.stringify(['My quotas', 'How to call it', 'Password']), 'user navigation: ' + links);
+  check(JSON.stringify(links) === JSON.stringify(['My quotas', 'My usage', 'My requests', 'How to call it', 'Password', 'API reference']),
+    'user navigation: ' + links);
   await page.getByText(keyPrefix + '…').waitFor();
   check(await page.locator('article.card').count() === 1, 'one quota');
   await shot('user-my-quotas', DESKTOP);
@@ -346,6 +435,51 @@ await step('a normal user sees only their own data and no admin navigation', asy
   await go('/users');
   await page.getByRole('heading', { name: 'Not found' }).waitFor();
   check(await page.getByRole('link', { name: 'Users' }).count() === 0, 'no admin link');
+  for (const path of ['/api/admin/requests/', '/api/admin/warnings/', '/api/admin/status/', '/api/admin/requests/export/']) {
+    const st = await page.evaluate(async (p) => (await fetch(p, {
+      headers: { Authorization: 'Bearer ' + sessionStorage.getItem('tokenaudit.session') } })).status, path);
+    check(st === 403, `${path} as a user: ${st}`);
+  }
+  // my requests: my three, none of the superadmin's
+  await go('/me/requests');
+  check(await page.getByRole('row').filter({ hasText: HOSTILE_SCRIPT }).count() === 3, 'alice sees her three requests');
+  check(await page.getByRole('columnheader', { name: 'User' }).count() === 0, 'no user column');
+  await page.getByRole('row').filter({ hasText: HOSTILE_SCRIPT }).filter({ hasText: '200' }).first().click();
+  await dlg().getByText('reported by the provider').waitFor();
+  await shot('user-requests-detail');
+  await dlg().getByRole('button', { name: 'Close', exact: true }).click();
+  await shot('user-requests', DESKTOP);
+  await shot('user-requests', PHONE);
+  await page.setViewportSize(DESKTOP);
+  // my usage: charts from GET /api/statistics/, or a plain word when the gateway has none
+  await go('/me/usage');
+  check(await page.getByText('This gateway does not give usage charts yet.').count() === 1 ||
+    await page.locator('.chart').count() === 2, 'usage charts or the plain word');
+  await noMarkupFromData();
+  await shot('user-usage', DESKTOP);
+  await shot('user-usage', PHONE);
+  await page.setViewportSize(DESKTOP);
+  // reset my key: a plain warning first, the new key shown once with a copy button
+  await go('/me/quotas');
+  await page.getByRole('button', { name: 'Reset key' }).click();
+  await dlg().getByText('stops working at once').waitFor();
+  await dlg().getByRole('button', { name: 'Reset key' }).click();
+  const newKey = await dlg().getByLabel('API key').inputValue();
+  check(newKey !== key && /^sk-/.test(newKey), 'a new key');
+  await dlg().getByText('Shown once.').waitFor();
+  await dlg().getByRole('button', { name: 'Copy key' }).click();
+  await dlg().getByText('Copied').waitFor();
+  await shot('user-key-reset');
+  await dlg().getByRole('button', { name: 'Done' }).click();
+  await dlg().waitFor({ state: 'detached' });
+  const usage = async (k) => (await fetch(BASE + '/v1/usage', { headers: { Authorization: 'Bearer ' + k } })).status;
+  check(await usage(key) === 401 && await usage(newKey) === 200, 'the old key is refused, the new one works');
+  keyPrefix = newKey.slice(0, keyPrefix.length);
+  await page.getByText(keyPrefix + '…').first().waitFor();
+  await page.reload();
+  await settled();
+  check(!(await page.content()).includes(newKey), 'the new key is not in the page after a reload');
+  key = newKey;
   await go('/me/howto');
   await page.getByText(`${BASE}/v1`, { exact: true }).waitFor();
   await page.getByLabel('Your key').fill(key);

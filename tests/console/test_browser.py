@@ -51,7 +51,7 @@ def main():
         check(p.returncode == 0 and "BROWSER OK" in p.stdout, "browser.mjs failed (%d); screenshots in %s"
               % (p.returncode, shots))
         # what the UI did is in the books: one upstream call per /v1 call, ledger and audit agree
-        check(len(fake.calls("/v1/chat/completions")) == 3, "three upstream calls")
+        check(len(fake.calls("/v1/chat/completions")) == 4, "four upstream calls")
         verify(gw)
     print("screenshots in %s" % shots)
 

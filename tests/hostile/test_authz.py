@@ -81,6 +81,13 @@ class World:
                     "groups": self.group_b["id"], "quotas": self.quota_b["id"]}
         # B's things that must never show in an answer to A
         self.b_secrets = ["bob@example.com", "bob-secret-model", "gb-secret", self.quota_b["key_prefix"]]
+        # a real audit record, for {request_id}: B's request (refused: no such model)
+        r = gw.http("POST", "/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+                    token=self.quota_b["api_key"])
+        expect("a request of B's", r, 404)
+        self.request_id = r.headers["x-request-id"]
+        harness.wait_for(lambda: gw.http("GET", "/api/admin/requests/%s/" % self.request_id,
+                                         token=self.admin).status == 200, 30, "the audit record of B's request")
 
     def post(self, path, body):
         r = self.gw.http("POST", path, body, token=self.admin)
@@ -88,6 +95,7 @@ class World:
         return r.json
 
     def concrete(self, path):
+        path = path.replace("{request_id}", self.request_id)
         if "{id}" not in path:
             return path
         coll = path.split("/")[3]

@@ -9,12 +9,16 @@ Not a test itself (ctest picks up test_*.py only).
 """
 
 import contextlib
+import fcntl
+import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -53,6 +57,7 @@ class Fake:
         check(line.startswith("listening on "), line)
         self.port = int(line.split()[2])
         self.url = "http://127.0.0.1:%d/v1" % self.port
+        self.base = "http://127.0.0.1:%d" % self.port  # an anthropic provider's base_url: no /v1
 
     def lines(self, needle=""):
         try:
@@ -76,6 +81,22 @@ class Fake:
                 d["usage"] = tuple(int(x) for x in d["usage"].split(","))
             out.append(d)
         return out
+
+    def script(self, scenario="ok", usage=None, chunks=None, times=1):
+        """The next `times` /v1 POSTs answer with `scenario` (usage "p,c,k[,w]",
+        chunks): for requests whose body or headers cannot carry the fake's
+        own fields (translated on the way, or made by a client library)."""
+        body = {"scenario": scenario, "times": times}
+        if usage:
+            body["usage"] = usage
+        if chunks:
+            body["chunks"] = chunks
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            c.request("POST", "/_fake/control", json.dumps(body))
+            check(c.getresponse().status == 200, "fake control")
+        finally:
+            c.close()
 
     def stats(self):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
@@ -155,6 +176,18 @@ class Admin:
         return self.gw.http("GET", "/api/admin/users/", token=self.tok).json["results"][0]["id"]
 
 
+def both_types(adm, fake, oai_key="sk-oai-1111", anth_key="sk-ant-2222"):
+    """An openai-type and an anthropic-type provider, both the fake: (oai, anth)."""
+    oai = adm.add_provider("oai", fake.url, oai_key)
+    anth = adm.add_provider("anth", fake.base, anth_key, ptype="anthropic")
+    return oai, anth
+
+
+def chat_model(adm, name, provider, upstream, **fields):
+    """A model with the chat and streaming capabilities on one route."""
+    return adm.add_model(name, [(provider["id"], upstream)], **dict({"capabilities": ["chat", "streaming"]}, **fields))
+
+
 class Tenant(Admin):
     """One provider (the fake), a chat model, an embeddings model, a model outside
     the group, a group and one quota (limits from quota=...)."""
@@ -221,6 +254,43 @@ def sse_events(raw, errors="replace"):
     return out
 
 
+def named_events(raw):
+    """The events of an SSE body as (event name or None, parsed data), in order."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        name, data = None, None
+        for line in block.strip().split("\n"):
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+        if data is not None:
+            out.append((name, data))
+    return out
+
+
+SDK_DIR = os.path.join(harness.SOURCE_DIR, "tests", "sdk")
+
+
+def sdk_modules():
+    """tests/sdk/node_modules with every dependency of tests/sdk/package.json:
+    `npm ci` when one is missing, under a lock the SDK tests share (npm ci
+    removes node_modules first, which would pull it from under a test that
+    runs beside)."""
+    with open(os.path.join(SDK_DIR, "package.json")) as f:
+        deps = list(json.load(f)["dependencies"])
+    tag = hashlib.sha256(SDK_DIR.encode()).hexdigest()[:16]
+    with open(os.path.join(tempfile.gettempdir(), "tokenaudit-sdk-%s.lock" % tag), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        missing = [d for d in deps if not os.path.isdir(os.path.join(SDK_DIR, "node_modules", d))]
+        if missing:
+            npm = shutil.which("npm")
+            check(npm is not None, "npm is not installed and tests/sdk/node_modules lacks %s" % missing)
+            p = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR, capture_output=True, text=True,
+                               timeout=300)
+            check(p.returncode == 0, "npm ci failed in %s:\n%s%s" % (SDK_DIR, p.stdout, p.stderr))
+
+
 def audit_records(gw, applied=None, timeout=30):
     """Every audit record (tokenaudit audit export --format jsonl). With
     applied=N, waits until at least N records are there."""
@@ -269,12 +339,12 @@ def record(gw, rid):
     return harness.wait_for(get, 30, "audit record %s" % rid, interval=0.1)
 
 
-def raw_stream_then_drop(gw, key, body):
+def raw_stream_then_drop(gw, key, body, path="/v1/chat/completions"):
     """Send a streaming request on a raw socket, read until the first SSE event
     arrived, then reset the connection. Returns the X-Request-Id."""
     s = socket.create_connection((gw.host, gw.port), timeout=20)
     data = json.dumps(body).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode() +
               b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(data)).encode() +
               b"\r\n\r\n" + data)
     got = b""
@@ -291,14 +361,14 @@ def raw_stream_then_drop(gw, key, body):
     return rid
 
 
-def raw_request(gw, key, body):
-    """POST /v1/chat/completions on a raw socket with Connection: close, read to
-    EOF. Returns (status, headers, body, complete): body de-chunked as far as it
-    arrived; complete is False when the chunked body ended without its last
-    chunk (a cut stream)."""
+def raw_request(gw, key, body, path="/v1/chat/completions"):
+    """POST path on a raw socket with Connection: close, read to EOF. Returns
+    (status, headers, body, complete): body de-chunked as far as it arrived;
+    complete is False when the chunked body ended without its last chunk (a
+    cut stream)."""
     s = socket.create_connection((gw.host, gw.port), timeout=30)
     data = json.dumps(body).encode()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " +
+    s.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " +
               key.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: " +
               str(len(data)).encode() + b"\r\n\r\n" + data)
     got = b""

@@ -1,17 +1,26 @@
 """test_audit_api.py - the audit endpoints of the admin API end to end: a real
 tokenauditd (two workers, real billing) in front of the real fake upstream
-(tests/tools/fake_upstream_main.c). A batch of /v1 requests on two quotas and
-two users (successes, streams with usage, embeddings, refusals, upstream
-errors) goes through the proxy; billing writes one audit record per request.
+(tests/tools/fake_upstream_main.c). A batch of /v1 requests on three quotas of
+two users in two groups, over two providers (successes, streams with usage,
+embeddings, refusals, upstream errors) goes through the proxy three times,
+the gateway's clock moved between them (test_clock_offset_s, restarted on the
+same data directory): at 15:20Z (23:20 in Shanghai), 16:20Z (00:20 the next
+day in Shanghai) and 00:20Z the next UTC day, so hours and days differ
+between UTC and Asia/Shanghai. Billing writes one audit record per request.
 Then:
 
   * /api/admin/requests/ lists exactly those records, newest first, in API.md's
     shape, and its pages put together give the same list;
   * the filters (quota, user, model, status, since/until) agree with filtering
     that list here;
-  * every statistics answer (global and per quota, group_by day, model and
-    user, with day-aligned since/until) agrees with a direct sum over the
-    records: totals and each series entry.
+  * every statistics answer (global and per quota, group_by day, hour, model,
+    provider, group and user, in UTC and in Asia/Shanghai, with hour-aligned
+    since/until) agrees with a direct sum over the records: totals and each
+    series entry;
+  * a normal user's own statistics (/api/statistics/, /api/quotas/{id}/statistics/,
+    with their JWT or a quota's API key) are the sums over their own records
+    only; another user's quota is 404;
+  * `ledger verify` agrees at the end.
 
 Nothing is timed: the only wait is for billing to have written the records
 (gw.wait_for bounds a hang, it asserts nothing about speed).
@@ -20,7 +29,9 @@ Nothing is timed: the only wait is for billing to have written the records
 import datetime
 import os
 import sys
+import time
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import proxyutil  # noqa: E402
@@ -47,21 +58,31 @@ class Admin(proxyutil.Admin):
         return out
 
 
+U2_EMAIL, U2_PASSWORD = "u2@example.com", "password-u2"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
 def setup(adm, fake):
+    """Providers fake (chat-a, emb) and fake-b (chat-b, the same upstream);
+    quotas: u1's in group g, u2's first in g2, u2's second in g. Returns the
+    quotas [(id, user id, key)] and {quota id: group name}."""
     prov = adm.add_provider("fake", fake.url, "sk-upstream-secret-7777", timeout_s=5)
+    prov_b = adm.add_provider("fake-b", fake.url, "sk-upstream-secret-8888", timeout_s=5)
     prices = {"input_price": "1.5", "output_price": "2", "cache_read_price": "0.5"}
     chat = adm.add_model("chat-a", [(prov["id"], "up-a")], capabilities=["chat", "streaming"], **prices)
-    chat_b = adm.add_model("chat-b", [(prov["id"], "up-b")], **dict(prices, output_price="3",
-                                                                   capabilities=["chat", "streaming"]))
+    chat_b = adm.add_model("chat-b", [(prov_b["id"], "up-b")], **dict(prices, output_price="3",
+                                                                     capabilities=["chat", "streaming"]))
     emb = adm.add_model("emb", [(prov["id"], "up-emb")], capabilities=["embeddings"], **prices)
     grp = adm.add_group("g", [chat["id"], chat_b["id"], emb["id"]])
+    grp2 = adm.add_group("g2", [chat["id"], chat_b["id"], emb["id"]])
     u1 = adm.get("/api/admin/users/")["results"][0]["id"]
-    u2 = adm.post("/api/admin/users/", {"email": "u2@example.com", "password": "password-u2"})["id"]
-    quotas = []
-    for uid in (u1, u2, u2):
-        q = adm.add_quota(uid, grp["id"], period="month", cost_limit="1000")
+    u2 = adm.post("/api/admin/users/", {"email": U2_EMAIL, "password": U2_PASSWORD})["id"]
+    quotas, groups = [], {}
+    for uid, g in ((u1, grp), (u2, grp2), (u2, grp)):
+        q = adm.add_quota(uid, g["id"], period="month", cost_limit="1000")
         quotas.append((q["id"], uid, q["api_key"]))
-    return quotas
+        groups[q["id"]] = g["name"]
+    return quotas, groups
 
 
 def run_batch(gw, quotas):
@@ -142,15 +163,46 @@ def day_after(d):
     return (datetime.date.fromisoformat(d) + datetime.timedelta(days=1)).isoformat()
 
 
-def run(gw, fake):
-    adm = Admin(gw)
-    quotas = setup(adm, fake)
-    expected = run_batch(gw, quotas)
+def when(r):
+    return datetime.datetime.fromisoformat(r["created_at"].replace("Z", "+00:00"))
 
-    # billing writes the records behind the answers; wait until all are there
-    gw.wait_for(lambda: adm.get("/api/admin/requests/?page_size=1")["count"] >= expected, 60,
-                "%d audit records" % expected)
+
+def hour_key(r, tz):
+    return when(r).astimezone(tz).replace(minute=0, second=0, microsecond=0).isoformat()
+
+
+def day_key(r, tz):
+    return when(r).astimezone(tz).date().isoformat()
+
+
+def rfc3339(t):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def phases():
+    """The gateway clock of each batch: 15:20Z, 16:20Z and 00:20Z the next
+    day, two days ahead (the seconds the test takes cannot cross an hour)."""
+    base = (int(time.time()) // 86400 + 2) * 86400 + 15 * 3600 + 20 * 60
+    return [base, base + 3600, base + 9 * 3600]
+
+
+def run(gw, fake, times):
+    adm = Admin(gw)
+    quotas, groups = setup(adm, fake)
+    expected = 0
+    for i, t in enumerate(times):
+        if i > 0:  # the next batch, an hour or more later by the gateway's clock
+            gw.stop()
+            gw.env["TOKENAUDIT_TEST_CLOCK_OFFSET_S"] = str(t - int(time.time()))
+            gw.start()
+            adm.relogin()
+        expected += run_batch(gw, quotas)
+        # billing writes the records behind the answers; wait until all are there
+        gw.wait_for(lambda: adm.get("/api/admin/requests/?page_size=1")["count"] >= expected, 60,
+                    "%d audit records" % expected)
     recs = adm.records()
+    hours = sorted({r["created_at"][:13] for r in recs})
+    check(len(hours) == 3, "records in three hours: %r" % hours)
     check(len(recs) == expected, "%d records for %d requests" % (len(recs), expected))
 
     # --- the records --------------------------------------------------------------
@@ -167,10 +219,11 @@ def run(gw, fake):
     check(ok and all(r["served_model"] == "up-a" and r["endpoint"] == "chat.completions" and
                      dec(r["cost"]) > 0 and r["provider_id"] for r in ok), ok[:2])
     streams = [r for r in recs if r["stream"]]
-    check(len(streams) == 2 * len(quotas) and all(r["model"] == "chat-b" for r in streams), streams)
+    check(len(streams) == 2 * len(quotas) * len(times) and all(r["model"] == "chat-b" for r in streams),
+          streams)
     check(all(r["endpoint"] == "embeddings" for r in recs if r["model"] == "emb"), "embeddings")
     nf = [r for r in recs if r["model"] == "nope"]
-    check(len(nf) == len(quotas) and all(r["status"] == 404 and r["error_type"] == "not_found_error" and
+    check(len(nf) == len(quotas) * len(times) and all(r["status"] == 404 and r["error_type"] == "not_found_error" and
                                          r["cost"] == "0" for r in nf), nf)
     for qid, uid, key in quotas:
         mine = [r for r in recs if r["quota_id"] == qid]
@@ -216,39 +269,123 @@ def run(gw, fake):
 
     # --- statistics agree with a direct sum over the records --------------------------
     models = {m["name"] for m in adm.get("/api/admin/models/")["results"]}
+    providers = {p["id"]: p["name"] for p in adm.get("/api/admin/providers/")["results"]}
     keyfs = {
         "day": lambda r: r["created_at"][:10],
+        "hour": lambda r: hour_key(r, datetime.timezone.utc),
         "model": lambda r: r["model"] if r["model"] in models else None,
+        "provider": lambda r: providers.get(r["provider_id"]),
+        "group": lambda r: groups[r["quota_id"]],
         "user": lambda r: r["user_id"],
     }
-    ranges = ["", "since=%s&" % first_day, "until=%s&" % day_after(last_day),
-              "since=%s&until=%s&" % (first_day, day_after(last_day))]
-    for rng in ranges:
-        for g in ("day", "model", "user"):
-            agree(adm, "/api/admin/statistics/?%sgroup_by=%s" % (rng, g), recs, keyfs[g],
+    sh = {"day": lambda r: day_key(r, SHANGHAI), "hour": lambda r: hour_key(r, SHANGHAI)}
+    check(len({day_key(r, SHANGHAI) for r in recs}) == 2 and len({r["created_at"][:10] for r in recs}) == 2
+          and len({keyfs["day"](r) for r in recs if day_key(r, SHANGHAI) == day_key(recs[0], SHANGHAI)}) == 2,
+          "the batches cross a Shanghai midnight and a UTC midnight apart")
+    check(len({keyfs["provider"](r) for r in recs}) == 3, "two providers and none")
+    h2 = rfc3339(times[1] // 3600 * 3600)  # the second batch's hour
+    ranges = [("", lambda r: True),
+              ("since=%s&" % first_day, lambda r: True),
+              ("until=%s&" % day_after(last_day), lambda r: True),
+              ("since=%s&" % h2, lambda r: r["created_at"] >= h2),
+              ("until=%s&" % h2, lambda r: r["created_at"] < h2),
+              ("since=%s&until=%s&" % (h2, rfc3339(times[1] // 3600 * 3600 + 3600)),
+               lambda r: r["created_at"][:13] == h2[:13])]
+    for rng, inr in ranges:
+        sel = [r for r in recs if inr(r)]
+        check(sel, "range %r selects records" % rng)
+        for g in ("day", "hour", "model", "provider", "group", "user"):
+            agree(adm, "/api/admin/statistics/?%sgroup_by=%s" % (rng, g), sel, keyfs[g],
                   "statistics %s%s" % (rng, g))
             uid = quotas[1][1]
             agree(adm, "/api/admin/statistics/?%suser_id=%d&group_by=%s" % (rng, uid, g),
-                  [r for r in recs if r["user_id"] == uid], keyfs[g], "user %d %s" % (uid, g))
+                  [r for r in sel if r["user_id"] == uid], keyfs[g], "user %d %s" % (uid, g))
+        for g in ("day", "hour"):
+            agree(adm, "/api/admin/statistics/?%sgroup_by=%s&tz=Asia/Shanghai" % (rng, g), sel, sh[g],
+                  "statistics %s%s in Shanghai" % (rng, g))
         for qid, uid, key in quotas:
-            mine = [r for r in recs if r["quota_id"] == qid]
-            for g in ("day", "model"):
+            mine = [r for r in sel if r["quota_id"] == qid]
+            for g in ("day", "hour", "model", "provider", "group"):
                 agree(adm, "/api/admin/quotas/%d/statistics/?%sgroup_by=%s" % (qid, rng, g), mine,
                       keyfs[g], "quota %d %s" % (qid, g))
+            agree(adm, "/api/admin/quotas/%d/statistics/?%sgroup_by=hour&tz=Asia/Shanghai" % (qid, rng),
+                  mine, sh["hour"], "quota %d hour in Shanghai" % qid)
             agree(adm, "/api/admin/statistics/?%squota_id=%d&group_by=model" % (rng, qid), mine,
                   keyfs["model"], "global quota_id=%d" % qid)
-    # default grouping is by day; outside the records' days nothing is counted
+    # default grouping is by day; outside the records' hours nothing is counted
     check(adm.get("/api/admin/statistics/")["series"] ==
           adm.get("/api/admin/statistics/?group_by=day")["series"], "default group_by")
+    check(adm.get("/api/admin/statistics/?group_by=hour")["series"] ==
+          adm.get("/api/admin/statistics/?group_by=hour&tz=UTC")["series"], "default tz")
     empty = adm.get("/api/admin/statistics/?since=%s" % day_after(day_after(last_day)))
     check(empty["totals"]["requests"] == 0 and empty["series"] == [], empty)
+    # the named series carry id and name
+    for e in adm.get("/api/admin/statistics/?group_by=provider")["series"]:
+        check(e["name"] == e["key"] and (e["provider_id"] in providers) == (e["key"] is not None), e)
+    for e in adm.get("/api/admin/statistics/?group_by=group")["series"]:
+        check(e["name"] == e["key"] in ("g", "g2") and e["group_id"] > 0, e)
+    for e in adm.get("/api/admin/statistics/?group_by=hour&tz=Asia/Shanghai")["series"]:
+        check(e["hour"] == e["key"] and e["key"].endswith(":00:00+08:00"), e)
+
+    # --- a normal user's own statistics ------------------------------------------------
+    u2 = quotas[1][1]
+    own = [r for r in recs if r["user_id"] == u2]
+    u2_quotas = [q for q in quotas if q[1] == u2]
+    other_quota = quotas[0][0]
+    check(quotas[0][1] != u2, "quota 0 is another user's")
+    jwt = gw.login(U2_EMAIL, U2_PASSWORD)
+    for cred in (jwt, u2_quotas[0][2]):  # the user's JWT, and the API key of one of their quotas
+        def mine(path, expect=200):
+            r = gw.http("GET", path, token=cred)
+            check(r.status == expect, "GET %s as user %d: %s %s" % (path, u2, r.status, r.body))
+            return r.json
+        for rng, inr in ranges[:4]:
+            sel = [r for r in own if inr(r)]
+            for g in ("day", "hour", "model", "provider", "group"):
+                st = mine("/api/statistics/?%sgroup_by=%s" % (rng, g))
+                check(st == adm.get("/api/admin/statistics/?%suser_id=%d&group_by=%s" % (rng, u2, g)),
+                      "own statistics are the admin's for that user (%s%s)" % (rng, g))
+                same(st["totals"], sums(sel), "own %s%s totals" % (rng, g))
+                want = sums(sel, keyfs[g])
+                check(sorted(map(str, (e["key"] for e in st["series"]))) == sorted(map(str, want)),
+                      "own %s%s keys" % (rng, g))
+                for e in st["series"]:
+                    same(e, want[e["key"]], "own %s%s key %r" % (rng, g, e["key"]))
+            st = mine("/api/statistics/?%sgroup_by=day&tz=Asia/Shanghai" % rng)
+            want = sums(sel, sh["day"])
+            check(sorted(e["key"] for e in st["series"]) == sorted(want), "own Shanghai days")
+            for qid, _, _ in u2_quotas:
+                qsel = [r for r in sel if r["quota_id"] == qid]
+                for path in ("/api/quotas/%d/statistics/?%sgroup_by=hour" % (qid, rng),
+                             "/api/statistics/?%squota_id=%d&group_by=hour" % (rng, qid)):
+                    st = mine(path)
+                    same(st["totals"], sums(qsel), path)
+                    want = sums(qsel, keyfs["hour"])
+                    check(sorted(e["key"] for e in st["series"]) == sorted(want), path)
+        # only their own: another user's quota is not found, a user filter changes nothing
+        e = mine("/api/quotas/%d/statistics/" % other_quota, expect=404)["error"]
+        check(e["type"] == "not_found_error", e)
+        mine("/api/statistics/?quota_id=%d" % other_quota, expect=404)
+        mine("/api/quotas/999/statistics/", expect=404)
+        same(mine("/api/statistics/?user_id=%d" % quotas[0][1])["totals"], sums(own), "user_id ignored")
+        e = mine("/api/statistics/?tz=Nowhere/Special", expect=400)["error"]
+        check(e["param"] == "tz", e)
+        e = mine("/api/statistics/?group_by=user", expect=400)["error"]
+        check(e["param"] == "group_by", e)
+        r = gw.http("GET", "/api/admin/statistics/", token=cred)
+        check(r.status == (403 if cred == jwt else 401), "the admin's statistics: %s" % r.status)
+    r = gw.http("GET", "/api/statistics/")
+    check(r.status == 401, "no credentials: %s" % r.status)
 
     # --- errors ---------------------------------------------------------------------
     for path, param in [("/api/admin/requests/?since=soon", "since"),
                         ("/api/admin/requests/?status=2xx", "status"),
                         ("/api/admin/requests/?user_id=0", "user_id"),
                         ("/api/admin/requests/?page_size=501", "page_size"),
-                        ("/api/admin/statistics/?group_by=hour", "group_by"),
+                        ("/api/admin/statistics/?group_by=week", "group_by"),
+                        ("/api/admin/statistics/?tz=Mars/Olympus", "tz"),
+                        ("/api/admin/statistics/?tz=../../etc/passwd", "tz"),
+                        ("/api/admin/quotas/%d/statistics/?tz=EST5EDT,M3.2.0,M11.1.0" % quotas[0][0], "tz"),
                         ("/api/admin/quotas/%d/statistics/?group_by=user" % quotas[0][0], "group_by"),
                         ("/api/admin/quotas/%d/requests/?until=x" % quotas[0][0], "until")]:
         e = adm.get(path, expect=400)["error"]
@@ -257,11 +394,14 @@ def run(gw, fake):
     adm.get("/api/admin/quotas/999/statistics/", expect=404)
     r = gw.http("GET", "/api/admin/statistics/", token=quotas[0][2])
     check(r.status in (401, 403), "an API key is no superadmin: %s" % r.status)
+    proxyutil.verify(gw)
 
 
 def main():
-    with gateway_with_fake(workers=2) as (gw, fake):
-        run(gw, fake)
+    times = phases()
+    env = {"TOKENAUDIT_TEST_CLOCK_OFFSET_S": str(times[0] - int(time.time()))}
+    with gateway_with_fake(workers=2, env=env) as (gw, fake):
+        run(gw, fake, times)
     print("ok")
 
 

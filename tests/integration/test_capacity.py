@@ -11,7 +11,10 @@ Slow streams are opened on connections of their own until the worker refuses:
   * the ones past the budget get 503 server_busy in OpenAI's error shape with
     Retry-After, and their connection closes; they hold nothing;
   * the worker never crashes (same pid), and once the streams ended it serves
-    again.
+    again;
+  * connections are counted until they close, HTTP/2 ones too (cleartext with
+    prior knowledge: worker/accept.c's reader chains the count's close hook):
+    300 connections one after the other, more than the budget, are all served.
 """
 
 import json
@@ -22,6 +25,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import h2client  # noqa: E402
 import harness  # noqa: E402
 import proxyutil  # noqa: E402
 from proxyutil import check, chat_body, v1  # noqa: E402
@@ -105,6 +109,20 @@ def main():
         check(gw.worker_pids() == [pid], "the worker did not restart")
         r = v1(gw, t.key, "POST", "/chat/completions", chat_body())
         check(r.status == 200, "served again after the streams: %s" % r.status)
+        small = json.dumps(chat_body()).encode()
+        for i in range(300):
+            if h2client.AVAILABLE and i % 2 == 0:
+                h = h2client.H2(gw.port)
+                sid = h.headers("POST", "/v1/chat/completions", [("content-type", "application/json")], token=t.key)
+                h.send_body(sid, small)
+                st = h.wait(sid)["status"]
+                h.close()
+            else:
+                s = send(gw, t.key, chat_body())
+                st = int(read_head(s).split(b" ", 2)[1])
+                s.close()
+            check(st == 200, "connection %d after the others closed: %s" % (i, st))
+        t.settled()
         proxyutil.verify(gw)
     print("ok")
 

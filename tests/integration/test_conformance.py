@@ -13,7 +13,10 @@ and without include_usage); an error in the middle of a stream from either
 provider type (an error event, then a cleanly ended body); the rate-limit
 headers: each once on an upstream 429 passed through (the provider's replace
 the gateway's), x-ratelimit-reset-* written as durations ("1s", "6.5s",
-"1m0s"). REQUIRED below names the reference's `required` lists.
+"1m0s"); Responses (/v1/responses) translated from Anthropic: the Response
+(text, function call), every event of its streams, response.failed mid-stream,
+a refused stateful parameter. REQUIRED below names the reference's `required`
+lists.
 """
 
 import http.client
@@ -23,7 +26,8 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxyutil import Admin, check, gateway_with_fake, raw_request, record, sse_events, v1, verify  # noqa: E402
+from proxyutil import (Admin, both_types, chat_model, check, gateway_with_fake, named_events,  # noqa: E402
+                       raw_request, record, sse_events, v1, verify)
 
 # OpenAI OpenAPI document, components.schemas.*.required
 REQUIRED = {
@@ -40,6 +44,31 @@ REQUIRED = {
     "ChatCompletionStreamChoice": ["delta", "finish_reason", "index"],
     "ChatCompletionMessageToolCallChunk": ["index"],
     "CompletionUsage": ["prompt_tokens", "completion_tokens", "total_tokens"],
+    # the Responses API (/v1/responses)
+    "Response": ["id", "object", "created_at", "error", "incomplete_details", "instructions", "metadata", "model",
+                 "output", "parallel_tool_calls", "temperature", "tool_choice", "tools", "top_p"],
+    "ResponseOutputMessage": ["id", "type", "role", "status", "content"],
+    "ResponseOutputText": ["type", "text", "annotations"],
+    "ResponseFunctionToolCall": ["type", "call_id", "name", "arguments"],
+    "ResponseUsage": ["input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details",
+                      "total_tokens"],
+    "ResponseError": ["code", "message"],
+    "response.created": ["type", "sequence_number", "response"],
+    "response.in_progress": ["type", "sequence_number", "response"],
+    "response.completed": ["type", "sequence_number", "response"],
+    "response.incomplete": ["type", "sequence_number", "response"],
+    "response.failed": ["type", "sequence_number", "response"],
+    "response.output_item.added": ["type", "sequence_number", "output_index", "item"],
+    "response.output_item.done": ["type", "sequence_number", "output_index", "item"],
+    "response.content_part.added": ["type", "sequence_number", "item_id", "output_index", "content_index", "part"],
+    "response.content_part.done": ["type", "sequence_number", "item_id", "output_index", "content_index", "part"],
+    "response.output_text.delta": ["type", "sequence_number", "item_id", "output_index", "content_index", "delta",
+                                   "logprobs"],
+    "response.output_text.done": ["type", "sequence_number", "item_id", "output_index", "content_index", "text",
+                                  "logprobs"],
+    "response.function_call_arguments.delta": ["type", "sequence_number", "item_id", "output_index", "delta"],
+    "response.function_call_arguments.done": ["type", "sequence_number", "item_id", "output_index", "name",
+                                              "arguments"],
 }
 DURATION = re.compile(r"^(\d+ms|(\d+h)?(\d+m)?\d+(\.\d+)?s)$")
 
@@ -84,24 +113,47 @@ def chunk(j, where):
         has(j["usage"], "CompletionUsage", where)
 
 
+def response(j, where):
+    has(j, "Response", where)
+    check(j["object"] == "response", where)
+    for o in j["output"]:
+        if o["type"] == "message":
+            has(o, "ResponseOutputMessage", where)
+            for p in o["content"]:
+                if p["type"] == "output_text":
+                    has(p, "ResponseOutputText", where)
+        else:
+            check(o["type"] == "function_call", "%s: an output item of type %s" % (where, o["type"]))
+            has(o, "ResponseFunctionToolCall", where)
+    if j.get("usage") is not None:
+        has(j["usage"], "ResponseUsage", where)
+        check("cached_tokens" in j["usage"]["input_tokens_details"] and
+              "reasoning_tokens" in j["usage"]["output_tokens_details"], "%s: usage details %r" % (where, j["usage"]))
+    if j.get("error") is not None:
+        has(j["error"], "ResponseError", where)
+
+
+def response_events(raw, where):
+    """Every event of a Responses stream: its schema, the Response in it."""
+    ev = named_events(raw)
+    for i, (name, data) in enumerate(ev):
+        w = "%s event %d (%s)" % (where, i, name)
+        check(name == data.get("type") and name in REQUIRED, "%s: a known event type" % w)
+        has(data, name, w)
+        if "response" in data:
+            response(data["response"], w)
+        if "item" in data:
+            response({"object": "response", "output": [data["item"]], **{k: None for k in REQUIRED["Response"]
+                                                                          if k not in ("object", "output")}}, w)
+    return ev
+
+
 def stream(raw, where):
     ev = sse_events(raw)
     for i, e in enumerate(ev):
         if e != "[DONE]":
             chunk(json.loads(e), "%s event %d" % (where, i))
     return ev
-
-
-def script(fake, scenario, usage=None):
-    body = {"scenario": scenario, "times": 1}
-    if usage:
-        body["usage"] = usage
-    c = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
-    try:
-        c.request("POST", "/_fake/control", json.dumps(body))
-        check(c.getresponse().status == 200, "fake control")
-    finally:
-        c.close()
 
 
 def all_headers(gw, key, body):
@@ -126,11 +178,10 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather",
 def main():
     with gateway_with_fake(workers=1) as (gw, fake):
         adm = Admin(gw)
-        oai = adm.add_provider("oai", fake.url, "sk-oai-1111")
-        anth = adm.add_provider("anth", "http://127.0.0.1:%d" % fake.port, "sk-ant-2222", ptype="anthropic")
+        oai, anth = both_types(adm, fake)
         prices = {"input_price": "1", "output_price": "2"}
-        gpt = adm.add_model("gpt", [(oai["id"], "up-gpt")], capabilities=["chat", "streaming"], **prices)
-        claude = adm.add_model("claude", [(anth["id"], "claude-up")], capabilities=["chat", "streaming"], **prices)
+        gpt = chat_model(adm, "gpt", oai, "up-gpt", **prices)
+        claude = chat_model(adm, "claude", anth, "claude-up", **prices)
         emb = adm.add_model("emb", [(oai["id"], "up-emb")], capabilities=["embeddings"], **prices)
         grp = adm.add_group("g", [gpt["id"], claude["id"], emb["id"]])
         uid = adm.first_user_id()
@@ -158,12 +209,12 @@ def main():
                                        {"model": "claude", "messages": MSGS, "logprobs": True})),
             ("429 quota", v1(gw, broke, "POST", "/chat/completions", {"model": "gpt", "messages": MSGS})),
         ]
-        script(fake, "status:500")
+        fake.script("status:500")
         errors.append(("502 upstream", v1(gw, key, "POST", "/chat/completions", {"model": "gpt", "messages": MSGS})))
-        script(fake, "status:400")
+        fake.script("status:400")
         errors.append(("400 anthropic error", v1(gw, key, "POST", "/chat/completions",
                                                  {"model": "claude", "messages": MSGS})))
-        script(fake, "status:529")
+        fake.script("status:529")
         errors.append(("529 anthropic", v1(gw, key, "POST", "/chat/completions",
                                            {"model": "claude", "messages": MSGS})))
         for name, r in errors:
@@ -175,7 +226,7 @@ def main():
         check(r.status == 200, r.body)
         chat_completion(r.json, "anthropic text")
         check(r.json["choices"][0]["message"]["refusal"] is None, "message.refusal: %s" % r.body)
-        script(fake, "tool_use")
+        fake.script("tool_use")
         r = v1(gw, key, "POST", "/chat/completions", {"model": "claude", "messages": MSGS, "tools": TOOLS})
         check(r.status == 200, r.body)
         chat_completion(r.json, "anthropic tool call")
@@ -189,14 +240,14 @@ def main():
                 check(r.status == 200, r.body)
                 ev = stream(r.body, "%s stream %s" % (model, extra))
                 check(ev[-1] == "[DONE]", ev)
-        script(fake, "tool_use")
+        fake.script("tool_use")
         r = v1(gw, key, "POST", "/chat/completions", {"model": "claude", "messages": MSGS, "tools": TOOLS,
                                                      "stream": True})
         stream(r.body, "anthropic tool stream")
 
         # ---- an error in the middle of a stream, both provider types ----
         for model in ("claude", "gpt"):
-            script(fake, "stream_error")
+            fake.script("stream_error")
             st, hdrs, raw, complete = raw_request(gw, key, {"model": model, "messages": MSGS, "stream": True})
             check(st == 200, "%s: %s" % (model, st))
             ev = stream(raw, "%s mid-stream error" % model)
@@ -205,13 +256,33 @@ def main():
             rec = record(gw, hdrs["x-request-id"])
             check(rec["error_type"] == "upstream_error", "%s: recorded with its type: %s" % (model, rec))
 
+        # ---- /v1/responses translated from Anthropic: JSON, streams, an error mid-stream ----
+        rtools = [{"type": "function", "name": "get_weather", "parameters": TOOLS[0]["function"]["parameters"]}]
+        for scen, extra in (("ok", {}), ("tool_use", {"tools": rtools})):
+            fake.script(scen)
+            r = v1(gw, key, "POST", "/responses", dict({"model": "claude", "input": "hi"}, **extra))
+            check(r.status == 200, r.body)
+            response(r.json, "anthropic response %s" % scen)
+            fake.script(scen)
+            r = v1(gw, key, "POST", "/responses", dict({"model": "claude", "input": "hi", "stream": True}, **extra))
+            check(r.status == 200, r.body)
+            response_events(r.body, "anthropic response stream %s" % scen)
+        fake.script("stream_error")
+        st, hdrs, raw, complete = raw_request(gw, key, {"model": "claude", "input": "hi", "stream": True},
+                                              path="/v1/responses")
+        ev = response_events(raw, "anthropic response stream error")
+        check(st == 200 and complete and ev[-1][0] == "response.failed", "%s %s %r" % (st, complete, ev[-1:]))
+        r = v1(gw, key, "POST", "/responses", {"model": "claude", "input": "hi", "store": True})
+        check(r.status == 400, r.body)
+        error_body(r.body, "400 responses stateful param")
+
         # ---- rate-limit headers ----
         st, hl = all_headers(gw, key, {"model": "gpt", "messages": MSGS})
         check(st == 200, st)
         for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
             vals = [v for k, v in hl if k == name]
             check(len(vals) == 1 and DURATION.match(vals[0]), "%s as a duration: %r" % (name, vals))
-        script(fake, "rate_limit")
+        fake.script("rate_limit")
         st, hl = all_headers(gw, key, {"model": "gpt", "messages": MSGS})
         check(st == 429, st)
         names = [k for k, _ in hl if k.startswith("x-ratelimit-") or k == "retry-after"]

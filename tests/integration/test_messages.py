@@ -13,27 +13,15 @@ shape with anthropic-version; max_tokens held and clamped like chat's output
 limit under a tight budget; `ledger verify`.
 """
 
-import http.client
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxyutil import Admin, check, gateway_with_fake, nano, record, verify  # noqa: E402
+from proxyutil import (Admin, both_types, chat_model, check, gateway_with_fake, named_events,  # noqa: E402
+                       nano, record, verify)
 
 PRICES = {"input_price": "3", "output_price": "15", "cache_read_price": "1", "cache_write_price": "4"}
-
-
-def script(fake, scenario="ok", usage=None):
-    body = {"scenario": scenario, "times": 1}
-    if usage:
-        body["usage"] = usage
-    c = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
-    try:
-        c.request("POST", "/_fake/control", json.dumps(body))
-        check(c.getresponse().status == 200, "fake control")
-    finally:
-        c.close()
 
 
 def post(gw, key, path, body, bearer=False, version="2023-06-01"):
@@ -45,20 +33,6 @@ def post(gw, key, path, body, bearer=False, version="2023-06-01"):
     if version:
         h["anthropic-version"] = version
     return gw.http("POST", path, json.dumps(body), headers=h, timeout=20)
-
-
-def events(raw):
-    out = []
-    for block in raw.decode().split("\n\n"):
-        name, data = None, None
-        for line in block.strip().split("\n"):
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-        if data is not None:
-            out.append((name, data))
-    return out
 
 
 def anth_error(r, status, etype, where):
@@ -77,17 +51,16 @@ MSGS = [{"role": "user", "content": "Say hello"}]
 def main():
     with gateway_with_fake(workers=1) as (gw, fake):
         adm = Admin(gw)
-        anth = adm.add_provider("anth", "http://127.0.0.1:%d" % fake.port, "sk-ant-9999", ptype="anthropic")
-        oai = adm.add_provider("oai", fake.url, "sk-oai-8888")
-        claude = adm.add_model("claude-m", [(anth["id"], "claude-up")], capabilities=["chat", "streaming"], **PRICES)
-        gpt = adm.add_model("gpt-m", [(oai["id"], "gpt-up")], capabilities=["chat", "streaming"], **PRICES)
+        oai, anth = both_types(adm, fake, oai_key="sk-oai-8888", anth_key="sk-ant-9999")
+        claude = chat_model(adm, "claude-m", anth, "claude-up", **PRICES)
+        gpt = chat_model(adm, "gpt-m", oai, "gpt-up", **PRICES)
         grp = adm.add_group("g", [claude["id"], gpt["id"]])
         uid = adm.first_user_id()
         q = adm.add_quota(uid, grp["id"], period="month", cost_limit="100")
         key = q["api_key"]
 
         # ---- pass-through to an anthropic provider ----
-        script(fake, usage="10,5,3,2")
+        fake.script(usage="10,5,3,2")
         r = post(gw, key, "/v1/messages", {"model": "claude-m", "max_tokens": 64, "system": "Be brief.",
                                            "messages": MSGS}, version="2023-06-01")
         check(r.status == 200 and r.json["type"] == "message" and r.json["role"] == "assistant", r.body)
@@ -98,17 +71,17 @@ def main():
         line = fake.calls("/v1/messages")[-1]
         check(line["apiver"] == "2023-06-01" and line["max_tokens"] == "64" and line["auth"] == "9999", line)
 
-        script(fake, usage="12,6,0,4")
+        fake.script(usage="12,6,0,4")
         r = post(gw, key, "/v1/messages", {"model": "claude-m", "max_tokens": 64, "messages": MSGS, "stream": True},
                  bearer=True)
         check(r.status == 200, r.body)
-        ev = events(r.body)
+        ev = named_events(r.body)
         check(ev[0][0] == "message_start" and ev[-1][0] == "message_stop", [e[0] for e in ev])
         rec = record(gw, r.headers["x-request-id"])
         check(nano(rec["cost"]) == cost(12, 6, 0, 4), "stream charged %s" % rec["cost"])
 
         # ---- translated to an openai provider ----
-        script(fake, usage="20,7,4")
+        fake.script(usage="20,7,4")
         r = post(gw, key, "/v1/messages", {"model": "gpt-m", "max_tokens": 50, "system": [{"type": "text",
                                                                                           "text": "Be brief."}],
                                            "messages": MSGS, "metadata": {"user_id": "u1"}})
@@ -120,13 +93,13 @@ def main():
         rec = record(gw, r.headers["x-request-id"])
         check(nano(rec["cost"]) == cost(16, 7, 4), "translated charged %s" % rec["cost"])
 
-        script(fake, usage="9,5,0")
+        fake.script(usage="9,5,0")
         r = post(gw, key, "/v1/messages", {"model": "gpt-m", "max_tokens": 50, "messages": MSGS, "stream": True})
         check(r.status == 200, r.body)
-        names = [e[0] for e in events(r.body)]
+        names = [e[0] for e in named_events(r.body)]
         check(names[0] == "message_start" and names[1] == "content_block_start" and
               names[-3:] == ["content_block_stop", "message_delta", "message_stop"], names)
-        md = [e[1] for e in events(r.body) if e[0] == "message_delta"][0]
+        md = [e[1] for e in named_events(r.body) if e[0] == "message_delta"][0]
         check(md["usage"]["output_tokens"] == 5 and md["delta"]["stop_reason"] == "end_turn", md)
         rec = record(gw, r.headers["x-request-id"])
         check(nano(rec["cost"]) == cost(9, 5), "translated stream charged %s" % rec["cost"])
@@ -141,15 +114,15 @@ def main():
                    "not_found_error", "unknown model")
         anth_error(post(gw, key, "/v1/messages", {"model": "gpt-m", "max_tokens": 5, "messages": MSGS, "top_k": 3}),
                    400, "invalid_request_error", "top_k to an openai provider")
-        script(fake, "status:400")
+        fake.script("status:400")
         anth_error(post(gw, key, "/v1/messages", {"model": "claude-m", "max_tokens": 5, "messages": MSGS}), 400,
                    "invalid_request_error", "anthropic provider's 400")
-        script(fake, "status:500")
+        fake.script("status:500")
         anth_error(post(gw, key, "/v1/messages", {"model": "gpt-m", "max_tokens": 5, "messages": MSGS}), 500,
                    "api_error", "openai provider's 500")
 
         # ---- count_tokens: never charged ----
-        script(fake, usage="42,1,0")
+        fake.script(usage="42,1,0")
         r = post(gw, key, "/v1/messages/count_tokens", {"model": "claude-m", "messages": MSGS})
         check(r.status == 200 and r.json == {"input_tokens": 42}, r.body)
         check(nano(record(gw, r.headers["x-request-id"])["cost"]) == 0, "count_tokens is free")

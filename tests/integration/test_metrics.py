@@ -94,11 +94,16 @@ def parse(text):
     for name, typ in types.items():
         if typ != "histogram":
             continue
-        buckets = [(dict(l)["le"], v) for (n, l), v in samples.items() if n == name + "_bucket"]
-        vals = [v for _, v in buckets]
-        check(vals == sorted(vals), "%s buckets are cumulative: %r" % (name, buckets))
-        check(buckets and buckets[-1][0] == "+Inf", "%s ends with +Inf" % name)
-        check(buckets[-1][1] == samples[(name + "_count", ())], "%s +Inf == _count" % name)
+        series = {}  # the labels other than le (per provider route) -> its buckets
+        for (n, l), v in samples.items():
+            if n == name + "_bucket":
+                series.setdefault(tuple(kv for kv in l if kv[0] != "le"), []).append((dict(l)["le"], v))
+        check(series, "%s has buckets" % name)
+        for rest, buckets in series.items():
+            vals = [v for _, v in buckets]
+            check(vals == sorted(vals), "%s buckets are cumulative: %r" % (name, buckets))
+            check(buckets and buckets[-1][0] == "+Inf", "%s ends with +Inf" % name)
+            check(buckets[-1][1] == samples[(name + "_count", rest)], "%s +Inf == _count" % name)
     return pid, types, samples
 
 

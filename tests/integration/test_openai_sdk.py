@@ -1,11 +1,11 @@
-"""test_openai_sdk.py - the official `openai` npm SDK (v6, Node 20) against a real
+"""test_openai_sdk.py - the official `openai` npm SDK (v6, Node >= 18) against a real
 tokenauditd in front of the fake upstream.
 
 tests/sdk/sdk_test.mjs does the client side (models.list, chat, streams with and
 without stream_options.include_usage, embeddings, and the typed errors:
 AuthenticationError, NotFoundError, PermissionDeniedError, RateLimitError for an
 exhausted quota and for a rate limit, with maxRetries 0). This file starts the
-servers, makes the keys, runs `npm ci` when tests/sdk/node_modules is missing,
+servers, makes the keys, runs `npm ci` when tests/sdk/node_modules lacks a package,
 runs the script, and then checks the books: one upstream call per admitted
 request, the quotas' usage equal to the sum of their audit records, and
 `tokenaudit ledger verify` exit 0.
@@ -17,21 +17,13 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-from proxyutil import Tenant, audit_records, check, gateway_with_fake, nano, verify  # noqa: E402
-
-SDK_DIR = os.path.join(harness.SOURCE_DIR, "tests", "sdk")
+from proxyutil import SDK_DIR, Tenant, audit_records, check, gateway_with_fake, nano, sdk_modules, verify  # noqa: E402
 
 
 def ensure_sdk():
     node = shutil.which("node")
-    npm = shutil.which("npm")
-    check(node is not None, "node is not installed (the SDK test needs Node 20)")
-    if not os.path.isdir(os.path.join(SDK_DIR, "node_modules", "openai")):
-        check(npm is not None, "npm is not installed and tests/sdk/node_modules is missing")
-        p = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SDK_DIR, capture_output=True, text=True,
-                           timeout=300)
-        check(p.returncode == 0, "npm ci failed in %s:\n%s%s" % (SDK_DIR, p.stdout, p.stderr))
+    check(node is not None, "node is not installed (the SDK test needs Node >= 18)")
+    sdk_modules()
     return node
 
 

@@ -299,6 +299,10 @@ class OpenApiDoc(unittest.TestCase):
             ok = op["responses"][str(r["status"])]
             if r["response"] is None:
                 self.assertNotIn("content", ok, what)
+            elif r["stream"]:  # a file: JSON lines of the schema, or CSV
+                self.assertEqual(ok["content"]["application/x-ndjson"]["schema"]["$ref"],
+                                 "#/components/schemas/" + r["response"], what)
+                self.assertIn("text/csv", ok["content"], what)
             else:
                 self.assertEqual(ok["content"]["application/json"]["schema"]["$ref"],
                                  "#/components/schemas/" + r["response"], what)
@@ -513,6 +517,26 @@ class OpenApiLive(unittest.TestCase):
         self.call("GET", Q + "%d/statistics/?group_by=day" % q["id"], Q + "{id}/statistics/",
                   token=tok, want=200)
 
+        R = "/api/admin/requests/"
+        rid = recs["results"][0]["id"]
+        self.call("GET", R + rid + "/", R + "{request_id}/", token=tok, want=200)
+        self.call("GET", R + "0" * 32 + "/", R + "{request_id}/", token=tok, want=404)
+        self.call("GET", R + rid + "/?since=x", R + "{request_id}/", token=tok, want=400)
+        self.call("GET", R + "export/?format=csv", R + "export/", token=tok, want=200)
+        self.call("GET", R + "export/?format=xml", R + "export/", token=tok, want=400)
+        self.call("GET", R + "export/", token=utok, want=403)
+        self.call("GET", "/api/admin/warnings/?webhook_state=pending", "/api/admin/warnings/",
+                  token=tok, want=200)
+        self.call("GET", "/api/admin/warnings/?webhook_state=x", "/api/admin/warnings/",
+                  token=tok, want=400)
+        self.call("GET", "/api/admin/status/", token=tok, want=200)
+        self.call("GET", "/api/admin/status/", token=utok, want=403)
+        self.call("GET", "/api/requests/?model=m1", "/api/requests/", token=utok, want=200)
+        self.call("GET", "/api/requests/?status=1", "/api/requests/", token=key, want=400)
+        self.call("POST", "/api/quotas/%d/reset_api_key/" % q["id"], "/api/quotas/{id}/reset_api_key/",
+                  token=utok, want=200)
+        self.call("POST", "/api/quotas/%d/reset_api_key/" % q["id"], "/api/quotas/{id}/reset_api_key/",
+                  token=tok, want=404)
         self.call("POST", U + "%d/reset-all-keys/" % u["id"], U + "{id}/reset-all-keys/",
                   token=tok, want=200)
         self.call("DELETE", Q + "%d/" % q["id"], Q + "{id}/", token=tok, want=204)

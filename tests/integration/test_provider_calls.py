@@ -12,8 +12,19 @@ under a cost limit and served without one; unreachable provider -> ok false /
 502; provider 401 -> ok false with the provider's message / 502; malformed
 list; timeout -> ok false / 504; Anthropic's endpoint and headers; 404, 405,
 403 for a normal user; a client that leaves while the call runs.
+
+Sync keeps models current (sync_updates, the fake's scripted /v1/models):
+context window and max output taken from the fields providers report them in
+(Groq's, OpenRouter's, vLLM's names) for the models routed to the provider and
+for the ones it creates, "updated" naming exactly the models that changed; a
+model the list no longer has is marked (route upstream_missing) and listed in
+"missing", and unmarked when it comes back; prices an admin set, and
+prices_set, are never touched (a `pricing` object in the list is not read);
+Anthropic's list read page by page (has_more / after_id, the fake capping its
+pages at 2) with max_input_tokens / max_tokens.
 """
 
+import http.client
 import http.server
 import json
 import os
@@ -228,6 +239,8 @@ def run(gw, fake, provider, dead_port):
     r = api.sync(anth["id"], want=200).json
     check(r["created"] == ["claude-a", "claude-b"] and r["existing"] == [], r)
 
+    sync_updates(api, fake, prov)
+
     # --- errors: 404, 405, 403 -------------------------------------------------------------------
     r = api.test(999999, want=404)
     check(r.json["error"]["type"] == "not_found_error", r.body)
@@ -263,6 +276,94 @@ def run(gw, fake, provider, dead_port):
     log = gw.log()
     for secret in (KEY, ANTH_KEY):
         check(secret not in log, "a provider key is in the gateway log")
+
+
+def script_models(fake, data, page_size=0):
+    c = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=10)
+    try:
+        c.request("POST", "/_fake/models", json.dumps({"data": data, "page_size": page_size}),
+                  {"Content-Type": "application/json"})
+        r = c.getresponse()
+        check(r.status == 200, "scripting the fake's models: %s %s" % (r.status, r.read()))
+    finally:
+        c.close()
+
+
+def sync_updates(api, fake, prov):
+    pid = prov["id"]
+    by_name = lambda: {m["name"]: m for m in api.models()}  # noqa: E731
+    # an admin sets a price and a limit on a synced model
+    gm = by_name()["gpt-4o-mini"]
+    api.call("PATCH", "/api/admin/models/%d/" % gm["id"], {"input_price": "0.5", "max_output_tokens": 100}, want=200)
+    before = by_name()
+    script_models(fake, [
+        # Groq's names, and an OpenRouter price list (never read)
+        {"id": "gpt-4o-mini", "object": "model", "context_window": 128000, "max_completion_tokens": 16384,
+         "pricing": {"prompt": "0.0000009", "completion": "0.000001"}},
+        # OpenRouter's
+        {"id": "fake-model", "context_length": 32000, "top_provider": {"max_completion_tokens": 4096}},
+        # vLLM's; not a model yet
+        {"id": "new-model", "max_model_len": 8192},
+        # nonsense limits are ignored
+        {"id": "odd-model", "context_window": -5, "max_output_tokens": 1.5},
+    ])
+    r = api.sync(pid, want=200).json
+    check(sorted(r["created"]) == ["new-model", "odd-model"], r)
+    check(sorted(r["updated"]) == ["fake-model", "gpt-4o-mini"], r)
+    check(sorted(r["existing"]) == ["fake-model", "gpt-4o-mini"], r)
+    check(r["missing"] == ["text-embedding-3-small"], r)
+    check(r["skipped"] == [], r)
+    after = by_name()
+    g = after["gpt-4o-mini"]
+    check(g["context_window"] == 128000 and g["max_output_tokens"] == 16384, g)
+    for name in ("gpt-4o-mini", "fake-model"):
+        for k in ("input_price", "output_price", "cache_read_price", "cache_write_price", "prices_set"):
+            check(after[name][k] == before[name][k], "sync touched %s of %s: %s -> %s"
+                  % (k, name, before[name][k], after[name][k]))
+    check(g["input_price"] == "0.5" and g["prices_set"] == ["input_price"], g)
+    f = after["fake-model"]
+    check(f["context_window"] == 32000 and f["max_output_tokens"] == 4096, f)
+    check(f["input_price"] == "1" and f["output_price"] == "2", f)
+    check(f["routes"][0]["upstream_missing"] is False, f)
+    t = after["text-embedding-3-small"]
+    check(t["routes"][0]["upstream_missing"] is True and t["is_active"] is True, t)
+    check(t["updated_at"] is not None, t)
+    n = after["new-model"]
+    check(n["context_window"] == 8192 and n["max_output_tokens"] in (None, 0), n)
+    check(n["routes"] == [{"provider_id": pid, "upstream_name": "new-model", "priority": 0, "weight": 1,
+                           "upstream_missing": False}], n)
+    check(n["prices_set"] == [] and n["input_price"] is None, n)
+    o = after["odd-model"]
+    check(o["context_window"] in (None, 0) and o["max_output_tokens"] in (None, 0), o)
+
+    # the same list again: nothing to update, the missing one still missing
+    r = api.sync(pid, want=200).json
+    check(r["created"] == [] and r["updated"] == [] and r["missing"] == ["text-embedding-3-small"], r)
+    check(by_name()["gpt-4o-mini"]["updated_at"] == g["updated_at"], "an unchanged model is not written")
+
+    # it comes back: unmarked, "updated"
+    script_models(fake, [{"id": "gpt-4o-mini", "context_window": 128000, "max_completion_tokens": 16384},
+                         {"id": "fake-model"}, {"id": "new-model"}, {"id": "odd-model"},
+                         {"id": "text-embedding-3-small"}])
+    r = api.sync(pid, want=200).json
+    check(r["updated"] == ["text-embedding-3-small"] and r["missing"] == [], r)
+    check(by_name()["text-embedding-3-small"]["routes"][0]["upstream_missing"] is False, "unmarked")
+    check(by_name()["fake-model"]["context_window"] == 32000, "a limit the list stops reporting is kept")
+
+    # --- Anthropic's list, page by page --------------------------------------------------------------
+    anth = api.provider("anth-paged", "http://127.0.0.1:%d" % fake.port, key=ANTH_KEY, ptype="anthropic")
+    script_models(fake, [{"type": "model", "id": "claude-%d" % i, "display_name": "C%d" % i,
+                          "max_input_tokens": 200000, "max_tokens": 64000 + i} for i in range(5)], page_size=2)
+    seen = len(fake.lines("GET /v1/models"))
+    r = api.sync(anth["id"], want=200).json
+    check(r["created"] == ["claude-%d" % i for i in range(5)], r)
+    calls = fake.lines("GET /v1/models")[seen:]
+    queries = [l.split("query=")[1] if "query=" in l else "" for l in calls]
+    check(queries == ["limit=1000", "limit=1000&after_id=claude-1", "limit=1000&after_id=claude-3"],
+          "three pages, each after the last: %r" % queries)
+    c4 = by_name()["claude-4"]
+    check(c4["context_window"] == 200000 and c4["max_output_tokens"] == 64004, c4)
+    script_models(fake, None)
 
 
 def main():

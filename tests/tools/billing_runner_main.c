@@ -7,11 +7,13 @@
  *                  [--webhook URL] [--batch B] [--exit-after N]
  * --exit-after N: step the loop until N tickets are applied to both
  * environments, then print "applied N events in S s: R events/s" (timed from
- * the first event seen) and exit (the ring bench).
+ * the first event seen), with the process's CPU time (user + system) per
+ * event over the same span, and exit (the ring bench).
  * SIGTERM/SIGINT: drain and exit 0.
  */
 #include <getopt.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,15 @@
 
 static volatile sig_atomic_t stop;
 static void on_sig(int sig) { stop = 1; }
+
+/* This process's CPU time, user + system, in ns. */
+static int64_t cpu_ns(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (int64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000000LL +
+           (int64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1000LL;
+}
 
 int main(int argc, char **argv)
 {
@@ -59,19 +70,23 @@ int main(int argc, char **argv)
         int rc = ta_billing_open(&conf, &b);
         if (rc != 0)
             return 1;
-        int64_t t0 = 0;
+        int64_t t0 = 0, cpu0 = 0;
         while (!stop && ta_billing_stats(b)->audit_applied < exit_after) {
+            int64_t c0 = t0 == 0 ? cpu_ns() : 0;
             rc = ta_billing_step(b, 100);
             if (rc < 0)
                 break;
-            if (rc > 0 && t0 == 0)
+            if (rc > 0 && t0 == 0) {
                 t0 = ta_mono_ns();
+                cpu0 = c0; /* the step that saw the first events counts */
+            }
         }
-        int64_t ns = ta_mono_ns() - t0;
+        int64_t ns = ta_mono_ns() - t0, cpu = cpu_ns() - cpu0;
         const ta_billing_stats_t *s = ta_billing_stats(b);
-        printf("applied %llu events in %lld batches, %.3f s: %.0f events/s\n",
+        double n = (double)(s->events > 0 ? s->events : 1);
+        printf("applied %llu events in %lld batches, %.3f s: %.0f events/s, cpu %.2f us/event\n",
                (unsigned long long)s->events, (long long)s->batches, (double)ns / 1e9,
-               (double)s->events * 1e9 / (double)(ns > 0 ? ns : 1));
+               (double)s->events * 1e9 / (double)(ns > 0 ? ns : 1), (double)cpu / 1e3 / n);
         ta_billing_close(b);
         return rc < 0 ? 1 : 0;
     }

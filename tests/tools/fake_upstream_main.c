@@ -16,7 +16,8 @@
  *                               (chunks, finish chunk, a usage chunk when
  *                               stream_options.include_usage is true, data: [DONE])
  *   POST /v1/completions        same, legacy text shape
- *   POST /v1/embeddings         one embedding per input, usage
+ *   POST /v1/embeddings         one embedding per input (3 floats; with "encoding_format":
+ *                               "base64" the base64 of their float32 bytes), usage
  *   POST /v1/messages           Anthropic Messages API: checks x-api-key, anthropic-version,
  *                               model, max_tokens and messages the way Anthropic does (400
  *                               in Anthropic's error shape), then a Message JSON, or with
@@ -24,13 +25,26 @@
  *                               content_block_start, ping, text_delta per chunk,
  *                               content_block_stop, message_delta, message_stop)
  *   POST /v1/messages/count_tokens  {"input_tokens": <usage prompt>} (x-api-key, anthropic-version)
- *   GET  /v1/models             OpenAI list of --models
+ *   POST /v1/responses          OpenAI Responses API: a Response (a message with the chunks'
+ *                               text; tool_use: one function_call), or with "stream": true its
+ *                               events (response.created, .in_progress, output_item.added,
+ *                               content_part.added, output_text.delta per chunk, the done
+ *                               events, response.completed with the usage: input_tokens =
+ *                               prompt, cached_tokens = cached, output_tokens = completion)
+ *   GET  /v1/models             OpenAI list of --models, or the list set by /_fake/models:
+ *                               then with anthropic-version, Anthropic's paged shape
+ *                               (?limit=N, default 20, &after_id=ID; "has_more",
+ *                               "first_id", "last_id"), else {"object":"list","data":[all]}
+ *   POST /_fake/models          {"data": [model objects], "page_size": N} replaces the models
+ *                               list (shared by all -t processes; at most 60 KiB); a page
+ *                               holds at most page_size models whatever the limit (0 = no
+ *                               cap); {"data": null} or /_fake/reset goes back to --models
  *   POST /_fake/control         {"scenario": "...", "usage": "p,c,k", "chunks": N,
  *                                "times": K} applies to the next K /v1 POSTs (0 = until
  *                               reset); shared by all -t processes
  *   POST /_fake/reset           clears the control state and the counters
  *   GET  /_fake/stats           {"requests": N, "chat": N, "completions": N,
- *                                "embeddings": N, "models": N, "messages": N,
+ *                                "embeddings": N, "models": N, "messages": N, "responses": N,
  *                                "connections": N (accepted since the start or reset)}
  *
  * Scenario: header X-Fake-Scenario, else body field "fake_scenario", else the
@@ -46,10 +60,13 @@
  *                      larger; unchanged when neither limit is an integer): the worst
  *                      case an upstream could bill, for budget tests
  *   tool_use           (/v1/messages) after the text, a tool_use block for the first
- *                      tool of the request (input {"city":"Oslo"}), stop_reason tool_use
+ *                      tool of the request (input {"city":"Oslo"}), stop_reason tool_use;
+ *                      (chat, /v1/responses) one call of the first tool instead of text
+ *                      (arguments {"city":"Oslo"}), streamed in two argument deltas
  *   stream_error       (/v1/messages, streaming) an overloaded_error event after the
  *                      first text delta, then the end of the stream; (chat, streaming)
- *                      an OpenAI error event {"error":{...}} after two chunks, then the end
+ *                      an OpenAI error event {"error":{...}} after two chunks, then the end;
+ *                      (/v1/responses, streaming) response.failed after two deltas
  * Several may be combined with ',' ("slow_chunks:5,no_usage").
  * Usage: X-Fake-Usage / "fake_usage": "prompt,completion,cached[,cache_write]" (default:
  * prompt = ceil(body bytes / 4), completion = chunks, cached = 0). /v1/messages
@@ -62,6 +79,8 @@
  * (or stdout), so tests can count upstream calls even with -t N:
  *   "REQ <pid> <method> <path> auth=<last 4 of Authorization> body=<bytes> scenario=<s> usage=<p,c,k>"
  *                        (usage: what the answer will report, unless no_usage)
+ *   /v1/responses: the line goes on with " max_output_tokens=<n or -> stream=<0|1>
+ *   store=<0|1> prev=<0|1> tools=<n>"
  *   /v1/messages: auth= is the last 4 of x-api-key, and the line goes on with
  *   " write=<w> apiver=<anthropic-version or -> max_tokens=<n or -> stream=<0|1>
  *   system=<0|1> tools=<n> msgs=<n>"
@@ -94,7 +113,7 @@
 
 /* ---- shared state (all -t processes) ----------------------------------- */
 
-enum { C_REQUESTS, C_CHAT, C_COMPLETIONS, C_EMBEDDINGS, C_MODELS, C_MESSAGES, C_CONNECTIONS, C_COUNT };
+enum { C_REQUESTS, C_CHAT, C_COMPLETIONS, C_EMBEDDINGS, C_MODELS, C_MESSAGES, C_RESPONSES, C_CONNECTIONS, C_COUNT };
 struct shared {
     int lock;
     char scenario[256];
@@ -102,6 +121,8 @@ struct shared {
     int chunks;
     long remaining; /* -1: until reset; 0: inactive */
     long counts[C_COUNT];
+    char models[60 << 10]; /* the JSON array set by /_fake/models; "" = --models */
+    long models_page;      /* its page_size */
 };
 static struct shared *g_sh;
 
@@ -344,6 +365,9 @@ struct fake_req {
     bool done;
     bool anth;          /* /v1/messages */
     char tool_name[64]; /* the request's first tool (tool_use scenario) */
+    h2o_iovec_t *evs;   /* scripted answers (/v1/responses, chat tool calls): the stream's events */
+    int nevs;
+    h2o_iovec_t answer; /* ... or the JSON answer */
 };
 
 static void fr_timer_cb(h2o_timeout_entry_t *e)
@@ -775,6 +799,252 @@ static void answer_count_tokens(struct fake_req *fr, json_t *body)
     send_json(fr->req, 200, "OK", json_iov(fr->req, json_pack("{s:I}", "input_tokens", (json_int_t)fr->s.prompt)));
 }
 
+/* ---- scripted answers: the OpenAI Responses API, chat tool calls, base64 embeddings ---- */
+
+/* The answer built whole before it is sent: fr->answer (JSON), or the events
+ * fr->evs[0..nevs) of a stream, one per proceed. */
+static void evs_next(struct fake_req *fr)
+{
+    int i = fr->next_chunk++;
+    bool last = i + 1 >= fr->nevs;
+    if (last)
+        fr->done = true;
+    h2o_send(fr->req, &fr->evs[i], 1, last ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void evs_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    struct fake_req *fr = (void *)g;
+    if (fr->done)
+        return;
+    if (fr->s.cut_after >= 0 && fr->next_chunk >= fr->s.cut_after) {
+        fr->done = true;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        return;
+    }
+    if (fr->s.slow_chunks_ms > 0 && fr->next_chunk > 0)
+        fr_after(fr, fr->s.slow_chunks_ms, evs_next);
+    else
+        evs_next(fr);
+}
+
+static void scripted_start(struct fake_req *fr)
+{
+    h2o_req_t *req = fr->req;
+    if (!fr->stream) {
+        send_json(req, 200, "OK", fr->answer);
+        return;
+    }
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+    fr->super.proceed = evs_proceed;
+    fr->super.stop = fr_stop;
+    h2o_start_response(req, &fr->super);
+    evs_proceed(&fr->super, req);
+}
+
+static void evs_add(struct fake_req *fr, h2o_iovec_t ev)
+{
+    h2o_iovec_t *n = h2o_mem_alloc_pool(&fr->req->pool, sizeof(*n) * (size_t)(fr->nevs + 1));
+    if (fr->nevs > 0)
+        memcpy(n, fr->evs, sizeof(*n) * (size_t)fr->nevs);
+    n[fr->nevs++] = ev;
+    fr->evs = n;
+}
+
+static json_t *resp_usage_json(const struct scen *s)
+{
+    return json_pack("{s:I,s:{s:I},s:I,s:{s:I},s:I}", "input_tokens", (json_int_t)s->prompt, "input_tokens_details",
+                     "cached_tokens", (json_int_t)s->cached, "output_tokens", (json_int_t)s->completion,
+                     "output_tokens_details", "reasoning_tokens", (json_int_t)0, "total_tokens",
+                     (json_int_t)(s->prompt + s->completion));
+}
+
+/* A Response: status, output (stolen), the usage unless no_usage (or null). */
+static json_t *resp_object(struct fake_req *fr, const char *status, json_t *output, bool usage)
+{
+    char id[48];
+    snprintf(id, sizeof(id), "resp_fake_%ld", fr->id);
+    json_t *r = json_pack("{s:s,s:s,s:I,s:s,s:n,s:n,s:n,s:s,s:o,s:b,s:s,s:[],s:f,s:f,s:n}", "id", id, "object",
+                          "response", "created_at", (json_int_t)time(NULL), "status", status, "error",
+                          "incomplete_details", "instructions", "model", fr->model, "output", output,
+                          "parallel_tool_calls", 1, "tool_choice", "auto", "tools", "temperature", 1.0, "top_p", 1.0,
+                          "usage");
+    if (usage && !fr->s.no_usage)
+        json_object_set_new(r, "usage", resp_usage_json(&fr->s));
+    return r;
+}
+
+static h2o_iovec_t resp_event(struct fake_req *fr, const char *type, json_t *j)
+{
+    json_object_set_new(j, "type", json_string(type));
+    json_object_set_new(j, "sequence_number", json_integer(fr->nevs));
+    return anth_event(fr->req, type, j);
+}
+
+/* POST /v1/responses: a message with the chunks' text, or with tool_use one
+ * function_call; streamed as Responses events ending with response.completed
+ * (usage inside), or with stream_error response.failed after two deltas. */
+static void prepare_responses(struct fake_req *fr)
+{
+    h2o_req_t *req = fr->req;
+    char mid[48];
+    snprintf(mid, sizeof(mid), "msg_fake_%ld", fr->id);
+    size_t cap = (size_t)fr->s.chunks * 24 + 1, len = 0;
+    char *text = h2o_mem_alloc_pool(&req->pool, cap);
+    for (int i = 0; i < fr->s.chunks; i++) {
+        size_t n;
+        char *t = chunk_text(req, &fr->s, i, &n);
+        if (len + n >= cap)
+            break;
+        memcpy(text + len, t, n);
+        len += n;
+    }
+    json_t *item = fr->s.tool_use
+                       ? json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "id", "fc_fake_1", "type", "function_call", "status",
+                                   "completed", "call_id", "call_fake_1", "name", fr->tool_name, "arguments",
+                                   "{\"city\":\"Oslo\"}")
+                       : json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:s%,s:[]}]}", "id", mid, "type", "message", "status",
+                                   "completed", "role", "assistant", "content", "type", "output_text", "text", text,
+                                   len, "annotations");
+    if (!fr->stream) {
+        fr->answer = json_iov(req, resp_object(fr, "completed", json_pack("[o]", item), true));
+        return;
+    }
+    evs_add(fr, resp_event(fr, "response.created", json_pack("{s:o}", "response",
+                                                              resp_object(fr, "in_progress", json_array(), false))));
+    evs_add(fr, resp_event(fr, "response.in_progress",
+                           json_pack("{s:o}", "response", resp_object(fr, "in_progress", json_array(), false))));
+    if (fr->s.tool_use) {
+        evs_add(fr, resp_event(fr, "response.output_item.added",
+                               json_pack("{s:i,s:{s:s,s:s,s:s,s:s,s:s,s:s}}", "output_index", 0, "item", "id",
+                                         "fc_fake_1", "type", "function_call", "status", "in_progress", "call_id",
+                                         "call_fake_1", "name", fr->tool_name, "arguments", "")));
+        for (int k = 0; k < 2; k++)
+            evs_add(fr, resp_event(fr, "response.function_call_arguments.delta",
+                                   json_pack("{s:s,s:i,s:s}", "item_id", "fc_fake_1", "output_index", 0, "delta",
+                                             k == 0 ? "{\"city\":" : "\"Oslo\"}")));
+        evs_add(fr, resp_event(fr, "response.function_call_arguments.done",
+                               json_pack("{s:s,s:i,s:s}", "item_id", "fc_fake_1", "output_index", 0, "arguments",
+                                         "{\"city\":\"Oslo\"}")));
+    } else {
+        evs_add(fr, resp_event(fr, "response.output_item.added",
+                               json_pack("{s:i,s:{s:s,s:s,s:s,s:s,s:[]}}", "output_index", 0, "item", "id", mid, "type",
+                                         "message", "status", "in_progress", "role", "assistant", "content")));
+        evs_add(fr, resp_event(fr, "response.content_part.added",
+                               json_pack("{s:s,s:i,s:i,s:{s:s,s:s,s:[]}}", "item_id", mid, "output_index", 0,
+                                         "content_index", 0, "part", "type", "output_text", "text", "",
+                                         "annotations")));
+        for (int i = 0; i < fr->s.chunks; i++) {
+            if (fr->s.stream_error && i == 2) {
+                json_t *r = resp_object(fr, "failed", json_array(), false);
+                json_object_set_new(r, "error", json_pack("{s:s,s:s}", "code", "server_error", "message",
+                                                          "The server had an error (fake)"));
+                evs_add(fr, resp_event(fr, "response.failed", json_pack("{s:o}", "response", r)));
+                json_decref(item);
+                return;
+            }
+            size_t n;
+            char *t = chunk_text(req, &fr->s, i, &n);
+            evs_add(fr, resp_event(fr, "response.output_text.delta",
+                                   json_pack("{s:s,s:i,s:i,s:s%,s:[]}", "item_id", mid, "output_index", 0,
+                                             "content_index", 0, "delta", t, n, "logprobs")));
+        }
+        evs_add(fr, resp_event(fr, "response.output_text.done",
+                               json_pack("{s:s,s:i,s:i,s:s%}", "item_id", mid, "output_index", 0, "content_index", 0,
+                                         "text", text, len)));
+        evs_add(fr, resp_event(fr, "response.content_part.done",
+                               json_pack("{s:s,s:i,s:i,s:{s:s,s:s%,s:[]}}", "item_id", mid, "output_index", 0,
+                                         "content_index", 0, "part", "type", "output_text", "text", text, len,
+                                         "annotations")));
+    }
+    evs_add(fr, resp_event(fr, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", 0, "item", item)));
+    evs_add(fr, resp_event(fr, "response.completed",
+                           json_pack("{s:o}", "response", resp_object(fr, "completed", json_pack("[o]", item), true))));
+}
+
+/* Chat with tool_use: one tool call of the request's first tool (arguments
+ * {"city":"Oslo"}), finish_reason tool_calls; streamed as a header chunk, two
+ * argument chunks, the finish chunk, the usage chunk when asked, [DONE]. */
+static void prepare_chat_tool(struct fake_req *fr)
+{
+    h2o_req_t *req = fr->req;
+    json_t *call = json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", "call_fake_1", "type", "function", "function", "name",
+                             fr->tool_name, "arguments", "{\"city\":\"Oslo\"}");
+    if (!fr->stream) {
+        json_t *j = chunk_base(fr);
+        json_object_set_new(j, "object", json_string("chat.completion"));
+        json_object_del(j, "usage");
+        json_array_append_new(json_object_get(j, "choices"),
+                              json_pack("{s:i,s:{s:s,s:n,s:n,s:[o]},s:n,s:s}", "index", 0, "message", "role",
+                                        "assistant", "content", "refusal", "tool_calls", call, "logprobs",
+                                        "finish_reason", "tool_calls"));
+        if (!fr->s.no_usage)
+            json_object_set_new(j, "usage", usage_json(&fr->s));
+        fr->answer = json_iov(req, j);
+        return;
+    }
+    json_decref(call);
+    for (int k = 0; k < 4; k++) {
+        json_t *j = chunk_base(fr), *delta;
+        if (k == 0)
+            delta = json_pack("{s:s,s:n,s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "role", "assistant", "content", "tool_calls",
+                              "index", 0, "id", "call_fake_1", "type", "function", "function", "name", fr->tool_name,
+                              "arguments", "");
+        else if (k < 3)
+            delta = json_pack("{s:[{s:i,s:{s:s}}]}", "tool_calls", "index", 0, "function", "arguments",
+                              k == 1 ? "{\"city\":" : "\"Oslo\"}");
+        else
+            delta = json_object();
+        json_t *c = json_pack("{s:i,s:o,s:n}", "index", 0, "delta", delta, "logprobs");
+        json_object_set_new(c, "finish_reason", k == 3 ? json_string("tool_calls") : json_null());
+        json_array_append_new(json_object_get(j, "choices"), c);
+        evs_add(fr, sse_event(req, j));
+    }
+    if (fr->include_usage && !fr->s.no_usage) {
+        json_t *j = chunk_base(fr);
+        json_object_set_new(j, "usage", usage_json(&fr->s));
+        evs_add(fr, sse_event(req, j));
+    }
+    evs_add(fr, h2o_iovec_init(H2O_STRLIT("data: [DONE]\n\n")));
+}
+
+/* encoding_format "base64": each embedding as the base64 of its float32
+ * values, little-endian (what the OpenAI SDKs ask for by default). */
+static void answer_embeddings_b64(struct fake_req *fr, json_t *body)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const float v[3] = {0.125f, -0.25f, 0.5f};
+    unsigned char raw[12];
+    for (int i = 0; i < 3; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], 4);
+        for (int b = 0; b < 4; b++)
+            raw[i * 4 + b] = (unsigned char)(u >> (8 * b));
+    }
+    char enc[17];
+    for (int i = 0, o = 0; i < 12; i += 3) {
+        uint32_t t = (uint32_t)raw[i] << 16 | (uint32_t)raw[i + 1] << 8 | raw[i + 2];
+        enc[o++] = b64[t >> 18 & 63];
+        enc[o++] = b64[t >> 12 & 63];
+        enc[o++] = b64[t >> 6 & 63];
+        enc[o++] = b64[t & 63];
+    }
+    enc[16] = '\0';
+    json_t *input = json_object_get(body, "input");
+    size_t n = json_is_array(input) ? json_array_size(input) : 1;
+    json_t *data = json_array();
+    for (size_t i = 0; i < n && i < 2048; i++)
+        json_array_append_new(data, json_pack("{s:s,s:I,s:s}", "object", "embedding", "index", (json_int_t)i,
+                                              "embedding", enc));
+    json_t *j = json_pack("{s:s,s:o,s:s}", "object", "list", "data", data, "model", fr->model);
+    if (!fr->s.no_usage)
+        json_object_set_new(j, "usage", json_pack("{s:I,s:I}", "prompt_tokens", (json_int_t)fr->s.prompt,
+                                                  "total_tokens", (json_int_t)fr->s.prompt));
+    send_json(fr->req, 200, "OK", json_iov(fr->req, j));
+}
+
 static void dispatch(struct fake_req *fr)
 {
     if (fr->anth && fr->stream) {
@@ -800,8 +1070,81 @@ static void dispatch(struct fake_req *fr)
         answer_completion(fr);
 }
 
+/* The list set by /_fake/models; with anthropic-version a page of it. */
+static bool answer_scripted_models(h2o_req_t *req)
+{
+    char txt[sizeof(g_sh->models)], ver[32];
+    sh_lock();
+    memcpy(txt, g_sh->models, sizeof(txt));
+    long cap = g_sh->models_page;
+    sh_unlock();
+    if (txt[0] == '\0')
+        return false;
+    json_t *all = json_loads(txt, 0, NULL), *out;
+    if (!header_str(req, "anthropic-version", ver, sizeof(ver))) {
+        out = json_pack("{s:s,s:o}", "object", "list", "data", all);
+    } else {
+        long limit = 20;
+        char after[256] = "";
+        if (req->query_at != SIZE_MAX) {
+            char q[512];
+            snprintf(q, sizeof(q), "%.*s", (int)(req->path.len - req->query_at - 1), req->path.base + req->query_at + 1);
+            char *cur = q;
+            for (char *kv; (kv = next_tok(&cur, '&')) != NULL;) {
+                if (strncmp(kv, "limit=", 6) == 0)
+                    limit = strtol(kv + 6, NULL, 10);
+                else if (strncmp(kv, "after_id=", 9) == 0)
+                    snprintf(after, sizeof(after), "%s", kv + 9);
+            }
+        }
+        if (cap > 0 && limit > cap)
+            limit = cap;
+        size_t i = 0, n = json_array_size(all);
+        if (after[0] != '\0')
+            for (; i < n; i++)
+                if (json_string_value(json_object_get(json_array_get(all, i), "id")) != NULL &&
+                    strcmp(json_string_value(json_object_get(json_array_get(all, i), "id")), after) == 0) {
+                    i++;
+                    break;
+                }
+        json_t *page = json_array();
+        for (long k = 0; i < n && k < limit; i++, k++)
+            json_array_append(page, json_array_get(all, i));
+        size_t pn = json_array_size(page);
+        out = json_pack("{s:o,s:b,s:o,s:o}", "data", page, "has_more", i < n, "first_id",
+                        pn ? json_copy(json_object_get(json_array_get(page, 0), "id")) : json_null(), "last_id",
+                        pn ? json_copy(json_object_get(json_array_get(page, pn - 1), "id")) : json_null());
+        json_decref(all);
+    }
+    send_json(req, 200, "OK", json_iov(req, out));
+    return true;
+}
+
+static int handle_models_script(h2o_req_t *req)
+{
+    json_t *b = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+    json_t *data = json_object_get(b, "data");
+    char *txt = json_is_array(data) ? json_dumps(data, JSON_COMPACT) : NULL;
+    int ok = txt == NULL || strlen(txt) < sizeof(g_sh->models);
+    if (ok) {
+        sh_lock();
+        snprintf(g_sh->models, sizeof(g_sh->models), "%s", txt != NULL ? txt : "");
+        g_sh->models_page = (long)json_integer_value(json_object_get(b, "page_size"));
+        sh_unlock();
+    }
+    free(txt);
+    json_decref(b);
+    if (!ok)
+        send_error(req, 413, "invalid_request_error", NULL, "models list too long");
+    else
+        send_json(req, 200, "OK", h2o_iovec_init(H2O_STRLIT("{\"ok\":true}")));
+    return 0;
+}
+
 static void answer_models(h2o_req_t *req)
 {
+    if (answer_scripted_models(req))
+        return;
     json_t *data = json_array();
     char buf[1024];
     snprintf(buf, sizeof(buf), "%s", g_models);
@@ -820,8 +1163,10 @@ static int handle_control(h2o_req_t *req, bool reset)
     g_sh->usage[0] = '\0';
     g_sh->chunks = 0;
     g_sh->remaining = 0;
-    if (reset)
+    if (reset) {
         memset(g_sh->counts, 0, sizeof(g_sh->counts));
+        g_sh->models[0] = '\0';
+    }
     if (b != NULL) {
         const char *s = json_string_value(json_object_get(b, "scenario"));
         const char *u = json_string_value(json_object_get(b, "usage"));
@@ -845,10 +1190,11 @@ static int handle_stats(h2o_req_t *req)
     sh_lock();
     memcpy(c, g_sh->counts, sizeof(c));
     sh_unlock();
-    json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)c[C_REQUESTS], "chat",
+    json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)c[C_REQUESTS], "chat",
                           (json_int_t)c[C_CHAT], "completions", (json_int_t)c[C_COMPLETIONS], "embeddings",
                           (json_int_t)c[C_EMBEDDINGS], "models", (json_int_t)c[C_MODELS], "messages",
-                          (json_int_t)c[C_MESSAGES], "connections", (json_int_t)c[C_CONNECTIONS]);
+                          (json_int_t)c[C_MESSAGES], "responses", (json_int_t)c[C_RESPONSES], "connections",
+                          (json_int_t)c[C_CONNECTIONS]);
     send_json(req, 200, "OK", json_iov(req, j));
     return 0;
 }
@@ -864,6 +1210,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return handle_control(req, false);
     if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/reset")))
         return handle_control(req, true);
+    if (is_post && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/models")))
+        return handle_models_script(req);
     if (is_get && h2o_memis(path.base, path.len, H2O_STRLIT("/_fake/stats")))
         return handle_stats(req);
 
@@ -879,6 +1227,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages")) ||
              h2o_memis(path.base, path.len, H2O_STRLIT("/v1/messages/count_tokens")))
         kind = C_MESSAGES;
+    else if (h2o_memis(path.base, path.len, H2O_STRLIT("/v1/responses")))
+        kind = C_RESPONSES;
 
     char auth[8] = "";
     ssize_t ai = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
@@ -955,9 +1305,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         /* The worst case an upstream could bill: the larger of both output
          * limits, for each of n choices (best_of candidates on completions). */
         json_t *mc = json_object_get(body, "max_completion_tokens"), *mt = json_object_get(body, "max_tokens");
+        json_t *mo = json_object_get(body, "max_output_tokens"); /* /v1/responses */
         long most = -1;
         if (json_is_integer(mc))
             most = (long)json_integer_value(mc);
+        if (json_is_integer(mo) && (long)json_integer_value(mo) > most)
+            most = (long)json_integer_value(mo);
         if (json_is_integer(mt) && (long)json_integer_value(mt) > most)
             most = (long)json_integer_value(mt);
         if (most >= 0) {
@@ -982,10 +1335,23 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                 fr->s.text, fr->s.prompt, fr->s.completion, fr->s.cached, fr->s.cache_write, ver, mt,
                 json_is_true(json_object_get(body, "stream")), json_object_get(body, "system") != NULL,
                 json_array_size(json_object_get(body, "tools")), json_array_size(json_object_get(body, "messages")));
+    } else if (kind == C_RESPONSES) {
+        char mo[24] = "-";
+        if (json_is_integer(json_object_get(body, "max_output_tokens")))
+            snprintf(mo, sizeof(mo), "%lld", (long long)json_integer_value(json_object_get(body, "max_output_tokens")));
+        logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld max_output_tokens=%s stream=%d "
+                "store=%d prev=%d tools=%zu", (int)getpid(), (int)req->method.len, req->method.base, (int)path.len,
+                path.base, auth, req->entity.len, fr->s.text, fr->s.prompt, fr->s.completion, fr->s.cached, mo,
+                json_is_true(json_object_get(body, "stream")), json_is_true(json_object_get(body, "store")),
+                json_is_string(json_object_get(body, "previous_response_id")),
+                json_array_size(json_object_get(body, "tools")));
     } else {
-        logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld", (int)getpid(), (int)req->method.len,
-                req->method.base, (int)path.len, path.base, auth, req->entity.len, fr->s.text, fr->s.prompt,
-                fr->s.completion, fr->s.cached);
+        /* GET /v1/models: the query too (paging), last on the line */
+        int ql = kind == C_MODELS && req->query_at != SIZE_MAX ? (int)(req->path.len - req->query_at - 1) : 0;
+        logline("REQ %d %.*s %.*s auth=%s body=%zu scenario=%s usage=%ld,%ld,%ld%s%.*s", (int)getpid(),
+                (int)req->method.len, req->method.base, (int)path.len, path.base, auth, req->entity.len, fr->s.text,
+                fr->s.prompt, fr->s.completion, fr->s.cached, ql > 0 ? " query=" : "", ql,
+                ql > 0 ? req->path.base + req->query_at + 1 : "");
     }
 
     if (fr->s.drop || fr->s.close_idle_ms >= 0) {
@@ -1067,12 +1433,31 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         goto Exit;
     }
     if (kind == C_EMBEDDINGS) {
-        answer_embeddings(fr, body);
+        const char *enc = json_string_value(json_object_get(body, "encoding_format"));
+        if (enc != NULL && strcmp(enc, "base64") == 0)
+            answer_embeddings_b64(fr, body);
+        else
+            answer_embeddings(fr, body);
         goto Exit;
     }
     fr->chat = kind == C_CHAT;
     fr->stream = json_is_true(json_object_get(body, "stream"));
     fr->include_usage = json_is_true(json_object_get(json_object_get(body, "stream_options"), "include_usage"));
+    if (kind == C_RESPONSES || (kind == C_CHAT && fr->s.tool_use)) {
+        json_t *t0 = json_array_get(json_object_get(body, "tools"), 0);
+        const json_t *fn = kind == C_CHAT ? json_object_get(t0, "function") : t0;
+        const char *tn = json_string_value(json_object_get(fn, "name"));
+        snprintf(fr->tool_name, sizeof(fr->tool_name), "%s", tn != NULL ? tn : "fn");
+        if (kind == C_RESPONSES)
+            prepare_responses(fr);
+        else
+            prepare_chat_tool(fr);
+        if (fr->s.slow_first_byte_ms > 0)
+            fr_after(fr, fr->s.slow_first_byte_ms, scripted_start);
+        else
+            scripted_start(fr);
+        goto Exit;
+    }
     if (fr->s.slow_first_byte_ms > 0)
         fr_after(fr, fr->s.slow_first_byte_ms, dispatch);
     else

@@ -14,12 +14,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include <jansson.h>
 
 /* the data set (mk_data) */
-#define ADMIN_FX_EXTRA long long prov, m1, m2, u1, u2, qa, qb;
+#define ADMIN_FX_EXTRA long long prov, m1, m2, u1, u2, qa, qb, g1, g2;
 #define ADMIN_FX_POOL 1024
 #include "admin_fixture.h"
 #include "ledger/audit.h"
@@ -190,7 +192,7 @@ static void put_records(fx_t *f, const row_t *rs, int n, int first_index)
         a.worker_pid = 4242;
         a.ticket = first_index + i + 1;
         a.period_start = t_ns(r->t) / 1000000000LL;
-        assert_int_equal(ta_audit_put(f->st, txn, &a), 0);
+        assert_int_equal(ta_audit_put(f->st, txn, &a, (uint64_t)(r->quota == 'A' ? f->g1 : f->g2)), 0);
     }
     assert_int_equal(ta_txn_commit(txn), 0);
 }
@@ -215,7 +217,10 @@ static void mk_data(fx_t *f)
              f->prov);
     f->m2 = jint(j, "id");
     j = post(f, 201, "/api/admin/groups/", "{\"name\":\"g\",\"model_ids\":[%lld,%lld]}", f->m1, f->m2);
-    gid = jint(j, "id");
+    gid = f->g1 = jint(j, "id");
+    j = post(f, 201, "/api/admin/groups/", "{\"name\":\"g2\",\"model_ids\":[%lld,%lld]}", f->m1,
+             f->m2);
+    f->g2 = jint(j, "id");
     j = post(f, 201, "/api/admin/users/",
              "{\"email\":\"u1@example.com\",\"password\":\"password-u1\",\"role\":\"user\"}");
     f->u1 = jint(j, "id");
@@ -224,7 +229,7 @@ static void mk_data(fx_t *f)
     f->u2 = jint(j, "id");
     j = post(f, 201, "/api/admin/quotas/", "{\"user_id\":%lld,\"group_id\":%lld}", f->u1, gid);
     f->qa = jint(j, "id");
-    j = post(f, 201, "/api/admin/quotas/", "{\"user_id\":%lld,\"group_id\":%lld}", f->u2, gid);
+    j = post(f, 201, "/api/admin/quotas/", "{\"user_id\":%lld,\"group_id\":%lld}", f->u2, f->g2);
     f->qb = jint(j, "id");
     put_records(f, rows, NROWS, 0);
 }
@@ -283,13 +288,31 @@ static void assert_sums(json_t *o, const sums_t *s)
     assert_int_equal(jint(o, "errors"), s->errors);
 }
 
-/* How a record is keyed for group_by (as the statistics key it: day, model
+/* How a record is keyed for group_by (as the statistics key it: day and
+ * hour in a zone off seconds east of UTC, model name, provider name, group
  * name, user id). The record names the model it asked for; "nope" has no
- * model row, so its key is null ("" here). */
-static void record_key(json_t *rec, const char *group, char *out, size_t cap)
+ * model row (nor provider), so its key is null ("" here). Quota A is in
+ * group "g", B in "g2". */
+static void record_key_tz(json_t *rec, const char *group, int off, char *out, size_t cap)
 {
+    int64_t s;
+    const char *at = jstr(rec, "created_at");
+    struct tm tm;
+
+    assert_int_equal(ta_time_parse(at, strlen(at), &s), 0);
+    s += off;
+    gmtime_r(&(time_t){(time_t)s}, &tm);
     if (strcmp(group, "day") == 0) {
-        snprintf(out, cap, "%.10s", jstr(rec, "created_at"));
+        strftime(out, cap, "%Y-%m-%d", &tm);
+    } else if (strcmp(group, "hour") == 0) {
+        char h[32];
+        strftime(h, sizeof(h), "%Y-%m-%dT%H:00:00", &tm);
+        snprintf(out, cap, "%s%c%02d:%02d", h, off < 0 ? '-' : '+', abs(off) / 3600,
+                 abs(off) / 60 % 60);
+    } else if (strcmp(group, "provider") == 0) {
+        snprintf(out, cap, "%s", json_integer_value(json_object_get(rec, "provider_id")) != 0 ? "p" : "");
+    } else if (strcmp(group, "group") == 0) {
+        snprintf(out, cap, "%s", strcmp(jstr(rec, "key_prefix"), "sk-a2345678") == 0 ? "g" : "g2");
     } else if (strcmp(group, "user") == 0) {
         snprintf(out, cap, "%lld", jint(rec, "user_id"));
     } else {
@@ -312,9 +335,10 @@ static void series_key(json_t *e, char *out, size_t cap)
 }
 
 /* The statistics at stats_url must equal the sums over the records at
- * records_url (one page of up to 500), in total and per group. */
-static void assert_stats_agree(fx_t *f, const char *stats_url, const char *records_url,
-                               const char *group)
+ * records_url (one page of up to 500), in total and per group, day and hour
+ * taken off seconds east of UTC. */
+static void assert_stats_agree_tz(fx_t *f, const char *stats_url, const char *records_url,
+                                  const char *group, int off)
 {
     json_t *st = get(f, 200, "%s", stats_url), *recs = get(f, 200, "%s", records_url);
     json_t *res = json_object_get(recs, "results"), *series = json_object_get(st, "series"), *r, *e;
@@ -327,7 +351,7 @@ static void assert_stats_agree(fx_t *f, const char *stats_url, const char *recor
     assert_true(json_is_null(json_object_get(recs, "next")));
     json_array_foreach (res, i, r) {
         sums_add(&tot, r);
-        record_key(r, group, key, sizeof(key));
+        record_key_tz(r, group, off, key, sizeof(key));
         for (g = 0; g < ng && strcmp(groups[g].key, key) != 0; g++)
             ;
         if (g == ng) {
@@ -349,6 +373,12 @@ static void assert_stats_agree(fx_t *f, const char *stats_url, const char *recor
             fail_msg("%s: series key '%s' matches no record", stats_url, key);
         assert_sums(e, &groups[g]);
     }
+}
+
+static void assert_stats_agree(fx_t *f, const char *stats_url, const char *records_url,
+                               const char *group)
+{
+    assert_stats_agree_tz(f, stats_url, records_url, group, 0);
 }
 
 /* ---- tests --------------------------------------------------------------- */
@@ -619,11 +649,15 @@ static void test_statistics(void **state)
     j = get(f, 200, "/api/admin/statistics/?quota_id=%lld", f->qa);
     assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 5);
 
-    /* day granularity: since/until widen to whole UTC days */
-    j = get(f, 200, "/api/admin/statistics/?since=2026-11-25T10:00:00Z");
-    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 7); /* the records say 6 */
+    /* hour granularity: since/until widen to whole UTC hours */
+    j = get(f, 200, "/api/admin/statistics/?since=2026-11-25T10:30:00Z");
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 6); /* the records say 5 */
+    j = get(f, 200, "/api/admin/statistics/?since=2026-11-26T08:59:59Z");
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 4); /* the records say 3 */
     j = get(f, 200, "/api/admin/statistics/?until=2026-11-26T00:00:01Z");
-    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 7);
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 4);
+    j = get(f, 200, "/api/admin/statistics/?until=2026-11-25T10:00:00.001Z");
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 3);
     j = get(f, 200, "/api/admin/statistics/?until=2026-11-26");
     assert_int_equal(jint(json_object_get(j, "totals"), "requests"), 4);
     j = get(f, 200, "/api/admin/statistics/?since=2026-11-26&until=2026-11-27&group_by=user");
@@ -648,11 +682,12 @@ static void test_statistics(void **state)
     assert_string_equal(jstr(json_array_get(s, 1), "key"), "gpt-a");
     assert_string_equal(jstr(json_object_get(j, "totals"), "cost"), "1");
 
-    /* and every one of them agrees with a sum over the records (day-aligned ranges) */
-    static const char *const groups[] = {"day", "model", "user"};
+    /* and every one of them agrees with a sum over the records (hour-aligned ranges) */
+    static const char *const groups[] = {"day", "hour", "model", "provider", "group", "user"};
     static const char *const ranges[] = {"", "since=2026-11-25&", "until=2026-11-26&",
-                                         "since=2026-11-25&until=2026-11-27&"};
-    for (size_t g = 0; g < 3; g++) {
+                                         "since=2026-11-25&until=2026-11-27&",
+                                         "since=2026-11-25T10:00:00Z&until=2026-11-26T09:00:00Z&"};
+    for (size_t g = 0; g < TA_ARRAY_SIZE(groups); g++) {
         for (size_t r = 0; r < TA_ARRAY_SIZE(ranges); r++) {
             snprintf(su, sizeof(su), "/api/admin/statistics/?%sgroup_by=%s", ranges[r], groups[g]);
             snprintf(ru, sizeof(ru), "/api/admin/requests/?%spage_size=500", ranges[r]);
@@ -662,7 +697,7 @@ static void test_statistics(void **state)
             snprintf(ru, sizeof(ru), "/api/admin/requests/?%suser_id=%lld&page_size=500", ranges[r],
                      f->u1);
             assert_stats_agree(f, su, ru, groups[g]);
-            if (g == 2)
+            if (strcmp(groups[g], "user") == 0)
                 continue;
             snprintf(su, sizeof(su), "/api/admin/quotas/%lld/statistics/?%sgroup_by=%s", f->qb,
                      ranges[r], groups[g]);
@@ -671,6 +706,113 @@ static void test_statistics(void **state)
             assert_stats_agree(f, su, ru, groups[g]);
         }
     }
+}
+
+/* Day and hour buckets in a time zone, against the records shifted by hand. */
+static void test_statistics_tz(void **state)
+{
+    fx_t *f = *state;
+    json_t *j, *s;
+    static const char *const groups[] = {"day", "hour"};
+
+    mk_data(f);
+    for (size_t g = 0; g < 2; g++) {
+        char su[160];
+        /* Asia/Shanghai: UTC+8 all year since 1991 */
+        snprintf(su, sizeof(su), "/api/admin/statistics/?tz=Asia/Shanghai&group_by=%s", groups[g]);
+        assert_stats_agree_tz(f, su, "/api/admin/requests/?page_size=500", groups[g], 8 * 3600);
+        char ru[128];
+        snprintf(ru, sizeof(ru), "/api/admin/quotas/%lld/requests/?page_size=500", f->qa);
+        snprintf(su, sizeof(su), "/api/admin/quotas/%lld/statistics/?tz=Asia/Shanghai&group_by=%s",
+                 f->qa, groups[g]);
+        assert_stats_agree_tz(f, su, ru, groups[g], 8 * 3600);
+        /* America/Sao_Paulo: UTC-3 (no DST since 2019) */
+        snprintf(su, sizeof(su), "/api/admin/statistics/?tz=America/Sao_Paulo&group_by=%s",
+                 groups[g]);
+        assert_stats_agree_tz(f, su, "/api/admin/requests/?page_size=500", groups[g], -3 * 3600);
+    }
+    /* 2026-11-24T23:59:59.999Z is the 25th in Shanghai: three days, not four */
+    j = get(f, 200, "/api/admin/statistics/?tz=Asia/Shanghai");
+    s = json_object_get(j, "series");
+    assert_int_equal(json_array_size(s), 3);
+    assert_string_equal(jstr(json_array_get(s, 0), "day"), "2026-11-25");
+    assert_int_equal(jint(json_array_get(s, 0), "requests"), 4);
+    j = get(f, 200, "/api/admin/statistics/?tz=Asia/Shanghai&group_by=hour");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "series"), 0), "hour"),
+                        "2026-11-25T07:00:00+08:00");
+    /* a half-hour zone: UTC hours, labelled with their local start */
+    j = get(f, 200, "/api/admin/statistics/?tz=Asia/Kolkata&group_by=hour");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "series"), 0), "key"),
+                        "2026-11-25T04:30:00+05:30");
+    /* UTC by default, and by name */
+    j = get(f, 200, "/api/admin/statistics/?group_by=hour&tz=UTC");
+    assert_string_equal(jstr(json_array_get(json_object_get(j, "series"), 0), "hour"),
+                        "2026-11-24T23:00:00+00:00");
+    /* what is not a zone */
+    static const char *const bad[] = {"Mars/Olympus_Mons", "..%2Fetc%2Fpasswd", "%2Fetc%2Flocaltime",
+                                      "EST5EDT%2CM3.2.0", "right%2FUTC", "Asia"};
+    for (size_t i = 0; i < TA_ARRAY_SIZE(bad); i++) {
+        j = get(f, 400, "/api/admin/statistics/?tz=%s", bad[i]);
+        assert_param(j, "tz");
+        j = get(f, 400, "/api/admin/quotas/%lld/statistics/?group_by=hour&tz=%s", f->qa, bad[i]);
+        assert_param(j, "tz");
+    }
+    j = get(f, 400, "/api/admin/quotas/%lld/statistics/?group_by=user", f->qa);
+    assert_param(j, "group_by");
+    j = get(f, 400, "/api/admin/statistics/?group_by=week");
+    assert_param(j, "group_by");
+}
+
+/* ta_tz_offset agrees with the C library's localtime_r (the same TZif
+ * files) over two centuries, around every transition and past the files'
+ * last transition, where the footer rule decides. */
+static void test_tz_offsets(void **state)
+{
+    static const char *const zones[] = {
+        "UTC",           "Asia/Shanghai",     "America/New_York", "Europe/London",
+        "Europe/Berlin", "Australia/Sydney",  "Australia/Lord_Howe", "Asia/Kolkata",
+        "America/Sao_Paulo", "Pacific/Chatham", "America/St_Johns", "Africa/Casablanca",
+        "Pacific/Apia",  "Asia/Kathmandu",    "America/Santiago", "Europe/Dublin"};
+    (void)state;
+    for (size_t z = 0; z < TA_ARRAY_SIZE(zones); z++) {
+        ta_tz_t *tz;
+        char env[80];
+        assert_int_equal(ta_tz_load(zones[z], &tz), 0);
+        snprintf(env, sizeof(env), ":%s", zones[z]);
+        setenv("TZ", env, 1);
+        tzset();
+        int32_t prev = INT32_MIN;
+        /* every 6 hours from 1901 to 2101, then the hour around each change */
+        for (int64_t t = -2147483648LL; t < 4133980800LL; t += 6 * 3600) {
+            struct tm tm;
+            localtime_r(&(time_t){(time_t)t}, &tm);
+            int32_t off = ta_tz_offset(tz, t);
+            if (off != (int32_t)tm.tm_gmtoff)
+                fail_msg("%s at %lld: %d, the C library says %ld", zones[z], (long long)t, off,
+                         tm.tm_gmtoff);
+            if (prev != INT32_MIN && off != prev) {
+                for (int64_t u = t - 6 * 3600; u <= t; u += 900) {
+                    localtime_r(&(time_t){(time_t)u}, &tm);
+                    if (ta_tz_offset(tz, u) != (int32_t)tm.tm_gmtoff)
+                        fail_msg("%s at %lld: %d, the C library says %ld", zones[z], (long long)u,
+                                 ta_tz_offset(tz, u), tm.tm_gmtoff);
+                }
+            }
+            prev = off;
+        }
+        ta_tz_free(tz);
+    }
+    unsetenv("TZ");
+    tzset();
+    /* civil dates both ways */
+    for (int64_t d = -800000; d < 800000; d += 97) {
+        int y, m, dd;
+        ta_tz_civil(d, &y, &m, &dd);
+        assert_int_equal(ta_tz_days(y, m, dd), d);
+    }
+    int y, m, dd;
+    ta_tz_civil(20790, &y, &m, &dd);
+    assert_true(y == 2026 && m == 12 && dd == 3);
 }
 
 static void test_quota_lookup(void **state)
@@ -873,11 +1015,13 @@ int main(void)
         T(test_filters),
         T(test_pagination),
         T(test_statistics),
+        T(test_statistics_tz),
         T(test_quota_lookup),
         T(test_bad_params),
         T(test_access),
 #undef T
         cmocka_unit_test(test_csv_formula_cells),
+        cmocka_unit_test(test_tz_offsets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

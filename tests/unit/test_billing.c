@@ -253,12 +253,12 @@ static void test_exactly_once_batch(void **state)
     assert_int_equal(aud, 12);
     assert_verify_ok(f);
 
-    /* statistics from the daily aggregate */
+    /* statistics from the hourly aggregates */
     MDB_txn *txn;
     json_t *js;
     assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, false, &txn), 0);
     ta_audit_filter_t flt = {0};
-    assert_int_equal(ta_audit_stats(f->st, txn, &flt, TA_GROUP_MODEL, &js), 0);
+    assert_int_equal(ta_audit_stats(f->st, txn, &flt, TA_GROUP_MODEL, NULL, &js), 0);
     ta_txn_abort(txn);
     json_t *tot = json_object_get(js, "totals");
     assert_int_equal(json_integer_value(json_object_get(tot, "requests")), 12);
@@ -604,6 +604,290 @@ static void test_verify_after_prune(void **state)
     assert_verify_ok(f);
 }
 
+/* The statistics' totals (ta_audit_stats, every quota, whole range). */
+static json_t *stats(ta_store_t *st, int group, const ta_audit_filter_t *flt)
+{
+    MDB_txn *txn;
+    json_t *js = NULL;
+    ta_audit_filter_t all = {0};
+    assert_int_equal(ta_txn_begin(st, TA_ENV_AUDIT, false, &txn), 0);
+    assert_int_equal(ta_audit_stats(st, txn, flt ? flt : &all, group, NULL, &js), 0);
+    ta_txn_abort(txn);
+    return js;
+}
+
+static int64_t total_of(json_t *js, const char *k)
+{
+    json_t *v = json_object_get(json_object_get(js, "totals"), k);
+    if (json_is_string(v)) {
+        ta_nano_t n;
+        assert_int_equal(ta_nano_parse(json_string_value(v), strlen(json_string_value(v)), &n), 0);
+        return n;
+    }
+    return json_integer_value(v);
+}
+
+/* More quotas in one batch than billing keeps (SETTLE_FILL, billing.c): the
+ * balances written part way through the batch and at its end are each
+ * quota's own, and the aggregates of every scope add up. */
+static void test_many_quotas_one_batch(void **state)
+{
+    fx_t *f = *state;
+    enum { N = 900 };
+    MDB_txn *txn;
+    ta_quota_t q;
+    ta_nano_t cost[N + 1], sum = 0;
+
+    /* a ring that holds the whole batch */
+    ta_billing_close(f->b);
+    ta_ring_close(f->ring);
+    char path[128];
+    snprintf(path, sizeof(path), "%s/ring2", f->dir);
+    assert_int_equal(ta_ring_create_or_attach(path, 2048, &f->ring), 0);
+    f->conf.ring = f->ring;
+    f->conf.batch_max = 2048;
+    assert_int_equal(ta_billing_open(&f->conf, &f->b), 0);
+
+    uint64_t first = 0;
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_LEDGER, true, &txn), 0);
+    assert_int_equal(ta_rec_get(f->st, txn, &ta_desc_quota, f->quota_id, &q), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(ta_rec_next_id(f->st, txn, &ta_desc_quota, &q.id), 0);
+        q.user_id = 100 + (uint64_t)i % 7;
+        q.group_id = 1 + (uint64_t)i % 3;
+        assert_int_equal(ta_rec_put(f->st, txn, &ta_desc_quota, q.id, &q), 0);
+        if (first == 0)
+            first = q.id;
+    }
+    assert_int_equal(ta_txn_commit(txn), 0);
+    /* two requests per quota, the second pass in reverse order */
+    memset(cost, 0, sizeof(cost));
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N; i++) {
+            int k = pass ? N - 1 - i : i;
+            f->quota_id = first + (uint64_t)k;
+            ta_nano_t c = request(f, 100, 10 + k, 1 + pass, false, true);
+            cost[k] += c;
+            sum += c;
+        }
+    }
+    assert_int_equal(ta_billing_step(f->b, 10), 2 * N); /* one batch */
+    for (int i = 0; i < N; i++) {
+        f->quota_id = first + (uint64_t)i;
+        ta_balance_t bal = balance(f);
+        assert_int_equal(bal.cost_used, cost[i]);
+        assert_int_equal(bal.requests_used, 2);
+        assert_int_equal(bal.in_flight, 0);
+    }
+    assert_int_equal(count_holds(f), 0);
+    json_t *js = stats(f->st, TA_GROUP_GROUP, NULL);
+    assert_int_equal(total_of(js, "requests"), 2 * N);
+    assert_int_equal(total_of(js, "cost"), sum);
+    assert_int_equal(json_array_size(json_object_get(js, "series")), 3);
+    json_decref(js);
+    js = stats(f->st, TA_GROUP_USER, NULL); /* the user scope (request() says user 7) */
+    assert_int_equal(total_of(js, "requests"), 2 * N);
+    assert_int_equal(total_of(js, "cost"), sum);
+    assert_int_equal(json_array_size(json_object_get(js, "series")), 1);
+    json_decref(js);
+    ta_audit_filter_t one = {.quota_id = first + 5};
+    js = stats(f->st, TA_GROUP_NONE, &one);
+    assert_int_equal(total_of(js, "cost"), cost[5]);
+    json_decref(js);
+    assert_verify_ok(f);
+}
+
+static void agg_row_add(ta_store_t *st, const uint8_t *key, int64_t requests)
+{
+    MDB_txn *txn;
+    MDB_val k = {TA_AGG_KEY_LEN, (void *)key}, v;
+    ta_daily_t d;
+    uint8_t buf[256];
+    assert_int_equal(ta_txn_begin(st, TA_ENV_AUDIT, true, &txn), 0);
+    assert_int_equal(mdb_get(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &k, &v), 0);
+    assert_int_equal(ta_rec_decode(&ta_desc_daily, v.mv_data, v.mv_size, &d), 0);
+    d.requests += requests;
+    int len = ta_rec_encode(&ta_desc_daily, &d, buf, sizeof(buf));
+    assert_true(len > 0);
+    v.mv_data = buf, v.mv_size = (size_t)len;
+    assert_int_equal(mdb_put(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &k, &v, 0), 0);
+    assert_int_equal(ta_txn_commit(txn), 0);
+}
+
+/* The first aggregate row of a scope (its key into out). */
+static void first_agg_key(ta_store_t *st, int scope, uint8_t out[TA_AGG_KEY_LEN])
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    uint8_t lo[1] = {(uint8_t)scope};
+    MDB_val k = {1, lo}, v;
+    assert_int_equal(ta_txn_begin(st, TA_ENV_AUDIT, false, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur), 0);
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), 0);
+    assert_int_equal(k.mv_size, TA_AGG_KEY_LEN);
+    assert_int_equal(((uint8_t *)k.mv_data)[0], scope);
+    memcpy(out, k.mv_data, TA_AGG_KEY_LEN);
+    mdb_cursor_close(cur);
+    ta_txn_abort(txn);
+}
+
+/* ledger verify checks the aggregates against the records: a quota's and
+ * the whole gateway's. */
+static void test_verify_aggregates(void **state)
+{
+    fx_t *f = *state;
+    uint8_t key[TA_AGG_KEY_LEN];
+    int ndiff = -1;
+    for (int i = 0; i < 3; i++)
+        request(f, 100, 100 + i, 10, false, true);
+    request(f, 100, 0, 0, true, true);
+    drain(f);
+    assert_verify_ok(f);
+    ta_store_t *bst = ta_billing_store(f->b);
+    static const int scopes[] = {TA_AGG_QUOTA, TA_AGG_ALL};
+    for (size_t i = 0; i < 2; i++) {
+        first_agg_key(bst, scopes[i], key);
+        agg_row_add(bst, key, 1);
+        FILE *devnull = fopen("/dev/null", "w");
+        assert_int_equal(ta_ledger_verify(f->st, NULL, devnull, &ndiff), 0);
+        fclose(devnull);
+        assert_int_equal(ndiff, 1);
+        agg_row_add(bst, key, -1);
+        assert_verify_ok(f);
+    }
+}
+
+/* Remove the hourly aggregates and write what an earlier build kept: daily
+ * rows (quota, UTC day, model) of the records, plus rest[] more in one row
+ * of a day whose records were pruned. */
+static void make_earlier_build(ta_store_t *st, uint64_t quota_id, int32_t old_day, const ta_daily_t *old)
+{
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    MDB_dbi dbi = ta_store_dbi(st, TA_DB_AUDIT_DAILY);
+    assert_int_equal(ta_txn_begin(st, TA_ENV_AUDIT, true, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+    while (mdb_cursor_get(cur, &k, &v, MDB_FIRST) == 0)
+        assert_int_equal(mdb_cursor_del(cur, 0), 0);
+    mdb_cursor_close(cur);
+    MDB_val mk = {strlen("aggregates_version"), "aggregates_version"};
+    assert_int_equal(mdb_del(txn, ta_store_dbi(st, TA_DB_AUDIT_META), &mk, NULL), 0);
+    /* the records' daily rows, as that build summed them */
+    assert_int_equal(mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_REQUESTS), &cur), 0);
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        ta_audit_t r;
+        ta_daily_t d;
+        uint8_t dk[TA_DAILY_KEY_LEN];
+        assert_int_equal(ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &r), 0);
+        ta_be64_put(dk, r.quota_id);
+        int32_t day = (int32_t)(r.t_received_ns / 1000000000LL / 86400);
+        dk[8] = (uint8_t)(day >> 24), dk[9] = (uint8_t)(day >> 16), dk[10] = (uint8_t)(day >> 8),
+        dk[11] = (uint8_t)day;
+        ta_be64_put(dk + 12, r.model_id);
+        MDB_val key = {sizeof(dk), dk}, have;
+        memset(&d, 0, sizeof(d));
+        if (mdb_get(txn, dbi, &key, &have) == 0)
+            assert_int_equal(ta_rec_decode(&ta_desc_daily, have.mv_data, have.mv_size, &d), 0);
+        d.quota_id = r.quota_id, d.day = day, d.model_id = r.model_id, d.user_id = r.user_id;
+        d.requests++;
+        d.prompt_tokens += r.prompt_tokens;
+        d.completion_tokens += r.completion_tokens;
+        d.cost += r.cost;
+        d.errors += r.status >= 400;
+        uint8_t buf[256];
+        int len = ta_rec_encode(&ta_desc_daily, &d, buf, sizeof(buf));
+        MDB_val val = {(size_t)len, buf};
+        assert_int_equal(mdb_put(txn, dbi, &key, &val, 0), 0);
+    }
+    mdb_cursor_close(cur);
+    /* a day long gone: its records pruned, its daily row kept */
+    uint8_t dk[TA_DAILY_KEY_LEN], buf[256];
+    ta_be64_put(dk, quota_id);
+    dk[8] = (uint8_t)(old_day >> 24), dk[9] = (uint8_t)(old_day >> 16), dk[10] = (uint8_t)(old_day >> 8),
+    dk[11] = (uint8_t)old_day;
+    ta_be64_put(dk + 12, 1);
+    int len = ta_rec_encode(&ta_desc_daily, old, buf, sizeof(buf));
+    MDB_val key = {sizeof(dk), dk}, val = {(size_t)len, buf};
+    assert_int_equal(mdb_put(txn, dbi, &key, &val, 0), 0);
+    assert_int_equal(ta_txn_commit(txn), 0);
+}
+
+/* A data directory of an earlier build (daily rows, no hourly ones) gets
+ * its hourly aggregates when billing starts: the records summed by hour,
+ * what the daily rows hold beyond them at their day's first hour, the daily
+ * rows gone; statistics and verify agree, and it happens once. */
+static void test_upgrade_daily(void **state)
+{
+    fx_t *f = *state;
+    ta_nano_t sum = 0;
+    for (int i = 0; i < 5; i++)
+        sum += request(f, 100, 100 + i, 10, false, true);
+    request(f, 100, 0, 0, true, true);
+    drain(f);
+    json_t *before = stats(f->st, TA_GROUP_HOUR, NULL);
+    ta_billing_close(f->b);
+    f->b = NULL;
+
+    int32_t old_day = (int32_t)(ta_now_s() / 86400) - 60;
+    ta_daily_t old = {.quota_id = f->quota_id, .day = old_day, .model_id = 1, .user_id = 7,
+                      .requests = 3, .prompt_tokens = 30, .completion_tokens = 9,
+                      .cost = 123456789, .errors = 1};
+    make_earlier_build(f->st, f->quota_id, old_day, &old);
+    MDB_txn *txn;
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, false, &txn), 0);
+    assert_false(ta_audit_aggregates_ready(f->st, txn));
+    ta_txn_abort(txn);
+
+    assert_int_equal(ta_billing_open(&f->conf, &f->b), 0); /* upgrades */
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, false, &txn), 0);
+    assert_true(ta_audit_aggregates_ready(f->st, txn));
+    ta_txn_abort(txn);
+    assert_int_equal(db_entries(f, TA_ENV_AUDIT, TA_DB_AUDIT_DAILY),
+                     json_array_size(json_object_get(before, "series")) * 3 + 3);
+    json_t *after = stats(f->st, TA_GROUP_HOUR, NULL);
+    json_t *series = json_object_get(after, "series");
+    /* the pruned day first, at its UTC midnight, then the records' hours as before */
+    assert_int_equal(json_array_size(series), json_array_size(json_object_get(before, "series")) + 1);
+    json_t *e0 = json_array_get(series, 0);
+    char midnight[40];
+    ta_time_format((int64_t)old_day * 86400, midnight);
+    assert_memory_equal(json_string_value(json_object_get(e0, "hour")), midnight, 13);
+    assert_int_equal(json_integer_value(json_object_get(e0, "requests")), 3);
+    assert_int_equal(json_integer_value(json_object_get(e0, "errors")), 1);
+    assert_int_equal(total_of(after, "requests"), total_of(before, "requests") + 3);
+    assert_int_equal(total_of(after, "cost"), sum + old.cost);
+    for (size_t i = 1; i < json_array_size(series); i++)
+        assert_true(json_equal(json_array_get(series, i),
+                               json_array_get(json_object_get(before, "series"), i - 1)));
+    json_decref(after);
+    json_t *prov = stats(f->st, TA_GROUP_PROVIDER, NULL);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(prov, "series"), 0),
+                                                        "provider_id")), 0);
+    json_decref(prov);
+    ta_audit_filter_t uf = {.user_id = 7};
+    json_t *user = stats(f->st, TA_GROUP_DAY, &uf);
+    assert_int_equal(total_of(user, "requests"), total_of(before, "requests") + 3);
+    json_decref(user);
+    assert_verify_ok(f); /* the pruned day lies before verify's window */
+
+    /* a second start changes nothing */
+    ta_billing_close(f->b);
+    assert_int_equal(ta_billing_open(&f->conf, &f->b), 0);
+    after = stats(f->st, TA_GROUP_HOUR, NULL);
+    assert_int_equal(total_of(after, "cost"), sum + old.cost);
+    json_decref(after);
+    /* and billing goes on adding to the upgraded rows */
+    sum += request(f, 100, 7, 7, false, true);
+    drain(f);
+    after = stats(f->st, TA_GROUP_HOUR, NULL);
+    assert_int_equal(total_of(after, "cost"), sum + old.cost);
+    json_decref(after);
+    json_decref(before);
+    assert_verify_ok(f);
+}
+
 int main(void)
 {
     ta_log_init('B', TA_LOG_ERROR);
@@ -615,6 +899,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dead_letters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spool_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_after_prune, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_quotas_one_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_aggregates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_daily, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -65,6 +65,8 @@ static void sample_model(ta_model_t *m)
         m->routes[i].provider_id = (uint64_t)(i + 1);
         snprintf(m->routes[i].upstream_name, sizeof(m->routes[i].upstream_name), "upstream-%d", i);
         m->routes[i].priority = i * 10;
+        m->routes[i].weight = i + 1;
+        m->routes[i].upstream_missing = i == 2;
     }
     m->nroutes = TA_MODEL_MAX_ROUTES;
     m->input_price = 150000000;     /* 0.15 */
@@ -565,6 +567,12 @@ static void copy_unwritable(const ta_recdesc_t *d, void *dst, const void *src)
 {
     for (size_t i = 0; i < d->nfields; i++) {
         const ta_field_t *f = &d->fields[i];
+        if (f->type == TA_FT_SUB_LIST && !(f->flags & (TA_FF_READONLY | TA_FF_INTERNAL | TA_FF_SECRET))) {
+            for (uint16_t k = 0; k < f->max_count; k++) /* an element's own (route.upstream_missing) */
+                copy_unwritable(f->sub, (uint8_t *)dst + f->offset + k * f->size,
+                                (const uint8_t *)src + f->offset + k * f->size);
+            continue;
+        }
         if (!((f->flags & (TA_FF_READONLY | TA_FF_INTERNAL | TA_FF_SECRET)) || f->type == TA_FT_BYTES))
             continue;
         size_t sz = f->size;
@@ -653,7 +661,8 @@ static void test_json_shape(void **state)
                                         "token_limit", "request_limit", "rpm", "tpm",
                                         "max_concurrency", "auto_renew", "expires_at", "warn_at",
                                         "is_active", "key_prefix", "created_at", "updated_at", NULL};
-    static const char *const rkeys[] = {"provider_id", "upstream_name", "priority", NULL};
+    static const char *const rkeys[] = {"provider_id", "upstream_name", "priority", "weight",
+                                        "upstream_missing", NULL};
     for (int mode = TA_JSON_API; mode <= TA_JSON_DUMP; mode++) {
         json_t *j = ta_rec_to_json(&ta_desc_user, &u, mode);
         assert_keys(j, ukeys);
@@ -801,6 +810,44 @@ static int from_text(const ta_recdesc_t *d, const char *text, void *rec, int mer
 #define Q(extra) "{\"user_id\":1,\"group_id\":2" extra "}"
 #define G(extra) "{\"name\":\"g\"" extra "}"
 
+/* route.weight: 1 when a route is created without it, 1 when read from a
+ * record of a build before the field (absent tag), 1..1000 on input;
+ * upstream_missing is output only. */
+static void test_route_weight(void **state)
+{
+    (void)state;
+    ta_model_t m, back;
+    ta_err_t e = {0};
+    uint8_t buf[TA_REC_MAX_ENCODED];
+
+    ta_rec_defaults(&ta_desc_model, &m);
+    json_t *in = json_loads("{\"name\":\"w\",\"routes\":[{\"provider_id\":1,\"upstream_name\":\"a\"},"
+                            "{\"provider_id\":2,\"upstream_name\":\"b\",\"weight\":3,\"upstream_missing\":true}]}",
+                            0, NULL);
+    assert_int_equal(ta_rec_from_json(&ta_desc_model, in, &m, TA_MERGE_CREATE, &e), 0);
+    json_decref(in);
+    assert_int_equal(m.routes[0].weight, 1);
+    assert_int_equal(m.routes[1].weight, 3);
+    assert_false(m.routes[1].upstream_missing); /* ignored on input */
+    /* a record written before the field: weight 0 is never stored, like an absent tag */
+    m.routes[1].weight = 0;
+    int n = ta_rec_encode(&ta_desc_model, &m, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_int_equal(ta_rec_decode(&ta_desc_model, buf, (size_t)n, &back), 0);
+    assert_int_equal(back.routes[0].weight, 1);
+    assert_int_equal(back.routes[1].weight, 1);
+    assert_int_equal(ta_rec_validate(&ta_desc_model, &back, &e), 0);
+    static const char *const bad[] = {"0", "1001", "-1", "\"2\""};
+    for (size_t i = 0; i < TA_ARRAY_SIZE(bad); i++) {
+        char txt[160];
+        snprintf(txt, sizeof(txt), "{\"routes\":[{\"provider_id\":1,\"upstream_name\":\"a\",\"weight\":%s}]}", bad[i]);
+        in = json_loads(txt, 0, NULL);
+        assert_int_equal(ta_rec_from_json(&ta_desc_model, in, &m, TA_MERGE_PATCH, &e), TA_EINVAL);
+        assert_string_equal(e.field, "routes[0].weight");
+        json_decref(in);
+    }
+}
+
 static void test_validation_rules(void **state)
 {
     (void)state;
@@ -936,6 +983,14 @@ static void test_validation_rules(void **state)
     assert_string_equal(e.rule, "min");
     assert_string_equal(e.message, "routes[3].priority: must be at least 0");
     m.routes[3].priority = 0;
+    m.routes[3].weight = 0;
+    assert_int_equal(ta_rec_validate(&ta_desc_model, &m, &e), TA_EINVAL);
+    assert_string_equal(e.field, "routes[3].weight");
+    assert_string_equal(e.message, "routes[3].weight: must be at least 1");
+    m.routes[3].weight = 1001;
+    assert_int_equal(ta_rec_validate(&ta_desc_model, &m, &e), TA_EINVAL);
+    assert_string_equal(e.message, "routes[3].weight: must be at most 1000");
+    m.routes[3].weight = 1;
     m.nroutes = 9;
     assert_int_equal(ta_rec_validate(&ta_desc_model, &m, &e), TA_EINVAL);
     assert_string_equal(e.rule, "max_items");
@@ -1537,6 +1592,7 @@ int main(void)
         cmocka_unit_test(test_json_shape),
         cmocka_unit_test(test_json_internal_records),
         cmocka_unit_test(test_validation_rules),
+        cmocka_unit_test(test_route_weight),
         cmocka_unit_test(test_control_characters),
         cmocka_unit_test(test_url_rules),
         cmocka_unit_test(test_json_input_semantics),

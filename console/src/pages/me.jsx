@@ -1,13 +1,18 @@
-// A user's own pages: quotas with their use, how to call the gateway, and
-// the password. (Superadmins see them too, under "My account".)
+// A user's own pages: quotas with their use (and their key reset), usage
+// charts, how to call the gateway, and the password. (Superadmins see them
+// too, under "My account".)
 import { useState } from 'preact/hooks';
-import { get, post, setToken } from '../api.js';
-import { useLoad, Loaded, PageHead, Time, Badge, Empty, CopyButton, useForm, TextField, FormMessage } from '../ui.jsx';
-import { UsageBar } from './quotas.jsx';
-import { int } from '../format.js';
+import { get, post, all, setToken } from '../api.js';
+import { useLoad, Loaded, PageHead, Time, Badge, Empty, CopyButton, useForm, TextField, FormMessage, Money, Table } from '../ui.jsx';
+import { UsageBar, ResetKey } from './quotas.jsx';
+import { BarChart } from '../chart.jsx';
+import { setParams, go } from '../router.js';
+import { statsMode, stats, bucket } from '../stats.js';
+import { int, errorRate, money, lastDays, dayStart, dayEnd, toNano } from '../format.js';
 
 export function MyQuotas() {
   const load = useLoad(() => get('/api/quotas/'), []);
+  const [reset, setReset] = useState(null);
   return (
     <section>
       <PageHead title="My quotas" sub="Your API keys, what each may still spend, and when it renews." />
@@ -24,7 +29,7 @@ export function MyQuotas() {
                 </header>
                 <p class="muted">
                   {q.period === 'none' ? 'One budget, never renewed.'
-                    : <>This {q.period}: <Time iso={q.usage.period_start} /> to <Time iso={q.usage.period_end} />
+                    : <>This {q.period}: <Time iso={q.usage.period_start} short /> to <Time iso={q.usage.period_end} short />
                       {q.auto_renew ? <> · renews <Time iso={q.usage.period_end} rel /></> : ' · does not renew'}</>}
                 </p>
                 <UsageBar label="Cost" used={q.usage.cost_used} limit={q.cost_limit} isMoney />
@@ -39,10 +44,116 @@ export function MyQuotas() {
                     : q.warn_at.length ? `at ${q.warn_at.map((w) => w + '%').join(', ')} of a limit` : 'none'}</dd>
                   {q.expires_at && <><dt>Expires</dt><dd><Time iso={q.expires_at} /></dd></>}
                 </dl>
+                <div class="card-actions">
+                  <a href={`#/me/requests?quota_id=${q.id}`}>Requests</a>
+                  <a href={`#/me/usage?quota_id=${q.id}`}>Usage</a>
+                  {q.is_active && <button type="button" onClick={() => setReset(q)}>Reset key</button>}
+                </div>
               </article>
             ))}
           </div>
         )}
+      </Loaded>
+      {reset && <ResetKey quota={reset} own path={`/api/quotas/${reset.id}/reset_api_key/`}
+        onClose={(changed) => { setReset(null); if (changed) load.reload(); }} />}
+    </section>
+  );
+}
+
+const RANGES = [['7', '7 days'], ['30', '30 days']];
+
+/** My usage: cost and requests per day and per model, for all my quotas or one. */
+export function MyUsage({ route }) {
+  const p = route.params;
+  const range = RANGES.some(([v]) => v === p.range) ? p.range : '7';
+  const load = useLoad(async () => {
+    const quotas = await all('/api/quotas/');
+    let mode;
+    try {
+      mode = await statsMode('/api/statistics/');
+    } catch (e) {
+      if (e.status === 404) return { quotas, missing: true };
+      throw e;
+    }
+    const path = p.quota_id ? `/api/quotas/${encodeURIComponent(p.quota_id)}/statistics/` : '/api/statistics/';
+    const days = lastDays(Number(range), mode.zoned);
+    const [byDay, byModel] = await Promise.all([
+      stats(path, mode, { since: days.since, group_by: 'day' }),
+      stats(path, mode, { since: days.since, group_by: 'model' }),
+    ]);
+    return { quotas, mode, days, byDay, byModel };
+  }, [range, p.quota_id]);
+
+  return (
+    <section>
+      <PageHead title="My usage" sub={load.data && load.data.mode ? `What your requests used and cost. Days in ${load.data.mode.zoned ? load.data.mode.zone : 'UTC'}.`
+        : 'What your requests used and cost.'}>
+        {!(load.data && load.data.missing) && (
+          <div class="segmented" role="group" aria-label="Time range">
+            {RANGES.map(([v, label]) => (
+              <button type="button" key={v} aria-pressed={v === range ? 'true' : 'false'}
+                onClick={() => setParams(route, { range: v })}>{label}</button>
+            ))}
+          </div>)}
+      </PageHead>
+      <Loaded load={load} what="your usage">
+        {({ quotas, missing, mode, days, byDay, byModel }) => {
+          if (missing) {
+            return (
+              <Empty><p>This gateway does not give usage charts yet.</p>
+                <p>What each quota used this period is on <a href="#/me/quotas">My quotas</a>, and what each request cost on <a href="#/me/requests">My requests</a>.</p></Empty>
+            );
+          }
+          const t = byDay.totals;
+          const perDay = new Map(byDay.series.map((e) => [bucket(e, 'day'), e]));
+          const rows = days.keys.map((d) => ({ requests: 0, errors: 0, cost: '0', ...(perDay.get(d) || {}), key: d }));
+          const label = (d) => `${Number(d.slice(5, 7))}/${Number(d.slice(8))}`;
+          const toRequests = (i) => go('/me/requests', { quota_id: p.quota_id, since: dayStart(rows[i].key, mode.zoned), until: dayEnd(rows[i].key, mode.zoned) });
+          const models = [...byModel.series].sort((a, b) => { const x = toNano(a.cost) || 0n, y = toNano(b.cost) || 0n; return x > y ? -1 : x < y ? 1 : 0; });
+          return (
+            <>
+              <form class="filters" aria-label="Which quota">
+                <label>Quota <select value={p.quota_id || ''} onChange={(e) => setParams(route, { quota_id: e.currentTarget.value })}>
+                  <option value="">all my quotas</option>
+                  {quotas.map((q) => <option key={q.id} value={String(q.id)}>#{q.id} ({q.key_prefix}…)</option>)}</select></label>
+              </form>
+              <div class="cards">
+                <div class="card stat"><h2>Cost</h2><p class="big"><Money value={t.cost} /></p><p class="muted">last {range} days</p></div>
+                <div class="card stat"><h2>Tokens</h2><p class="big">{int(t.prompt_tokens + t.completion_tokens)}</p>
+                  <p class="muted">{int(t.prompt_tokens)} in · {int(t.completion_tokens)} out</p></div>
+                <div class="card stat"><h2>Requests</h2><p class="big">{int(t.requests)}</p><p class="muted">{int(t.requests - t.errors)} answered</p></div>
+                <div class={'card stat' + (t.errors > 0 ? ' warn' : '')}><h2>Error rate</h2><p class="big">{errorRate(t.errors, t.requests)}</p>
+                  <p class="muted">{int(t.errors)} {t.errors === 1 ? 'error' : 'errors'}</p></div>
+              </div>
+              <div class="grid2">
+                <div class="card">
+                  <h2>Cost per day</h2>
+                  <BarChart title="My cost per day" labels={rows.map((r) => label(r.key))}
+                    series={[{ label: 'cost', values: rows.map((r) => Number(r.cost)) /* bar heights only */ }]}
+                    format={(i) => money(rows[i].cost)} onPick={toRequests} hint="Point at a day for its cost; click it for its requests." />
+                </div>
+                <div class="card">
+                  <h2>Requests per day</h2>
+                  <BarChart title="My requests per day" stacked counts labels={rows.map((r) => label(r.key))}
+                    series={[{ label: 'answered', values: rows.map((r) => r.requests - r.errors) },
+                      { label: 'errors', values: rows.map((r) => r.errors), colorVar: '--error' }]}
+                    format={(i, k) => int(k === 0 ? rows[i].requests - rows[i].errors : rows[i].errors)} onPick={toRequests}
+                    hint="Click a day for its requests." />
+                </div>
+              </div>
+              <div class="card">
+                <h2>By model</h2>
+                {models.length === 0 ? <p class="muted">No requests in this range.</p> : (
+                  <Table caption="My usage by model" rowKey={(r) => String(r.model_id) + String(r.key)} rows={models} columns={[
+                    { key: 'key', label: 'Model', render: (r) => r.key === null ? <span class="muted">unknown model</span> : <span class="mono">{r.key}</span> },
+                    { key: 'requests', label: 'Requests', num: true, render: (r) => int(r.requests) },
+                    { key: 'tokens', label: 'Tokens', num: true, render: (r) => int(r.prompt_tokens + r.completion_tokens) },
+                    { key: 'cost', label: 'Cost', num: true, render: (r) => <Money value={r.cost} /> },
+                  ]} />)}
+              </div>
+            </>
+          );
+        }}
       </Loaded>
     </section>
   );

@@ -1,22 +1,24 @@
-// Overview: what was spent and used over today / 7 / 30 days, per day, per
-// model and per user, and the quotas close to a limit. Days are UTC days:
-// the gateway's statistics count in UTC.
+// Overview: the live figures (refreshed every few seconds), what was spent
+// and used over today / 7 / 30 days, per day, per hour, per model, user and
+// provider, and the quotas close to a limit. Days and hours follow the
+// browser's zone when the gateway counts in zones (src/stats.js), else they
+// are UTC days.
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { get, all } from '../api.js';
 import { useLoad, Loaded, PageHead, Money, Table, Empty } from '../ui.jsx';
 import { BarChart } from '../chart.jsx';
 import { go, setParams } from '../router.js';
 import { useLookup, name } from '../lookups.js';
-import { int, errorRate, toNano, money, perMille, pctText, utcDay } from '../format.js';
+import { statsMode, stats, optional, bucket } from '../stats.js';
+import { int, errorRate, toNano, money, perMille, pctText, lastDays, lastHours, dayStart, dayEnd,
+  isoUtc, duration, localTime } from '../format.js';
 
+const S = '/api/admin/statistics/';
 const RANGES = [['1', 'Today'], ['7', '7 days'], ['30', '30 days']];
-const DAY_MS = 86400000;
-
-function days(n) {
-  const today = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate());
-  const out = [];
-  for (let i = n - 1; i >= 0; i--) out.push(utcDay(new Date(today - i * DAY_MS)));
-  return out;
-}
+const LIVE_EVERY_MS = 2000;
+// GET /api/admin/status/ upstream_errors kinds, in words
+const KINDS = { connect: 'could not connect', timeout: 'timed out', status: 'error answers', no_response: 'no answer',
+  cut: 'cut off', other: 'other' };
 
 function byCostDesc(a, b) {
   const x = toNano(a.cost) || 0n, y = toNano(b.cost) || 0n;
@@ -28,25 +30,86 @@ function dayLabel(d) {
   return `${Number(m)}/${Number(dd)}`;
 }
 
+const ZERO = { requests: 0, errors: 0, cost: '0', prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0 };
+
+/** The gateway's live figures (GET /api/admin/status/), polled while the page is open. */
+function Live() {
+  const [state, setState] = useState({ data: null, error: null, at: null });
+  const timer = useRef(null);
+  useEffect(() => {
+    let live = true;
+    async function poll() {
+      if (document.visibilityState !== 'hidden') {
+        try {
+          const data = await get('/api/admin/status/');
+          if (live) setState({ data, error: null, at: new Date() });
+        } catch (error) {
+          if (live) setState((s) => ({ ...s, error }));
+        }
+      }
+      if (live) timer.current = setTimeout(poll, LIVE_EVERY_MS);
+    }
+    poll();
+    return () => { live = false; clearTimeout(timer.current); };
+  }, []);
+  const { data, error } = state;
+  if (!data) {
+    return (
+      <div class="card live">
+        <h2>Live</h2>
+        {error ? <p class="muted">Live figures are not available: {error.message}</p> : <p class="muted">Reading the live figures…</p>}
+      </div>
+    );
+  }
+  const r = data.requests, b = data.billing;
+  const upTotal = Object.values(data.upstream_errors).reduce((x, y) => x + y, 0);
+  const upKinds = Object.entries(data.upstream_errors).filter(([, n]) => n > 0);
+  const lag = b.lag_events === 0 ? 'none' : `${int(b.lag_events)} events` + (b.lag_s === null ? '' : ` · ${b.lag_s} s`);
+  return (
+    <div class="card live" aria-labelledby="live-h">
+      <header class="card-head">
+        <h2 id="live-h">Live <span class={'dot' + (error ? ' stale' : '')} aria-hidden="true" /></h2>
+        <p class="muted small">{error ? `Not refreshed: ${error.message}` : `Every ${LIVE_EVERY_MS / 1000} s · last at ${state.at.toLocaleTimeString()}`}</p>
+      </header>
+      <dl class="figures">
+        <div><dt>Requests/s</dt><dd>{r.per_s === null ? '—' : r.per_s}<small>last {r.window_s >= 60 ? 'minute' : `${r.window_s} s`}</small></dd></div>
+        <div><dt>In flight</dt><dd>{int(r.in_flight)}<small>{int(r.total)} since start</small></dd></div>
+        <div class={b.alive ? '' : 'bad'}><dt>Billing</dt><dd>{b.alive ? 'alive' : 'down'}<small>lag {lag}</small></dd></div>
+        <div><dt>Ring depth</dt><dd>{int(data.ring.depth)}<small>{int(data.ring.pending)} waiting in workers</small></dd></div>
+        <div class={upTotal > 0 ? 'warn' : ''}><dt>Upstream errors</dt><dd>{int(upTotal)}
+          <small>{upKinds.length ? upKinds.map(([k, n]) => `${int(n)} ${KINDS[k] || k}`).join(' · ') : 'none since start'}</small></dd></div>
+        <div><dt>Workers</dt><dd>{int(data.workers)}<small>{data.worker_restarts ? `${int(data.worker_restarts)} restarted` : 'no restarts'}</small></dd></div>
+        <div><dt>Up</dt><dd><span title={data.started_at ? 'since ' + localTime(data.started_at) : undefined}>{duration(data.uptime_s)}</span><small>version {data.version}</small></dd></div>
+      </dl>
+    </div>
+  );
+}
+
 export function Overview({ route }) {
   const range = RANGES.some(([v]) => v === route.params.range) ? route.params.range : '7';
-  const list = days(Number(range));
-  const since = list[0] + 'T00:00:00Z';
   const load = useLoad(async () => {
-    const [byDay, byModel, byUser, quotas] = await Promise.all([
-      get('/api/admin/statistics/', { since, group_by: 'day' }),
-      get('/api/admin/statistics/', { since, group_by: 'model' }),
-      get('/api/admin/statistics/', { since, group_by: 'user' }),
+    const mode = await statsMode(S);
+    const days = lastDays(Number(range), mode.zoned);
+    const hours = lastHours(24);
+    const since = days.since;
+    const [byDay, byModel, byUser, byProvider, byHour, quotas] = await Promise.all([
+      stats(S, mode, { since, group_by: 'day' }),
+      stats(S, mode, { since, group_by: 'model' }),
+      stats(S, mode, { since, group_by: 'user' }),
+      mode.zoned ? optional(stats(S, mode, { since, group_by: 'provider' })) : null,
+      mode.zoned ? optional(stats(S, mode, { since: isoUtc(hours[0]), group_by: 'hour' })) : null,
       all('/api/admin/quotas/'),
     ]);
-    return { byDay, byModel, byUser, quotas };
-  }, [since]);
+    return { mode, days, hours, since, byDay, byModel, byUser, byProvider, byHour, quotas };
+  }, [range]);
   const users = useLookup('users');
   const groups = useLookup('groups');
+  const providers = useLookup('providers');
+  const zoneText = load.data ? (load.data.mode.zoned ? `Days in ${load.data.mode.zone}.` : 'Days are UTC days.') : '';
 
   return (
     <section>
-      <PageHead title="Overview" sub="Spend and use across all quotas. Days are UTC days.">
+      <PageHead title="Overview" sub={`Spend and use across all quotas. ${zoneText}`}>
         <div class="segmented" role="group" aria-label="Time range">
           {RANGES.map(([v, label]) => (
             <button type="button" key={v} aria-pressed={v === range ? 'true' : 'false'}
@@ -54,13 +117,16 @@ export function Overview({ route }) {
           ))}
         </div>
       </PageHead>
+      <Live />
       <Loaded load={load} what="statistics">
-        {({ byDay, byModel, byUser, quotas }) => {
+        {({ mode, days, hours, since, byDay, byModel, byUser, byProvider, byHour, quotas }) => {
           const t = byDay.totals;
-          const perDay = new Map(byDay.series.map((e) => [e.key, e]));
-          const rows = list.map((d) => perDay.get(d) || { key: d, requests: 0, errors: 0, cost: '0', prompt_tokens: 0, completion_tokens: 0 });
-          const toRequests = (i) => go('/requests', { since: rows[i].key + 'T00:00:00Z',
-            until: utcDay(new Date(Date.parse(rows[i].key) + DAY_MS)) + 'T00:00:00Z' });
+          const perDay = new Map(byDay.series.map((e) => [bucket(e, 'day'), e]));
+          const rows = days.keys.map((d) => ({ ...(perDay.get(d) || ZERO), key: d }));
+          const toRequests = (i) => go('/requests', { since: dayStart(rows[i].key, mode.zoned), until: dayEnd(rows[i].key, mode.zoned) });
+          const perHour = byHour ? new Map(byHour.series.map((e) => [Date.parse(bucket(e, 'hour')), e])) : null;
+          const hourRows = perHour ? hours.map((h) => ({ ...(perHour.get(h.getTime()) || ZERO), at: h })) : null;
+          const hourLabel = (h) => `${String(h.getHours()).padStart(2, '0')}:00`;
           const near = quotas.map((q) => ({ q, pm: Math.max(
             perMille(q.usage.cost_used, q.cost_limit, true) ?? -1,
             perMille(q.usage.tokens_used, q.token_limit) ?? -1,
@@ -96,18 +162,29 @@ export function Overview({ route }) {
                 </div>
                 <div class="card">
                   <h2>Requests per day</h2>
-                  <BarChart title="Requests per day" stacked labels={rows.map((r) => dayLabel(r.key))}
+                  <BarChart title="Requests per day" stacked counts labels={rows.map((r) => dayLabel(r.key))}
                     series={[{ label: 'answered', values: rows.map((r) => r.requests - r.errors) },
                       { label: 'errors', values: rows.map((r) => r.errors), colorVar: '--error' }]}
                     format={(i, k) => int(k === 0 ? rows[i].requests - rows[i].errors : rows[i].errors)} onPick={toRequests}
                     hint="Click a day for its requests." />
                 </div>
               </div>
+              {hourRows && (
+                <div class="card">
+                  <h2>Requests per hour <span class="muted small">last 24 hours</span></h2>
+                  <BarChart title="Requests per hour" stacked counts height={180} labels={hourRows.map((r) => hourLabel(r.at))}
+                    series={[{ label: 'answered', values: hourRows.map((r) => r.requests - r.errors) },
+                      { label: 'errors', values: hourRows.map((r) => r.errors), colorVar: '--error' }]}
+                    format={(i, k) => int(k === 0 ? hourRows[i].requests - hourRows[i].errors : hourRows[i].errors)}
+                    onPick={(i) => go('/requests', { since: isoUtc(hourRows[i].at), until: isoUtc(new Date(hourRows[i].at.getTime() + 3600000)) })}
+                    hint="Click an hour for its requests." />
+                </div>
+              )}
               <div class="grid2">
                 <div class="card">
                   <h2>Top models</h2>
                   {byModel.series.length === 0 ? <p class="muted">No requests yet.</p> : (
-                    <Table caption="Top models" rowKey={(r) => String(r.key)} rows={[...byModel.series].sort(byCostDesc).slice(0, 8)}
+                    <Table caption="Top models" rowKey={(r) => String(r.model_id) + String(r.key)} rows={[...byModel.series].sort(byCostDesc).slice(0, 8)}
                       onRow={(r) => r.key !== null && go('/requests', { model: r.key, since })}
                       columns={[
                         { key: 'key', label: 'Model', render: (r) => r.key === null ? <span class="muted">unknown model</span> : r.key },
@@ -119,28 +196,43 @@ export function Overview({ route }) {
                 <div class="card">
                   <h2>Top users</h2>
                   {byUser.series.length === 0 ? <p class="muted">No requests yet.</p> : (
-                    <Table caption="Top users" rowKey={(r) => String(r.key)} rows={[...byUser.series].sort(byCostDesc).slice(0, 8)}
-                      onRow={(r) => go('/requests', { user_id: r.key, since })}
+                    <Table caption="Top users" rowKey={(r) => String(bucket(r, 'user'))} rows={[...byUser.series].sort(byCostDesc).slice(0, 8)}
+                      onRow={(r) => go('/requests', { user_id: bucket(r, 'user'), since })}
                       columns={[
-                        { key: 'key', label: 'User', render: (r) => name(users, r.key, 'email') },
+                        { key: 'key', label: 'User', render: (r) => name(users, bucket(r, 'user'), 'email') },
                         { key: 'requests', label: 'Requests', num: true, render: (r) => int(r.requests) },
                         { key: 'errors', label: 'Errors', num: true, render: (r) => int(r.errors) },
                         { key: 'cost', label: 'Cost', num: true, render: (r) => <Money value={r.cost} /> },
                       ]} />)}
                 </div>
               </div>
-              <div class="card">
-                <h2>Quotas near a limit</h2>
-                {near.length === 0 ? <p class="muted">No active quota has reached a warning threshold or 80% of a limit.</p> : (
-                  <Table caption="Quotas near a limit" rowKey={(x) => x.q.id} rows={near.slice(0, 10)}
-                    onRow={(x) => go('/quotas', { user_id: x.q.user_id })}
-                    columns={[
-                      { key: 'user', label: 'User', render: (x) => name(users, x.q.user_id, 'email') },
-                      { key: 'group', label: 'Group', render: (x) => name(groups, x.q.group_id) },
-                      { key: 'cost', label: 'Cost used / limit', num: true, render: (x) => <><Money value={x.q.usage.cost_used} /> / <Money value={x.q.cost_limit} none="no limit" /></> },
-                      { key: 'pm', label: 'Highest use', num: true, render: (x) => x.pm >= 0 ? pctText(x.pm) : '—' },
-                      { key: 'w', label: 'Warnings reached', render: (x) => x.q.usage.warnings.length ? x.q.usage.warnings.map((w) => w + '%').join(', ') : '—' },
-                    ]} />)}
+              <div class={byProvider ? 'grid2' : ''}>
+                {byProvider && (
+                  <div class="card">
+                    <h2>Providers</h2>
+                    {byProvider.series.length === 0 ? <p class="muted">No requests yet.</p> : (
+                      <Table caption="Providers" rowKey={(r) => String(bucket(r, 'provider'))} rows={[...byProvider.series].sort(byCostDesc)}
+                        columns={[
+                          { key: 'key', label: 'Provider', render: (r) => bucket(r, 'provider') ? name(providers, bucket(r, 'provider')) : <span class="muted">none (refused before a provider)</span> },
+                          { key: 'requests', label: 'Requests', num: true, render: (r) => int(r.requests) },
+                          { key: 'errors', label: 'Error rate', num: true, render: (r) => <span class={r.errors > 0 ? 'bad' : ''}>{errorRate(r.errors, r.requests)}</span> },
+                          { key: 'cost', label: 'Cost', num: true, render: (r) => <Money value={r.cost} /> },
+                        ]} />)}
+                  </div>
+                )}
+                <div class="card">
+                  <header class="card-head"><h2>Quotas near a limit</h2><a href="#/warnings" class="small">All warnings →</a></header>
+                  {near.length === 0 ? <p class="muted">No active quota has reached a warning threshold or 80% of a limit.</p> : (
+                    <Table caption="Quotas near a limit" rowKey={(x) => x.q.id} rows={near.slice(0, 10)}
+                      onRow={(x) => go('/quotas', { user_id: x.q.user_id })}
+                      columns={[
+                        { key: 'user', label: 'User', render: (x) => name(users, x.q.user_id, 'email') },
+                        { key: 'group', label: 'Group', render: (x) => name(groups, x.q.group_id) },
+                        { key: 'cost', label: 'Cost used / limit', num: true, render: (x) => <><Money value={x.q.usage.cost_used} /> / <Money value={x.q.cost_limit} none="no limit" /></> },
+                        { key: 'pm', label: 'Highest use', num: true, render: (x) => x.pm >= 0 ? pctText(x.pm) : '—' },
+                        { key: 'w', label: 'Warnings reached', render: (x) => x.q.usage.warnings.length ? x.q.usage.warnings.map((w) => w + '%').join(', ') : '—' },
+                      ]} />)}
+                </div>
               </div>
             </>
           );

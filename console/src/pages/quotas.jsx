@@ -158,7 +158,7 @@ export function Quotas({ route }) {
                 </div>) },
               { key: 'period', label: 'Period', render: (q) => <>{q.period}{q.period !== 'none' && <><br /><span class="muted">ends <Time iso={q.usage.period_end} rel /></span></>}</> },
               { key: 'warn', label: 'Warnings', render: (q) => q.usage.warnings.length
-                ? q.usage.warnings.map((w) => <Badge kind="warn" key={w}>{w}% reached</Badge>)
+                ? <a href={`#/warnings?quota_id=${q.id}`} class="access" aria-label={`Warnings of quota ${q.id}`}>{q.usage.warnings.map((w) => <Badge kind="warn" key={w}>{w}% reached</Badge>)}</a>
                 : <span class="muted">{q.warn_at.length ? 'at ' + q.warn_at.map((w) => w + '%').join(', ') : 'none'}</span> },
               { key: 'status', label: 'Status', render: (q) => q.is_active ? <Badge kind="ok">active</Badge> : <Badge kind="off">revoked</Badge> },
               { key: 'actions', label: 'Actions', render: (q) => q.is_active && (
@@ -226,26 +226,30 @@ function EditQuota({ quota, who, onClose }) {
   );
 }
 
-function ResetKey({ quota, who, onClose }) {
+/** Reset a quota's key: ask, then show the new one once. path: the admin's
+ *  endpoint by default; a user resetting their own passes theirs (own). */
+export function ResetKey({ quota, who, onClose, own, path = `/api/admin/quotas/${quota.id}/reset_api_key/` }) {
   const [key, setKey] = useState(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState(null);
   async function reset() {
     setBusy(true); setError(null);
-    try { setKey((await post(`/api/admin/quotas/${quota.id}/reset_api_key/`)).api_key); }
+    try { setKey((await post(path)).api_key); }
     catch (e) { setError(e.message); setBusy(false); }
   }
   if (key) {
     return (
       <Dialog title="New key" onClose={() => onClose(true)} wide>
-        <KeyReveal apiKey={key} what={who} />
+        <KeyReveal apiKey={key} what={who} own={own} />
         <div class="actions"><button type="button" class="primary" onClick={() => onClose(true)}>Done</button></div>
       </Dialog>
     );
   }
   return (
     <Dialog title="Reset key" onClose={() => onClose(false)}>
-      <p>Give quota #{quota.id} of <strong>{who}</strong> a new key? The old key ({quota.key_prefix}…) stops working at once.</p>
+      {own ? <p>Get a new key for your quota #{quota.id}? <strong>The current key ({quota.key_prefix}…) stops working at once</strong>:
+        every program that uses it fails until you give it the new one. The new key is shown once, on the next screen.</p>
+        : <p>Give quota #{quota.id} of <strong>{who}</strong> a new key? The old key ({quota.key_prefix}…) stops working at once.</p>}
       {error && <p class="form-error" role="alert">{error}</p>}
       <div class="actions">
         <button type="button" onClick={() => onClose(false)}>Cancel</button>

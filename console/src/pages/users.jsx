@@ -1,11 +1,11 @@
 // Users: search and filter, create (then give access in the same flow),
 // edit name/role/active/password, reset all keys (shown once), deactivate.
 import { useState } from 'preact/hooks';
-import { get, post, patch, del } from '../api.js';
+import { get, post, patch, del, all } from '../api.js';
 import { useLoad, Loaded, PageHead, Table, Pager, Time, Badge, Dialog, Confirm, KeyReveal,
   useForm, TextField, SelectField, CheckField, FormMessage, Empty } from '../ui.jsx';
 import { setParams, go } from '../router.js';
-import { invalidate } from '../lookups.js';
+import { invalidate, useLookup, name } from '../lookups.js';
 import { GrantForm } from './quotas.jsx';
 
 const PAGE = 50;
@@ -18,7 +18,26 @@ export function Users({ route }) {
   const [search, setSearch] = useState(p.search || '');
   const load = useLoad(() => get('/api/admin/users/', { search: p.search, role: p.role, is_active: p.is_active, page, page_size: PAGE }),
     [p.search, p.role, p.is_active, page]);
-  const close = (changed) => { setDialog(null); if (changed) { invalidate('users'); load.reload(); } };
+  // After a write the list and the access column load again (a new user, a
+  // quota given in the same flow, keys reset, a deactivation).
+  const [rev, setRev] = useState(0);
+  const quotaList = useLoad(() => all('/api/admin/quotas/'), [rev]);
+  const quotas = quotaList.data ? { list: quotaList.data } : null;
+  const groups = useLookup('groups', rev);
+  const close = (changed) => {
+    setDialog(null);
+    if (changed) { invalidate('users'); invalidate('groups'); setRev((r) => r + 1); load.reload(); }
+  };
+  const access = (u) => {
+    if (!quotas) return <span class="muted">…</span>;
+    const mine = quotas.list.filter((q) => q.user_id === u.id);
+    if (!mine.length) return <span class="muted">none</span>;
+    return (
+      <a href={`#/quotas?user_id=${u.id}`} class="access" aria-label={`Quotas of ${u.email}`}>
+        {mine.map((q) => <Badge key={q.id} kind={q.is_active ? '' : 'off'}>{name(groups, q.group_id)}{q.is_active ? '' : ' (revoked)'}</Badge>)}
+      </a>
+    );
+  };
 
   return (
     <section>
@@ -44,6 +63,7 @@ export function Users({ route }) {
               { key: 'name', label: 'Name', render: (u) => u.name || <span class="muted">—</span> },
               { key: 'role', label: 'Role', render: (u) => <Badge kind={u.role === 'superadmin' ? 'accent' : ''}>{u.role}</Badge> },
               { key: 'is_active', label: 'Status', render: (u) => u.is_active ? <Badge kind="ok">active</Badge> : <Badge kind="off">deactivated</Badge> },
+              { key: 'access', label: 'Access', render: access },
               { key: 'created_at', label: 'Created', render: (u) => <Time iso={u.created_at} rel /> },
               { key: 'actions', label: 'Actions', render: (u) => (
                 <div class="row-actions">
