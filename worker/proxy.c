@@ -83,6 +83,7 @@
 
 #define MAX_ERR_BODY (64u << 10)
 #define MAX_PASS_HEADERS 8
+#define MAX_SPARE 64 /* freed preq_t kept (3 KiB each) */
 #define TA_MAX_CHOICES 128 /* n: OpenAI's own bound */
 #define TA_MAX_BEST_OF 20  /* best_of: OpenAI's own bound */
 #define DEFAULT_MAX_RESPONSE (64u << 20) /* conf.max_response_size 0 */
@@ -107,6 +108,16 @@ struct ta_proxy {
     h2o_linklist_t live; /* every preq_t not freed yet (ta_proxy_destroy ends them) */
     MDB_txn *rtxn; /* on_req's read transaction, reset between requests (read_begin) */
     struct key_cache *keys; /* KEY_CACHE clear provider keys (provider_key) */
+    struct preq *spare;     /* freed preq_t kept for the next requests (hold_next links them) */
+    int nspare;
+    /* records the front reads and drops within on_req (not re-entered): kept
+     * here rather than allocated and freed per request (each is over glibc's
+     * small sizes, and freeing them made malloc consolidate) */
+    struct front_scratch {
+        ta_user_t user;
+        ta_group_t grp;
+        ta_provider_t prov; /* wiped after use: it holds a sealed key */
+    } *scratch;
     unsigned key_next;
 };
 
@@ -206,7 +217,7 @@ typedef struct front {
     bool caller;          /* ev names the caller: a refusal is recorded */
     ta_event_t ev;
     ta_quota_t q;
-    ta_group_t *grp;      /* malloc'd */
+    ta_group_t *grp;      /* the proxy's scratch */
     json_t *body;
 } front_t;
 
@@ -410,6 +421,13 @@ static void preq_free(preq_t *pr)
     free(pr->msgs);
     resp_stream_free(pr);
     ta_bytes_free(&pr->scratch);
+    ta_proxy_t *p = pr->p;
+    if (p->nspare < MAX_SPARE) {
+        pr->hold_next = p->spare;
+        p->spare = pr;
+        p->nspare++;
+        return;
+    }
     free(pr);
 }
 
@@ -2010,14 +2028,9 @@ static int front_auth(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, r
     ta_worker_client_ip(req, ev->client_ip, sizeof(ev->client_ip));
     ev->bytes_in = (int64_t)req->entity.len;
 
-    ta_user_t *user = malloc(sizeof(*user));
-    f->grp = malloc(sizeof(*f->grp));
-    if (user == NULL || f->grp == NULL) {
-        free(user);
-        return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
-    }
+    ta_user_t *user = &p->scratch->user;
+    f->grp = &p->scratch->grp;
     bool active = ta_rec_get(st, txn, &ta_desc_user, q->user_id, user) == 0 && user->is_active && q->is_active;
-    free(user);
     if (!active)
         return refused(rf, 403, TA_ET_PERMISSION, "quota_inactive", NULL, "This API key's quota is not active.");
     if (ta_rec_get(st, txn, &ta_desc_group, q->group_id, f->grp) != 0)
@@ -2099,12 +2112,10 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
         }
     ta_health_route_t hc[TA_MODEL_MAX_ROUTES];
     char hname[TA_MODEL_MAX_ROUTES][MEMBER_SIZE(ta_provider_t, name)];
-    ta_provider_t *prov = malloc(sizeof(*prov));
+    ta_provider_t *prov = &p->scratch->prov;
     pr->routes = n > 0 ? malloc((size_t)n * sizeof(*pr->routes)) : NULL;
-    if (prov == NULL || (n > 0 && pr->routes == NULL)) {
-        free(prov);
+    if (n > 0 && pr->routes == NULL)
         return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
-    }
     for (int i = 0; i < n; i++) {
         const ta_route_t *rt = &pr->model.routes[order[i]];
         if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
@@ -2132,7 +2143,6 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
                                                   (int64_t)(ri->timeout_s > 0 ? ri->timeout_s : p->default_timeout_s) * 1000};
     }
     explicit_bzero(prov, sizeof(*prov));
-    free(prov);
     /* Health (ledger/health.h): routes cooling down are left out, a trial
      * goes first, equal priorities share by weight. */
     int ho[TA_MODEL_MAX_ROUTES], hn = ta_health_order(mid, hc, pr->nroutes, ho, &pr->health);
@@ -2247,9 +2257,14 @@ static void front_shape(preq_t *pr, front_t *f)
  * h2o's request (h2o_part_t) from the start: from here on it ends by end(). */
 static preq_t *preq_new(ta_proxy_t *p, h2o_req_t *req, const front_t *f)
 {
-    preq_t *pr = calloc(1, sizeof(*pr));
-    if (pr == NULL)
+    preq_t *pr = p->spare;
+    if (pr != NULL) { /* a freed one: a malloc and a free of this size cost more than the memset */
+        p->spare = pr->hold_next;
+        p->nspare--;
+        memset(pr, 0, sizeof(*pr));
+    } else if ((pr = calloc(1, sizeof(*pr))) == NULL) {
         return NULL;
+    }
     h2o_part_t *hp = h2o_mem_alloc_shared(&req->pool, sizeof(*hp), on_req_dispose);
     memset(hp, 0, sizeof(*hp));
     hp->pr = pr;
@@ -2311,7 +2326,6 @@ Exit:
     if (rc != 0)
         refuse(p, req, &f, pr, &rf);
     json_decref(f.body);
-    free(f.grp);
     return 0;
 }
 
@@ -2332,7 +2346,6 @@ static void on_oversize(void *arg, h2o_req_t *req)
     refused(&rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL,
             "The request body is larger than the limit of %zu bytes.", p->conf.max_body_size);
     refuse(p, NULL, &f, NULL, &rf);
-    free(f.grp);
 }
 
 /* ---- setup --------------------------------------------------------------------------------- */
@@ -2376,6 +2389,11 @@ int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out
         return TA_ECONFIG;
     }
     p->hasher = ta_apikey_hasher_create(); /* NULL: one-shot hashes */
+    if ((p->scratch = malloc(sizeof(*p->scratch))) == NULL) {
+        ta_apikey_hasher_destroy(p->hasher);
+        free(p);
+        return -ENOMEM;
+    }
     h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h) + sizeof(ta_proxy_t *));
     *(ta_proxy_t **)(h + 1) = p;
     h->on_req = on_req;
@@ -2416,7 +2434,16 @@ void ta_proxy_destroy(ta_proxy_t *p)
         ta_upstream_destroy(p->up);
     if (p->drain_timeout_init)
         h2o_timeout_dispose(ta_worker_loop(p->w), &p->drain_timeout);
+    while (p->spare != NULL) {
+        struct preq *n = p->spare->hold_next;
+        free(p->spare);
+        p->spare = n;
+    }
     ta_apikey_hasher_destroy(p->hasher);
+    if (p->scratch != NULL) {
+        explicit_bzero(p->scratch, sizeof(*p->scratch));
+        free(p->scratch);
+    }
     if (p->rtxn != NULL)
         mdb_txn_abort(p->rtxn);
     if (p->keys != NULL) {
