@@ -159,7 +159,7 @@ typedef struct preq {
     ta_event_t ev;
     ta_model_t model;
     route_info_t *routes; /* the model's usable routes (front_model), as many as it has */
-    int nroutes, route_i;
+    int nroutes, route_i, routes_cap;
     ta_health_req_t health; /* the routes' health slots and a trial won (ledger/health.h) */
     int64_t call_ns[2];     /* this call's start and answer head (mono), for health */
     json_t *body;
@@ -409,7 +409,6 @@ static void preq_free(preq_t *pr)
     free(pr->up_body);
     if (pr->routes != NULL) /* sealed keys: not secret, but not needed */
         explicit_bzero(pr->routes, (size_t)pr->nroutes * sizeof(*pr->routes));
-    free(pr->routes);
     ta_bytes_free(&pr->resp);
     ta_bytes_free(&pr->out);
     ta_sse_dispose(&pr->sse);
@@ -422,12 +421,13 @@ static void preq_free(preq_t *pr)
     resp_stream_free(pr);
     ta_bytes_free(&pr->scratch);
     ta_proxy_t *p = pr->p;
-    if (p->nspare < MAX_SPARE) {
+    if (p->nspare < MAX_SPARE) { /* with its routes buffer */
         pr->hold_next = p->spare;
         p->spare = pr;
         p->nspare++;
         return;
     }
+    free(pr->routes);
     free(pr);
 }
 
@@ -2113,9 +2113,13 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
     ta_health_route_t hc[TA_MODEL_MAX_ROUTES];
     char hname[TA_MODEL_MAX_ROUTES][MEMBER_SIZE(ta_provider_t, name)];
     ta_provider_t *prov = &p->scratch->prov;
-    pr->routes = n > 0 ? malloc((size_t)n * sizeof(*pr->routes)) : NULL;
-    if (n > 0 && pr->routes == NULL)
-        return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+    if (n > pr->routes_cap) {
+        route_info_t *rs = realloc(pr->routes, (size_t)n * sizeof(*pr->routes));
+        if (rs == NULL)
+            return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+        pr->routes = rs;
+        pr->routes_cap = n;
+    }
     for (int i = 0; i < n; i++) {
         const ta_route_t *rt = &pr->model.routes[order[i]];
         if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
@@ -2261,7 +2265,11 @@ static preq_t *preq_new(ta_proxy_t *p, h2o_req_t *req, const front_t *f)
     if (pr != NULL) { /* a freed one: a malloc and a free of this size cost more than the memset */
         p->spare = pr->hold_next;
         p->nspare--;
+        route_info_t *routes = pr->routes;
+        int cap = pr->routes_cap;
         memset(pr, 0, sizeof(*pr));
+        pr->routes = routes;
+        pr->routes_cap = cap;
     } else if ((pr = calloc(1, sizeof(*pr))) == NULL) {
         return NULL;
     }
@@ -2436,6 +2444,7 @@ void ta_proxy_destroy(ta_proxy_t *p)
         h2o_timeout_dispose(ta_worker_loop(p->w), &p->drain_timeout);
     while (p->spare != NULL) {
         struct preq *n = p->spare->hold_next;
+        free(p->spare->routes);
         free(p->spare);
         p->spare = n;
     }
