@@ -25,6 +25,7 @@
 #   MAX_TOKENS=16        max_tokens in the request body
 #   UPSTREAM_LOG=/dev/null  the fake upstream's per-request log
 #   KEEP_TMP=1           keep the temp directory (logs, configs, wrk output)
+#   GATEWAY_ENV="TOKENAUDIT_UPSTREAM_ENGINE=curl"  extra settings of the gateway (NAME=VALUE ...)
 # Exit status: 0 when every requested target ran with only 2xx answers,
 # 1 on a missing piece (message says which), 2 when a target was skipped or
 # answered errors (the table still shows what did run).
@@ -227,7 +228,8 @@ start_gateway() {
         --admin-password "$ADMIN_PASSWORD" >"$T/gateway-init.log" 2>&1 ||
         { tail -n 20 "$T/gateway-init.log" >&2; GATEWAY_WHY="tokenaudit init failed (log above)"; return 1; }
     GW_PORT=$(free_port)
-    TOKENAUDIT_DATA_DIR="$T/gateway-data" TOKENAUDIT_LISTEN="127.0.0.1:$GW_PORT" \
+    # shellcheck disable=SC2086
+    env ${GATEWAY_ENV:-} TOKENAUDIT_DATA_DIR="$T/gateway-data" TOKENAUDIT_LISTEN="127.0.0.1:$GW_PORT" \
         TOKENAUDIT_WORKERS="$WORKERS" "$bin" >"$T/gateway.log" 2>&1 &
     GW_PID=$!
     STARTED+=("$GW_PID")

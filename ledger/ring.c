@@ -74,6 +74,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -349,6 +350,22 @@ uint64_t ta_ring_depth(const ta_ring_t *r)
     return h >= t ? h - t : 0;
 }
 
+/* The producer's pid, asked of the kernel once per process (getpid(2) is a
+ * system call in glibc >= 2.25, and every event claims a slot): forgotten in
+ * a child after fork (pthread_atfork), so a forked worker records its own. */
+static int32_t cached_pid;
+static void forget_pid(void) { cached_pid = 0; }
+static void register_forget_pid(void) { pthread_atfork(NULL, NULL, forget_pid); }
+static int32_t my_pid(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    if (cached_pid == 0) {
+        pthread_once(&once, register_forget_pid);
+        cached_pid = (int32_t)getpid();
+    }
+    return cached_pid;
+}
+
 /* ---- producers ---------------------------------------------------------- */
 
 int ta_ring_claim(ta_ring_t *r, uint64_t *ticket, ta_event_t **slot)
@@ -367,7 +384,7 @@ int ta_ring_claim(ta_ring_t *r, uint64_t *ticket, ta_event_t **slot)
     struct ring_slot *s = slot_of(r, head);
     /* Freed before tail moved past head - nslots (release/acquire on tail). */
     TA_BUG_ON(atomic_load_explicit(&s->seq, memory_order_acquire) != head);
-    atomic_store_explicit(&s->owner, (int32_t)getpid(), memory_order_relaxed);
+    atomic_store_explicit(&s->owner, my_pid(), memory_order_relaxed);
     *ticket = head;
     *slot = &s->ev;
     return 0;

@@ -35,6 +35,7 @@ static const char *const durability_choices[] = {"relaxed", "strict", NULL};
 static const char *const reserve_choices[] = {"estimate", "strict", NULL};
 static const char *const log_choices[] = {"debug", "info", "warn", "error", NULL};
 static const char *const disconnect_choices[] = {"drain", "abort", NULL};
+static const char *const engine_choices[] = {"h2o", "curl", NULL}; /* = enum ta_up_engine */
 
 /* Where an installed build keeps the console's files (docs/CONFIG.md). */
 #define TA_CONSOLE_INSTALL_DIR "/usr/share/tokenaudit/console"
@@ -108,9 +109,18 @@ static const setting_t settings[] = {
     {"ring_slots", CT_INT, NUM(ring_slots), "65536", 1024, 16777216, NULL, false,
      "Slots in the worker-to-billing event ring (a power of two)."},
     {"upstream_max_connections", CT_INT, NUM(upstream_max_connections), "0", 0, 65536, NULL, true,
-     "Idle upstream keep-alive connections kept per worker; 0 = automatic (4 per request in "
-     "flight, so the pool follows the load). A pool smaller than the concurrency closes and "
-     "reopens connections on every request (about twice the CPU per request)."},
+     "Idle upstream keep-alive connections kept per worker; 0 = automatic (the `h2o` engine keeps "
+     "up to 256, the `curl` engine 4 per request in flight, so the pool follows the load). A pool "
+     "smaller than the concurrency closes and reopens connections on every request (about twice "
+     "the CPU per request)."},
+    {"upstream_engine", CT_ENUM, NUM(upstream_engine), "h2o", 0, 0, engine_choices, true,
+     "HTTP client of `/v1` provider calls: `h2o` (the worker's own event loop, sockets and TLS; "
+     "docs/ARCHITECTURE.md) or `curl` (libcurl driven by the same loop). Provider test and model "
+     "sync always use curl."},
+    {"upstream_ca_file", CT_STRING, STR(upstream_ca_file), "", 0, 0, NULL, true,
+     "PEM file of certificate authorities trusted for `https://` providers in addition to the "
+     "system's store (a private CA, or a provider's self-signed certificate); empty = the "
+     "system's store only. A file that cannot be read stops a worker from starting."},
     {"health_failures", CT_INT, NUM(health_failures), "3", 1, 1000, NULL, true,
      "Failed calls in a row (connect errors, timeouts, broken answers, HTTP 5xx; not 4xx) after "
      "which a route (a provider and upstream model) is down: it cools down and requests skip it."},

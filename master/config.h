@@ -62,6 +62,8 @@ typedef struct ta_config {
     int64_t warning_webhook_attempts;
     int64_t ring_slots;
     int64_t upstream_max_connections;
+    int upstream_engine;        /* enum ta_up_engine (worker/upstream.h) */
+    char upstream_ca_file[TA_CONF_STR];
     int64_t health_failures;    /* provider route health (ledger/health.h) */
     int64_t health_cooldown_s;
     int64_t health_check_interval_s;

@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -342,6 +343,8 @@ static int worker_setup(ta_worker_t *w, void *arg)
         .stream_drain_timeout_ms = env->cfg->stream_drain_timeout_ms,
         .max_body_size = (size_t)env->cfg->max_body_size,
         .upstream_max_connections = (long)env->cfg->upstream_max_connections,
+        .upstream_engine = env->cfg->upstream_engine,
+        .upstream_ca_file = env->cfg->upstream_ca_file,
     };
     if (env->admin != NULL)
         ta_worker_add_tick(w, ta_admin_tick, env->admin);
@@ -418,6 +421,7 @@ static void run_worker(generation_t *g, int slot)
         .nlisteners = g->nsocks,
         .tls_cert_file = cfg->tls_cert_file,
         .tls_key_file = cfg->tls_key_file,
+        .upstream_ca_file = cfg->upstream_ca_file,
         .max_body_size = (size_t)cfg->max_body_size,
         .shutdown_timeout_ms = cfg->shutdown_timeout_ms,
         .generation = g->gen,
@@ -791,8 +795,41 @@ static void shutdown_all(const sigset_t *unblocked)
     ta_log(TA_LOG_INFO, "stopped");
 }
 
+/* RLIMIT_NOFILE: the soft limit raised to the hard one before any child is
+ * forked (children inherit it), so a worker serves as many streams at once
+ * as the machine allows (ta_worker_capacity, docs/ARCHITECTURE.md). */
+static rlim_t nofile_before;
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    nofile_before = rl.rlim_cur;
+    if (rl.rlim_cur == rl.rlim_max)
+        return;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        ta_log(TA_LOG_WARN, "cannot raise RLIMIT_NOFILE to %llu: %s", (unsigned long long)rl.rlim_max,
+               strerror(errno));
+}
+
+static void log_capacity(unsigned nworkers)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    size_t nofile = rl.rlim_cur == RLIM_INFINITY ? (size_t)1 << 20 : (size_t)rl.rlim_cur;
+    size_t per = ta_worker_capacity(nofile);
+    ta_log(TA_LOG_INFO,
+           "descriptors: %zu per process (soft limit %llu, hard %llu): each worker serves up to %zu streams "
+           "at once, %zu for all %u; past that a request gets 503 server_busy",
+           nofile, (unsigned long long)nofile_before, (unsigned long long)rl.rlim_max, per, per * nworkers,
+           nworkers);
+}
+
 static int supervise(void)
 {
+    raise_nofile();
     sigset_t block, unblocked;
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
@@ -822,6 +859,7 @@ static int supervise(void)
         start_slot(cur, &cur->slots[i], 'W', (int)i);
     ta_log(TA_LOG_INFO, "tokenauditd %s started: %u worker(s), data_dir %s", TA_VERSION,
            cur->nworkers, cur->cfg.data_dir);
+    log_capacity(cur->nworkers);
     if (cur->cfg.console && ta_console_present(cur->cfg.console_dir))
         ta_log(TA_LOG_INFO, "console: serving %s under /console/", cur->cfg.console_dir);
     else if (cur->cfg.console)

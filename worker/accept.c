@@ -67,6 +67,8 @@ struct h2_reader {
     bool in_accept; /* inside h2o_http2_accept(): a close only marks it */
     bool in_read;   /* inside h2o's reader from parse_before(): the same */
     bool closed;
+    void (*prev_close)(void *); /* the socket's on_close before ours (the worker's connection count) */
+    void *prev_close_data;
 };
 
 static h2o_linklist_t pending_list = {&pending_list, &pending_list};
@@ -318,6 +320,8 @@ static void h2_on_read(h2o_socket_t *sock, const char *err)
 static void h2_on_close(void *data)
 {
     struct h2_reader *r = data;
+    if (r->prev_close != NULL)
+        r->prev_close(r->prev_close_data);
     if (r->in_accept || r->in_read)
         r->closed = true;
     else
@@ -333,6 +337,8 @@ static void accept_h2(h2o_accept_ctx_t *actx, h2o_socket_t *sock, struct timeval
     }
     r->limit = limit;
     r->in_accept = true;
+    r->prev_close = sock->on_close.cb;
+    r->prev_close_data = sock->on_close.data;
     sock->on_close.cb = h2_on_close;
     sock->on_close.data = r;
     /* What came with the preface is parsed at once. Before the client has

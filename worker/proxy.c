@@ -83,6 +83,7 @@
 
 #define MAX_ERR_BODY (64u << 10)
 #define MAX_PASS_HEADERS 8
+#define MAX_SPARE 64 /* freed preq_t kept (3 KiB each) */
 #define TA_MAX_CHOICES 128 /* n: OpenAI's own bound */
 #define TA_MAX_BEST_OF 20  /* best_of: OpenAI's own bound */
 #define DEFAULT_MAX_RESPONSE (64u << 20) /* conf.max_response_size 0 */
@@ -107,6 +108,16 @@ struct ta_proxy {
     h2o_linklist_t live; /* every preq_t not freed yet (ta_proxy_destroy ends them) */
     MDB_txn *rtxn; /* on_req's read transaction, reset between requests (read_begin) */
     struct key_cache *keys; /* KEY_CACHE clear provider keys (provider_key) */
+    struct preq *spare;     /* freed preq_t kept for the next requests (hold_next links them) */
+    int nspare;
+    /* records the front reads and drops within on_req (not re-entered): kept
+     * here rather than allocated and freed per request (each is over glibc's
+     * small sizes, and freeing them made malloc consolidate) */
+    struct front_scratch {
+        ta_user_t user;
+        ta_group_t grp;
+        ta_provider_t prov; /* wiped after use: it holds a sealed key */
+    } *scratch;
     unsigned key_next;
 };
 
@@ -147,8 +158,8 @@ typedef struct preq {
     bool body_edited; /* pr->body differs from the client's bytes */
     ta_event_t ev;
     ta_model_t model;
-    route_info_t routes[TA_MODEL_MAX_ROUTES];
-    int nroutes, route_i;
+    route_info_t *routes; /* the model's usable routes (front_model), as many as it has */
+    int nroutes, route_i, routes_cap;
     ta_health_req_t health; /* the routes' health slots and a trial won (ledger/health.h) */
     int64_t call_ns[2];     /* this call's start and answer head (mono), for health */
     json_t *body;
@@ -168,9 +179,9 @@ typedef struct preq {
     ta_bytes_t out;  /* bytes handed to h2o (stream) */
     uint64_t drained;
     h2o_timeout_entry_t drain_timer;
-    struct {
+    struct pass_hdr {
         char name[40], value[64];
-    } pass[MAX_PASS_HEADERS];
+    } *pass; /* MAX_PASS_HEADERS, allocated by the first one (an error's headers) */
     int npass;
     int64_t t0_mono;
     /* the hold, done at the end of the loop pass (queue_hold) */
@@ -206,7 +217,7 @@ typedef struct front {
     bool caller;          /* ev names the caller: a refusal is recorded */
     ta_event_t ev;
     ta_quota_t q;
-    ta_group_t *grp;      /* malloc'd */
+    ta_group_t *grp;      /* the proxy's scratch */
     json_t *body;
 } front_t;
 
@@ -314,9 +325,12 @@ void ta_proxy_duration(int64_t ms, char *out, size_t cap)
     long long h = ms / 3600000, m = ms / 60000 % 60, sec = ms / 1000 % 60, frac = ms % 1000;
     char fs[8] = "";
     if (frac > 0) {
-        snprintf(fs, sizeof(fs), ".%03lld", frac);
-        for (size_t n = strlen(fs); fs[n - 1] == '0'; n--)
-            fs[n - 1] = '\0';
+        fs[0] = '.';
+        fs[1] = (char)('0' + frac / 100);
+        fs[2] = (char)('0' + frac / 10 % 10);
+        fs[3] = (char)('0' + frac % 10);
+        for (int n = 3; n > 0 && fs[n] == '0'; n--) /* frac > 0: stops at a digit */
+            fs[n] = '\0';
     }
     if (h > 0)
         snprintf(out, cap, "%lldh%lldm%lld%ss", h, m, sec, fs);
@@ -391,8 +405,10 @@ static void preq_free(preq_t *pr)
         pr->hp->pr = NULL;
     h2o_linklist_unlink(&pr->live);
     json_decref(pr->body);
+    free(pr->pass);
     free(pr->up_body);
-    explicit_bzero(pr->routes, sizeof(pr->routes)); /* sealed keys: not secret, but not needed */
+    if (pr->routes != NULL) /* sealed keys: not secret, but not needed */
+        explicit_bzero(pr->routes, (size_t)pr->nroutes * sizeof(*pr->routes));
     ta_bytes_free(&pr->resp);
     ta_bytes_free(&pr->out);
     ta_sse_dispose(&pr->sse);
@@ -404,6 +420,14 @@ static void preq_free(preq_t *pr)
     free(pr->msgs);
     resp_stream_free(pr);
     ta_bytes_free(&pr->scratch);
+    ta_proxy_t *p = pr->p;
+    if (p->nspare < MAX_SPARE) { /* with its routes buffer */
+        pr->hold_next = p->spare;
+        p->spare = pr;
+        p->nspare++;
+        return;
+    }
+    free(pr->routes);
     free(pr);
 }
 
@@ -594,7 +618,7 @@ static void gen_proceed(h2o_generator_t *g, h2o_req_t *req)
     if (pr == NULL)
         return;
     pr->sending = false;
-    pr->out.len = 0;
+    ta_bytes_free(&pr->out); /* a stream between events holds no buffer (bench/streams.sh) */
     if (pr->final != FINAL_NONE) {
         send_final(pr);
         return;
@@ -615,10 +639,13 @@ static void start_route(preq_t *pr);
 static int up_on_header(void *ctx, const char *name, size_t nlen, const char *v, size_t vlen)
 {
     preq_t *pr = ctx;
-    if (pr->npass >= MAX_PASS_HEADERS || nlen >= sizeof(pr->pass[0].name) || vlen >= sizeof(pr->pass[0].value))
+    if (pr->npass >= MAX_PASS_HEADERS || nlen >= MEMBER_SIZE(struct pass_hdr, name) ||
+        vlen >= MEMBER_SIZE(struct pass_hdr, value))
         return 0;
     if ((nlen == 11 && strncasecmp(name, "retry-after", 11) == 0) ||
         (nlen > 12 && strncasecmp(name, "x-ratelimit-", 12) == 0)) {
+        if (pr->pass == NULL && (pr->pass = malloc(MAX_PASS_HEADERS * sizeof(*pr->pass))) == NULL)
+            return 0;
         memcpy(pr->pass[pr->npass].name, name, nlen);
         pr->pass[pr->npass].name[nlen] = '\0';
         memcpy(pr->pass[pr->npass].value, v, vlen);
@@ -647,6 +674,8 @@ static int up_on_head(void *ctx, int status)
         pr->hp->gen.stop = gen_stop;
         pr->state = ST_STREAMING;
         pr->head_sent = true;
+        json_decref(pr->body); /* no failover from here: the tree is not needed again */
+        pr->body = NULL;
         h2o_start_response(req, &pr->hp->gen);
     }
     return 0;
@@ -693,6 +722,8 @@ static int up_on_data(void *ctx, const char *p, size_t n)
         ta_log(TA_LOG_WARN, "provider stream refused: %s", ta_strerror(rc));
         return -1;
     }
+    if (pr->sse.fr.cur.len == 0 && pr->sse.fr.cur.p != NULL)
+        ta_bytes_free(&pr->sse.fr.cur); /* between events a stream holds no buffer (bench/streams.sh) */
     if (pr->state == ST_DRAINING) {
         pr->drained += n;
         pr->out.len = 0;
@@ -1172,7 +1203,7 @@ static void up_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         ta_metrics_upstream_error(TA_METRICS_UP_STATUS);
     if (err != TA_UP_OK)
         ta_log(TA_LOG_WARN, "upstream %s (route %d of %d, provider %llu): %s", ta_up_err_name(err), pr->route_i + 1,
-               pr->nroutes, (unsigned long long)pr->routes[pr->route_i].provider_id, info->curl_msg);
+               pr->nroutes, (unsigned long long)pr->routes[pr->route_i].provider_id, info->msg);
 
     bool cut = err != TA_UP_OK || !pr->sse.done;
     if (pr->state == ST_STREAMING) { /* the client has the head: end the stream */
@@ -1255,7 +1286,10 @@ static int ensure_upstream(ta_proxy_t *p)
 {
     if (p->up != NULL)
         return 0;
-    ta_upstream_opts_t o = {.max_connects = p->conf.upstream_max_connections};
+    ta_upstream_opts_t o = {.engine = p->conf.upstream_engine,
+                            .max_connects = p->conf.upstream_max_connections,
+                            .ca_file = p->conf.upstream_ca_file,
+                            .getaddr = &ta_worker_context(p->w)->receivers.hostinfo_getaddr};
     h2o_loop_t *loop = ta_worker_loop(p->w);
     int rc = ta_upstream_create(&p->up, loop, &o);
     if (rc != 0)
@@ -1344,23 +1378,28 @@ static void start_route(preq_t *pr)
     size_t bl = strlen(r->base_url);
     while (bl > 0 && r->base_url[bl - 1] == '/')
         bl--;
-    snprintf(url, sizeof(url), "%.*s%s", (int)bl, r->base_url,
-             r->type != TA_PROVIDER_ANTHROPIC       ? ep_suffix(pr->endpoint)
-             : pr->endpoint == TA_EP_COUNT_TOKENS ? "/v1/messages/count_tokens"
-                                                  : "/v1/messages");
+    const char *suffix = r->type != TA_PROVIDER_ANTHROPIC       ? ep_suffix(pr->endpoint)
+                         : pr->endpoint == TA_EP_COUNT_TOKENS ? "/v1/messages/count_tokens"
+                                                              : "/v1/messages";
+    size_t sl = strlen(suffix); /* < 32: the url fits (no printf family per request) */
+    memcpy(url, r->base_url, bl);
+    memcpy(url + bl, suffix, sl + 1);
 
     char key[MEMBER_SIZE(ta_provider_t, key_sealed)], auth[sizeof(key) + 32];
     int kl = provider_key(p, r, key, sizeof(key));
     if (kl < 0 || pr->up_body == NULL) {
         ta_log(TA_LOG_ERROR, "provider %llu: cannot unseal its API key: %s", (unsigned long long)r->provider_id,
                ta_strerror(kl));
-        ta_upcall_info_t info = {.curl_msg = "provider key unavailable"};
+        ta_upcall_info_t info = {.msg = "provider key unavailable"};
         pr->call = NULL;
         up_on_done(pr, TA_UP_ECONNECT, &info);
         return;
     }
     key[kl] = '\0';
-    snprintf(auth, sizeof(auth), r->type == TA_PROVIDER_ANTHROPIC ? "x-api-key: %s" : "Authorization: Bearer %s", key);
+    const char *aname = r->type == TA_PROVIDER_ANTHROPIC ? "x-api-key: " : "Authorization: Bearer ";
+    size_t al = strlen(aname); /* < 32: key and name fit */
+    memcpy(auth, aname, al);
+    memcpy(auth + al, key, (size_t)kl + 1);
     const char *hdrs[] = {"Content-Type: application/json", auth,
                           pr->stream ? "Accept: text/event-stream" : "Accept: application/json"};
     ta_upcall_spec_t spec = {
@@ -1396,7 +1435,7 @@ static void start_route(preq_t *pr)
     explicit_bzero(key, sizeof(key)); /* curl copied the header line */
     explicit_bzero(auth, sizeof(auth));
     if (rc != 0) {
-        ta_upcall_info_t info = {.curl_msg = "cannot start the upstream call"};
+        ta_upcall_info_t info = {.msg = "cannot start the upstream call"};
         pr->call = NULL;
         up_on_done(pr, TA_UP_EOTHER, &info);
     }
@@ -1989,14 +2028,9 @@ static int front_auth(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, r
     ta_worker_client_ip(req, ev->client_ip, sizeof(ev->client_ip));
     ev->bytes_in = (int64_t)req->entity.len;
 
-    ta_user_t *user = malloc(sizeof(*user));
-    f->grp = malloc(sizeof(*f->grp));
-    if (user == NULL || f->grp == NULL) {
-        free(user);
-        return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
-    }
+    ta_user_t *user = &p->scratch->user;
+    f->grp = &p->scratch->grp;
     bool active = ta_rec_get(st, txn, &ta_desc_user, q->user_id, user) == 0 && user->is_active && q->is_active;
-    free(user);
     if (!active)
         return refused(rf, 403, TA_ET_PERMISSION, "quota_inactive", NULL, "This API key's quota is not active.");
     if (ta_rec_get(st, txn, &ta_desc_group, q->group_id, f->grp) != 0)
@@ -2078,9 +2112,14 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
         }
     ta_health_route_t hc[TA_MODEL_MAX_ROUTES];
     char hname[TA_MODEL_MAX_ROUTES][MEMBER_SIZE(ta_provider_t, name)];
-    ta_provider_t *prov = malloc(sizeof(*prov));
-    if (prov == NULL)
-        return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+    ta_provider_t *prov = &p->scratch->prov;
+    if (n > pr->routes_cap) {
+        route_info_t *rs = realloc(pr->routes, (size_t)n * sizeof(*pr->routes));
+        if (rs == NULL)
+            return refused(rf, 500, TA_ET_INTERNAL, "internal_error", NULL, "The gateway failed to handle the request.");
+        pr->routes = rs;
+        pr->routes_cap = n;
+    }
     for (int i = 0; i < n; i++) {
         const ta_route_t *rt = &pr->model.routes[order[i]];
         if (ta_rec_get(st, txn, &ta_desc_provider, rt->provider_id, prov) != 0 || !prov->is_active)
@@ -2108,7 +2147,6 @@ static int front_model(ta_proxy_t *p, h2o_req_t *req, MDB_txn *txn, front_t *f, 
                                                   (int64_t)(ri->timeout_s > 0 ? ri->timeout_s : p->default_timeout_s) * 1000};
     }
     explicit_bzero(prov, sizeof(*prov));
-    free(prov);
     /* Health (ledger/health.h): routes cooling down are left out, a trial
      * goes first, equal priorities share by weight. */
     int ho[TA_MODEL_MAX_ROUTES], hn = ta_health_order(mid, hc, pr->nroutes, ho, &pr->health);
@@ -2223,9 +2261,18 @@ static void front_shape(preq_t *pr, front_t *f)
  * h2o's request (h2o_part_t) from the start: from here on it ends by end(). */
 static preq_t *preq_new(ta_proxy_t *p, h2o_req_t *req, const front_t *f)
 {
-    preq_t *pr = calloc(1, sizeof(*pr));
-    if (pr == NULL)
+    preq_t *pr = p->spare;
+    if (pr != NULL) { /* a freed one: a malloc and a free of this size cost more than the memset */
+        p->spare = pr->hold_next;
+        p->nspare--;
+        route_info_t *routes = pr->routes;
+        int cap = pr->routes_cap;
+        memset(pr, 0, sizeof(*pr));
+        pr->routes = routes;
+        pr->routes_cap = cap;
+    } else if ((pr = calloc(1, sizeof(*pr))) == NULL) {
         return NULL;
+    }
     h2o_part_t *hp = h2o_mem_alloc_shared(&req->pool, sizeof(*hp), on_req_dispose);
     memset(hp, 0, sizeof(*hp));
     hp->pr = pr;
@@ -2287,7 +2334,6 @@ Exit:
     if (rc != 0)
         refuse(p, req, &f, pr, &rf);
     json_decref(f.body);
-    free(f.grp);
     return 0;
 }
 
@@ -2308,7 +2354,6 @@ static void on_oversize(void *arg, h2o_req_t *req)
     refused(&rf, 413, TA_ET_INVALID_REQUEST, "request_too_large", NULL,
             "The request body is larger than the limit of %zu bytes.", p->conf.max_body_size);
     refuse(p, NULL, &f, NULL, &rf);
-    free(f.grp);
 }
 
 /* ---- setup --------------------------------------------------------------------------------- */
@@ -2352,6 +2397,11 @@ int ta_proxy_setup(ta_worker_t *w, const ta_proxy_conf_t *conf, ta_proxy_t **out
         return TA_ECONFIG;
     }
     p->hasher = ta_apikey_hasher_create(); /* NULL: one-shot hashes */
+    if ((p->scratch = malloc(sizeof(*p->scratch))) == NULL) {
+        ta_apikey_hasher_destroy(p->hasher);
+        free(p);
+        return -ENOMEM;
+    }
     h2o_handler_t *h = h2o_create_handler(pc, sizeof(*h) + sizeof(ta_proxy_t *));
     *(ta_proxy_t **)(h + 1) = p;
     h->on_req = on_req;
@@ -2392,7 +2442,17 @@ void ta_proxy_destroy(ta_proxy_t *p)
         ta_upstream_destroy(p->up);
     if (p->drain_timeout_init)
         h2o_timeout_dispose(ta_worker_loop(p->w), &p->drain_timeout);
+    while (p->spare != NULL) {
+        struct preq *n = p->spare->hold_next;
+        free(p->spare->routes);
+        free(p->spare);
+        p->spare = n;
+    }
     ta_apikey_hasher_destroy(p->hasher);
+    if (p->scratch != NULL) {
+        explicit_bzero(p->scratch, sizeof(*p->scratch));
+        free(p->scratch);
+    }
     if (p->rtxn != NULL)
         mdb_txn_abort(p->rtxn);
     if (p->keys != NULL) {

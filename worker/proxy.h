@@ -46,6 +46,8 @@ typedef struct ta_proxy_conf {
     size_t max_body_size;         /* request bodies; > 0 (the setting max_body_size) */
     size_t max_response_size;     /* buffered (non-streaming) answers; 0 = 64 MiB */
     long upstream_max_connections; /* idle pool size per worker; 0 = automatic (ta_upstream_opts_t) */
+    int upstream_engine;          /* enum ta_up_engine (worker/upstream.h); 0 = h2o */
+    const char *upstream_ca_file; /* ta_upstream_opts_t.ca_file; NULL or "" = none */
     /** Optional: every event, after it went to the ring (tests, logs). */
     void (*on_event)(void *arg, const ta_event_t *ev);
     void *on_event_arg;

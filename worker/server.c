@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <h2o/multithread.h>
@@ -75,6 +77,11 @@ struct ta_worker {
     bool stopping;
     int64_t stop_deadline_ns;
     uint64_t inflight;       /* requests whose pool is alive + holds */
+    size_t conns;            /* client connections open (accepted, not closed yet) */
+    size_t fd_budget;        /* descriptors for connections: RLIMIT_NOFILE - TA_WORKER_FD_RESERVE */
+    bool accept_paused;      /* listeners not read: no descriptor to spare */
+    bool accept_emfile;      /* ... because accept(2) itself ran out: retried every 100 ms */
+    int64_t pause_logged_ns; /* the last "not accepting" line (at most one per 10 s) */
     uint64_t requests_total; /* requests that reached the entry handler */
     ta_upstream_t *api_up;   /* /api outbound calls (ta_api_fetch_t); created on first use */
     struct api_pool *api_pool; /* /api offloaded jobs (ta_api_job_t); created on first use */
@@ -442,6 +449,8 @@ static bool refuse_bad_framing(h2o_req_t *req)
     return true;
 }
 
+static bool refuse_over_capacity(ta_worker_t *w, h2o_req_t *req);
+
 static int on_entry(h2o_handler_t *self, h2o_req_t *req)
 {
     ta_worker_t *w = ((struct entry_handler *)self)->w;
@@ -456,7 +465,7 @@ static int on_entry(h2o_handler_t *self, h2o_req_t *req)
                (int)(req->headers.entries[ci].value.len > 64 ? 64
                                                               : req->headers.entries[ci].value.len),
                req->headers.entries[ci].value.base);
-    if (refuse_bad_framing(req))
+    if (refuse_bad_framing(req) || refuse_over_capacity(w, req))
         return 0;
     return -1;
 }
@@ -599,6 +608,20 @@ void ta_worker_client_ip(h2o_req_t *req, char *buf, size_t cap)
     struct sockaddr_storage ss;
     char host[NI_MAXHOST];
     socklen_t len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (len >= sizeof(struct sockaddr_in) && ss.ss_family == AF_INET && cap >= 16) {
+        /* every /v1 request records it: dotted quad without the printf family */
+        const uint8_t *a = (const uint8_t *)&((struct sockaddr_in *)&ss)->sin_addr;
+        char *o = buf;
+        for (int i = 0; i < 4; i++) {
+            if (a[i] >= 100)
+                *o++ = (char)('0' + a[i] / 100);
+            if (a[i] >= 10)
+                *o++ = (char)('0' + a[i] / 10 % 10);
+            *o++ = (char)('0' + a[i] % 10);
+            *o++ = i < 3 ? '.' : '\0';
+        }
+        return;
+    }
     size_t n = len == 0 ? SIZE_MAX : h2o_socket_getnumerichost((struct sockaddr *)&ss, len, host);
     if (n == SIZE_MAX)
         snprintf(buf, cap, "%s", "unknown");
@@ -703,8 +726,8 @@ static void api_fetch_on_done(void *ctx, int err, const ta_upcall_info_t *info)
         snprintf(msg, sizeof(msg), "the response is larger than %zu bytes", api_fetch_max(f));
     else if (err != TA_UP_OK)
         snprintf(msg, sizeof(msg), "%s%s%s", ta_up_err_name(err),
-                 info->curl_msg != NULL && info->curl_msg[0] != '\0' ? ": " : "",
-                 info->curl_msg != NULL ? info->curl_msg : "");
+                 info->msg != NULL && info->msg[0] != '\0' ? ": " : "",
+                 info->msg != NULL ? info->msg : "");
     if (f->req == NULL) { /* the worker's own call */
         f->done(f->done_arg, &r);
         h2o_linklist_unlink(&f->own);
@@ -755,7 +778,7 @@ static int run_api_fetch(struct ta_worker_fetch *f)
     int rc = 0;
     f->t0_ns = mono_ns();
     if (w->api_up == NULL) {
-        ta_upstream_opts_t o = {.max_connects = 8};
+        ta_upstream_opts_t o = {.engine = TA_UP_ENGINE_CURL, .max_connects = 8, .ca_file = w->conf.upstream_ca_file};
         rc = ta_upstream_create(&w->api_up, w->loop, &o);
         if (rc != 0)
             w->api_up = NULL;
@@ -791,7 +814,7 @@ static void api_fetch_failed(struct ta_worker_fetch *f, int rc)
     char hex[33] = "-";
     ta_worker_request_id(f->req, NULL, hex);
     ta_log(TA_LOG_ERROR, "request %s: cannot start the outbound call: %s", hex, ta_strerror(rc));
-    ta_upcall_info_t info = {.curl_msg = "cannot start the call"};
+    ta_upcall_info_t info = {.msg = "cannot start the call"};
     api_fetch_on_done(f, TA_UP_EOTHER, &info);
 }
 
@@ -1364,18 +1387,106 @@ h2o_pathconf_t *ta_worker_register_path(ta_worker_t *w, const char *path)
 
 /* ---- listeners and signals --------------------------------------------- */
 
+/* ---- descriptor capacity ----------------------------------------------
+ * Each client connection takes a descriptor, and each request in flight may
+ * take one more for its upstream connection. A request that arrives while
+ * connections + requests in flight pass the budget (RLIMIT_NOFILE less
+ * TA_WORKER_FD_RESERVE for the stores, the ring, listeners, pipes, logs) is
+ * answered 503 server_busy with Retry-After and its connection closed, before
+ * anything is held: it has no record, as a refused connection would not. The
+ * listeners are not read (the kernel's backlog holds the clients) once half
+ * the reserve is used too, so accept(2) never runs out and the worker never
+ * spins on a listener it cannot serve; they are read again as soon as a
+ * connection closes. */
+
+size_t ta_worker_capacity(size_t nofile)
+{
+    return nofile > TA_WORKER_FD_RESERVE ? (nofile - TA_WORKER_FD_RESERVE) / 2 : 0;
+}
+
+static bool over_capacity(const ta_worker_t *w) { return w->conns + w->inflight > w->fd_budget; }
+
+static bool room_to_accept(const ta_worker_t *w)
+{
+    return w->conns + w->inflight < w->fd_budget + TA_WORKER_FD_RESERVE / 2;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+static void accept_pause(ta_worker_t *w, bool emfile)
+{
+    if (!w->accept_paused) {
+        for (size_t i = 0; i < w->nlisteners; i++)
+            if (w->listeners[i].sock != NULL)
+                h2o_socket_read_stop(w->listeners[i].sock);
+    }
+    int64_t now = mono_ns();
+    if (!w->accept_paused && now - w->pause_logged_ns >= 10000000000LL) {
+        w->pause_logged_ns = now;
+        ta_log(TA_LOG_WARN, "%s: %zu connections open, %llu requests in flight; not accepting for now",
+               emfile ? "accept(2) ran out of descriptors" : "descriptor capacity reached", w->conns,
+               (unsigned long long)w->inflight);
+    }
+    w->accept_paused = true;
+    w->accept_emfile |= emfile;
+}
+
+static void accept_resume(ta_worker_t *w)
+{
+    if (!w->accept_paused || w->stopping || !room_to_accept(w))
+        return;
+    w->accept_paused = w->accept_emfile = false;
+    for (size_t i = 0; i < w->nlisteners; i++)
+        if (w->listeners[i].sock != NULL)
+            h2o_socket_read_start(w->listeners[i].sock, on_accept);
+}
+
+static void on_conn_close(void *data)
+{
+    ta_worker_t *w = data;
+    w->conns--;
+    if (w->accept_paused && !w->accept_emfile)
+        accept_resume(w);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     struct listener *l = listener->data;
+    ta_worker_t *w = l->w;
     if (err != NULL)
         return;
     /* A few per wake-up: the socket is shared with the sibling workers. */
     for (int i = 0; i < 8; i++) {
-        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
+        if (!room_to_accept(w)) {
+            accept_pause(w, false);
             break;
+        }
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL) {
+            if (errno == EMFILE || errno == ENFILE)
+                accept_pause(w, true);
+            break;
+        }
+        w->conns++;
+        sock->on_close.cb = on_conn_close;
+        sock->on_close.data = w;
         ta_accept(l->actx, sock, l->w->conf.max_body_size);
     }
+}
+
+/* 503 server_busy, Retry-After, and the connection closes after it. */
+static bool refuse_over_capacity(ta_worker_t *w, h2o_req_t *req)
+{
+    if (!over_capacity(w))
+        return false;
+    h2o_iovec_t p = req->path_normalized;
+    if (h2o_memis(p.base, p.len, H2O_STRLIT("/healthz")) || h2o_memis(p.base, p.len, H2O_STRLIT("/metrics")))
+        return false; /* monitoring still answers */
+    req->http1_is_persistent = 0;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    ta_worker_send_error(req, 503, "server_error", "server_busy",
+                         "The gateway is at its connection capacity; retry shortly.");
+    return true;
 }
 
 static void on_signal(int sig)
@@ -1430,6 +1541,16 @@ int ta_worker_create(ta_worker_t **out, const ta_worker_conf_t *conf)
     ta_worker_t *w = calloc(1, sizeof(*w));
     if (w == NULL)
         return -ENOMEM;
+    struct rlimit nofile;
+    size_t nf = getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY ? (size_t)nofile.rlim_cur
+                                                                                           : 1024;
+    w->fd_budget = nf > TA_WORKER_FD_RESERVE ? nf - TA_WORKER_FD_RESERVE : 0;
+    /* A client connection's input buffer holds its request until the answer
+     * is over (h2o consumes it then), a whole stream long: h2o's first
+     * allocation is 8 KiB, twice what a read needs; 4 KiB is most of a slow
+     * stream's memory saved (bench/streams.sh). Bigger requests grow it. Set
+     * before any socket of this process (thread) has a buffer. */
+    h2o_socket_buffer_prototype._initial_buf.capacity = H2O_SOCKET_INITIAL_INPUT_BUFFER_SIZE;
     w->conf = *conf;
     h2o_linklist_init_anchor(&w->own_fetches);
     ta_metrics_worker_start(conf->slot);
@@ -1625,7 +1746,11 @@ int ta_worker_run(ta_worker_t *w)
                 break;
             }
         }
-        int32_t wait = w->stopping ? 100 : 1000;
+        if (w->accept_paused && (w->accept_emfile || room_to_accept(w))) {
+            w->accept_emfile = false; /* try accept(2) again */
+            accept_resume(w);
+        }
+        int32_t wait = w->stopping || w->accept_paused ? 100 : 1000;
         for (size_t i = 0; i < w->nticks; i++) {
             int32_t t = w->ticks[i].fn(w->ticks[i].arg);
             if (t >= 0 && t < wait)

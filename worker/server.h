@@ -29,6 +29,12 @@
  * Handlers must not send with h2o_send_error_*() without
  * H2O_SEND_ERROR_KEEP_HEADERS (it drops the header); use ta_worker_send().
  *
+ * Capacity: a worker counts its client connections and requests in flight
+ * against RLIMIT_NOFILE (read at ta_worker_create) less TA_WORKER_FD_RESERVE;
+ * past it a request (other than /healthz and /metrics) gets 503 server_busy
+ * with Retry-After: 1 and its connection closes, and near it the listeners
+ * are not read until a connection closes (docs/ARCHITECTURE.md, "Capacity").
+ *
  * Shutdown: SIGTERM (or SIGINT) closes this worker's copies of the listening
  * sockets (the master keeps its own, so nothing is refused: the next
  * generation or a sibling accepts), calls h2o_context_request_shutdown()
@@ -94,7 +100,16 @@ typedef struct ta_worker_conf {
     size_t password_queue;                 /* /api jobs waiting at most; 0 = 16 */
     const char *console_dir;               /* web console build (worker/console.h), served
                                             * where /api is; NULL = no console */
+    const char *upstream_ca_file;          /* CAs trusted by /api outbound calls besides the
+                                            * system's (ta_upstream_opts_t.ca_file); NULL = none */
 } ta_worker_conf_t;
+
+/** Descriptors a worker keeps out of its connection budget: the stores, the
+ *  ring, listeners, pipes, logs, files the console serves. */
+#define TA_WORKER_FD_RESERVE 128
+/** Streams (a client connection with its upstream connection) one worker
+ *  serves at once under a descriptor limit of `nofile`. */
+size_t ta_worker_capacity(size_t nofile);
 
 /** Build the server: TLS context, routes (conf.setup), h2o context, listener
  *  sockets (conf.ready). Returns 0, TA_ECONFIG (TLS files; logged), or -errno. */

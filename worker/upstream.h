@@ -1,16 +1,26 @@
 /*
- * upstream.h - the worker's HTTP client for provider calls: one libcurl multi
- * handle per worker process, driven by that worker's h2o evloop (curl's
- * sockets become h2o readiness-only sockets, curl's timer an h2o timeout), a
- * bounded keep-alive pool, per-call timeouts (connect, first byte, idle,
- * total), streaming with back-pressure and cancellation.
+ * upstream.h - the worker's HTTP/1.1 client for provider calls, driven by
+ * the worker's h2o evloop: a keep-alive pool, per-call timeouts (connect,
+ * first byte, idle, total), streaming with back-pressure and cancellation.
  *
- * A request is never sent twice: curl's own silent re-send of a request on a
- * reused connection that died before answering is refused (see upstream.c),
- * so one ta_upcall_start() is at most one request seen by the provider.
+ * Two engines behind one interface (ta_upstream_opts_t.engine):
+ *   TA_UP_ENGINE_H2O   (worker/upstream_h2o.c) the /v1 default: h2o's own
+ *                      sockets, TLS (h2o_socket_ssl_handshake) and response
+ *                      parser (picohttpparser) on the worker's loop, with our
+ *                      own keep-alive pool (docs/ARCHITECTURE.md says why not
+ *                      h2o 2.2.5's http1client);
+ *   TA_UP_ENGINE_CURL  (worker/upstream_curl.c) a libcurl multi handle whose
+ *                      sockets and timer are driven by the same loop: the
+ *                      control-plane calls (provider test and model sync), and
+ *                      /v1 when upstream_engine = curl.
  *
- * Callers: worker processes only, on the loop thread. Create after fork (it
- * calls curl_global_init); never share across processes.
+ * A request is never sent twice: neither engine re-sends a request on a
+ * reused connection that died before answering (curl's own silent re-send is
+ * refused, see upstream_curl.c), so one ta_upcall_start() is at most one
+ * request seen by the provider.
+ *
+ * Callers: worker processes only, on the loop thread. Create after fork (the
+ * curl engine calls curl_global_init); never share across processes.
  */
 #ifndef TA_UPSTREAM_H
 #define TA_UPSTREAM_H
@@ -23,13 +33,21 @@
 typedef struct ta_upstream ta_upstream_t; /* per worker: multi handle + pool */
 typedef struct ta_upcall ta_upcall_t;     /* one call in flight */
 
+enum ta_up_engine { TA_UP_ENGINE_H2O = 0, TA_UP_ENGINE_CURL = 1 };
+
 typedef struct ta_upstream_opts {
-    long max_connects;     /* idle connections kept in the pool (CURLMOPT_MAXCONNECTS); 0 = curl's automatic size, 4 per transfer added */
-    long max_host_conns;   /* per-host connection cap (CURLMOPT_MAX_HOST_CONNECTIONS); 0 = none */
+    int engine;            /* enum ta_up_engine */
+    long max_connects;     /* idle connections kept in the pool (curl: CURLMOPT_MAXCONNECTS); 0 = automatic
+                            * (curl: 4 per transfer added; h2o engine: 256) */
+    long max_host_conns;   /* curl only: per-host connection cap (CURLMOPT_MAX_HOST_CONNECTIONS); 0 = none */
     long max_idle_s;       /* pooled connections idle longer are not reused (CURLOPT_MAXAGE_CONN);
                             * keep it below the providers' keep-alive timeout; 0 = 30 */
-    bool allow_resend;     /* TEST ONLY: let curl re-send a request on a dead reused
-                            * connection (demonstrates the duplicate it would cause) */
+    bool allow_resend;     /* TEST ONLY, curl only: let curl re-send a request on a dead
+                            * reused connection (demonstrates the duplicate it would cause) */
+    const char *ca_file;   /* PEM file of CAs trusted for https:// besides the system's store
+                            * (setting upstream_ca_file); NULL or "" = the system's store only */
+    h2o_multithread_receiver_t *getaddr; /* h2o engine: the loop's receiver of h2o_hostinfo_getaddr
+                            * answers (h2o_context_t.receivers.hostinfo_getaddr); NULL = its own */
 } ta_upstream_opts_t;
 
 /** Create the client on `loop`. Returns 0 or a negative TA_E* code. */
@@ -42,7 +60,8 @@ size_t ta_upstream_inflight(const ta_upstream_t *up);
 /* Outcome of a call (on_done's err). */
 enum ta_up_err {
     TA_UP_OK = 0,
-    TA_UP_ECONNECT = -1,       /* could not connect (refused, unreachable, DNS): nothing was sent */
+    TA_UP_ECONNECT = -1,       /* could not connect (refused, unreachable, DNS, TLS handshake or
+                                * certificate): nothing was sent */
     TA_UP_ETIMEOUT_CONNECT = -2, /* connect timeout: nothing was sent */
     TA_UP_ETIMEOUT_FIRST_BYTE = -3, /* sent, no response byte within first_byte_timeout_ms */
     TA_UP_ETIMEOUT_IDLE = -4,  /* response started, then nothing for idle_timeout_ms */
@@ -51,7 +70,7 @@ enum ta_up_err {
                                 * died before any response byte; not re-sent */
     TA_UP_ECUT = -7,           /* the response started, then the connection broke */
     TA_UP_EABORTED = -8,       /* the consumer aborted (on_head/on_data returned < 0) */
-    TA_UP_EOTHER = -9,         /* anything else (TLS, protocol, out of memory); see info.curl_msg */
+    TA_UP_EOTHER = -9,         /* anything else (protocol, out of memory); see info.msg */
 };
 /** "connect", "timeout_connect", ... for logs and metrics labels. */
 const char *ta_up_err_name(int err);
@@ -61,8 +80,8 @@ static inline bool ta_up_err_unsent(int err) { return err == TA_UP_ECONNECT || e
 
 typedef struct ta_upcall_info {
     int status;              /* HTTP status of the final response; 0 if none */
-    int curl_code;           /* CURLcode */
-    const char *curl_msg;    /* curl's error text ("" if none); valid during on_done */
+    int curl_code;           /* CURLcode (curl engine; 0 for the h2o engine) */
+    const char *msg;         /* the error's text ("" if none); valid during on_done */
     uint64_t bytes_in;       /* response body bytes delivered to on_data */
     bool reused;             /* the call ran on a pooled connection */
 } ta_upcall_info_t;

@@ -47,9 +47,9 @@ def nano(s):
 class Fake:
     """tests/tools/fake_upstream on an ephemeral port, logging to tmp/fake.log."""
 
-    def __init__(self, tmp, workers=1):
+    def __init__(self, tmp, workers=1, args=()):
         self.log_path = os.path.join(tmp, "fake.log")
-        args = [harness.binary("fake_upstream"), "--port", "0", "--log", self.log_path]
+        args = [harness.binary("fake_upstream"), "--port", "0", "--log", self.log_path] + list(args)
         if workers > 1:
             args += ["-t", str(workers)]
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE)

@@ -3,6 +3,9 @@
  * the OpenAI API for tokenaudit's tests and benchmarks, scripted per request.
  *
  *   fake_upstream [--port N] [--host ADDR] [-t WORKERS] [--log FILE] [--models a,b,c]
+ *                 [--tls-cert PEM --tls-key PEM]
+ *
+ * With --tls-cert and --tls-key it speaks HTTPS (HTTP/1.1 over TLS) only.
  *
  * --port 0 (the default) picks a free port; "listening on PORT" is printed
  * on stdout (and flushed) once the socket listens. -t N forks N processes that
@@ -41,7 +44,8 @@
  *                               reset); shared by all -t processes
  *   POST /_fake/reset           clears the control state and the counters
  *   GET  /_fake/stats           {"requests": N, "chat": N, "completions": N,
- *                                "embeddings": N, "models": N, "messages": N, "responses": N}
+ *                                "embeddings": N, "models": N, "messages": N, "responses": N,
+ *                                "connections": N (accepted since the start or reset)}
  *
  * Scenario: header X-Fake-Scenario, else body field "fake_scenario", else the
  * control state, else "ok":
@@ -104,10 +108,12 @@
 
 #include <h2o.h>
 #include <jansson.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 /* ---- shared state (all -t processes) ----------------------------------- */
 
-enum { C_REQUESTS, C_CHAT, C_COMPLETIONS, C_EMBEDDINGS, C_MODELS, C_MESSAGES, C_RESPONSES, C_COUNT };
+enum { C_REQUESTS, C_CHAT, C_COMPLETIONS, C_EMBEDDINGS, C_MODELS, C_MESSAGES, C_RESPONSES, C_CONNECTIONS, C_COUNT };
 struct shared {
     int lock;
     char scenario[256];
@@ -1184,10 +1190,11 @@ static int handle_stats(h2o_req_t *req)
     sh_lock();
     memcpy(c, g_sh->counts, sizeof(c));
     sh_unlock();
-    json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)c[C_REQUESTS], "chat",
+    json_t *j = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "requests", (json_int_t)c[C_REQUESTS], "chat",
                           (json_int_t)c[C_CHAT], "completions", (json_int_t)c[C_COMPLETIONS], "embeddings",
                           (json_int_t)c[C_EMBEDDINGS], "models", (json_int_t)c[C_MODELS], "messages",
-                          (json_int_t)c[C_MESSAGES], "responses", (json_int_t)c[C_RESPONSES]);
+                          (json_int_t)c[C_MESSAGES], "responses", (json_int_t)c[C_RESPONSES], "connections",
+                          (json_int_t)c[C_CONNECTIONS]);
     send_json(req, 200, "OK", json_iov(req, j));
     return 0;
 }
@@ -1478,6 +1485,9 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         h2o_socket_t *sock = h2o_evloop_socket_create(g_ctx.loop, fd, 0);
         g_sock_by_fd[fd] = sock;
+        sh_lock();
+        g_sh->counts[C_CONNECTIONS]++;
+        sh_unlock();
         h2o_accept(&g_accept, sock);
     }
 }
@@ -1497,8 +1507,10 @@ static int run_worker(void)
 int main(int argc, char **argv)
 {
     int port = 0, nworkers = 1;
-    const char *host = "127.0.0.1", *logpath = NULL;
+    const char *host = "127.0.0.1", *logpath = NULL, *tls_cert = NULL, *tls_key = NULL;
     static const struct option longopts[] = {{"port", required_argument, NULL, 'p'},
+                                             {"tls-cert", required_argument, NULL, 'C'},
+                                             {"tls-key", required_argument, NULL, 'K'},
                                              {"host", required_argument, NULL, 'H'},
                                              {"log", required_argument, NULL, 'l'},
                                              {"models", required_argument, NULL, 'm'},
@@ -1511,10 +1523,28 @@ int main(int argc, char **argv)
         case 'l': logpath = optarg; break;
         case 'm': g_models = optarg; break;
         case 't': nworkers = atoi(optarg); break;
+        case 'C': tls_cert = optarg; break;
+        case 'K': tls_key = optarg; break;
         default:
-            fprintf(stderr, "usage: %s [--port N] [--host ADDR] [-t WORKERS] [--log FILE] [--models a,b]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--port N] [--host ADDR] [-t WORKERS] [--log FILE] [--models a,b] "
+                    "[--tls-cert PEM --tls-key PEM]\n",
+                    argv[0]);
             return 2;
         }
+    }
+    if ((tls_cert == NULL) != (tls_key == NULL)) {
+        fprintf(stderr, "--tls-cert and --tls-key go together\n");
+        return 2;
+    }
+    if (tls_cert != NULL) {
+        SSL_CTX *sc = SSL_CTX_new(TLS_server_method());
+        if (sc == NULL || SSL_CTX_use_certificate_chain_file(sc, tls_cert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(sc, tls_key, SSL_FILETYPE_PEM) != 1) {
+            fprintf(stderr, "cannot load %s / %s: %s\n", tls_cert, tls_key, ERR_error_string(ERR_get_error(), NULL));
+            return 1;
+        }
+        g_accept.ssl_ctx = sc;
     }
     if (nworkers < 1)
         nworkers = 1;

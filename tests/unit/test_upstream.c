@@ -1,6 +1,9 @@
 /*
- * test_upstream - worker/upstream.c against the real fake upstream (a child
- * process on an ephemeral port), driven by a real h2o evloop.
+ * test_upstream - both engines of worker/upstream.h (h2o, then curl) against
+ * the real fake upstream (a child process on an ephemeral port), driven by a
+ * real h2o evloop; then https:// against a second fake upstream with a
+ * self-signed certificate (made with the openssl command) that the client
+ * trusts through ca_file.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,11 +23,15 @@
 
 #include "worker/upstream.h"
 
-static pid_t g_fake_pid;
-static int g_port;
+static pid_t g_fake_pid, g_tls_pid;
+static int g_port, g_tls_port;
 static char g_dir[PATH_MAX];
 static char g_log[PATH_MAX + 16];
+static char g_ca[PATH_MAX + 16];
 static h2o_loop_t *g_loop;
+static int g_engine; /* the engine the group runs with */
+static const char *g_scheme = "http", *g_host = "127.0.0.1";
+static const char *g_ca_file; /* ca_file of new_up() */
 
 /* ---- fake upstream child ------------------------------------------------ */
 
@@ -44,22 +51,22 @@ static void fake_path(char *out, size_t cap)
     snprintf(out, cap, "%s/fake_upstream", self);
 }
 
-static int start_fake(void **state)
+/* Start a fake upstream with extra arguments; returns its pid, *port set. */
+static pid_t spawn_fake(const char *tls_cert, const char *tls_key, int *port)
 {
     char bin[PATH_MAX + 32];
     fake_path(bin, sizeof(bin));
-    snprintf(g_dir, sizeof(g_dir), "/tmp/ta-test-upstream-XXXXXX");
-    if (mkdtemp(g_dir) == NULL)
-        return -1;
-    snprintf(g_log, sizeof(g_log), "%s/fake.log", g_dir);
     int pfd[2];
     if (pipe(pfd) == -1)
         return -1;
-    g_fake_pid = fork();
-    if (g_fake_pid == 0) {
+    pid_t pid = fork();
+    if (pid == 0) {
         dup2(pfd[1], 1);
         close(pfd[0]);
-        execl(bin, bin, "--port", "0", "--log", g_log, (char *)NULL);
+        if (tls_cert != NULL)
+            execl(bin, bin, "--port", "0", "--log", g_log, "--tls-cert", tls_cert, "--tls-key", tls_key, (char *)NULL);
+        else
+            execl(bin, bin, "--port", "0", "--log", g_log, (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);
@@ -73,25 +80,55 @@ static int start_fake(void **state)
     }
     line[len] = '\0';
     close(pfd[0]);
-    if (sscanf(line, "listening on %d", &g_port) != 1) {
+    if (sscanf(line, "listening on %d", port) != 1) {
         fprintf(stderr, "fake upstream did not start (%s): '%s'\n", bin, line);
         return -1;
     }
+    return pid;
+}
+
+static int start_fake(void **state)
+{
+    snprintf(g_dir, sizeof(g_dir), "/tmp/ta-test-upstream-XXXXXX");
+    if (mkdtemp(g_dir) == NULL)
+        return -1;
+    snprintf(g_log, sizeof(g_log), "%s/fake.log", g_dir);
+    if ((g_fake_pid = spawn_fake(NULL, NULL, &g_port)) <= 0)
+        return -1;
     signal(SIGPIPE, SIG_IGN);
     g_loop = h2o_evloop_create();
     return 0;
+}
+
+static int start_h2o(void **state)
+{
+    g_engine = TA_UP_ENGINE_H2O;
+    return start_fake(state);
+}
+
+static int start_curl(void **state)
+{
+    g_engine = TA_UP_ENGINE_CURL;
+    return start_fake(state);
 }
 
 static int stop_fake(void **state)
 {
     kill(g_fake_pid, SIGTERM);
     waitpid(g_fake_pid, NULL, 0);
+    if (g_tls_pid > 0) {
+        kill(g_tls_pid, SIGTERM);
+        waitpid(g_tls_pid, NULL, 0);
+        g_tls_pid = 0;
+    }
     h2o_evloop_destroy(g_loop);
-    char cmd[PATH_MAX + 16];
-    snprintf(g_log, sizeof(g_log), "%s/fake.log", g_dir);
-    unlink(g_log);
+    char path[PATH_MAX + 32];
+    static const char *const files[] = {"fake.log", "ca.pem", "key.pem", "other.pem", "other.key"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", g_dir, files[i]);
+        unlink(path);
+    }
     rmdir(g_dir);
-    (void)cmd;
     return 0;
 }
 
@@ -174,7 +211,7 @@ static void on_done(void *ctx, int err, const ta_upcall_info_t *info)
     r->done = true;
     r->err = err;
     r->info = *info;
-    r->info.curl_msg = NULL;
+    r->info.msg = NULL;
 }
 
 static void run_until(bool *flag)
@@ -189,7 +226,7 @@ static void start(ta_upstream_t *up, struct res *r, const char *path, const char
                   int32_t first_byte_ms, int32_t idle_ms)
 {
     char url[128], sh[128];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", g_port, path);
+    snprintf(url, sizeof(url), "%s://%s:%d%s", g_scheme, g_host, g_port, path);
     snprintf(sh, sizeof(sh), "X-Fake-Scenario: %s", scenario);
     const char *hdrs[] = {"Content-Type: application/json", "Authorization: Bearer sk-test-9999", sh};
     r->resume_entry.cb = resume_cb;
@@ -218,7 +255,7 @@ static const char *stream_body =
 static ta_upstream_t *new_up(bool allow_resend)
 {
     ta_upstream_t *up;
-    ta_upstream_opts_t o = {.max_connects = 4, .allow_resend = allow_resend};
+    ta_upstream_opts_t o = {.engine = g_engine, .max_connects = 4, .allow_resend = allow_resend, .ca_file = g_ca_file};
     h2o_timeout_init(g_loop, &g_zero, 0);
     assert_int_equal(ta_upstream_create(&up, g_loop, &o), 0);
     return up;
@@ -282,11 +319,11 @@ static void test_stream_pause_resume(void **state)
     check_stream(&r);
     assert_true(r.npauses > 0);
 
-    /* resume requested from inside on_data (a curl callback): deferred */
+    /* resume requested from inside on_data (an engine's callback): deferred */
     memset(&r, 0, sizeof(r));
     r.pause_every = 3;
     r.resume_inline = true;
-    start(up, &r, "/v1/chat/completions", "ok", stream_body, 5000, 5000);
+    start(up, &r, "/v1/chat/completions", "slow_chunks:1", stream_body, 5000, 5000);
     run_until(&r.done);
     check_stream(&r);
     assert_true(r.npauses > 0);
@@ -444,13 +481,127 @@ static void drop_after_pooled(bool allow_resend, int *drops, int *err)
 static void test_no_resend(void **state)
 {
     int drops, err;
-    drop_after_pooled(true, &drops, &err);
-    assert_int_equal(drops, 2); /* curl on its own: the POST went out twice */
-    assert_int_equal(err, TA_UP_ENORESPONSE);
+    if (g_engine == TA_UP_ENGINE_CURL) {
+        drop_after_pooled(true, &drops, &err);
+        assert_int_equal(drops, 2); /* curl on its own: the POST went out twice */
+        assert_int_equal(err, TA_UP_ENORESPONSE);
+    }
     drop_after_pooled(false, &drops, &err);
     assert_int_equal(drops, 1);
     assert_int_equal(err, TA_UP_ENORESPONSE);
     assert_false(ta_up_err_unsent(err));
+}
+
+/* ---- https:// (a second fake upstream with a self-signed certificate) ------ */
+
+static int sh(const char *cmd)
+{
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* A self-signed certificate for "localhost" (ca.pem, key.pem) and another
+ * one nobody trusts (other.pem). */
+static int make_certs(void)
+{
+    char cmd[PATH_MAX * 2 + 256];
+    static const char *const names[][2] = {{"ca.pem", "key.pem"}, {"other.pem", "other.key"}};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof(cmd),
+                 "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost "
+                 "-addext subjectAltName=DNS:localhost -keyout %s/%s -out %s/%s >/dev/null 2>&1",
+                 g_dir, names[i][1], g_dir, names[i][0]);
+        if (sh(cmd) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int start_tls(void **state)
+{
+    if (start_fake(state) != 0 || make_certs() != 0)
+        return -1;
+    char cert[PATH_MAX + 16], key[PATH_MAX + 16];
+    snprintf(cert, sizeof(cert), "%s/ca.pem", g_dir);
+    snprintf(key, sizeof(key), "%s/key.pem", g_dir);
+    snprintf(g_ca, sizeof(g_ca), "%s/ca.pem", g_dir);
+    if ((g_tls_pid = spawn_fake(cert, key, &g_tls_port)) <= 0)
+        return -1;
+    g_port = g_tls_port;
+    g_scheme = "https";
+    g_host = "localhost"; /* resolved through the loop's resolver thread; the certificate's name */
+    g_engine = TA_UP_ENGINE_H2O;
+    return 0;
+}
+
+static int stop_tls(void **state)
+{
+    g_scheme = "http";
+    g_host = "127.0.0.1";
+    g_ca_file = NULL;
+    return stop_fake(state);
+}
+
+/* JSON and a stream over TLS, the connection reused, with both engines. */
+static void test_tls(void **state)
+{
+    static const int engines[] = {TA_UP_ENGINE_H2O, TA_UP_ENGINE_CURL};
+    for (size_t e = 0; e < 2; e++) {
+        g_engine = engines[e];
+        g_ca_file = g_ca;
+        ta_upstream_t *up = new_up(false);
+        static struct res r;
+        memset(&r, 0, sizeof(r));
+        start(up, &r, "/v1/chat/completions", "ok", chat_body, 5000, 5000);
+        run_until(&r.done);
+        assert_int_equal(r.err, TA_UP_OK);
+        assert_int_equal(r.info.status, 200);
+        assert_non_null(strstr(r.body, "\"prompt_tokens_details\""));
+        memset(&r, 0, sizeof(r));
+        r.pause_every = 2;
+        start(up, &r, "/v1/chat/completions", "slow_chunks:1", stream_body, 5000, 5000);
+        run_until(&r.done);
+        check_stream(&r);
+        assert_true(r.info.reused);
+        free_up(up);
+    }
+}
+
+/* The peer is verified: a certificate the client does not trust, or a name
+ * it was not made for, ends the call before anything is sent. */
+static void test_tls_verify(void **state)
+{
+    static const int engines[] = {TA_UP_ENGINE_H2O, TA_UP_ENGINE_CURL};
+    char other[PATH_MAX + 16];
+    snprintf(other, sizeof(other), "%s/other.pem", g_dir);
+    for (size_t e = 0; e < 2; e++) {
+        g_engine = engines[e];
+        int before = log_count("scenario=tls_untrusted");
+        g_ca_file = other; /* trusts another certificate, not the server's */
+        ta_upstream_t *up = new_up(false);
+        static struct res r;
+        memset(&r, 0, sizeof(r));
+        start(up, &r, "/v1/chat/completions", "tls_untrusted", chat_body, 5000, 5000);
+        run_until(&r.done);
+        assert_int_equal(r.err, TA_UP_ECONNECT);
+        assert_true(ta_up_err_unsent(r.err));
+        free_up(up);
+
+        g_ca_file = g_ca; /* trusted, but asked for by another name */
+        g_host = "127.0.0.1";
+        up = new_up(false);
+        memset(&r, 0, sizeof(r));
+        start(up, &r, "/v1/chat/completions", "tls_untrusted", chat_body, 5000, 5000);
+        run_until(&r.done);
+        g_host = "localhost";
+        assert_int_equal(r.err, TA_UP_ECONNECT);
+        free_up(up);
+        assert_int_equal(log_count("scenario=tls_untrusted") - before, 0);
+    }
+    /* a ca_file that cannot be read is refused when the client is made */
+    ta_upstream_t *up = NULL;
+    ta_upstream_opts_t o = {.engine = TA_UP_ENGINE_H2O, .ca_file = "/nonexistent/ca.pem"};
+    assert_int_not_equal(ta_upstream_create(&up, g_loop, &o), 0);
 }
 
 int main(void)
@@ -466,5 +617,12 @@ int main(void)
         cmocka_unit_test(test_idle_close_no_duplicate),
         cmocka_unit_test(test_no_resend),
     };
-    return cmocka_run_group_tests(tests, start_fake, stop_fake);
+    const struct CMUnitTest tls[] = {
+        cmocka_unit_test(test_tls),
+        cmocka_unit_test(test_tls_verify),
+    };
+    int failed = cmocka_run_group_tests_name("h2o engine", tests, start_h2o, stop_fake);
+    failed += cmocka_run_group_tests_name("curl engine", tests, start_curl, stop_fake);
+    failed += cmocka_run_group_tests_name("https", tls, start_tls, stop_tls);
+    return failed;
 }
