@@ -146,6 +146,10 @@ await step('providers: create (hostile name), Test, Sync models', async () => {
   const row = page.getByRole('row').filter({ hasText: HOSTILE_IMG });
   await row.waitFor();
   check(await row.getByText('••••7777').count() === 1, 'key shown as its last four');
+  // never called yet: healthy, no calls in the window
+  const health = row.locator('td[data-label="Health"]');
+  await health.locator('.health > .badge').getByText('healthy', { exact: true }).waitFor();
+  await health.getByText('no calls in the last 5 min').waitFor();
   await row.getByRole('button', { name: 'Test' }).click();
   await row.getByText(/^OK · HTTP 200 · \d+ ms · 3 models$/).waitFor();
   await row.getByRole('button', { name: 'Sync models' }).click();
@@ -153,7 +157,9 @@ await step('providers: create (hostile name), Test, Sync models', async () => {
   await dlg().getByRole('heading', { name: 'Created (3)' }).waitFor();
   for (const m of ['gpt-4o-mini', 'text-embedding-3-small', 'fake-model'])
     await dlg().getByRole('listitem').filter({ hasText: m }).waitFor();
-  await dlg().getByRole('heading', { name: 'Already there (0)' }).waitFor();
+  const summary = await dlg().getByRole('list', { name: 'Sync result' }).textContent();
+  check(summary === '3 created0 updated0 no longer listed0 skipped0 already there', 'sync summary: ' + summary);
+  check(await dlg().getByRole('heading', { name: /^Already there/ }).count() === 0, 'no list for an empty part');
   await shot('providers-sync');
   await dlg().getByRole('button', { name: 'Done' }).click();
   await page.getByText(/^OK · HTTP 200/).waitFor();
@@ -184,6 +190,45 @@ await step('models: a price that is not a number is refused beside its field, no
   check(await row.getByText('1.5', { exact: true }).count() === 1, 'input price shown as the API gave it');
   await noMarkupFromData();
   await shot('models');
+});
+
+await step('providers: a second sync names what was updated, no longer listed and skipped; Models marks the route', async () => {
+  // a model routed to an upstream name the provider does not list, and a list with context sizes and a name too long
+  const prov = (await api('GET', '/api/admin/providers/', adminToken)).json.results[0];
+  const retired = await api('POST', '/api/admin/models/', adminToken, { name: 'retired-model',
+    routes: [{ provider_id: prov.id, upstream_name: 'gpt-3-retired' }], input_price: '1', output_price: '1' });
+  check(retired.status === 201, 'retired-model: ' + retired.status);
+  const fakeRoot = env.TA_FAKE_URL.replace(/\/v1\/?$/, '');
+  const long = 'x'.repeat(130);
+  const set = await fetch(fakeRoot + '/_fake/models', { method: 'POST', body: JSON.stringify({ data: [
+    { id: 'gpt-4o-mini', context_window: 128000, max_output_tokens: 16384 }, { id: 'text-embedding-3-small' },
+    { id: 'fake-model' }, { id: long }] }) });
+  check(set.status === 200, 'fake models list: ' + set.status);
+  await go('/providers');
+  await page.getByRole('row').filter({ hasText: HOSTILE_IMG }).getByRole('button', { name: 'Sync models' }).click();
+  await dlg().getByRole('button', { name: 'Sync models' }).click();
+  const summary = dlg().getByRole('list', { name: 'Sync result' });
+  await summary.waitFor();
+  const text = await summary.textContent();
+  check(text === '0 created2 updated1 no longer listed1 skipped3 already there', 'second sync summary: ' + text);
+  const updated = dlg().locator('section.sync-list.updated');
+  await updated.getByRole('heading', { name: 'Updated (2)' }).waitFor();
+  check(await updated.getByText(HOSTILE_SCRIPT, { exact: true }).count() === 1, 'the hostile model updated, as text');
+  await dlg().locator('section.sync-list.missing').getByText('retired-model', { exact: true }).waitFor();
+  await dlg().locator('section.sync-list.missing').getByText('Still served').waitFor();
+  await dlg().locator('section.sync-list.skipped').getByText('longer than 127 bytes').waitFor();
+  await noMarkupFromData();
+  await shot('providers-sync-changes');
+  await shot('providers-sync-changes', PHONE);
+  await page.setViewportSize(DESKTOP);
+  await dlg().getByRole('button', { name: 'See the models' }).click();
+  await dlg().waitFor({ state: 'detached' });
+  await page.waitForFunction(() => location.hash.startsWith('#/models?provider_id='));
+  await settled();
+  const rrow = page.getByRole('row').filter({ hasText: 'retired-model' });
+  await rrow.getByText('no longer listed by the provider', { exact: true }).waitFor();
+  check(await page.getByText('no longer listed by the provider', { exact: true }).count() === 1, 'only the missing route is marked');
+  await (await fetch(fakeRoot + '/_fake/models', { method: 'POST', body: JSON.stringify({ data: null }) })).text();
 });
 
 await step('groups: a group with the model and a default cost limit', async () => {
@@ -386,6 +431,52 @@ await step('a quota reaches a warning threshold: Warnings shows it; the live fig
   await page.getByLabel('Webhook').selectOption('failed');
   await page.getByText('No warning matches these filters.').waitFor();
   await shot('warnings-empty-filter');
+});
+
+await step('providers: a failing provider reads down, with its last error and figures, when the page is shown again', async () => {
+  // a provider nothing listens for, behind a model of alice's group
+  const dead = await api('POST', '/api/admin/providers/', adminToken, { name: 'dead-end', type: 'openai',
+    base_url: 'http://127.0.0.1:9/v1', api_key: 'sk-dead', timeout_s: 5 });
+  check(dead.status === 201, 'dead provider: ' + dead.status);
+  const m = await api('POST', '/api/admin/models/', adminToken, { name: 'dead-model', input_price: '1', output_price: '1',
+    routes: [{ provider_id: dead.json.id, upstream_name: 'gone-upstream' }] });
+  check(m.status === 201, 'dead model: ' + m.status);
+  const group = (await api('GET', '/api/admin/groups/', adminToken)).json.results.find((g) => g.name === 'basic');
+  check((await api('PATCH', `/api/admin/groups/${group.id}/`, adminToken, { model_ids: [...group.model_ids, m.json.id] })).status === 200, 'group');
+  await go('/providers');
+  const row = page.getByRole('row').filter({ hasText: 'dead-end' });
+  await row.locator('.health > .badge').getByText('healthy', { exact: true }).waitFor();
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(BASE + '/v1/chat/completions', {
+      method: 'POST', headers: { Authorization: 'Bearer ' + key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'dead-model', messages: [{ role: 'user', content: 'hello' }] }),
+    });
+    await r.text();
+    check(r.status >= 500, 'a call to the dead provider: ' + r.status);
+  }
+  // the tab shown again reads the health again (no navigation)
+  await page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
+  const health = row.locator('td[data-label="Health"]');
+  await health.locator('.health > .badge').getByText('down', { exact: true }).waitFor();
+  await health.getByText(/100\.0% errors \(\d+ of \d+\)/).first().waitFor();
+  await health.locator('.health > .health-error').getByText('could not connect').waitFor();
+  check(await health.locator('.health > .health-error .bad').getAttribute('title') === 'connect', 'the API\'s word on hover');
+  const when = health.locator('.health > .health-error time');
+  check(/^UTC \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(await when.getAttribute('title')), 'the exact UTC time on hover');
+  await page.getByRole('note').filter({ hasText: 'dead-end is down' }).waitFor();
+  await health.getByText('1 route').click();
+  const route = health.locator('.health-routes li').filter({ hasText: 'gone-upstream' });
+  await route.getByText('3 failed in a row').waitFor();
+  await route.getByText(/^skipped until /).waitFor();
+  // the hostile provider: still healthy, its one upstream error and p95 shown
+  const fake = page.getByRole('row').filter({ hasText: HOSTILE_IMG }).locator('td[data-label="Health"]');
+  await fake.locator('.health > .badge').getByText('healthy', { exact: true }).waitFor();
+  await fake.getByText(/^last 5 min: [\d.]+% errors \(1 of \d+\) · p95 ≤ [\d,]+ ms$/).waitFor();
+  await fake.locator('.health > .health-error').getByText('HTTP 500').waitFor();
+  await noMarkupFromData();
+  await shot('providers-health');
+  await shot('providers-health', PHONE);
+  await page.setViewportSize(DESKTOP);
 });
 
 await step('the API reference renders the gateway\'s own document', async () => {

@@ -41,17 +41,18 @@ export function Models({ route }) {
         ) : (
           <>
             <Table caption="Models" rows={data.results} columns={[
-              { key: 'name', label: 'Name', render: (m) => <><span class="mono">{m.name}</span>{!m.has_prices && <> <Badge kind="warn">no prices</Badge></>}</> },
+              { key: 'name', label: 'Name', render: (m) => <><span class="mono">{m.name}</span>{!m.has_prices && <> <Badge kind="warn">no prices</Badge></>}
+                {!m.is_active && <> <Badge kind="off">off</Badge></>}</> },
               { key: 'routes', label: 'Routes', render: (m) => m.routes.length === 0 ? <span class="muted">none</span> : (
                 <ol class="routes">{[...m.routes].sort((a, b) => a.priority - b.priority).map((r, i) => (
-                  <li key={i}>{name(providers, r.provider_id)} → <span class="mono">{r.upstream_name}</span> <span class="muted">(priority {r.priority})</span></li>))}</ol>) },
+                  <li key={i}>{name(providers, r.provider_id)} → <span class="mono">{r.upstream_name}</span>{' '}
+                    <span class="muted">(priority {r.priority}{m.routes.some((o) => o !== r && o.priority === r.priority) ? `, weight ${r.weight ?? 1}` : ''})</span>
+                    {r.upstream_missing && <> <Badge kind="warn">no longer listed by the provider</Badge></>}</li>))}</ol>) },
               { key: 'in', label: 'Input / 1M', num: true, render: (m) => <Money value={m.input_price} /> },
               { key: 'out', label: 'Output / 1M', num: true, render: (m) => <Money value={m.output_price} /> },
-              { key: 'cr', label: 'Cache read / 1M', num: true, render: (m) => <Money value={m.cache_read_price} /> },
-              { key: 'cw', label: 'Cache write / 1M', num: true, render: (m) => <Money value={m.cache_write_price} /> },
+              { key: 'cache', label: 'Cache read / write, 1M', num: true, render: (m) => <><Money value={m.cache_read_price} /> / <Money value={m.cache_write_price} /></> },
               { key: 'ctx', label: 'Context / max out', num: true, render: (m) => <>{m.context_window ? int(m.context_window) : '—'} / {m.max_output_tokens ? int(m.max_output_tokens) : '—'}</> },
               { key: 'caps', label: 'Capabilities', render: (m) => m.capabilities.map((c) => <Badge key={c}>{c}</Badge>) },
-              { key: 'status', label: 'Status', render: (m) => m.is_active ? <Badge kind="ok">active</Badge> : <Badge kind="off">off</Badge> },
               { key: 'actions', label: 'Actions', render: (m) => (
                 <div class="row-actions">
                   <button type="button" onClick={() => setDialog({ kind: 'edit', model: m })}>Edit</button>
