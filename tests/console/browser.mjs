@@ -183,11 +183,24 @@ await step('models: a price that is not a number is refused beside its field, no
   check(models.json.count === 3 && !models.json.results.some((m) => m.name === HOSTILE_SCRIPT), 'nothing written on a field error');
   await shot('models-field-error');
   await dlg().getByLabel('Input', { exact: true }).fill('1.5');
+  // a route weight out of 1..1000: the API's words beside the Weight field, nothing written
+  await dlg().getByText('Weight (1–1000): the share of traffic among routes of equal priority').waitFor();
+  await dlg().getByLabel('Weight').fill('1001');
+  await dlg().getByRole('button', { name: 'Create model' }).click();
+  const weight = dlg().locator('.route-field').filter({ has: page.getByLabel('Weight') });
+  await weight.getByRole('alert').filter({ hasText: 'routes[0].weight: must be at most 1000' }).waitFor();
+  check(await dlg().getByLabel('Weight').getAttribute('aria-invalid') === 'true', 'the weight is marked invalid');
+  check(await dlg().getByRole('alert').count() === 1, 'the error once, beside its field (not again below the form)');
+  check((await api('GET', '/api/admin/models/', adminToken)).json.count === 3, 'nothing written on a weight error');
+  await shot('models-weight-error');
+  await dlg().getByLabel('Weight').fill('2');
   await dlg().getByRole('button', { name: 'Create model' }).click();
   await dlg().waitFor({ state: 'detached' });
   const row = page.getByRole('row').filter({ hasText: HOSTILE_SCRIPT });
   await row.waitFor();
   check(await row.getByText('1.5', { exact: true }).count() === 1, 'input price shown as the API gave it');
+  const created = (await api('GET', '/api/admin/models/?search=script', adminToken)).json.results[0];
+  check(created.routes[0].weight === 2, 'the weight written: ' + JSON.stringify(created.routes));
   await noMarkupFromData();
   await shot('models');
 });
@@ -196,7 +209,8 @@ await step('providers: a second sync names what was updated, no longer listed an
   // a model routed to an upstream name the provider does not list, and a list with context sizes and a name too long
   const prov = (await api('GET', '/api/admin/providers/', adminToken)).json.results[0];
   const retired = await api('POST', '/api/admin/models/', adminToken, { name: 'retired-model',
-    routes: [{ provider_id: prov.id, upstream_name: 'gpt-3-retired' }], input_price: '1', output_price: '1' });
+    routes: [{ provider_id: prov.id, upstream_name: 'gpt-3-retired', weight: 3 }, { provider_id: prov.id, upstream_name: 'fake-model' }],
+    input_price: '1', output_price: '1' });
   check(retired.status === 201, 'retired-model: ' + retired.status);
   const fakeRoot = env.TA_FAKE_URL.replace(/\/v1\/?$/, '');
   const long = 'x'.repeat(130);
@@ -228,6 +242,18 @@ await step('providers: a second sync names what was updated, no longer listed an
   const rrow = page.getByRole('row').filter({ hasText: 'retired-model' });
   await rrow.getByText('no longer listed by the provider', { exact: true }).waitFor();
   check(await page.getByText('no longer listed by the provider', { exact: true }).count() === 1, 'only the missing route is marked');
+  // routes of equal priority show their weights, and the editor has them
+  await rrow.getByText('(priority 0, weight 3)').waitFor();
+  await rrow.getByText('(priority 0, weight 1)').waitFor();
+  await rrow.getByRole('button', { name: 'Edit' }).click();
+  check(await dlg().locator('#route-0-weight').inputValue() === '3' && await dlg().locator('#route-1-weight').inputValue() === '1', 'weights in the editor');
+  await dlg().locator('.route-field').filter({ has: page.locator('#route-0-upstream') }).getByText('no longer listed by the provider').waitFor();
+  check(await dlg().getByText('no longer listed by the provider').count() === 1, 'only the missing route says so in the editor');
+  await shot('models-edit-weights');
+  await shot('models-edit-weights', PHONE);
+  await page.setViewportSize(DESKTOP);
+  await dlg().getByRole('button', { name: 'Cancel' }).click();
+  await dlg().waitFor({ state: 'detached' });
   await (await fetch(fakeRoot + '/_fake/models', { method: 'POST', body: JSON.stringify({ data: null }) })).text();
 });
 
