@@ -21,6 +21,8 @@ const HOSTILE_SCRIPT = '"><script>alert(2)</script>';
 const ALICE = 'alice@example.com';
 const ALICE_PW = 'correct horse battery';
 const DESKTOP = { width: 1440, height: 900 };
+// the browser runs in Europe/Paris (below); the charts' day labels are its dates, as "12/3"
+const PARIS_DAY = new Intl.DateTimeFormat('en-US', { timeZone: 'Europe/Paris', month: 'numeric', day: 'numeric' });
 const PHONE = { width: 390, height: 844 };
 const problems = [];
 mkdirSync(SHOTS, { recursive: true });
@@ -416,8 +418,11 @@ await step('the overview shows the requests, per day, model and user', async () 
   await over.waitFor();
   const b = await over.boundingBox();
   await page.mouse.move(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
-  const today = new Date().toISOString().slice(5, 10).split('-').map(Number).join('/');
-  await page.getByText(`${today}: cost ${cost}`).waitFor();
+  const today = PARIS_DAY.format(new Date()); // the last bar: today in the browser's zone
+  // one model so far: the stack has one part, and its legend
+  await page.getByText(`${today}: ${cost} in all · ${HOSTILE_SCRIPT} ${cost}`).waitFor();
+  check(JSON.stringify(await page.locator('.card').filter({ hasText: 'Cost per day' }).locator('.legend-item').allTextContents()) ===
+    JSON.stringify([HOSTILE_SCRIPT]), 'the cost chart\'s legend names the model');
   await page.mouse.click(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
   await page.waitForFunction(() => location.hash.startsWith('#/requests?since='));
   await settled();
@@ -503,6 +508,55 @@ await step('providers: a failing provider reads down, with its last error and fi
   await shot('providers-health');
   await shot('providers-health', PHONE);
   await page.setViewportSize(DESKTOP);
+});
+
+await step('overview: cost per day stacked by the costliest models, the rest summed as "other", exactly', async () => {
+  // six more priced models in alice's group, each called once with a known usage
+  const prov = (await api('GET', '/api/admin/providers/', adminToken)).json.results.find((p) => p.name === HOSTILE_IMG);
+  const group = (await api('GET', '/api/admin/groups/', adminToken)).json.results.find((g) => g.name === 'basic');
+  const ids = [];
+  for (let n = 1; n <= 6; n++) {
+    const m = await api('POST', '/api/admin/models/', adminToken, { name: `stack-${n}`, input_price: `${n}.5`, output_price: String(n),
+      routes: [{ provider_id: prov.id, upstream_name: 'fake-model' }] });
+    check(m.status === 201, `stack-${n}: ${m.status}`);
+    ids.push(m.json.id);
+  }
+  check((await api('PATCH', `/api/admin/groups/${group.id}/`, adminToken, { model_ids: [...group.model_ids, ...ids] })).status === 200, 'group');
+  for (let n = 1; n <= 6; n++) {
+    const r = await fetch(BASE + '/v1/chat/completions', {
+      method: 'POST', headers: { Authorization: 'Bearer ' + key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: `stack-${n}`, messages: [{ role: 'user', content: 'hello' }], fake_usage: `${1000 * n},${777 * n},0` }),
+    });
+    await r.text();
+    check(r.status === 200, `stack-${n} call: ${r.status}`);
+  }
+  // billing writes the records behind the answers: wait until the statistics count them
+  let st;
+  for (let i = 0; i < 40; i++) {
+    st = (await api('GET', '/api/admin/statistics/?group_by=model', adminToken)).json;
+    if (st.series.filter((e) => /^stack-/.test(e.name) && e.requests === 1).length === 6) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  // the expected stack from the API's exact strings: the five costliest models, then the rest summed
+  const nano = (s) => { const [w, f = ''] = s.split('.'); return BigInt(w) * 1000000000n + BigInt(f.padEnd(9, '0')); };
+  const str = (n) => { const f = (n % 1000000000n).toString().padStart(9, '0').replace(/0+$/, ''); return (n / 1000000000n).toString() + (f ? '.' + f : ''); };
+  const costly = st.series.filter((e) => nano(e.cost) > 0n).sort((a, b) => (nano(b.cost) > nano(a.cost) ? 1 : nano(b.cost) < nano(a.cost) ? -1 : a.model_id - b.model_id));
+  check(costly.length === 7, 'seven models with a cost: ' + costly.length);
+  const top = costly.slice(0, 5), rest = costly.slice(5);
+  const other = rest.reduce((t, e) => t + nano(e.cost), 0n);
+  await go('/overview');
+  const card = page.locator('.card').filter({ hasText: 'Cost per day' });
+  const legend = await card.locator('.legend-item').allTextContents();
+  check(JSON.stringify(legend) === JSON.stringify([...top.map((e) => e.name), 'other']), 'legend: ' + legend);
+  const over = card.locator('.u-over');
+  const b = await over.boundingBox();
+  await page.mouse.move(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
+  const today = PARIS_DAY.format(new Date()); // the last bar: today in the browser's zone
+  const total = (await api('GET', '/api/admin/statistics/', adminToken)).json.totals.cost;
+  const want = `${today}: ${total} in all` + top.map((e) => ` · ${e.name} ${e.cost}`).join('') + ` · other ${str(other)}`;
+  await card.getByText(want, { exact: true }).waitFor();
+  await noMarkupFromData();
+  await shot('overview-stacked');
 });
 
 await step('the API reference renders the gateway\'s own document', async () => {
