@@ -6,6 +6,7 @@
 //   TA_ADMIN_PASSWORD, TA_SHOTS (screenshot directory), TA_CONSOLE_DIR
 // Prints "BROWSER OK" when every flow passed; any dialog, CSP violation,
 // page error, console error or request to another origin fails the run.
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -654,13 +655,37 @@ await step('a normal user sees only their own data and no admin navigation', asy
   await go('/me/howto');
   await page.getByText(`${BASE}/v1`, { exact: true }).waitFor();
   await page.getByLabel('Your key').fill(key);
-  await page.getByLabel('Model').fill('gpt-4o-mini');
-  check((await page.locator('pre.snippet').textContent()).includes(`Bearer ${key}`), 'curl snippet with the key');
+  // the curl examples work as shown: run by the shell against the gateway with the key
+  // (the hostile model name stays one JSON string inside the shell's quotes)
+  const snippet = async () => page.locator('pre.snippet').textContent();
+  const run = (text) => JSON.parse(execFileSync('sh', ['-c', text], { encoding: 'utf8', timeout: 20000 }));
+  await page.getByLabel('Model').fill(HOSTILE_SCRIPT);
+  check((await snippet()).includes(`Bearer ${key}`), 'curl snippet with the key');
+  const chat = run(await snippet());
+  check(chat.object === 'chat.completion' && chat.choices[0].message.role === 'assistant', 'the chat example answers: ' + JSON.stringify(chat).slice(0, 200));
+  await page.getByLabel('Model').fill('stack-1');
+  await page.getByRole('button', { name: 'Responses', exact: true }).click();
+  await page.getByText('OpenAI’s /v1/responses').waitFor();
+  check((await snippet()).startsWith(`curl ${BASE}/v1/responses`), 'the responses example');
+  const resp = run(await snippet());
+  check(resp.object === 'response' && resp.usage && resp.usage.input_tokens > 0, 'the responses example answers: ' + JSON.stringify(resp).slice(0, 200));
+  await page.getByRole('button', { name: 'Anthropic Messages', exact: true }).click();
+  const text = await snippet();
+  check(text.startsWith(`curl ${BASE}/v1/messages`) && text.includes(`'x-api-key: ${key}'`) && text.includes('"anthropic-version: 2023-06-01"') &&
+    !text.includes('Authorization'), 'the messages example: x-api-key and anthropic-version: ' + text);
+  const msg = run(text);
+  check(msg.type === 'message' && msg.role === 'assistant' && msg.content[0].type === 'text', 'the messages example answers: ' + JSON.stringify(msg).slice(0, 200));
+  await shot('user-howto-messages', DESKTOP);
   await page.getByRole('tab', { name: 'Python' }).click();
-  check((await page.locator('pre.snippet').textContent()).includes(`base_url="${BASE}/v1"`), 'python snippet');
+  check((await snippet()).includes(`Anthropic(base_url="${BASE}", api_key="${key}")`), 'anthropic python: the address without /v1');
+  await page.getByRole('button', { name: 'Chat Completions', exact: true }).click();
+  check((await snippet()).includes(`base_url="${BASE}/v1"`), 'python snippet');
   await page.getByRole('tab', { name: 'Node' }).click();
   await page.getByLabel('Your key').fill('');
-  check((await page.locator('pre.snippet').textContent()).includes('process.env.TOKENAUDIT_API_KEY'), 'node snippet without a key');
+  check((await snippet()).includes('process.env.TOKENAUDIT_API_KEY'), 'node snippet without a key');
+  await page.getByRole('button', { name: 'Responses', exact: true }).click();
+  await page.getByRole('tab', { name: 'curl' }).click();
+  check((await snippet()).includes('"Authorization: Bearer $TOKENAUDIT_API_KEY"'), 'curl without a key reads the environment');
   await shot('user-howto', DESKTOP);
   await shot('user-howto', PHONE);
   await page.setViewportSize(DESKTOP);
