@@ -511,31 +511,34 @@ await step('providers: a failing provider reads down, with its last error and fi
   await page.setViewportSize(DESKTOP);
 });
 
+// six more models for the stacked cost chart (names as the README's screenshot shows them)
+const STACK = ['llama-3.3-70b', 'mistral-small', 'gemini-flash', 'claude-haiku', 'gpt-4.1-mini', 'deepseek-chat'];
+
 await step('overview: cost per day stacked by the costliest models, the rest summed as "other", exactly', async () => {
   // six more priced models in alice's group, each called once with a known usage
   const prov = (await api('GET', '/api/admin/providers/', adminToken)).json.results.find((p) => p.name === HOSTILE_IMG);
   const group = (await api('GET', '/api/admin/groups/', adminToken)).json.results.find((g) => g.name === 'basic');
   const ids = [];
   for (let n = 1; n <= 6; n++) {
-    const m = await api('POST', '/api/admin/models/', adminToken, { name: `stack-${n}`, input_price: `${n}.5`, output_price: String(n),
+    const m = await api('POST', '/api/admin/models/', adminToken, { name: STACK[n - 1], input_price: `${n}.5`, output_price: String(n),
       routes: [{ provider_id: prov.id, upstream_name: 'fake-model' }] });
-    check(m.status === 201, `stack-${n}: ${m.status}`);
+    check(m.status === 201, `${STACK[n - 1]}: ${m.status}`);
     ids.push(m.json.id);
   }
   check((await api('PATCH', `/api/admin/groups/${group.id}/`, adminToken, { model_ids: [...group.model_ids, ...ids] })).status === 200, 'group');
   for (let n = 1; n <= 6; n++) {
     const r = await fetch(BASE + '/v1/chat/completions', {
       method: 'POST', headers: { Authorization: 'Bearer ' + key, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ model: `stack-${n}`, messages: [{ role: 'user', content: 'hello' }], fake_usage: `${1000 * n},${777 * n},0` }),
+      body: JSON.stringify({ model: STACK[n - 1], messages: [{ role: 'user', content: 'hello' }], fake_usage: `${1000 * n},${777 * n},0` }),
     });
     await r.text();
-    check(r.status === 200, `stack-${n} call: ${r.status}`);
+    check(r.status === 200, `${STACK[n - 1]} call: ${r.status}`);
   }
   // billing writes the records behind the answers: wait until the statistics count them
   let st;
   for (let i = 0; i < 40; i++) {
     st = (await api('GET', '/api/admin/statistics/?group_by=model', adminToken)).json;
-    if (st.series.filter((e) => /^stack-/.test(e.name) && e.requests === 1).length === 6) break;
+    if (st.series.filter((e) => STACK.includes(e.name) && e.requests === 1).length === 6) break;
     await new Promise((r) => setTimeout(r, 250));
   }
   // the expected stack from the API's exact strings: the five costliest models, then the rest summed
@@ -663,7 +666,7 @@ await step('a normal user sees only their own data and no admin navigation', asy
   check((await snippet()).includes(`Bearer ${key}`), 'curl snippet with the key');
   const chat = run(await snippet());
   check(chat.object === 'chat.completion' && chat.choices[0].message.role === 'assistant', 'the chat example answers: ' + JSON.stringify(chat).slice(0, 200));
-  await page.getByLabel('Model').fill('stack-1');
+  await page.getByLabel('Model').fill(STACK[0]);
   await page.getByRole('button', { name: 'Responses', exact: true }).click();
   await page.getByText('OpenAI’s /v1/responses').waitFor();
   check((await snippet()).startsWith(`curl ${BASE}/v1/responses`), 'the responses example');
