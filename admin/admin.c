@@ -80,10 +80,13 @@ static const ta_admin_route_t routes[] = {
      "listMyQuotas", "self", "The caller's quotas with their usage",
      NULL, 200, "QuotaPage", "page,page_size,after,before", "400,401"},
     {"GET", "/api/statistics/", AUTH_USER, 0, ta_admin_my_statistics,
-     "myStatistics", "self", "Statistics of the caller's quotas (all, or one with quota_id)",
+     "myStatistics", "self",
+     "Statistics of the caller's quotas (all, or one with quota_id); group_by one level or two "
+     "(day,model)",
      NULL, 200, "Statistics", "since,until,group_by_quota,tz,quota_id", "400,401,404"},
     {"GET", "/api/quotas/{id}/statistics/", AUTH_USER, 0, ta_admin_my_quota_statistics,
-     "myQuotaStatistics", "self", "Statistics of one of the caller's quotas",
+     "myQuotaStatistics", "self",
+     "Statistics of one of the caller's quotas; group_by one level or two (day,model)",
      NULL, 200, "Statistics", "since,until,group_by_quota,tz", "400,401,404"},
     {"POST", "/api/quotas/{id}/reset_api_key/", AUTH_JWT, TA_ROUTE_WRITE,
      ta_admin_my_quota_reset_key,
@@ -140,7 +143,7 @@ static const ta_admin_route_t routes[] = {
      "listQuotaRequests", "quotas", "Audit records of a quota, newest first",
      NULL, 200, "AuditRecordPage", "page,page_size,cursor,since,until,status,model", "400,401,403,404"},
     {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, ta_admin_quota_statistics,
-     "quotaStatistics", "quotas", "Statistics of a quota",
+     "quotaStatistics", "quotas", "Statistics of a quota; group_by one level or two (day,model)",
      NULL, 200, "Statistics", "since,until,group_by_quota,tz", "400,401,403,404"},
 
     {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, ta_admin_requests_list,
@@ -156,7 +159,9 @@ static const ta_admin_route_t routes[] = {
      "getRequest", "audit", "One audit record, by its request id (X-Request-Id)",
      NULL, 200, "AuditRecord", "since,until", "400,401,403,404"},
     {"GET", "/api/admin/statistics/", AUTH_ADMIN, 0, ta_admin_statistics,
-     "statistics", "audit", "Statistics",
+     "statistics", "audit",
+     "Statistics from the hourly aggregates; group_by one level or two (day,model: a series "
+     "entry per day and model)",
      NULL, 200, "Statistics", "since,until,group_by,tz,user_id,quota_id", "400,401,403"},
 
     {"GET", "/api/admin/warnings/", AUTH_ADMIN, 0, ta_admin_warnings_list,

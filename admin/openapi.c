@@ -559,14 +559,19 @@ static json_t *schemas(gen_t *g)
     p = t_obj(g, NULL, "key", "key",
               t_nullable(g, t_any(g, "the day (YYYY-MM-DD), the hour (ISO 8601 with the zone's "
                                      "offset), the model, provider or group name (null when it "
-                                     "is gone), or the user id")),
-              "day", t_basic(g, "string", "date", "group_by=day: the date in tz"), "hour",
-              t_str(g, "group_by=hour: the hour's start in tz, 2026-12-03T08:00:00+08:00"),
-              "model_id", t_int(g, "group_by=model"), "user_id", t_int(g, "group_by=user"),
-              "provider_id", t_int(g, "group_by=provider (0: none, or not known)"), "group_id",
-              t_int(g, "group_by=group: the quota's group when the request was billed"), "name",
-              t_nullable(g, t_str(g, "group_by=model|provider|group|user: its name, null when "
-                                     "it is gone")),
+                                     "is gone), or the user id; with two levels (day,model) "
+                                     "the day or hour")),
+              "day", t_basic(g, "string", "date", "group_by=day (or day,...): the date in tz"), "hour",
+              t_str(g, "group_by=hour (or hour,...): the hour's start in tz, "
+                       "2026-12-03T08:00:00+08:00"),
+              "model_id", t_int(g, "group_by=model (or ...,model)"), "user_id",
+              t_int(g, "group_by=user (or ...,user)"),
+              "provider_id", t_int(g, "group_by=provider (or ...,provider; 0: none, or not known)"),
+              "group_id",
+              t_int(g, "group_by=group (or ...,group): the quota's group when the request was billed"),
+              "name",
+              t_nullable(g, t_str(g, "group_by=model|provider|group|user, or the second of two "
+                                     "levels: its name, null when it is gone")),
               NULL);
     push(g, all, p);
     put(g, o, "allOf", all);
@@ -797,11 +802,18 @@ static json_t *parameters(gen_t *g)
     put(g, p, "until", param(g, "until", "query", t_str(g, when), "exclusive"));
     put(g, p, "group_by",
         param(g, "group_by", "query",
-              t_enum(g, NULL, "day", "hour", "model", "provider", "group", "user", NULL),
-              "default day"));
+              t_enum(g, NULL, "day", "hour", "model", "provider", "group", "user", "day,model",
+                     "day,provider", "day,group", "day,user", "hour,model", "hour,provider",
+                     "hour,group", "hour,user", NULL),
+              "default day; two levels (day,model): one entry per day or hour and model, "
+              "provider, group or user"));
     put(g, p, "group_by_quota",
-        param(g, "group_by", "query", t_enum(g, NULL, "day", "hour", "model", "provider", "group", NULL),
-              "default day"));
+        param(g, "group_by", "query",
+              t_enum(g, NULL, "day", "hour", "model", "provider", "group", "day,model",
+                     "day,provider", "day,group", "hour,model", "hour,provider", "hour,group",
+                     NULL),
+              "default day; two levels (day,model): one entry per day or hour and model, "
+              "provider or group"));
     put(g, p, "tz",
         param(g, "tz", "query", t_str(g, NULL),
               "IANA time zone of the day and hour buckets (default UTC), e.g. Asia/Shanghai"));

@@ -5,6 +5,7 @@
  *   GET /api/admin/quotas/{id}/requests/    ?since=&until=&status=&model=   page of records
  *   GET /api/admin/requests/                ?user_id=&quota_id=&model=&status=&since=&until=
  *   GET /api/admin/quotas/{id}/statistics/  ?since=&until=&tz=&group_by=day|hour|model|provider|group
+ *                                           (or two levels: day|hour,model|provider|group)
  *   GET /api/admin/statistics/              ?since=&until=&tz=&group_by=...|user
  *                                           (also ?user_id=&quota_id=)
  *   GET /api/statistics/                    the caller's quotas (also ?quota_id= of one of them)
@@ -43,7 +44,11 @@
  * "2026-11-26T21:00:00+08:00", the model, provider or group name, or the
  * user id) and the totals' counters; model, provider, group and user entries
  * also carry their id and "name" (null, and a null key, when the record no
- * longer exists in the ledger or the request had none).
+ * longer exists in the ledger or the request had none). Two levels
+ * (group_by=day,model: a day or hour, then a model, provider, group or
+ * user) give one entry per pair that has requests, keyed by the day or hour,
+ * with the second level's id and name; so one answer draws a chart of days
+ * stacked by model, each entry summed from the same aggregates.
  *
  * A quota id is known when the ledger has the quota, or when the audit still
  * holds aggregates for it (a deleted quota keeps its records); otherwise 404.
@@ -582,36 +587,63 @@ void ta_admin_requests_export(actx_t *c)
 
 /* ---- statistics -------------------------------------------------------------- */
 
-/* ?group_by= among allowed (TA_GROUP_* bits); absent: day. */
-static int parse_group(actx_t *c, unsigned allowed, int *group)
-{
-    static const struct {
-        const char *name;
-        int group;
-    } names[] = {{"day", TA_GROUP_DAY},           {"hour", TA_GROUP_HOUR},
-                 {"model", TA_GROUP_MODEL},       {"provider", TA_GROUP_PROVIDER},
-                 {"group", TA_GROUP_GROUP},       {"user", TA_GROUP_USER}};
-    char buf[16], list[96] = "";
-    int rc = ta_admin_query_get(c, "group_by", buf, sizeof(buf));
+static const struct {
+    const char *name;
+    int group;
+} group_names[] = {{"day", TA_GROUP_DAY},         {"hour", TA_GROUP_HOUR},
+                   {"model", TA_GROUP_MODEL},     {"provider", TA_GROUP_PROVIDER},
+                   {"group", TA_GROUP_GROUP},     {"user", TA_GROUP_USER}};
 
-    *group = TA_GROUP_DAY;
-    for (size_t i = 0; i < TA_ARRAY_SIZE(names); i++) {
-        if (!(allowed & (1u << names[i].group)))
-            continue;
-        if (rc > 0 && strcmp(buf, names[i].name) == 0) {
-            *group = names[i].group;
-            return 0;
-        }
-        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", list[0] ? ", " : "",
-                 names[i].name);
-    }
-    if (rc <= 0) /* absent, or too long and answered */
-        return rc;
-    ta_admin_reply_field(c, "group_by", "enum", "must be one of %s", list);
-    return TA_EINVAL;
+/* The TA_GROUP_* of name among allowed (bits), or TA_GROUP_NONE. */
+static int group_named(const char *name, size_t len, unsigned allowed)
+{
+    for (size_t i = 0; i < TA_ARRAY_SIZE(group_names); i++)
+        if ((allowed & (1u << group_names[i].group)) && strlen(group_names[i].name) == len &&
+            memcmp(name, group_names[i].name, len) == 0)
+            return group_names[i].group;
+    return TA_GROUP_NONE;
+}
+
+/* The names of allowed, comma-separated, into list. */
+static void group_list(unsigned allowed, char *list, size_t cap)
+{
+    list[0] = '\0';
+    for (size_t i = 0; i < TA_ARRAY_SIZE(group_names); i++)
+        if (allowed & (1u << group_names[i].group))
+            snprintf(list + strlen(list), cap - strlen(list), "%s%s", list[0] ? ", " : "",
+                     group_names[i].name);
 }
 
 #define G(x) (1u << (x))
+#define GROUPS_TIME (G(TA_GROUP_DAY) | G(TA_GROUP_HOUR))
+
+/* ?group_by= among allowed (TA_GROUP_* bits); absent: day. Two levels,
+ * "day,model": a time bucket (day or hour), then one of the others allowed
+ * (*then; TA_GROUP_NONE for one level). */
+static int parse_group(actx_t *c, unsigned allowed, int *group, int *then)
+{
+    char buf[16], list[64], rest[64];
+    int rc = ta_admin_query_get(c, "group_by", buf, sizeof(buf));
+
+    *group = TA_GROUP_DAY;
+    *then = TA_GROUP_NONE;
+    if (rc <= 0) /* absent, or too long and answered */
+        return rc;
+    const char *comma = strchr(buf, ',');
+    *group = group_named(buf, comma != NULL ? (size_t)(comma - buf) : strlen(buf),
+                         comma != NULL ? allowed & GROUPS_TIME : allowed);
+    if (comma != NULL && *group != TA_GROUP_NONE)
+        *then = group_named(comma + 1, strlen(comma + 1), allowed & ~GROUPS_TIME);
+    if (*group != TA_GROUP_NONE && (comma == NULL || *then != TA_GROUP_NONE))
+        return 0;
+    group_list(allowed, list, sizeof(list));
+    group_list(allowed & ~GROUPS_TIME, rest, sizeof(rest));
+    ta_admin_reply_field(c, "group_by", "enum",
+                         "must be one of %s, or day or hour, a comma and one of %s (day,model)",
+                         list, rest);
+    return TA_EINVAL;
+}
+
 #define GROUPS_QUOTA (G(TA_GROUP_DAY) | G(TA_GROUP_HOUR) | G(TA_GROUP_MODEL) | G(TA_GROUP_PROVIDER) | G(TA_GROUP_GROUP))
 #define GROUPS_ALL (GROUPS_QUOTA | G(TA_GROUP_USER))
 
@@ -656,8 +688,9 @@ static json_t *name_of(actx_t *c, const ta_recdesc_t *d, json_int_t id, int *rc)
 }
 
 /* Give each series entry its "key" and, for records, "name" (see the top of
- * the file). */
-static int series_keys(actx_t *c, json_t *series, int group)
+ * the file); with two levels (then: the second) the key is the day or hour
+ * and the name the second level's record's. */
+static int series_keys(actx_t *c, json_t *series, int group, int then)
 {
     static const struct {
         int group;
@@ -678,13 +711,16 @@ static int series_keys(actx_t *c, json_t *series, int group)
         else if (group == TA_GROUP_HOUR)
             key = json_incref(json_object_get(e, "hour"));
         for (size_t j = 0; j < TA_ARRAY_SIZE(named); j++) {
-            if (named[j].group != group)
+            if (named[j].group != (then != TA_GROUP_NONE ? then : group))
                 continue;
             json_int_t id = json_integer_value(json_object_get(e, named[j].id));
-            if ((name = name_of(c, named[j].d, id, &rc)) == NULL)
+            if ((name = name_of(c, named[j].d, id, &rc)) == NULL) {
+                json_decref(key);
                 return rc != 0 ? rc : -ENOMEM;
+            }
             /* a user's key stays its id, as it always was; the others' is the name */
-            key = group == TA_GROUP_USER ? json_integer(id) : json_incref(name);
+            if (key == NULL)
+                key = group == TA_GROUP_USER ? json_integer(id) : json_incref(name);
         }
         /* "key" first, then the counters: the order people read them in */
         json_t *n = key != NULL ? json_pack("{s:o}", "key", key) : NULL;
@@ -723,11 +759,11 @@ static void reply_stats(actx_t *c, unsigned which, unsigned allowed, bool self)
     MDB_txn *atxn = NULL;
     ta_tz_t *tz = NULL;
     json_t *out = NULL;
-    int group, rc;
+    int group, then, rc;
 
     memset(&q, 0, sizeof(q));
     q.f.quota_id = c->id;
-    if (parse_filters(c, &q, which) != 0 || parse_group(c, allowed, &group) != 0 ||
+    if (parse_filters(c, &q, which) != 0 || parse_group(c, allowed, &group, &then) != 0 ||
         parse_tz(c, &tz) != 0)
         return;
     if (ta_admin_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
@@ -740,9 +776,9 @@ static void reply_stats(actx_t *c, unsigned which, unsigned allowed, bool self)
     } else if (c->id != 0 && quota_known(c, atxn) != 0) {
         goto Exit;
     }
-    rc = ta_audit_stats(c->st, atxn, &q.f, group, tz, &out);
+    rc = ta_audit_stats_by(c->st, atxn, &q.f, group, then, tz, &out);
     if (rc == 0)
-        rc = series_keys(c, json_object_get(out, "series"), group);
+        rc = series_keys(c, json_object_get(out, "series"), group, then);
     if (rc != 0) {
         json_decref(out);
         ta_admin_reply_store_error(c, rc, "statistics");

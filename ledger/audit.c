@@ -712,10 +712,11 @@ static json_t *sum_json(const ta_daily_t *a)
                      ta_nano_format(a->cost, c), "errors", (json_int_t)a->errors);
 }
 
-/* The series' buckets: key (a day number, a UTC hour or an id) -> sums, in
- * an array indexed by an open-addressing table of (1 + array index). */
+/* The series' buckets: key (a day number, a UTC hour or an id) and key2
+ * (the second level's id, 0 without one) -> sums, in an array indexed by an
+ * open-addressing table of (1 + array index). */
 typedef struct bucket {
-    int64_t key;
+    int64_t key, key2;
     ta_daily_t sum;
 } bucket_t;
 
@@ -726,12 +727,12 @@ typedef struct buckets {
     size_t icap; /* power of two, at least twice n */
 } buckets_t;
 
-static uint32_t i64_hash(int64_t k)
+static uint32_t i64_hash(int64_t k, int64_t k2)
 {
-    return (uint32_t)(((uint64_t)k * 0x9E3779B97F4A7C15ULL) >> 32);
+    return (uint32_t)((((uint64_t)k * 0x9E3779B97F4A7C15ULL) ^ ((uint64_t)k2 * 0xC2B2AE3D27D4EB4FULL)) >> 32);
 }
 
-static bucket_t *bucket_get(buckets_t *b, int64_t key)
+static bucket_t *bucket_get(buckets_t *b, int64_t key, int64_t key2)
 {
     if ((b->n + 1) * 2 > b->icap) {
         size_t nc = b->icap ? b->icap * 2 : 64;
@@ -739,7 +740,7 @@ static bucket_t *bucket_get(buckets_t *b, int64_t key)
         if (ni == NULL)
             return NULL;
         for (size_t j = 0; j < b->n; j++) {
-            size_t i = i64_hash(b->v[j].key) & (nc - 1);
+            size_t i = i64_hash(b->v[j].key, b->v[j].key2) & (nc - 1);
             while (ni[i])
                 i = (i + 1) & (nc - 1);
             ni[i] = (uint32_t)(j + 1);
@@ -747,9 +748,9 @@ static bucket_t *bucket_get(buckets_t *b, int64_t key)
         free(b->idx);
         b->idx = ni, b->icap = nc;
     }
-    size_t i = i64_hash(key) & (b->icap - 1);
+    size_t i = i64_hash(key, key2) & (b->icap - 1);
     while (b->idx[i]) {
-        if (b->v[b->idx[i] - 1].key == key)
+        if (b->v[b->idx[i] - 1].key == key && b->v[b->idx[i] - 1].key2 == key2)
             return &b->v[b->idx[i] - 1];
         i = (i + 1) & (b->icap - 1);
     }
@@ -762,19 +763,22 @@ static bucket_t *bucket_get(buckets_t *b, int64_t key)
     }
     memset(&b->v[b->n], 0, sizeof(b->v[b->n]));
     b->v[b->n].key = key;
+    b->v[b->n].key2 = key2;
     b->idx[i] = (uint32_t)(b->n + 1);
     return &b->v[b->n++];
 }
 
 static int bucket_cmp(const void *a, const void *b)
 {
-    int64_t x = ((const bucket_t *)a)->key, y = ((const bucket_t *)b)->key;
-    return x < y ? -1 : x > y;
+    const bucket_t *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->key2 < y->key2 ? -1 : x->key2 > y->key2;
 }
 
 typedef struct stats_walk {
     const ta_audit_filter_t *f;
-    int group_by;
+    int group_by, then_by; /* then_by: the second level, TA_GROUP_NONE for none */
     const ta_tz_t *tz;
     uint32_t hlo, hhi;   /* UTC hours, inclusive */
     ta_daily_t tot;
@@ -791,6 +795,22 @@ static int64_t local_day(stats_walk_t *w, uint32_t h)
         w->memo_hour = h;
     }
     return w->memo_day;
+}
+
+/* The bucket of an aggregate row (key p, sums d, UTC hour, model) for one
+ * grouping; false for TA_GROUP_NONE. */
+static bool group_key(stats_walk_t *w, int group, const uint8_t *p, const ta_daily_t *d, int scope,
+                      uint64_t id, uint32_t hour, uint64_t model, int64_t *key)
+{
+    switch (group) {
+    case TA_GROUP_DAY: *key = local_day(w, hour); return true;
+    case TA_GROUP_HOUR: *key = hour; return true;
+    case TA_GROUP_MODEL: *key = (int64_t)model; return true;
+    case TA_GROUP_PROVIDER: *key = (int64_t)ta_be64_get(p + 21); return true;
+    case TA_GROUP_GROUP: *key = (int64_t)ta_be64_get(p + 29); return true;
+    case TA_GROUP_USER: *key = (int64_t)(scope == TA_AGG_USER ? id : d->user_id); return true;
+    default: return false;
+    }
 }
 
 /* Sum the rows of scope/id in w's hours, from cur positioned anywhere. */
@@ -818,17 +838,13 @@ static int walk_scope(MDB_cursor *cur, stats_walk_t *w, int scope, uint64_t id)
         if (scope == TA_AGG_QUOTA && w->f->user_id && d.user_id != w->f->user_id)
             continue;
         sum_add(&w->tot, &d);
-        int64_t key;
-        switch (w->group_by) {
-        case TA_GROUP_DAY: key = local_day(w, hour); break;
-        case TA_GROUP_HOUR: key = hour; break;
-        case TA_GROUP_MODEL: key = (int64_t)model; break;
-        case TA_GROUP_PROVIDER: key = (int64_t)ta_be64_get(p + 21); break;
-        case TA_GROUP_GROUP: key = (int64_t)ta_be64_get(p + 29); break;
-        case TA_GROUP_USER: key = (int64_t)(scope == TA_AGG_USER ? id : d.user_id); break;
-        default: continue;
-        }
-        bucket_t *bk = bucket_get(&w->b, key);
+        int64_t key, key2 = 0;
+        if (!group_key(w, w->group_by, p, &d, scope, id, hour, model, &key))
+            continue;
+        if (w->then_by != TA_GROUP_NONE &&
+            !group_key(w, w->then_by, p, &d, scope, id, hour, model, &key2))
+            continue;
+        bucket_t *bk = bucket_get(&w->b, key, key2);
         if (bk == NULL)
             return -ENOMEM;
         sum_add(&bk->sum, &d);
@@ -877,13 +893,48 @@ static void day_label(int64_t day, char out[16])
     snprintf(out, 16, "%04d-%02d-%02d", y, m, d);
 }
 
+/* The name of a grouping's field in a series entry. */
+static const char *group_field(int group)
+{
+    switch (group) {
+    case TA_GROUP_DAY: return "day";
+    case TA_GROUP_HOUR: return "hour";
+    case TA_GROUP_MODEL: return "model_id";
+    case TA_GROUP_PROVIDER: return "provider_id";
+    case TA_GROUP_GROUP: return "group_id";
+    default: return "user_id";
+    }
+}
+
+/* The value of a grouping's field for bucket key k. */
+static json_t *group_value(int group, const ta_tz_t *tz, int64_t k)
+{
+    char lab[32];
+    if (group == TA_GROUP_DAY) {
+        day_label(k, lab);
+        return json_string(lab);
+    }
+    if (group == TA_GROUP_HOUR) {
+        hour_label(tz, k, lab);
+        return json_string(lab);
+    }
+    return json_integer((json_int_t)k);
+}
+
 int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
                    const ta_tz_t *tz, json_t **out)
+{
+    return ta_audit_stats_by(st, txn, f, group_by, TA_GROUP_NONE, tz, out);
+}
+
+int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
+                      int then_by, const ta_tz_t *tz, json_t **out)
 {
     stats_walk_t w;
     memset(&w, 0, sizeof(w));
     w.f = f;
     w.group_by = group_by;
+    w.then_by = then_by;
     w.tz = tz;
     w.memo_hour = -1;
     w.hlo = f->since_ns > 0 ? hour_of(f->since_ns) : 0;
@@ -899,7 +950,7 @@ int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int
         rc = walk_scope(cur, &w, TA_AGG_QUOTA, f->quota_id);
     else if (f->user_id)
         rc = walk_scope(cur, &w, TA_AGG_USER, f->user_id);
-    else if (group_by == TA_GROUP_USER)
+    else if (group_by == TA_GROUP_USER || then_by == TA_GROUP_USER)
         rc = walk_every(cur, &w, TA_AGG_USER);
     else
         rc = walk_scope(cur, &w, TA_AGG_ALL, 0);
@@ -910,25 +961,17 @@ int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int
     if (rc == 0 && w.b.n)
         qsort(w.b.v, w.b.n, sizeof(*w.b.v), bucket_cmp);
     for (size_t i = 0; rc == 0 && i < w.b.n; i++) {
-        json_t *o = sum_json(&w.b.v[i].sum), *key = NULL;
-        const char *name = NULL;
-        char lab[32];
-        int64_t k = w.b.v[i].key;
-        switch (group_by) {
-        case TA_GROUP_DAY: day_label(k, lab), name = "day", key = json_string(lab); break;
-        case TA_GROUP_HOUR: hour_label(tz, k, lab), name = "hour", key = json_string(lab); break;
-        case TA_GROUP_MODEL: name = "model_id"; break;
-        case TA_GROUP_PROVIDER: name = "provider_id"; break;
-        case TA_GROUP_GROUP: name = "group_id"; break;
-        default: name = "user_id"; break;
-        }
-        if (key == NULL)
-            key = json_integer((json_int_t)k);
-        if (o == NULL || key == NULL || json_object_set_new(o, name, key) != 0 ||
-            json_array_append_new(series, o) != 0) {
-            json_decref(o);
+        json_t *o = sum_json(&w.b.v[i].sum);
+        json_t *key = group_value(group_by, tz, w.b.v[i].key);
+        json_t *key2 = then_by != TA_GROUP_NONE ? group_value(then_by, tz, w.b.v[i].key2) : NULL;
+        if (o == NULL || key == NULL || (then_by != TA_GROUP_NONE && key2 == NULL) ||
+            json_object_set(o, group_field(group_by), key) != 0 ||
+            (key2 != NULL && json_object_set(o, group_field(then_by), key2) != 0) ||
+            json_array_append(series, o) != 0)
             rc = -ENOMEM;
-        }
+        json_decref(key);
+        json_decref(key2);
+        json_decref(o);
     }
     if (rc == 0) {
         *out = json_pack("{s:o,s:o}", "totals", sum_json(&w.tot), "series", series);

@@ -140,6 +140,13 @@ enum ta_audit_group {
  *  else user, else all), never the records. *out is a new reference. */
 int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
                    const ta_tz_t *tz, json_t **out);
+/** ta_audit_stats() grouped on two levels: each entry of the series is one
+ *  bucket of group_by (TA_GROUP_DAY or TA_GROUP_HOUR) and then_by (a model,
+ *  provider, group or user; TA_GROUP_NONE: one level), carrying both fields
+ *  ("day" and "model_id", ...); series in ascending order of the first,
+ *  then of the second. */
+int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
+                      int then_by, const ta_tz_t *tz, json_t **out);
 /** For `ledger verify`: the sums of the aggregate rows of scope/id
  *  (TA_AGG_*) from UTC hour hour_lo on (requests, tokens, cost, errors). */
 int ta_audit_agg_sum(ta_store_t *st, MDB_txn *txn, int scope, uint64_t id, uint32_t hour_lo,

@@ -5,6 +5,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { get, post, hasToken, setToken, onUnauthorized } from './api.js';
 import { useRoute, go } from './router.js';
 import { Loading } from './ui.jsx';
+import { pageShown } from './lookups.js';
 import { Login } from './pages/login.jsx';
 import { Overview } from './pages/overview.jsx';
 import { Users } from './pages/users.jsx';
@@ -73,6 +74,7 @@ function Shell({ user, onLogout }) {
     document.title = (found ? found[1] + ' · ' : '') + 'tokenaudit console';
   }, [found]);
   const Page = found ? found[2] : null;
+  pageShown(route.path);
 
   return (
     <div class="shell">

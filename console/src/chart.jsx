@@ -28,10 +28,12 @@ function useScheme() {
  * labels: category names (x axis); series: [{label, values: [number], colorVar?}]
  * (colorVar: a CSS custom property such as '--error'); stacked: series drawn
  * on top of each other; format(i, k): the text of series k at category i
- * (pass the API's exact strings through it); onPick(i): a bar was clicked;
- * counts: the values are whole numbers, so are the y axis's ticks.
+ * (pass the API's exact strings through it); readout(i): the whole text for
+ * category i instead (format is then unused); onPick(i): a bar was clicked;
+ * counts: the values are whole numbers, so are the y axis's ticks; legend:
+ * the legend even for one series.
  */
-export function BarChart({ labels, series, height = 220, stacked, format, onPick, title, hint, counts }) {
+export function BarChart({ labels, series, height = 220, stacked, format, readout, onPick, title, hint, counts, legend }) {
   const box = useRef(null);
   const pick = useRef(onPick);
   pick.current = onPick;
@@ -92,10 +94,11 @@ export function BarChart({ labels, series, height = 220, stacked, format, onPick
     <figure class="chart-figure">
       <div class={'chart' + (onPick ? ' pickable' : '') + (height < 220 ? ' short' : '')} ref={box} role="img" aria-label={title} />
       <figcaption class="chart-readout">
-        {series.length > 1 && series.map((s, k) => (
-          <span class="legend-item" key={s.label}><span class={'swatch ' + colorOf(s, k).slice(2)} />{s.label}</span>))}
+        {(series.length > 1 || legend) && series.map((s, k) => (
+          <span class="legend-item" key={k}><span class={'swatch ' + colorOf(s, k).slice(2)} />{s.label}</span>))}
         <span class="readout" aria-live="polite">
-          {idx === null ? (hint || '') : `${labels[idx]}: ` + series.map((s, k) => `${s.label} ${text(idx, k)}`).join(' · ')}
+          {idx === null ? (hint || '') : readout ? readout(idx)
+            : `${labels[idx]}: ` + series.map((s, k) => `${s.label} ${text(idx, k)}`).join(' · ')}
         </span>
       </figcaption>
     </figure>

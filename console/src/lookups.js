@@ -17,6 +17,15 @@ export function invalidate(kind) {
   delete cache[kind];
 }
 
+let shownPath = null;
+/** Called by the shell as it renders the page of path: a page shown anew
+ *  loads the names again (another admin, or the CLI, may have added some). */
+export function pageShown(path) {
+  if (path === shownPath) return;
+  shownPath = path;
+  for (const k of Object.keys(cache)) delete cache[k];
+}
+
 function load(kind) {
   if (!cache[kind]) {
     cache[kind] = all(paths[kind]).then(

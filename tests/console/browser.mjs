@@ -6,6 +6,7 @@
 //   TA_ADMIN_PASSWORD, TA_SHOTS (screenshot directory), TA_CONSOLE_DIR
 // Prints "BROWSER OK" when every flow passed; any dialog, CSP violation,
 // page error, console error or request to another origin fails the run.
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,6 +22,8 @@ const HOSTILE_SCRIPT = '"><script>alert(2)</script>';
 const ALICE = 'alice@example.com';
 const ALICE_PW = 'correct horse battery';
 const DESKTOP = { width: 1440, height: 900 };
+// the browser runs in Europe/Paris (below); the charts' day labels are its dates, as "12/3"
+const PARIS_DAY = new Intl.DateTimeFormat('en-US', { timeZone: 'Europe/Paris', month: 'numeric', day: 'numeric' });
 const PHONE = { width: 390, height: 844 };
 const problems = [];
 mkdirSync(SHOTS, { recursive: true });
@@ -146,6 +149,10 @@ await step('providers: create (hostile name), Test, Sync models', async () => {
   const row = page.getByRole('row').filter({ hasText: HOSTILE_IMG });
   await row.waitFor();
   check(await row.getByText('••••7777').count() === 1, 'key shown as its last four');
+  // never called yet: healthy, no calls in the window
+  const health = row.locator('td[data-label="Health"]');
+  await health.locator('.health > .badge').getByText('healthy', { exact: true }).waitFor();
+  await health.getByText('no calls in the last 5 min').waitFor();
   await row.getByRole('button', { name: 'Test' }).click();
   await row.getByText(/^OK · HTTP 200 · \d+ ms · 3 models$/).waitFor();
   await row.getByRole('button', { name: 'Sync models' }).click();
@@ -153,7 +160,9 @@ await step('providers: create (hostile name), Test, Sync models', async () => {
   await dlg().getByRole('heading', { name: 'Created (3)' }).waitFor();
   for (const m of ['gpt-4o-mini', 'text-embedding-3-small', 'fake-model'])
     await dlg().getByRole('listitem').filter({ hasText: m }).waitFor();
-  await dlg().getByRole('heading', { name: 'Already there (0)' }).waitFor();
+  const summary = await dlg().getByRole('list', { name: 'Sync result' }).textContent();
+  check(summary === '3 created0 updated0 no longer listed0 skipped0 already there', 'sync summary: ' + summary);
+  check(await dlg().getByRole('heading', { name: /^Already there/ }).count() === 0, 'no list for an empty part');
   await shot('providers-sync');
   await dlg().getByRole('button', { name: 'Done' }).click();
   await page.getByText(/^OK · HTTP 200/).waitFor();
@@ -177,13 +186,78 @@ await step('models: a price that is not a number is refused beside its field, no
   check(models.json.count === 3 && !models.json.results.some((m) => m.name === HOSTILE_SCRIPT), 'nothing written on a field error');
   await shot('models-field-error');
   await dlg().getByLabel('Input', { exact: true }).fill('1.5');
+  // a route weight out of 1..1000: the API's words beside the Weight field, nothing written
+  await dlg().getByText('Weight (1–1000): the share of traffic among routes of equal priority').waitFor();
+  await dlg().getByLabel('Weight').fill('1001');
+  await dlg().getByRole('button', { name: 'Create model' }).click();
+  const weight = dlg().locator('.route-field').filter({ has: page.getByLabel('Weight') });
+  await weight.getByRole('alert').filter({ hasText: 'routes[0].weight: must be at most 1000' }).waitFor();
+  check(await dlg().getByLabel('Weight').getAttribute('aria-invalid') === 'true', 'the weight is marked invalid');
+  check(await dlg().getByRole('alert').count() === 1, 'the error once, beside its field (not again below the form)');
+  check((await api('GET', '/api/admin/models/', adminToken)).json.count === 3, 'nothing written on a weight error');
+  await shot('models-weight-error');
+  await dlg().getByLabel('Weight').fill('2');
   await dlg().getByRole('button', { name: 'Create model' }).click();
   await dlg().waitFor({ state: 'detached' });
   const row = page.getByRole('row').filter({ hasText: HOSTILE_SCRIPT });
   await row.waitFor();
   check(await row.getByText('1.5', { exact: true }).count() === 1, 'input price shown as the API gave it');
+  const created = (await api('GET', '/api/admin/models/?search=script', adminToken)).json.results[0];
+  check(created.routes[0].weight === 2, 'the weight written: ' + JSON.stringify(created.routes));
   await noMarkupFromData();
   await shot('models');
+});
+
+await step('providers: a second sync names what was updated, no longer listed and skipped; Models marks the route', async () => {
+  // a model routed to an upstream name the provider does not list, and a list with context sizes and a name too long
+  const prov = (await api('GET', '/api/admin/providers/', adminToken)).json.results[0];
+  const retired = await api('POST', '/api/admin/models/', adminToken, { name: 'retired-model',
+    routes: [{ provider_id: prov.id, upstream_name: 'gpt-3-retired', weight: 3 }, { provider_id: prov.id, upstream_name: 'fake-model' }],
+    input_price: '1', output_price: '1' });
+  check(retired.status === 201, 'retired-model: ' + retired.status);
+  const fakeRoot = env.TA_FAKE_URL.replace(/\/v1\/?$/, '');
+  const long = 'x'.repeat(130);
+  const set = await fetch(fakeRoot + '/_fake/models', { method: 'POST', body: JSON.stringify({ data: [
+    { id: 'gpt-4o-mini', context_window: 128000, max_output_tokens: 16384 }, { id: 'text-embedding-3-small' },
+    { id: 'fake-model' }, { id: long }] }) });
+  check(set.status === 200, 'fake models list: ' + set.status);
+  await go('/providers');
+  await page.getByRole('row').filter({ hasText: HOSTILE_IMG }).getByRole('button', { name: 'Sync models' }).click();
+  await dlg().getByRole('button', { name: 'Sync models' }).click();
+  const summary = dlg().getByRole('list', { name: 'Sync result' });
+  await summary.waitFor();
+  const text = await summary.textContent();
+  check(text === '0 created2 updated1 no longer listed1 skipped3 already there', 'second sync summary: ' + text);
+  const updated = dlg().locator('section.sync-list.updated');
+  await updated.getByRole('heading', { name: 'Updated (2)' }).waitFor();
+  check(await updated.getByText(HOSTILE_SCRIPT, { exact: true }).count() === 1, 'the hostile model updated, as text');
+  await dlg().locator('section.sync-list.missing').getByText('retired-model', { exact: true }).waitFor();
+  await dlg().locator('section.sync-list.missing').getByText('Still served').waitFor();
+  await dlg().locator('section.sync-list.skipped').getByText('longer than 127 bytes').waitFor();
+  await noMarkupFromData();
+  await shot('providers-sync-changes');
+  await shot('providers-sync-changes', PHONE);
+  await page.setViewportSize(DESKTOP);
+  await dlg().getByRole('button', { name: 'See the models' }).click();
+  await dlg().waitFor({ state: 'detached' });
+  await page.waitForFunction(() => location.hash.startsWith('#/models?provider_id='));
+  await settled();
+  const rrow = page.getByRole('row').filter({ hasText: 'retired-model' });
+  await rrow.getByText('no longer listed by the provider', { exact: true }).waitFor();
+  check(await page.getByText('no longer listed by the provider', { exact: true }).count() === 1, 'only the missing route is marked');
+  // routes of equal priority show their weights, and the editor has them
+  await rrow.getByText('(priority 0, weight 3)').waitFor();
+  await rrow.getByText('(priority 0, weight 1)').waitFor();
+  await rrow.getByRole('button', { name: 'Edit' }).click();
+  check(await dlg().locator('#route-0-weight').inputValue() === '3' && await dlg().locator('#route-1-weight').inputValue() === '1', 'weights in the editor');
+  await dlg().locator('.route-field').filter({ has: page.locator('#route-0-upstream') }).getByText('no longer listed by the provider').waitFor();
+  check(await dlg().getByText('no longer listed by the provider').count() === 1, 'only the missing route says so in the editor');
+  await shot('models-edit-weights');
+  await shot('models-edit-weights', PHONE);
+  await page.setViewportSize(DESKTOP);
+  await dlg().getByRole('button', { name: 'Cancel' }).click();
+  await dlg().waitFor({ state: 'detached' });
+  await (await fetch(fakeRoot + '/_fake/models', { method: 'POST', body: JSON.stringify({ data: null }) })).text();
 });
 
 await step('groups: a group with the model and a default cost limit', async () => {
@@ -345,8 +419,11 @@ await step('the overview shows the requests, per day, model and user', async () 
   await over.waitFor();
   const b = await over.boundingBox();
   await page.mouse.move(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
-  const today = new Date().toISOString().slice(5, 10).split('-').map(Number).join('/');
-  await page.getByText(`${today}: cost ${cost}`).waitFor();
+  const today = PARIS_DAY.format(new Date()); // the last bar: today in the browser's zone
+  // one model so far: the stack has one part, and its legend
+  await page.getByText(`${today}: ${cost} in all · ${HOSTILE_SCRIPT} ${cost}`).waitFor();
+  check(JSON.stringify(await page.locator('.card').filter({ hasText: 'Cost per day' }).locator('.legend-item').allTextContents()) ===
+    JSON.stringify([HOSTILE_SCRIPT]), 'the cost chart\'s legend names the model');
   await page.mouse.click(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
   await page.waitForFunction(() => location.hash.startsWith('#/requests?since='));
   await settled();
@@ -386,6 +463,104 @@ await step('a quota reaches a warning threshold: Warnings shows it; the live fig
   await page.getByLabel('Webhook').selectOption('failed');
   await page.getByText('No warning matches these filters.').waitFor();
   await shot('warnings-empty-filter');
+});
+
+await step('providers: a failing provider reads down, with its last error and figures, when the page is shown again', async () => {
+  // a provider nothing listens for, behind a model of alice's group
+  const dead = await api('POST', '/api/admin/providers/', adminToken, { name: 'dead-end', type: 'openai',
+    base_url: 'http://127.0.0.1:9/v1', api_key: 'sk-dead', timeout_s: 5 });
+  check(dead.status === 201, 'dead provider: ' + dead.status);
+  const m = await api('POST', '/api/admin/models/', adminToken, { name: 'dead-model', input_price: '1', output_price: '1',
+    routes: [{ provider_id: dead.json.id, upstream_name: 'gone-upstream' }] });
+  check(m.status === 201, 'dead model: ' + m.status);
+  const group = (await api('GET', '/api/admin/groups/', adminToken)).json.results.find((g) => g.name === 'basic');
+  check((await api('PATCH', `/api/admin/groups/${group.id}/`, adminToken, { model_ids: [...group.model_ids, m.json.id] })).status === 200, 'group');
+  await go('/providers');
+  const row = page.getByRole('row').filter({ hasText: 'dead-end' });
+  await row.locator('.health > .badge').getByText('healthy', { exact: true }).waitFor();
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(BASE + '/v1/chat/completions', {
+      method: 'POST', headers: { Authorization: 'Bearer ' + key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'dead-model', messages: [{ role: 'user', content: 'hello' }] }),
+    });
+    await r.text();
+    check(r.status >= 500, 'a call to the dead provider: ' + r.status);
+  }
+  // the tab shown again reads the health again (no navigation)
+  await page.evaluate(() => document.dispatchEvent(new Event('visibilitychange')));
+  const health = row.locator('td[data-label="Health"]');
+  await health.locator('.health > .badge').getByText('down', { exact: true }).waitFor();
+  await health.getByText(/100\.0% errors \(\d+ of \d+\)/).first().waitFor();
+  await health.locator('.health > .health-error').getByText('could not connect').waitFor();
+  check(await health.locator('.health > .health-error .bad').getAttribute('title') === 'connect', 'the API\'s word on hover');
+  const when = health.locator('.health > .health-error time');
+  check(/^UTC \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(await when.getAttribute('title')), 'the exact UTC time on hover');
+  await page.getByRole('note').filter({ hasText: 'dead-end is down' }).waitFor();
+  await health.getByText('1 route').click();
+  const route = health.locator('.health-routes li').filter({ hasText: 'gone-upstream' });
+  await route.getByText('3 failed in a row').waitFor();
+  await route.getByText(/^skipped until /).waitFor();
+  // the hostile provider: still healthy, its one upstream error and p95 shown
+  const fake = page.getByRole('row').filter({ hasText: HOSTILE_IMG }).locator('td[data-label="Health"]');
+  await fake.locator('.health > .badge').getByText('healthy', { exact: true }).waitFor();
+  await fake.getByText(/^last 5 min: [\d.]+% errors \(1 of \d+\) · p95 ≤ [\d,]+ ms$/).waitFor();
+  await fake.locator('.health > .health-error').getByText('HTTP 500').waitFor();
+  await noMarkupFromData();
+  await shot('providers-health');
+  await shot('providers-health', PHONE);
+  await page.setViewportSize(DESKTOP);
+});
+
+// six more models for the stacked cost chart (names as the README's screenshot shows them)
+const STACK = ['llama-3.3-70b', 'mistral-small', 'gemini-flash', 'claude-haiku', 'gpt-4.1-mini', 'deepseek-chat'];
+
+await step('overview: cost per day stacked by the costliest models, the rest summed as "other", exactly', async () => {
+  // six more priced models in alice's group, each called once with a known usage
+  const prov = (await api('GET', '/api/admin/providers/', adminToken)).json.results.find((p) => p.name === HOSTILE_IMG);
+  const group = (await api('GET', '/api/admin/groups/', adminToken)).json.results.find((g) => g.name === 'basic');
+  const ids = [];
+  for (let n = 1; n <= 6; n++) {
+    const m = await api('POST', '/api/admin/models/', adminToken, { name: STACK[n - 1], input_price: `${n}.5`, output_price: String(n),
+      routes: [{ provider_id: prov.id, upstream_name: 'fake-model' }] });
+    check(m.status === 201, `${STACK[n - 1]}: ${m.status}`);
+    ids.push(m.json.id);
+  }
+  check((await api('PATCH', `/api/admin/groups/${group.id}/`, adminToken, { model_ids: [...group.model_ids, ...ids] })).status === 200, 'group');
+  for (let n = 1; n <= 6; n++) {
+    const r = await fetch(BASE + '/v1/chat/completions', {
+      method: 'POST', headers: { Authorization: 'Bearer ' + key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: STACK[n - 1], messages: [{ role: 'user', content: 'hello' }], fake_usage: `${1000 * n},${777 * n},0` }),
+    });
+    await r.text();
+    check(r.status === 200, `${STACK[n - 1]} call: ${r.status}`);
+  }
+  // billing writes the records behind the answers: wait until the statistics count them
+  let st;
+  for (let i = 0; i < 40; i++) {
+    st = (await api('GET', '/api/admin/statistics/?group_by=model', adminToken)).json;
+    if (st.series.filter((e) => STACK.includes(e.name) && e.requests === 1).length === 6) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  // the expected stack from the API's exact strings: the five costliest models, then the rest summed
+  const nano = (s) => { const [w, f = ''] = s.split('.'); return BigInt(w) * 1000000000n + BigInt(f.padEnd(9, '0')); };
+  const str = (n) => { const f = (n % 1000000000n).toString().padStart(9, '0').replace(/0+$/, ''); return (n / 1000000000n).toString() + (f ? '.' + f : ''); };
+  const costly = st.series.filter((e) => nano(e.cost) > 0n).sort((a, b) => (nano(b.cost) > nano(a.cost) ? 1 : nano(b.cost) < nano(a.cost) ? -1 : a.model_id - b.model_id));
+  check(costly.length === 7, 'seven models with a cost: ' + costly.length);
+  const top = costly.slice(0, 5), rest = costly.slice(5);
+  const other = rest.reduce((t, e) => t + nano(e.cost), 0n);
+  await go('/overview');
+  const card = page.locator('.card').filter({ hasText: 'Cost per day' });
+  const legend = await card.locator('.legend-item').allTextContents();
+  check(JSON.stringify(legend) === JSON.stringify([...top.map((e) => e.name), 'other']), 'legend: ' + legend);
+  const over = card.locator('.u-over');
+  const b = await over.boundingBox();
+  await page.mouse.move(b.x + (b.width * 6.5) / 7, b.y + b.height - 4);
+  const today = PARIS_DAY.format(new Date()); // the last bar: today in the browser's zone
+  const total = (await api('GET', '/api/admin/statistics/', adminToken)).json.totals.cost;
+  const want = `${today}: ${total} in all` + top.map((e) => ` · ${e.name} ${e.cost}`).join('') + ` · other ${str(other)}`;
+  await card.getByText(want, { exact: true }).waitFor();
+  await noMarkupFromData();
+  await shot('overview-stacked');
 });
 
 await step('the API reference renders the gateway\'s own document', async () => {
@@ -483,13 +658,37 @@ await step('a normal user sees only their own data and no admin navigation', asy
   await go('/me/howto');
   await page.getByText(`${BASE}/v1`, { exact: true }).waitFor();
   await page.getByLabel('Your key').fill(key);
-  await page.getByLabel('Model').fill('gpt-4o-mini');
-  check((await page.locator('pre.snippet').textContent()).includes(`Bearer ${key}`), 'curl snippet with the key');
+  // the curl examples work as shown: run by the shell against the gateway with the key
+  // (the hostile model name stays one JSON string inside the shell's quotes)
+  const snippet = async () => page.locator('pre.snippet').textContent();
+  const run = (text) => JSON.parse(execFileSync('sh', ['-c', text], { encoding: 'utf8', timeout: 20000 }));
+  await page.getByLabel('Model').fill(HOSTILE_SCRIPT);
+  check((await snippet()).includes(`Bearer ${key}`), 'curl snippet with the key');
+  const chat = run(await snippet());
+  check(chat.object === 'chat.completion' && chat.choices[0].message.role === 'assistant', 'the chat example answers: ' + JSON.stringify(chat).slice(0, 200));
+  await page.getByLabel('Model').fill(STACK[0]);
+  await page.getByRole('button', { name: 'Responses', exact: true }).click();
+  await page.getByText('OpenAI’s /v1/responses').waitFor();
+  check((await snippet()).startsWith(`curl ${BASE}/v1/responses`), 'the responses example');
+  const resp = run(await snippet());
+  check(resp.object === 'response' && resp.usage && resp.usage.input_tokens > 0, 'the responses example answers: ' + JSON.stringify(resp).slice(0, 200));
+  await page.getByRole('button', { name: 'Anthropic Messages', exact: true }).click();
+  const text = await snippet();
+  check(text.startsWith(`curl ${BASE}/v1/messages`) && text.includes(`'x-api-key: ${key}'`) && text.includes('"anthropic-version: 2023-06-01"') &&
+    !text.includes('Authorization'), 'the messages example: x-api-key and anthropic-version: ' + text);
+  const msg = run(text);
+  check(msg.type === 'message' && msg.role === 'assistant' && msg.content[0].type === 'text', 'the messages example answers: ' + JSON.stringify(msg).slice(0, 200));
+  await shot('user-howto-messages', DESKTOP);
   await page.getByRole('tab', { name: 'Python' }).click();
-  check((await page.locator('pre.snippet').textContent()).includes(`base_url="${BASE}/v1"`), 'python snippet');
+  check((await snippet()).includes(`Anthropic(base_url="${BASE}", api_key="${key}")`), 'anthropic python: the address without /v1');
+  await page.getByRole('button', { name: 'Chat Completions', exact: true }).click();
+  check((await snippet()).includes(`base_url="${BASE}/v1"`), 'python snippet');
   await page.getByRole('tab', { name: 'Node' }).click();
   await page.getByLabel('Your key').fill('');
-  check((await page.locator('pre.snippet').textContent()).includes('process.env.TOKENAUDIT_API_KEY'), 'node snippet without a key');
+  check((await snippet()).includes('process.env.TOKENAUDIT_API_KEY'), 'node snippet without a key');
+  await page.getByRole('button', { name: 'Responses', exact: true }).click();
+  await page.getByRole('tab', { name: 'curl' }).click();
+  check((await snippet()).includes('"Authorization: Bearer $TOKENAUDIT_API_KEY"'), 'curl without a key reads the environment');
   await shot('user-howto', DESKTOP);
   await shot('user-howto', PHONE);
   await page.setViewportSize(DESKTOP);

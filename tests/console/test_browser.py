@@ -7,7 +7,10 @@ models, creates a model (a price that is not a number is refused beside its
 field and nothing is written), a group, a user and a quota through the UI; the
 key is shown once with a working copy button and is nowhere after a reload;
 /v1 calls with it appear in Requests (with detail and filters) and on the
-Overview; the normal user sees only their quota and no admin navigation (the
+Overview (cost per day stacked by model, the rest as "other", exactly);
+provider health (a provider nothing listens on reads down with its last
+error), the sync result (created, updated, no longer listed, skipped) and
+route weights (the API's error beside the field); the normal user sees only their quota and no admin navigation (the
 admin API answers 403); hostile names render as text with no dialog, no CSP
 violation, no console error. Screenshots of every page at 1440x900 and 390x844
 go to TA_BUILD_DIR/console-screenshots.
@@ -51,7 +54,9 @@ def main():
         check(p.returncode == 0 and "BROWSER OK" in p.stdout, "browser.mjs failed (%d); screenshots in %s"
               % (p.returncode, shots))
         # what the UI did is in the books: one upstream call per /v1 call, ledger and audit agree
-        check(len(fake.calls("/v1/chat/completions")) == 4, "four upstream calls")
+        # (ten from the pages, one from the curl example of chat, one from Anthropic's, translated to chat)
+        check(len(fake.calls("/v1/chat/completions")) == 12, "twelve upstream chat calls")
+        check(len(fake.calls("/v1/responses")) == 1, "one from the curl example of /v1/responses")
         verify(gw)
     print("screenshots in %s" % shots)
 

@@ -17,6 +17,10 @@ Then:
     provider, group and user, in UTC and in Asia/Shanghai, with hour-aligned
     since/until) agrees with a direct sum over the records: totals and each
     series entry;
+  * two-level statistics (group_by=day,model, hour,provider, day,user, ...: an
+    entry per day or hour and model, provider, group or user) agree with the
+    direct sum of each pair, in ascending order, in UTC and Asia/Shanghai, on
+    the global, user, quota and self-service routes; a bad pair is 400;
   * a normal user's own statistics (/api/statistics/, /api/quotas/{id}/statistics/,
     with their JWT or a quota's API key) are the sums over their own records
     only; another user's quota is 404;
@@ -157,6 +161,32 @@ def agree(adm, stats_path, recs, keyf, what):
           "%s: series keys %r, record groups %r" % (what, keys, list(groups)))
     for e in st["series"]:
         same(e, groups[e["key"]], "%s key %r" % (what, e["key"]))
+
+
+SECOND = {"model": "model_id", "provider": "provider_id", "group": "group_id", "user": "user_id"}
+
+
+def agree2(adm, stats_path, recs, keyf, keyf2, second, what, get=None):
+    """A two-level answer (group_by=<day|hour>,<second>) against the direct
+    sums of each (bucket, second) pair of recs: keyf2 gives the second
+    level's name (its id for a user), as the entry's "name" ("user_id")."""
+    st = (get or adm.get)(stats_path)
+    same(st["totals"], sums(recs), what + " totals")
+    want = sums(recs, lambda r: (keyf(r), keyf2(r)))
+    first = "day" if "group_by=day," in stats_path else "hour"
+    got = {}
+    for e in st["series"]:
+        check(e["key"] == e[first] and SECOND[second] in e and "name" in e, "%s entry %r" % (what, e))
+        pair = (e["key"], e["user_id"] if second == "user" else e["name"])
+        check(pair not in got, "%s: %r twice" % (what, pair))
+        got[pair] = e
+    check(sorted(map(str, got)) == sorted(map(str, want)),
+          "%s: pairs %r, record pairs %r" % (what, list(got), list(want)))
+    for pair, e in got.items():
+        same(e, want[pair], "%s %r" % (what, pair))
+    order = [(e[first], e[SECOND[second]]) for e in st["series"]]
+    check(order == sorted(order), "%s: ascending by bucket, then id: %r" % (what, order))
+    return st
 
 
 def day_after(d):
@@ -312,6 +342,36 @@ def run(gw, fake, times):
                   mine, sh["hour"], "quota %d hour in Shanghai" % qid)
             agree(adm, "/api/admin/statistics/?%squota_id=%d&group_by=model" % (rng, qid), mine,
                   keyfs["model"], "global quota_id=%d" % qid)
+    # --- two levels: a day or hour, then a model, provider, group or user ----------------
+    models_by_id = {m["id"]: m["name"] for m in adm.get("/api/admin/models/")["results"]}
+    for rng, inr in ranges:
+        sel = [r for r in recs if inr(r)]
+        for first in ("day", "hour"):
+            for second in ("model", "provider", "group", "user"):
+                agree2(adm, "/api/admin/statistics/?%sgroup_by=%s,%s" % (rng, first, second), sel, keyfs[first],
+                       keyfs[second], second, "statistics %s%s,%s" % (rng, first, second))
+            agree2(adm, "/api/admin/statistics/?%sgroup_by=%s,model&tz=Asia/Shanghai" % (rng, first), sel,
+                   sh[first], keyfs["model"], "model", "statistics %s%s,model in Shanghai" % (rng, first))
+        uid = quotas[1][1]
+        agree2(adm, "/api/admin/statistics/?%suser_id=%d&group_by=day,model" % (rng, uid),
+               [r for r in sel if r["user_id"] == uid], keyfs["day"], keyfs["model"], "model",
+               "user %d day,model" % uid)
+        for qid, uid, key in quotas:
+            mine = [r for r in sel if r["quota_id"] == qid]
+            agree2(adm, "/api/admin/quotas/%d/statistics/?%sgroup_by=day,model&tz=Asia/Shanghai" % (qid, rng), mine,
+                   sh["day"], keyfs["model"], "model", "quota %d day,model in Shanghai" % qid)
+            agree2(adm, "/api/admin/quotas/%d/statistics/?%sgroup_by=hour,provider" % (qid, rng), mine,
+                   keyfs["hour"], keyfs["provider"], "provider", "quota %d hour,provider" % qid)
+    # the entries of a day add up to the day's entry of group_by=day; names are the models'
+    by_day = {e["key"]: e for e in adm.get("/api/admin/statistics/?group_by=day")["series"]}
+    two = adm.get("/api/admin/statistics/?group_by=day,model")["series"]
+    check(len({e["model_id"] for e in two}) >= 3 and len(two) > len(by_day), "several models a day: %r" % two)
+    for d, e in by_day.items():
+        part = [x for x in two if x["key"] == d]
+        check(sum(dec(x["cost"]) for x in part) == dec(e["cost"]) and
+              sum(x["requests"] for x in part) == e["requests"], "day %s: %r against %r" % (d, part, e))
+    for e in two:
+        check(e["name"] == models_by_id.get(e["model_id"]), "name of model %r: %r" % (e["model_id"], e))
     # default grouping is by day; outside the records' hours nothing is counted
     check(adm.get("/api/admin/statistics/")["series"] ==
           adm.get("/api/admin/statistics/?group_by=day")["series"], "default group_by")
@@ -354,6 +414,13 @@ def run(gw, fake, times):
             st = mine("/api/statistics/?%sgroup_by=day&tz=Asia/Shanghai" % rng)
             want = sums(sel, sh["day"])
             check(sorted(e["key"] for e in st["series"]) == sorted(want), "own Shanghai days")
+            st = agree2(adm, "/api/statistics/?%sgroup_by=day,model&tz=Asia/Shanghai" % rng, sel, sh["day"],
+                        keyfs["model"], "model", "own %sday,model in Shanghai" % rng, get=mine)
+            check(st == adm.get("/api/admin/statistics/?%suser_id=%d&group_by=day,model&tz=Asia/Shanghai" % (rng, u2)),
+                  "own two-level statistics are the admin's for that user")
+            agree2(adm, "/api/quotas/%d/statistics/?%sgroup_by=hour,group" % (u2_quotas[0][0], rng),
+                   [r for r in sel if r["quota_id"] == u2_quotas[0][0]], keyfs["hour"], keyfs["group"], "group",
+                   "own quota hour,group", get=mine)
             for qid, _, _ in u2_quotas:
                 qsel = [r for r in sel if r["quota_id"] == qid]
                 for path in ("/api/quotas/%d/statistics/?%sgroup_by=hour" % (qid, rng),
@@ -372,6 +439,8 @@ def run(gw, fake, times):
         check(e["param"] == "tz", e)
         e = mine("/api/statistics/?group_by=user", expect=400)["error"]
         check(e["param"] == "group_by", e)
+        e = mine("/api/statistics/?group_by=day,user", expect=400)["error"]
+        check(e["param"] == "group_by" and "day,model" in e["message"], e)
         r = gw.http("GET", "/api/admin/statistics/", token=cred)
         check(r.status == (403 if cred == jwt else 401), "the admin's statistics: %s" % r.status)
     r = gw.http("GET", "/api/statistics/")
@@ -383,6 +452,13 @@ def run(gw, fake, times):
                         ("/api/admin/requests/?user_id=0", "user_id"),
                         ("/api/admin/requests/?page_size=501", "page_size"),
                         ("/api/admin/statistics/?group_by=week", "group_by"),
+                        ("/api/admin/statistics/?group_by=model,day", "group_by"),
+                        ("/api/admin/statistics/?group_by=day,hour", "group_by"),
+                        ("/api/admin/statistics/?group_by=day,", "group_by"),
+                        ("/api/admin/statistics/?group_by=,model", "group_by"),
+                        ("/api/admin/statistics/?group_by=day,model,user", "group_by"),
+                        ("/api/admin/statistics/?group_by=day%2Cweek", "group_by"),
+                        ("/api/admin/quotas/%d/statistics/?group_by=hour,user" % quotas[0][0], "group_by"),
                         ("/api/admin/statistics/?tz=Mars/Olympus", "tz"),
                         ("/api/admin/statistics/?tz=../../etc/passwd", "tz"),
                         ("/api/admin/quotas/%d/statistics/?tz=EST5EDT,M3.2.0,M11.1.0" % quotas[0][0], "tz"),

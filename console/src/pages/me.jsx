@@ -159,29 +159,105 @@ export function MyUsage({ route }) {
   );
 }
 
-/** Examples for one key (or, without one, the TOKENAUDIT_API_KEY environment variable). */
-function snippets(base, key, model) {
-  const m = model || 'MODEL_NAME';
+// The APIs a key calls (docs/API.md: OpenAI-compatible proxy): each with a
+// line on what it is and an example per language.
+const APIS = [
+  ['chat', 'Chat Completions', <>OpenAI’s <code>/v1/chat/completions</code>: any OpenAI client, pointed at the base URL.</>],
+  ['responses', 'Responses', <>OpenAI’s <code>/v1/responses</code>: the same key and base URL; non-streaming and <code>"stream": true</code>.</>],
+  ['messages', 'Anthropic Messages', <>Anthropic’s <code>/v1/messages</code>: the key in <code>x-api-key</code> with an <code>anthropic-version</code> header
+    (Anthropic’s clients send both; their base URL is the gateway’s address without <code>/v1</code>). <code>max_tokens</code> is required.</>],
+];
+const LANGS = ['curl', 'Python', 'Node'];
+
+/** A string as a shell word in single quotes. */
+function shq(s) {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Examples for one key (or, without one, the TOKENAUDIT_API_KEY environment
+ *  variable). origin: the gateway's address; model: as typed (quoted as a
+ *  JSON / Python / JavaScript string, so any name stays one string). */
+function snippets(api, origin, key, model) {
+  const base = `${origin}/v1`;
+  const m = JSON.stringify(model || 'MODEL_NAME');
+  const curlKey = key ? key : '$TOKENAUDIT_API_KEY';
+  const pyKey = key ? JSON.stringify(key) : 'os.environ["TOKENAUDIT_API_KEY"]';
+  const jsKey = key ? JSON.stringify(key) : 'process.env.TOKENAUDIT_API_KEY';
+  const pyOs = key ? '' : 'import os\n';
+  // JSON with a space after each ":" and ",", as people write it (strings stay JSON.stringify's)
+  const json = (v) => (Array.isArray(v) ? `[${v.map(json).join(', ')}]`
+    : v && typeof v === 'object' ? `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${json(x)}`).join(', ')}}`
+      : JSON.stringify(v));
+  const body = (o) => shq(json(o));
+  if (api === 'responses') {
+    return {
+      curl: `curl ${base}/responses \\
+  -H ${key ? shq('Authorization: Bearer ' + key) : '"Authorization: Bearer $TOKENAUDIT_API_KEY"'} \\
+  -H "Content-Type: application/json" \\
+  -d ${body({ model: model || 'MODEL_NAME', input: 'Hello' })}`,
+      Python: `# pip install openai
+${pyOs}from openai import OpenAI
+
+client = OpenAI(base_url="${base}", api_key=${pyKey})
+reply = client.responses.create(model=${m}, input="Hello")
+print(reply.output_text)`,
+      Node: `// npm install openai
+import OpenAI from 'openai';
+
+const client = new OpenAI({ baseURL: '${base}', apiKey: ${jsKey} });
+const reply = await client.responses.create({ model: ${m}, input: 'Hello' });
+console.log(reply.output_text);`,
+    };
+  }
+  if (api === 'messages') {
+    return {
+      curl: `curl ${base}/messages \\
+  -H ${key ? shq('x-api-key: ' + key) : '"x-api-key: $TOKENAUDIT_API_KEY"'} \\
+  -H "anthropic-version: 2023-06-01" \\
+  -H "Content-Type: application/json" \\
+  -d ${body({ model: model || 'MODEL_NAME', max_tokens: 1024, messages: [{ role: 'user', content: 'Hello' }] })}`,
+      Python: `# pip install anthropic
+${pyOs}from anthropic import Anthropic
+
+client = Anthropic(base_url="${origin}", api_key=${pyKey})
+reply = client.messages.create(
+    model=${m},
+    max_tokens=1024,
+    messages=[{"role": "user", "content": "Hello"}],
+)
+print(reply.content[0].text)`,
+      Node: `// npm install @anthropic-ai/sdk
+import Anthropic from '@anthropic-ai/sdk';
+
+const client = new Anthropic({ baseURL: '${origin}', apiKey: ${jsKey} });
+const reply = await client.messages.create({
+  model: ${m},
+  max_tokens: 1024,
+  messages: [{ role: 'user', content: 'Hello' }],
+});
+console.log(reply.content[0].text);`,
+    };
+  }
   return {
     curl: `curl ${base}/chat/completions \\
-  -H "Authorization: Bearer ${key || '$TOKENAUDIT_API_KEY'}" \\
+  -H ${key ? shq('Authorization: Bearer ' + key) : '"Authorization: Bearer $TOKENAUDIT_API_KEY"'} \\
   -H "Content-Type: application/json" \\
-  -d '{"model": "${m}", "messages": [{"role": "user", "content": "Hello"}]}'`,
+  -d ${body({ model: model || 'MODEL_NAME', messages: [{ role: 'user', content: 'Hello' }] })}`,
     Python: `# pip install openai
-${key ? '' : 'import os\n'}from openai import OpenAI
+${pyOs}from openai import OpenAI
 
-client = OpenAI(base_url="${base}", api_key=${key ? `"${key}"` : 'os.environ["TOKENAUDIT_API_KEY"]'})
+client = OpenAI(base_url="${base}", api_key=${pyKey})
 reply = client.chat.completions.create(
-    model="${m}",
+    model=${m},
     messages=[{"role": "user", "content": "Hello"}],
 )
 print(reply.choices[0].message.content)`,
     Node: `// npm install openai
 import OpenAI from 'openai';
 
-const client = new OpenAI({ baseURL: '${base}', apiKey: ${key ? `'${key}'` : 'process.env.TOKENAUDIT_API_KEY'} });
+const client = new OpenAI({ baseURL: '${base}', apiKey: ${jsKey} });
 const reply = await client.chat.completions.create({
-  model: '${m}',
+  model: ${m},
   messages: [{ role: 'user', content: 'Hello' }],
 });
 console.log(reply.choices[0].message.content);`,
@@ -189,18 +265,23 @@ console.log(reply.choices[0].message.content);`,
 }
 
 export function HowTo() {
-  const base = `${location.origin}/v1`;
+  const origin = location.origin;
+  const base = `${origin}/v1`;
   const [key, setKey] = useState('');
   const [model, setModel] = useState('');
+  const [api, setApi] = useState('chat');
   const [tab, setTab] = useState('curl');
-  const s = snippets(base, key.trim(), model.trim());
+  const s = snippets(api, origin, key.trim(), model.trim());
+  const about = APIS.find(([a]) => a === api)[2];
   return (
     <section>
-      <PageHead title="How to call it" sub="The gateway speaks the OpenAI API: point any OpenAI client at it with your quota’s key." />
+      <PageHead title="How to call it" sub="The gateway speaks OpenAI’s Chat Completions and Responses APIs and Anthropic’s Messages API: point a client at it with your quota’s key." />
       <div class="card">
         <dl class="inline">
           <dt>Base URL</dt>
           <dd><code>{base}</code> <CopyButton text={base} /></dd>
+          <dt>Anthropic clients</dt>
+          <dd><code>{origin}</code> <CopyButton text={origin} /> <span class="muted small">(they add <code>/v1/messages</code> themselves)</span></dd>
           <dt>API key</dt>
           <dd>The key of one of your quotas (it starts like the prefix on <a href="#/me/quotas">My quotas</a>).
             It was shown once when the quota was made; an administrator can reset it if it is lost.</dd>
@@ -214,14 +295,21 @@ export function HowTo() {
         </div>
       </div>
       <div class="card">
+        <div class="api-choice" role="group" aria-label="API">
+          {APIS.map(([a, label]) => (
+            <button type="button" key={a} aria-pressed={api === a ? 'true' : 'false'} onClick={() => setApi(a)}>{label}</button>
+          ))}
+        </div>
+        <p class="api-about">{about}</p>
         <div class="tabs" role="tablist" aria-label="Language">
-          {Object.keys(s).map((t) => (
+          {LANGS.map((t) => (
             <button type="button" role="tab" key={t} aria-selected={tab === t ? 'true' : 'false'} onClick={() => setTab(t)}>{t}</button>
           ))}
         </div>
         <pre class="snippet" role="tabpanel"><code>{s[tab]}</code></pre>
         <CopyButton text={s[tab]} label={`Copy the ${tab} example`} />
-        <p class="muted small">Streaming (<code>"stream": true</code>), <code>/v1/embeddings</code>, <code>/v1/models</code> and <code>/v1/usage</code> work the same way.</p>
+        <p class="muted small">Streaming (<code>"stream": true</code>), <code>/v1/embeddings</code>, <code>/v1/models</code>, <code>/v1/usage</code> and
+          {' '}<code>/v1/messages/count_tokens</code> take the same key.</p>
       </div>
     </section>
   );

@@ -1,6 +1,7 @@
 // Overview: the live figures (refreshed every few seconds), what was spent
-// and used over today / 7 / 30 days, per day, per hour, per model, user and
-// provider, and the quotas close to a limit. Days and hours follow the
+// and used over today / 7 / 30 days, per day (cost stacked by model, from one
+// group_by=day,model answer), per hour, per model, user and provider, and the
+// quotas close to a limit. Days and hours follow the
 // browser's zone when the gateway counts in zones (src/stats.js), else they
 // are UTC days.
 import { useEffect, useRef, useState } from 'preact/hooks';
@@ -10,7 +11,7 @@ import { BarChart } from '../chart.jsx';
 import { go, setParams } from '../router.js';
 import { useLookup, name } from '../lookups.js';
 import { statsMode, stats, optional, bucket } from '../stats.js';
-import { int, errorRate, toNano, money, perMille, pctText, lastDays, lastHours, dayStart, dayEnd,
+import { int, errorRate, toNano, fromNano, money, perMille, pctText, lastDays, lastHours, dayStart, dayEnd,
   isoUtc, duration, localTime } from '../format.js';
 
 const S = '/api/admin/statistics/';
@@ -31,6 +32,40 @@ function dayLabel(d) {
 }
 
 const ZERO = { requests: 0, errors: 0, cost: '0', prompt_tokens: 0, completion_tokens: 0, cached_tokens: 0 };
+// The cost chart stacks this many models; with more, the rest are summed as "other".
+const STACKED = 5;
+
+/** The cost per day stacked by model, from a group_by=day,model answer:
+ *  {series: [{label, values (bar heights), costs (exact, nano)}], total(i)}
+ *  for the day keys; the STACKED costliest models of the range, each day's
+ *  rest summed (in nano-units) as "other". */
+function costByModel(dayModel, keys) {
+  const perModel = new Map(); // model_id -> {name, total nano}
+  for (const e of dayModel.series) {
+    const m = perModel.get(e.model_id) || { id: e.model_id, name: e.name, total: 0n };
+    m.total += toNano(e.cost) || 0n;
+    perModel.set(e.model_id, m);
+  }
+  const ranked = [...perModel.values()].filter((m) => m.total > 0n)
+    .sort((a, b) => (a.total > b.total ? -1 : a.total < b.total ? 1 : a.id - b.id));
+  const top = ranked.length <= STACKED + 1 ? ranked : ranked.slice(0, STACKED);
+  const rest = ranked.length > top.length;
+  const col = new Map(keys.map((d, i) => [d, i]));
+  const costs = [...top.map(() => keys.map(() => 0n)), ...(rest ? [keys.map(() => 0n)] : [])];
+  const slot = new Map(top.map((m, k) => [m.id, k]));
+  for (const e of dayModel.series) {
+    const i = col.get(bucket(e, 'day'));
+    if (i === undefined) continue;
+    const k = slot.has(e.model_id) ? slot.get(e.model_id) : rest ? top.length : -1;
+    if (k >= 0) costs[k][i] += toNano(e.cost) || 0n;
+  }
+  const labels = [...top.map((m) => (m.name === null ? `model #${m.id}` : m.name)), ...(rest ? ['other'] : [])];
+  return labels.map((label, k) => ({
+    label, costs: costs[k],
+    values: costs[k].map((n) => Number(fromNano(n))), // bar heights only
+    ...(rest && k === top.length ? { colorVar: '--chart-6' } : {}),
+  }));
+}
 
 /** The gateway's live figures (GET /api/admin/status/), polled while the page is open. */
 function Live() {
@@ -92,15 +127,16 @@ export function Overview({ route }) {
     const days = lastDays(Number(range), mode.zoned);
     const hours = lastHours(24);
     const since = days.since;
-    const [byDay, byModel, byUser, byProvider, byHour, quotas] = await Promise.all([
+    const [byDay, byDayModel, byModel, byUser, byProvider, byHour, quotas] = await Promise.all([
       stats(S, mode, { since, group_by: 'day' }),
+      optional(stats(S, mode, { since, group_by: 'day,model' })),
       stats(S, mode, { since, group_by: 'model' }),
       stats(S, mode, { since, group_by: 'user' }),
       mode.zoned ? optional(stats(S, mode, { since, group_by: 'provider' })) : null,
       mode.zoned ? optional(stats(S, mode, { since: isoUtc(hours[0]), group_by: 'hour' })) : null,
       all('/api/admin/quotas/'),
     ]);
-    return { mode, days, hours, since, byDay, byModel, byUser, byProvider, byHour, quotas };
+    return { mode, days, hours, since, byDay, byDayModel, byModel, byUser, byProvider, byHour, quotas };
   }, [range]);
   const users = useLookup('users');
   const groups = useLookup('groups');
@@ -119,11 +155,12 @@ export function Overview({ route }) {
       </PageHead>
       <Live />
       <Loaded load={load} what="statistics">
-        {({ mode, days, hours, since, byDay, byModel, byUser, byProvider, byHour, quotas }) => {
+        {({ mode, days, hours, since, byDay, byDayModel, byModel, byUser, byProvider, byHour, quotas }) => {
           const t = byDay.totals;
           const perDay = new Map(byDay.series.map((e) => [bucket(e, 'day'), e]));
           const rows = days.keys.map((d) => ({ ...(perDay.get(d) || ZERO), key: d }));
           const toRequests = (i) => go('/requests', { since: dayStart(rows[i].key, mode.zoned), until: dayEnd(rows[i].key, mode.zoned) });
+          const stack = byDayModel ? costByModel(byDayModel, days.keys) : null;
           const perHour = byHour ? new Map(byHour.series.map((e) => [Date.parse(bucket(e, 'hour')), e])) : null;
           const hourRows = perHour ? hours.map((h) => ({ ...(perHour.get(h.getTime()) || ZERO), at: h })) : null;
           const hourLabel = (h) => `${String(h.getHours()).padStart(2, '0')}:00`;
@@ -154,11 +191,20 @@ export function Overview({ route }) {
               )}
               <div class="grid2">
                 <div class="card">
-                  <h2>Cost per day</h2>
-                  <BarChart title="Cost per day" labels={rows.map((r) => dayLabel(r.key))}
-                    series={[{ label: 'cost', values: rows.map((r) => Number(r.cost)) /* bar heights only */ }]}
-                    format={(i) => money(rows[i].cost)} onPick={toRequests}
-                    hint="Point at a day for its cost; click it for its requests." />
+                  {stack && stack.length > 0 ? <>
+                    <h2>Cost per day <span class="muted small">by model</span></h2>
+                    <BarChart title="Cost per day by model" stacked legend labels={rows.map((r) => dayLabel(r.key))}
+                      series={stack.map(({ label, values, colorVar }) => ({ label, values, colorVar }))}
+                      readout={(i) => `${dayLabel(rows[i].key)}: ${money(rows[i].cost)} in all` + stack
+                        .filter((x) => x.costs[i] > 0n).map((x) => ` · ${x.label} ${money(fromNano(x.costs[i]))}`).join('')}
+                      onPick={toRequests} hint="Point at a day for its cost by model; click it for its requests." />
+                  </> : <>
+                    <h2>Cost per day</h2>
+                    <BarChart title="Cost per day" labels={rows.map((r) => dayLabel(r.key))}
+                      series={[{ label: 'cost', values: rows.map((r) => Number(r.cost)) /* bar heights only */ }]}
+                      format={(i) => money(rows[i].cost)} onPick={toRequests}
+                      hint="Point at a day for its cost; click it for its requests." />
+                  </>}
                 </div>
                 <div class="card">
                   <h2>Requests per day</h2>
