@@ -35,7 +35,10 @@ is checked:
   worker died before publishing its event), no id twice, no hold left, verify 0.
 
 A request that got no status at all (connection refused or reset by the
-kill) may have one record (normal or aborted) or none; never two.
+kill) may have one record (normal or aborted) or none; never two. Neither has
+a 503 `overloaded`: the front's answer while events wait for room in the ring
+(a billing that stalls on a loaded machine), given before the caller is known
+and counted only (docs/ARCHITECTURE.md, the front's "admit" step).
 """
 
 import http.client
@@ -58,11 +61,11 @@ SHUTDOWN_MS = 2500
 
 
 class Outcome:
-    __slots__ = ("rid", "status", "complete", "stream", "error", "kind")
+    __slots__ = ("rid", "status", "complete", "stream", "error", "kind", "code")
 
     def __init__(self, kind, stream):
         self.kind, self.stream = kind, stream
-        self.rid = self.status = self.error = None
+        self.rid = self.status = self.error = self.code = None
         self.complete = False
 
 
@@ -89,6 +92,11 @@ class Load:
             o.rid = r.getheader("x-request-id")
             o.status = r.status
             raw = r.read()
+            if o.status == 503:
+                try:
+                    o.code = json.loads(raw)["error"]["code"]
+                except (ValueError, KeyError, TypeError):
+                    pass
             if o.stream:
                 o.complete = raw.rstrip().endswith(b"data: [DONE]")
             else:
@@ -130,8 +138,10 @@ class Load:
             return sum(1 for o in self.outcomes if pred(o))
 
     def answered(self):
+        """Requests the gateway answered, but for the ring's admission refusal
+        (503 overloaded), which has no record by design."""
         with self.lock:
-            return [o for o in self.outcomes if o.status is not None]
+            return [o for o in self.outcomes if o.status is not None and o.code != "overloaded"]
 
 
 def ring_head_tail(gw):
