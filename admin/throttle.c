@@ -73,7 +73,6 @@ struct ta_throttle {
 
 int ta_throttle_create(ta_throttle_t **out)
 {
-    pthread_mutexattr_t ma;
     ta_throttle_t *t;
     int rc;
 
@@ -84,15 +83,7 @@ int ta_throttle_create(ta_throttle_t **out)
     /* The mapping is zero-filled: every slot is free. */
     if ((rc = ta_random(t->hash_key, sizeof(t->hash_key))) != 0)
         goto Fail;
-    if ((rc = -pthread_mutexattr_init(&ma)) != 0)
-        goto Fail;
-    rc = -pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-    if (rc == 0)
-        rc = -pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-    if (rc == 0)
-        rc = -pthread_mutex_init(&t->lock, &ma);
-    pthread_mutexattr_destroy(&ma);
-    if (rc != 0)
+    if ((rc = ta_mutex_init_shared(&t->lock)) != 0)
         goto Fail;
     t->magic = TH_MAGIC;
     t->version = TH_VERSION;

@@ -151,7 +151,6 @@ static int64_t now_mono(void) { return clock_fn != NULL ? clock_fn() : ta_mono_n
 
 int ta_health_create(void)
 {
-    pthread_mutexattr_t ma;
     struct hl_page *p;
     int rc;
 
@@ -160,15 +159,7 @@ int ta_health_create(void)
     p = mmap(NULL, sizeof(*p), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return -errno;
-    if ((rc = -pthread_mutexattr_init(&ma)) != 0)
-        goto Fail;
-    rc = -pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
-    if (rc == 0)
-        rc = -pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
-    if (rc == 0)
-        rc = -pthread_mutex_init(&p->lock, &ma);
-    pthread_mutexattr_destroy(&ma);
-    if (rc != 0)
+    if ((rc = ta_mutex_init_shared(&p->lock)) != 0)
         goto Fail;
     p->magic = HL_MAGIC;
     p->version = HL_VERSION;

@@ -428,3 +428,18 @@ bool ta_utf8_valid(const char *str, size_t len)
     }
     return true;
 }
+
+int ta_mutex_init_shared(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t ma;
+    int rc = -pthread_mutexattr_init(&ma);
+    if (rc != 0)
+        return rc;
+    rc = -pthread_mutexattr_setpshared(&ma, PTHREAD_PROCESS_SHARED);
+    if (rc == 0)
+        rc = -pthread_mutexattr_setrobust(&ma, PTHREAD_MUTEX_ROBUST);
+    if (rc == 0)
+        rc = -pthread_mutex_init(m, &ma);
+    pthread_mutexattr_destroy(&ma);
+    return rc;
+}

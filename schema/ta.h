@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 /* Money: a signed count of nano-units (1e-9) of the account currency.
@@ -84,6 +85,11 @@ char *ta_time_format(int64_t unix_s, char *buf);
 /** Parse RFC 3339 ("...Z" or "+hh:mm", optional fraction, which is dropped) or a
  *  bare date "2026-11-26" (midnight UTC). Returns 0 or TA_EINVAL. */
 int ta_time_parse(const char *s, size_t len, int64_t *unix_s);
+
+/* A mutex in memory shared by forked processes (MAP_SHARED), robust: a
+ * process that dies holding it leaves it to the next locker with
+ * EOWNERDEAD instead of blocking everyone. 0 or -errno. */
+int ta_mutex_init_shared(pthread_mutex_t *m);
 /** Format unix ns as RFC 3339 UTC with milliseconds ("2026-11-26T13:09:17.123Z");
  *  buf >= 32 bytes. Used for TIME_NS fields and log lines. */
 char *ta_time_format_ms(int64_t unix_ns, char *buf);
