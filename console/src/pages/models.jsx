@@ -12,6 +12,14 @@ import { int } from '../format.js';
 
 const PAGE = 50;
 const CAPS = ['chat', 'streaming', 'embeddings', 'vision', 'tools'];
+/* A cache price that is not set charges the input price (docs/API.md,
+ * Models): say so rather than show a dash that reads as "free". */
+function CachePrice({ m, value }) {
+  if (value == null && m.input_price != null)
+    return <span class="muted" title="Not set: cached tokens are charged at the input price">as input</span>;
+  return <Money value={value} />;
+}
+
 const PRICES = [['input_price', 'Input'], ['output_price', 'Output'], ['cache_read_price', 'Cache read'], ['cache_write_price', 'Cache write']];
 
 export function Models({ route }) {
@@ -52,7 +60,7 @@ export function Models({ route }) {
                     {r.upstream_missing && <> <Badge kind="warn">no longer listed by the provider</Badge></>}</li>))}</ol>) },
               { key: 'in', label: 'Input / 1M', num: true, render: (m) => <Money value={m.input_price} /> },
               { key: 'out', label: 'Output / 1M', num: true, render: (m) => <Money value={m.output_price} /> },
-              { key: 'cache', label: 'Cache read / write, 1M', num: true, render: (m) => <><Money value={m.cache_read_price} /> / <Money value={m.cache_write_price} /></> },
+              { key: 'cache', label: 'Cache read / write, 1M', num: true, render: (m) => <><CachePrice m={m} value={m.cache_read_price} /> / <CachePrice m={m} value={m.cache_write_price} /></> },
               { key: 'ctx', label: 'Context / max out', num: true, render: (m) => <>{m.context_window ? int(m.context_window) : '—'} / {m.max_output_tokens ? int(m.max_output_tokens) : '—'}</> },
               { key: 'caps', label: 'Capabilities', render: (m) => m.capabilities.map((c) => <Badge key={c}>{c}</Badge>) },
               { key: 'actions', label: 'Actions', render: (m) => (
