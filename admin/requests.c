@@ -644,6 +644,38 @@ static int parse_group(actx_t *c, unsigned allowed, int *group, int *then)
     return TA_EINVAL;
 }
 
+/* ?limit=: the costliest N of a model, provider, group or user grouping
+ * (the only or the second level). group_by=user is never unbounded: the
+ * users of a range may be every user of the host. */
+#define LIMIT_MAX 1000
+#define LIMIT_USERS 100
+
+static int parse_limit(actx_t *c, int group, int then, size_t *limit)
+{
+    char buf[16];
+    int ranked = then != TA_GROUP_NONE ? then : group;
+    int rc = ta_admin_query_get(c, "limit", buf, sizeof(buf));
+    char *end;
+
+    *limit = ranked == TA_GROUP_USER ? LIMIT_USERS : 0;
+    if (rc <= 0)
+        return rc;
+    if (ranked == TA_GROUP_DAY || ranked == TA_GROUP_HOUR) {
+        ta_admin_reply_field(c, "limit", "group_by",
+                             "ranks a model, provider, group or user grouping (group_by=model, "
+                             "or day,model); day and hour buckets are never cut");
+        return TA_EINVAL;
+    }
+    errno = 0;
+    unsigned long v = strtoul(buf, &end, 10);
+    if (errno != 0 || *end != '\0' || buf[0] < '1' || buf[0] > '9' || v > LIMIT_MAX) {
+        ta_admin_reply_field(c, "limit", "max", "must be an integer from 1 to %d", LIMIT_MAX);
+        return TA_EINVAL;
+    }
+    *limit = v;
+    return 0;
+}
+
 #define GROUPS_QUOTA (G(TA_GROUP_DAY) | G(TA_GROUP_HOUR) | G(TA_GROUP_MODEL) | G(TA_GROUP_PROVIDER) | G(TA_GROUP_GROUP))
 #define GROUPS_ALL (GROUPS_QUOTA | G(TA_GROUP_USER))
 
@@ -760,11 +792,12 @@ static void reply_stats(actx_t *c, unsigned which, unsigned allowed, bool self)
     ta_tz_t *tz = NULL;
     json_t *out = NULL;
     int group, then, rc;
+    size_t limit;
 
     memset(&q, 0, sizeof(q));
     q.f.quota_id = c->id;
     if (parse_filters(c, &q, which) != 0 || parse_group(c, allowed, &group, &then) != 0 ||
-        parse_tz(c, &tz) != 0)
+        parse_limit(c, group, then, &limit) != 0 || parse_tz(c, &tz) != 0)
         return;
     if (ta_admin_txn(c, false) != 0 || audit_txn(c, &atxn) != 0)
         goto Exit;
@@ -776,7 +809,7 @@ static void reply_stats(actx_t *c, unsigned which, unsigned allowed, bool self)
     } else if (c->id != 0 && quota_known(c, atxn) != 0) {
         goto Exit;
     }
-    rc = ta_audit_stats_by(c->st, atxn, &q.f, group, then, tz, &out);
+    rc = ta_audit_stats_by(c->st, atxn, &q.f, group, then, tz, limit, &out);
     if (rc == 0)
         rc = series_keys(c, json_object_get(out, "series"), group, then);
     if (rc != 0) {

@@ -13,14 +13,20 @@
  *     earlier builds'   [ quota id BE 8 | UTC day BE 4 | model id BE 8 ]  -> ta_daily_t
  *                       (20-byte keys, sorted before every hourly row;
  *                       ta_audit_upgrade turns them into hourly rows)
+ *   user_cost           UTC hour BE 4 -> sorted duplicates (DUPFIXED) of
+ *                       [ user id BE 8 | cost BE 8 ]: what each user spent in
+ *                       the hour, so "the costliest users of a range" reads 16
+ *                       bytes per user and hour, a page of them per LMDB call,
+ *                       instead of every user's aggregate rows (see rank_scan)
  *   warnings            [ quota id BE 8 | period start BE 8 | pct BE 4 ]  -> ta_warning_t
  *   meta                "applied_ticket", "ring_id" (billing);
  *                       "pruned_cost.<quota id %020>.<period start %020>" ->
  *                       [ cost BE 8 | records BE 8 ]: what pruning deleted, per
  *                       the balance period the cost went to, so `ledger verify`
  *                       still adds up a period whose first records were pruned;
- *                       "aggregates_version" (2: hourly rows; absent: an earlier
- *                       build's data, see ta_audit_upgrade), "aggregates_upgrade_pos"
+ *                       "aggregates_version" (2: hourly rows; 3: and user_cost;
+ *                       absent: an earlier build's data, see ta_audit_upgrade),
+ *                       "aggregates_upgrade_pos", "user_cost_upgrade_pos"
  *
  * Why three scopes: a statistic reads the rows of one scope in an hour range,
  * so its cost follows the hours x models x providers x groups of that scope,
@@ -168,11 +174,18 @@ static void agg_key(uint8_t k[TA_AGG_KEY_LEN], int scope, uint64_t id, uint32_t 
     ta_be64_put(k + 29, group);
 }
 
-/* The aggregate keys of a record: all, its quota's, its user's (the last
- * two when it has them). Returns how many; user_of[i]: the user id the row's
- * value carries (quota rows). */
-static size_t rec_keys(const ta_audit_t *r, uint64_t group, uint8_t keys[3][TA_AGG_KEY_LEN],
-                       uint64_t user_of[3])
+/* A batch slot of user_cost (never a key of the daily table): the hour
+ * where the scope id goes and the user where the model goes, so slots sort
+ * in user_cost's order (hour, then user). */
+#define AGG_USER_COST 0xA4
+
+#define REC_KEYS 4
+
+/* The aggregate keys of a record: all, its quota's, its user's and its
+ * user_cost slot (the last three when it has them). Returns how many;
+ * user_of[i]: the user id the row's value carries (quota rows). */
+static size_t rec_keys(const ta_audit_t *r, uint64_t group, uint8_t keys[REC_KEYS][TA_AGG_KEY_LEN],
+                       uint64_t user_of[REC_KEYS])
 {
     uint32_t h = hour_of(r->t_received_ns);
     size_t n = 0;
@@ -184,6 +197,8 @@ static size_t rec_keys(const ta_audit_t *r, uint64_t group, uint8_t keys[3][TA_A
     }
     if (r->user_id != 0) {
         agg_key(keys[n], TA_AGG_USER, r->user_id, h, r->model_id, r->provider_id, group);
+        user_of[n++] = 0;
+        agg_key(keys[n], AGG_USER_COST, h, 0, r->user_id, 0, 0);
         user_of[n++] = 0;
     }
     return n;
@@ -223,6 +238,54 @@ static int agg_add(MDB_cursor *cur, const uint8_t *k, const ta_daily_t *delta, u
     return agg_write(cur, k, mrc == 0, &val, delta, user_id);
 }
 
+/* Add cost to the user_cost entry of (hour, user), making it (also with a
+ * cost of 0: the user had requests) when missing. */
+static int user_cost_add(MDB_cursor *cur, uint32_t hour, uint64_t user, ta_nano_t cost)
+{
+    uint8_t hk[4], dv[TA_USER_COST_LEN];
+    be32_put(hk, hour);
+    ta_be64_put(dv, user);
+    ta_be64_put(dv + 8, 0);
+    MDB_val k = {sizeof(hk), hk}, v = {sizeof(dv), dv};
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE);
+    if (mrc == 0 && v.mv_size == TA_USER_COST_LEN && ta_be64_get(v.mv_data) == user) {
+        cost += (ta_nano_t)ta_be64_get((const uint8_t *)v.mv_data + 8);
+        mrc = mdb_cursor_del(cur, 0);
+    } else if (mrc == MDB_NOTFOUND) {
+        mrc = 0;
+    }
+    if (mrc != 0)
+        return lmdb_fail(mrc, "user cost");
+    ta_be64_put(dv + 8, (uint64_t)cost);
+    k.mv_size = sizeof(hk), k.mv_data = hk;
+    v.mv_size = sizeof(dv), v.mv_data = dv;
+    mrc = mdb_cursor_put(cur, &k, &v, 0);
+    return mrc ? lmdb_fail(mrc, "put user cost") : 0;
+}
+
+/* Add a slot's sums to its row: a daily row, or (AGG_USER_COST) user_cost. */
+static int slot_add(MDB_cursor *cur, MDB_cursor *ucur, const uint8_t *k, const ta_daily_t *d,
+                    uint64_t user_id)
+{
+    if (k[0] == AGG_USER_COST)
+        return user_cost_add(ucur, (uint32_t)ta_be64_get(k + 1), ta_be64_get(k + 13), d->cost);
+    return agg_add(cur, k, d, user_id);
+}
+
+/* Cursors on the daily table and user_cost. */
+static int agg_cursors(ta_store_t *st, MDB_txn *txn, MDB_cursor **cur, MDB_cursor **ucur)
+{
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "aggregate cursor");
+    if ((mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), ucur)) != 0) {
+        mdb_cursor_close(*cur);
+        *cur = NULL;
+        return lmdb_fail(mrc, "user cost cursor");
+    }
+    return 0;
+}
+
 /* The record and its quota index entry; 1 when the record was there. */
 static int rec_write(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec)
 {
@@ -254,17 +317,17 @@ int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec, uint64_t g
     int rc = rec_write(st, txn, rec);
     if (rc != 0)
         return rc;
-    uint8_t keys[3][TA_AGG_KEY_LEN];
-    uint64_t users[3];
+    uint8_t keys[REC_KEYS][TA_AGG_KEY_LEN];
+    uint64_t users[REC_KEYS];
     ta_daily_t delta;
-    MDB_cursor *cur;
+    MDB_cursor *cur, *ucur;
     size_t n = rec_keys(rec, group_id, keys, users);
     sum_of(&delta, rec);
-    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
-    if (mrc != 0)
-        return lmdb_fail(mrc, "aggregate cursor");
+    if ((rc = agg_cursors(st, txn, &cur, &ucur)) != 0)
+        return rc;
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = agg_add(cur, keys[i], &delta, users[i]);
+        rc = slot_add(cur, ucur, keys[i], &delta, users[i]);
+    mdb_cursor_close(ucur);
     mdb_cursor_close(cur);
     return rc;
 }
@@ -337,10 +400,10 @@ int ta_audit_batch_put(ta_audit_batch_t *ab, ta_store_t *st, MDB_txn *txn, const
     int rc = rec_write(st, txn, rec);
     if (rc != 0)
         return rc;
-    uint8_t keys[3][TA_AGG_KEY_LEN];
-    uint64_t users[3];
+    uint8_t keys[REC_KEYS][TA_AGG_KEY_LEN];
+    uint64_t users[REC_KEYS];
     ta_daily_t delta;
-    if (ab->n + 3 > AGG_FILL && (rc = ta_audit_batch_flush(ab, st, txn)) != 0)
+    if (ab->n + REC_KEYS > AGG_FILL && (rc = ta_audit_batch_flush(ab, st, txn)) != 0)
         return rc;
     size_t n = rec_keys(rec, group_id, keys, users);
     sum_of(&delta, rec);
@@ -362,15 +425,16 @@ int ta_audit_batch_flush(ta_audit_batch_t *ab, ta_store_t *st, MDB_txn *txn)
         return 0;
     /* in key order: each row's search starts from pages the last one read */
     qsort_r(ab->order, ab->n, sizeof(ab->order[0]), slot_cmp, ab);
-    MDB_cursor *cur;
-    int rc = 0, mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
-    if (mrc != 0)
-        return lmdb_fail(mrc, "aggregate cursor");
+    MDB_cursor *cur = NULL, *ucur = NULL;
+    int rc = agg_cursors(st, txn, &cur, &ucur);
     for (size_t i = 0; i < ab->n && rc == 0; i++) {
         const agg_slot_t *s = &ab->slot[ab->order[i]];
-        rc = agg_add(cur, s->key, &s->sum, s->user_id);
+        rc = slot_add(cur, ucur, s->key, &s->sum, s->user_id);
     }
-    mdb_cursor_close(cur);
+    if (cur != NULL) {
+        mdb_cursor_close(ucur);
+        mdb_cursor_close(cur);
+    }
     ta_audit_batch_reset(ab);
     return rc;
 }
@@ -921,14 +985,260 @@ static json_t *group_value(int group, const ta_tz_t *tz, int64_t k)
     return json_integer((json_int_t)k);
 }
 
+/* ---- ranking: the costliest keys of a grouping ---------------------------- */
+
+/* key (an id; 0 is a key too: no provider) -> a sum of cost, or a rank.
+ * Open addressing over slots holding key + 1 (0: empty). */
+typedef struct keymap_slot {
+    uint64_t key1;
+    int64_t val;
+} keymap_slot_t;
+
+typedef struct keymap {
+    keymap_slot_t *s;
+    size_t n, cap; /* cap: a power of two, at least twice n */
+} keymap_t;
+
+static keymap_slot_t *keymap_get(keymap_t *m, int64_t key)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        size_t nc = m->cap ? m->cap * 2 : 1024;
+        keymap_slot_t *ns = calloc(nc, sizeof(*ns));
+        if (ns == NULL)
+            return NULL;
+        for (size_t j = 0; j < m->cap; j++) {
+            if (m->s[j].key1 == 0)
+                continue;
+            size_t i = i64_hash((int64_t)m->s[j].key1, 0) & (nc - 1);
+            while (ns[i].key1)
+                i = (i + 1) & (nc - 1);
+            ns[i] = m->s[j];
+        }
+        free(m->s);
+        m->s = ns, m->cap = nc;
+    }
+    uint64_t k1 = (uint64_t)key + 1;
+    size_t i = i64_hash((int64_t)k1, 0) & (m->cap - 1);
+    while (m->s[i].key1 != 0 && m->s[i].key1 != k1)
+        i = (i + 1) & (m->cap - 1);
+    if (m->s[i].key1 == 0) {
+        m->s[i].key1 = k1;
+        m->s[i].val = 0;
+        m->n++;
+    }
+    return &m->s[i];
+}
+
+static const keymap_slot_t *keymap_find(const keymap_t *m, int64_t key)
+{
+    if (m->cap == 0)
+        return NULL;
+    uint64_t k1 = (uint64_t)key + 1;
+    size_t i = i64_hash((int64_t)k1, 0) & (m->cap - 1);
+    while (m->s[i].key1 != 0 && m->s[i].key1 != k1)
+        i = (i + 1) & (m->cap - 1);
+    return m->s[i].key1 != 0 ? &m->s[i] : NULL;
+}
+
+/* Whether a ranks before b: the higher cost, then the smaller key. */
+static bool ranks_before(const keymap_slot_t *a, const keymap_slot_t *b)
+{
+    return a->val != b->val ? a->val > b->val : a->key1 < b->key1;
+}
+
+static int rank_cmp(const void *a, const void *b)
+{
+    return ranks_before(a, b) ? -1 : ranks_before(b, a);
+}
+
+/* The limit costliest keys of m into top[] (best first; *ntop of them),
+ * through a heap of the limit best so far whose root is the worst of them:
+ * O(n log limit), most keys rejected by one comparison with the root. */
+static int rank_top(const keymap_t *m, size_t limit, keymap_slot_t **top, size_t *ntop)
+{
+    size_t cap = limit < m->n ? limit : m->n, n = 0;
+    keymap_slot_t *h = malloc((cap ? cap : 1) * sizeof(*h));
+    if (h == NULL)
+        return -ENOMEM;
+    for (size_t j = 0; j < m->cap && cap > 0; j++) {
+        const keymap_slot_t *e = &m->s[j];
+        size_t i;
+        if (e->key1 == 0)
+            continue;
+        if (n < cap) { /* sift up */
+            for (i = n++; i > 0 && ranks_before(&h[(i - 1) / 2], e); i = (i - 1) / 2)
+                h[i] = h[(i - 1) / 2];
+        } else if (ranks_before(e, &h[0])) { /* replace the root, sift down */
+            for (i = 0;;) {
+                size_t c = 2 * i + 1;
+                if (c >= n)
+                    break;
+                if (c + 1 < n && ranks_before(&h[c], &h[c + 1]))
+                    c++;
+                if (!ranks_before(e, &h[c]))
+                    break;
+                h[i] = h[c];
+                i = c;
+            }
+        } else {
+            continue;
+        }
+        h[i] = *e;
+    }
+    qsort(h, n, sizeof(*h), rank_cmp);
+    *top = h;
+    *ntop = n;
+    return 0;
+}
+
+/* What every user spent in w's hours, from user_cost: a page of 16-byte
+ * entries per LMDB call (MDB_GET_MULTIPLE), never the aggregate rows. */
+static int rank_scan(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, keymap_t *users)
+{
+    MDB_cursor *cur;
+    uint8_t lo[4];
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), &cur);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "user cost cursor");
+    be32_put(lo, w->hlo);
+    MDB_val k = {sizeof(lo), lo}, v;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        size_t dups;
+        if (k.mv_size != 4 || be32_get(k.mv_data) > w->hhi)
+            break;
+        /* a key with one entry has no page of duplicates to read */
+        if ((mrc = mdb_cursor_count(cur, &dups)) != 0)
+            break;
+        if (dups > 1)
+            mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_MULTIPLE);
+        for (; mrc == 0; mrc = dups > 1 ? mdb_cursor_get(cur, &k, &v, MDB_NEXT_MULTIPLE) : MDB_NOTFOUND) {
+            const uint8_t *p = v.mv_data, *e = p + v.mv_size - v.mv_size % TA_USER_COST_LEN;
+            for (; p < e; p += TA_USER_COST_LEN) {
+                keymap_slot_t *u = keymap_get(users, (int64_t)ta_be64_get(p));
+                if (u == NULL) {
+                    mdb_cursor_close(cur);
+                    return -ENOMEM;
+                }
+                u->val += (int64_t)ta_be64_get(p + 8);
+            }
+        }
+        if (mrc != MDB_NOTFOUND)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost walk") : 0;
+}
+
+/* Whether user_cost holds every request (version 3; billing builds it from
+ * the user rows of an earlier build when it starts, ta_audit_upgrade). */
+static bool user_cost_ready(ta_store_t *st, MDB_txn *txn)
+{
+    uint64_t ver = 0;
+    return ta_store_has_db(st, TA_DB_AUDIT_USER_COST) &&
+           ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", &ver) == 0 && ver >= 3;
+}
+
+static bool group_is_time(int g)
+{
+    return g == TA_GROUP_DAY || g == TA_GROUP_HOUR;
+}
+
 int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
                    const ta_tz_t *tz, json_t **out)
 {
-    return ta_audit_stats_by(st, txn, f, group_by, TA_GROUP_NONE, tz, out);
+    return ta_audit_stats_by(st, txn, f, group_by, TA_GROUP_NONE, tz, 0, out);
+}
+
+/* Keep the buckets whose ranked key (key, or key2 with two levels) is among
+ * the limit costliest and order them (two levels: by time, then rank; one:
+ * by rank). *of: how many keys there were. */
+static int rank_buckets(stats_walk_t *w, size_t limit, bool two, size_t *of)
+{
+    keymap_t cost = {0}, rank = {0};
+    keymap_slot_t *top = NULL;
+    size_t ntop = 0, n = 0;
+    int rc = 0;
+    for (size_t i = 0; i < w->b.n && rc == 0; i++) {
+        keymap_slot_t *e = keymap_get(&cost, two ? w->b.v[i].key2 : w->b.v[i].key);
+        if (e == NULL)
+            rc = -ENOMEM;
+        else
+            e->val += w->b.v[i].sum.cost;
+    }
+    *of = cost.n;
+    if (rc == 0)
+        rc = rank_top(&cost, limit, &top, &ntop);
+    for (size_t i = 0; i < ntop && rc == 0; i++) {
+        keymap_slot_t *e = keymap_get(&rank, (int64_t)top[i].key1 - 1);
+        if (e == NULL)
+            rc = -ENOMEM;
+        else
+            e->val = (int64_t)i;
+    }
+    /* each kept bucket's rank goes where its second key was: the sort below
+     * orders by key, then rank (two levels) or by rank alone */
+    for (size_t i = 0; i < w->b.n && rc == 0; i++) {
+        const keymap_slot_t *e = keymap_find(&rank, two ? w->b.v[i].key2 : w->b.v[i].key);
+        if (e == NULL)
+            continue;
+        bucket_t b = w->b.v[i];
+        if (two) {
+            b.key2 = e->val;
+        } else {
+            b.key2 = b.key;
+            b.key = e->val;
+        }
+        w->b.v[n++] = b;
+    }
+    if (rc == 0) {
+        w->b.n = n;
+        qsort(w->b.v, n, sizeof(*w->b.v), bucket_cmp);
+        /* and back from ranks to keys */
+        for (size_t i = 0; i < n; i++) {
+            if (two) {
+                w->b.v[i].key2 = (int64_t)top[w->b.v[i].key2].key1 - 1;
+            } else {
+                w->b.v[i].key = w->b.v[i].key2;
+                w->b.v[i].key2 = 0;
+            }
+        }
+    }
+    free(top);
+    free(cost.s);
+    free(rank.s);
+    return rc;
+}
+
+/* The buckets of every user's rows, read only for the limit costliest users
+ * of the range, found in user_cost; the totals are everything's (rows of
+ * every request, also those without a user). *of: the users of the range. */
+static int walk_top_users(ta_store_t *st, MDB_txn *txn, MDB_cursor *cur, stats_walk_t *w,
+                          size_t limit, size_t *of)
+{
+    keymap_t users = {0};
+    keymap_slot_t *top = NULL;
+    size_t ntop = 0;
+    int rc = rank_scan(st, txn, w, &users);
+    *of = users.n;
+    if (rc == 0)
+        rc = rank_top(&users, limit, &top, &ntop);
+    free(users.s);
+    int group_by = w->group_by;
+    w->group_by = TA_GROUP_NONE; /* the totals alone */
+    if (rc == 0)
+        rc = walk_scope(cur, w, TA_AGG_ALL, 0);
+    w->group_by = group_by;
+    ta_daily_t tot = w->tot;
+    for (size_t i = 0; i < ntop && rc == 0; i++)
+        rc = walk_scope(cur, w, TA_AGG_USER, top[i].key1 - 1);
+    w->tot = tot;
+    free(top);
+    return rc;
 }
 
 int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
-                      int then_by, const ta_tz_t *tz, json_t **out)
+                      int then_by, const ta_tz_t *tz, size_t limit, json_t **out)
 {
     stats_walk_t w;
     memset(&w, 0, sizeof(w));
@@ -940,26 +1250,48 @@ int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, 
     w.hlo = f->since_ns > 0 ? hour_of(f->since_ns) : 0;
     w.hhi = f->until_ns > 0 ? hour_of(f->until_ns - 1) : UINT32_MAX;
     *out = NULL;
+    /* the grouping the limit ranks: the second level, or the only one */
+    int ranked = then_by != TA_GROUP_NONE ? then_by : group_by;
+    if (group_is_time(ranked))
+        limit = 0;
+    bool by_user = group_by == TA_GROUP_USER || then_by == TA_GROUP_USER;
+    size_t of = 0;
     MDB_cursor *cur;
     int rc, mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur);
     if (mrc != 0)
         return lmdb_fail(mrc, "stats cursor");
-    if (f->until_ns > 0 && f->until_ns <= f->since_ns)
+    if (f->until_ns > 0 && f->until_ns <= f->since_ns) {
         rc = 0; /* an empty range */
-    else if (f->quota_id)
+    } else if (f->quota_id) {
         rc = walk_scope(cur, &w, TA_AGG_QUOTA, f->quota_id);
-    else if (f->user_id)
+    } else if (f->user_id) {
         rc = walk_scope(cur, &w, TA_AGG_USER, f->user_id);
-    else if (group_by == TA_GROUP_USER || then_by == TA_GROUP_USER)
+    } else if (by_user && limit > 0 && f->model_id == 0 && user_cost_ready(st, txn)) {
+        rc = walk_top_users(st, txn, cur, &w, limit, &of);
+    } else if (by_user) {
         rc = walk_every(cur, &w, TA_AGG_USER);
-    else
+        /* the totals are everything's, as in every other grouping */
+        int g = w.group_by;
+        memset(&w.tot, 0, sizeof(w.tot));
+        w.group_by = TA_GROUP_NONE;
+        if (rc == 0)
+            rc = walk_scope(cur, &w, TA_AGG_ALL, 0);
+        w.group_by = g;
+    } else {
         rc = walk_scope(cur, &w, TA_AGG_ALL, 0);
+    }
     mdb_cursor_close(cur);
     json_t *series = rc == 0 ? json_array() : NULL;
     if (rc == 0 && series == NULL)
         rc = -ENOMEM;
-    if (rc == 0 && w.b.n)
+    if (rc == 0 && limit > 0) {
+        size_t have = 0;
+        rc = rank_buckets(&w, limit, then_by != TA_GROUP_NONE, &have);
+        if (of < have)
+            of = have;
+    } else if (rc == 0 && w.b.n) {
         qsort(w.b.v, w.b.n, sizeof(*w.b.v), bucket_cmp);
+    }
     for (size_t i = 0; rc == 0 && i < w.b.n; i++) {
         json_t *o = sum_json(&w.b.v[i].sum);
         json_t *key = group_value(group_by, tz, w.b.v[i].key);
@@ -976,7 +1308,10 @@ int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, 
     if (rc == 0) {
         *out = json_pack("{s:o,s:o}", "totals", sum_json(&w.tot), "series", series);
         series = NULL;
-        if (*out == NULL)
+        if (*out == NULL ||
+            (limit > 0 && json_object_set_new(*out, "top", json_pack("{s:I,s:I}", "limit",
+                                                                      (json_int_t)limit, "of",
+                                                                      (json_int_t)of)) != 0))
             rc = -ENOMEM;
     }
     json_decref(series);
@@ -1102,12 +1437,12 @@ static int upgrade_records(ta_store_t *st, MDB_txn *txn, MDB_txn *ltxn, ta_audit
         }
         if (k.mv_size != TA_AUDIT_KEY_LEN || ta_rec_decode(&ta_desc_audit, v.mv_data, v.mv_size, &r) != 0)
             continue;
-        uint8_t keys[3][TA_AGG_KEY_LEN];
-        uint64_t users[3];
+        uint8_t keys[REC_KEYS][TA_AGG_KEY_LEN];
+        uint64_t users[REC_KEYS];
         ta_daily_t delta;
         size_t nk = rec_keys(&r, group_of(st, ltxn, gc, r.quota_id), keys, users);
         sum_of(&delta, &r);
-        if (ab->n + 3 > AGG_FILL && (rc = ta_audit_batch_flush(ab, st, txn)) != 0)
+        if (ab->n + REC_KEYS > AGG_FILL && (rc = ta_audit_batch_flush(ab, st, txn)) != 0)
             break;
         for (size_t i = 0; i < nk; i++)
             batch_add(ab, keys[i], &delta, users[i]);
@@ -1235,6 +1570,86 @@ static int upgrade_daily(ta_store_t *st, MDB_txn *txn, MDB_txn *ltxn, ta_audit_b
     return rc;
 }
 
+#define UPGRADE_USER_ROWS 20000 /* user rows read per transaction */
+#define USER_COST_POS "user_cost_upgrade_pos"
+
+/* Version 2 to 3: user_cost made from the user rows, emptied first (the
+ * records' step above may have begun it), then filled in transactions of
+ * UPGRADE_USER_ROWS rows, each saving where the next one starts. */
+static int upgrade_user_cost(ta_store_t *st)
+{
+    uint64_t rows = 0;
+    for (;;) {
+        MDB_txn *txn;
+        MDB_cursor *cur = NULL, *ucur = NULL;
+        uint64_t ver = 0;
+        uint8_t from[TA_AGG_KEY_LEN];
+        bool done = false;
+        int rc = ta_txn_begin(st, TA_ENV_AUDIT, true, &txn);
+        if (rc != 0)
+            return rc;
+        rc = ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", &ver);
+        if (rc != 0 || ver != 2) {
+            ta_txn_abort(txn);
+            if (rc == 0 && rows > 0)
+                ta_log(TA_LOG_INFO, "audit: user_cost made from %" PRIu64 " user rows", rows);
+            return rc == TA_ENOTFOUND ? 0 : rc;
+        }
+        MDB_dbi meta = ta_store_dbi(st, TA_DB_AUDIT_META);
+        MDB_val mk = {strlen(USER_COST_POS), USER_COST_POS}, mv;
+        int mrc = mdb_get(txn, meta, &mk, &mv);
+        if (mrc == 0 && mv.mv_size == TA_AGG_KEY_LEN) {
+            memcpy(from, mv.mv_data, TA_AGG_KEY_LEN);
+        } else {
+            agg_key(from, TA_AGG_USER, 0, 0, 0, 0, 0);
+            if ((mrc = mdb_drop(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), 0)) != 0)
+                rc = lmdb_fail(mrc, "empty user cost");
+        }
+        if (rc == 0)
+            rc = agg_cursors(st, txn, &cur, &ucur);
+        MDB_val k = {TA_AGG_KEY_LEN, from}, v;
+        size_t n = 0;
+        for (mrc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND; mrc == 0 && rc == 0;
+             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            const uint8_t *p = k.mv_data;
+            ta_daily_t d;
+            if (k.mv_size != TA_AGG_KEY_LEN || p[0] != TA_AGG_USER)
+                break;
+            if (n++ == UPGRADE_USER_ROWS) {
+                memcpy(from, p, TA_AGG_KEY_LEN); /* the next transaction's first */
+                break;
+            }
+            if (ta_rec_decode(&ta_desc_daily, v.mv_data, v.mv_size, &d) == 0)
+                rc = user_cost_add(ucur, be32_get(p + 9), ta_be64_get(p + 1), d.cost);
+        }
+        if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+            rc = lmdb_fail(mrc, "user rows walk");
+        done = n <= UPGRADE_USER_ROWS;
+        rows += n > UPGRADE_USER_ROWS ? UPGRADE_USER_ROWS : n;
+        if (cur != NULL) {
+            mdb_cursor_close(ucur);
+            mdb_cursor_close(cur);
+        }
+        if (rc == 0 && done) {
+            mrc = mdb_del(txn, meta, &mk, NULL);
+            rc = mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost position")
+                                                 : ta_meta_put_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", 3);
+        } else if (rc == 0) {
+            mv.mv_size = TA_AGG_KEY_LEN, mv.mv_data = from;
+            if ((mrc = mdb_put(txn, meta, &mk, &mv, 0)) != 0)
+                rc = lmdb_fail(mrc, "user cost position");
+        }
+        if (rc == 0)
+            rc = ta_txn_commit(txn);
+        else
+            ta_txn_abort(txn);
+        if (rc != 0) {
+            ta_log(TA_LOG_ERROR, "audit: making user_cost: %s", ta_strerror(rc));
+            return rc;
+        }
+    }
+}
+
 int ta_audit_upgrade(ta_store_t *st)
 {
     ta_audit_batch_t *ab = NULL;
@@ -1308,7 +1723,7 @@ int ta_audit_upgrade(ta_store_t *st)
         ta_log(TA_LOG_ERROR, "audit: upgrade of the aggregates: %s", ta_strerror(rc));
     ta_audit_batch_free(ab);
     free(gc);
-    return rc;
+    return rc != 0 ? rc : upgrade_user_cost(st);
 }
 
 typedef struct sum_arg {

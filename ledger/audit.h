@@ -28,6 +28,10 @@
 /* The scopes of the hourly aggregates (the first byte of their keys; the
  * keys of earlier builds' daily rows start with a quota id's high byte, 0). */
 enum ta_agg_scope { TA_AGG_ALL = 0xA1, TA_AGG_QUOTA = 0xA2, TA_AGG_USER = 0xA3 };
+/* The user_cost database: key UTC hour BE (4), sorted duplicates of
+ * [ user id BE (8) | cost in nano-units, two's complement BE (8) ], one per
+ * user with a request in that hour. */
+#define TA_USER_COST_LEN 16
 
 /** Fill an audit record from a ring event. charged: the ledger added
  *  ev->cost (else cost is 0 and uncharged_cost carries it). Any process. */
@@ -144,9 +148,15 @@ int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int
  *  bucket of group_by (TA_GROUP_DAY or TA_GROUP_HOUR) and then_by (a model,
  *  provider, group or user; TA_GROUP_NONE: one level), carrying both fields
  *  ("day" and "model_id", ...); series in ascending order of the first,
- *  then of the second. */
+ *  then of the second.
+ *  limit > 0 keeps the limit costliest keys of the ranked grouping (then_by,
+ *  or a group_by that is not day or hour; ties: the smaller id) over the
+ *  whole range, adds "top": {"limit", "of": the keys there were} and orders
+ *  the series by rank (two levels: by time, then rank). Ranking users reads
+ *  user_cost (16 bytes per user and hour) and then the aggregate rows of
+ *  the limit users only; the totals are always everything's in the range. */
 int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
-                      int then_by, const ta_tz_t *tz, json_t **out);
+                      int then_by, const ta_tz_t *tz, size_t limit, json_t **out);
 /** For `ledger verify`: the sums of the aggregate rows of scope/id
  *  (TA_AGG_*) from UTC hour hour_lo on (requests, tokens, cost, errors). */
 int ta_audit_agg_sum(ta_store_t *st, MDB_txn *txn, int scope, uint64_t id, uint32_t hour_lo,

@@ -19,7 +19,9 @@
  *                                          (the next id to hand out), others (the
  *                                          billing ticket) as their owners write them
  *     audit/  data.mdb lock.mdb    env "audit", maxdbs 16, map 8 GiB default
- *       requests, requests_by_quota, daily, warnings, meta (same meta format)
+ *       requests, requests_by_quota, daily, warnings, meta (same meta format),
+ *       user_cost (DUPSORT|DUPFIXED: the cost per user and UTC hour that ranks
+ *       users, ledger/audit.c; added by a later build, made at open when missing)
  *
  * Writers: workers and admin handlers (ledger), billing (ledger and audit),
  * the CLI (init). Readers: every process except the master, and the CLI with
@@ -69,6 +71,7 @@ struct ta_store {
     ta_store_opts_t opts;
     MDB_env *env[2];
     MDB_dbi dbi[TA_DB_COUNT];
+    bool missing[TA_DB_COUNT]; /* a late database absent from a read-only open */
     char instance_id[33]; /* 32 hex chars; "" if the ledger has none */
 };
 
@@ -90,7 +93,22 @@ static const char *const db_names[TA_DB_COUNT] = {
     [TA_DB_AUDIT_DAILY] = "daily",
     [TA_DB_AUDIT_WARNINGS] = "warnings",
     [TA_DB_AUDIT_META] = "meta",
+    [TA_DB_AUDIT_USER_COST] = "user_cost",
 };
+
+/* Flags a database is made with, beyond MDB_CREATE (LMDB refuses to open a
+ * DUPSORT database without them). */
+static unsigned db_flags(ta_db_t db)
+{
+    return db == TA_DB_AUDIT_USER_COST ? MDB_DUPSORT | MDB_DUPFIXED : 0;
+}
+
+/* A database added after the first release: a data directory of an earlier
+ * build lacks it, and any writer's open makes it (see init_dbs). */
+static bool db_late(ta_db_t db)
+{
+    return db == TA_DB_AUDIT_USER_COST;
+}
 
 static const char *const env_names[2] = {"ledger", "audit"};
 
@@ -324,10 +342,17 @@ static int init_dbs(ta_store_t *st, ta_envid_t id, const char *dir)
         goto Exit;
     }
 
+    bool make_late = false;
     for (ta_db_t db = first; db < last; db++) {
         if (db == meta)
             continue;
-        rc = mdb_dbi_open(txn, db_names[db], create ? MDB_CREATE : 0, &st->dbi[db]);
+        rc = mdb_dbi_open(txn, db_names[db], db_flags(db) | (create ? MDB_CREATE : 0), &st->dbi[db]);
+        if (rc == MDB_NOTFOUND && db_late(db)) {
+            /* an earlier build's directory: made below, or absent read-only */
+            st->missing[db] = st->opts.readonly;
+            make_late |= !st->opts.readonly;
+            continue;
+        }
         if (rc == MDB_NOTFOUND) {
             ta_log(TA_LOG_ERROR, "data directory %s has no database %s; run tokenaudit init", dir,
                    db_names[db]);
@@ -343,8 +368,30 @@ static int init_dbs(ta_store_t *st, ta_envid_t id, const char *dir)
     /* Even a read transaction must commit (not abort) to keep its DBIs. */
     rc = mdb_txn_commit(txn);
     txn = NULL;
-    if (rc)
+    if (rc) {
         ret = lmdb_err(rc, "commit", dir);
+        goto Exit;
+    }
+    /* The databases a later build added, in one write transaction of their
+     * own (LMDB serializes it with every other writer; a second process
+     * finds them made). */
+    if (make_late) {
+        if ((rc = mdb_txn_begin(st->env[id], NULL, 0, &txn)) != 0)
+            return lmdb_err(rc, "txn_begin", dir);
+        for (ta_db_t db = first; db < last && rc == 0; db++)
+            if (db_late(db))
+                rc = mdb_dbi_open(txn, db_names[db], db_flags(db) | MDB_CREATE, &st->dbi[db]);
+        if (rc != 0) {
+            ret = lmdb_err(rc, "dbi_open (create)", dir);
+            goto Exit;
+        }
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+        if (rc)
+            ret = lmdb_err(rc, "commit", dir);
+        else
+            ta_log(TA_LOG_INFO, "data directory %s: made the databases of this build", dir);
+    }
 Exit:
     if (txn)
         mdb_txn_abort(txn);
@@ -446,6 +493,8 @@ const char *ta_store_instance_id(const ta_store_t *st) { return st->instance_id;
 MDB_env *ta_store_env(ta_store_t *st, ta_envid_t env) { return st->env[env]; }
 
 MDB_dbi ta_store_dbi(ta_store_t *st, ta_db_t db) { return st->dbi[db]; }
+
+bool ta_store_has_db(const ta_store_t *st, ta_db_t db) { return !st->missing[db]; }
 
 /* ---- transactions ---------------------------------------------------------- */
 

@@ -633,14 +633,32 @@ static void test_statistics(void **state)
     assert_string_equal(jstr(e, "cost"), "3.850125");
     assert_string_equal(jstr(json_array_get(s, 2), "key"), "gpt-b");
 
-    /* by user: the user id as key */
+    /* by user: the user id as key, the costliest first (u2 2.350000001, u1
+     * 1.500125), at most 100 of them unless limit says otherwise */
     j = get(f, 200, "/api/admin/statistics/?group_by=user");
     s = json_object_get(j, "series");
     assert_int_equal(json_array_size(s), 2);
-    assert_int_equal(jint(json_array_get(s, 0), "key"), f->u1);
-    assert_int_equal(jint(json_array_get(s, 0), "requests"), 5);
-    assert_int_equal(jint(json_array_get(s, 1), "key"), f->u2);
-    assert_string_equal(jstr(json_array_get(s, 1), "cost"), "2.350000001");
+    assert_int_equal(jint(json_array_get(s, 0), "key"), f->u2);
+    assert_string_equal(jstr(json_array_get(s, 0), "cost"), "2.350000001");
+    assert_int_equal(jint(json_array_get(s, 1), "key"), f->u1);
+    assert_int_equal(jint(json_array_get(s, 1), "requests"), 5);
+    assert_int_equal(jint(json_object_get(j, "top"), "limit"), 100);
+    assert_int_equal(jint(json_object_get(j, "top"), "of"), 2);
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), NROWS);
+    j = get(f, 200, "/api/admin/statistics/?group_by=user&limit=1");
+    s = json_object_get(j, "series");
+    assert_int_equal(json_array_size(s), 1);
+    assert_int_equal(jint(json_array_get(s, 0), "key"), f->u2);
+    assert_int_equal(jint(json_object_get(j, "top"), "of"), 2);
+    assert_int_equal(jint(json_object_get(j, "totals"), "requests"), NROWS); /* still everything's */
+    /* limit on a model grouping: gpt-a (3.850125) before gpt-b and the unknown model */
+    j = get(f, 200, "/api/admin/statistics/?group_by=model&limit=1");
+    s = json_object_get(j, "series");
+    assert_int_equal(json_array_size(s), 1);
+    assert_string_equal(jstr(json_array_get(s, 0), "key"), "gpt-a");
+    assert_int_equal(jint(json_object_get(j, "top"), "of"), 3);
+    j = get(f, 200, "/api/admin/statistics/?group_by=model");
+    assert_null(json_object_get(j, "top")); /* unbounded unless asked */
 
     /* filters of the global statistics */
     j = get(f, 200, "/api/admin/statistics/?user_id=%lld&group_by=model", f->u2);
@@ -1007,6 +1025,158 @@ static void test_csv_formula_cells(void **state)
     }
 }
 
+/* ---- the costliest users: user_cost against the aggregate rows ------------- */
+
+#define TOP_USERS 7000 /* 28,000 user rows: more than one transaction of the upgrade */
+#define TOP_H0 "2026-11-20T00:00:00Z"
+
+/* User 1000 + u's cost in hour h (0..4) of TOP_H0, in nano-units; 0 with
+ * no request. Hour 0 holds every user (pages of user_cost entries),
+ * hour 1 one user alone, hours 2-4 a third each; costs tie in places. */
+static int64_t top_cost(int u, int h)
+{
+    switch (h) {
+    case 0: return (int64_t)(u % 37) * 1000;
+    case 1: return u == 5 ? 5000000 : -1;
+    default: return u % 3 == h - 2 ? (int64_t)(u % 11) * 777 : -1;
+    }
+}
+
+static void top_put(fx_t *f)
+{
+    MDB_txn *txn;
+    int n = 0;
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, true, &txn), 0);
+    for (int u = 0; u < TOP_USERS; u++) {
+        for (int h = 0; h < 5; h++) {
+            int64_t c = top_cost(u, h);
+            if (c < 0)
+                continue;
+            for (int m = 0; m < 2; m++) { /* two models: two aggregate rows, one entry */
+                ta_audit_t a;
+                memset(&a, 0, sizeof(a));
+                rid_of(5000 + n++, a.request_id);
+                a.t_received_ns = t_ns(TOP_H0) + (int64_t)h * 3600 * 1000000000LL + u * 1000LL + m;
+                a.user_id = 1000 + (uint64_t)u;
+                a.quota_id = 5000 + (uint64_t)u;
+                a.model_id = (uint64_t)(m == 0 ? f->m1 : f->m2);
+                a.status = 200;
+                a.prompt_tokens = 1;
+                a.cost = m == 0 ? c : 0;
+                assert_int_equal(ta_audit_put(f->st, txn, &a, (uint64_t)f->g1), 0);
+            }
+        }
+    }
+    assert_int_equal(ta_txn_commit(txn), 0);
+}
+
+static void set_version(fx_t *f, uint64_t v)
+{
+    MDB_txn *txn;
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, true, &txn), 0);
+    assert_int_equal(ta_meta_put_u64(f->st, txn, TA_ENV_AUDIT, "aggregates_version", v), 0);
+    assert_int_equal(ta_txn_commit(txn), 0);
+}
+
+/* The expected ranking of hours [h0, h1]: users by cost, then id; reqs:
+ * their requests (two per hour with one). */
+static int top_expect(int h0, int h1, int *order, int64_t *cost, int *reqs)
+{
+    int n = 0;
+    for (int u = 0; u < TOP_USERS; u++) {
+        int64_t sum = 0;
+        int hours = 0;
+        for (int h = h0; h <= h1; h++)
+            if (top_cost(u, h) >= 0)
+                sum += top_cost(u, h), hours++;
+        if (hours == 0)
+            continue;
+        int i = n++;
+        for (; i > 0 && cost[i - 1] < sum; i--) /* ids ascend among ties */
+            order[i] = order[i - 1], cost[i] = cost[i - 1], reqs[i] = reqs[i - 1];
+        order[i] = u, cost[i] = sum, reqs[i] = 2 * hours;
+    }
+    return n;
+}
+
+/* The answer of group_by=user&limit= over hours [h0, h1] against the records'. */
+static void top_check(fx_t *f, const char *range, int h0, int h1, int limit)
+{
+    int order[TOP_USERS], reqs[TOP_USERS], n;
+    int64_t cost[TOP_USERS];
+    char want[TA_NANO_STRLEN];
+    n = top_expect(h0, h1, order, cost, reqs);
+    json_t *j = get(f, 200, "/api/admin/statistics/?group_by=user&limit=%d%s", limit, range);
+    json_t *s = json_object_get(j, "series");
+    assert_int_equal(jint(json_object_get(j, "top"), "of"), n);
+    assert_int_equal(jint(json_object_get(j, "top"), "limit"), limit);
+    assert_int_equal(json_array_size(s), n < limit ? n : limit);
+    for (size_t i = 0; i < json_array_size(s); i++) {
+        json_t *e = json_array_get(s, i);
+        if (jint(e, "user_id") != 1000 + order[i])
+            fail_msg("%s rank %zu: user %lld, want %d", range, i, jint(e, "user_id"), 1000 + order[i]);
+        assert_string_equal(jstr(e, "cost"), ta_nano_format(cost[i], want));
+        assert_int_equal(jint(e, "requests"), reqs[i]);
+    }
+}
+
+/* group_by=user ranks users from user_cost (aggregates_version 3) or, in a
+ * directory whose user_cost is not made yet, from every user's rows: both
+ * give the same answer, the one the records give. */
+static void test_statistics_top_users(void **state)
+{
+    fx_t *f = *state;
+    mk_data(f);
+    top_put(f);
+    static const struct {
+        const char *range;
+        int h0, h1;
+    } ranges[] = {
+        {"&since=2026-11-20T00:00:00Z&until=2026-11-20T01:00:00Z", 0, 0},
+        {"&since=2026-11-20T01:00:00Z&until=2026-11-20T02:00:00Z", 1, 1},
+        {"&since=2026-11-20T00:30:00Z&until=2026-11-20T05:00:00Z", 0, 4},
+        {"&since=2026-11-20T02:00:00Z&until=2026-11-20T04:59:59Z", 2, 4},
+    };
+    char *slow[TA_ARRAY_SIZE(ranges)][2];
+    /* pass 0: the rows (version 2); 1: user_cost as billing wrote it; 2:
+     * user_cost made by the upgrade from the user rows, after emptying it */
+    for (int pass = 0; pass < 3; pass++) {
+        set_version(f, pass == 0 ? 2 : 3);
+        if (pass == 2) {
+            MDB_txn *txn;
+            uint64_t ver = 0;
+            assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, true, &txn), 0);
+            assert_int_equal(mdb_drop(txn, ta_store_dbi(f->st, TA_DB_AUDIT_USER_COST), 0), 0);
+            assert_int_equal(ta_meta_put_u64(f->st, txn, TA_ENV_AUDIT, "aggregates_version", 2), 0);
+            assert_int_equal(ta_txn_commit(txn), 0);
+            assert_int_equal(ta_audit_upgrade(f->st), 0);
+            assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, false, &txn), 0);
+            assert_int_equal(ta_meta_get_u64(f->st, txn, TA_ENV_AUDIT, "aggregates_version", &ver), 0);
+            ta_txn_abort(txn);
+            assert_int_equal(ver, 3);
+        }
+        for (size_t r = 0; r < TA_ARRAY_SIZE(ranges); r++) {
+            for (int l = 0; l < 2; l++) {
+                int limit = l == 0 ? 7 : 1000;
+                json_t *j = get(f, 200, "/api/admin/statistics/?group_by=user&limit=%d%s", limit,
+                                ranges[r].range);
+                char *d = json_dumps(j, JSON_SORT_KEYS);
+                top_check(f, ranges[r].range, ranges[r].h0, ranges[r].h1, limit);
+                if (pass == 0) {
+                    slow[r][l] = d;
+                    continue;
+                }
+                if (strcmp(d, slow[r][l]) != 0)
+                    fail_msg("pass %d, %s limit %d: user_cost answered\n%.400s\nthe rows\n%.400s", pass,
+                             ranges[r].range, limit, d, slow[r][l]);
+                free(d);
+                if (pass == 2)
+                    free(slow[r][l]);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1019,6 +1189,7 @@ int main(void)
         T(test_quota_lookup),
         T(test_bad_params),
         T(test_access),
+        T(test_statistics_top_users),
 #undef T
         cmocka_unit_test(test_csv_formula_cells),
         cmocka_unit_test(test_tz_offsets),
