@@ -83,11 +83,11 @@ static const ta_admin_route_t routes[] = {
      "myStatistics", "self",
      "Statistics of the caller's quotas (all, or one with quota_id); group_by one level or two "
      "(day,model)",
-     NULL, 200, "Statistics", "since,until,group_by_quota,tz,quota_id", "400,401,404"},
+     NULL, 200, "Statistics", "since,until,group_by_quota,limit,tz,quota_id", "400,401,404"},
     {"GET", "/api/quotas/{id}/statistics/", AUTH_USER, 0, ta_admin_my_quota_statistics,
      "myQuotaStatistics", "self",
      "Statistics of one of the caller's quotas; group_by one level or two (day,model)",
-     NULL, 200, "Statistics", "since,until,group_by_quota,tz", "400,401,404"},
+     NULL, 200, "Statistics", "since,until,group_by_quota,limit,tz", "400,401,404"},
     {"POST", "/api/quotas/{id}/reset_api_key/", AUTH_JWT, TA_ROUTE_WRITE,
      ta_admin_my_quota_reset_key,
      "resetMyQuotaKey", "self",
@@ -144,7 +144,7 @@ static const ta_admin_route_t routes[] = {
      NULL, 200, "AuditRecordPage", "page,page_size,cursor,since,until,status,model", "400,401,403,404"},
     {"GET", "/api/admin/quotas/{id}/statistics/", AUTH_ADMIN, 0, ta_admin_quota_statistics,
      "quotaStatistics", "quotas", "Statistics of a quota; group_by one level or two (day,model)",
-     NULL, 200, "Statistics", "since,until,group_by_quota,tz", "400,401,403,404"},
+     NULL, 200, "Statistics", "since,until,group_by_quota,limit,tz", "400,401,403,404"},
 
     {"GET", "/api/admin/requests/", AUTH_ADMIN, 0, ta_admin_requests_list,
      "listRequests", "audit", "Audit records, newest first",
@@ -162,7 +162,7 @@ static const ta_admin_route_t routes[] = {
      "statistics", "audit",
      "Statistics from the hourly aggregates; group_by one level or two (day,model: a series "
      "entry per day and model)",
-     NULL, 200, "Statistics", "since,until,group_by,tz,user_id,quota_id", "400,401,403"},
+     NULL, 200, "Statistics", "since,until,group_by,limit,tz,user_id,quota_id", "400,401,403"},
 
     {"GET", "/api/admin/warnings/", AUTH_ADMIN, 0, ta_admin_warnings_list,
      "listWarnings", "audit",

@@ -580,7 +580,11 @@ static json_t *schemas(gen_t *g)
         t_obj(g, "from the hourly aggregates (UTC hours; days and hours placed in tz)",
               "totals,series", "totals",
               t_ref(g, REF_SCHEMA, "StatisticsTotals"), "series",
-              t_arr(g, t_ref(g, REF_SCHEMA, "StatisticsEntry")), NULL));
+              t_arr(g, t_ref(g, REF_SCHEMA, "StatisticsEntry")), "top",
+              t_obj(g, "present when the series is ranked (limit, or group_by=user)", "limit,of",
+                    "limit", t_int(g, "the most entries (second-level keys) kept"), "of",
+                    t_int(g, "how many keys the range had"), NULL),
+              NULL));
 
     put(g, s, "AuditExportRecord",
         record_schema(g, &ta_desc_audit, NULL, NULL,
@@ -814,6 +818,10 @@ static json_t *parameters(gen_t *g)
                      NULL),
               "default day; two levels (day,model): one entry per day or hour and model, "
               "provider or group"));
+    put(g, p, "limit",
+        param(g, "limit", "query", t_pos(g, 1000),
+              "the costliest N models, providers, groups or users of the range (the only or the "
+              "second level), costliest first; group_by=user: 100 unless given; adds \"top\""));
     put(g, p, "tz",
         param(g, "tz", "query", t_str(g, NULL),
               "IANA time zone of the day and hour buckets (default UTC), e.g. Asia/Shanghai"));

@@ -8,6 +8,8 @@
  *                                           (or two levels: day|hour,model|provider|group)
  *   GET /api/admin/statistics/              ?since=&until=&tz=&group_by=...|user
  *                                           (also ?user_id=&quota_id=)
+ *   (every statistics route: ?limit=N, the N costliest keys of a model,
+ *   provider, group or user grouping; group_by=user: 100 unless given)
  *   GET /api/statistics/                    the caller's quotas (also ?quota_id= of one of them)
  *   GET /api/quotas/{id}/statistics/        one of the caller's quotas (404 for another's)
  *
@@ -48,7 +50,10 @@
  * (group_by=day,model: a day or hour, then a model, provider, group or
  * user) give one entry per pair that has requests, keyed by the day or hour,
  * with the second level's id and name; so one answer draws a chart of days
- * stacked by model, each entry summed from the same aggregates.
+ * stacked by model, each entry summed from the same aggregates. A ranked
+ * answer (?limit=, and group_by=user always) keeps the costliest keys over
+ * the range and says how many there were ("top"); users are ranked from
+ * ledger/audit.c's user_cost, so its cost does not follow the users.
  *
  * A quota id is known when the ledger has the quota, or when the audit still
  * holds aggregates for it (a deleted quota keeps its records); otherwise 404.

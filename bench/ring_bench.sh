@@ -22,6 +22,7 @@ N=${1:-50000}
 P=${2:-2}
 SLOTS=${3:-65536}
 RUNS=${RUNS:-3}
+QUOTAS=${QUOTAS:-16} # quotas (one user each) the events spread over
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 B=${TA_BENCH_BUILD:-$SRC/build-ring-bench}
 cmake -S "$SRC" -B "$B" -DCMAKE_BUILD_TYPE=Release >/dev/null
@@ -45,7 +46,7 @@ producers() { # dir
     i=0
     PIDS=""
     while [ $i -lt "$P" ]; do
-        "$B/tests/test_producer" --data-dir "$1" --events "$N" --quotas 16 --seed $i >/dev/null &
+        "$B/tests/test_producer" --data-dir "$1" --events "$N" --quotas "$QUOTAS" --seed $i >/dev/null &
         PIDS="$PIDS $!"
         i=$((i + 1))
     done
@@ -62,7 +63,7 @@ while [ $run -le "$RUNS" ]; do
     # Phase 1: end to end
     D=$(mktemp -d /tmp/ta_ring_bench.XXXXXX)
     TMPS="$TMPS $D"
-    "$B/tests/test_producer" --data-dir "$D" --setup 16 --cost-limit 100000000
+    "$B/tests/test_producer" --data-dir "$D" --setup "$QUOTAS" --cost-limit 100000000
     "$B/tests/billing_runner" --data-dir "$D" --ring-slots "$SLOTS" --exit-after "$TOTAL" \
         2>"$D/billing.log" >"$D/billing.out" &
     BPID=$!
@@ -81,7 +82,7 @@ while [ $run -le "$RUNS" ]; do
     # (SIGSTOP), then billing drains it: its own settle + audit rate.
     D2=$(mktemp -d /tmp/ta_ring_bench2.XXXXXX)
     TMPS="$TMPS $D2"
-    "$B/tests/test_producer" --data-dir "$D2" --setup 16 --cost-limit 100000000
+    "$B/tests/test_producer" --data-dir "$D2" --setup "$QUOTAS" --cost-limit 100000000
     BIG=1
     while [ $BIG -lt $((TOTAL + 1)) ]; do BIG=$((BIG * 2)); done
     "$B/tests/billing_runner" --data-dir "$D2" --ring-slots "$BIG" --exit-after "$TOTAL" \

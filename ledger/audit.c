@@ -247,19 +247,20 @@ static int user_cost_add(MDB_cursor *cur, uint32_t hour, uint64_t user, ta_nano_
     ta_be64_put(dv, user);
     ta_be64_put(dv + 8, 0);
     MDB_val k = {sizeof(hk), hk}, v = {sizeof(dv), dv};
+    unsigned flags = 0;
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE);
     if (mrc == 0 && v.mv_size == TA_USER_COST_LEN && ta_be64_get(v.mv_data) == user) {
         cost += (ta_nano_t)ta_be64_get((const uint8_t *)v.mv_data + 8);
-        mrc = mdb_cursor_del(cur, 0);
-    } else if (mrc == MDB_NOTFOUND) {
-        mrc = 0;
-    }
-    if (mrc != 0)
+        /* the entry keeps its place (users are unique in an hour and sort
+         * first): LMDB overwrites it where it is, no delete and insert */
+        flags = MDB_CURRENT;
+    } else if (mrc != 0 && mrc != MDB_NOTFOUND) { /* 0: the next user's entry */
         return lmdb_fail(mrc, "user cost");
+    }
     ta_be64_put(dv + 8, (uint64_t)cost);
     k.mv_size = sizeof(hk), k.mv_data = hk;
     v.mv_size = sizeof(dv), v.mv_data = dv;
-    mrc = mdb_cursor_put(cur, &k, &v, 0);
+    mrc = mdb_cursor_put(cur, &k, &v, flags);
     return mrc ? lmdb_fail(mrc, "put user cost") : 0;
 }
 

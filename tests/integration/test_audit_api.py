@@ -161,6 +161,13 @@ def agree(adm, stats_path, recs, keyf, what):
           "%s: series keys %r, record groups %r" % (what, keys, list(groups)))
     for e in st["series"]:
         same(e, groups[e["key"]], "%s key %r" % (what, e["key"]))
+    if "group_by=user" in stats_path:
+        # a ranking: the 100 costliest users (all of them here), costliest first, ties by id
+        check(st.get("top") == {"limit": 100, "of": len(groups)}, "%s: top %r" % (what, st.get("top")))
+        ranks = [(-dec(e["cost"]), e["key"]) for e in st["series"]]
+        check(ranks == sorted(ranks), "%s: costliest first: %r" % (what, ranks))
+    else:
+        check("top" not in st, "%s: not ranked unless asked" % what)
 
 
 SECOND = {"model": "model_id", "provider": "provider_id", "group": "group_id", "user": "user_id"}
@@ -184,6 +191,15 @@ def agree2(adm, stats_path, recs, keyf, keyf2, second, what, get=None):
           "%s: pairs %r, record pairs %r" % (what, list(got), list(want)))
     for pair, e in got.items():
         same(e, want[pair], "%s %r" % (what, pair))
+    if second == "user":
+        # ranked: by bucket, then the user's cost over the whole range (costliest first), then id
+        total = {}
+        for (_, uid), c in want.items():
+            total[uid] = total.get(uid, Decimal(0)) + c["cost"]
+        check(st.get("top") == {"limit": 100, "of": len(total)}, "%s: top %r" % (what, st.get("top")))
+        order = [(e[first], -total[e["user_id"]], e["user_id"]) for e in st["series"]]
+        check(order == sorted(order), "%s: by bucket, then the costliest user: %r" % (what, order))
+        return st
     order = [(e[first], e[SECOND[second]]) for e in st["series"]]
     check(order == sorted(order), "%s: ascending by bucket, then id: %r" % (what, order))
     return st
@@ -463,9 +479,24 @@ def run(gw, fake, times):
                         ("/api/admin/statistics/?tz=../../etc/passwd", "tz"),
                         ("/api/admin/quotas/%d/statistics/?tz=EST5EDT,M3.2.0,M11.1.0" % quotas[0][0], "tz"),
                         ("/api/admin/quotas/%d/statistics/?group_by=user" % quotas[0][0], "group_by"),
-                        ("/api/admin/quotas/%d/requests/?until=x" % quotas[0][0], "until")]:
+                        ("/api/admin/quotas/%d/requests/?until=x" % quotas[0][0], "until"),
+                        ("/api/admin/statistics/?group_by=user&limit=0", "limit"),
+                        ("/api/admin/statistics/?group_by=user&limit=1001", "limit"),
+                        ("/api/admin/statistics/?group_by=model&limit=-1", "limit"),
+                        ("/api/admin/statistics/?group_by=model&limit=1x", "limit"),
+                        ("/api/admin/statistics/?group_by=day&limit=5", "limit"),
+                        ("/api/statistics/?group_by=hour&limit=5", "limit")]:
         e = adm.get(path, expect=400)["error"]
         check(e["param"] == param and param in e["fields"], "%s: %r" % (path, e))
+    # limit ranks any grouping but time: the costliest first, and how many there were
+    by_model = adm.get("/api/admin/statistics/?group_by=model")
+    costliest = max(by_model["series"], key=lambda e: (dec(e["cost"]), -e["model_id"]))
+    top1 = adm.get("/api/admin/statistics/?group_by=model&limit=1")
+    check(len(top1["series"]) == 1 and top1["series"][0] == costliest, "model limit=1: %r" % top1)
+    check(top1["top"] == {"limit": 1, "of": len(by_model["series"])}, "model limit=1: %r" % top1["top"])
+    check(top1["totals"] == by_model["totals"], "a ranking keeps the totals")
+    top1 = adm.get("/api/admin/statistics/?group_by=day,model&limit=1")
+    check({e["model_id"] for e in top1["series"]} == {costliest["model_id"]}, "day,model limit=1: %r" % top1)
     adm.get("/api/admin/quotas/999/requests/", expect=404)
     adm.get("/api/admin/quotas/999/statistics/", expect=404)
     r = gw.http("GET", "/api/admin/statistics/", token=quotas[0][2])

@@ -3,7 +3,7 @@
  *
  *   test_producer --data-dir D --setup N [--cost-limit UNITS] [--warn 50,80]
  *       create the data directory if needed, one model (priced), one group,
- *       one user and N quotas (ids 1..N) with daily periods.
+ *       N users and N quotas (ids 1..N, quota i of user i) with daily periods.
  *   test_producer --data-dir D --events N [--quotas Q] [--delay-us U] [--seed S]
  *                 [--refuse-every K] [--inflight H] [--die-in-claim]
  *       like a worker: for each event take a hold (ta_quota_hold, one write
@@ -74,14 +74,14 @@ static int setup(const char *dir, int nquotas, int64_t cost_limit_units, const c
     g.nmodels = 1;
     if ((rc = ta_rec_put(st, txn, &ta_desc_group, g.id, &g)) != 0)
         goto Abort;
-    ta_user_t u;
-    memset(&u, 0, sizeof(u));
-    ta_rec_next_id(st, txn, &ta_desc_user, &u.id);
-    snprintf(u.email, sizeof(u.email), "producer@example.com");
-    u.is_active = true;
-    if ((rc = ta_rec_put(st, txn, &ta_desc_user, u.id, &u)) != 0)
-        goto Abort;
     for (int i = 0; i < nquotas; i++) {
+        ta_user_t u; /* a user per quota: billing's per-user aggregates see many users */
+        memset(&u, 0, sizeof(u));
+        ta_rec_next_id(st, txn, &ta_desc_user, &u.id);
+        snprintf(u.email, sizeof(u.email), "producer%d@example.com", i);
+        u.is_active = true;
+        if ((rc = ta_rec_put(st, txn, &ta_desc_user, u.id, &u)) != 0)
+            goto Abort;
         ta_quota_t q;
         memset(&q, 0, sizeof(q));
         ta_rec_next_id(st, txn, &ta_desc_quota, &q.id);

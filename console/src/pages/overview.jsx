@@ -131,7 +131,7 @@ export function Overview({ route }) {
       stats(S, mode, { since, group_by: 'day' }),
       optional(stats(S, mode, { since, group_by: 'day,model' })),
       stats(S, mode, { since, group_by: 'model' }),
-      stats(S, mode, { since, group_by: 'user' }),
+      stats(S, mode, { since, group_by: 'user', limit: 8 }),
       mode.zoned ? optional(stats(S, mode, { since, group_by: 'provider' })) : null,
       mode.zoned ? optional(stats(S, mode, { since: isoUtc(hours[0]), group_by: 'hour' })) : null,
       all('/api/admin/quotas/'),
@@ -240,7 +240,8 @@ export function Overview({ route }) {
                       ]} />)}
                 </div>
                 <div class="card">
-                  <h2>Top users</h2>
+                  <header class="card-head"><h2>Top users</h2>{byUser.top && byUser.top.of > byUser.series.length && (
+                    <span class="small muted">the {byUser.series.length} costliest of {int(byUser.top.of)}</span>)}</header>
                   {byUser.series.length === 0 ? <p class="muted">No requests yet.</p> : (
                     <Table caption="Top users" rowKey={(r) => String(bucket(r, 'user'))} rows={[...byUser.series].sort(byCostDesc).slice(0, 8)}
                       onRow={(r) => go('/requests', { user_id: bucket(r, 'user'), since })}
