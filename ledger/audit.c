@@ -1321,6 +1321,48 @@ int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, 
     return rc;
 }
 
+int ta_audit_user_cost_verify(ta_store_t *st, MDB_txn *txn, uint32_t hour_lo, FILE *out,
+                              int *ndiff)
+{
+    ta_audit_filter_t f;
+    stats_walk_t w;
+    keymap_t users = {0};
+    MDB_cursor *cur;
+    char a[TA_NANO_STRLEN], b[TA_NANO_STRLEN];
+    if (!user_cost_ready(st, txn))
+        return 0;
+    memset(&f, 0, sizeof(f));
+    memset(&w, 0, sizeof(w));
+    w.f = &f;
+    w.group_by = TA_GROUP_USER;
+    w.hlo = hour_lo;
+    w.hhi = UINT32_MAX;
+    int rc = rank_scan(st, txn, &w, &users), mrc;
+    if (rc == 0 && (mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur)) != 0)
+        rc = lmdb_fail(mrc, "aggregate cursor");
+    if (rc == 0) {
+        rc = walk_every(cur, &w, TA_AGG_USER);
+        mdb_cursor_close(cur);
+    }
+    for (size_t i = 0; rc == 0 && i < w.b.n; i++) {
+        const keymap_slot_t *u = keymap_find(&users, w.b.v[i].key);
+        if (u == NULL || u->val != w.b.v[i].sum.cost) {
+            fprintf(out, "DIFF user_cost of user %" PRId64 ": %s, the user's aggregates %s\n",
+                    w.b.v[i].key, u != NULL ? ta_nano_format(u->val, a) : "none",
+                    ta_nano_format(w.b.v[i].sum.cost, b));
+            (*ndiff)++;
+        }
+    }
+    if (rc == 0 && users.n != w.b.n) {
+        fprintf(out, "DIFF user_cost has %zu users, the aggregates %zu\n", users.n, w.b.n);
+        (*ndiff)++;
+    }
+    free(users.s);
+    free(w.b.v);
+    free(w.b.idx);
+    return rc;
+}
+
 bool ta_audit_quota_seen(ta_store_t *st, MDB_txn *txn, uint64_t quota_id)
 {
     uint8_t lo[TA_AGG_KEY_LEN];

@@ -161,6 +161,11 @@ int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, 
  *  (TA_AGG_*) from UTC hour hour_lo on (requests, tokens, cost, errors). */
 int ta_audit_agg_sum(ta_store_t *st, MDB_txn *txn, int scope, uint64_t id, uint32_t hour_lo,
                      ta_daily_t *sum);
+/** For `ledger verify`: each user's cost in user_cost against their
+ *  aggregate rows, from UTC hour hour_lo on; a DIFF line on out and
+ *  (*ndiff)++ per difference. Nothing while user_cost is not made yet. */
+int ta_audit_user_cost_verify(ta_store_t *st, MDB_txn *txn, uint32_t hour_lo, FILE *out,
+                              int *ndiff);
 /** Whether the aggregates are hourly (false while data of an earlier build
  *  waits for ta_audit_upgrade, which billing runs at start). */
 bool ta_audit_aggregates_ready(ta_store_t *st, MDB_txn *txn);

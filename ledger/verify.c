@@ -197,7 +197,8 @@ int ta_ledger_verify(ta_store_t *st, const ta_verify_opts_t *opts, FILE *out, in
         goto Exit;
     if (v.agg) {
         ta_audit_filter_t f = {0};
-        if ((rc = agg_check(&v, TA_AGG_ALL, 0, &f, "all quotas")) != 0)
+        if ((rc = agg_check(&v, TA_AGG_ALL, 0, &f, "all quotas")) != 0 ||
+            (rc = ta_audit_user_cost_verify(st, v.atxn, v.agg_hour, out, &v.ndiff)) != 0)
             goto Exit;
     }
     if ((rc = ta_rec_walk_k(st, v.ltxn, &ta_desc_hold, TA_DB_HOLDS, hold_cb, &v)) != 0)

@@ -1178,6 +1178,43 @@ static void test_statistics_top_users(void **state)
             }
         }
     }
+
+    /* ledger verify's check: none, then one user's entry a nano-unit off */
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    char *buf = NULL;
+    size_t len = 0;
+    int ndiff = 0;
+    FILE *out = open_memstream(&buf, &len);
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, false, &txn), 0);
+    assert_int_equal(ta_audit_user_cost_verify(f->st, txn, 0, out, &ndiff), 0);
+    ta_txn_abort(txn);
+    assert_int_equal(ndiff, 0);
+    uint8_t hk[4], dv[TA_USER_COST_LEN];
+    uint32_t h = (uint32_t)(t_ns(TOP_H0) / 3600000000000LL);
+    hk[0] = (uint8_t)(h >> 24), hk[1] = (uint8_t)(h >> 16), hk[2] = (uint8_t)(h >> 8), hk[3] = (uint8_t)h;
+    memset(dv, 0, sizeof(dv));
+    for (int i = 0; i < 8; i++) /* user 1300, big-endian, then a cost of 0 */
+        dv[i] = (uint8_t)(1300ULL >> (56 - 8 * i));
+    MDB_val k = {sizeof(hk), hk}, v = {sizeof(dv), dv};
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, true, &txn), 0);
+    assert_int_equal(mdb_cursor_open(txn, ta_store_dbi(f->st, TA_DB_AUDIT_USER_COST), &cur), 0);
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE), 0);
+    assert_memory_equal(v.mv_data, dv, 8);
+    memcpy(dv, v.mv_data, sizeof(dv));
+    dv[15]++;
+    k.mv_size = sizeof(hk), k.mv_data = hk;
+    v.mv_size = sizeof(dv), v.mv_data = dv;
+    assert_int_equal(mdb_cursor_put(cur, &k, &v, MDB_CURRENT), 0);
+    mdb_cursor_close(cur);
+    assert_int_equal(ta_txn_commit(txn), 0);
+    assert_int_equal(ta_txn_begin(f->st, TA_ENV_AUDIT, false, &txn), 0);
+    assert_int_equal(ta_audit_user_cost_verify(f->st, txn, 0, out, &ndiff), 0);
+    ta_txn_abort(txn);
+    fclose(out);
+    assert_int_equal(ndiff, 1);
+    assert_non_null(strstr(buf, "DIFF user_cost of user 1300:"));
+    free(buf);
 }
 
 int main(void)
