@@ -274,7 +274,9 @@ static const cli_cmd_t commands[] = {
     {"ledger", "verify", NULL, ta_ledger_verify_cli,
      "--data-dir DIR [--max-hold-age SECONDS] [--lookback-days DAYS]",
      "Check that every quota's used cost equals the sum of its audit records to the nano-unit, "
-     "that both environments applied the same ring ticket, and that no hold is stale. Exit 0 "
+     "that the statistics' aggregates (each quota's, everything's, each user's ranking cost) add "
+     "up to the records, that both environments applied the same ring ticket, and that no hold "
+     "is stale. Exit 0 "
      "when the books agree, 1 listing each difference, 2 on a usage or store error. Read-only; "
      "safe while the server runs.",
      (const ta_man_opt_t[]){
