@@ -1194,7 +1194,8 @@ static int rank_buckets(stats_walk_t *w, size_t limit, bool two, size_t *of)
     }
     if (rc == 0) {
         w->b.n = n;
-        qsort(w->b.v, n, sizeof(*w->b.v), bucket_cmp);
+        if (n > 0) /* v is NULL with no bucket */
+            qsort(w->b.v, n, sizeof(*w->b.v), bucket_cmp);
         /* and back from ranks to keys */
         for (size_t i = 0; i < n; i++) {
             if (two) {

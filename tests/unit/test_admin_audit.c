@@ -659,6 +659,9 @@ static void test_statistics(void **state)
     assert_int_equal(jint(json_object_get(j, "top"), "of"), 3);
     j = get(f, 200, "/api/admin/statistics/?group_by=model");
     assert_null(json_object_get(j, "top")); /* unbounded unless asked */
+    j = get(f, 200, "/api/admin/statistics/?group_by=model&limit=3&since=2030-01-01");
+    assert_int_equal(json_array_size(json_object_get(j, "series")), 0); /* nothing to rank */
+    assert_int_equal(jint(json_object_get(j, "top"), "of"), 0);
 
     /* filters of the global statistics */
     j = get(f, 200, "/api/admin/statistics/?user_id=%lld&group_by=model", f->u2);
