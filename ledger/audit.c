@@ -14,19 +14,23 @@
  *                       (20-byte keys, sorted before every hourly row;
  *                       ta_audit_upgrade turns them into hourly rows)
  *   user_cost           UTC hour BE 4 -> sorted duplicates (DUPFIXED) of
- *                       [ user id BE 8 | cost BE 8 ]: what each user spent in
- *                       the hour, so "the costliest users of a range" reads 16
- *                       bytes per user and hour, a page of them per LMDB call,
- *                       instead of every user's aggregate rows (see rank_scan)
+ *                       [ user id BE 8 | cost BE 8 | requests BE 8 ]: what each
+ *                       user spent in the hour, so "the costliest users of a
+ *                       range" reads 24 bytes per user and hour, a page of them
+ *                       per LMDB call, not every user's aggregate rows (pairs_add)
+ *   user_cum            UTC day BE 4 -> the same entries: each user's totals
+ *                       over every hour before the day (see "user_cum" below)
  *   warnings            [ quota id BE 8 | period start BE 8 | pct BE 4 ]  -> ta_warning_t
  *   meta                "applied_ticket", "ring_id" (billing);
  *                       "pruned_cost.<quota id %020>.<period start %020>" ->
  *                       [ cost BE 8 | records BE 8 ]: what pruning deleted, per
  *                       the balance period the cost went to, so `ledger verify`
  *                       still adds up a period whose first records were pruned;
- *                       "aggregates_version" (2: hourly rows; 3: and user_cost;
- *                       absent: an earlier build's data, see ta_audit_upgrade),
- *                       "aggregates_upgrade_pos", "user_cost_upgrade_pos"
+ *                       "aggregates_version" (2: hourly rows; 4: and user_cost,
+ *                       user_cum; absent: an earlier build's data, see
+ *                       ta_audit_upgrade), "aggregates_upgrade_pos",
+ *                       "user_cost_upgrade_pos", "user_cum_day" (the latest day
+ *                       billing made user_cum for)
  *
  * Why three scopes: a statistic reads the rows of one scope in an hour range,
  * so its cost follows the hours x models x providers x groups of that scope,
@@ -238,54 +242,100 @@ static int agg_add(MDB_cursor *cur, const uint8_t *k, const ta_daily_t *delta, u
     return agg_write(cur, k, mrc == 0, &val, delta, user_id);
 }
 
-/* Add cost to the user_cost entry of (hour, user), making it (also with a
- * cost of 0: the user had requests) when missing. */
-static int user_cost_add(MDB_cursor *cur, uint32_t hour, uint64_t user, ta_nano_t cost)
+/* Add (cost, requests) to user's entry under key k4 of a user_cost or
+ * user_cum cursor, making it when missing. */
+static int pair_add(MDB_cursor *cur, uint32_t k4, uint64_t user, ta_nano_t cost, int64_t reqs)
 {
     uint8_t hk[4], dv[TA_USER_COST_LEN];
-    be32_put(hk, hour);
+    be32_put(hk, k4);
+    memset(dv, 0, sizeof(dv));
     ta_be64_put(dv, user);
-    ta_be64_put(dv + 8, 0);
     MDB_val k = {sizeof(hk), hk}, v = {sizeof(dv), dv};
     unsigned flags = 0;
     int mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH_RANGE);
     if (mrc == 0 && v.mv_size == TA_USER_COST_LEN && ta_be64_get(v.mv_data) == user) {
         cost += (ta_nano_t)ta_be64_get((const uint8_t *)v.mv_data + 8);
-        /* the entry keeps its place (users are unique in an hour and sort
+        reqs += (int64_t)ta_be64_get((const uint8_t *)v.mv_data + 16);
+        /* the entry keeps its place (users are unique under a key and sort
          * first): LMDB overwrites it where it is, no delete and insert */
         flags = MDB_CURRENT;
     } else if (mrc != 0 && mrc != MDB_NOTFOUND) { /* 0: the next user's entry */
         return lmdb_fail(mrc, "user cost");
     }
     ta_be64_put(dv + 8, (uint64_t)cost);
+    ta_be64_put(dv + 16, (uint64_t)reqs);
     k.mv_size = sizeof(hk), k.mv_data = hk;
     v.mv_size = sizeof(dv), v.mv_data = dv;
     mrc = mdb_cursor_put(cur, &k, &v, flags);
     return mrc ? lmdb_fail(mrc, "put user cost") : 0;
 }
 
-/* Add a slot's sums to its row: a daily row, or (AGG_USER_COST) user_cost. */
-static int slot_add(MDB_cursor *cur, MDB_cursor *ucur, const uint8_t *k, const ta_daily_t *d,
-                    uint64_t user_id)
+/* The cursors aggregates are written with, and where user_cum stands. */
+typedef struct aggw {
+    MDB_cursor *cur, *ucur, *ccur; /* daily, user_cost, user_cum */
+    bool has_cp;                   /* a user_cum day is stored ... */
+    uint32_t cp_last;              /* ... and this is the latest */
+} aggw_t;
+
+static void aggw_close(aggw_t *a)
 {
-    if (k[0] == AGG_USER_COST)
-        return user_cost_add(ucur, (uint32_t)ta_be64_get(k + 1), ta_be64_get(k + 13), d->cost);
-    return agg_add(cur, k, d, user_id);
+    if (a->ccur != NULL)
+        mdb_cursor_close(a->ccur);
+    if (a->ucur != NULL)
+        mdb_cursor_close(a->ucur);
+    if (a->cur != NULL)
+        mdb_cursor_close(a->cur);
+    memset(a, 0, sizeof(*a));
 }
 
-/* Cursors on the daily table and user_cost. */
-static int agg_cursors(ta_store_t *st, MDB_txn *txn, MDB_cursor **cur, MDB_cursor **ucur)
+static int aggw_open(ta_store_t *st, MDB_txn *txn, aggw_t *a)
 {
-    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), cur);
-    if (mrc != 0)
-        return lmdb_fail(mrc, "aggregate cursor");
-    if ((mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), ucur)) != 0) {
-        mdb_cursor_close(*cur);
-        *cur = NULL;
-        return lmdb_fail(mrc, "user cost cursor");
+    memset(a, 0, sizeof(*a));
+    MDB_val k, v;
+    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &a->cur);
+    if (mrc == 0)
+        mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), &a->ucur);
+    if (mrc == 0)
+        mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &a->ccur);
+    if (mrc == 0 && (mrc = mdb_cursor_get(a->ccur, &k, &v, MDB_LAST)) == 0 && k.mv_size == 4) {
+        a->has_cp = true;
+        a->cp_last = be32_get(k.mv_data);
+    }
+    if (mrc != 0 && mrc != MDB_NOTFOUND) {
+        aggw_close(a);
+        return lmdb_fail(mrc, "aggregate cursors");
     }
     return 0;
 }
+
+/* A user's (cost, requests) in a UTC hour: its user_cost entry, and every
+ * stored user_cum day after the hour (a request billed after its day's
+ * totals were made: late in the ring, or a long stream). */
+static int user_pair_add(aggw_t *a, uint32_t hour, uint64_t user, ta_nano_t cost, int64_t reqs)
+{
+    int rc = pair_add(a->ucur, hour, user, cost, reqs);
+    if (rc != 0 || !a->has_cp || hour / 24 >= a->cp_last)
+        return rc;
+    uint8_t dk[4];
+    be32_put(dk, hour / 24 + 1);
+    MDB_val k = {sizeof(dk), dk}, v;
+    int mrc;
+    for (mrc = mdb_cursor_get(a->ccur, &k, &v, MDB_SET_RANGE); mrc == 0 && rc == 0;
+         mrc = mdb_cursor_get(a->ccur, &k, &v, MDB_NEXT_NODUP))
+        if (k.mv_size == 4)
+            rc = pair_add(a->ccur, be32_get(k.mv_data), user, cost, reqs);
+    return rc != 0 ? rc : mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user totals walk") : 0;
+}
+
+/* Add a slot's sums to its row: a daily row, or (AGG_USER_COST) user_cost. */
+static int slot_add(aggw_t *a, const uint8_t *k, const ta_daily_t *d, uint64_t user_id)
+{
+    if (k[0] == AGG_USER_COST)
+        return user_pair_add(a, (uint32_t)ta_be64_get(k + 1), ta_be64_get(k + 13), d->cost, d->requests);
+    return agg_add(a->cur, k, d, user_id);
+}
+
+static int cum_roll(ta_store_t *st, MDB_txn *txn, aggw_t *a, uint32_t day);
 
 /* The record and its quota index entry; 1 when the record was there. */
 static int rec_write(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec)
@@ -321,15 +371,15 @@ int ta_audit_put(ta_store_t *st, MDB_txn *txn, const ta_audit_t *rec, uint64_t g
     uint8_t keys[REC_KEYS][TA_AGG_KEY_LEN];
     uint64_t users[REC_KEYS];
     ta_daily_t delta;
-    MDB_cursor *cur, *ucur;
+    aggw_t a;
     size_t n = rec_keys(rec, group_id, keys, users);
     sum_of(&delta, rec);
-    if ((rc = agg_cursors(st, txn, &cur, &ucur)) != 0)
+    if ((rc = aggw_open(st, txn, &a)) != 0)
         return rc;
+    rc = cum_roll(st, txn, &a, hour_of(rec->t_received_ns) / 24);
     for (size_t i = 0; i < n && rc == 0; i++)
-        rc = slot_add(cur, ucur, keys[i], &delta, users[i]);
-    mdb_cursor_close(ucur);
-    mdb_cursor_close(cur);
+        rc = slot_add(&a, keys[i], &delta, users[i]);
+    aggw_close(&a);
     return rc;
 }
 
@@ -426,16 +476,18 @@ int ta_audit_batch_flush(ta_audit_batch_t *ab, ta_store_t *st, MDB_txn *txn)
         return 0;
     /* in key order: each row's search starts from pages the last one read */
     qsort_r(ab->order, ab->n, sizeof(ab->order[0]), slot_cmp, ab);
-    MDB_cursor *cur = NULL, *ucur = NULL;
-    int rc = agg_cursors(st, txn, &cur, &ucur);
+    aggw_t a;
+    int rc = aggw_open(st, txn, &a);
+    /* the user_cost slots sort last, by hour: the last one's day is the
+     * batch's newest; its user totals are made before any of its entries */
+    const uint8_t *last = ab->slot[ab->order[ab->n - 1]].key;
+    if (rc == 0 && last[0] == AGG_USER_COST)
+        rc = cum_roll(st, txn, &a, (uint32_t)ta_be64_get(last + 1) / 24);
     for (size_t i = 0; i < ab->n && rc == 0; i++) {
         const agg_slot_t *s = &ab->slot[ab->order[i]];
-        rc = slot_add(cur, ucur, s->key, &s->sum, s->user_id);
+        rc = slot_add(&a, s->key, &s->sum, s->user_id);
     }
-    if (cur != NULL) {
-        mdb_cursor_close(ucur);
-        mdb_cursor_close(cur);
-    }
+    aggw_close(&a);
     ta_audit_batch_reset(ab);
     return rc;
 }
@@ -988,11 +1040,12 @@ static json_t *group_value(int group, const ta_tz_t *tz, int64_t k)
 
 /* ---- ranking: the costliest keys of a grouping ---------------------------- */
 
-/* key (an id; 0 is a key too: no provider) -> a sum of cost, or a rank.
- * Open addressing over slots holding key + 1 (0: empty). */
+/* key (an id; 0 is a key too: no provider) -> a sum of cost and of
+ * requests, or a rank. Open addressing over slots holding key + 1 (0: empty). */
 typedef struct keymap_slot {
     uint64_t key1;
-    int64_t val;
+    int64_t val;  /* cost, or a rank */
+    int64_t reqs; /* requests */
 } keymap_slot_t;
 
 typedef struct keymap {
@@ -1024,7 +1077,7 @@ static keymap_slot_t *keymap_get(keymap_t *m, int64_t key)
         i = (i + 1) & (m->cap - 1);
     if (m->s[i].key1 == 0) {
         m->s[i].key1 = k1;
-        m->s[i].val = 0;
+        m->s[i].val = m->s[i].reqs = 0;
         m->n++;
     }
     return &m->s[i];
@@ -1052,20 +1105,29 @@ static int rank_cmp(const void *a, const void *b)
     return ranks_before(a, b) ? -1 : ranks_before(b, a);
 }
 
-/* The limit costliest keys of m into top[] (best first; *ntop of them),
- * through a heap of the limit best so far whose root is the worst of them:
- * O(n log limit), most keys rejected by one comparison with the root. */
-static int rank_top(const keymap_t *m, size_t limit, keymap_slot_t **top, size_t *ntop)
+static int slot_key_cmp(const void *a, const void *b)
+{
+    const keymap_slot_t *x = a, *y = b;
+    return x->key1 < y->key1 ? -1 : x->key1 > y->key1;
+}
+
+/* The limit costliest keys of m with requests (reqs > 0) into top[] (best
+ * first; *ntop of them; *of: how many had requests), through a heap of the
+ * limit best so far whose root is the worst of them: O(n log limit), most
+ * keys rejected by one comparison with the root. */
+static int rank_top(const keymap_t *m, size_t limit, keymap_slot_t **top, size_t *ntop, size_t *of)
 {
     size_t cap = limit < m->n ? limit : m->n, n = 0;
     keymap_slot_t *h = malloc((cap ? cap : 1) * sizeof(*h));
     if (h == NULL)
         return -ENOMEM;
+    *of = 0;
     for (size_t j = 0; j < m->cap && cap > 0; j++) {
         const keymap_slot_t *e = &m->s[j];
         size_t i;
-        if (e->key1 == 0)
+        if (e->key1 == 0 || e->reqs <= 0)
             continue;
+        ++*of;
         if (n < cap) { /* sift up */
             for (i = n++; i > 0 && ranks_before(&h[(i - 1) / 2], e); i = (i - 1) / 2)
                 h[i] = h[(i - 1) / 2];
@@ -1092,21 +1154,21 @@ static int rank_top(const keymap_t *m, size_t limit, keymap_slot_t **top, size_t
     return 0;
 }
 
-/* What every user spent in w's hours, from user_cost: a page of 16-byte
- * entries per LMDB call (MDB_GET_MULTIPLE), never the aggregate rows. */
-static int rank_scan(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, keymap_t *users)
+/* Add sign x the entries of cur (user_cost or user_cum) whose keys (hours,
+ * days) are in [lo, hi] to m: a page of 24-byte entries per LMDB call
+ * (MDB_GET_MULTIPLE), never the aggregate rows. */
+static int pairs_add(MDB_cursor *cur, uint32_t lo, uint32_t hi, int sign, keymap_t *m)
 {
-    MDB_cursor *cur;
-    uint8_t lo[4];
-    int mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), &cur);
-    if (mrc != 0)
-        return lmdb_fail(mrc, "user cost cursor");
-    be32_put(lo, w->hlo);
-    MDB_val k = {sizeof(lo), lo}, v;
+    uint8_t lk[4];
+    int mrc;
+    if (lo > hi)
+        return 0;
+    be32_put(lk, lo);
+    MDB_val k = {sizeof(lk), lk}, v;
     for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
          mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
         size_t dups;
-        if (k.mv_size != 4 || be32_get(k.mv_data) > w->hhi)
+        if (k.mv_size != 4 || be32_get(k.mv_data) > hi)
             break;
         /* a key with one entry has no page of duplicates to read */
         if ((mrc = mdb_cursor_count(cur, &dups)) != 0)
@@ -1116,28 +1178,176 @@ static int rank_scan(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, keymap
         for (; mrc == 0; mrc = dups > 1 ? mdb_cursor_get(cur, &k, &v, MDB_NEXT_MULTIPLE) : MDB_NOTFOUND) {
             const uint8_t *p = v.mv_data, *e = p + v.mv_size - v.mv_size % TA_USER_COST_LEN;
             for (; p < e; p += TA_USER_COST_LEN) {
-                keymap_slot_t *u = keymap_get(users, (int64_t)ta_be64_get(p));
-                if (u == NULL) {
-                    mdb_cursor_close(cur);
+                keymap_slot_t *u = keymap_get(m, (int64_t)ta_be64_get(p));
+                if (u == NULL)
                     return -ENOMEM;
-                }
-                u->val += (int64_t)ta_be64_get(p + 8);
+                u->val += sign * (int64_t)ta_be64_get(p + 8);
+                u->reqs += sign * (int64_t)ta_be64_get(p + 16);
             }
         }
         if (mrc != MDB_NOTFOUND)
             break;
     }
-    mdb_cursor_close(cur);
     return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost walk") : 0;
 }
 
-/* Whether user_cost holds every request (version 3; billing builds it from
+/* How many entries pairs_add would read for [lo, hi]: a count per key. */
+static int pairs_count(MDB_cursor *cur, uint32_t lo, uint32_t hi, size_t *n)
+{
+    uint8_t lk[4];
+    int mrc;
+    *n = 0;
+    if (lo > hi)
+        return 0;
+    be32_put(lk, lo);
+    MDB_val k = {sizeof(lk), lk}, v;
+    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
+         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        size_t dups;
+        if (k.mv_size != 4 || be32_get(k.mv_data) > hi)
+            break;
+        if ((mrc = mdb_cursor_count(cur, &dups)) != 0)
+            break;
+        *n += dups;
+    }
+    return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost count") : 0;
+}
+
+/* ---- user_cum: each user's totals before a UTC day ---------------------------- *
+ *
+ * A ranking of users over a range must read something of every user active in
+ * it; reading their hourly entries grows with the requests of sparse users
+ * (one entry per request). With each user's totals before a day (user_cum,
+ * made by billing once a day), a user's cost over [hlo, hhi] is cum(hhi + 1)
+ * - cum(hlo), and cum(t) is the stored day nearest t plus or minus the
+ * hourly entries between them (at most 12 hours' worth): two reads of one
+ * entry per user, whatever the number of requests. walk_top_users takes the
+ * cheaper of that and the hourly entries of the range, counted first.
+ *
+ * Billing makes day d's entries when the first request of day d (UTC) is
+ * flushed: the latest stored day's plus the hourly entries since. A request
+ * billed after its day's totals were made (late in the ring, a long stream)
+ * is added to every stored day after its hour (user_pair_add). Days older
+ * than CUM_DAYS are deleted but the first of each month, so a range far back
+ * costs at most a month of hourly entries. */
+#define CUM_DAYS 45
+#define CUM_META "user_cum_day"
+#define T_ALL ((uint64_t)1 << 32) /* cum(T_ALL): every hour */
+
+static bool month_first(uint32_t day)
+{
+    int y, m, d;
+    ta_tz_civil((int64_t)day, &y, &m, &d);
+    return d == 1;
+}
+
+/* The stored user_cum days nearest day: the latest <= day (*prev) and the
+ * first >= day (*next); false when there is none. */
+static int cum_near(MDB_cursor *ccur, uint32_t day, bool *has_prev, uint32_t *prev, bool *has_next,
+                    uint32_t *next)
+{
+    uint8_t dk[4];
+    be32_put(dk, day);
+    MDB_val k = {sizeof(dk), dk}, v;
+    *has_prev = *has_next = false;
+    int mrc = mdb_cursor_get(ccur, &k, &v, MDB_SET_RANGE);
+    if (mrc == 0 && k.mv_size == 4) {
+        *has_next = true;
+        *next = be32_get(k.mv_data);
+        if (*next == day) {
+            *has_prev = true;
+            *prev = day;
+            return 0;
+        }
+        mrc = mdb_cursor_get(ccur, &k, &v, MDB_PREV_NODUP);
+    } else if (mrc == MDB_NOTFOUND) {
+        mrc = mdb_cursor_get(ccur, &k, &v, MDB_LAST);
+    }
+    if (mrc == 0 && k.mv_size == 4) {
+        *has_prev = true;
+        *prev = be32_get(k.mv_data);
+    }
+    return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user totals walk") : 0;
+}
+
+static int cum_roll(ta_store_t *st, MDB_txn *txn, aggw_t *a, uint32_t day)
+{
+    uint64_t have = 0;
+    int rc = ta_meta_get_u64(st, txn, TA_ENV_AUDIT, CUM_META, &have);
+    if (rc == 0 && have >= day)
+        return 0;
+    if (rc != 0 && rc != TA_ENOTFOUND)
+        return rc;
+    bool hp, hn;
+    uint32_t prev = 0, next;
+    keymap_t m = {0};
+    keymap_slot_t *v = NULL;
+    size_t n = 0;
+    if ((rc = cum_near(a->ccur, day, &hp, &prev, &hn, &next)) != 0)
+        return rc;
+    if (hp && prev == day) /* made already (meta lost): nothing to do but the meta */
+        return ta_meta_put_u64(st, txn, TA_ENV_AUDIT, CUM_META, day);
+    if (hp)
+        rc = pairs_add(a->ccur, prev, prev, 1, &m);
+    if (rc == 0)
+        rc = pairs_add(a->ucur, hp ? prev * 24 : 0, day * 24 - 1, 1, &m);
+    if (rc == 0 && m.n > 0 && (v = malloc(m.n * sizeof(*v))) == NULL)
+        rc = -ENOMEM;
+    for (size_t j = 0; rc == 0 && j < m.cap; j++)
+        if (m.s[j].key1 != 0)
+            v[n++] = m.s[j];
+    free(m.s);
+    if (rc == 0 && n > 0) {
+        qsort(v, n, sizeof(*v), slot_key_cmp); /* in user order, appended */
+        uint8_t dk[4], dv[TA_USER_COST_LEN];
+        be32_put(dk, day);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            ta_be64_put(dv, v[i].key1 - 1);
+            ta_be64_put(dv + 8, (uint64_t)v[i].val);
+            ta_be64_put(dv + 16, (uint64_t)v[i].reqs);
+            MDB_val k = {sizeof(dk), dk}, d = {sizeof(dv), dv};
+            int mrc = mdb_cursor_put(a->ccur, &k, &d, MDB_APPENDDUP);
+            if (mrc != 0)
+                rc = lmdb_fail(mrc, "put user totals");
+        }
+        if (rc == 0 && (!a->has_cp || day > a->cp_last)) {
+            a->has_cp = true;
+            a->cp_last = day;
+        }
+    }
+    free(v);
+    /* days older than CUM_DAYS go, but the first of each month (a few a day) */
+    uint32_t old[8];
+    size_t nold = 0;
+    MDB_val k, d;
+    int mrc;
+    for (mrc = mdb_cursor_get(a->ccur, &k, &d, MDB_FIRST); rc == 0 && mrc == 0 && nold < 8;
+         mrc = mdb_cursor_get(a->ccur, &k, &d, MDB_NEXT_NODUP)) {
+        uint32_t kd = k.mv_size == 4 ? be32_get(k.mv_data) : UINT32_MAX;
+        if ((uint64_t)kd + CUM_DAYS >= day)
+            break;
+        if (!month_first(kd))
+            old[nold++] = kd;
+    }
+    if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
+        rc = lmdb_fail(mrc, "user totals walk");
+    for (size_t i = 0; rc == 0 && i < nold; i++) {
+        uint8_t dk[4];
+        be32_put(dk, old[i]);
+        MDB_val ok = {sizeof(dk), dk};
+        if ((mrc = mdb_del(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &ok, NULL)) != 0)
+            rc = lmdb_fail(mrc, "prune user totals");
+    }
+    return rc != 0 ? rc : ta_meta_put_u64(st, txn, TA_ENV_AUDIT, CUM_META, day);
+}
+
+/* Whether user_cost holds every request (version 4; billing builds it from
  * the user rows of an earlier build when it starts, ta_audit_upgrade). */
 static bool user_cost_ready(ta_store_t *st, MDB_txn *txn)
 {
     uint64_t ver = 0;
-    return ta_store_has_db(st, TA_DB_AUDIT_USER_COST) &&
-           ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", &ver) == 0 && ver >= 3;
+    return ta_store_has_db(st, TA_DB_AUDIT_USER_COST) && ta_store_has_db(st, TA_DB_AUDIT_USER_CUM) &&
+           ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", &ver) == 0 && ver >= 4;
 }
 
 static bool group_is_time(int g)
@@ -1162,14 +1372,15 @@ static int rank_buckets(stats_walk_t *w, size_t limit, bool two, size_t *of)
     int rc = 0;
     for (size_t i = 0; i < w->b.n && rc == 0; i++) {
         keymap_slot_t *e = keymap_get(&cost, two ? w->b.v[i].key2 : w->b.v[i].key);
-        if (e == NULL)
+        if (e == NULL) {
             rc = -ENOMEM;
-        else
+        } else {
             e->val += w->b.v[i].sum.cost;
+            e->reqs += w->b.v[i].sum.requests;
+        }
     }
-    *of = cost.n;
     if (rc == 0)
-        rc = rank_top(&cost, limit, &top, &ntop);
+        rc = rank_top(&cost, limit, &top, &ntop, of);
     for (size_t i = 0; i < ntop && rc == 0; i++) {
         keymap_slot_t *e = keymap_get(&rank, (int64_t)top[i].key1 - 1);
         if (e == NULL)
@@ -1212,6 +1423,102 @@ static int rank_buckets(stats_walk_t *w, size_t limit, bool two, size_t *of)
     return rc;
 }
 
+/* How cum(t) is read: from the stored day before t plus the hours between,
+ * from the one after minus them, or (none) from every hour before t. */
+typedef struct cum_plan {
+    int how; /* 0: nothing to read (t 0), 1: prev, 2: next, 3: hours only */
+    uint32_t day;
+    size_t cost; /* entries read */
+} cum_plan_t;
+
+static int cum_plan(MDB_cursor *ucur, MDB_cursor *ccur, uint64_t t, cum_plan_t *p)
+{
+    bool hp, hn;
+    uint32_t prev = 0, next = 0;
+    size_t a = 0, b = 0, c;
+    int rc;
+    memset(p, 0, sizeof(*p));
+    if (t == 0)
+        return 0;
+    if ((rc = cum_near(ccur, t >= T_ALL ? UINT32_MAX : (uint32_t)(t / 24), &hp, &prev, &hn, &next)) != 0)
+        return rc;
+    if (hn && (uint64_t)next * 24 < t)
+        hn = false; /* t past the last day's start: only the one before helps */
+    p->how = 3;
+    if ((rc = pairs_count(ucur, 0, (uint32_t)(t - 1), &p->cost)) != 0)
+        return rc;
+    if (hp) {
+        if ((rc = pairs_count(ccur, prev, prev, &a)) != 0 ||
+            (rc = pairs_count(ucur, prev * 24, (uint32_t)(t - 1), &b)) != 0)
+            return rc;
+        if (a + b < p->cost)
+            p->how = 1, p->day = prev, p->cost = a + b;
+    }
+    if (hn && t < T_ALL) {
+        if ((rc = pairs_count(ccur, next, next, &a)) != 0 ||
+            (rc = pairs_count(ucur, (uint32_t)t, next * 24 - 1, &c)) != 0)
+            return rc;
+        if (a + c < p->cost)
+            p->how = 2, p->day = next, p->cost = a + c;
+    }
+    return 0;
+}
+
+/* m += sign x cum(t), read as p says. */
+static int cum_apply(MDB_cursor *ucur, MDB_cursor *ccur, uint64_t t, const cum_plan_t *p, int sign,
+                     keymap_t *m)
+{
+    int rc;
+    switch (p->how) {
+    case 1:
+        if ((rc = pairs_add(ccur, p->day, p->day, sign, m)) != 0)
+            return rc;
+        return pairs_add(ucur, p->day * 24, (uint32_t)(t - 1), sign, m);
+    case 2:
+        if ((rc = pairs_add(ccur, p->day, p->day, sign, m)) != 0)
+            return rc;
+        return pairs_add(ucur, (uint32_t)t, p->day * 24 - 1, -sign, m);
+    case 3:
+        return pairs_add(ucur, 0, (uint32_t)(t - 1), sign, m);
+    default:
+        return 0;
+    }
+}
+
+/* What every user spent in w's hours, into users (cost, requests; a user
+ * with no request there has 0 requests): the hourly entries of the range,
+ * or cum(hhi + 1) - cum(hlo) when that reads fewer entries. */
+static int user_costs(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, keymap_t *users)
+{
+    MDB_cursor *ucur = NULL, *ccur = NULL;
+    cum_plan_t lo, hi;
+    size_t direct = 0;
+    int rc = 0, mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), &ucur);
+    if (mrc == 0)
+        mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &ccur);
+    if (mrc != 0)
+        rc = lmdb_fail(mrc, "user cost cursors");
+    uint64_t tlo = w->hlo, thi = (uint64_t)w->hhi + 1;
+    if (rc == 0)
+        rc = pairs_count(ucur, w->hlo, w->hhi, &direct);
+    if (rc == 0)
+        rc = cum_plan(ucur, ccur, tlo, &lo);
+    if (rc == 0)
+        rc = cum_plan(ucur, ccur, thi, &hi);
+    if (rc == 0 && lo.cost + hi.cost < direct) {
+        rc = cum_apply(ucur, ccur, thi, &hi, 1, users);
+        if (rc == 0)
+            rc = cum_apply(ucur, ccur, tlo, &lo, -1, users);
+    } else if (rc == 0) {
+        rc = pairs_add(ucur, w->hlo, w->hhi, 1, users);
+    }
+    if (ccur != NULL)
+        mdb_cursor_close(ccur);
+    if (ucur != NULL)
+        mdb_cursor_close(ucur);
+    return rc;
+}
+
 /* The buckets of every user's rows, read only for the limit costliest users
  * of the range, found in user_cost; the totals are everything's (rows of
  * every request, also those without a user). *of: the users of the range. */
@@ -1221,10 +1528,9 @@ static int walk_top_users(ta_store_t *st, MDB_txn *txn, MDB_cursor *cur, stats_w
     keymap_t users = {0};
     keymap_slot_t *top = NULL;
     size_t ntop = 0;
-    int rc = rank_scan(st, txn, w, &users);
-    *of = users.n;
+    int rc = user_costs(st, txn, w, &users);
     if (rc == 0)
-        rc = rank_top(&users, limit, &top, &ntop);
+        rc = rank_top(&users, limit, &top, &ntop, of);
     free(users.s);
     int group_by = w->group_by;
     w->group_by = TA_GROUP_NONE; /* the totals alone */
@@ -1327,9 +1633,9 @@ int ta_audit_user_cost_verify(ta_store_t *st, MDB_txn *txn, uint32_t hour_lo, FI
 {
     ta_audit_filter_t f;
     stats_walk_t w;
-    keymap_t users = {0};
-    MDB_cursor *cur;
-    char a[TA_NANO_STRLEN], b[TA_NANO_STRLEN];
+    keymap_t users = {0}, cum = {0};
+    aggw_t a;
+    char x[TA_NANO_STRLEN], y[TA_NANO_STRLEN];
     if (!user_cost_ready(st, txn))
         return 0;
     memset(&f, 0, sizeof(f));
@@ -1338,19 +1644,19 @@ int ta_audit_user_cost_verify(ta_store_t *st, MDB_txn *txn, uint32_t hour_lo, FI
     w.group_by = TA_GROUP_USER;
     w.hlo = hour_lo;
     w.hhi = UINT32_MAX;
-    int rc = rank_scan(st, txn, &w, &users), mrc;
-    if (rc == 0 && (mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_DAILY), &cur)) != 0)
-        rc = lmdb_fail(mrc, "aggregate cursor");
-    if (rc == 0) {
-        rc = walk_every(cur, &w, TA_AGG_USER);
-        mdb_cursor_close(cur);
-    }
+    int rc = aggw_open(st, txn, &a);
+    if (rc != 0)
+        return rc;
+    rc = pairs_add(a.ucur, hour_lo, UINT32_MAX, 1, &users);
+    if (rc == 0)
+        rc = walk_every(a.cur, &w, TA_AGG_USER);
     for (size_t i = 0; rc == 0 && i < w.b.n; i++) {
         const keymap_slot_t *u = keymap_find(&users, w.b.v[i].key);
-        if (u == NULL || u->val != w.b.v[i].sum.cost) {
-            fprintf(out, "DIFF user_cost of user %" PRId64 ": %s, the user's aggregates %s\n",
-                    w.b.v[i].key, u != NULL ? ta_nano_format(u->val, a) : "none",
-                    ta_nano_format(w.b.v[i].sum.cost, b));
+        if (u == NULL || u->val != w.b.v[i].sum.cost || u->reqs != w.b.v[i].sum.requests) {
+            fprintf(out, "DIFF user_cost of user %" PRId64 ": %s in %" PRId64 " requests, the "
+                    "user's aggregates %s in %" PRId64 "\n", w.b.v[i].key,
+                    u != NULL ? ta_nano_format(u->val, x) : "none", u != NULL ? u->reqs : 0,
+                    ta_nano_format(w.b.v[i].sum.cost, y), w.b.v[i].sum.requests);
             (*ndiff)++;
         }
     }
@@ -1358,7 +1664,24 @@ int ta_audit_user_cost_verify(ta_store_t *st, MDB_txn *txn, uint32_t hour_lo, FI
         fprintf(out, "DIFF user_cost has %zu users, the aggregates %zu\n", users.n, w.b.n);
         (*ndiff)++;
     }
+    /* the latest user_cum day: every hour before it, per user */
+    if (rc == 0 && a.has_cp) {
+        rc = pairs_add(a.ucur, 0, a.cp_last * 24 - 1, 1, &cum);
+        if (rc == 0)
+            rc = pairs_add(a.ccur, a.cp_last, a.cp_last, -1, &cum);
+        for (size_t j = 0; rc == 0 && j < cum.cap; j++) {
+            const keymap_slot_t *e = &cum.s[j];
+            if (e->key1 == 0 || (e->val == 0 && e->reqs == 0))
+                continue;
+            fprintf(out, "DIFF user_cum of user %" PRIu64 " (day %" PRIu32 "): its hours exceed it "
+                    "by %s in %" PRId64 " requests\n", e->key1 - 1, a.cp_last,
+                    ta_nano_format(e->val, x), e->reqs);
+            (*ndiff)++;
+        }
+    }
+    aggw_close(&a);
     free(users.s);
+    free(cum.s);
     free(w.b.v);
     free(w.b.idx);
     return rc;
@@ -1618,14 +1941,15 @@ static int upgrade_daily(ta_store_t *st, MDB_txn *txn, MDB_txn *ltxn, ta_audit_b
 #define USER_COST_POS "user_cost_upgrade_pos"
 
 /* Version 2 to 3: user_cost made from the user rows, emptied first (the
- * records' step above may have begun it), then filled in transactions of
- * UPGRADE_USER_ROWS rows, each saving where the next one starts. */
+ * records' step above may have begun it) with user_cum, then filled in
+ * transactions of UPGRADE_USER_ROWS rows, each saving where the next one
+ * starts; billing's first batch makes user_cum. */
 static int upgrade_user_cost(ta_store_t *st)
 {
     uint64_t rows = 0;
     for (;;) {
         MDB_txn *txn;
-        MDB_cursor *cur = NULL, *ucur = NULL;
+        aggw_t a = {0};
         uint64_t ver = 0;
         uint8_t from[TA_AGG_KEY_LEN];
         bool done = false;
@@ -1633,7 +1957,7 @@ static int upgrade_user_cost(ta_store_t *st)
         if (rc != 0)
             return rc;
         rc = ta_meta_get_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", &ver);
-        if (rc != 0 || ver != 2) {
+        if (rc != 0 || (ver != 2 && ver != 3)) { /* 3: an unreleased user_cost of 16-byte entries */
             ta_txn_abort(txn);
             if (rc == 0 && rows > 0)
                 ta_log(TA_LOG_INFO, "audit: user_cost made from %" PRIu64 " user rows", rows);
@@ -1646,15 +1970,18 @@ static int upgrade_user_cost(ta_store_t *st)
             memcpy(from, mv.mv_data, TA_AGG_KEY_LEN);
         } else {
             agg_key(from, TA_AGG_USER, 0, 0, 0, 0, 0);
-            if ((mrc = mdb_drop(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), 0)) != 0)
+            MDB_val ck = {strlen(CUM_META), CUM_META};
+            if ((mrc = mdb_drop(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), 0)) != 0 ||
+                (mrc = mdb_drop(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), 0)) != 0 ||
+                ((mrc = mdb_del(txn, meta, &ck, NULL)) != 0 && mrc != MDB_NOTFOUND))
                 rc = lmdb_fail(mrc, "empty user cost");
         }
         if (rc == 0)
-            rc = agg_cursors(st, txn, &cur, &ucur);
+            rc = aggw_open(st, txn, &a);
         MDB_val k = {TA_AGG_KEY_LEN, from}, v;
         size_t n = 0;
-        for (mrc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND; mrc == 0 && rc == 0;
-             mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        for (mrc = rc == 0 ? mdb_cursor_get(a.cur, &k, &v, MDB_SET_RANGE) : MDB_NOTFOUND; mrc == 0 && rc == 0;
+             mrc = mdb_cursor_get(a.cur, &k, &v, MDB_NEXT)) {
             const uint8_t *p = k.mv_data;
             ta_daily_t d;
             if (k.mv_size != TA_AGG_KEY_LEN || p[0] != TA_AGG_USER)
@@ -1664,20 +1991,17 @@ static int upgrade_user_cost(ta_store_t *st)
                 break;
             }
             if (ta_rec_decode(&ta_desc_daily, v.mv_data, v.mv_size, &d) == 0)
-                rc = user_cost_add(ucur, be32_get(p + 9), ta_be64_get(p + 1), d.cost);
+                rc = pair_add(a.ucur, be32_get(p + 9), ta_be64_get(p + 1), d.cost, d.requests);
         }
         if (rc == 0 && mrc != 0 && mrc != MDB_NOTFOUND)
             rc = lmdb_fail(mrc, "user rows walk");
         done = n <= UPGRADE_USER_ROWS;
         rows += n > UPGRADE_USER_ROWS ? UPGRADE_USER_ROWS : n;
-        if (cur != NULL) {
-            mdb_cursor_close(ucur);
-            mdb_cursor_close(cur);
-        }
+        aggw_close(&a);
         if (rc == 0 && done) {
             mrc = mdb_del(txn, meta, &mk, NULL);
             rc = mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost position")
-                                                 : ta_meta_put_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", 3);
+                                                 : ta_meta_put_u64(st, txn, TA_ENV_AUDIT, "aggregates_version", 4);
         } else if (rc == 0) {
             mv.mv_size = TA_AGG_KEY_LEN, mv.mv_data = from;
             if ((mrc = mdb_put(txn, meta, &mk, &mv, 0)) != 0)

@@ -29,9 +29,11 @@
  * keys of earlier builds' daily rows start with a quota id's high byte, 0). */
 enum ta_agg_scope { TA_AGG_ALL = 0xA1, TA_AGG_QUOTA = 0xA2, TA_AGG_USER = 0xA3 };
 /* The user_cost database: key UTC hour BE (4), sorted duplicates of
- * [ user id BE (8) | cost in nano-units, two's complement BE (8) ], one per
- * user with a request in that hour. */
-#define TA_USER_COST_LEN 16
+ * [ user id BE (8) | cost in nano-units BE (8) | requests BE (8) ] (two's
+ * complement), one per user with a request in that hour. user_cum: key UTC
+ * day BE (4), the same entries holding each user's totals over every hour
+ * before that day. */
+#define TA_USER_COST_LEN 24
 
 /** Fill an audit record from a ring event. charged: the ledger added
  *  ev->cost (else cost is 0 and uncharged_cost carries it). Any process. */

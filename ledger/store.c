@@ -20,8 +20,9 @@
  *                                          billing ticket) as their owners write them
  *     audit/  data.mdb lock.mdb    env "audit", maxdbs 16, map 8 GiB default
  *       requests, requests_by_quota, daily, warnings, meta (same meta format),
- *       user_cost (DUPSORT|DUPFIXED: the cost per user and UTC hour that ranks
- *       users, ledger/audit.c; added by a later build, made at open when missing)
+ *       user_cost, user_cum (DUPSORT|DUPFIXED: the cost per user and UTC hour,
+ *       and each user's totals before a UTC day, that rank users, ledger/audit.c;
+ *       added by a later build, made at open when missing)
  *
  * Writers: workers and admin handlers (ledger), billing (ledger and audit),
  * the CLI (init). Readers: every process except the master, and the CLI with
@@ -94,20 +95,21 @@ static const char *const db_names[TA_DB_COUNT] = {
     [TA_DB_AUDIT_WARNINGS] = "warnings",
     [TA_DB_AUDIT_META] = "meta",
     [TA_DB_AUDIT_USER_COST] = "user_cost",
+    [TA_DB_AUDIT_USER_CUM] = "user_cum",
 };
 
 /* Flags a database is made with, beyond MDB_CREATE (LMDB refuses to open a
  * DUPSORT database without them). */
 static unsigned db_flags(ta_db_t db)
 {
-    return db == TA_DB_AUDIT_USER_COST ? MDB_DUPSORT | MDB_DUPFIXED : 0;
+    return db == TA_DB_AUDIT_USER_COST || db == TA_DB_AUDIT_USER_CUM ? MDB_DUPSORT | MDB_DUPFIXED : 0;
 }
 
 /* A database added after the first release: a data directory of an earlier
  * build lacks it, and any writer's open makes it (see init_dbs). */
 static bool db_late(ta_db_t db)
 {
-    return db == TA_DB_AUDIT_USER_COST;
+    return db == TA_DB_AUDIT_USER_COST || db == TA_DB_AUDIT_USER_CUM;
 }
 
 static const char *const env_names[2] = {"ledger", "audit"};

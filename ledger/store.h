@@ -57,6 +57,7 @@ typedef enum ta_db {
     TA_DB_AUDIT_WARNINGS,
     TA_DB_AUDIT_META,
     TA_DB_AUDIT_USER_COST,
+    TA_DB_AUDIT_USER_CUM,
     TA_DB_COUNT
 } ta_db_t;
 #define TA_DB_FIRST_AUDIT TA_DB_AUDIT_REQUESTS
@@ -86,7 +87,7 @@ const char *ta_store_data_dir(const ta_store_t *st);
 MDB_env *ta_store_env(ta_store_t *st, ta_envid_t env);
 MDB_dbi ta_store_dbi(ta_store_t *st, ta_db_t db);
 /** Whether the environment has db: false only for a database that a later
- *  build added (user_cost), in a data directory of an earlier build opened
+ *  build added (user_cost, user_cum), in a data directory of an earlier build opened
  *  read-only (a writer's open creates it). */
 bool ta_store_has_db(const ta_store_t *st, ta_db_t db);
 
