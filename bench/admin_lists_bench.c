@@ -6,9 +6,11 @@
  * over HTTP: USERS users and as many quotas (GROUPS groups, MODELS models on
  * PROVIDERS providers), then audit records as billing writes them (a batch
  * of ta_audit_batch_put per transaction, the aggregates flushed before each
- * commit) until the audit table holds each size of SIZES in turn. The
- * records are spread over the 30 days before now (a Weyl sequence, so every
- * size covers the whole span evenly). After each size it times, through
+ * commit): for each size of SIZES a fresh audit environment (the ledger
+ * stays) holding that many records over the 30 days before now (a Weyl
+ * sequence, so every size covers the whole span evenly), written oldest
+ * first as billing meets them, so each UTC day's user totals (user_cum) are
+ * made when its first record is flushed. After each size it times, through
  * ta_admin_handle() (the router the workers call, with a superadmin JWT, and
  * a normal user's JWT for their own statistics), the first, a middle and the
  * last page of every admin list (keyset positions: ?after= / ?before=) and
@@ -26,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin/admin.h"
 #include "admin/crypto.h"
@@ -44,6 +47,9 @@
 
 static ta_store_t *st;
 static ta_admin_t *adm;
+static ta_store_opts_t so;
+static ta_admin_conf_t ac;
+static char dir[] = "/tmp/ta-bench-XXXXXX";
 static char auth[1024], user_auth[1024];
 static uint64_t nusers;
 static int64_t t0_ns; /* the first record's time */
@@ -245,16 +251,51 @@ static void populate_ledger(void)
 
 /* Records [from, to): at time_of(i), quota quota_of(i) (its group), model
  * i / 3 % MODELS (its provider), as billing writes them. */
+static int cmp_time(const void *a, const void *b)
+{
+    int64_t x = time_of(*(const uint64_t *)a), y = time_of(*(const uint64_t *)b);
+    return x < y ? -1 : x > y;
+}
+
+/* A fresh audit environment (the ledger and the admin's users stay), its
+ * aggregates current as billing leaves them when it starts. */
+static void fresh_audit(void)
+{
+    char path[64];
+    int rc;
+    ta_admin_destroy(adm);
+    ta_store_close(st);
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/audit/%s", dir, i ? "lock.mdb" : "data.mdb");
+        if (unlink(path) != 0 && errno != ENOENT)
+            die("unlink", -errno);
+    }
+    if ((rc = ta_store_open(&st, dir, &so)) != 0)
+        die("store", rc);
+    if ((rc = ta_audit_upgrade(st)) != 0)
+        die("aggregates", rc);
+    ac.store = st;
+    if ((rc = ta_admin_create(&adm, &ac)) != 0)
+        die("admin", rc);
+}
+
 static void populate_audit(uint64_t from, uint64_t to)
 {
     ta_audit_t r;
     ta_audit_batch_t *ab;
     MDB_txn *txn = NULL;
+    uint64_t *ord = malloc((to - from) * sizeof(*ord));
     int rc;
 
+    if (ord == NULL)
+        die("order", -ENOMEM);
+    for (uint64_t i = from; i < to; i++)
+        ord[i - from] = i;
+    qsort(ord, to - from, sizeof(*ord), cmp_time); /* oldest first, as billing meets them */
     if ((rc = ta_audit_batch_new(&ab)) != 0)
         die("batch", rc);
-    for (uint64_t i = from; i < to; i++) {
+    for (uint64_t j = from; j < to; j++) {
+        uint64_t i = ord[j - from];
         if (txn == NULL && (rc = ta_txn_begin(st, TA_ENV_AUDIT, true, &txn)) != 0)
             die("audit txn", rc);
         memset(&r, 0, sizeof(r));
@@ -274,13 +315,14 @@ static void populate_audit(uint64_t from, uint64_t to)
         r.latency_ms = 250;
         if ((rc = ta_audit_batch_put(ab, st, txn, &r, 1 + r.quota_id % GROUPS)) < 0)
             die("audit put", rc);
-        if ((i + 1) % 20000 == 0 || i + 1 == to) {
+        if ((j + 1) % 20000 == 0 || j + 1 == to) {
             if ((rc = ta_audit_batch_flush(ab, st, txn)) != 0 || (rc = ta_txn_commit(txn)) != 0)
                 die("audit commit", rc);
             txn = NULL;
         }
     }
     ta_audit_batch_free(ab);
+    free(ord);
 }
 
 /* Entries and size of the audit tables: what the aggregates cost in space. */
@@ -383,12 +425,10 @@ static void build_cases(uint64_t size)
 
 int main(int argc, char **argv)
 {
-    char dir[] = "/tmp/ta-bench-XXXXXX", *tok = NULL;
+    char *tok = NULL;
     uint64_t sizes[MAX_SIZES] = {200000, 2000000}, done = 0;
     size_t nsizes = 2;
     uint8_t secret[32], mkey[32];
-    ta_store_opts_t so;
-    ta_admin_conf_t ac;
     ta_jwt_claims_t claims;
     ta_err_t err;
     bcase_t saved[MAX_CASES];
@@ -441,7 +481,9 @@ int main(int argc, char **argv)
     printf("ledger written in %.1f s\n", (now_ms() - t) / 1e3);
     for (size_t s = 0; s < nsizes; s++) {
         t = now_ms();
-        populate_audit(done, sizes[s]);
+        if (s > 0)
+            fresh_audit();
+        populate_audit(0, sizes[s]);
         done = sizes[s];
         printf("\n%llu audit records (written in %.1f s); median of %d runs, ms\n",
                (unsigned long long)done, (now_ms() - t) / 1e3, REPS);

@@ -1083,6 +1083,22 @@ static keymap_slot_t *keymap_get(keymap_t *m, int64_t key)
     return &m->s[i];
 }
 
+/* Room for n keys without growing (an estimate: more still works). */
+static int keymap_reserve(keymap_t *m, size_t n)
+{
+    size_t cap = 1024;
+    while (cap < 2 * n + 2)
+        cap *= 2;
+    if (m->cap >= cap || m->n > 0)
+        return 0;
+    free(m->s);
+    m->cap = 0;
+    if ((m->s = calloc(cap, sizeof(*m->s))) == NULL)
+        return -ENOMEM;
+    m->cap = cap;
+    return 0;
+}
+
 static const keymap_slot_t *keymap_find(const keymap_t *m, int64_t key)
 {
     if (m->cap == 0)
@@ -1506,11 +1522,16 @@ static int user_costs(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, keyma
     if (rc == 0)
         rc = cum_plan(ucur, ccur, thi, &hi);
     if (rc == 0 && lo.cost + hi.cost < direct) {
-        rc = cum_apply(ucur, ccur, thi, &hi, 1, users);
+        /* the users of the larger end: the other's are mostly the same */
+        rc = keymap_reserve(users, lo.cost > hi.cost ? lo.cost : hi.cost);
+        if (rc == 0)
+            rc = cum_apply(ucur, ccur, thi, &hi, 1, users);
         if (rc == 0)
             rc = cum_apply(ucur, ccur, tlo, &lo, -1, users);
     } else if (rc == 0) {
-        rc = pairs_add(ucur, w->hlo, w->hhi, 1, users);
+        rc = keymap_reserve(users, direct / 4); /* a user has several hours */
+        if (rc == 0)
+            rc = pairs_add(ucur, w->hlo, w->hhi, 1, users);
     }
     if (ccur != NULL)
         mdb_cursor_close(ccur);
