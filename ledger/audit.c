@@ -1127,47 +1127,119 @@ static int slot_key_cmp(const void *a, const void *b)
     return x->key1 < y->key1 ? -1 : x->key1 > y->key1;
 }
 
-/* The limit costliest keys of m with requests (reqs > 0) into top[] (best
- * first; *ntop of them; *of: how many had requests), through a heap of the
- * limit best so far whose root is the worst of them: O(n log limit), most
- * keys rejected by one comparison with the root. */
+/* The limit costliest keys with requests (reqs > 0), pushed one at a time,
+ * through a heap of the limit best so far whose root is the worst of them:
+ * O(n log limit), most keys rejected by one comparison with the root. */
+typedef struct ranker {
+    keymap_slot_t *h;
+    size_t n, cap;
+    size_t of; /* keys with requests pushed */
+} ranker_t;
+
+static int ranker_init(ranker_t *r, size_t limit)
+{
+    memset(r, 0, sizeof(*r));
+    r->cap = limit;
+    r->h = malloc((limit ? limit : 1) * sizeof(*r->h));
+    return r->h != NULL ? 0 : -ENOMEM;
+}
+
+static void ranker_push(ranker_t *r, const keymap_slot_t *e)
+{
+    keymap_slot_t *h = r->h;
+    size_t i;
+    if (e->reqs <= 0)
+        return;
+    r->of++;
+    if (r->cap == 0)
+        return;
+    if (r->n < r->cap) { /* sift up */
+        for (i = r->n++; i > 0 && ranks_before(&h[(i - 1) / 2], e); i = (i - 1) / 2)
+            h[i] = h[(i - 1) / 2];
+    } else if (ranks_before(e, &h[0])) { /* replace the root, sift down */
+        for (i = 0;;) {
+            size_t c = 2 * i + 1;
+            if (c >= r->n)
+                break;
+            if (c + 1 < r->n && ranks_before(&h[c], &h[c + 1]))
+                c++;
+            if (!ranks_before(e, &h[c]))
+                break;
+            h[i] = h[c];
+            i = c;
+        }
+    } else {
+        return;
+    }
+    h[i] = *e;
+}
+
+/* The kept keys, best first, into *top (the caller frees it). */
+static void ranker_done(ranker_t *r, keymap_slot_t **top, size_t *ntop, size_t *of)
+{
+    qsort(r->h, r->n, sizeof(*r->h), rank_cmp);
+    *top = r->h;
+    *ntop = r->n;
+    *of = r->of;
+    r->h = NULL;
+}
+
+/* The limit costliest keys of m with requests into top[] (best first; *ntop
+ * of them; *of: how many had requests). */
 static int rank_top(const keymap_t *m, size_t limit, keymap_slot_t **top, size_t *ntop, size_t *of)
 {
-    size_t cap = limit < m->n ? limit : m->n, n = 0;
-    keymap_slot_t *h = malloc((cap ? cap : 1) * sizeof(*h));
-    if (h == NULL)
+    ranker_t r;
+    if (ranker_init(&r, limit) != 0)
         return -ENOMEM;
-    *of = 0;
-    for (size_t j = 0; j < m->cap && cap > 0; j++) {
-        const keymap_slot_t *e = &m->s[j];
-        size_t i;
-        if (e->key1 == 0 || e->reqs <= 0)
-            continue;
-        ++*of;
-        if (n < cap) { /* sift up */
-            for (i = n++; i > 0 && ranks_before(&h[(i - 1) / 2], e); i = (i - 1) / 2)
-                h[i] = h[(i - 1) / 2];
-        } else if (ranks_before(e, &h[0])) { /* replace the root, sift down */
-            for (i = 0;;) {
-                size_t c = 2 * i + 1;
-                if (c >= n)
-                    break;
-                if (c + 1 < n && ranks_before(&h[c], &h[c + 1]))
-                    c++;
-                if (!ranks_before(e, &h[c]))
-                    break;
-                h[i] = h[c];
-                i = c;
-            }
-        } else {
-            continue;
-        }
-        h[i] = *e;
-    }
-    qsort(h, n, sizeof(*h), rank_cmp);
-    *top = h;
-    *ntop = n;
+    for (size_t j = 0; j < m->cap; j++)
+        if (m->s[j].key1 != 0)
+            ranker_push(&r, &m->s[j]);
+    ranker_done(&r, top, ntop, of);
     return 0;
+}
+
+/* The entries under one key of a DUPFIXED cursor, in user order, a page of
+ * them per LMDB call. */
+typedef struct dupstream {
+    MDB_cursor *cur;
+    const uint8_t *p, *e; /* the current page's entries left */
+    size_t dups;
+    int mrc; /* MDB_NOTFOUND once read to the end */
+} dupstream_t;
+
+static void dups_open(dupstream_t *d, MDB_cursor *cur, uint32_t key)
+{
+    uint8_t k4[4];
+    be32_put(k4, key);
+    MDB_val k = {sizeof(k4), k4}, v;
+    d->cur = cur;
+    d->p = d->e = NULL;
+    d->mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    if (d->mrc == 0 && (d->mrc = mdb_cursor_count(cur, &d->dups)) == 0 && d->dups > 1)
+        d->mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_MULTIPLE);
+    if (d->mrc == 0) {
+        d->p = v.mv_data;
+        d->e = d->p + v.mv_size - v.mv_size % TA_USER_COST_LEN;
+    }
+}
+
+/* The next entry (NULL at the end; d->mrc says whether it failed). */
+static const uint8_t *dups_next(dupstream_t *d)
+{
+    while (d->p == d->e) {
+        MDB_val k, v;
+        if (d->mrc != 0 || d->dups <= 1 ||
+            (d->mrc = mdb_cursor_get(d->cur, &k, &v, MDB_NEXT_MULTIPLE)) != 0) {
+            if (d->dups <= 1 && d->mrc == 0)
+                d->mrc = MDB_NOTFOUND;
+            return NULL;
+        }
+        d->p = v.mv_data;
+        d->e = d->p + v.mv_size - v.mv_size % TA_USER_COST_LEN;
+    }
+    const uint8_t *x = d->p;
+    d->p += TA_USER_COST_LEN;
+    return x;
 }
 
 /* Add sign x the entries of cur (user_cost or user_cum) whose keys (hours,
@@ -1480,59 +1552,104 @@ static int cum_plan(MDB_cursor *ucur, MDB_cursor *ccur, uint64_t t, cum_plan_t *
     return 0;
 }
 
-/* m += sign x cum(t), read as p says. */
-static int cum_apply(MDB_cursor *ucur, MDB_cursor *ccur, uint64_t t, const cum_plan_t *p, int sign,
-                     keymap_t *m)
+/* m += sign x the hourly part of cum(t) read as p says (its user_cum day is
+ * merged by user_top). */
+static int cum_hours(MDB_cursor *ucur, uint64_t t, const cum_plan_t *p, int sign, keymap_t *m)
 {
-    int rc;
     switch (p->how) {
-    case 1:
-        if ((rc = pairs_add(ccur, p->day, p->day, sign, m)) != 0)
-            return rc;
-        return pairs_add(ucur, p->day * 24, (uint32_t)(t - 1), sign, m);
-    case 2:
-        if ((rc = pairs_add(ccur, p->day, p->day, sign, m)) != 0)
-            return rc;
-        return pairs_add(ucur, (uint32_t)t, p->day * 24 - 1, -sign, m);
-    case 3:
-        return pairs_add(ucur, 0, (uint32_t)(t - 1), sign, m);
-    default:
-        return 0;
+    case 1: return pairs_add(ucur, p->day * 24, (uint32_t)(t - 1), sign, m);
+    case 2: return pairs_add(ucur, (uint32_t)t, p->day * 24 - 1, -sign, m);
+    case 3: return pairs_add(ucur, 0, (uint32_t)(t - 1), sign, m);
+    default: return 0;
     }
 }
 
-/* What every user spent in w's hours, into users (cost, requests; a user
- * with no request there has 0 requests): the hourly entries of the range,
- * or cum(hhi + 1) - cum(hlo) when that reads fewer entries. */
-static int user_costs(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, keymap_t *users)
+/* One user's totals from the merge: the two user_cum days' entries (NULL
+ * where the user has none) and the hours around them (m), to the ranker. */
+static void merge_push(ranker_t *r, keymap_t *m, uint64_t user, const uint8_t *hi, const uint8_t *lo)
 {
-    MDB_cursor *ucur = NULL, *ccur = NULL;
+    keymap_slot_t e = {user + 1, 0, 0};
+    if (hi != NULL) {
+        e.val += (int64_t)ta_be64_get(hi + 8);
+        e.reqs += (int64_t)ta_be64_get(hi + 16);
+    }
+    if (lo != NULL) {
+        e.val -= (int64_t)ta_be64_get(lo + 8);
+        e.reqs -= (int64_t)ta_be64_get(lo + 16);
+    }
+    keymap_slot_t *h = (keymap_slot_t *)keymap_find(m, (int64_t)user);
+    if (h != NULL) { /* taken here: the walk of m after the merge skips it */
+        e.val += h->val, e.reqs += h->reqs;
+        h->val = h->reqs = 0;
+    }
+    ranker_push(r, &e);
+}
+
+int ta_audit_rank_plan = TA_RANK_AUTO;
+
+/* The limit costliest users of w's hours into top[] (best first; *of: the
+ * users with requests there). Either the hourly entries of the range, or,
+ * when that reads fewer entries, cum(hhi + 1) - cum(hlo): the two user_cum
+ * days merged in user order (no table of users) and the hours between each
+ * end and its day in a small table. */
+static int user_top(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, size_t limit,
+                    keymap_slot_t **top, size_t *ntop, size_t *of)
+{
+    MDB_cursor *ucur = NULL, *ccur = NULL, *ccur2 = NULL;
     cum_plan_t lo, hi;
     size_t direct = 0;
-    int rc = 0, mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), &ucur);
-    if (mrc == 0)
-        mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &ccur);
-    if (mrc != 0)
-        rc = lmdb_fail(mrc, "user cost cursors");
+    keymap_t m = {0};
+    ranker_t r;
     uint64_t tlo = w->hlo, thi = (uint64_t)w->hhi + 1;
+    int rc = ranker_init(&r, limit), mrc = 0;
+    if (rc == 0 && ((mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), &ucur)) != 0 ||
+                    (mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &ccur)) != 0 ||
+                    (mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &ccur2)) != 0))
+        rc = lmdb_fail(mrc, "user cost cursors");
     if (rc == 0)
         rc = pairs_count(ucur, w->hlo, w->hhi, &direct);
     if (rc == 0)
         rc = cum_plan(ucur, ccur, tlo, &lo);
     if (rc == 0)
         rc = cum_plan(ucur, ccur, thi, &hi);
-    if (rc == 0 && lo.cost + hi.cost < direct) {
-        /* the users of the larger end: the other's are mostly the same */
-        rc = keymap_reserve(users, lo.cost > hi.cost ? lo.cost : hi.cost);
+    bool days = ta_audit_rank_plan == TA_RANK_DAYS ||
+                (ta_audit_rank_plan == TA_RANK_AUTO && lo.cost + hi.cost < direct);
+    if (rc == 0 && days) {
+        dupstream_t a = {.mrc = MDB_NOTFOUND}, b = {.mrc = MDB_NOTFOUND};
+        rc = cum_hours(ucur, thi, &hi, 1, &m);
         if (rc == 0)
-            rc = cum_apply(ucur, ccur, thi, &hi, 1, users);
-        if (rc == 0)
-            rc = cum_apply(ucur, ccur, tlo, &lo, -1, users);
+            rc = cum_hours(ucur, tlo, &lo, -1, &m);
+        if (hi.how == 1 || hi.how == 2)
+            dups_open(&a, ccur, hi.day);
+        if (lo.how == 1 || lo.how == 2)
+            dups_open(&b, ccur2, lo.day);
+        const uint8_t *x = rc == 0 ? dups_next(&a) : NULL, *y = rc == 0 ? dups_next(&b) : NULL;
+        while (x != NULL || y != NULL) {
+            uint64_t ux = x != NULL ? ta_be64_get(x) : UINT64_MAX, uy = y != NULL ? ta_be64_get(y) : UINT64_MAX;
+            uint64_t u = ux < uy ? ux : uy;
+            merge_push(&r, &m, u, ux == u ? x : NULL, uy == u ? y : NULL);
+            if (ux == u)
+                x = dups_next(&a);
+            if (uy == u)
+                y = dups_next(&b);
+        }
+        if (rc == 0 && ((a.mrc != 0 && a.mrc != MDB_NOTFOUND) || (b.mrc != 0 && b.mrc != MDB_NOTFOUND)))
+            rc = lmdb_fail(a.mrc != 0 && a.mrc != MDB_NOTFOUND ? a.mrc : b.mrc, "user totals walk");
     } else if (rc == 0) {
-        rc = keymap_reserve(users, direct / 4); /* a user has several hours */
+        rc = keymap_reserve(&m, direct / 4); /* a user has several hours */
         if (rc == 0)
-            rc = pairs_add(ucur, w->hlo, w->hhi, 1, users);
+            rc = pairs_add(ucur, w->hlo, w->hhi, 1, &m);
     }
+    /* the users of the table (all of them, or those the merge did not meet) */
+    for (size_t j = 0; rc == 0 && j < m.cap; j++)
+        if (m.s[j].key1 != 0)
+            ranker_push(&r, &m.s[j]);
+    if (rc == 0)
+        ranker_done(&r, top, ntop, of);
+    free(r.h);
+    free(m.s);
+    if (ccur2 != NULL)
+        mdb_cursor_close(ccur2);
     if (ccur != NULL)
         mdb_cursor_close(ccur);
     if (ucur != NULL)
@@ -1541,18 +1658,14 @@ static int user_costs(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, keyma
 }
 
 /* The buckets of every user's rows, read only for the limit costliest users
- * of the range, found in user_cost; the totals are everything's (rows of
- * every request, also those without a user). *of: the users of the range. */
+ * of the range (user_top); the totals are everything's (rows of every
+ * request, also those without a user). *of: the users of the range. */
 static int walk_top_users(ta_store_t *st, MDB_txn *txn, MDB_cursor *cur, stats_walk_t *w,
                           size_t limit, size_t *of)
 {
-    keymap_t users = {0};
     keymap_slot_t *top = NULL;
     size_t ntop = 0;
-    int rc = user_costs(st, txn, w, &users);
-    if (rc == 0)
-        rc = rank_top(&users, limit, &top, &ntop, of);
-    free(users.s);
+    int rc = user_top(st, txn, w, limit, &top, &ntop, of);
     int group_by = w->group_by;
     w->group_by = TA_GROUP_NONE; /* the totals alone */
     if (rc == 0)
