@@ -1596,7 +1596,7 @@ static int user_top(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, size_t 
                     keymap_slot_t **top, size_t *ntop, size_t *of)
 {
     MDB_cursor *ucur = NULL, *ccur = NULL, *ccur2 = NULL;
-    cum_plan_t lo, hi;
+    cum_plan_t lo = {0}, hi = {0};
     size_t direct = 0;
     keymap_t m = {0};
     ranker_t r;
