@@ -334,7 +334,8 @@ static void print_tables(void)
     } dbs[] = {{TA_DB_AUDIT_REQUESTS, "records"},
                {TA_DB_AUDIT_BY_QUOTA, "quota index"},
                {TA_DB_AUDIT_DAILY, "aggregates"},
-               {TA_DB_AUDIT_USER_COST, "user_cost"}};
+               {TA_DB_AUDIT_USER_COST, "user_cost"},
+               {TA_DB_AUDIT_USER_CUM, "user_cum"}};
     MDB_txn *txn;
     MDB_stat ms;
     int rc;
@@ -345,8 +346,9 @@ static void print_tables(void)
     for (size_t i = 0; i < TA_ARRAY_SIZE(dbs); i++) {
         if (mdb_stat(txn, ta_store_dbi(st, dbs[i].db), &ms) != 0)
             die("stat", TA_ELMDB);
-        if (dbs[i].db == TA_DB_AUDIT_USER_COST) /* its pages are in sub-databases mdb_stat leaves out */
-            printf("; %s %zu pairs of 16 bytes", dbs[i].name, ms.ms_entries);
+        if (dbs[i].db == TA_DB_AUDIT_USER_COST || dbs[i].db == TA_DB_AUDIT_USER_CUM)
+            /* their pages are in sub-databases mdb_stat leaves out */
+            printf("; %s %zu entries of 24 bytes", dbs[i].name, ms.ms_entries);
         else
             printf("%s %s %zu rows, %.1f MiB", i ? ";" : "", dbs[i].name, ms.ms_entries,
                    (double)(ms.ms_branch_pages + ms.ms_leaf_pages + ms.ms_overflow_pages) *
