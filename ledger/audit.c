@@ -1564,25 +1564,134 @@ static int cum_hours(MDB_cursor *ucur, uint64_t t, const cum_plan_t *p, int sign
     }
 }
 
-/* One user's totals from the merge: the two user_cum days' entries (NULL
- * where the user has none) and the hours around them (m), to the ranker. */
-static void merge_push(ranker_t *r, keymap_t *m, uint64_t user, const uint8_t *hi, const uint8_t *lo)
+/* A k-way merge in user order of the entry lists a ranking by user_cum
+ * reads: its two days and the hours between each end and its day, each
+ * list with its sign; no table of users. At most MERGE_MAX lists (else the
+ * lists go through a table, user_top). */
+#define MERGE_MAX 64
+
+typedef struct mstream {
+    dupstream_t d;
+    const uint8_t *e; /* the current entry */
+    int sign;
+} mstream_t;
+
+typedef struct merge {
+    mstream_t s[MERGE_MAX];
+    size_t n;
+    bool fits;
+} merge_t;
+
+/* A list of cur's database (user_cost or user_cum) under key k, own cursor. */
+static int merge_add(merge_t *g, MDB_txn *txn, MDB_dbi dbi, uint32_t k, int sign)
 {
-    keymap_slot_t e = {user + 1, 0, 0};
-    if (hi != NULL) {
-        e.val += (int64_t)ta_be64_get(hi + 8);
-        e.reqs += (int64_t)ta_be64_get(hi + 16);
+    MDB_cursor *c;
+    if (g->n == MERGE_MAX) {
+        g->fits = false;
+        return 0;
     }
-    if (lo != NULL) {
-        e.val -= (int64_t)ta_be64_get(lo + 8);
-        e.reqs -= (int64_t)ta_be64_get(lo + 16);
+    int mrc = mdb_cursor_open(txn, dbi, &c);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "merge cursor");
+    mstream_t *m = &g->s[g->n++];
+    dups_open(&m->d, c, k);
+    m->sign = sign;
+    m->e = NULL;
+    return m->d.mrc == 0 || m->d.mrc == MDB_NOTFOUND ? 0 : lmdb_fail(m->d.mrc, "merge list");
+}
+
+/* The lists of the hours [lo, hi] of user_cost (those with entries). */
+static int merge_hours(merge_t *g, MDB_txn *txn, MDB_cursor *ucur, MDB_dbi dbi, uint32_t lo, uint32_t hi,
+                       int sign)
+{
+    uint8_t lk[4];
+    int rc = 0, mrc;
+    if (lo > hi)
+        return 0;
+    be32_put(lk, lo);
+    MDB_val k = {sizeof(lk), lk}, v;
+    for (mrc = mdb_cursor_get(ucur, &k, &v, MDB_SET_RANGE); mrc == 0 && rc == 0 && g->fits;
+         mrc = mdb_cursor_get(ucur, &k, &v, MDB_NEXT_NODUP)) {
+        if (k.mv_size != 4 || be32_get(k.mv_data) > hi)
+            break;
+        rc = merge_add(g, txn, dbi, be32_get(k.mv_data), sign);
     }
-    keymap_slot_t *h = (keymap_slot_t *)keymap_find(m, (int64_t)user);
-    if (h != NULL) { /* taken here: the walk of m after the merge skips it */
-        e.val += h->val, e.reqs += h->reqs;
-        h->val = h->reqs = 0;
+    return rc != 0 ? rc : mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost walk") : 0;
+}
+
+/* The lists of cum(t) read as p says, with sign. */
+static int merge_plan(merge_t *g, ta_store_t *st, MDB_txn *txn, MDB_cursor *ucur, uint64_t t,
+                      const cum_plan_t *p, int sign)
+{
+    MDB_dbi ud = ta_store_dbi(st, TA_DB_AUDIT_USER_COST), cd = ta_store_dbi(st, TA_DB_AUDIT_USER_CUM);
+    int rc = 0;
+    if (p->how == 1 || p->how == 2)
+        rc = merge_add(g, txn, cd, p->day, sign);
+    if (rc != 0)
+        return rc;
+    switch (p->how) {
+    case 1: return merge_hours(g, txn, ucur, ud, p->day * 24, (uint32_t)(t - 1), sign);
+    case 2: return merge_hours(g, txn, ucur, ud, (uint32_t)t, p->day * 24 - 1, -sign);
+    case 3: return merge_hours(g, txn, ucur, ud, 0, (uint32_t)(t - 1), sign);
+    default: return 0;
     }
-    ranker_push(r, &e);
+}
+
+static uint64_t ms_user(const mstream_t *m)
+{
+    return ta_be64_get(m->e);
+}
+
+static void merge_down(mstream_t **h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && ms_user(h[c + 1]) < ms_user(h[c]))
+            c++;
+        if (ms_user(h[i]) <= ms_user(h[c]))
+            return;
+        mstream_t *x = h[i];
+        h[i] = h[c], h[c] = x;
+        i = c;
+    }
+}
+
+/* Each user's sum over the lists, in user order, to the ranker. */
+static int merge_rank(merge_t *g, ranker_t *r)
+{
+    mstream_t *h[MERGE_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < g->n; i++)
+        if ((g->s[i].e = dups_next(&g->s[i].d)) != NULL)
+            h[n++] = &g->s[i];
+    for (size_t i = n / 2; i-- > 0;)
+        merge_down(h, n, i);
+    while (n > 0) {
+        uint64_t u = ms_user(h[0]);
+        keymap_slot_t acc = {u + 1, 0, 0};
+        while (n > 0 && ms_user(h[0]) == u) {
+            mstream_t *m = h[0];
+            acc.val += m->sign * (int64_t)ta_be64_get(m->e + 8);
+            acc.reqs += m->sign * (int64_t)ta_be64_get(m->e + 16);
+            if ((m->e = dups_next(&m->d)) == NULL)
+                h[0] = h[--n];
+            merge_down(h, n, 0);
+        }
+        ranker_push(r, &acc);
+    }
+    for (size_t i = 0; i < g->n; i++)
+        if (g->s[i].d.mrc != 0 && g->s[i].d.mrc != MDB_NOTFOUND)
+            return lmdb_fail(g->s[i].d.mrc, "merge list");
+    return 0;
+}
+
+static void merge_close(merge_t *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        mdb_cursor_close(g->s[i].d.cur);
+    g->n = 0;
 }
 
 int ta_audit_rank_plan = TA_RANK_AUTO;
@@ -1590,12 +1699,11 @@ int ta_audit_rank_plan = TA_RANK_AUTO;
 /* The limit costliest users of w's hours into top[] (best first; *of: the
  * users with requests there). Either the hourly entries of the range, or,
  * when that reads fewer entries, cum(hhi + 1) - cum(hlo): the two user_cum
- * days merged in user order (no table of users) and the hours between each
- * end and its day in a small table. */
+ * days and the hours between each end and its day, merged in user order. */
 static int user_top(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, size_t limit,
                     keymap_slot_t **top, size_t *ntop, size_t *of)
 {
-    MDB_cursor *ucur = NULL, *ccur = NULL, *ccur2 = NULL;
+    MDB_cursor *ucur = NULL, *ccur = NULL;
     cum_plan_t lo = {0}, hi = {0};
     size_t direct = 0;
     keymap_t m = {0};
@@ -1603,8 +1711,7 @@ static int user_top(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, size_t 
     uint64_t tlo = w->hlo, thi = (uint64_t)w->hhi + 1;
     int rc = ranker_init(&r, limit), mrc = 0;
     if (rc == 0 && ((mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), &ucur)) != 0 ||
-                    (mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &ccur)) != 0 ||
-                    (mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &ccur2)) != 0))
+                    (mrc = mdb_cursor_open(txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), &ccur)) != 0))
         rc = lmdb_fail(mrc, "user cost cursors");
     if (rc == 0)
         rc = pairs_count(ucur, w->hlo, w->hhi, &direct);
@@ -1612,29 +1719,25 @@ static int user_top(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, size_t 
         rc = cum_plan(ucur, ccur, tlo, &lo);
     if (rc == 0)
         rc = cum_plan(ucur, ccur, thi, &hi);
-    bool days = ta_audit_rank_plan == TA_RANK_DAYS ||
+    bool days = ta_audit_rank_plan == TA_RANK_DAYS || ta_audit_rank_plan == TA_RANK_DAYS_TABLE ||
                 (ta_audit_rank_plan == TA_RANK_AUTO && lo.cost + hi.cost < direct);
     if (rc == 0 && days) {
-        dupstream_t a = {.mrc = MDB_NOTFOUND}, b = {.mrc = MDB_NOTFOUND};
-        rc = cum_hours(ucur, thi, &hi, 1, &m);
+        merge_t g = {.n = 0, .fits = ta_audit_rank_plan != TA_RANK_DAYS_TABLE};
+        rc = merge_plan(&g, st, txn, ucur, thi, &hi, 1);
         if (rc == 0)
-            rc = cum_hours(ucur, tlo, &lo, -1, &m);
-        if (hi.how == 1 || hi.how == 2)
-            dups_open(&a, ccur, hi.day);
-        if (lo.how == 1 || lo.how == 2)
-            dups_open(&b, ccur2, lo.day);
-        const uint8_t *x = rc == 0 ? dups_next(&a) : NULL, *y = rc == 0 ? dups_next(&b) : NULL;
-        while (x != NULL || y != NULL) {
-            uint64_t ux = x != NULL ? ta_be64_get(x) : UINT64_MAX, uy = y != NULL ? ta_be64_get(y) : UINT64_MAX;
-            uint64_t u = ux < uy ? ux : uy;
-            merge_push(&r, &m, u, ux == u ? x : NULL, uy == u ? y : NULL);
-            if (ux == u)
-                x = dups_next(&a);
-            if (uy == u)
-                y = dups_next(&b);
+            rc = merge_plan(&g, st, txn, ucur, tlo, &lo, -1);
+        if (rc == 0 && g.fits) {
+            rc = merge_rank(&g, &r);
+        } else if (rc == 0) { /* too many hours to merge (no day made for a while): a table */
+            rc = cum_hours(ucur, thi, &hi, 1, &m);
+            if (rc == 0)
+                rc = cum_hours(ucur, tlo, &lo, -1, &m);
+            if (rc == 0 && (hi.how == 1 || hi.how == 2))
+                rc = pairs_add(ccur, hi.day, hi.day, 1, &m);
+            if (rc == 0 && (lo.how == 1 || lo.how == 2))
+                rc = pairs_add(ccur, lo.day, lo.day, -1, &m);
         }
-        if (rc == 0 && ((a.mrc != 0 && a.mrc != MDB_NOTFOUND) || (b.mrc != 0 && b.mrc != MDB_NOTFOUND)))
-            rc = lmdb_fail(a.mrc != 0 && a.mrc != MDB_NOTFOUND ? a.mrc : b.mrc, "user totals walk");
+        merge_close(&g);
     } else if (rc == 0) {
         rc = keymap_reserve(&m, direct / 4); /* a user has several hours */
         if (rc == 0)
@@ -1648,8 +1751,6 @@ static int user_top(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, size_t 
         ranker_done(&r, top, ntop, of);
     free(r.h);
     free(m.s);
-    if (ccur2 != NULL)
-        mdb_cursor_close(ccur2);
     if (ccur != NULL)
         mdb_cursor_close(ccur);
     if (ucur != NULL)

@@ -161,8 +161,10 @@ int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, 
                       int then_by, const ta_tz_t *tz, size_t limit, json_t **out);
 /** How a ranking of users reads what they spent: 0 (the default) the cheaper
  *  of TA_RANK_HOURS and TA_RANK_DAYS, counted first; tests pin one to
- *  compare both with the aggregate rows. */
-enum { TA_RANK_AUTO = 0, TA_RANK_HOURS = 1, TA_RANK_DAYS = 2 };
+ *  compare each with the aggregate rows (TA_RANK_DAYS_TABLE: user_cum
+ *  summed in a table, as when too many hours lie between a range's ends and
+ *  their days to merge). */
+enum { TA_RANK_AUTO = 0, TA_RANK_HOURS = 1, TA_RANK_DAYS = 2, TA_RANK_DAYS_TABLE = 3 };
 extern int ta_audit_rank_plan;
 /** For `ledger verify`: the sums of the aggregate rows of scope/id
  *  (TA_AGG_*) from UTC hour hour_lo on (requests, tokens, cost, errors). */

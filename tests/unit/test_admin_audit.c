@@ -1209,8 +1209,9 @@ static void test_statistics_top_users(void **state)
             assert_int_equal(ver, 4);
         }
         for (size_t r = 0; r < TA_ARRAY_SIZE(ranges); r++) {
-            /* each range as the server picks, from the hours, from user_cum */
-            for (int plan = 0; plan < (pass == 0 ? 1 : 3); plan++) {
+            /* each range as the server picks, from the hours, from user_cum
+             * merged, from user_cum in a table */
+            for (int plan = 0; plan < (pass == 0 ? 1 : 4); plan++) {
                 ta_audit_rank_plan = plan;
                 for (int l = 0; l < 3; l++) {
                     int limit = l == 0 ? 1 : l == 1 ? 7 : 1000;
