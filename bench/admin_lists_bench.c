@@ -496,6 +496,16 @@ int main(int argc, char **argv)
             printf("  %-24s %8.2f   GET %s\n", cases[i].name, cases[i].ms[s], cases[i].url);
             saved[i].ms[s] = cases[i].ms[s];
             memcpy(saved[i].name, cases[i].name, sizeof(saved[i].name));
+            /* TA_BENCH_PLANS=1: each user ranking also read each way (ledger/audit.h) */
+            if (getenv("TA_BENCH_PLANS") != NULL && strstr(cases[i].url, "group_by=") != NULL &&
+                strstr(cases[i].url, "user&") != NULL) {
+                static const char *const plan[] = {"", "hours", "days merged", "days in a table"};
+                for (int p = TA_RANK_HOURS; p <= TA_RANK_DAYS_TABLE; p++) {
+                    ta_audit_rank_plan = p;
+                    printf("    %-22s %8.2f\n", plan[p], median_ms(cases[i].url, cases[i].self));
+                }
+                ta_audit_rank_plan = TA_RANK_AUTO;
+            }
         }
     }
     if (nsizes > 1) {
