@@ -1760,7 +1760,7 @@ static int user_top(ta_store_t *st, MDB_txn *txn, const stats_walk_t *w, size_t 
 
 /* The buckets of every user's rows, read only for the limit costliest users
  * of the range (user_top); the totals are everything's (rows of every
- * request, also those without a user). *of: the users of the range. */
+ * request of the range, as in every grouping). *of: the users of the range. */
 static int walk_top_users(ta_store_t *st, MDB_txn *txn, MDB_cursor *cur, stats_walk_t *w,
                           size_t limit, size_t *of)
 {
