@@ -563,6 +563,39 @@ await step('overview: cost per day stacked by the costliest models, the rest sum
   await shot('overview-stacked');
 });
 
+await step('overview: top users are the 8 costliest, and the card says of how many', async () => {
+  // nine more users, each with a quota and one call costing more than the last
+  const group = (await api('GET', '/api/admin/groups/', adminToken)).json.results.find((g) => g.name === 'basic');
+  for (let n = 1; n <= 9; n++) {
+    const u = await api('POST', '/api/admin/users/', adminToken, { email: `spender${n}@example.com`, password: `password-spender-${n}`, role: 'user' });
+    check(u.status === 201, `user ${n}: ${u.status}`);
+    const q = await api('POST', '/api/admin/quotas/', adminToken, { user_id: u.json.id, group_id: group.id });
+    check(q.status === 201, `quota ${n}: ${q.status}`);
+    const r = await fetch(BASE + '/v1/chat/completions', {
+      method: 'POST', headers: { Authorization: 'Bearer ' + q.json.api_key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: STACK[5], messages: [{ role: 'user', content: 'hello' }], fake_usage: `${100000 * n},0,0` }),
+    });
+    await r.text();
+    check(r.status === 200, `spender ${n} call: ${r.status}`);
+  }
+  let st;
+  for (let i = 0; i < 40; i++) {
+    st = (await api('GET', '/api/admin/statistics/?group_by=user&limit=8', adminToken)).json;
+    if (st.series.filter((e) => e.name && e.name.startsWith('spender')).length >= 8) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  check(st.top.limit === 8 && st.top.of > 8, 'ranked: ' + JSON.stringify(st.top));
+  await go('/overview');
+  await page.reload(); // the same address as the last step's: load it again
+  await settled();
+  const card = page.locator('.card').filter({ has: page.getByRole('heading', { name: 'Top users' }) });
+  await card.getByText(`the 8 costliest of ${st.top.of}`).waitFor();
+  const rows = await card.locator('tbody tr').allTextContents();
+  check(rows.length === 8 && rows[0].includes('spender9@example.com'), 'the costliest first: ' + rows[0]);
+  await card.scrollIntoViewIfNeeded();
+  await shot('overview-top-users');
+});
+
 await step('the API reference renders the gateway\'s own document', async () => {
   await go('/reference');
   const op = page.locator('details.op').filter({ hasText: '/api/admin/warnings/' });

@@ -275,9 +275,9 @@ export function Overview({ route }) {
                       columns={[
                         { key: 'user', label: 'User', render: (x) => name(users, x.q.user_id, 'email') },
                         { key: 'group', label: 'Group', render: (x) => name(groups, x.q.group_id) },
-                        { key: 'cost', label: 'Cost used / limit', num: true, render: (x) => <><Money value={x.q.usage.cost_used} /> / <Money value={x.q.cost_limit} none="no limit" /></> },
-                        { key: 'pm', label: 'Highest use', num: true, render: (x) => x.pm >= 0 ? pctText(x.pm) : '—' },
-                        { key: 'w', label: 'Warnings reached', render: (x) => x.q.usage.warnings.length ? x.q.usage.warnings.map((w) => w + '%').join(', ') : '—' },
+                        { key: 'cost', label: 'Cost / limit', num: true, render: (x) => <><Money value={x.q.usage.cost_used} /> / <Money value={x.q.cost_limit} none="no limit" /></> },
+                        { key: 'pm', label: 'Use', num: true, render: (x) => x.pm >= 0 ? pctText(x.pm) : '—' },
+                        { key: 'w', label: 'Warned at', render: (x) => x.q.usage.warnings.length ? x.q.usage.warnings.map((w) => w + '%').join(', ') : '—' },
                       ]} />)}
                 </div>
               </div>
