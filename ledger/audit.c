@@ -1361,6 +1361,8 @@ static int cum_near(MDB_cursor *ccur, uint32_t day, bool *has_prev, uint32_t *pr
 static int cum_roll(ta_store_t *st, MDB_txn *txn, aggw_t *a, uint32_t day)
 {
     uint64_t have = 0;
+    if (day == 0) /* nothing is before the first day */
+        return 0;
     int rc = ta_meta_get_u64(st, txn, TA_ENV_AUDIT, CUM_META, &have);
     if (rc == 0 && have >= day)
         return 0;
