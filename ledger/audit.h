@@ -155,8 +155,9 @@ int ta_audit_stats(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int
  *  or a group_by that is not day or hour; ties: the smaller id) over the
  *  whole range, adds "top": {"limit", "of": the keys there were} and orders
  *  the series by rank (two levels: by time, then rank). Ranking users reads
- *  user_cost (16 bytes per user and hour) and then the aggregate rows of
- *  the limit users only; the totals are always everything's in the range. */
+ *  user_cost (an entry per user and hour) or user_cum (an entry per user at
+ *  each end of the range), whichever is fewer, and then the aggregate rows
+ *  of the limit users only; the totals are always everything's in the range. */
 int ta_audit_stats_by(ta_store_t *st, MDB_txn *txn, const ta_audit_filter_t *f, int group_by,
                       int then_by, const ta_tz_t *tz, size_t limit, json_t **out);
 /** How a ranking of users reads what they spent: 0 (the default) the cheaper
