@@ -1575,6 +1575,7 @@ static int cum_hours(MDB_cursor *ucur, uint64_t t, const cum_plan_t *p, int sign
 typedef struct mstream {
     dupstream_t d;
     const uint8_t *e; /* the current entry */
+    uint64_t u;       /* its user, decoded once */
     int sign;
 } mstream_t;
 
@@ -1641,7 +1642,16 @@ static int merge_plan(merge_t *g, ta_store_t *st, MDB_txn *txn, MDB_cursor *ucur
 
 static uint64_t ms_user(const mstream_t *m)
 {
-    return ta_be64_get(m->e);
+    return m->u;
+}
+
+/* The stream's next entry; false at its end. */
+static bool ms_next(mstream_t *m)
+{
+    if ((m->e = dups_next(&m->d)) == NULL)
+        return false;
+    m->u = ta_be64_get(m->e);
+    return true;
 }
 
 static void merge_down(mstream_t **h, size_t n, size_t i)
@@ -1666,7 +1676,7 @@ static int merge_rank(merge_t *g, ranker_t *r)
     mstream_t *h[MERGE_MAX];
     size_t n = 0;
     for (size_t i = 0; i < g->n; i++)
-        if ((g->s[i].e = dups_next(&g->s[i].d)) != NULL)
+        if (ms_next(&g->s[i]))
             h[n++] = &g->s[i];
     for (size_t i = n / 2; i-- > 0;)
         merge_down(h, n, i);
@@ -1677,7 +1687,7 @@ static int merge_rank(merge_t *g, ranker_t *r)
             mstream_t *m = h[0];
             acc.val += m->sign * (int64_t)ta_be64_get(m->e + 8);
             acc.reqs += m->sign * (int64_t)ta_be64_get(m->e + 16);
-            if ((m->e = dups_next(&m->d)) == NULL)
+            if (!ms_next(m))
                 h[0] = h[--n];
             merge_down(h, n, 0);
         }
