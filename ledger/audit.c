@@ -1242,63 +1242,64 @@ static const uint8_t *dups_next(dupstream_t *d)
     return x;
 }
 
-/* Add sign x the entries of cur (user_cost or user_cum) whose keys (hours,
- * days) are in [lo, hi] to m: a page of 24-byte entries per LMDB call
- * (MDB_GET_MULTIPLE), never the aggregate rows. */
-static int pairs_add(MDB_cursor *cur, uint32_t lo, uint32_t hi, int sign, keymap_t *m)
+/* The keys (hours, days) of cur (user_cost or user_cum) in [lo, hi], one a
+ * call (*first: the first call). 1 with *key and *dups (its entries), 0 at
+ * the end, <0 an error. */
+static int key_next(MDB_cursor *cur, bool *first, uint32_t lo, uint32_t hi, uint32_t *key, size_t *dups)
 {
     uint8_t lk[4];
-    int mrc;
+    MDB_val k = {sizeof(lk), lk}, v;
     if (lo > hi)
         return 0;
     be32_put(lk, lo);
-    MDB_val k = {sizeof(lk), lk}, v;
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
-        size_t dups;
-        if (k.mv_size != 4 || be32_get(k.mv_data) > hi)
-            break;
-        /* a key with one entry has no page of duplicates to read */
-        if ((mrc = mdb_cursor_count(cur, &dups)) != 0)
-            break;
-        if (dups > 1)
-            mrc = mdb_cursor_get(cur, &k, &v, MDB_GET_MULTIPLE);
-        for (; mrc == 0; mrc = dups > 1 ? mdb_cursor_get(cur, &k, &v, MDB_NEXT_MULTIPLE) : MDB_NOTFOUND) {
-            const uint8_t *p = v.mv_data, *e = p + v.mv_size - v.mv_size % TA_USER_COST_LEN;
-            for (; p < e; p += TA_USER_COST_LEN) {
-                keymap_slot_t *u = keymap_get(m, (int64_t)ta_be64_get(p));
-                if (u == NULL)
-                    return -ENOMEM;
-                u->val += sign * (int64_t)ta_be64_get(p + 8);
-                u->reqs += sign * (int64_t)ta_be64_get(p + 16);
-            }
+    int mrc = mdb_cursor_get(cur, &k, &v, *first ? MDB_SET_RANGE : MDB_NEXT_NODUP);
+    *first = false;
+    if (mrc == MDB_NOTFOUND || (mrc == 0 && (k.mv_size != 4 || be32_get(k.mv_data) > hi)))
+        return 0;
+    if (mrc == 0)
+        mrc = mdb_cursor_count(cur, dups);
+    if (mrc != 0)
+        return lmdb_fail(mrc, "user cost walk");
+    *key = be32_get(k.mv_data);
+    return 1;
+}
+
+/* Add sign x the entries of cur whose keys are in [lo, hi] to m: a page of
+ * 24-byte entries per LMDB call, never the aggregate rows. */
+static int pairs_add(MDB_cursor *cur, uint32_t lo, uint32_t hi, int sign, keymap_t *m)
+{
+    bool first = true;
+    uint32_t key;
+    size_t dups;
+    int rc;
+    while ((rc = key_next(cur, &first, lo, hi, &key, &dups)) > 0) {
+        dupstream_t d;
+        const uint8_t *p;
+        dups_open(&d, cur, key);
+        while ((p = dups_next(&d)) != NULL) {
+            keymap_slot_t *u = keymap_get(m, (int64_t)ta_be64_get(p));
+            if (u == NULL)
+                return -ENOMEM;
+            u->val += sign * (int64_t)ta_be64_get(p + 8);
+            u->reqs += sign * (int64_t)ta_be64_get(p + 16);
         }
-        if (mrc != MDB_NOTFOUND)
-            break;
+        if (d.mrc != MDB_NOTFOUND)
+            return lmdb_fail(d.mrc, "user cost walk");
     }
-    return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost walk") : 0;
+    return rc;
 }
 
 /* How many entries pairs_add would read for [lo, hi]: a count per key. */
 static int pairs_count(MDB_cursor *cur, uint32_t lo, uint32_t hi, size_t *n)
 {
-    uint8_t lk[4];
-    int mrc;
+    bool first = true;
+    uint32_t key;
+    size_t dups;
+    int rc;
     *n = 0;
-    if (lo > hi)
-        return 0;
-    be32_put(lk, lo);
-    MDB_val k = {sizeof(lk), lk}, v;
-    for (mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); mrc == 0;
-         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
-        size_t dups;
-        if (k.mv_size != 4 || be32_get(k.mv_data) > hi)
-            break;
-        if ((mrc = mdb_cursor_count(cur, &dups)) != 0)
-            break;
+    while ((rc = key_next(cur, &first, lo, hi, &key, &dups)) > 0)
         *n += dups;
-    }
-    return mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost count") : 0;
+    return rc;
 }
 
 /* ---- user_cum: each user's totals before a UTC day ---------------------------- *
@@ -1554,16 +1555,26 @@ static int cum_plan(MDB_cursor *ucur, MDB_cursor *ccur, uint64_t t, cum_plan_t *
     return 0;
 }
 
+/* The hours cum(t) reads beside its user_cum day, as p says: [*lo, *hi],
+ * counted with *sign relative to cum's; false when it reads none. */
+static bool plan_hours(const cum_plan_t *p, uint64_t t, uint32_t *lo, uint32_t *hi, int *sign)
+{
+    *sign = 1;
+    switch (p->how) {
+    case 1: *lo = p->day * 24, *hi = (uint32_t)(t - 1); return true;
+    case 2: *lo = (uint32_t)t, *hi = p->day * 24 - 1, *sign = -1; return true;
+    case 3: *lo = 0, *hi = (uint32_t)(t - 1); return true;
+    default: return false;
+    }
+}
+
 /* m += sign x the hourly part of cum(t) read as p says (its user_cum day is
- * merged by user_top). */
+ * added by the caller). */
 static int cum_hours(MDB_cursor *ucur, uint64_t t, const cum_plan_t *p, int sign, keymap_t *m)
 {
-    switch (p->how) {
-    case 1: return pairs_add(ucur, p->day * 24, (uint32_t)(t - 1), sign, m);
-    case 2: return pairs_add(ucur, (uint32_t)t, p->day * 24 - 1, -sign, m);
-    case 3: return pairs_add(ucur, 0, (uint32_t)(t - 1), sign, m);
-    default: return 0;
-    }
+    uint32_t lo, hi;
+    int hs;
+    return plan_hours(p, t, &lo, &hi, &hs) ? pairs_add(ucur, lo, hi, sign * hs, m) : 0;
 }
 
 /* A k-way merge in user order of the entry lists a ranking by user_cum
@@ -1603,41 +1614,23 @@ static int merge_add(merge_t *g, MDB_txn *txn, MDB_dbi dbi, uint32_t k, int sign
     return m->d.mrc == 0 || m->d.mrc == MDB_NOTFOUND ? 0 : lmdb_fail(m->d.mrc, "merge list");
 }
 
-/* The lists of the hours [lo, hi] of user_cost (those with entries). */
-static int merge_hours(merge_t *g, MDB_txn *txn, MDB_cursor *ucur, MDB_dbi dbi, uint32_t lo, uint32_t hi,
-                       int sign)
-{
-    uint8_t lk[4];
-    int rc = 0, mrc;
-    if (lo > hi)
-        return 0;
-    be32_put(lk, lo);
-    MDB_val k = {sizeof(lk), lk}, v;
-    for (mrc = mdb_cursor_get(ucur, &k, &v, MDB_SET_RANGE); mrc == 0 && rc == 0 && g->fits;
-         mrc = mdb_cursor_get(ucur, &k, &v, MDB_NEXT_NODUP)) {
-        if (k.mv_size != 4 || be32_get(k.mv_data) > hi)
-            break;
-        rc = merge_add(g, txn, dbi, be32_get(k.mv_data), sign);
-    }
-    return rc != 0 ? rc : mrc != 0 && mrc != MDB_NOTFOUND ? lmdb_fail(mrc, "user cost walk") : 0;
-}
-
-/* The lists of cum(t) read as p says, with sign. */
+/* The lists of cum(t) read as p says, with sign: its user_cum day and the
+ * hours of user_cost beside it (those with entries). */
 static int merge_plan(merge_t *g, ta_store_t *st, MDB_txn *txn, MDB_cursor *ucur, uint64_t t,
                       const cum_plan_t *p, int sign)
 {
-    MDB_dbi ud = ta_store_dbi(st, TA_DB_AUDIT_USER_COST), cd = ta_store_dbi(st, TA_DB_AUDIT_USER_CUM);
-    int rc = 0;
+    uint32_t lo, hi, key;
+    size_t dups;
+    bool first = true;
+    int hs, rc = 0;
     if (p->how == 1 || p->how == 2)
-        rc = merge_add(g, txn, cd, p->day, sign);
-    if (rc != 0)
+        rc = merge_add(g, txn, ta_store_dbi(st, TA_DB_AUDIT_USER_CUM), p->day, sign);
+    if (rc != 0 || !plan_hours(p, t, &lo, &hi, &hs))
         return rc;
-    switch (p->how) {
-    case 1: return merge_hours(g, txn, ucur, ud, p->day * 24, (uint32_t)(t - 1), sign);
-    case 2: return merge_hours(g, txn, ucur, ud, (uint32_t)t, p->day * 24 - 1, -sign);
-    case 3: return merge_hours(g, txn, ucur, ud, 0, (uint32_t)(t - 1), sign);
-    default: return 0;
-    }
+    while (g->fits && (rc = key_next(ucur, &first, lo, hi, &key, &dups)) > 0)
+        if ((rc = merge_add(g, txn, ta_store_dbi(st, TA_DB_AUDIT_USER_COST), key, sign * hs)) != 0)
+            return rc;
+    return rc < 0 ? rc : 0;
 }
 
 static uint64_t ms_user(const mstream_t *m)
